@@ -1,0 +1,93 @@
+"""Queue payloads between the scheduler and workers: one pydantic class per message.
+
+A leaf module: the scheduler and the worker both import it and never each other.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from orchestrator.models import LogRecord
+
+
+class TaskInput(BaseModel):
+    name: str
+    url: str  # presigned GET, internal address
+    types: list[str] | None = None  # accepted MIME types; None accepts anything
+
+
+class TaskOutput(BaseModel):
+    name: str
+    url: str  # presigned PUT, internal address
+    # Extension for the file inside the container, e.g. ".png", from the output's Type.
+    suffix: str = ""
+
+
+class Task(BaseModel):
+    """One attempt of one node, everything a worker needs without asking anyone."""
+
+    kind: Literal["task"] = "task"
+    run_id: str
+    node_id: str
+    attempt: int
+    image: str
+    tier: str
+    timeout: float
+    # Exec split into tokens, not yet expanded; None runs the image's own command.
+    argv: list[str] | None = None
+    flags: dict[str, str] = Field(default_factory=dict)
+    inputs: list[TaskInput] = Field(default_factory=list)
+    outputs: list[TaskOutput] = Field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}/{self.node_id}/{self.attempt}"
+
+
+class AttemptStarted(BaseModel):
+    kind: Literal["started"] = "started"
+    run_id: str
+    node_id: str
+    attempt: int
+    worker: str
+
+
+class AttemptLog(BaseModel):
+    kind: Literal["log"] = "log"
+    run_id: str
+    node_id: str
+    attempt: int
+    record: LogRecord
+
+
+class OutputInfo(BaseModel):
+    size: int
+    content_type: str
+
+
+class AttemptResult(BaseModel):
+    kind: Literal["result"] = "result"
+    run_id: str
+    node_id: str
+    attempt: int
+    ok: bool
+    error: str = ""
+    # False for failures a retry cannot fix (an input of the wrong type).
+    retryable: bool = True
+    outputs: dict[str, OutputInfo] = Field(default_factory=dict)
+
+
+WorkerMessage = AttemptStarted | AttemptLog | AttemptResult
+
+__all__ = [
+    "AttemptLog",
+    "AttemptResult",
+    "AttemptStarted",
+    "OutputInfo",
+    "Task",
+    "TaskInput",
+    "TaskOutput",
+    "WorkerMessage",
+]

@@ -1,0 +1,255 @@
+"""The wire format: pydantic models that parse requests and shape responses.
+
+Field names are PascalCase on the wire, exactly as the Pupload Flow API
+(``seeds/flow-api-pupload.md``); Python code uses snake_case attributes.
+Log records are the one exception: the seed spells them in lower case.
+
+This module is a leaf: it imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_pascal
+
+DEFAULT_TIER = "c-small"
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class WireModel(BaseModel):
+    """Base of every PascalCase model; unknown fields are refused so typos surface."""
+
+    model_config = ConfigDict(
+        alias_generator=to_pascal,
+        populate_by_name=True,
+        extra="forbid",
+        serialize_by_alias=True,
+    )
+
+
+# ---------------------------------------------------------------- flow input
+
+
+class StoreInput(WireModel):
+    name: str
+    type: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataWell(WireModel):
+    """Binds an edge to a store: where its object lives and where it comes from.
+
+    ``Source`` is ``upload`` (the client PUTs it to a WaitingURL), ``static``
+    (an object already in the store at ``Key``), or ``none``/absent (the well
+    only says where a produced edge is stored).
+    """
+
+    edge: str
+    store: str | None = None
+    source: str | None = None
+    key: str | None = None
+    # Accepted for compatibility with Pupload flows; not used yet.
+    lifetime: dict[str, Any] | None = None
+
+
+class NodeEdge(WireModel):
+    name: str
+    edge: str
+
+
+class NodeFlag(WireModel):
+    name: str
+    value: str
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _scalar_to_text(cls, value: Any) -> Any:
+        # Flags reach the container as argv and env: JSON numbers and booleans
+        # are accepted and turned into their usual text.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, int | float):
+            return str(value)
+        return value
+
+
+class Node(WireModel):
+    # Empty defaults let validation report NODE_008 instead of a schema error.
+    id: str = Field(default="", alias="ID")
+    uses: str = ""
+    inputs: list[NodeEdge] = Field(default_factory=list)
+    outputs: list[NodeEdge] = Field(default_factory=list)
+    flags: list[NodeFlag] = Field(default_factory=list)
+    command: str | None = None
+
+
+class Flow(WireModel):
+    name: str
+    stores: list[StoreInput] = Field(default_factory=list)
+    default_store: str | None = None
+    # Pupload's name for a well template applied to edges without a well.
+    default_data_well: DataWell | None = None
+    data_wells: list[DataWell] = Field(default_factory=list)
+    nodes: list[Node] = Field(default_factory=list)
+
+
+class EdgeDef(WireModel):
+    name: str
+    description: str = ""
+    required: bool = False
+    # None: untyped (anything goes). An explicit empty list is TYPE_002.
+    type: list[str] | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _one_type_as_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class FlagDef(WireModel):
+    name: str
+    description: str = ""
+    required: bool = False
+    type: str = "string"
+    default: str | None = None
+
+    @field_validator("default", mode="before")
+    @classmethod
+    def _scalar_to_text(cls, value: Any) -> Any:
+        return NodeFlag._scalar_to_text(value)
+
+
+class CommandDef(WireModel):
+    name: str = "default"
+    description: str = ""
+    exec: str
+
+
+class NodeDef(WireModel):
+    # Pupload's database id; accepted and ignored.
+    id: int | None = Field(default=None, alias="ID")
+    publisher: str
+    name: str
+    image: str
+    inputs: list[EdgeDef] = Field(default_factory=list)
+    outputs: list[EdgeDef] = Field(default_factory=list)
+    flags: list[FlagDef] = Field(default_factory=list)
+    command: CommandDef | None = None
+    commands: list[CommandDef] = Field(default_factory=list)
+    tier: str = DEFAULT_TIER
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
+    timeout: float | None = Field(default=None, gt=0, description="Seconds before the container is killed.")
+
+    @property
+    def uses(self) -> str:
+        return f"{self.publisher}/{self.name}"
+
+    def all_commands(self) -> list[CommandDef]:
+        return ([self.command] if self.command else []) + list(self.commands)
+
+
+class FlowSubmission(WireModel):
+    """Body of ``POST /api/v1/flow/test``."""
+
+    flow: Flow
+    node_defs: list[NodeDef] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------- run output
+
+
+class RunStatus(StrEnum):
+    STOPPED = "STOPPED"
+    WAITING = "WAITING"
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    ERROR = "ERROR"
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunStatus.COMPLETE, RunStatus.ERROR, RunStatus.STOPPED)
+
+
+class NodeStatus(StrEnum):
+    IDLE = "IDLE"
+    READY = "READY"
+    RUNNING = "RUNNING"
+    RETRYING = "RETRYING"
+    COMPLETE = "COMPLETE"
+    ERROR = "ERROR"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class LogRecord(BaseModel):
+    """One log line of a node: the seed's ``timestamp`` and ``message``, plus level and stream."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    timestamp: datetime = Field(default_factory=utcnow)
+    message: str
+    level: str = "info"
+    # stdout / stderr for container output, "pipewell" for the engine's own lines.
+    stream: str = "pipewell"
+    attempt: int | None = None
+
+
+class NodeState(WireModel):
+    status: NodeStatus = NodeStatus.IDLE
+    logs: list[LogRecord] = Field(default_factory=list)
+    error: str = ""
+    attempt: int = 0
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+
+class Artifact(WireModel):
+    store_name: str
+    object_name: str
+    edge_name: str
+
+
+class WaitingURL(WireModel):
+    artifact: Artifact
+    put_url: str = Field(alias="PutURL")
+    # When the URL stops working (Pupload sends a time, not a duration).
+    ttl: datetime = Field(alias="TTL")
+
+
+class FlowRun(WireModel):
+    id: str = Field(alias="ID")
+    status: RunStatus
+    node_state: dict[str, NodeState] = Field(default_factory=dict)
+    artifacts: dict[str, Artifact] = Field(default_factory=dict)
+    waiting_urls: list[WaitingURL] = Field(default_factory=list, alias="WaitingURLs")
+    started_at: datetime = Field(default_factory=utcnow)
+
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_TIER",
+    "Artifact",
+    "CommandDef",
+    "DataWell",
+    "EdgeDef",
+    "FlagDef",
+    "Flow",
+    "FlowRun",
+    "FlowSubmission",
+    "LogRecord",
+    "Node",
+    "NodeDef",
+    "NodeEdge",
+    "NodeFlag",
+    "NodeState",
+    "NodeStatus",
+    "RunStatus",
+    "StoreInput",
+    "WaitingURL",
+    "utcnow",
+]

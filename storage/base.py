@@ -1,0 +1,105 @@
+"""The object-store interface every backend implements.
+
+Methods are synchronous: boto3 blocks, and so does the filesystem. Async
+callers run them off the event loop through a bounded executor.
+
+Exception tree (everything a backend raises on purpose):
+
+    StoreError
+    ├── ObjectNotFound     the key does not exist
+    ├── InvalidKey         the key is empty, absolute, or escapes its bucket (``..``)
+    └── StoreUnavailable   the backend could not be reached or refused the call
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import BinaryIO
+
+
+class StoreError(Exception):
+    """Base of every error a store raises."""
+
+
+class ObjectNotFound(StoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} does not exist")
+        self.key = key
+
+
+class InvalidKey(StoreError):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    content_type: str | None = None
+
+
+_SEGMENT_OK = re.compile(r"^[A-Za-z0-9._\-+=@,:~ ]+$")
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative object key, else raise InvalidKey.
+
+    A key is a ``/``-separated relative path with no empty, ``.`` or ``..``
+    segment: it can never name anything outside its bucket or data directory.
+    """
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKey(f"invalid object key {key!r}: must be a relative path")
+    for segment in key.split("/"):
+        if segment in ("", ".", "..") or not _SEGMENT_OK.match(segment):
+            raise InvalidKey(
+                f"invalid object key {key!r}: segment {segment!r} is not allowed "
+                "(use letters, digits and . _ - + = @ , : ~; no empty, '.' or '..' segments)"
+            )
+    return key
+
+
+class Store(ABC):
+    """An object store addressed by keys, handing out presigned URLs."""
+
+    #: The store's name in flows and in Artifacts (``StoreName``).
+    name: str
+
+    @abstractmethod
+    def put_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
+        """A URL that accepts one HTTP PUT of the object's bytes for ``ttl`` seconds.
+
+        ``internal`` asks for the address the service and its workers use;
+        otherwise the address handed to clients (browsers, curl).
+        """
+
+    @abstractmethod
+    def get_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
+        """A URL that answers HTTP GET with the object's bytes for ``ttl`` seconds."""
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None:
+        """Size (and stored content type, if any) of ``key``, or None if it does not exist."""
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    @abstractmethod
+    def open_read(self, key: str) -> BinaryIO:
+        """A readable binary stream of the object; raises ObjectNotFound."""
+
+    @abstractmethod
+    def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
+        """Store the bytes read from ``data`` (streamed, never whole in memory)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key``; removing a missing key is not an error."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; safe to call twice."""
