@@ -25,13 +25,18 @@ fi
 if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
     # ca-certificates: docker.io only recommends it, and pulls need it.
     apt_install docker.io ca-certificates
+    # The new client may reach a daemon elsewhere (DOCKER_HOST, a mounted socket).
+    reachable && exit 0
 fi
 
 log_file=$DATA_DIR/dockerd.log
 log "starting dockerd (log: $log_file)"
 # setsid and closed standard streams: the daemon must outlive this script and
-# must not hold make's (or CI's) output pipe open.
-setsid nohup dockerd >>"$log_file" 2>&1 </dev/null &
+# must not hold make's (or CI's) output pipe open, nor our lock.
+(
+    exec {LOCK_FD}>&-
+    exec setsid nohup dockerd >>"$log_file" 2>&1 </dev/null
+) &
 pid=$!
 
 for _ in $(seq "$WAIT_SECONDS"); do
@@ -42,6 +47,8 @@ for _ in $(seq "$WAIT_SECONDS"); do
     kill -0 "$pid" 2>/dev/null || { log "dockerd exited"; break; }
     sleep 1
 done
-log "no Docker daemon answering after dockerd was started; last lines of $log_file:"
-tail -n 30 "$log_file" >&2 || true
+# Its log is chatty: the errors say why (often missing privileges, e.g. in
+# an unprivileged container, where dockerd cannot run at all).
+log "no Docker daemon answering after dockerd was started; from $log_file:"
+{ grep -E 'level=(error|fatal)|^failed' "$log_file" || tail -n 30 "$log_file"; } | tail -n 15 >&2
 exit 1

@@ -19,25 +19,22 @@ is_debian() { [ -r /etc/debian_version ] && command -v apt-get >/dev/null 2>&1; 
 # Hold an exclusive lock on $CACHE_DIR/<name>.lock for the rest of the script,
 # so that two `make setup` started at once do not build the same thing twice
 # (or start two Docker daemons).
+# The descriptor is LOCK_FD, for a long-lived child to close.
 lock() {
-    local fd
-    exec {fd}>"$CACHE_DIR/$1.lock"
-    if ! flock -n "$fd"; then
+    exec {LOCK_FD}>"$CACHE_DIR/$1.lock"
+    if ! flock -n "$LOCK_FD"; then
         log "waiting for another set-up holding $CACHE_DIR/$1.lock"
-        flock "$fd"
+        flock "$LOCK_FD"
     fi
 }
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
-# apt-get update at most once an hour, whichever script asks first.
-apt_update_once() {
-    local stamp=$CACHE_DIR/apt-updated
-    if [ -z "$(find "$stamp" -mmin -60 2>/dev/null)" ]; then
-        log "apt-get update"
-        apt-get update -qq
-        touch "$stamp"
-    fi
+APT_UPDATED=
+apt_update() {
+    log "apt-get update"
+    apt-get update -qq
+    APT_UPDATED=1
 }
 
 # Install the Debian packages given that are not installed yet. Services in
@@ -52,7 +49,11 @@ apt_install() {
     if ! is_root || ! is_debian; then
         die "missing packages: ${missing[*]}. Install them (on Debian/Ubuntu: sudo apt-get install ${missing[*]}) and run again."
     fi
-    apt_update_once
+    # Package lists: fetched when there are none, refreshed when an install
+    # with the ones there fails (they may name versions the mirror dropped).
+    if [ -z "$APT_UPDATED" ] && ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+        apt_update
+    fi
     local policy=/usr/sbin/policy-rc.d added_policy=
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy"
@@ -61,8 +62,15 @@ apt_install() {
     fi
     log "apt-get install ${missing[*]}"
     local rc=0
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" </dev/null || rc=$?
+    apt_get_install "${missing[@]}" || rc=$?
+    if [ "$rc" -ne 0 ] && [ -z "$APT_UPDATED" ]; then
+        rc=0
+        { apt_update && apt_get_install "${missing[@]}"; } || rc=$?
+    fi
     [ -z "$added_policy" ] || rm -f "$policy"
     [ "$rc" -eq 0 ] || die "apt-get install ${missing[*]} failed (exit $rc)"
+}
+
+apt_get_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null
 }
