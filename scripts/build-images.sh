@@ -100,7 +100,7 @@ debootstrap_base() {
     remove_rootfs "$root"
     # shellcheck disable=SC2064 # expanded now: $root is local
     trap "remove_rootfs '$root'" EXIT
-    log "debootstrap $BASE_SUITE with $BASE_PACKAGES (a few minutes; log: $build_log)"
+    log "debootstrap $BASE_SUITE with $BASE_PACKAGES (a minute or two; log: $build_log)"
     if ! debootstrap --variant=minbase --include="$BASE_PACKAGES" \
         "$BASE_SUITE" "$root" "$DEBIAN_MIRROR" >"$build_log" 2>&1; then
         tail -n 30 "$build_log" >&2

@@ -117,12 +117,11 @@ def resize(source: Path, target: Path, width: int, height: int | None) -> str:
             " which this node cannot write"
         )
 
-    # Animations keep all their frames where the format can store them.
-    # (The iterator yields the same object seeked to each frame: copy them.)
-    frames_in = [image]
-    if fmt.upper() in Image.SAVE_ALL:
+    if getattr(image, "n_frames", 1) > 1 and fmt.upper() in Image.SAVE_ALL:
+        # Animations keep all their frames. (The iterator yields the same
+        # object seeked to each frame: copy them.)
         frames_in = [frame.copy() for frame in ImageSequence.Iterator(image)]
-    if len(frames_in) == 1:
+    else:
         # The width asked for is the width as displayed, after EXIF rotation.
         frames_in = [ImageOps.exif_transpose(image)]
     old_w, old_h = frames_in[0].size
