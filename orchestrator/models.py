@@ -48,7 +48,8 @@ class DataWell(WireModel):
     only says where a produced edge is stored).
     """
 
-    edge: str
+    # Empty in a Pupload DefaultDataWell, which applies to every edge.
+    edge: str = ""
     store: str | None = None
     source: str | None = None
     key: str | None = None
@@ -142,7 +143,9 @@ class NodeDef(WireModel):
     commands: list[CommandDef] = Field(default_factory=list)
     tier: str = DEFAULT_TIER
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
-    timeout: float | None = Field(default=None, gt=0, description="Seconds before the container is killed.")
+    timeout: float | None = Field(
+        default=None, gt=0, description="Seconds before the container is killed."
+    )
 
     @property
     def uses(self) -> str:

@@ -1,0 +1,182 @@
+"""Service settings: one typed object, loaded from ``config.yaml`` and CLI flags.
+
+Nothing below this module reads the environment or a file for settings: the
+object is passed to the constructors that need it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import ConfigError
+from orchestrator.tiers import GIB, TIERS, Tier
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    type: Literal["local", "s3"] = "local"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class StorageSettings(_Section):
+    default: StoreSettings = Field(default_factory=StoreSettings)
+    url_ttl: float = Field(default=3600, gt=0)
+    poll_interval: float = Field(default=2.0, gt=0)
+
+
+class WorkerSettings(_Section):
+    enabled: bool = True
+    name: str | None = None
+    tiers: list[str] | Literal["auto"] = "auto"
+    cpus: int | Literal["auto"] = "auto"
+    memory: str | int | Literal["auto"] = "auto"
+    max_parallel: int | Literal["auto"] = "auto"
+
+    def resolved_name(self) -> str:
+        return self.name or os.uname().nodename
+
+    def resolved_cpus(self) -> int:
+        if self.cpus == "auto":
+            return os.cpu_count() or 1
+        return int(self.cpus)
+
+    def resolved_memory(self) -> int:
+        if self.memory == "auto":
+            # Leave a tenth of the machine to the service, Docker and the OS.
+            return int(_total_memory() * 0.9)
+        return parse_size(self.memory)
+
+    def resolved_max_parallel(self) -> int:
+        if self.max_parallel == "auto":
+            return max(2, 4 * self.resolved_cpus())
+        return int(self.max_parallel)
+
+    def offered_tiers(self) -> list[Tier]:
+        """Tiers this worker can hold: enough cores and memory, no GPU asked."""
+        if self.tiers != "auto":
+            return [TIERS[name] for name in self.tiers]
+        cpus, memory = self.resolved_cpus(), self.resolved_memory()
+        return [t for t in TIERS.values() if not t.gpus and t.cpus <= cpus and t.memory <= memory]
+
+
+class ExecutorSettings(_Section):
+    default_timeout: float = Field(default=3600, gt=0)
+    pull_timeout: float = Field(default=60, gt=0)
+    docker_timeout: float = Field(default=120, gt=0)
+    transfer_timeout: float = Field(default=300, gt=0)
+    log_lines_per_node: int = Field(default=1000, ge=10)
+
+
+class RetrySettings(_Section):
+    backoff_base: float = Field(default=1.0, ge=0)
+    backoff_max: float = Field(default=60.0, ge=0)
+
+    def delay(self, failed_attempt: int) -> float:
+        return min(self.backoff_max, self.backoff_base * 2 ** (failed_attempt - 1))
+
+
+class Settings(_Section):
+    host: str = "127.0.0.1"
+    port: int = 1234
+    public_url: str | None = None
+    data_dir: Path = Path(".pipewell")
+    auth: Literal["none", "required"] = "none"
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    log_level: str = "info"
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+
+    @model_validator(mode="after")
+    def _known_tiers(self) -> Settings:
+        if self.worker.tiers != "auto":
+            unknown = [t for t in self.worker.tiers if t not in TIERS]
+            if unknown:
+                raise ValueError(f"worker.tiers: unknown tier(s) {unknown}")
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """Where clients reach this service (used in presigned URLs of the local store)."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    @property
+    def internal_url(self) -> str:
+        """Where the service's own workers reach it: always loopback."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+def parse_size(value: str | int) -> int:
+    """``512m``, ``2g``, ``2GiB``, ``1048576`` → bytes."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().lower().removesuffix("ib").removesuffix("b")
+    units = {"k": 1024, "m": 1024**2, "g": GIB, "t": 1024 * GIB}
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 4 * GIB
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from a YAML file (if given) with CLI overrides on top (None = not given)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must be a mapping of keys")
+        data.update(loaded)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+__all__ = [
+    "ExecutorSettings",
+    "RetrySettings",
+    "Settings",
+    "StorageSettings",
+    "StoreSettings",
+    "WorkerSettings",
+    "load_settings",
+    "parse_size",
+]

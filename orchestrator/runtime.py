@@ -1,0 +1,296 @@
+"""One run's state machine: pure, no I/O, no clock of its own.
+
+The scheduler feeds it what happened (an upload arrived, an attempt started,
+finished or failed) and acts on what it answers (nodes to dispatch, a retry
+delay). Everything here can be tested without Docker, a store or a loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from orchestrator.models import (
+    Artifact,
+    FlowRun,
+    FlowSubmission,
+    LogRecord,
+    NodeDef,
+    NodeState,
+    NodeStatus,
+    RunStatus,
+    WaitingURL,
+)
+from orchestrator.validation import (
+    DEFAULT_KEY_TEMPLATE,
+    default_store_name,
+    effective_wells,
+    expand_key,
+    resolve_defs,
+    topological_order,
+)
+
+UPLOAD_SOURCES = ("upload", "webhook")
+
+
+@dataclass(frozen=True)
+class EdgePlan:
+    """Where an edge's object lives and what fills it."""
+
+    name: str
+    store: str
+    key: str
+    source: str  # "upload" | "static" | "node"
+    producer: str | None = None  # node ID for source "node"
+
+
+class RunPlan(BaseModel):
+    """Everything derived once from a valid submission; persisted with the run."""
+
+    run_id: str
+    submission: FlowSubmission
+    created_at: datetime
+    edges: dict[str, dict[str, Any]]  # edge name → EdgePlan fields
+    order: list[str]
+
+    def edge(self, name: str) -> EdgePlan:
+        return EdgePlan(**self.edges[name])
+
+    def defs(self, catalog: dict[str, NodeDef] | None = None) -> dict[str, NodeDef]:
+        return resolve_defs(self.submission, catalog or {})
+
+
+def plan_run(
+    submission: FlowSubmission,
+    *,
+    run_id: str,
+    now: datetime,
+    catalog: dict[str, NodeDef] | None = None,
+) -> RunPlan:
+    """Decide each edge's store, object key and source for a validated submission."""
+    flow = submission.flow
+    wells = {w.edge: w for w in effective_wells(flow)}
+    default_store = default_store_name(flow)
+    template_well = flow.default_data_well
+    producers = {out.edge: node.id for node in flow.nodes for out in node.outputs}
+    edge_names = sorted({e.edge for n in flow.nodes for e in (*n.inputs, *n.outputs)}, key=str)
+    edges: dict[str, dict[str, Any]] = {}
+    for name in edge_names:
+        well = wells.get(name)
+        store = (well and well.store) or (template_well and template_well.store) or default_store
+        template = (
+            (well and well.key) or (template_well and template_well.key) or DEFAULT_KEY_TEMPLATE
+        )
+        key = expand_key(
+            template, run_id=run_id, flow_name=flow.name, edge=name, now=now, uuid=uuid.uuid4().hex
+        )
+        if name in producers:
+            source, producer = "node", producers[name]
+        elif well is not None and well.source == "static":
+            source, producer = "static", None
+        else:
+            source, producer = "upload", None
+        edges[name] = EdgePlan(name, store, key, source, producer).__dict__
+    order = topological_order(flow)
+    resolve_defs(submission, catalog or {})  # raises early if a def is missing
+    return RunPlan(run_id=run_id, submission=submission, created_at=now, edges=edges, order=order)
+
+
+@dataclass
+class Transition:
+    """What the scheduler must do after an event."""
+
+    dispatch: list[str] = field(default_factory=list)
+    retry_after: float | None = None
+    finished: bool = False
+
+
+class RunState:
+    """A run's mutable state around its immutable plan."""
+
+    def __init__(
+        self,
+        plan: RunPlan,
+        defs: dict[str, NodeDef],
+        run: FlowRun | None = None,
+        *,
+        max_log_lines: int = 1000,
+    ) -> None:
+        self.plan = plan
+        self.defs = defs
+        self.max_log_lines = max_log_lines
+        self.run = run or FlowRun(
+            id=plan.run_id,
+            status=RunStatus.WAITING,
+            started_at=plan.created_at,
+            node_state={
+                node.id: NodeState(max_attempts=defs[node.id].max_attempts)
+                for node in plan.submission.flow.nodes
+            },
+        )
+        self._nodes = {node.id: node for node in plan.submission.flow.nodes}
+
+    # ------------------------------------------------------------ queries
+
+    @property
+    def id(self) -> str:
+        return self.plan.run_id
+
+    @property
+    def status(self) -> RunStatus:
+        return self.run.status
+
+    def node(self, node_id: str):  # -> models.Node
+        return self._nodes[node_id]
+
+    def state(self, node_id: str) -> NodeState:
+        return self.run.node_state[node_id]
+
+    def upload_edges(self) -> list[str]:
+        return [n for n in self.plan.edges if self.plan.edge(n).source == "upload"]
+
+    def pending_uploads(self) -> list[str]:
+        return [e for e in self.upload_edges() if e not in self.run.artifacts]
+
+    def artifact_for(self, edge: str) -> Artifact:
+        plan = self.plan.edge(edge)
+        return Artifact(store_name=plan.store, object_name=plan.key, edge_name=edge)
+
+    def ready_nodes(self) -> list[str]:
+        """IDLE nodes whose every input edge has an artifact, in topological order."""
+        if self.run.status.finished:
+            return []
+        return [
+            node_id
+            for node_id in self.plan.order
+            if self.state(node_id).status == NodeStatus.IDLE
+            and all(e.edge in self.run.artifacts for e in self.node(node_id).inputs)
+        ]
+
+    def active_nodes(self) -> list[str]:
+        """Nodes dispatched or running: they need a worker (again, after a restart)."""
+        busy = (NodeStatus.READY, NodeStatus.RUNNING, NodeStatus.RETRYING)
+        return [n for n in self.plan.order if self.state(n).status in busy]
+
+    # ------------------------------------------------------------ events
+
+    def start(self, waiting_urls: list[WaitingURL]) -> Transition:
+        """Static edges are present from the start; uploads are awaited."""
+        for name in self.plan.edges:
+            if self.plan.edge(name).source == "static":
+                self.run.artifacts[name] = self.artifact_for(name)
+        self.run.waiting_urls = waiting_urls
+        return self._advance()
+
+    def artifact_arrived(self, edge: str) -> Transition:
+        if edge in self.run.artifacts or self.run.status.finished:
+            return Transition()
+        self.run.artifacts[edge] = self.artifact_for(edge)
+        self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
+        return self._advance()
+
+    def dispatched(self, node_id: str) -> int:
+        """Mark the node queued for its next attempt; returns the attempt number."""
+        state = self.state(node_id)
+        state.attempt += 1
+        state.status = NodeStatus.READY
+        self._refresh_status()
+        return state.attempt
+
+    def redispatched(self, node_id: str) -> int:
+        """After a service restart: the interrupted attempt runs again under its number."""
+        state = self.state(node_id)
+        state.status = NodeStatus.READY
+        state.attempt = max(state.attempt, 1)
+        return state.attempt
+
+    def attempt_started(self, node_id: str, attempt: int) -> bool:
+        state = self.state(node_id)
+        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+            return False
+        state.status = NodeStatus.RUNNING
+        self._refresh_status()
+        return True
+
+    def attempt_succeeded(self, node_id: str, attempt: int) -> Transition:
+        state = self.state(node_id)
+        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+            return Transition()
+        state.status = NodeStatus.COMPLETE
+        state.error = ""
+        for out in self.node(node_id).outputs:
+            self.run.artifacts[out.edge] = self.artifact_for(out.edge)
+        return self._advance()
+
+    def attempt_failed(
+        self, node_id: str, attempt: int, error: str, *, retryable: bool, retry_delay: float
+    ) -> Transition:
+        state = self.state(node_id)
+        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+            return Transition()
+        state.error = error
+        if retryable and attempt < state.max_attempts and not self.run.status.finished:
+            state.status = NodeStatus.RETRYING
+            self._refresh_status()
+            return Transition(retry_after=retry_delay)
+        state.status = NodeStatus.ERROR
+        self.run.status = RunStatus.ERROR
+        return Transition(finished=True)
+
+    def add_log(self, node_id: str, record: LogRecord) -> None:
+        logs = self.state(node_id).logs
+        logs.append(record)
+        if len(logs) > self.max_log_lines:
+            # Keep the first lines (how it started) and the latest (how it ended).
+            keep_head = self.max_log_lines // 4
+            del logs[keep_head : len(logs) - (self.max_log_lines - keep_head)]
+
+    def stop(self) -> None:
+        if not self.run.status.finished:
+            self.run.status = RunStatus.STOPPED
+
+    # ------------------------------------------------------------ internals
+
+    def _advance(self) -> Transition:
+        ready = self.ready_nodes()
+        self._refresh_status()
+        return Transition(dispatch=ready, finished=self.run.status.finished)
+
+    def _refresh_status(self) -> None:
+        if self.run.status.finished:
+            return
+        states = [self.state(n).status for n in self.plan.order]
+        if any(s == NodeStatus.ERROR for s in states):
+            self.run.status = RunStatus.ERROR
+        elif all(s == NodeStatus.COMPLETE for s in states):
+            self.run.status = RunStatus.COMPLETE
+            self.run.waiting_urls = []
+        elif any(s != NodeStatus.IDLE and s != NodeStatus.COMPLETE for s in states):
+            self.run.status = RunStatus.RUNNING
+        elif self.pending_uploads():
+            self.run.status = RunStatus.WAITING
+        else:
+            self.run.status = RunStatus.RUNNING
+
+    # ------------------------------------------------------------ persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.model_dump(mode="json", by_alias=True),
+            "run": self.run.model_dump(mode="json", by_alias=True),
+        }
+
+    @classmethod
+    def restore(
+        cls, data: dict[str, Any], catalog: dict[str, NodeDef] | None = None, **kwargs: Any
+    ) -> RunState:
+        plan = RunPlan.model_validate(data["plan"])
+        run = FlowRun.model_validate(data["run"])
+        return cls(plan, plan.defs(catalog), run, **kwargs)
+
+
+__all__ = ["EdgePlan", "RunPlan", "RunState", "Transition", "plan_run"]

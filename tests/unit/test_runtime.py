@@ -1,0 +1,135 @@
+"""The run state machine, with no I/O: dispatch order, retries, statuses, persistence."""
+
+from datetime import UTC, datetime
+
+from orchestrator.models import FlowSubmission, LogRecord, NodeStatus, RunStatus
+from orchestrator.runtime import RunState, plan_run
+
+NOW = datetime(2026, 3, 3, 10, 30, tzinfo=UTC)
+
+
+def _submission(nodes, defs=None, wells=None):
+    defs = defs or [
+        {"Publisher": "t", "Name": "copy", "Image": "pipewell/busybox:latest", "MaxAttempts": 2}
+    ]
+    flow = {"Name": "f", "Nodes": nodes}
+    if wells is not None:
+        flow["DataWells"] = wells
+    return FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
+
+
+def _node(node_id, inputs, outputs):
+    return {
+        "ID": node_id,
+        "Uses": "t/copy",
+        "Inputs": [{"Name": f"in{i}", "Edge": e} for i, e in enumerate(inputs)],
+        "Outputs": [{"Name": f"out{i}", "Edge": e} for i, e in enumerate(outputs)],
+    }
+
+
+def _state(submission, run_id="0" * 32):
+    plan = plan_run(submission, run_id=run_id, now=NOW)
+    return RunState(plan, plan.defs())
+
+
+def test_chain_waits_for_upload_then_runs_in_order():
+    run = _state(_submission([_node("b", ["mid"], ["out"]), _node("a", ["src"], ["mid"])]))
+    transition = run.start([])
+    assert transition.dispatch == []
+    assert run.status == RunStatus.WAITING
+    assert run.pending_uploads() == ["src"]
+    assert run.plan.edge("src").key == f"{'0' * 32}/src"
+
+    assert run.artifact_arrived("src").dispatch == ["a"]
+    assert run.dispatched("a") == 1
+    assert run.status == RunStatus.RUNNING
+    assert run.attempt_started("a", 1)
+    assert run.state("a").status == NodeStatus.RUNNING
+
+    assert run.attempt_succeeded("a", 1).dispatch == ["b"]
+    assert "mid" in run.run.artifacts
+    run.dispatched("b")
+    run.attempt_started("b", 1)
+    transition = run.attempt_succeeded("b", 1)
+    assert transition.finished
+    assert run.status == RunStatus.COMPLETE
+    assert run.run.artifacts["out"].object_name == f"{'0' * 32}/out"
+
+
+def test_parallel_branches_are_ready_together():
+    run = _state(_submission([_node("x", ["src"], ["o1"]), _node("y", ["src"], ["o2"])]))
+    run.start([])
+    assert sorted(run.artifact_arrived("src").dispatch) == ["x", "y"]
+
+
+def test_failure_retries_until_max_attempts_then_errors_the_run():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    run.start([])
+    run.artifact_arrived("src")
+    run.dispatched("a")
+    retry = run.attempt_failed("a", 1, "command exited with code 3", retryable=True, retry_delay=2)
+    assert retry.retry_after == 2
+    assert run.state("a").status == NodeStatus.RETRYING
+    assert run.status == RunStatus.RUNNING
+    assert run.dispatched("a") == 2
+    final = run.attempt_failed("a", 2, "command exited with code 3", retryable=True, retry_delay=4)
+    assert final.finished and final.retry_after is None
+    assert run.state("a").status == NodeStatus.ERROR
+    assert run.state("a").error == "command exited with code 3"
+    assert run.status == RunStatus.ERROR
+
+
+def test_non_retryable_failure_errors_at_once():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    run.start([])
+    run.artifact_arrived("src")
+    run.dispatched("a")
+    transition = run.attempt_failed("a", 1, "input is text/plain", retryable=False, retry_delay=1)
+    assert transition.finished
+    assert run.state("a").attempt == 1
+    assert run.status == RunStatus.ERROR
+
+
+def test_stale_results_of_an_old_attempt_are_ignored():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    run.start([])
+    run.artifact_arrived("src")
+    run.dispatched("a")
+    run.attempt_failed("a", 1, "boom", retryable=True, retry_delay=0)
+    run.dispatched("a")
+    assert run.attempt_succeeded("a", 1).dispatch == []
+    assert run.state("a").status == NodeStatus.READY
+
+
+def test_logs_are_capped_keeping_head_and_tail():
+    plan = plan_run(_submission([_node("a", ["src"], ["out"])]), run_id="1" * 32, now=NOW)
+    run = RunState(plan, plan.defs(), max_log_lines=20)
+    for i in range(100):
+        run.add_log("a", LogRecord(message=str(i)))
+    messages = [r.message for r in run.state("a").logs]
+    assert len(messages) == 20
+    assert messages[:5] == ["0", "1", "2", "3", "4"]
+    assert messages[-1] == "99"
+
+
+def test_snapshot_round_trip_keeps_everything():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    run.start([])
+    run.artifact_arrived("src")
+    run.dispatched("a")
+    restored = RunState.restore(run.snapshot())
+    assert restored.run == run.run
+    assert restored.plan.edges == run.plan.edges
+    assert restored.active_nodes() == ["a"]
+    assert restored.redispatched("a") == 1
+
+
+def test_static_well_is_present_from_the_start():
+    sub = _submission(
+        [_node("a", ["lut"], ["out"])],
+        wells=[{"Edge": "lut", "Source": "static", "Key": "luts/one.bin"}, {"Edge": "out"}],
+    )
+    run = _state(sub)
+    assert run.start([]).dispatch == ["a"]
+    assert run.run.artifacts["lut"].object_name == "luts/one.bin"
+    assert run.pending_uploads() == []
