@@ -1,0 +1,538 @@
+"""Runs one attempt of one node as a Docker container (the node contract).
+
+create → copy inputs in → attach → start → stream logs → wait (killed at the
+timeout) → copy outputs out → remove, whatever happened.
+
+Everything here blocks (the ``docker`` and ``requests`` clients do): the
+worker calls :meth:`DockerExecutor.run` from a bounded thread pool, never on
+the event loop. Docker and HTTP errors are translated into failed attempts in
+one place (:func:`_step`); nothing here raises past ``run``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import requests
+import structlog
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from orchestrator import command
+from orchestrator.config import ExecutorSettings
+from orchestrator.messages import AttemptResult, OutputInfo, Task, TaskInput
+from orchestrator.mime import extension_for, matches, sniff
+from orchestrator.models import LogRecord
+from orchestrator.tiers import TIERS, Tier
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 1024 * 1024
+SNIFF_BYTES = 8192
+MAX_LINE = 8192
+LABEL_RUN = "pipewell.run_id"
+LABEL_NODE = "pipewell.node_id"
+LABEL_ATTEMPT = "pipewell.attempt"
+LABEL_WORKER = "pipewell.worker"
+
+# Families the sniffer recognises: an unrecognised binary cannot be one of them.
+_SNIFFABLE_PREFIXES = ("image/", "video/", "audio/", "font/", "text/")
+
+Emit = Callable[[LogRecord], None]
+
+
+class AttemptFailed(Exception):
+    """A failed attempt, with the message a user reads in NodeState.Error."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+
+
+@contextlib.contextmanager
+def _step(what: str) -> Iterator[None]:
+    """Translate Docker and HTTP errors of one step into an AttemptFailed."""
+    try:
+        yield
+    except AttemptFailed:
+        raise
+    except docker.errors.APIError as exc:
+        raise AttemptFailed(f"{what}: Docker said: {exc.explanation or exc}") from exc
+    except requests.RequestException as exc:
+        # The exception text may hold the presigned URL: keep only its kind.
+        raise AttemptFailed(f"{what}: {type(exc).__name__} talking to the store") from exc
+    except tarfile.TarError as exc:
+        raise AttemptFailed(f"{what}: unreadable archive from Docker: {exc}") from exc
+    except OSError as exc:
+        raise AttemptFailed(f"{what}: {exc.strerror or exc}") from exc
+
+
+def input_type_ok(actual: str, accepted: list[str] | None) -> bool:
+    """Whether a sniffed type satisfies an input's ``Type`` list.
+
+    Sniffing cannot tell CSV from plain text, nor name every binary format, so
+    plain text satisfies any ``text/*`` type and an unrecognised binary is only
+    refused when every accepted type is one the sniffer would have recognised.
+    """
+    if matches(actual, accepted):
+        return True
+    assert accepted is not None
+    if actual == "text/plain" and any(t.lower().startswith("text/") for t in accepted):
+        return True
+    if actual == "application/octet-stream":
+        return not all(
+            t.lower().startswith(_SNIFFABLE_PREFIXES) or t.lower() == "application/json"
+            for t in accepted
+        )
+    return False
+
+
+@dataclass
+class _OpenInput:
+    spec: TaskInput
+    response: requests.Response
+    size: int
+    head: bytes
+    content_type: str
+    suffix: str
+
+    def chunks(self) -> Iterator[bytes]:
+        yield self.head
+        yield from self.response.iter_content(CHUNK)
+
+
+class _IterReader(io.RawIOBase):
+    """A file object over an iterator of byte chunks (Docker's archive stream)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target) -> int:  # type: ignore[no-untyped-def]
+        while not self._buffer:
+            try:
+                self._buffer = next(self._chunks)
+            except StopIteration:
+                return 0
+        n = min(len(target), len(self._buffer))
+        target[:n] = self._buffer[:n]
+        self._buffer = self._buffer[n:]
+        return n
+
+
+class _SizedBody:
+    """Head bytes then the rest of a stream, with a length so requests sends Content-Length."""
+
+    def __init__(self, head: bytes, rest: io.BufferedIOBase, size: int) -> None:
+        self._head = head
+        self._rest = rest
+        self._size = size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
+        return self._rest.read(CHUNK if n is None or n < 0 else max(n, CHUNK))
+
+
+def _tar_entries(entries: list[tuple[str, int, Iterator[bytes] | None]]) -> Iterator[bytes]:
+    """A tar stream of (path, size, chunks) entries; chunks None makes a directory."""
+    now = time.time()
+    for path, size, chunks in entries:
+        info = tarfile.TarInfo(path)
+        info.mtime = int(now)
+        if chunks is None:
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o777
+            yield info.tobuf(format=tarfile.PAX_FORMAT)
+            continue
+        info.size = size
+        info.mode = 0o644
+        yield info.tobuf(format=tarfile.PAX_FORMAT)
+        sent = 0
+        for chunk in chunks:
+            sent += len(chunk)
+            if sent > size:
+                raise AttemptFailed(f"{path}: the store sent more bytes than announced")
+            yield chunk
+        if sent != size:
+            raise AttemptFailed(f"{path}: the store sent {sent} of {size} bytes")
+        if size % 512:
+            yield b"\0" * (512 - size % 512)
+    yield b"\0" * 1024
+
+
+class _LogPump:
+    """Reads the attach stream in its own thread, cutting it into log lines."""
+
+    def __init__(
+        self, stream: Iterator[tuple[bytes | None, bytes | None]], emit: Emit, attempt: int
+    ) -> None:
+        self._stream = stream
+        self._emit = emit
+        self._attempt = attempt
+        self._partial = {"stdout": b"", "stderr": b""}
+        self.stderr_tail: deque[str] = deque(maxlen=5)
+        self._thread = threading.Thread(target=self._pump, name="pipewell-logs", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+    def _pump(self) -> None:
+        try:
+            for stdout, stderr in self._stream:
+                if stdout:
+                    self._feed("stdout", stdout)
+                if stderr:
+                    self._feed("stderr", stderr)
+        except (docker.errors.APIError, requests.RequestException, OSError, ValueError):
+            pass  # the container went away; what was read is already emitted
+        for stream_name, rest in self._partial.items():
+            if rest:
+                self._line(stream_name, rest)
+
+    def _feed(self, stream_name: str, data: bytes) -> None:
+        buffer = self._partial[stream_name] + data
+        *lines, self._partial[stream_name] = buffer.split(b"\n")
+        for line in lines:
+            self._line(stream_name, line)
+        if len(self._partial[stream_name]) > MAX_LINE:
+            self._line(stream_name, self._partial[stream_name])
+            self._partial[stream_name] = b""
+
+    def _line(self, stream_name: str, raw: bytes) -> None:
+        text = raw.rstrip(b"\r").decode("utf-8", errors="replace")[:MAX_LINE]
+        if stream_name == "stderr" and text.strip():
+            self.stderr_tail.append(text.strip())
+        self._emit(LogRecord(message=text, stream=stream_name, attempt=self._attempt))
+
+
+class DockerExecutor:
+    """Executes tasks on one Docker engine."""
+
+    def __init__(self, client: docker.DockerClient, settings: ExecutorSettings, worker: str):
+        self.client = client
+        self.settings = settings
+        self.worker = worker
+        self._http = threading.local()
+        self._aborting = threading.Event()
+
+    # ------------------------------------------------------------ public
+
+    def run(self, task: Task, emit: Emit) -> AttemptResult:
+        """Run one attempt to its end; never raises, the result says what happened."""
+        tier = TIERS[task.tier]
+        container = None
+        opened: list[_OpenInput] = []
+        try:
+            self._ensure_image(task.image)
+            opened = [self._open_input(spec) for spec in task.inputs]
+            in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
+            out_paths = {o.name: command.output_path(o.name, o.suffix) for o in task.outputs}
+            container = self._create(task, tier, in_paths, out_paths)
+            self._copy_in(container, opened)
+            pump = self._attach(container, emit, task.attempt)
+            exit_code = self._start_and_wait(container, task, tier, pump)
+            if self._aborting.is_set():
+                raise AttemptFailed("the worker is shutting down; the node will run again")
+            if exit_code != 0:
+                raise AttemptFailed(self._exit_message(container, exit_code, tier, pump))
+            outputs = {
+                spec.name: self._copy_out(container, out_paths[spec.name], spec.name, spec.url)
+                for spec in task.outputs
+            }
+            return AttemptResult(
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                ok=True,
+                outputs=outputs,
+            )
+        except AttemptFailed as failure:
+            return AttemptResult(
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                ok=False,
+                error=failure.message,
+                retryable=failure.retryable,
+            )
+        except Exception as exc:  # a bug of ours must still end the attempt, not the worker
+            log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
+            return AttemptResult(
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                ok=False,
+                error=f"internal error in the worker: {type(exc).__name__}: {exc}",
+            )
+        finally:
+            for item in opened:
+                item.response.close()
+            if container is not None:
+                self._remove(container)
+
+    def abort_all(self) -> int:
+        """Shutting down: kill this worker's containers so their attempts end now.
+
+        The aborted attempts report nothing; the scheduler dispatches their
+        nodes again when it resumes.
+        """
+        self._aborting.set()
+        killed = 0
+        for container in self._own_containers():
+            with contextlib.suppress(docker.errors.APIError):
+                container.kill()
+                killed += 1
+        return killed
+
+    def _own_containers(self) -> list:  # type: ignore[type-arg]
+        return self.client.containers.list(
+            all=True, filters={"label": [LABEL_RUN, f"{LABEL_WORKER}={self.worker}"]}
+        )
+
+    def remove_leftovers(self) -> int:
+        """Remove containers this worker left behind (a crash, a SIGKILL)."""
+        removed = 0
+        for container in self._own_containers():
+            self._remove(container)
+            removed += 1
+        return removed
+
+    # ------------------------------------------------------------ steps
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._http, "session", None)
+        if session is None:
+            session = self._http.session = requests.Session()
+            # Retry only failed connects (nothing sent yet): the store may be restarting.
+            retry = Retry(
+                total=None,
+                connect=6,
+                read=0,
+                status=0,
+                other=0,
+                backoff_factor=0.25,
+                allowed_methods=None,
+            )
+            session.mount("http://", HTTPAdapter(max_retries=retry))
+            session.mount("https://", HTTPAdapter(max_retries=retry))
+        return session
+
+    def _ensure_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError as exc:
+            raise AttemptFailed(f"cannot inspect image {image}: {exc.explanation}") from exc
+        repository, _, tag = (
+            image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        )
+        deadline = time.monotonic() + self.settings.pull_timeout
+        try:
+            # Streamed so the pull can be abandoned at pull_timeout between progress lines.
+            for progress in self.client.api.pull(
+                repository, tag=tag or "latest", stream=True, decode=True
+            ):
+                if "error" in progress:
+                    raise AttemptFailed(
+                        f"image {image} not found locally and could not be pulled: "
+                        f"{progress['error']}"
+                    )
+                if time.monotonic() > deadline:
+                    raise AttemptFailed(
+                        f"image {image} not found locally and its pull took over "
+                        f"{self.settings.pull_timeout:g} s (executor.pull_timeout)"
+                    )
+            self.client.images.get(image)
+        except (docker.errors.APIError, requests.RequestException) as exc:
+            reason = getattr(exc, "explanation", None) or type(exc).__name__
+            raise AttemptFailed(
+                f"image {image} not found locally and could not be pulled: {reason}"
+            ) from exc
+
+    def _open_input(self, spec: TaskInput) -> _OpenInput:
+        with _step(f"input '{spec.name}': download"):
+            response = self._session().get(
+                spec.url, stream=True, timeout=(10, self.settings.transfer_timeout)
+            )
+            if response.status_code != 200:
+                response.close()
+                raise AttemptFailed(
+                    f"input '{spec.name}': the store answered HTTP {response.status_code}"
+                )
+            length = response.headers.get("Content-Length")
+            if length is None:
+                response.close()
+                raise AttemptFailed(f"input '{spec.name}': the store sent no Content-Length")
+            size = int(length)
+            head = response.raw.read(min(size, SNIFF_BYTES), decode_content=True)
+        content_type = sniff(head)
+        if not input_type_ok(content_type, spec.types):
+            response.close()
+            raise AttemptFailed(
+                f"input '{spec.name}' is {content_type}, but this node accepts "
+                f"{', '.join(spec.types or [])}",
+                retryable=False,
+            )
+        return _OpenInput(spec, response, size, head, content_type, extension_for(content_type))
+
+    def _create(
+        self, task: Task, tier: Tier, in_paths: dict[str, str], out_paths: dict[str, str]
+    ):  # -> Container
+        env = command.node_environment(in_paths, out_paths, task.flags)
+        env.update(
+            PIPEWELL_RUN_ID=task.run_id,
+            PIPEWELL_NODE_ID=task.node_id,
+            PIPEWELL_ATTEMPT=str(task.attempt),
+        )
+        argv = None
+        if task.argv is not None:
+            argv = command.expand_argv(
+                task.argv, command.placeholder_values(in_paths, out_paths, task.flags)
+            )
+        with _step("create container"):
+            return self.client.containers.create(
+                task.image,
+                command=argv,
+                environment=env,
+                labels={
+                    LABEL_RUN: task.run_id,
+                    LABEL_NODE: task.node_id,
+                    LABEL_ATTEMPT: str(task.attempt),
+                    LABEL_WORKER: self.worker,
+                },
+                nano_cpus=tier.cpus * 1_000_000_000,
+                mem_limit=tier.memory,
+                # Equal to mem_limit: no swap, so the limit is the limit.
+                memswap_limit=tier.memory,
+                pids_limit=tier.pids,
+                network_mode="none",
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                privileged=False,
+                detach=True,
+            )
+
+    def _copy_in(self, container, opened: list[_OpenInput]) -> None:  # type: ignore[no-untyped-def]
+        root = command.CONTAINER_ROOT.lstrip("/")
+        dirs: list[tuple[str, int, Iterator[bytes] | None]] = [
+            (root, 0, None),
+            (command.INPUT_DIR.lstrip("/"), 0, None),
+            (command.OUTPUT_DIR.lstrip("/"), 0, None),
+        ]
+        with _step("copy directories into the container"):
+            container.put_archive("/", b"".join(_tar_entries(dirs)))
+        for item in opened:
+            path = command.input_path(item.spec.name, item.suffix).lstrip("/")
+            with _step(f"input '{item.spec.name}': copy into the container"):
+                container.put_archive("/", _tar_entries([(path, item.size, item.chunks())]))
+
+    def _attach(self, container, emit: Emit, attempt: int) -> _LogPump:  # type: ignore[no-untyped-def]
+        with _step("attach to the container"):
+            stream = self.client.api.attach(
+                container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
+            )
+        pump = _LogPump(stream, emit, attempt)
+        pump.start()
+        return pump
+
+    def _start_and_wait(self, container, task: Task, tier: Tier, pump: _LogPump) -> int:  # type: ignore[no-untyped-def]
+        with _step("start container"):
+            container.start()
+        try:
+            status = container.wait(timeout=task.timeout)
+        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
+            with contextlib.suppress(docker.errors.APIError):
+                container.kill()
+            pump.join(5)
+            raise AttemptFailed(
+                f"timed out after {task.timeout:g} s (the NodeDef's Timeout); container killed"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise AttemptFailed(f"waiting for the container: {exc.explanation}") from exc
+        pump.join(10)
+        return int(status.get("StatusCode", -1))
+
+    def _exit_message(self, container, exit_code: int, tier: Tier, pump: _LogPump) -> str:  # type: ignore[no-untyped-def]
+        oom = False
+        with contextlib.suppress(docker.errors.APIError):
+            container.reload()
+            oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+        if oom:
+            return (
+                f"out of memory (limit {tier.memory_mib} MiB, tier {tier.name}); "
+                f"exit code {exit_code}"
+            )
+        message = f"command exited with code {exit_code}"
+        if exit_code == 137:
+            message += " (killed by SIGKILL)"
+        if pump.stderr_tail:
+            message += f": {pump.stderr_tail[-1][:500]}"
+        return message
+
+    def _copy_out(self, container, path: str, name: str, url: str) -> OutputInfo:  # type: ignore[no-untyped-def]
+        try:
+            chunks, _stat = container.get_archive(path, chunk_size=CHUNK)
+        except docker.errors.NotFound as exc:
+            raise AttemptFailed(
+                f"output '{name}' missing: the command exited 0 but did not write {path}"
+            ) from exc
+        except docker.errors.APIError as exc:
+            raise AttemptFailed(f"output '{name}': copy out: {exc.explanation}") from exc
+        with (
+            _step(f"output '{name}': copy out"),
+            tarfile.open(
+                fileobj=io.BufferedReader(_IterReader(iter(chunks)), CHUNK), mode="r|"
+            ) as archive,
+        ):
+            member = archive.next()
+            if member is None or not member.isfile():
+                raise AttemptFailed(f"output '{name}': {path} is not a regular file")
+            body = archive.extractfile(member)
+            assert body is not None
+            head = body.read(SNIFF_BYTES)
+            content_type = sniff(head)
+            response = self._session().put(
+                url,
+                data=_SizedBody(head, body, member.size),
+                headers={"Content-Type": content_type},
+                timeout=(10, self.settings.transfer_timeout),
+            )
+            if response.status_code not in (200, 201, 204):
+                raise AttemptFailed(
+                    f"output '{name}': the store refused the upload (HTTP {response.status_code})"
+                )
+        return OutputInfo(size=member.size, content_type=content_type)
+
+    def _remove(self, container) -> None:  # type: ignore[no-untyped-def]
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            log.warning("container_remove_failed", container=container.id[:12], error=str(exc))
+
+
+__all__ = ["AttemptFailed", "DockerExecutor", "input_type_ok"]

@@ -1,0 +1,460 @@
+"""Drives runs: accepts submissions, dispatches ready nodes, handles results and retries.
+
+The scheduler owns every unfinished run's ``RunState`` in memory, persists it
+through ``StateStore`` after each change, and talks to workers only through
+the queue. On start it resumes every unfinished run found in the state store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+import structlog
+
+from orchestrator.command import split_exec
+from orchestrator.config import Settings
+from orchestrator.errors import ArtifactNotFound, FlowInvalid, RunNotFound
+from orchestrator.events import EventBus
+from orchestrator.messages import (
+    AttemptLog,
+    AttemptResult,
+    AttemptStarted,
+    Task,
+    TaskInput,
+    TaskOutput,
+    WorkerMessage,
+)
+from orchestrator.mime import extension_for
+from orchestrator.models import (
+    FlowRun,
+    FlowSubmission,
+    LogRecord,
+    NodeDef,
+    NodeStatus,
+    WaitingURL,
+    utcnow,
+)
+from orchestrator.queue import TaskQueue
+from orchestrator.runtime import RunState, Transition, plan_run
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreRegistry
+from orchestrator.tiers import TIERS
+from orchestrator.validation import resolve_defs, validate
+from storage import ObjectInfo, Store
+
+log = structlog.get_logger(__name__)
+
+FINISHED_RUNS_KEPT = 500
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        state: StateStore,
+        queue: TaskQueue,
+        events: EventBus,
+        stores: StoreRegistry,
+        catalog: dict[str, NodeDef],
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.queue = queue
+        self.events = events
+        self.stores = stores
+        self.catalog = catalog
+        self.runs: dict[str, RunState] = {}
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        # (store name, object key) → (run id, edge) for uploads still awaited.
+        self._awaited: dict[tuple[str, str], tuple[str, str]] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # Store calls block (boto3, the filesystem): run them here, bounded.
+        self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        for snapshot in await self.state.unfinished():
+            await self._resume(snapshot)
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="scheduler-consume"),
+            asyncio.create_task(self._poll_uploads(), name="scheduler-poll-uploads"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        await asyncio.shield(self.state.flush())
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+
+    # ------------------------------------------------------------ API surface
+
+    def validate(self, submission: FlowSubmission):  # -> ValidationResult
+        return validate(submission, catalog=self.catalog)
+
+    async def submit(self, submission: FlowSubmission) -> FlowRun:
+        """Validate, plan, hand out WaitingURLs and dispatch what can start now."""
+        result = self.validate(submission)
+        if not result.ok:
+            raise FlowInvalid(
+                [e.model_dump(exclude_none=True) for e in result.errors],
+                [w.model_dump(exclude_none=True) for w in result.warnings],
+            )
+        run_id = uuid.uuid4().hex
+        plan = plan_run(submission, run_id=run_id, now=utcnow(), catalog=self.catalog)
+        run = RunState(
+            plan,
+            resolve_defs(submission, self.catalog),
+            max_log_lines=self.settings.executor.log_lines_per_node,
+        )
+        waiting = await self._waiting_urls(run)
+        self.runs[run_id] = run
+        self._await_uploads(run)
+        log.info(
+            "run_submitted",
+            run_id=run_id,
+            flow=submission.flow.name,
+            nodes=len(plan.order),
+            uploads=len(waiting),
+        )
+        await self._apply(run, run.start(waiting))
+        return run.run
+
+    async def get(self, run_id: str) -> FlowRun:
+        run = self.runs.get(run_id)
+        if run is not None:
+            return run.run
+        snapshot = await self.state.load(run_id) if _looks_like_run_id(run_id) else None
+        if snapshot is None:
+            raise RunNotFound(run_id)
+        return FlowRun.model_validate(snapshot["run"])
+
+    async def open_artifact(self, run_id: str, edge: str) -> tuple[ObjectInfo, BinaryIO]:
+        flow_run = await self.get(run_id)
+        artifact = flow_run.artifacts.get(edge)
+        if artifact is None:
+            reason = "no such edge or not produced yet"
+            raise ArtifactNotFound(run_id, edge, reason)
+        store = await self._store_for(run_id, artifact.store_name)
+        info = await self._io_call(store.stat, artifact.object_name)
+        if info is None:
+            raise ArtifactNotFound(run_id, edge, "the object is gone from its store")
+        reader = await self._io_call(store.open_read, artifact.object_name)
+        return info, reader
+
+    async def object_written(self, store_name: str, key: str) -> None:
+        """A local store received an object: maybe an upload a run waits for."""
+        target = self._awaited.pop((store_name, key), None)
+        if target is None:
+            return
+        run = self.runs.get(target[0])
+        if run is not None:
+            log.info("upload_received", run_id=run.id, edge=target[1])
+            await self._apply(run, run.artifact_arrived(target[1]))
+
+    # ------------------------------------------------------------ stores
+
+    async def _store_for(self, run_id: str, store_name: str) -> Store:
+        run = self.runs.get(run_id)
+        flow = run.plan.submission.flow if run else None
+        if flow is None:
+            snapshot = await self.state.load(run_id)
+            if snapshot is None:
+                raise RunNotFound(run_id)
+            flow = FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow
+        return self.stores.get(store_name, flow)
+
+    def _store(self, run: RunState, store_name: str) -> Store:
+        return self.stores.get(store_name, run.plan.submission.flow)
+
+    async def _waiting_urls(self, run: RunState) -> list[WaitingURL]:
+        ttl = self.settings.storage.url_ttl
+        expires = utcnow() + timedelta(seconds=ttl)
+        urls = []
+        for edge in run.pending_uploads():
+            artifact = run.artifact_for(edge)
+            store = self._store(run, artifact.store_name)
+            url = await self._io_call(store.put_url, artifact.object_name, ttl)
+            urls.append(WaitingURL(artifact=artifact, put_url=url, ttl=expires))
+        return urls
+
+    def _await_uploads(self, run: RunState) -> None:
+        for edge in run.pending_uploads():
+            artifact = run.artifact_for(edge)
+            self._awaited[(artifact.store_name, artifact.object_name)] = (run.id, edge)
+
+    async def _poll_uploads(self) -> None:
+        """Stores that cannot tell us about uploads (S3) are checked periodically."""
+        while True:
+            await asyncio.sleep(self.settings.storage.poll_interval)
+            for (store_name, key), (run_id, _edge) in list(self._awaited.items()):
+                run = self.runs.get(run_id)
+                if run is None or run.status.finished:
+                    self._awaited.pop((store_name, key), None)
+                    continue
+                store = self._store(run, store_name)
+                if not self.stores.notifies(store):
+                    await self._check_upload(store, store_name, key)
+
+    async def _check_upload(self, store: Store, store_name: str, key: str) -> None:
+        try:
+            present = await self._io_call(store.exists, key)
+        except Exception as exc:  # a store outage must not stop the poller
+            log.warning("upload_check_failed", store=store_name, error=str(exc))
+            return
+        if present:
+            await self.object_written(store_name, key)
+
+    # ------------------------------------------------------------ dispatch
+
+    async def _apply(self, run: RunState, transition: Transition) -> None:
+        for node_id in transition.dispatch:
+            await self._dispatch(run, node_id)
+        if run.status.finished:
+            self._finish(run)
+        self._save(run)
+
+    async def _dispatch(self, run: RunState, node_id: str, *, again: bool = False) -> None:
+        node = run.node(node_id)
+        node_def = run.defs[node_id]
+        attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
+        timeout = node_def.timeout or self.settings.executor.default_timeout
+        url_ttl = self.settings.storage.url_ttl + timeout
+        inputs = []
+        for binding in node.inputs:
+            artifact = run.run.artifacts[binding.edge]
+            store = self._store(run, artifact.store_name)
+            url = await self._io_call(
+                lambda s=store, k=artifact.object_name: s.get_url(k, url_ttl, internal=True)
+            )
+            inputs.append(
+                TaskInput(name=binding.name, url=url, types=_types(node_def, binding.name, "in"))
+            )
+        outputs = []
+        for binding in node.outputs:
+            artifact = run.artifact_for(binding.edge)
+            store = self._store(run, artifact.store_name)
+            url = await self._io_call(
+                lambda s=store, k=artifact.object_name: s.put_url(k, url_ttl, internal=True)
+            )
+            outputs.append(
+                TaskOutput(
+                    name=binding.name,
+                    url=url,
+                    suffix=_suffix(_types(node_def, binding.name, "out")),
+                )
+            )
+        task = Task(
+            run_id=run.id,
+            node_id=node_id,
+            attempt=attempt,
+            image=node_def.image,
+            tier=node_def.tier,
+            timeout=timeout,
+            argv=_argv(node_def, node.command),
+            flags=_flags(node_def, node),
+            inputs=inputs,
+            outputs=outputs,
+        )
+        if node_def.tier not in self.queue.offered_tiers():
+            tier = TIERS[node_def.tier]
+            offered = ", ".join(sorted(self.queue.offered_tiers(), key=_tier_order)) or "none"
+            self._log(
+                run,
+                node_id,
+                f"waiting: no worker offers tier {tier.describe()}; workers offer: {offered}. "
+                "Start a worker that can hold it, or pick a smaller Tier.",
+                level="warning",
+            )
+        await self.queue.put_task(task)
+
+    def _finish(self, run: RunState) -> None:
+        dropped = self.queue.drop_run(run.id)
+        for key in [k for k in self._timers if k[0] == run.id]:
+            self._timers.pop(key).cancel()
+        for key in [k for k, v in self._awaited.items() if v[0] == run.id]:
+            del self._awaited[key]
+        log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
+        self._finished[run.id] = None
+        while len(self._finished) > FINISHED_RUNS_KEPT:
+            old, _ = self._finished.popitem(last=False)
+            self.runs.pop(old, None)
+
+    def _save(self, run: RunState) -> None:
+        self.state.save(run.id, run.snapshot())
+        flow_run = run.run.model_dump(mode="json")
+        self.events.publish(run.id, "status", flow_run)
+        if run.status.finished:
+            self.events.publish(run.id, "end", flow_run)
+
+    def _log(self, run: RunState, node_id: str, message: str, level: str = "info") -> None:
+        """A line of the engine's own in the node's Logs (stream ``pipewell``)."""
+        record = LogRecord(
+            message=message,
+            level=level,
+            stream="pipewell",
+            attempt=run.state(node_id).attempt or None,
+        )
+        run.add_log(node_id, record)
+        self.events.publish(run.id, "log", {"node": node_id, **record.model_dump(mode="json")})
+
+    # ------------------------------------------------------------ worker messages
+
+    async def _consume(self) -> None:
+        while True:
+            message = await self.queue.next_message()
+            try:
+                await self._handle(message)
+            except Exception:
+                log.exception("message_handling_failed", kind=message.kind, run_id=message.run_id)
+
+    async def _handle(self, message: WorkerMessage) -> None:
+        run = self.runs.get(message.run_id)
+        if run is None or run.status.finished:
+            return
+        if isinstance(message, AttemptLog):
+            if message.attempt == run.state(message.node_id).attempt:
+                run.add_log(message.node_id, message.record)
+                self.events.publish(
+                    run.id,
+                    "log",
+                    {"node": message.node_id, **message.record.model_dump(mode="json")},
+                )
+                self.state.save(run.id, run.snapshot())
+        elif isinstance(message, AttemptStarted):
+            if run.attempt_started(message.node_id, message.attempt):
+                self._log(
+                    run,
+                    message.node_id,
+                    f"attempt {message.attempt} started on worker {message.worker}",
+                )
+                self._save(run)
+        elif isinstance(message, AttemptResult):
+            await self._handle_result(run, message)
+
+    async def _handle_result(self, run: RunState, result: AttemptResult) -> None:
+        node_id = result.node_id
+        if result.ok:
+            sizes = ", ".join(f"{k} {v.size} B {v.content_type}" for k, v in result.outputs.items())
+            self._log(
+                run,
+                node_id,
+                f"attempt {result.attempt} succeeded" + (f": {sizes}" if sizes else ""),
+            )
+            await self._apply(run, run.attempt_succeeded(node_id, result.attempt))
+            return
+        delay = self.settings.retry.delay(result.attempt)
+        transition = run.attempt_failed(
+            node_id, result.attempt, result.error, retryable=result.retryable, retry_delay=delay
+        )
+        state = run.state(node_id)
+        if transition.retry_after is not None:
+            self._log(
+                run,
+                node_id,
+                f"attempt {result.attempt} of {state.max_attempts} failed: {result.error}; "
+                f"retrying in {delay:g} s",
+                level="warning",
+            )
+            loop = asyncio.get_running_loop()
+            self._timers[(run.id, node_id)] = loop.call_later(
+                delay, lambda: asyncio.ensure_future(self._retry(run.id, node_id))
+            )
+        elif state.status == NodeStatus.ERROR:
+            why = "not retryable" if not result.retryable else "no attempts left"
+            self._log(
+                run,
+                node_id,
+                f"attempt {result.attempt} of {state.max_attempts} failed: {result.error} ({why})",
+                level="error",
+            )
+        await self._apply(run, transition)
+
+    async def _retry(self, run_id: str, node_id: str) -> None:
+        self._timers.pop((run_id, node_id), None)
+        run = self.runs.get(run_id)
+        if run is None or run.status.finished:
+            return
+        if run.state(node_id).status == NodeStatus.RETRYING:
+            await self._dispatch(run, node_id)
+            self._save(run)
+
+    # ------------------------------------------------------------ resume
+
+    async def _resume(self, snapshot: dict[str, Any]) -> None:
+        try:
+            run = RunState.restore(
+                snapshot, self.catalog, max_log_lines=self.settings.executor.log_lines_per_node
+            )
+        except Exception:
+            log.exception("run_not_resumable", run_id=snapshot.get("run", {}).get("ID"))
+            return
+        self.runs[run.id] = run
+        self._await_uploads(run)
+        for node_id in run.active_nodes():
+            again = run.state(node_id).status != NodeStatus.RETRYING
+            self._log(run, node_id, "service restarted: dispatching this node again")
+            await self._dispatch(run, node_id, again=again)
+        await self._apply(run, Transition(dispatch=run.ready_nodes()))
+        for (store_name, key), (run_id, _edge) in list(self._awaited.items()):
+            if run_id == run.id:
+                await self._check_upload(self._store(run, store_name), store_name, key)
+        log.info("run_resumed", run_id=run.id, status=run.status.value)
+
+
+def _looks_like_run_id(run_id: str) -> bool:
+    return len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)
+
+
+def _types(node_def: NodeDef, name: str, direction: str) -> list[str] | None:
+    declared = node_def.inputs if direction == "in" else node_def.outputs
+    for edge_def in declared:
+        if edge_def.name == name:
+            return edge_def.type
+    return None
+
+
+def _suffix(types: list[str] | None) -> str:
+    """A concrete single output type names the file's extension; anything else, none."""
+    if types and len(types) == 1 and "*" not in types[0]:
+        return extension_for(types[0])
+    return ""
+
+
+def _argv(node_def: NodeDef, command_name: str | None) -> list[str] | None:
+    commands = node_def.all_commands()
+    if not commands:
+        return None
+    chosen = next((c for c in commands if c.name == command_name), None) if command_name else None
+    chosen = chosen or commands[0]
+    return split_exec(chosen.exec)
+
+
+def _flags(node_def: NodeDef, node: Any) -> dict[str, str]:
+    values = {f.name: f.default for f in node_def.flags if f.default is not None}
+    values.update({f.name: f.value for f in node.flags})
+    return values
+
+
+def _tier_order(name: str) -> tuple[int, int]:
+    tier = TIERS[name]
+    return (tier.gpus, tier.memory)
+
+
+__all__ = ["Scheduler"]

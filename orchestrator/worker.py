@@ -1,0 +1,151 @@
+"""A worker: takes tasks for the tiers it offers and runs them within its capacity.
+
+Capacity model: each running container reserves its tier's memory from the
+worker's memory; CPU limits cap each container but are not reserved (parallel
+nodes share the cores); at most ``max_parallel`` containers run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+
+from orchestrator.config import WorkerSettings
+from orchestrator.executor import DockerExecutor
+from orchestrator.messages import AttemptLog, AttemptResult, AttemptStarted, Task, WorkerMessage
+from orchestrator.models import LogRecord
+from orchestrator.queue import TaskQueue
+from orchestrator.tiers import TIERS
+
+log = structlog.get_logger(__name__)
+
+
+class Capacity:
+    """Memory and container slots, reserved per running task."""
+
+    def __init__(self, memory: int, slots: int) -> None:
+        self.memory = memory
+        self.slots = slots
+        self.used_memory = 0
+        self.used_slots = 0
+        self._changed = asyncio.Condition()
+
+    async def reserve(self, memory: int) -> None:
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: self.used_slots < self.slots and self.used_memory + memory <= self.memory
+            )
+            self.used_memory += memory
+            self.used_slots += 1
+
+    async def release(self, memory: int) -> None:
+        async with self._changed:
+            self.used_memory -= memory
+            self.used_slots -= 1
+            self._changed.notify_all()
+
+
+class Worker:
+    def __init__(self, settings: WorkerSettings, queue: TaskQueue, executor: DockerExecutor):
+        self.name = settings.resolved_name()
+        self.queue = queue
+        self.executor = executor
+        self.tiers = frozenset(t.name for t in settings.offered_tiers())
+        self.capacity = Capacity(settings.resolved_memory(), settings.resolved_max_parallel())
+        # Each attempt holds one thread for its whole life (blocking Docker/HTTP calls).
+        self._pool = ThreadPoolExecutor(self.capacity.slots, thread_name_prefix="pipewell-exec")
+        self._running: set[asyncio.Task[None]] = set()
+        self._loop_task: asyncio.Task[None] | None = None
+        # One ordered outbox: log lines of an attempt always precede its result.
+        self._outbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
+        self._sender_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        removed = await loop.run_in_executor(self._pool, self.executor.remove_leftovers)
+        if removed:
+            log.info("removed_leftover_containers", count=removed, worker=self.name)
+        self.queue.register_worker(self.name, self.tiers)
+        self._loop_task = asyncio.create_task(self._take_loop(), name=f"worker-{self.name}")
+        self._sender_task = asyncio.create_task(self._send_loop(), name=f"sender-{self.name}")
+        log.info(
+            "worker_started",
+            worker=self.name,
+            tiers=sorted(self.tiers),
+            memory_mib=self.capacity.memory // 2**20,
+            slots=self.capacity.slots,
+        )
+
+    async def close(self, grace: float = 10.0) -> None:
+        """Stop taking tasks, give running attempts ``grace`` seconds, then abandon them.
+
+        Abandoned containers are removed by the next start (``remove_leftovers``)
+        and their nodes are re-dispatched by the scheduler when it resumes.
+        """
+        self.queue.unregister_worker(self.name)
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._running:
+            await asyncio.wait(self._running, timeout=grace)
+        if self._running:
+            loop = asyncio.get_running_loop()
+            killed = await loop.run_in_executor(None, self.executor.abort_all)
+            log.info("worker_aborted_attempts", killed=killed, worker=self.name)
+            await asyncio.wait(self._running, timeout=grace)
+        for task in self._running:
+            task.cancel()
+        if self._sender_task is not None:
+            self._sender_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender_task
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _take_loop(self) -> None:
+        while True:
+            task = await self.queue.take_task(self.tiers)
+            memory = TIERS[task.tier].memory
+            await self.capacity.reserve(memory)
+            running = asyncio.create_task(self._execute(task, memory))
+            self._running.add(running)
+            running.add_done_callback(self._running.discard)
+
+    async def _send_loop(self) -> None:
+        while True:
+            message = await self._outbox.get()
+            try:
+                await self.queue.put_message(message)
+            except Exception:
+                log.exception("worker_message_lost", kind=message.kind, run_id=message.run_id)
+
+    async def _execute(self, task: Task, memory: int) -> None:
+        loop = asyncio.get_running_loop()
+
+        def emit(record: LogRecord) -> None:
+            message = AttemptLog(
+                run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, record=record
+            )
+            loop.call_soon_threadsafe(self._outbox.put_nowait, message)
+
+        try:
+            self._outbox.put_nowait(
+                AttemptStarted(
+                    run_id=task.run_id,
+                    node_id=task.node_id,
+                    attempt=task.attempt,
+                    worker=self.name,
+                )
+            )
+            result: AttemptResult = await loop.run_in_executor(
+                self._pool, self.executor.run, task, emit
+            )
+            self._outbox.put_nowait(result)
+        finally:
+            await self.capacity.release(memory)
+
+
+__all__ = ["Capacity", "Worker"]
