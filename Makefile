@@ -15,10 +15,8 @@ DATA_DIR := $(or $(PIPEWELL_DATA_DIR),.pipewell)
 HOST ?= 127.0.0.1
 PORT ?= 1234
 ARGS ?=
-# Without PYTEST_ARGS: the project's tests and the node image tests. With
-# PYTEST_ARGS: exactly what is asked (pytest's testpaths when no path is given).
+# Passed to pytest as they are; pytest's testpaths (tests, nodes) by default.
 PYTEST_ARGS ?=
-PYTEST_DEFAULT := tests nodes
 
 # The scripts read the data directory from here; the tests do not see it.
 SCRIPT_ENV := PIPEWELL_DATA_DIR=$(DATA_DIR)
@@ -49,7 +47,7 @@ dev: setup
 	$(VENV)/bin/pipewell dev --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR) $(ARGS)
 
 test: setup
-	$(VENV)/bin/pytest -q $(or $(PYTEST_ARGS),$(PYTEST_DEFAULT))
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	@if [ -f bench/__main__.py ]; then \

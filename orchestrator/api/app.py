@@ -1,0 +1,129 @@
+"""The application factory used by ``pipewell dev``, ``pipewell serve`` and the tests.
+
+One ``cleanup_ctx`` per resource, opened in order and closed in reverse:
+state → stores → queue and events → Docker → scheduler → worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+
+import docker
+import docker.errors
+import structlog
+from aiohttp import web
+
+from orchestrator.api import native
+from orchestrator.api.appkeys import (
+    DOCKER,
+    EVENTS,
+    QUEUE,
+    SCHEDULER,
+    SETTINGS,
+    STATE,
+    STORES,
+    WORKER,
+)
+from orchestrator.api.errors import error_middleware
+from orchestrator.api.objects import add_object_routes
+from orchestrator.catalog import load_catalog
+from orchestrator.config import Settings
+from orchestrator.errors import ConfigError
+from orchestrator.events import EventBus
+from orchestrator.executor import DockerExecutor
+from orchestrator.queue import MemoryQueue
+from orchestrator.scheduler import Scheduler
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreRegistry
+from orchestrator.worker import Worker
+
+log = structlog.get_logger(__name__)
+
+
+async def _state(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    state = StateStore(settings.data_dir / "pipewell.sqlite3")
+    await state.open()
+    app[STATE] = state
+    yield
+    await state.close()
+
+
+async def _stores(app: web.Application) -> AsyncIterator[None]:
+    secret = await app[STATE].secret("url-signing-key", lambda: secrets.token_bytes(32))
+    stores = StoreRegistry(app[SETTINGS], secret)
+    app[STORES] = stores
+    yield
+    stores.close()
+
+
+async def _queue(app: web.Application) -> AsyncIterator[None]:
+    app[QUEUE] = MemoryQueue()
+    app[EVENTS] = EventBus()
+    yield
+
+
+async def _docker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.worker.enabled:
+        yield
+        return
+
+    def connect() -> docker.DockerClient:
+        pool = settings.worker.resolved_max_parallel() * 3 + 4
+        client = docker.from_env(timeout=int(settings.executor.docker_timeout), max_pool_size=pool)
+        client.ping()
+        return client
+
+    try:
+        client = await asyncio.get_running_loop().run_in_executor(None, connect)
+    except docker.errors.DockerException as exc:
+        raise ConfigError(
+            f"cannot reach the Docker engine ({exc}); start dockerd (make setup does) "
+            "or set worker.enabled: false to run without a local worker"
+        ) from exc
+    app[DOCKER] = client
+    yield
+    client.close()
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    scheduler = Scheduler(
+        settings, app[STATE], app[QUEUE], app[EVENTS], app[STORES], load_catalog()
+    )
+    app[SCHEDULER] = scheduler
+    await scheduler.start()
+    yield
+    await scheduler.close()
+
+
+async def _worker(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.worker.enabled:
+        yield
+        return
+    executor = DockerExecutor(app[DOCKER], settings.executor, settings.worker.resolved_name())
+    worker = Worker(settings.worker, app[QUEUE], executor)
+    await worker.start()
+    app[WORKER] = worker
+    yield
+    await worker.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _scheduler, _worker])
+    app.add_routes(native.routes)
+
+    async def on_written(store: str, key: str) -> None:
+        await app[SCHEDULER].object_written(store, key)
+
+    add_object_routes(app, lambda name: app[STORES].local(name), on_written)
+    return app
+
+
+__all__ = ["create_app"]

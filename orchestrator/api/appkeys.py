@@ -1,0 +1,25 @@
+"""Typed keys of the aiohttp application: the resources the handlers use."""
+
+from __future__ import annotations
+
+import docker
+from aiohttp import web
+
+from orchestrator.config import Settings
+from orchestrator.events import EventBus
+from orchestrator.queue import MemoryQueue
+from orchestrator.scheduler import Scheduler
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreRegistry
+from orchestrator.worker import Worker
+
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", StateStore)
+STORES = web.AppKey("stores", StoreRegistry)
+QUEUE = web.AppKey("queue", MemoryQueue)
+EVENTS = web.AppKey("events", EventBus)
+DOCKER = web.AppKey("docker", docker.DockerClient)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+WORKER = web.AppKey("worker", Worker)
+
+__all__ = ["DOCKER", "EVENTS", "QUEUE", "SCHEDULER", "SETTINGS", "STATE", "STORES", "WORKER"]

@@ -1,0 +1,119 @@
+"""Domain errors below, HTTP above: the one middleware that maps them to responses.
+
+Every error body is JSON ``{"code", "message", ...}``, except the unknown run of
+the native API, whose plain-text body the Pupload seed fixes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import yaml
+from aiohttp import web
+from pydantic import ValidationError
+
+from orchestrator.errors import ArtifactNotFound, ConfigError, FlowInvalid, RunNotFound
+from storage import StoreError
+
+log = structlog.get_logger(__name__)
+
+UNKNOWN_RUN_TEXT = "Flow run does not exist."
+
+
+class BadRequest(Exception):
+    """A request the API layer refuses before it reaches the engine."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"code": code, "message": message, **extra}, status=status)
+
+
+def schema_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as validation entries: where, and what to fix."""
+    entries = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"])
+        entries.append(
+            {"code": "SCHEMA_001", "message": f"{where}: {error['msg']}", "field": where}
+        )
+    return entries
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except RunNotFound:
+        return web.Response(status=400, text=UNKNOWN_RUN_TEXT, content_type="text/plain")
+    except FlowInvalid as exc:
+        return error_response(
+            400,
+            "FLOW_INVALID",
+            f"the flow is invalid: {len(exc.errors)} problem(s); fix each entry of 'errors'",
+            errors=exc.errors,
+            warnings=exc.warnings,
+        )
+    except ValidationError as exc:
+        errors = schema_errors(exc)
+        return error_response(
+            400,
+            "FLOW_INVALID",
+            f"the request does not match the schema: {len(errors)} problem(s)",
+            errors=errors,
+        )
+    except ArtifactNotFound as exc:
+        return error_response(404, "ARTIFACT_NOT_FOUND", str(exc))
+    except BadRequest as exc:
+        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(
+            413,
+            "BODY_TOO_LARGE",
+            f"request body over the limit of {request.app._client_max_size} bytes "
+            "(max_body_bytes in the configuration)",
+        )
+    except web.HTTPException:
+        raise
+    except (StoreError, ConfigError) as exc:
+        log.warning("store_error", path=request.path, error=str(exc))
+        return error_response(502, "STORE_UNAVAILABLE", str(exc))
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON (or YAML when sent as application/yaml), or a 400 saying why."""
+    body = await request.read()
+    if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
+        try:
+            return yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise BadRequest("BODY_MALFORMED", f"request body is not valid YAML: {exc}") from exc
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadRequest(
+            "BODY_MALFORMED",
+            f"request body is not valid JSON: {exc}",
+        ) from exc
+
+
+__all__ = [
+    "UNKNOWN_RUN_TEXT",
+    "BadRequest",
+    "error_middleware",
+    "error_response",
+    "read_json",
+    "schema_errors",
+]
