@@ -1,0 +1,83 @@
+"""Helpers of the integration tests: settings, polling, uploads, NodeDefs."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from orchestrator.config import Settings
+
+BUSYBOX = "pipewell/busybox:latest"
+RESIZE = "pipewell/resize:latest"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings for a test service: quick retries and polls, a real port."""
+    base: dict[str, Any] = {
+        "port": free_port(),
+        "data_dir": data_dir,
+        "retry": {"backoff_base": 0.2, "backoff_max": 1.0},
+        "storage": {"poll_interval": 0.2},
+        "executor": {"default_timeout": 60},
+        "worker": {"name": f"test-{data_dir.name}-{free_port()}"},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return Settings.model_validate(base)
+
+
+async def wait_for(
+    client: TestClient, run_id: str, statuses: set[str], timeout: float = 90.0
+) -> dict[str, Any]:
+    """Poll the status endpoint until the run reaches one of ``statuses``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get(f"/api/v1/flow/status/{run_id}")
+        assert response.status == 200, await response.text()
+        run = await response.json()
+        if run["Status"] in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run stuck in {run['Status']}: {run}")
+        await asyncio.sleep(0.1)
+
+
+async def submit(
+    client: TestClient, flow: dict[str, Any], defs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    response = await client.post("/api/v1/flow/test", json={"Flow": flow, "NodeDefs": defs})
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def upload(client: TestClient, run: dict[str, Any], edge: str, data: bytes) -> None:
+    url = next(w["PutURL"] for w in run["WaitingURLs"] if w["Artifact"]["EdgeName"] == edge)
+    async with client.session.put(url, data=data) as response:
+        assert response.status == 200, await response.text()
+
+
+async def artifact(client: TestClient, run_id: str, edge: str) -> bytes:
+    response = await client.get(f"/api/v1/flow/artifact/{run_id}/{edge}")
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+def busybox_def(name: str, exec_line: str | None = None, **fields: Any) -> dict[str, Any]:
+    node_def: dict[str, Any] = {"Publisher": "test", "Name": name, "Image": BUSYBOX, **fields}
+    if exec_line is not None:
+        node_def["Command"] = {"Name": "run", "Exec": exec_line}
+    return node_def

@@ -1,0 +1,261 @@
+"""The engine end to end through the native API, real containers on the real Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+
+import docker
+import pytest
+
+from tests.helpers import artifact, busybox_def, submit, upload, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+def chain_flow(*steps: str, name: str = "chain") -> dict:
+    """A linear flow: src → steps[0] → e1 → steps[1] → … → out."""
+    nodes = []
+    for i, uses in enumerate(steps):
+        src = "src" if i == 0 else f"e{i}"
+        dst = "out" if i == len(steps) - 1 else f"e{i + 1}"
+        nodes.append(
+            {
+                "ID": f"n{i}",
+                "Uses": f"test/{uses}",
+                "Inputs": [{"Name": "in", "Edge": src}],
+                "Outputs": [{"Name": "out", "Edge": dst}],
+            }
+        )
+    return {"Name": name, "Nodes": nodes}
+
+
+async def test_two_node_chain_moves_bytes_through_the_store(start_service):
+    client = await start_service()
+    defs = [
+        busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'"),
+        busybox_def("stamp", "sh -c 'cat ${in} > ${out}; echo \" $PIPEWELL_NODE_ID\" >> ${out}'"),
+    ]
+    run = await submit(client, chain_flow("upper", "stamp"), defs)
+    assert run["Status"] == "WAITING"
+    assert [w["Artifact"]["EdgeName"] for w in run["WaitingURLs"]] == ["src"]
+    await upload(client, run, "src", b"hello pipewell")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, run["ID"], "out") == b"HELLO PIPEWELL n1\n"
+    assert set(done["Artifacts"]) == {"src", "e1", "out"}
+    assert done["WaitingURLs"] == []
+    assert all(s["Status"] == "COMPLETE" and s["Attempt"] == 1 for s in done["NodeState"].values())
+
+
+async def test_parallel_branches_overlap_in_time(start_service):
+    client = await start_service()
+    defs = [busybox_def("slow", "sh -c 'echo begin; sleep 2; echo end; cp ${in} ${out}'")]
+    flow = {
+        "Name": "fan",
+        "Nodes": [
+            {
+                "ID": f"b{i}",
+                "Uses": "test/slow",
+                "Inputs": [{"Name": "in", "Edge": "src"}],
+                "Outputs": [{"Name": "out", "Edge": f"out{i}"}],
+            }
+            for i in range(3)
+        ],
+    }
+    run = await submit(client, flow, defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    spans = []
+    for state in done["NodeState"].values():
+        stamps = {
+            r["message"]: datetime.fromisoformat(r["timestamp"])
+            for r in state["Logs"]
+            if r["stream"] == "stdout"
+        }
+        spans.append((stamps["begin"], stamps["end"]))
+    # Every branch started before any of them ended: they ran at the same time.
+    assert max(start for start, _ in spans) < min(end for _, end in spans)
+
+
+async def test_retry_then_success_counts_attempts(start_service):
+    client = await start_service()
+    defs = [
+        busybox_def(
+            "flaky",
+            "sh -c 'if [ $PIPEWELL_ATTEMPT -lt 2 ]; then echo failing >&2; exit 3; fi; "
+            "cp ${in} ${out}'",
+            MaxAttempts=3,
+        )
+    ]
+    run = await submit(client, chain_flow("flaky"), defs)
+    await upload(client, run, "src", b"payload")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    state = done["NodeState"]["n0"]
+    assert state["Attempt"] == 2
+    assert state["Error"] == ""
+    messages = [r["message"] for r in state["Logs"]]
+    assert any("attempt 1 of 3 failed: command exited with code 3: failing" in m for m in messages)
+    assert await artifact(client, run["ID"], "out") == b"payload"
+
+
+async def test_retries_exhausted_errors_the_run_with_the_reason(start_service):
+    client = await start_service()
+    defs = [busybox_def("broken", "sh -c 'echo no luck >&2; exit 7'", MaxAttempts=2)]
+    run = await submit(client, chain_flow("broken"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "ERROR"
+    state = done["NodeState"]["n0"]
+    assert state["Status"] == "ERROR"
+    assert state["Attempt"] == 2 and state["MaxAttempts"] == 2
+    assert state["Error"] == "command exited with code 7: no luck"
+    assert "out" not in done["Artifacts"]
+
+
+async def test_out_of_memory_is_named_with_the_limit(start_service):
+    client = await start_service()
+    defs = [busybox_def("hog", "tail /dev/zero", Tier="c-nano", MaxAttempts=1)]
+    run = await submit(client, chain_flow("hog"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["n0"]["Error"].startswith("out of memory (limit 512 MiB, tier c-nano)")
+
+
+async def test_timeout_kills_the_container(start_service):
+    client = await start_service()
+    defs = [busybox_def("sleepy", "sleep 60", Timeout=2, MaxAttempts=1)]
+    run = await submit(client, chain_flow("sleepy"), defs)
+    await upload(client, run, "src", b"x")
+    started = asyncio.get_running_loop().time()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=30)
+    assert asyncio.get_running_loop().time() - started < 20
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["n0"]["Error"].startswith("timed out after 2 s")
+
+
+async def test_tier_limits_are_visible_inside_the_container(start_service):
+    client = await start_service()
+    script = (
+        "sh -c '{ cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+        "/sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/pids/pids.max "
+        "|| cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max /sys/fs/cgroup/pids.max; } "
+        "> ${out} 2>/dev/null; id -u >> ${out}; cat /proc/self/status | grep CapEff >> ${out}'"
+    )
+    defs = [busybox_def("limits", script, Tier="c-nano")]
+    run = await submit(client, chain_flow("limits"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    lines = (await artifact(client, run["ID"], "out")).decode().split("\n")
+    assert lines[0] == "536870912"  # 512 MiB
+    assert lines[1] in ("100000", "100000 100000")  # one CPU
+    assert lines[2] == "512"
+    assert lines[4].split() == ["CapEff:", "0000000000000000"]
+
+
+async def test_network_is_off_inside_the_container(start_service):
+    client = await start_service()
+    defs = [busybox_def("net", "sh -c 'ls /sys/class/net > ${out}'")]
+    run = await submit(client, chain_flow("net"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert (await artifact(client, run["ID"], "out")).split() == [b"lo"]
+
+
+async def test_missing_output_fails_the_attempt(start_service):
+    client = await start_service()
+    defs = [busybox_def("lazy", "true", MaxAttempts=1)]
+    run = await submit(client, chain_flow("lazy"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["NodeState"]["n0"]["Error"] == (
+        "output 'out' missing: the command exited 0 but did not write /pipewell/out/out"
+    )
+
+
+async def test_missing_image_says_it_could_not_be_pulled(start_service):
+    client = await start_service()
+    defs = [
+        {"Publisher": "test", "Name": "ghost", "Image": "pipewell/ghost:latest", "MaxAttempts": 1}
+    ]
+    run = await submit(client, chain_flow("ghost"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["NodeState"]["n0"]["Error"].startswith(
+        "image pipewell/ghost:latest not found locally and could not be pulled: "
+    )
+
+
+async def test_flags_and_paths_reach_the_container_as_env_vars(start_service):
+    # No Command: the image's own CMD runs; it finds its files through the env vars.
+    client = await start_service()
+    flow = chain_flow("env")
+    flow["Nodes"][0]["Flags"] = [{"Name": "greeting", "Value": "hi there"}]
+    defs = [
+        {
+            "Publisher": "test",
+            "Name": "env",
+            "Image": "pipewell/busybox:latest",
+            "Command": {
+                "Name": "run",
+                "Exec": "sh -c 'echo \"$FLAG_GREETING|$INPUT_IN|$OUTPUT_OUT\" > $OUTPUT_OUT'",
+            },
+        }
+    ]
+    run = await submit(client, flow, defs)
+    await upload(client, run, "src", b"plain text")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, run["ID"], "out") == (
+        b"hi there|/pipewell/in/in.txt|/pipewell/out/out\n"
+    )
+
+
+async def test_unoffered_tier_waits_with_a_message(start_service):
+    client = await start_service()
+    defs = [busybox_def("big", "true", Tier="c-4xlarge")]
+    run = await submit(client, chain_flow("big"), defs)
+    await upload(client, run, "src", b"x")
+    for _ in range(50):
+        state = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+        logs = state["NodeState"]["n0"]["Logs"]
+        if logs:
+            break
+        await asyncio.sleep(0.1)
+    assert state["NodeState"]["n0"]["Status"] == "READY"
+    assert state["Status"] == "RUNNING"
+    assert logs[0]["level"] == "warning"
+    assert logs[0]["message"].startswith("waiting: no worker offers tier c-4xlarge (64 CPU")
+
+
+async def test_logs_stream_with_timestamps_and_streams(start_service):
+    client = await start_service()
+    defs = [busybox_def("talk", "sh -c 'echo to-out; echo to-err >&2; cp ${in} ${out}'")]
+    run = await submit(client, chain_flow("talk"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    logs = done["NodeState"]["n0"]["Logs"]
+    by_stream = {(r["stream"], r["message"]) for r in logs}
+    assert ("stdout", "to-out") in by_stream
+    assert ("stderr", "to-err") in by_stream
+    for record in logs:
+        datetime.fromisoformat(record["timestamp"])
+
+
+async def test_no_container_is_left_behind(start_service):
+    client = await start_service()
+    defs = [busybox_def("fail", "sh -c 'exit 1'", MaxAttempts=2)]
+    run = await submit(client, chain_flow("fail"), defs)
+    await upload(client, run, "src", b"x")
+    await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    engine = docker.from_env()
+    try:
+        left = engine.containers.list(all=True, filters={"label": f"pipewell.run_id={run['ID']}"})
+    finally:
+        engine.close()
+    assert left == []

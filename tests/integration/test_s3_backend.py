@@ -1,0 +1,68 @@
+"""The same flows as on the local store, with the default store on moto's S3 server."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from tests.helpers import artifact, busybox_def, free_port, submit, upload, wait_for
+from tests.integration.test_engine import chain_flow
+from tests.integration.test_seed_example import SEED_DEFS, SEED_FLOW, image_bytes
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def moto_endpoint():
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def s3_settings(endpoint: str) -> dict:
+    return {
+        "storage": {
+            "poll_interval": 0.2,
+            "default": {
+                "type": "s3",
+                "params": {
+                    "bucket": "pipewell-test",
+                    "endpoint_url": endpoint,
+                    "region": "us-east-1",
+                    "access_key_id": "test",
+                    "secret_access_key": "test",
+                    "create_bucket": True,
+                },
+            },
+        }
+    }
+
+
+async def test_chain_on_s3(start_service, moto_endpoint):
+    client = await start_service(**s3_settings(moto_endpoint))
+    defs = [
+        busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'"),
+        busybox_def("copy", "cp ${in} ${out}"),
+    ]
+    run = await submit(client, chain_flow("upper", "copy"), defs)
+    url = run["WaitingURLs"][0]["PutURL"]
+    assert url.startswith(moto_endpoint + "/pipewell-test/")
+    await upload(client, run, "src", b"bytes through s3")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, run["ID"], "out") == b"BYTES THROUGH S3"
+
+
+async def test_seed_example_on_s3(start_service, moto_endpoint):
+    client = await start_service(**s3_settings(moto_endpoint))
+    run = await submit(client, SEED_FLOW, SEED_DEFS)
+    await upload(client, run, "input-image", image_bytes("JPEG", (1000, 500)))
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    result = Image.open(io.BytesIO(await artifact(client, run["ID"], "output-image")))
+    assert (result.format, result.size) == ("JPEG", (800, 400))
