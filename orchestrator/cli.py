@@ -38,10 +38,16 @@ def configure_logging(level: str) -> None:
 async def serve(settings: Settings) -> None:
     from orchestrator.api.app import create_app
 
-    if settings.auth == "none" and not settings.is_loopback():
+    if settings.auth == "required":
+        # Refusing beats serving every endpoint open while the user believes otherwise.
         raise ConfigError(
-            f"refusing to listen on {settings.host} with auth: none; "
-            "use --auth required (and create a key) or listen on 127.0.0.1"
+            "auth: required needs API keys, which this version does not have yet; "
+            "run with --auth none on 127.0.0.1"
+        )
+    if not settings.is_loopback():
+        raise ConfigError(
+            f"refusing to listen on {settings.host} with auth: none (anyone could run "
+            "containers); listen on 127.0.0.1"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
