@@ -81,3 +81,20 @@ def busybox_def(name: str, exec_line: str | None = None, **fields: Any) -> dict[
     if exec_line is not None:
         node_def["Command"] = {"Name": "run", "Exec": exec_line}
     return node_def
+
+
+def chain_flow(*steps: str, name: str = "chain") -> dict:
+    """A linear flow: src → steps[0] → e1 → steps[1] → … → out."""
+    nodes = []
+    for i, uses in enumerate(steps):
+        src = "src" if i == 0 else f"e{i}"
+        dst = "out" if i == len(steps) - 1 else f"e{i + 1}"
+        nodes.append(
+            {
+                "ID": f"n{i}",
+                "Uses": f"test/{uses}",
+                "Inputs": [{"Name": "in", "Edge": src}],
+                "Outputs": [{"Name": "out", "Edge": dst}],
+            }
+        )
+    return {"Name": name, "Nodes": nodes}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.helpers import busybox_def, submit, upload
+from tests.helpers import busybox_def, chain_flow, submit, upload
 
 
 async def test_healthz(start_service):
@@ -111,17 +111,7 @@ async def test_key_escaping_its_bucket_is_rejected(start_service):
 
 async def test_tampered_and_expired_upload_urls_are_refused(start_service):
     client = await start_service(storage={"url_ttl": 1})
-    flow = {
-        "Name": "f",
-        "Nodes": [
-            {
-                "ID": "a",
-                "Uses": "test/t",
-                "Inputs": [{"Name": "in", "Edge": "src"}],
-                "Outputs": [{"Name": "out", "Edge": "out"}],
-            }
-        ],
-    }
+    flow = chain_flow("t")
     run = await submit(client, flow, [busybox_def("t", "cp ${in} ${out}")])
     url = run["WaitingURLs"][0]["PutURL"]
     tampered = url.replace("/src?", "/other?")
@@ -137,17 +127,7 @@ async def test_tampered_and_expired_upload_urls_are_refused(start_service):
 
 async def test_events_stream_ends_with_the_final_run(start_service):
     client = await start_service()
-    flow = {
-        "Name": "f",
-        "Nodes": [
-            {
-                "ID": "a",
-                "Uses": "test/t",
-                "Inputs": [{"Name": "in", "Edge": "src"}],
-                "Outputs": [{"Name": "out", "Edge": "out"}],
-            }
-        ],
-    }
+    flow = chain_flow("t")
     run = await submit(client, flow, [busybox_def("t", "sh -c 'echo working; cp ${in} ${out}'")])
     response = await client.get(f"/api/v1/flow/events/{run['ID']}")
     assert response.status == 200
@@ -166,4 +146,4 @@ async def test_events_stream_ends_with_the_final_run(start_service):
     names = [n for n, _ in events]
     assert names[0] == "status" and names[-1] == "end"
     assert events[-1][1]["Status"] == "COMPLETE"
-    assert any(n == "log" and d["message"] == "working" and d["node"] == "a" for n, d in events)
+    assert any(n == "log" and d["message"] == "working" and d["node"] == "n0" for n, d in events)

@@ -8,26 +8,9 @@ from datetime import datetime
 import docker
 import pytest
 
-from tests.helpers import artifact, busybox_def, submit, upload, wait_for
+from tests.helpers import artifact, busybox_def, chain_flow, submit, upload, wait_for
 
 pytestmark = pytest.mark.docker
-
-
-def chain_flow(*steps: str, name: str = "chain") -> dict:
-    """A linear flow: src → steps[0] → e1 → steps[1] → … → out."""
-    nodes = []
-    for i, uses in enumerate(steps):
-        src = "src" if i == 0 else f"e{i}"
-        dst = "out" if i == len(steps) - 1 else f"e{i + 1}"
-        nodes.append(
-            {
-                "ID": f"n{i}",
-                "Uses": f"test/{uses}",
-                "Inputs": [{"Name": "in", "Edge": src}],
-                "Outputs": [{"Name": "out", "Edge": dst}],
-            }
-        )
-    return {"Name": name, "Nodes": nodes}
 
 
 async def test_two_node_chain_moves_bytes_through_the_store(start_service):

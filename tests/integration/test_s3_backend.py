@@ -8,8 +8,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.helpers import artifact, busybox_def, free_port, submit, upload, wait_for
-from tests.integration.test_engine import chain_flow
+from tests.helpers import artifact, busybox_def, chain_flow, free_port, submit, upload, wait_for
 from tests.integration.test_seed_example import SEED_DEFS, SEED_FLOW, image_bytes
 
 pytestmark = pytest.mark.docker
