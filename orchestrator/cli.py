@@ -15,6 +15,7 @@ from aiohttp import web
 
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError
+from storage import StoreError
 
 
 def configure_logging(level: str) -> None:
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         configure_logging(settings.log_level)
         asyncio.run(serve(settings))
-    except ConfigError as exc:
+    except (ConfigError, StoreError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

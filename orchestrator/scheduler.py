@@ -46,7 +46,7 @@ from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
 from orchestrator.validation import resolve_defs, validate
-from storage import ObjectInfo, Store
+from storage import ObjectInfo, Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -116,6 +116,7 @@ class Scheduler:
                 [e.model_dump(exclude_none=True) for e in result.errors],
                 [w.model_dump(exclude_none=True) for w in result.warnings],
             )
+        await self._io_call(self.stores.prepare, submission.flow)
         run_id = uuid.uuid4().hex
         plan = plan_run(submission, run_id=run_id, now=utcnow(), catalog=self.catalog)
         run = RunState(
@@ -178,6 +179,7 @@ class Scheduler:
             if snapshot is None:
                 raise RunNotFound(run_id)
             flow = FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow
+            await self._io_call(self.stores.prepare, flow)
         return self.stores.get(store_name, flow)
 
     def _store(self, run: RunState, store_name: str) -> Store:
@@ -297,7 +299,7 @@ class Scheduler:
             self.runs.pop(old, None)
 
     def _save(self, run: RunState) -> None:
-        self.state.save(run.id, run.snapshot())
+        self.state.save(run.id, run.snapshot)
         flow_run = run.run.model_dump(mode="json")
         self.events.publish(run.id, "status", flow_run)
         if run.status.finished:
@@ -336,7 +338,7 @@ class Scheduler:
                     "log",
                     {"node": message.node_id, **message.record.model_dump(mode="json")},
                 )
-                self.state.save(run.id, run.snapshot())
+                self.state.save(run.id, run.snapshot)
         elif isinstance(message, AttemptStarted):
             if run.attempt_started(message.node_id, message.attempt):
                 self._log(
@@ -405,6 +407,10 @@ class Scheduler:
         except Exception:
             log.exception("run_not_resumable", run_id=snapshot.get("run", {}).get("ID"))
             return
+        try:
+            await self._io_call(self.stores.prepare, run.plan.submission.flow)
+        except StoreError as exc:
+            log.error("run_stores_unavailable", run_id=run.id, error=str(exc))
         self.runs[run.id] = run
         self._await_uploads(run)
         for node_id in run.active_nodes():

@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+Snapshot = Callable[[], dict[str, Any]]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,7 +41,8 @@ class StateStore:
         self.flush_delay = flush_delay
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._dirty: dict[str, dict[str, Any]] = {}
+        # run id → how to snapshot it: taken at flush time, once per batch.
+        self._dirty: dict[str, Snapshot] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
 
@@ -65,8 +69,8 @@ class StateStore:
 
     # ------------------------------------------------------------ runs
 
-    def save(self, run_id: str, snapshot: dict[str, Any]) -> None:
-        """Queue a write of the run's snapshot (coalesced with others)."""
+    def save(self, run_id: str, snapshot: Snapshot) -> None:
+        """Queue a write of the run (coalesced: many saves, one snapshot, one write)."""
         self._dirty[run_id] = snapshot
         if self._flush_handle is None:
             loop = asyncio.get_running_loop()
@@ -84,7 +88,8 @@ class StateStore:
     async def flush(self) -> None:
         if not self._dirty:
             return
-        batch, self._dirty = self._dirty, {}
+        batch = {run_id: take() for run_id, take in self._dirty.items()}
+        self._dirty = {}
         rows = [
             (
                 run_id,
@@ -112,7 +117,7 @@ class StateStore:
 
     async def load(self, run_id: str) -> dict[str, Any] | None:
         if run_id in self._dirty:
-            return self._dirty[run_id]
+            return self._dirty[run_id]()
 
         def read() -> str | None:
             assert self._conn is not None

@@ -42,8 +42,16 @@ class StoreRegistry:
             self._opened[cache_key] = store
         return store
 
+    def prepare(self, flow: Flow) -> None:
+        """Open every store the flow declares. Blocks (clients, buckets): call off the loop."""
+        for declared in flow.stores:
+            self._open(declared.name, declared.type, declared.params)
+
     def get(self, name: str, flow: Flow | None = None) -> Store:
-        """The store called ``name`` for a flow: its own declaration first, then ``default``."""
+        """The store called ``name`` for a flow: its own declaration first, then ``default``.
+
+        Does not block once ``prepare(flow)`` has run.
+        """
         for declared in flow.stores if flow else []:
             if declared.name == name:
                 return self._open(declared.name, declared.type, declared.params)

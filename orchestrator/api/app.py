@@ -53,7 +53,10 @@ async def _state(app: web.Application) -> AsyncIterator[None]:
 
 async def _stores(app: web.Application) -> AsyncIterator[None]:
     secret = await app[STATE].secret("url-signing-key", lambda: secrets.token_bytes(32))
-    stores = StoreRegistry(app[SETTINGS], secret)
+    # Opening an s3 store builds clients and may create its bucket: off the loop.
+    stores = await asyncio.get_running_loop().run_in_executor(
+        None, StoreRegistry, app[SETTINGS], secret
+    )
     app[STORES] = stores
     yield
     stores.close()
