@@ -1,7 +1,7 @@
 """The application factory used by ``pipewell dev``, ``pipewell serve`` and the tests.
 
 One ``cleanup_ctx`` per resource, opened in order and closed in reverse:
-state → stores → queue and events → Docker → scheduler → worker.
+state → stores → queue and events → Docker → engine (worker, then scheduler).
 """
 
 from __future__ import annotations
@@ -92,34 +92,31 @@ async def _docker(app: web.Application) -> AsyncIterator[None]:
     client.close()
 
 
-async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+async def _engine(app: web.Application) -> AsyncIterator[None]:
+    """Worker first, so resumed runs find their tiers offered; on shutdown the worker
+    stops first too, while the scheduler still records what its last attempts report."""
     settings = app[SETTINGS]
+    worker = None
+    if settings.worker.enabled:
+        executor = DockerExecutor(app[DOCKER], settings.executor, settings.worker.resolved_name())
+        worker = Worker(settings.worker, app[QUEUE], executor)
+        await worker.start()
+        app[WORKER] = worker
     scheduler = Scheduler(
         settings, app[STATE], app[QUEUE], app[EVENTS], app[STORES], load_catalog()
     )
     app[SCHEDULER] = scheduler
     await scheduler.start()
     yield
+    if worker is not None:
+        await worker.close()
     await scheduler.close()
-
-
-async def _worker(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    if not settings.worker.enabled:
-        yield
-        return
-    executor = DockerExecutor(app[DOCKER], settings.executor, settings.worker.resolved_name())
-    worker = Worker(settings.worker, app[QUEUE], executor)
-    await worker.start()
-    app[WORKER] = worker
-    yield
-    await worker.close()
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _scheduler, _worker])
+    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine])
     app.add_routes(native.routes)
 
     async def on_written(store: str, key: str) -> None:

@@ -135,6 +135,9 @@ async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path):
                     break
                 await asyncio.sleep(0.1)
             assert current["Status"] == "COMPLETE", current
+            messages = [r["message"] for r in current["NodeState"]["slow"]["Logs"]]
+            assert "service restarted: dispatching this node again" in messages
+            assert not any(m.startswith("waiting: no worker offers") for m in messages)
             async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as response:
                 assert await response.read() == b"survivor"
             # The run that was waiting for its upload still takes it through the old URL.
