@@ -226,6 +226,22 @@ class _LogPump:
         self._emit(LogRecord(message=text, stream=stream_name, attempt=self._attempt))
 
 
+class _Stopwatch:
+    """Seconds spent per phase of an attempt, summed when a phase recurs."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - began
+            self.totals[phase] = round(self.totals.get(phase, 0.0) + elapsed, 4)
+
+
 class DockerExecutor:
     """Executes tasks on one Docker engine."""
 
@@ -238,58 +254,61 @@ class DockerExecutor:
 
     # ------------------------------------------------------------ public
 
-    def run(self, task: Task, emit: Emit) -> AttemptResult:
-        """Run one attempt to its end; never raises, the result says what happened."""
+    def run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
+        """Run one attempt to its end; never raises, the result says what happened.
+
+        Returns the result and a cleanup that removes the container and says how
+        long that took: the caller reports the result first, then cleans up, so
+        removal is not on the flow's critical path.
+        """
         tier = TIERS[task.tier]
         container = None
         opened: list[_OpenInput] = []
+        timings = _Stopwatch()
+        result = AttemptResult(
+            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
+        )
         try:
-            self._ensure_image(task.image)
-            opened = [self._open_input(spec) for spec in task.inputs]
+            with timings("input_transfer"):
+                opened = [self._open_input(spec) for spec in task.inputs]
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
             out_paths = {o.name: command.output_path(o.name, o.suffix) for o in task.outputs}
-            container = self._create(task, tier, in_paths, out_paths)
-            self._copy_in(container, opened)
-            pump = self._attach(container, emit, task.attempt)
-            exit_code = self._start_and_wait(container, task, tier, pump)
+            with timings("create"):
+                container = self._create(task, tier, in_paths, out_paths)
+            with timings("input_transfer"):
+                self._copy_in(container, opened)
+            with timings("start"):
+                pump = self._attach(container, emit, task.attempt)
+                self._start(container)
+            with timings("run"):
+                exit_code = self._wait(container, task, pump)
             if self._aborting.is_set():
                 raise AttemptFailed("the worker is shutting down; the node will run again")
             if exit_code != 0:
                 raise AttemptFailed(self._exit_message(container, exit_code, tier, pump))
-            outputs = {
-                spec.name: self._copy_out(container, out_paths[spec.name], spec.name, spec.url)
-                for spec in task.outputs
-            }
-            return AttemptResult(
-                run_id=task.run_id,
-                node_id=task.node_id,
-                attempt=task.attempt,
-                ok=True,
-                outputs=outputs,
-            )
+            with timings("output_transfer"):
+                result.outputs = {
+                    spec.name: self._copy_out(container, out_paths[spec.name], spec.name, spec.url)
+                    for spec in task.outputs
+                }
+            result.ok = True
         except AttemptFailed as failure:
-            return AttemptResult(
-                run_id=task.run_id,
-                node_id=task.node_id,
-                attempt=task.attempt,
-                ok=False,
-                error=failure.message,
-                retryable=failure.retryable,
-            )
+            result.error, result.retryable = failure.message, failure.retryable
         except Exception as exc:  # a bug of ours must still end the attempt, not the worker
             log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
-            return AttemptResult(
-                run_id=task.run_id,
-                node_id=task.node_id,
-                attempt=task.attempt,
-                ok=False,
-                error=f"internal error in the worker: {type(exc).__name__}: {exc}",
-            )
+            result.error = f"internal error in the worker: {type(exc).__name__}: {exc}"
         finally:
             for item in opened:
                 item.response.close()
+        result.timings = timings.totals
+
+        def cleanup() -> float:
+            began = time.perf_counter()
             if container is not None:
                 self._remove(container)
+            return time.perf_counter() - began
+
+        return result, cleanup
 
     def abort_all(self) -> int:
         """Shutting down: kill this worker's containers so their attempts end now.
@@ -338,14 +357,7 @@ class DockerExecutor:
             session.mount("https://", HTTPAdapter(max_retries=retry))
         return session
 
-    def _ensure_image(self, image: str) -> None:
-        try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except docker.errors.APIError as exc:
-            raise AttemptFailed(f"cannot inspect image {image}: {exc.explanation}") from exc
+    def _pull(self, image: str) -> None:
         repository, _, tag = (
             image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
         )
@@ -412,28 +424,36 @@ class DockerExecutor:
             argv = command.expand_argv(
                 task.argv, command.placeholder_values(in_paths, out_paths, task.flags)
             )
+        options = dict(
+            command=argv,
+            environment=env,
+            labels={
+                LABEL_RUN: task.run_id,
+                LABEL_NODE: task.node_id,
+                LABEL_ATTEMPT: str(task.attempt),
+                LABEL_WORKER: self.worker,
+            },
+            nano_cpus=tier.cpus * 1_000_000_000,
+            mem_limit=tier.memory,
+            # Equal to mem_limit: no swap, so the limit is the limit.
+            memswap_limit=tier.memory,
+            pids_limit=tier.pids,
+            network_mode="none",
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            privileged=False,
+            detach=True,
+        )
+        # The image is usually there: create at once, pull only when Docker says so.
+        try:
+            with _step("create container"):
+                return self.client.containers.create(task.image, **options)
+        except AttemptFailed as failure:
+            if not isinstance(failure.__cause__, docker.errors.ImageNotFound):
+                raise
+        self._pull(task.image)
         with _step("create container"):
-            return self.client.containers.create(
-                task.image,
-                command=argv,
-                environment=env,
-                labels={
-                    LABEL_RUN: task.run_id,
-                    LABEL_NODE: task.node_id,
-                    LABEL_ATTEMPT: str(task.attempt),
-                    LABEL_WORKER: self.worker,
-                },
-                nano_cpus=tier.cpus * 1_000_000_000,
-                mem_limit=tier.memory,
-                # Equal to mem_limit: no swap, so the limit is the limit.
-                memswap_limit=tier.memory,
-                pids_limit=tier.pids,
-                network_mode="none",
-                cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
-                privileged=False,
-                detach=True,
-            )
+            return self.client.containers.create(task.image, **options)
 
     def _copy_in(self, container, opened: list[_OpenInput]) -> None:  # type: ignore[no-untyped-def]
         root = command.CONTAINER_ROOT.lstrip("/")
@@ -442,12 +462,14 @@ class DockerExecutor:
             (command.INPUT_DIR.lstrip("/"), 0, None),
             (command.OUTPUT_DIR.lstrip("/"), 0, None),
         ]
-        with _step("copy directories into the container"):
-            container.put_archive("/", b"".join(_tar_entries(dirs)))
-        for item in opened:
-            path = command.input_path(item.spec.name, item.suffix).lstrip("/")
-            with _step(f"input '{item.spec.name}': copy into the container"):
-                container.put_archive("/", _tar_entries([(path, item.size, item.chunks())]))
+        entries = dirs + [
+            (command.input_path(i.spec.name, i.suffix).lstrip("/"), i.size, i.chunks())
+            for i in opened
+        ]
+        # One archive, one API call, for the directories and every input.
+        names = ", ".join(f"'{i.spec.name}'" for i in opened) or "none"
+        with _step(f"copy inputs ({names}) into the container"):
+            container.put_archive("/", _tar_entries(entries))
 
     def _attach(self, container, emit: Emit, attempt: int) -> _LogPump:  # type: ignore[no-untyped-def]
         with _step("attach to the container"):
@@ -458,9 +480,11 @@ class DockerExecutor:
         pump.start()
         return pump
 
-    def _start_and_wait(self, container, task: Task, tier: Tier, pump: _LogPump) -> int:  # type: ignore[no-untyped-def]
+    def _start(self, container) -> None:  # type: ignore[no-untyped-def]
         with _step("start container"):
             container.start()
+
+    def _wait(self, container, task: Task, pump: _LogPump) -> int:  # type: ignore[no-untyped-def]
         try:
             status = container.wait(timeout=task.timeout)
         except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:

@@ -77,11 +77,24 @@ class AttemptResult(BaseModel):
     # False for failures a retry cannot fix (an input of the wrong type).
     retryable: bool = True
     outputs: dict[str, OutputInfo] = Field(default_factory=dict)
+    # Seconds per phase: input_transfer, create, start, run, output_transfer.
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
-WorkerMessage = AttemptStarted | AttemptLog | AttemptResult
+class AttemptCleanedUp(BaseModel):
+    """The attempt's container is gone (sent after the result: removal is off the critical path)."""
+
+    kind: Literal["cleaned"] = "cleaned"
+    run_id: str
+    node_id: str
+    attempt: int
+    remove_seconds: float
+
+
+WorkerMessage = AttemptStarted | AttemptLog | AttemptResult | AttemptCleanedUp
 
 __all__ = [
+    "AttemptCleanedUp",
     "AttemptLog",
     "AttemptResult",
     "AttemptStarted",

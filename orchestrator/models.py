@@ -209,6 +209,9 @@ class NodeState(WireModel):
     error: str = ""
     attempt: int = 0
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    # Seconds per phase of the latest attempt, to explain a slow node: queue_wait,
+    # presign, input_transfer, create, start, run, output_transfer, remove.
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class Artifact(WireModel):

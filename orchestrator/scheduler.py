@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import ArtifactNotFound, FlowInvalid, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.messages import (
+    AttemptCleanedUp,
     AttemptLog,
     AttemptResult,
     AttemptStarted,
@@ -74,6 +76,8 @@ class Scheduler:
         # (store name, object key) → (run id, edge) for uploads still awaited.
         self._awaited: dict[tuple[str, str], tuple[str, str]] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (run id, node id) → when its current attempt was queued (monotonic).
+        self._queued_at: dict[tuple[str, str], float] = {}
         # Store calls block (boto3, the filesystem): run them here, bounded.
         self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
         self._tasks: list[asyncio.Task[None]] = []
@@ -233,6 +237,7 @@ class Scheduler:
         self._save(run)
 
     async def _dispatch(self, run: RunState, node_id: str, *, again: bool = False) -> None:
+        began = time.perf_counter()
         node = run.node(node_id)
         node_def = run.defs[node_id]
         attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
@@ -284,6 +289,8 @@ class Scheduler:
                 "Start a worker that can hold it, or pick a smaller Tier.",
                 level="warning",
             )
+        run.state(node_id).timings = {"presign": round(time.perf_counter() - began, 4)}
+        self._queued_at[(run.id, node_id)] = time.perf_counter()
         await self.queue.put_task(task)
 
     def _finish(self, run: RunState) -> None:
@@ -328,7 +335,16 @@ class Scheduler:
 
     async def _handle(self, message: WorkerMessage) -> None:
         run = self.runs.get(message.run_id)
-        if run is None or run.status.finished:
+        if run is None:
+            return
+        if isinstance(message, AttemptCleanedUp):
+            # Arrives after the result, often after the run has finished.
+            state = run.state(message.node_id)
+            if message.attempt == state.attempt:
+                state.timings["remove"] = message.remove_seconds
+                self.state.save(run.id, run.snapshot)
+            return
+        if run.status.finished:
             return
         if isinstance(message, AttemptLog):
             if message.attempt == run.state(message.node_id).attempt:
@@ -341,6 +357,11 @@ class Scheduler:
                 self.state.save(run.id, run.snapshot)
         elif isinstance(message, AttemptStarted):
             if run.attempt_started(message.node_id, message.attempt):
+                queued = self._queued_at.pop((run.id, message.node_id), None)
+                if queued is not None:
+                    run.state(message.node_id).timings["queue_wait"] = round(
+                        time.perf_counter() - queued, 4
+                    )
                 self._log(
                     run,
                     message.node_id,
@@ -348,6 +369,8 @@ class Scheduler:
                 )
                 self._save(run)
         elif isinstance(message, AttemptResult):
+            if message.attempt == run.state(message.node_id).attempt:
+                run.state(message.node_id).timings.update(message.timings)
             await self._handle_result(run, message)
 
     async def _handle_result(self, run: RunState, result: AttemptResult) -> None:

@@ -15,7 +15,13 @@ import structlog
 
 from orchestrator.config import WorkerSettings
 from orchestrator.executor import DockerExecutor
-from orchestrator.messages import AttemptLog, AttemptResult, AttemptStarted, Task, WorkerMessage
+from orchestrator.messages import (
+    AttemptCleanedUp,
+    AttemptLog,
+    AttemptStarted,
+    Task,
+    WorkerMessage,
+)
 from orchestrator.models import LogRecord
 from orchestrator.queue import TaskQueue
 from orchestrator.tiers import TIERS
@@ -140,10 +146,17 @@ class Worker:
                     worker=self.name,
                 )
             )
-            result: AttemptResult = await loop.run_in_executor(
-                self._pool, self.executor.run, task, emit
-            )
+            result, cleanup = await loop.run_in_executor(self._pool, self.executor.run, task, emit)
             self._outbox.put_nowait(result)
+            remove_seconds = await loop.run_in_executor(self._pool, cleanup)
+            self._outbox.put_nowait(
+                AttemptCleanedUp(
+                    run_id=task.run_id,
+                    node_id=task.node_id,
+                    attempt=task.attempt,
+                    remove_seconds=round(remove_seconds, 4),
+                )
+            )
         finally:
             await self.capacity.release(memory)
 

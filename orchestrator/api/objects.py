@@ -33,8 +33,9 @@ def add_object_routes(
             return error_response(404, "STORE_NOT_FOUND", "no local store by that name")
         key = request.match_info["key"]
         try:
-            store.verify(request.method, key, request.query.get(EXPIRES),
-                         request.query.get(SIGNATURE))
+            store.verify(
+                request.method, key, request.query.get(EXPIRES), request.query.get(SIGNATURE)
+            )
         except SignatureInvalid as exc:
             return error_response(403, "URL_INVALID", str(exc))
         except StoreError as exc:

@@ -238,7 +238,33 @@ async def test_no_container_is_left_behind(start_service):
     await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
     engine = docker.from_env()
     try:
-        left = engine.containers.list(all=True, filters={"label": f"pipewell.run_id={run['ID']}"})
+        # Removal follows the result (off the critical path): give it a moment.
+        for _ in range(50):
+            left = engine.containers.list(
+                all=True, filters={"label": f"pipewell.run_id={run['ID']}"}
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.1)
     finally:
         engine.close()
     assert left == []
+
+
+async def test_every_attempt_phase_is_timed(start_service):
+    client = await start_service()
+    run = await submit(client, chain_flow("copy"), [busybox_def("copy", "cp ${in} ${out}")])
+    await upload(client, run, "src", b"x" * 1000)
+    await wait_for(client, run["ID"], {"COMPLETE"})
+    for _ in range(50):
+        timings = (await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json())[
+            "NodeState"
+        ]["n0"]["Timings"]
+        if "remove" in timings:
+            break
+        await asyncio.sleep(0.1)
+    phases = {"queue_wait", "presign", "input_transfer", "create", "start", "run",
+              "output_transfer", "remove"}  # fmt: skip
+    assert set(timings) == phases
+    assert all(0 <= seconds < 30 for seconds in timings.values())
+    assert timings["run"] > 0
