@@ -69,6 +69,10 @@ class WorkerSettings(_Section):
 
 
 class ExecutorSettings(_Section):
+    # mount: bind-mount a per-attempt directory (needs the engine on this machine);
+    # archive: copy files in and out through the Engine API; auto: mount when the
+    # engine is reached through a unix socket.
+    transfer: Literal["auto", "mount", "archive"] = "auto"
     default_timeout: float = Field(default=3600, gt=0)
     pull_timeout: float = Field(default=60, gt=0)
     docker_timeout: float = Field(default=120, gt=0)

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
+import stat
 import tarfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import docker
 import docker.errors
@@ -75,6 +80,11 @@ def _step(what: str) -> Iterator[None]:
         raise AttemptFailed(f"{what}: unreadable archive from Docker: {exc}") from exc
     except OSError as exc:
         raise AttemptFailed(f"{what}: {exc.strerror or exc}") from exc
+
+
+def _engine_is_local(client: docker.DockerClient) -> bool:
+    """Whether the engine shares our filesystem (a unix socket), so bind mounts see our files."""
+    return str(client.api.base_url).startswith("http+docker://")
 
 
 def input_type_ok(actual: str, accepted: list[str] | None) -> bool:
@@ -245,10 +255,25 @@ class _Stopwatch:
 class DockerExecutor:
     """Executes tasks on one Docker engine."""
 
-    def __init__(self, client: docker.DockerClient, settings: ExecutorSettings, worker: str):
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: ExecutorSettings,
+        worker: str,
+        work_dir: Path,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.worker = worker
+        # mount: each attempt's files live in a host directory bind-mounted into the
+        # container; archive: they are copied in and out through the Engine API.
+        transfer = settings.transfer
+        if transfer == "auto":
+            transfer = "mount" if _engine_is_local(client) else "archive"
+        self.mount_root: Path | None = None
+        if transfer == "mount":
+            self.mount_root = work_dir.resolve() / "attempts"
+            self.mount_root.mkdir(parents=True, exist_ok=True)
         self._http = threading.local()
         self._aborting = threading.Event()
 
@@ -268,15 +293,20 @@ class DockerExecutor:
         result = AttemptResult(
             run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
         )
+        attempt_dir = self._attempt_dir() if self.mount_root is not None else None
         try:
             with timings("input_transfer"):
                 opened = [self._open_input(spec) for spec in task.inputs]
+                if attempt_dir is not None:
+                    for item in opened:
+                        self._download(item, attempt_dir / "in" / f"{item.spec.name}{item.suffix}")
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
             out_paths = {o.name: command.output_path(o.name, o.suffix) for o in task.outputs}
             with timings("create"):
-                container = self._create(task, tier, in_paths, out_paths)
-            with timings("input_transfer"):
-                self._copy_in(container, opened)
+                container = self._create(task, tier, in_paths, out_paths, attempt_dir)
+            if attempt_dir is None:
+                with timings("input_transfer"):
+                    self._copy_in(container, opened)
             with timings("start"):
                 pump = self._attach(container, emit, task.attempt)
                 self._start(container)
@@ -287,10 +317,14 @@ class DockerExecutor:
             if exit_code != 0:
                 raise AttemptFailed(self._exit_message(container, exit_code, tier, pump))
             with timings("output_transfer"):
-                result.outputs = {
-                    spec.name: self._copy_out(container, out_paths[spec.name], spec.name, spec.url)
-                    for spec in task.outputs
-                }
+                for spec in task.outputs:
+                    path = out_paths[spec.name]
+                    if attempt_dir is None:
+                        info = self._copy_out(container, path, spec.name, spec.url)
+                    else:
+                        host_path = attempt_dir / "out" / path.rsplit("/", 1)[1]
+                        info = self._upload_file(host_path, path, spec.name, spec.url)
+                    result.outputs[spec.name] = info
             result.ok = True
         except AttemptFailed as failure:
             result.error, result.retryable = failure.message, failure.retryable
@@ -306,6 +340,8 @@ class DockerExecutor:
             began = time.perf_counter()
             if container is not None:
                 self._remove(container)
+            if attempt_dir is not None:
+                shutil.rmtree(attempt_dir, ignore_errors=True)
             return time.perf_counter() - began
 
         return result, cleanup
@@ -332,6 +368,9 @@ class DockerExecutor:
     def remove_leftovers(self) -> int:
         """Remove containers this worker left behind (a crash, a SIGKILL)."""
         removed = 0
+        if self.mount_root is not None:
+            for stale in self.mount_root.iterdir():
+                shutil.rmtree(stale, ignore_errors=True)
         for container in self._own_containers():
             self._remove(container)
             removed += 1
@@ -410,8 +449,72 @@ class DockerExecutor:
             )
         return _OpenInput(spec, response, size, head, content_type, extension_for(content_type))
 
+    def _attempt_dir(self) -> Path:
+        assert self.mount_root is not None
+        path = self.mount_root / uuid.uuid4().hex
+        for sub in ("in", "out"):
+            (path / sub).mkdir(parents=True)
+        # Whatever user the image runs as must be able to write its outputs.
+        (path / "out").chmod(0o777)
+        (path / "in").chmod(0o755)
+        return path
+
+    def _download(self, item: _OpenInput, target: Path) -> None:
+        with _step(f"input '{item.spec.name}': download"), target.open("wb") as handle:
+            received = 0
+            for chunk in item.chunks():
+                received += len(chunk)
+                handle.write(chunk)
+            if received != item.size:
+                raise AttemptFailed(
+                    f"input '{item.spec.name}': the store sent {received} of {item.size} bytes"
+                )
+        target.chmod(0o644)
+
+    def _upload_file(self, host_path: Path, path: str, name: str, url: str) -> OutputInfo:
+        """PUT an output the container wrote into the mounted directory.
+
+        The container controls that directory: a symlink, a FIFO or a directory
+        in the output's place must not make us read anything else, or block.
+        """
+        try:
+            fd = os.open(host_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except FileNotFoundError as exc:
+            raise AttemptFailed(
+                f"output '{name}' missing: the command exited 0 but did not write {path}"
+            ) from exc
+        except OSError as exc:
+            raise AttemptFailed(f"output '{name}': {path} is not a regular file") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise AttemptFailed(f"output '{name}': {path} is not a regular file")
+        with os.fdopen(fd, "rb") as handle:
+            head = handle.read(SNIFF_BYTES)
+            return self._put(name, url, head, handle, info.st_size)
+
+    def _put(self, name: str, url: str, head: bytes, rest, size: int) -> OutputInfo:  # type: ignore[no-untyped-def]
+        content_type = sniff(head)
+        with _step(f"output '{name}': upload"):
+            response = self._session().put(
+                url,
+                data=_SizedBody(head, rest, size),
+                headers={"Content-Type": content_type},
+                timeout=(10, self.settings.transfer_timeout),
+            )
+            if response.status_code not in (200, 201, 204):
+                raise AttemptFailed(
+                    f"output '{name}': the store refused the upload (HTTP {response.status_code})"
+                )
+        return OutputInfo(size=size, content_type=content_type)
+
     def _create(
-        self, task: Task, tier: Tier, in_paths: dict[str, str], out_paths: dict[str, str]
+        self,
+        task: Task,
+        tier: Tier,
+        in_paths: dict[str, str],
+        out_paths: dict[str, str],
+        attempt_dir: Path | None,
     ):  # -> Container
         env = command.node_environment(in_paths, out_paths, task.flags)
         env.update(
@@ -444,6 +547,11 @@ class DockerExecutor:
             privileged=False,
             detach=True,
         )
+        if attempt_dir is not None:
+            options["volumes"] = {
+                str(attempt_dir / "in"): {"bind": command.INPUT_DIR, "mode": "ro"},
+                str(attempt_dir / "out"): {"bind": command.OUTPUT_DIR, "mode": "rw"},
+            }
         # The image is usually there: create at once, pull only when Docker says so.
         try:
             with _step("create container"):
@@ -536,19 +644,7 @@ class DockerExecutor:
                 raise AttemptFailed(f"output '{name}': {path} is not a regular file")
             body = archive.extractfile(member)
             assert body is not None
-            head = body.read(SNIFF_BYTES)
-            content_type = sniff(head)
-            response = self._session().put(
-                url,
-                data=_SizedBody(head, body, member.size),
-                headers={"Content-Type": content_type},
-                timeout=(10, self.settings.transfer_timeout),
-            )
-            if response.status_code not in (200, 201, 204):
-                raise AttemptFailed(
-                    f"output '{name}': the store refused the upload (HTTP {response.status_code})"
-                )
-        return OutputInfo(size=member.size, content_type=content_type)
+            return self._put(name, url, body.read(SNIFF_BYTES), body, member.size)
 
     def _remove(self, container) -> None:  # type: ignore[no-untyped-def]
         try:

@@ -98,7 +98,12 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     worker = None
     if settings.worker.enabled:
-        executor = DockerExecutor(app[DOCKER], settings.executor, settings.worker.resolved_name())
+        executor = DockerExecutor(
+            app[DOCKER],
+            settings.executor,
+            settings.worker.resolved_name(),
+            settings.data_dir / "work",
+        )
         worker = Worker(settings.worker, app[QUEUE], executor)
         await worker.start()
         app[WORKER] = worker

@@ -70,7 +70,9 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
         while chunk := await loop.run_in_executor(None, reader.read, 1024 * 1024):
             await response.write(chunk)
     finally:
-        await loop.run_in_executor(None, reader.close)
+        # Closing never blocks for long (a file, or a pooled HTTP body), and an
+        # awaited close could be skipped if the client goes away meanwhile.
+        reader.close()
     await response.write_eof()
     return response
 

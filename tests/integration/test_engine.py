@@ -268,3 +268,49 @@ async def test_every_attempt_phase_is_timed(start_service):
     assert set(timings) == phases
     assert all(0 <= seconds < 30 for seconds in timings.values())
     assert timings["run"] > 0
+
+
+async def test_archive_transfer_mode_runs_the_same_flows(start_service):
+    client = await start_service(executor={"transfer": "archive"})
+    defs = [
+        busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'"),
+        busybox_def("lazy", "true", MaxAttempts=1),
+    ]
+    run = await submit(client, chain_flow("upper"), defs)
+    await upload(client, run, "src", b"through the engine api")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, run["ID"], "out") == b"THROUGH THE ENGINE API"
+    run = await submit(client, chain_flow("lazy"), defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["NodeState"]["n0"]["Error"] == (
+        "output 'out' missing: the command exited 0 but did not write /pipewell/out/out"
+    )
+
+
+@pytest.mark.parametrize("trick", ["ln -s /etc/hostname ${out}", "mkfifo ${out}", "mkdir ${out}"])
+async def test_an_output_that_is_not_a_regular_file_is_refused(start_service, trick):
+    # With mounted directories the container controls what stands at the output
+    # path: a symlink must not leak a file of the worker's machine, a FIFO must
+    # not block the worker.
+    client = await start_service()
+    run = await submit(
+        client, chain_flow("trick"), [busybox_def("trick", f"sh -c '{trick}'", MaxAttempts=1)]
+    )
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=30)
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["n0"]["Error"] == (
+        "output 'out': /pipewell/out/out is not a regular file"
+    )
+
+
+async def test_inputs_are_read_only_inside_the_container(start_service):
+    client = await start_service()
+    defs = [busybox_def("scribble", "sh -c 'echo x >> ${in} 2>&1; cat ${in} > ${out}'")]
+    run = await submit(client, chain_flow("scribble"), defs)
+    await upload(client, run, "src", b"original\n")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, run["ID"], "out") == b"original\n"
