@@ -297,16 +297,17 @@ class DockerExecutor:
         try:
             with timings("input_transfer"):
                 opened = [self._open_input(spec) for spec in task.inputs]
-                if attempt_dir is not None:
-                    for item in opened:
-                        self._download(item, attempt_dir / "in" / f"{item.spec.name}{item.suffix}")
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
             out_paths = {o.name: command.output_path(o.name, o.suffix) for o in task.outputs}
+            # Created before the input bodies land: Docker syncs the filesystem when
+            # it creates a container, and gigabytes of fresh dirty pages make that slow.
             with timings("create"):
                 container = self._create(task, tier, in_paths, out_paths, attempt_dir)
-            if attempt_dir is None:
-                with timings("input_transfer"):
+            with timings("input_transfer"):
+                if attempt_dir is None:
                     self._copy_in(container, opened)
+                for item in opened if attempt_dir is not None else []:
+                    self._download(item, attempt_dir / "in" / f"{item.spec.name}{item.suffix}")
             with timings("start"):
                 pump = self._attach(container, emit, task.attempt)
                 self._start(container)
