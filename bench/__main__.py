@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import scenarios
+from bench import scenarios, service
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("chain10", "fanout", "bytes", "control", "startup")
@@ -61,7 +61,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller loads")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument(
+        "--transfer",
+        choices=["auto", "mount", "archive"],
+        default="auto",
+        help="executor.transfer of the service (archive: the slower path "
+        "through the Engine API, for before/after figures)",
+    )
     args = parser.parse_args()
+    service.BASE_CONFIG["executor"] = {"transfer": args.transfer}
     began = time.perf_counter()
     rows: list[dict[str, Any]] = []
     for name in args.only:
@@ -74,6 +82,7 @@ def main() -> int:
     entry = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": commit, "quick": args.quick, "seconds": round(elapsed, 1),
+        "transfer": args.transfer,
         "machine": {"cpus": os.cpu_count(),
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE")
                                         * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)},
@@ -87,7 +96,8 @@ def main() -> int:
     (HERE / "RESULTS.md").write_text(
         f"# Benchmark results\n\nCommit {commit}, {entry['timestamp']}, "
         f"{entry['machine']['cpus']} cores, {entry['machine']['memory_gib']} GiB, "
-        f"{'quick' if args.quick else 'full'} run in {elapsed:.0f} s.\n\n{text}\n\n"
+        f"{'quick' if args.quick else 'full'} run in {elapsed:.0f} s, "
+        f"executor.transfer {args.transfer}.\n\n{text}\n\n"
         "Ratios are Pipewell's time over the baseline's, measured alternately in one run. "
         "Reproduce with `make bench` (or `make bench ARGS=--quick`); every run is appended "
         "to `bench/results.json`.\n"

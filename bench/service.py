@@ -27,6 +27,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: Settings every benchmark's service gets on top of its own (``--transfer``).
+BASE_CONFIG: dict[str, Any] = {}
+
+
 class Service:
     """Starts ``pipewell dev`` on a free port with a fresh data directory."""
 
@@ -34,7 +38,7 @@ class Service:
         self.tmp = tempfile.TemporaryDirectory(prefix="pipewell-bench-")
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.config = config or {}
+        self.config = {**BASE_CONFIG, **(config or {})}
         self.process: subprocess.Popen[bytes] | None = None
         self.http = requests.Session()
 
