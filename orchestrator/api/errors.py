@@ -15,6 +15,7 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
+from orchestrator.api.appkeys import SETTINGS
 from orchestrator.errors import ArtifactNotFound, ConfigError, FlowInvalid, RunNotFound
 from storage import StoreError
 
@@ -82,7 +83,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(
             413,
             "BODY_TOO_LARGE",
-            f"request body over the limit of {request.app._client_max_size} bytes "
+            f"request body over the limit of {request.app[SETTINGS].max_body_bytes} bytes "
             "(max_body_bytes in the configuration)",
         )
     except web.HTTPException:
