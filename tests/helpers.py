@@ -98,3 +98,16 @@ def chain_flow(*steps: str, name: str = "chain") -> dict:
             }
         )
     return {"Name": name, "Nodes": nodes}
+
+
+async def run_chain(
+    client: TestClient,
+    defs: list[dict[str, Any]],
+    *steps: str,
+    data: bytes = b"x",
+    timeout: float = 90.0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Submit ``chain_flow(*steps)``, upload ``data`` to ``src``, wait for its end."""
+    run = await submit(client, chain_flow(*steps), defs)
+    await upload(client, run, "src", data)
+    return run, await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=timeout)

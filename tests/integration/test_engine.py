@@ -8,7 +8,15 @@ from datetime import datetime
 import docker
 import pytest
 
-from tests.helpers import artifact, busybox_def, chain_flow, submit, upload, wait_for
+from tests.helpers import (
+    artifact,
+    busybox_def,
+    chain_flow,
+    run_chain,
+    submit,
+    upload,
+    wait_for,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -72,9 +80,7 @@ async def test_retry_then_success_counts_attempts(start_service):
             MaxAttempts=3,
         )
     ]
-    run = await submit(client, chain_flow("flaky"), defs)
-    await upload(client, run, "src", b"payload")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "flaky", data=b"payload")
     assert done["Status"] == "COMPLETE", done
     state = done["NodeState"]["n0"]
     assert state["Attempt"] == 2
@@ -87,9 +93,7 @@ async def test_retry_then_success_counts_attempts(start_service):
 async def test_retries_exhausted_errors_the_run_with_the_reason(start_service):
     client = await start_service()
     defs = [busybox_def("broken", "sh -c 'echo no luck >&2; exit 7'", MaxAttempts=2)]
-    run = await submit(client, chain_flow("broken"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "broken")
     assert done["Status"] == "ERROR"
     state = done["NodeState"]["n0"]
     assert state["Status"] == "ERROR"
@@ -101,9 +105,7 @@ async def test_retries_exhausted_errors_the_run_with_the_reason(start_service):
 async def test_out_of_memory_is_named_with_the_limit(start_service):
     client = await start_service()
     defs = [busybox_def("hog", "tail /dev/zero", Tier="c-nano", MaxAttempts=1)]
-    run = await submit(client, chain_flow("hog"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "hog")
     assert done["Status"] == "ERROR"
     assert done["NodeState"]["n0"]["Error"].startswith("out of memory (limit 512 MiB, tier c-nano)")
 
@@ -129,9 +131,7 @@ async def test_tier_limits_are_visible_inside_the_container(start_service):
         "> ${out} 2>/dev/null; id -u >> ${out}; cat /proc/self/status | grep CapEff >> ${out}'"
     )
     defs = [busybox_def("limits", script, Tier="c-nano")]
-    run = await submit(client, chain_flow("limits"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "limits")
     assert done["Status"] == "COMPLETE", done
     lines = (await artifact(client, run["ID"], "out")).decode().split("\n")
     assert lines[0] == "536870912"  # 512 MiB
@@ -143,9 +143,7 @@ async def test_tier_limits_are_visible_inside_the_container(start_service):
 async def test_network_is_off_inside_the_container(start_service):
     client = await start_service()
     defs = [busybox_def("net", "sh -c 'ls /sys/class/net > ${out}'")]
-    run = await submit(client, chain_flow("net"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "net")
     assert done["Status"] == "COMPLETE", done
     assert (await artifact(client, run["ID"], "out")).split() == [b"lo"]
 
@@ -153,9 +151,7 @@ async def test_network_is_off_inside_the_container(start_service):
 async def test_missing_output_fails_the_attempt(start_service):
     client = await start_service()
     defs = [busybox_def("lazy", "true", MaxAttempts=1)]
-    run = await submit(client, chain_flow("lazy"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "lazy")
     assert done["NodeState"]["n0"]["Error"] == (
         "output 'out' missing: the command exited 0 but did not write /pipewell/out/out"
     )
@@ -166,9 +162,7 @@ async def test_missing_image_says_it_could_not_be_pulled(start_service):
     defs = [
         {"Publisher": "test", "Name": "ghost", "Image": "pipewell/ghost:latest", "MaxAttempts": 1}
     ]
-    run = await submit(client, chain_flow("ghost"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "ghost")
     assert done["NodeState"]["n0"]["Error"].startswith(
         "image pipewell/ghost:latest not found locally and could not be pulled: "
     )
@@ -219,9 +213,7 @@ async def test_unoffered_tier_waits_with_a_message(start_service):
 async def test_logs_stream_with_timestamps_and_streams(start_service):
     client = await start_service()
     defs = [busybox_def("talk", "sh -c 'echo to-out; echo to-err >&2; cp ${in} ${out}'")]
-    run = await submit(client, chain_flow("talk"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "talk")
     logs = done["NodeState"]["n0"]["Logs"]
     by_stream = {(r["stream"], r["message"]) for r in logs}
     assert ("stdout", "to-out") in by_stream
@@ -276,14 +268,10 @@ async def test_archive_transfer_mode_runs_the_same_flows(start_service):
         busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'"),
         busybox_def("lazy", "true", MaxAttempts=1),
     ]
-    run = await submit(client, chain_flow("upper"), defs)
-    await upload(client, run, "src", b"through the engine api")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "upper", data=b"through the engine api")
     assert done["Status"] == "COMPLETE", done
     assert await artifact(client, run["ID"], "out") == b"THROUGH THE ENGINE API"
-    run = await submit(client, chain_flow("lazy"), defs)
-    await upload(client, run, "src", b"x")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "lazy")
     assert done["NodeState"]["n0"]["Error"] == (
         "output 'out' missing: the command exited 0 but did not write /pipewell/out/out"
     )
@@ -309,8 +297,6 @@ async def test_an_output_that_is_not_a_regular_file_is_refused(start_service, tr
 async def test_inputs_are_read_only_inside_the_container(start_service):
     client = await start_service()
     defs = [busybox_def("scribble", "sh -c 'echo x >> ${in} 2>&1; cat ${in} > ${out}'")]
-    run = await submit(client, chain_flow("scribble"), defs)
-    await upload(client, run, "src", b"original\n")
-    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    run, done = await run_chain(client, defs, "scribble", data=b"original\n")
     assert done["Status"] == "COMPLETE", done
     assert await artifact(client, run["ID"], "out") == b"original\n"
