@@ -361,9 +361,19 @@ class DockerExecutor:
                 killed += 1
         return killed
 
-    def _own_containers(self) -> list:  # type: ignore[type-arg]
+    def kill_run(self, run_id: str) -> int:
+        """Kill this worker's containers of a run that has ended; their attempts then end."""
+        killed = 0
+        for container in self._own_containers(run_id):
+            with contextlib.suppress(docker.errors.APIError):
+                container.kill()
+                killed += 1
+        return killed
+
+    def _own_containers(self, run_id: str | None = None) -> list:  # type: ignore[type-arg]
+        run_label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
         return self.client.containers.list(
-            all=True, filters={"label": [LABEL_RUN, f"{LABEL_WORKER}={self.worker}"]}
+            all=True, filters={"label": [run_label, f"{LABEL_WORKER}={self.worker}"]}
         )
 
     def remove_leftovers(self) -> int:

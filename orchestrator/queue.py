@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from orchestrator.messages import Task, WorkerMessage
@@ -31,7 +32,9 @@ class TaskQueue(Protocol):
 
     def offered_tiers(self) -> frozenset[str]: ...
 
-    def drop_run(self, run_id: str) -> int: ...
+    def drop_run(self, run_id: str, *, cancel: bool = False) -> int: ...
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None: ...
 
 
 class MemoryQueue:
@@ -42,6 +45,7 @@ class MemoryQueue:
         self._task_added = asyncio.Condition()
         self._messages: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         self._workers: dict[str, frozenset[str]] = {}
+        self._cancel_callbacks: list[Callable[[str], None]] = []
 
     async def put_task(self, task: Task) -> None:
         async with self._task_added:
@@ -75,11 +79,22 @@ class MemoryQueue:
     def offered_tiers(self) -> frozenset[str]:
         return frozenset().union(*self._workers.values()) if self._workers else frozenset()
 
-    def drop_run(self, run_id: str) -> int:
-        """Forget queued tasks of a run that ended; returns how many were dropped."""
+    def drop_run(self, run_id: str, *, cancel: bool = False) -> int:
+        """Forget queued tasks of a run that ended; returns how many were dropped.
+
+        With ``cancel`` (the run failed or stopped), workers are also told to kill
+        what they still run of it.
+        """
         before = len(self._tasks)
         self._tasks = deque(t for t in self._tasks if t.run_id != run_id)
+        if cancel:
+            for callback in self._cancel_callbacks:
+                callback(run_id)
         return before - len(self._tasks)
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(run_id)`` whenever a run ends (a worker kills what it runs of it)."""
+        self._cancel_callbacks.append(callback)
 
     def pending(self) -> int:
         return len(self._tasks)

@@ -239,6 +239,10 @@ class RunState:
             return Transition(retry_after=retry_delay)
         state.status = NodeStatus.ERROR
         self.run.status = RunStatus.ERROR
+        # Siblings still queued or running are stopped with the run: say why.
+        for other in self.active_nodes():
+            self.state(other).status = NodeStatus.ERROR
+            self.state(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
         return Transition(finished=True)
 
     def add_log(self, node_id: str, record: LogRecord) -> None:

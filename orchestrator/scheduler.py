@@ -39,6 +39,7 @@ from orchestrator.models import (
     LogRecord,
     NodeDef,
     NodeStatus,
+    RunStatus,
     WaitingURL,
     utcnow,
 )
@@ -294,7 +295,7 @@ class Scheduler:
         await self.queue.put_task(task)
 
     def _finish(self, run: RunState) -> None:
-        dropped = self.queue.drop_run(run.id)
+        dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
         for key in [k for k, v in self._awaited.items() if v[0] == run.id]:

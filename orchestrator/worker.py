@@ -64,6 +64,7 @@ class Worker:
         # Each attempt holds one thread for its whole life (blocking Docker/HTTP calls).
         self._pool = ThreadPoolExecutor(self.capacity.slots, thread_name_prefix="pipewell-exec")
         self._running: set[asyncio.Task[None]] = set()
+        self._attempts: set[str] = set()  # Task.key of the attempts running here
         self._loop_task: asyncio.Task[None] | None = None
         # One ordered outbox: log lines of an attempt always precede its result.
         self._outbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
@@ -75,6 +76,7 @@ class Worker:
         if removed:
             log.info("removed_leftover_containers", count=removed, worker=self.name)
         self.queue.register_worker(self.name, self.tiers)
+        self.queue.on_cancel(self._cancel_run)
         self._loop_task = asyncio.create_task(self._take_loop(), name=f"worker-{self.name}")
         self._sender_task = asyncio.create_task(self._send_loop(), name=f"sender-{self.name}")
         log.info(
@@ -120,6 +122,12 @@ class Worker:
             self._running.add(running)
             running.add_done_callback(self._running.discard)
 
+    def _cancel_run(self, run_id: str) -> None:
+        """The run ended: kill its containers still running here (their results are moot)."""
+        if any(key.startswith(run_id + "/") for key in self._attempts):
+            loop = asyncio.get_running_loop()
+            loop.run_in_executor(None, self.executor.kill_run, run_id)
+
     async def _send_loop(self) -> None:
         while True:
             message = await self._outbox.get()
@@ -137,6 +145,7 @@ class Worker:
             )
             loop.call_soon_threadsafe(self._outbox.put_nowait, message)
 
+        self._attempts.add(task.key)
         try:
             self._outbox.put_nowait(
                 AttemptStarted(
@@ -148,6 +157,7 @@ class Worker:
             )
             result, cleanup = await loop.run_in_executor(self._pool, self.executor.run, task, emit)
             self._outbox.put_nowait(result)
+            self._attempts.discard(task.key)
             remove_seconds = await loop.run_in_executor(self._pool, cleanup)
             self._outbox.put_nowait(
                 AttemptCleanedUp(
@@ -158,6 +168,7 @@ class Worker:
                 )
             )
         finally:
+            self._attempts.discard(task.key)
             await self.capacity.release(memory)
 
 

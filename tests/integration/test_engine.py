@@ -300,3 +300,36 @@ async def test_inputs_are_read_only_inside_the_container(start_service):
     run, done = await run_chain(client, defs, "scribble", data=b"original\n")
     assert done["Status"] == "COMPLETE", done
     assert await artifact(client, run["ID"], "out") == b"original\n"
+
+
+async def test_a_failed_node_stops_its_running_siblings(start_service):
+    client = await start_service()
+    defs = [busybox_def("fail", "sh -c 'sleep 1; exit 4'", MaxAttempts=1),
+            busybox_def("long", "sh -c 'sleep 60; cp ${in} ${out}'")]  # fmt: skip
+    flow = {"Name": "siblings", "Nodes": [
+        {"ID": "bad", "Uses": "test/fail", "Inputs": [{"Name": "in", "Edge": "src"}],
+         "Outputs": [{"Name": "out", "Edge": "o1"}]},
+        {"ID": "slow", "Uses": "test/long", "Inputs": [{"Name": "in", "Edge": "src"}],
+         "Outputs": [{"Name": "out", "Edge": "o2"}]},
+    ]}  # fmt: skip
+    run = await submit(client, flow, defs)
+    await upload(client, run, "src", b"x")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=30)
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["bad"]["Error"].startswith("command exited with code 4")
+    assert done["NodeState"]["slow"]["Status"] == "ERROR"
+    assert done["NodeState"]["slow"]["Error"] == (
+        "cancelled: node 'bad' failed and the run stopped"
+    )
+    engine = docker.from_env()
+    try:
+        for _ in range(100):  # well before the sibling's 60 s sleep would end
+            left = engine.containers.list(
+                all=True, filters={"label": f"pipewell.run_id={run['ID']}"}
+            )
+            if not left:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        engine.close()
+    assert left == []

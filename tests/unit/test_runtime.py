@@ -133,3 +133,18 @@ def test_static_well_is_present_from_the_start():
     assert run.start([]).dispatch == ["a"]
     assert run.run.artifacts["lut"].object_name == "luts/one.bin"
     assert run.pending_uploads() == []
+
+
+def test_a_final_failure_cancels_active_siblings_but_not_finished_ones():
+    run = _state(_submission([_node("x", ["src"], ["o1"]), _node("y", ["src"], ["o2"]),
+                              _node("z", ["src"], ["o3"])]))  # fmt: skip
+    run.start([])
+    run.artifact_arrived("src")
+    for node in ("x", "y", "z"):
+        run.dispatched(node)
+    run.attempt_succeeded("z", 1)
+    run.attempt_failed("x", 1, "boom", retryable=False, retry_delay=0)
+    assert run.state("y").status == NodeStatus.ERROR
+    assert run.state("y").error == "cancelled: node 'x' failed and the run stopped"
+    assert run.state("z").status == NodeStatus.COMPLETE
+    assert run.active_nodes() == []
