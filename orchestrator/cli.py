@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
+from orchestrator.apikeys import KeyOperationError, KeyStore
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError
 from storage import StoreError
@@ -39,16 +40,11 @@ def configure_logging(level: str) -> None:
 async def serve(settings: Settings) -> None:
     from orchestrator.api.app import create_app
 
-    if settings.auth == "required":
-        # Refusing beats serving every endpoint open while the user believes otherwise.
-        raise ConfigError(
-            "auth: required needs API keys, which this version does not have yet; "
-            "run with --auth none on 127.0.0.1"
-        )
-    if not settings.is_loopback():
+    if settings.auth == "none" and not settings.is_loopback():
         raise ConfigError(
             f"refusing to listen on {settings.host} with auth: none (anyone could run "
-            "containers); listen on 127.0.0.1"
+            "containers); use --auth required with a key from 'pipewell keys create', "
+            "or listen on 127.0.0.1"
         )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
@@ -85,6 +81,39 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
     parser.add_argument("--log-level", default=None)
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    from orchestrator.api.app import STATE_DB
+
+    store = KeyStore(args.data_dir / STATE_DB)
+    try:
+        if args.keys_command == "create":
+            raw = store.create(args.name, args.tenant)
+            print(raw)
+            print(
+                f"key {args.name!r} for tenant {args.tenant!r}: copy it now, it is not shown again",
+                file=sys.stderr,
+            )
+        elif args.keys_command == "list":
+            print(
+                f"{'NAME':<20} {'TENANT':<12} {'KEY':<14} {'CREATED':<21} {'LAST USED':<21} STATE"
+            )
+            for key in store.list():
+                state = "revoked" if key.revoked else "active"
+                print(
+                    f"{key.name:<20} {key.tenant:<12} {key.masked:<14} {key.created_at:<21} "
+                    f"{key.last_used or '-':<21} {state}"
+                )
+        else:
+            store.revoke(args.name)
+            print(f"revoked {args.name!r}: refused from its next use on", file=sys.stderr)
+    except KeyOperationError as exc:
+        print(f"pipewell: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pipewell", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -95,7 +124,19 @@ def main(argv: list[str] | None = None) -> int:
     _add_service_args(
         commands.add_parser("serve", help="the service, configured by file"), dev=False
     )
+    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key and print it, once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--tenant", default="default")
+    listing = key_commands.add_parser("list", help="name, tenant, created, last used, masked key")
+    revoke = key_commands.add_parser("revoke", help="refuse the key from its next use on")
+    revoke.add_argument("name")
+    for sub in (create, listing, revoke):
+        sub.add_argument("--data-dir", type=Path, default=Path(".pipewell"))
     args = parser.parse_args(argv)
+    if args.command == "keys":
+        return keys_command(args)
     try:
         settings = load_settings(
             args.config,

@@ -26,8 +26,10 @@ from orchestrator.api.appkeys import (
     STORES,
     WORKER,
 )
+from orchestrator.api.auth import auth_middleware
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.objects import add_object_routes
+from orchestrator.apikeys import KeyStore
 from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
@@ -41,10 +43,13 @@ from orchestrator.worker import Worker
 
 log = structlog.get_logger(__name__)
 
+#: Runs, secrets and API keys, under the data directory.
+STATE_DB = "pipewell.sqlite3"
+
 
 async def _state(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    state = StateStore(settings.data_dir / "pipewell.sqlite3")
+    state = StateStore(settings.data_dir / STATE_DB)
     await state.open()
     app[STATE] = state
     yield
@@ -119,8 +124,19 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    middlewares = [error_middleware]
+    keys = None
+    if settings.auth == "required":
+        keys = KeyStore(settings.data_dir / STATE_DB)
+        middlewares.insert(0, auth_middleware(keys))
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
+    if keys is not None:
+
+        async def close_keys(_: web.Application) -> None:
+            keys.close()
+
+        app.on_cleanup.append(close_keys)
     app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine])
     app.add_routes(native.routes)
 

@@ -3,11 +3,6 @@
 from orchestrator.cli import main
 
 
-def test_auth_required_is_refused_until_keys_exist(capsys, tmp_path):
-    assert main(["dev", "--auth", "required", "--data-dir", str(tmp_path)]) == 2
-    assert "auth: required needs API keys" in capsys.readouterr().err
-
-
 def test_non_loopback_without_auth_is_refused(capsys, tmp_path):
     assert main(["dev", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
     assert "refusing to listen on 0.0.0.0" in capsys.readouterr().err

@@ -1,0 +1,70 @@
+"""API-key authentication for every endpoint but /healthz and the presigned object URLs.
+
+Accepted: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, ``Authorization:
+Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password. Missing,
+unknown or revoked keys get 401 ``{"error":"unauthorized"}`` (the body the
+seeds fix).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from orchestrator.apikeys import KeyStore
+
+TENANT = web.RequestKey("tenant", str)
+OPEN_PATHS = ("/healthz",)
+# Presigned URLs carry their own signature; keys are not asked there.
+OPEN_PREFIXES = ("/objects/",)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def presented_key(request: web.Request) -> str | None:
+    if key := request.headers.get("x-api-key"):
+        return key.strip()
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token:
+        return token
+    if scheme.lower() == "basic" and token:
+        try:
+            user, sep, password = base64.b64decode(token, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return token  # Scade sends the raw key after "Basic"
+        if sep:
+            return password or user
+        return token
+    return None
+
+
+def auth_middleware(
+    keys: KeyStore,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    # One thread: the key store's SQLite connection is used from it alone.
+    lookups = ThreadPoolExecutor(1, thread_name_prefix="pipewell-keys")
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
+            return await handler(request)
+        raw = presented_key(request)
+        tenant = None
+        if raw:
+            loop = asyncio.get_running_loop()
+            tenant = await loop.run_in_executor(lookups, keys.authenticate, raw)
+        if tenant is None:
+            return web.json_response({"error": "unauthorized"}, status=401)
+        request[TENANT] = tenant
+        return await handler(request)
+
+    return middleware
+
+
+__all__ = ["TENANT", "auth_middleware", "presented_key"]
