@@ -393,14 +393,16 @@ class DockerExecutor:
         session = getattr(self._http, "session", None)
         if session is None:
             session = self._http.session = requests.Session()
-            # Retry only failed connects (nothing sent yet): the store may be restarting.
+            # Retry only failed connects (nothing sent yet): the service may still be
+            # starting up. About 3 s in all: a service shutting down must not hold
+            # its last attempts for long.
             retry = Retry(
                 total=None,
-                connect=6,
+                connect=5,
                 read=0,
                 status=0,
                 other=0,
-                backoff_factor=0.25,
+                backoff_factor=0.1,
                 allowed_methods=None,
             )
             session.mount("http://", HTTPAdapter(max_retries=retry))
