@@ -147,3 +147,36 @@ async def test_events_stream_ends_with_the_final_run(start_service):
     assert names[0] == "status" and names[-1] == "end"
     assert events[-1][1]["Status"] == "COMPLETE"
     assert any(n == "log" and d["message"] == "working" and d["node"] == "n0" for n, d in events)
+
+
+async def test_validate_reports_without_running(start_service):
+    client = await start_service()
+    good = {"Flow": chain_flow("t"), "NodeDefs": [busybox_def("t", "cp ${in} ${out}")]}
+    response = await client.post("/api/v1/flow/validate", json=good)
+    assert await response.json() == {"valid": True, "errors": [], "warnings": []}
+    bad = {"Flow": chain_flow("missing"), "NodeDefs": []}
+    body = await (await client.post("/api/v1/flow/validate", json=bad)).json()
+    assert body["valid"] is False
+    assert [(e["code"], e["node"]) for e in body["errors"]] == [("NODE_001", "n0")]
+
+
+async def test_flows_can_be_sent_as_yaml(start_service):
+    client = await start_service()
+    body = """
+Flow:
+  Name: from-yaml
+  Nodes:
+    - ID: only
+      Uses: test/t
+      Inputs: [{Name: in, Edge: src}]
+      Outputs: [{Name: out, Edge: out}]
+NodeDefs:
+  - {Publisher: test, Name: t, Image: "pipewell/busybox:latest",
+     Command: {Name: run, Exec: "cp ${in} ${out}"}}
+"""
+    response = await client.post("/api/v1/flow/test", data=body,
+                                 headers={"Content-Type": "application/yaml"})  # fmt: skip
+    assert response.status == 200, await response.text()
+    run = await response.json()
+    assert run["Status"] == "WAITING"
+    assert run["NodeState"]["only"]["Status"] == "IDLE"

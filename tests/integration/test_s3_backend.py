@@ -65,3 +65,20 @@ async def test_seed_example_on_s3(start_service, moto_endpoint):
     assert done["Status"] == "COMPLETE", done
     result = Image.open(io.BytesIO(await artifact(client, run["ID"], "output-image")))
     assert (result.format, result.size) == ("JPEG", (800, 400))
+
+
+def test_unreachable_s3_endpoint_is_a_clear_store_error():
+    from storage import S3Store, StoreUnavailable
+
+    closed = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(StoreUnavailable, match="store 'default': create bucket failed"):
+        S3Store(
+            "default",
+            bucket="b-unreachable",
+            endpoint_url=closed,
+            create_bucket=True,
+            connect_timeout=1,
+            max_attempts=1,
+            access_key_id="x",
+            secret_access_key="x",
+        )
