@@ -15,7 +15,16 @@ from storage.base import (
     check_key,
 )
 from storage.local import LocalStore, SignatureInvalid
-from storage.s3 import S3Store
+
+
+def __getattr__(name: str) -> Any:
+    # boto3 takes a tenth of a second to import: only a service that uses s3 pays it.
+    if name == "S3Store":
+        from storage.s3 import S3Store
+
+        return S3Store
+    raise AttributeError(f"module 'storage' has no attribute {name!r}")
+
 
 _S3_PARAMS = {
     "bucket", "endpoint_url", "public_endpoint_url", "region", "access_key_id",
@@ -46,6 +55,8 @@ def open_store(
             raise StoreError(
                 f"store {name!r}: unknown s3 Params {unknown}; known: {sorted(_S3_PARAMS)}"
             )
+        from storage.s3 import S3Store
+
         return S3Store(name, **params)
     raise StoreError(f"store {name!r}: unknown type {type!r}; use local or s3")
 
