@@ -14,7 +14,7 @@ from storage.base import (
     StoreUnavailable,
     check_key,
 )
-from storage.local import LocalStore, SignatureInvalid
+from storage.local import KeyConflict, LocalStore, SignatureInvalid
 
 
 def __getattr__(name: str) -> Any:
@@ -43,13 +43,33 @@ def open_store(
     internal_base_url: str | None,
     secret: bytes,
 ) -> Store:
-    """Build the store a configuration or a flow's ``Stores`` entry describes."""
+    """Build the store a configuration or a flow's ``Stores`` entry describes.
+
+    ``local``: files under ``data_dir/objects/<name>``, URLs on ``public_base_url``
+    (``internal_base_url`` for the service's own workers), signed with ``secret``;
+    it takes no Params. ``s3``: Params are S3Store's keyword arguments, ``bucket``
+    required. Raises StoreError saying what to fix.
+    """
     if type == "local":
-        return LocalStore(name, Path(data_dir) / "objects" / name, public_base_url, secret,
-                          internal_base_url)
+        try:
+            check_key(name)
+            if "/" in name:
+                raise InvalidKey(name)
+        except InvalidKey as exc:
+            raise StoreError(
+                f"store {name!r}: a local store's name is a directory name: no '/', "
+                "not '.' or '..', only letters, digits and . _ - + = @ , : ~"
+            ) from exc
+        if params:
+            raise StoreError(
+                f"store {name!r}: a local store takes no Params (got {sorted(params)})"
+            )
+        return LocalStore(
+            name, Path(data_dir) / "objects" / name, public_base_url, secret, internal_base_url
+        )
     if type == "s3":
-        if not params.get("bucket"):
-            raise StoreError(f"store {name!r}: s3 needs Params.bucket")
+        if not isinstance(params.get("bucket"), str) or not params["bucket"].strip():
+            raise StoreError(f"store {name!r}: s3 needs Params.bucket, the bucket's name")
         unknown = sorted(set(params) - _S3_PARAMS)
         if unknown:
             raise StoreError(
@@ -63,6 +83,7 @@ def open_store(
 
 __all__ = [
     "InvalidKey",
+    "KeyConflict",
     "LocalStore",
     "ObjectInfo",
     "ObjectNotFound",

@@ -2,21 +2,32 @@
 
 A URL is ``{base}/objects/{store}/{key}?X-Pipewell-Expires=…&X-Pipewell-Signature=…``;
 the signature is an HMAC-SHA256 over method, store, key and expiry with a
-secret the service keeps in its state. Objects are written to a temporary file
-beside their place and renamed, so a reader never sees half an object and a
-failed upload leaves nothing. Content types live in a sidecar directory,
-outside the key space.
+secret the service keeps in its state, so URLs outlive a restart.
+
+Layout under ``root``::
+
+    data/<key>                    the object's bytes, exactly as sent
+    meta/<h[:2]>/<h>.json         its content type, h = sha256(key): outside the key
+                                  space, and no key can collide with another's sidecar
+    tmp/.upload-*                 uploads in progress (same filesystem as data/)
+
+An object is written to ``tmp/`` and renamed into place, so a reader never
+sees half an object and a failed upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import shutil
+import stat as stat_mode
 import tempfile
 import time
+from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
@@ -25,7 +36,11 @@ from storage.base import ObjectInfo, ObjectNotFound, Store, StoreError, check_ke
 
 EXPIRES = "X-Pipewell-Expires"
 SIGNATURE = "X-Pipewell-Signature"
-_COPY_CHUNK = 1024 * 1024
+#: Blocks written to disk at once, off the event loop, by ``write_chunks``.
+WRITE_BLOCK = 1024 * 1024
+_TEMP_PREFIX = ".upload-"
+#: Uploads a crashed process left in tmp/ are removed when a store opens, once this old.
+_STALE_TEMP_SECONDS = 3600.0
 
 
 class SignatureInvalid(StoreError):
@@ -34,6 +49,13 @@ class SignatureInvalid(StoreError):
     def __init__(self, message: str, *, expired: bool = False) -> None:
         super().__init__(message)
         self.expired = expired
+
+
+class KeyConflict(StoreError):
+    """The key cannot be a file here: a prefix of it is an object, or it is a prefix of one.
+
+    S3 allows ``a`` and ``a/b`` side by side; a filesystem does not.
+    """
 
 
 class LocalStore(Store):
@@ -45,15 +67,26 @@ class LocalStore(Store):
         secret: bytes,
         internal_base_url: str | None = None,
     ) -> None:
+        if not secret:
+            raise StoreError(f"store {name!r}: the local store needs a non-empty signing secret")
         self.name = name
         self.root = Path(root)
         self.objects = self.root / "data"
         self.meta = self.root / "meta"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.meta.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.root / "tmp"
+        for directory in (self.objects, self.meta, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
         self.public_base_url = public_base_url.rstrip("/")
         self.internal_base_url = (internal_base_url or public_base_url).rstrip("/")
         self._secret = secret
+        self._remove_stale_uploads()
+
+    def _remove_stale_uploads(self) -> None:
+        cutoff = time.time() - _STALE_TEMP_SECONDS
+        for temp in self.tmp.glob(_TEMP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
 
     # ------------------------------------------------------------ signing
 
@@ -75,7 +108,11 @@ class LocalStore(Store):
         return self._url("GET", key, ttl, internal)
 
     def verify(self, method: str, key: str, expires: str | None, signature: str | None) -> None:
-        """Raise SignatureInvalid unless the URL was signed by us for this method and key."""
+        """Raise SignatureInvalid unless we signed this URL for this method and key.
+
+        A GET URL also answers HEAD. The signature is checked before the expiry,
+        so "expired" is only ever said of a URL we really issued.
+        """
         if method == "HEAD":
             method = "GET"
         if not expires or not signature:
@@ -85,7 +122,7 @@ class LocalStore(Store):
         except ValueError as exc:
             raise SignatureInvalid("the URL's expiry is not a number") from exc
         expected = self._signature(method, key, expires_at)
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise SignatureInvalid(
                 "the URL's signature does not match (altered, or meant for another method)"
             )
@@ -93,64 +130,140 @@ class LocalStore(Store):
             raise SignatureInvalid(
                 "the URL has expired: ask for a new one (TTL is storage.url_ttl)", expired=True
             )
+        check_key(key)  # we never sign a bad key; defence in depth
 
     # ------------------------------------------------------------ objects
 
     def path(self, key: str) -> Path:
+        """Where the object's bytes live (whether or not it exists)."""
         return self.objects / check_key(key)
 
     def _meta_path(self, key: str) -> Path:
+        digest = hashlib.sha256(check_key(key).encode()).hexdigest()
+        return self.meta / digest[:2] / f"{digest}.json"
+
+    def _legacy_meta_path(self, key: str) -> Path:
+        # Before the hashed layout, sidecars were meta/<key>.json. Still read, and removed.
         return self.meta / (check_key(key) + ".json")
+
+    def _content_type(self, key: str) -> str | None:
+        for meta in (self._meta_path(key), self._legacy_meta_path(key)):
+            try:
+                return json.loads(meta.read_text()).get("content_type")
+            except (OSError, ValueError, AttributeError):
+                continue
+        return None
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            size = self.path(key).stat().st_size
-        except FileNotFoundError:
+            status = self.path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        content_type = None
-        try:
-            content_type = json.loads(self._meta_path(key).read_text()).get("content_type")
-        except (FileNotFoundError, ValueError):
-            pass
-        return ObjectInfo(key=key, size=size, content_type=content_type)
+        if not stat_mode.S_ISREG(status.st_mode):
+            return None  # a directory: the prefix of other keys, not an object
+        return ObjectInfo(key=key, size=status.st_size, content_type=self._content_type(key))
 
     def open_read(self, key: str) -> BinaryIO:
         try:
             return self.path(key).open("rb")
-        except (FileNotFoundError, IsADirectoryError) as exc:
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise ObjectNotFound(key) from exc
 
-    def begin_write(self, key: str) -> tuple[BinaryIO, Path]:
-        """A temporary file beside the object's place; ``commit_write`` puts it there."""
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=".upload-")
+    def _begin_write(self, key: str) -> tuple[BinaryIO, Path]:
+        self.path(key)  # check the key before touching the disk
+        fd, temp = tempfile.mkstemp(dir=self.tmp, prefix=_TEMP_PREFIX)
         return os.fdopen(fd, "wb"), Path(temp)
 
-    def commit_write(self, key: str, temp: Path, content_type: str | None) -> ObjectInfo:
+    def _commit_write(self, key: str, temp: Path, content_type: str | None) -> ObjectInfo:
         target = self.path(key)
+        for attempt in (1, 2):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(temp, target)
+                break
+            except FileNotFoundError:
+                if attempt == 2:  # a delete pruned the directory between the two calls
+                    raise
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                raise KeyConflict(
+                    f"store {self.name!r}: cannot store {key!r}: a prefix of it is an object, "
+                    "or it is the prefix of other objects"
+                ) from exc
+        size = target.stat().st_size
         meta = self._meta_path(key)
-        meta.parent.mkdir(parents=True, exist_ok=True)
         if content_type:
-            meta.write_text(json.dumps({"content_type": content_type}))
+            meta.parent.mkdir(parents=True, exist_ok=True)
+            fd, staged = tempfile.mkstemp(dir=meta.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"key": key, "content_type": content_type}, handle)
+            os.replace(staged, meta)
         else:
             meta.unlink(missing_ok=True)
-        os.replace(temp, target)
-        return ObjectInfo(key=key, size=target.stat().st_size, content_type=content_type)
+        with contextlib.suppress(OSError):
+            self._legacy_meta_path(key).unlink(missing_ok=True)
+        return ObjectInfo(key=key, size=size, content_type=content_type)
 
     def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
-        handle, temp = self.begin_write(key)
+        handle, temp = self._begin_write(key)
         try:
             with handle:
-                shutil.copyfileobj(data, handle, _COPY_CHUNK)
-            return self.commit_write(key, temp, content_type)
+                shutil.copyfileobj(data, handle, WRITE_BLOCK)
+            return self._commit_write(key, temp, content_type)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
 
+    async def write_chunks(
+        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None
+    ) -> ObjectInfo:
+        """``write`` for bytes arriving on the event loop (an HTTP body).
+
+        Chunks are gathered into blocks of ``WRITE_BLOCK`` bytes; each block is
+        written in the default executor while the next one is being received,
+        so the loop never waits on the disk and at most two blocks are in memory.
+        If ``chunks`` fails (the client went away) nothing is stored.
+        """
+        loop = asyncio.get_running_loop()
+        handle, temp = await loop.run_in_executor(None, self._begin_write, key)
+        pending: asyncio.Future[int] | None = None
+        try:
+            block = bytearray()
+            async for chunk in chunks:
+                block += chunk
+                if len(block) >= WRITE_BLOCK:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(None, handle.write, block)
+                    block = bytearray()
+            if pending is not None:
+                await pending
+                pending = None
+            if block:
+                await loop.run_in_executor(None, handle.write, block)
+            await loop.run_in_executor(None, handle.close)
+            return await loop.run_in_executor(None, self._commit_write, key, temp, content_type)
+        except BaseException:
+            # A write still running in the executor holds the file's lock: close
+            # waits for it, then the half file goes.
+            handle.close()
+            temp.unlink(missing_ok=True)
+            raise
+
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
-        self._meta_path(key).unlink(missing_ok=True)
+        target = self.path(key)
+        if self.stat(key) is not None:
+            target.unlink(missing_ok=True)
+        for meta in (self._meta_path(key), self._legacy_meta_path(key)):
+            with contextlib.suppress(OSError):
+                meta.unlink(missing_ok=True)
+        # Drop directories left empty, so the key's prefixes can be objects again.
+        parent = target.parent
+        while parent != self.objects:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
 
 
-__all__ = ["EXPIRES", "SIGNATURE", "LocalStore", "SignatureInvalid"]
+__all__ = ["EXPIRES", "SIGNATURE", "WRITE_BLOCK", "KeyConflict", "LocalStore", "SignatureInvalid"]
