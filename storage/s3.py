@@ -3,19 +3,24 @@
 Two clients, made once: one on the internal endpoint (the service and its
 workers) and one on the public endpoint (URLs handed to clients, which may
 reach the store at another address). boto3 errors become ours in one place,
-``_translated``. Presigned URLs and credentials are never logged.
+``_translated``, and nowhere else. Presigned URLs and credentials are never
+logged, and never put in an error message.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
+import math
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 import boto3
+from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from s3transfer.exceptions import RetriesExceededError, S3UploadFailedError
 
 from storage.base import (
     ObjectInfo,
@@ -27,19 +32,60 @@ from storage.base import (
 )
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+_DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
+#: SigV4 presigned URLs live at most seven days.
+MAX_URL_TTL = 7 * 24 * 3600
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 @contextlib.contextmanager
-def _translated(store: str, action: str, key: str | None = None) -> Iterator[None]:
+def _translated(store: str, bucket: str, action: str, key: str | None = None) -> Iterator[None]:
+    """The one place boto3's exceptions become StoreUnavailable or ObjectNotFound."""
     try:
         yield
     except ClientError as exc:
-        code = str(exc.response.get("Error", {}).get("Code", ""))
+        code = _code(exc)
         if key is not None and code in _NOT_FOUND:
             raise ObjectNotFound(key) from exc
-        raise StoreUnavailable(f"store {store!r}: {action} failed: {code or exc}") from exc
-    except BotoCoreError as exc:
+        if code == "NoSuchBucket":
+            reason = f"bucket {bucket!r} does not exist (create it, or set Params.create_bucket)"
+        elif code in _DENIED:
+            reason = f"access denied ({code}): check the store's credentials and bucket policy"
+        else:
+            reason = code or str(exc)
+        raise StoreUnavailable(f"store {store!r}: {action} failed: {reason}") from exc
+    except (BotoCoreError, Boto3Error, S3UploadFailedError, RetriesExceededError) as exc:
+        # e.g. 'Could not connect to the endpoint URL: "http://…"': no credentials in it.
         raise StoreUnavailable(f"store {store!r}: {action} failed: {exc}") from exc
+
+
+class _Body(io.RawIOBase):
+    """An object's streaming body whose read errors are ours too."""
+
+    def __init__(self, store: S3Store, key: str, body: Any) -> None:
+        self._store = store
+        self._key = key
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        with _translated(self._store.name, self._store.bucket, "read", self._key):
+            return bytes(self._body.read(None if size is None or size < 0 else size))
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 class S3Store(Store):
@@ -59,15 +105,21 @@ class S3Store(Store):
         read_timeout: float = 60,
         max_attempts: int = 3,
     ) -> None:
+        """``endpoint_url`` is what the service and workers reach; ``public_endpoint_url``
+        (default: the same) goes into URLs handed to clients. ``connect_timeout``,
+        ``read_timeout`` (seconds) and ``max_attempts`` (total tries per call) bound how
+        long an unreachable endpoint takes to be reported.
+        """
         self.name = name
         self.bucket = bucket
+        self.region = region
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         config = Config(
             s3={"addressing_style": "path"},
             signature_version="s3v4",
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
+            retries={"total_max_attempts": max(1, int(max_attempts)), "mode": "standard"},
             max_pool_connections=32,
         )
         session = boto3.session.Session(
@@ -85,23 +137,37 @@ class S3Store(Store):
         if create_bucket:
             self._ensure_bucket()
 
+    def _translated(
+        self, action: str, key: str | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        return _translated(self.name, self.bucket, action, key)
+
     def _ensure_bucket(self) -> None:
-        with _translated(self.name, "create bucket"):
+        with self._translated("create bucket"):
             try:
                 self._client.head_bucket(Bucket=self.bucket)
+                return
             except ClientError as exc:
-                if str(exc.response.get("Error", {}).get("Code")) not in _NOT_FOUND:
+                if _code(exc) not in _NOT_FOUND | {"NoSuchBucket"}:
                     raise
-                self._client.create_bucket(Bucket=self.bucket)
+            extra: dict[str, Any] = {}
+            if self.region != "us-east-1":  # the one region that refuses a LocationConstraint
+                extra["CreateBucketConfiguration"] = {"LocationConstraint": self.region}
+            try:
+                self._client.create_bucket(Bucket=self.bucket, **extra)
+            except ClientError as exc:
+                if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
 
     def _presign(self, method: str, key: str, ttl: float, internal: bool) -> str:
         client = self._client if internal else self._public
-        with _translated(self.name, "presign", key):
+        expires_in = min(MAX_URL_TTL, max(1, math.ceil(ttl)))
+        with self._translated("presign", key):
             return client.generate_presigned_url(
-                method, Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=int(ttl)
+                method, Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in
             )
 
     def put_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
@@ -112,21 +178,22 @@ class S3Store(Store):
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
-            with _translated(self.name, "stat", key):
+            with self._translated("stat", key):
                 head = self._client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ObjectNotFound:
             return None
-        return ObjectInfo(key=key, size=int(head["ContentLength"]),
-                          content_type=head.get("ContentType"))
+        return ObjectInfo(
+            key=key, size=int(head["ContentLength"]), content_type=head.get("ContentType")
+        )
 
     def open_read(self, key: str) -> BinaryIO:
-        with _translated(self.name, "read", key):
-            body: Any = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
-        return body  # botocore's StreamingBody: read(n), close()
+        with self._translated("read", key):
+            body = self._client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return _Body(self, key, body)  # type: ignore[return-value]
 
     def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
         extra = {"ContentType": content_type} if content_type else None
-        with _translated(self.name, "write", key):
+        with self._translated("write", key):
             self._client.upload_fileobj(
                 data, self.bucket, self._key(key), ExtraArgs=extra, Config=self._transfer
             )
@@ -136,8 +203,11 @@ class S3Store(Store):
         return info
 
     def delete(self, key: str) -> None:
-        with _translated(self.name, "delete", key):
-            self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        try:
+            with self._translated("delete", key):
+                self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except ObjectNotFound:
+            pass  # S3 answers 204 anyway; some compatible stores say NoSuchKey
 
     def close(self) -> None:
         self._client.close()
@@ -145,4 +215,4 @@ class S3Store(Store):
             self._public.close()
 
 
-__all__ = ["S3Store"]
+__all__ = ["MAX_URL_TTL", "S3Store"]
