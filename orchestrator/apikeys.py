@@ -12,9 +12,13 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from orchestrator.models import DEFAULT_TENANT
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -24,13 +28,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     masked      TEXT NOT NULL,
     created_at  TEXT NOT NULL,
     last_used   TEXT,
-    revoked_at  TEXT
+    revoked_at  TEXT,
+    admin       INTEGER NOT NULL DEFAULT 0
 );
 """
 
 
 class KeyOperationError(Exception):
-    """A key operation that cannot be done, with the message to show."""
+    """A key operation that cannot be done, with the message to show.
+
+    ``status`` is the HTTP status the admin API answers with.
+    """
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,28 @@ class KeyInfo:
     created_at: str
     last_used: str | None
     revoked: bool
+    admin: bool = False
+
+    def public(self) -> dict[str, object]:
+        """The key as the admin API shows it: never the raw key."""
+        return {
+            "name": self.name,
+            "tenant": self.tenant,
+            "masked": self.masked,
+            "admin": self.admin,
+            "created_at": self.created_at,
+            "last_used": self.last_used,
+            "revoked": self.revoked,
+        }
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a valid key speaks for."""
+
+    key_name: str
+    tenant: str
+    admin: bool
 
 
 def _hash(raw: str) -> str:
@@ -56,56 +90,76 @@ class KeyStore:
         database.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(database, check_same_thread=False, isolation_level=None,
                                      timeout=10)  # fmt: skip
+        # The service calls in from more than one thread; one call at a time.
+        self._lock = threading.Lock()
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.executescript(SCHEMA)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+        if "admin" not in columns:  # a database from before admin keys
+            self._conn.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._conn.close()
 
-    def create(self, name: str, tenant: str = "default") -> str:
+    def _execute(self, query: str, args: tuple[object, ...] = ()) -> tuple[list[Any], int]:
+        """Rows and row count of one statement, one statement at a time."""
+        with self._lock:
+            cursor = self._conn.execute(query, args)
+            return cursor.fetchall(), cursor.rowcount
+
+    def create(self, name: str, tenant: str = DEFAULT_TENANT, *, admin: bool = False) -> str:
         """Make a key and return it raw: the only time anyone sees it."""
-        if not name.strip():
-            raise KeyOperationError("a key needs a non-empty --name")
+        if not name.strip() or len(name) > 100:
+            raise KeyOperationError("a key needs a name of 1 to 100 characters")
+        if not tenant.strip() or len(tenant) > 100:
+            raise KeyOperationError("a key needs a tenant of 1 to 100 characters")
         raw = secrets.token_hex(32)
         try:
-            self._conn.execute(
-                "INSERT INTO api_keys (name, tenant, sha256, masked, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (name, tenant, _hash(raw), f"{raw[:8]}…{raw[-4:]}", _now()),
+            self._execute(
+                "INSERT INTO api_keys (name, tenant, sha256, masked, created_at, admin) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (name, tenant, _hash(raw), f"{raw[:8]}…{raw[-4:]}", _now(), int(admin)),
             )
         except sqlite3.IntegrityError as exc:
             raise KeyOperationError(
-                f"a key named {name!r} exists already; pick another name"
+                f"a key named {name!r} exists already; pick another name", status=409
             ) from exc
         return raw
 
     def list(self) -> list[KeyInfo]:
-        rows = self._conn.execute(
-            "SELECT name, tenant, masked, created_at, last_used, revoked_at FROM api_keys "
+        rows, _ = self._execute(
+            "SELECT name, tenant, masked, created_at, last_used, revoked_at, admin FROM api_keys "
             "ORDER BY created_at, name"
         )
-        return [KeyInfo(r[0], r[1], r[2], r[3], r[4], r[5] is not None) for r in rows]
+        return [KeyInfo(r[0], r[1], r[2], r[3], r[4], r[5] is not None, bool(r[6])) for r in rows]
+
+    def get(self, name: str) -> KeyInfo | None:
+        return next((k for k in self.list() if k.name == name), None)
 
     def revoke(self, name: str) -> None:
-        cursor = self._conn.execute(
+        _, changed = self._execute(
             "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
             (_now(), name),
         )
-        if cursor.rowcount == 0:
-            raise KeyOperationError(f"no active key named {name!r} (see 'pipewell keys list')")
+        if changed == 0:
+            raise KeyOperationError(
+                f"no active key named {name!r} (see 'pipewell keys list')", status=404
+            )
 
-    def authenticate(self, raw: str) -> str | None:
-        """The tenant of an active key, or None; records its use."""
+    def authenticate(self, raw: str) -> Principal | None:
+        """Who an active key speaks for, or None; records its use."""
         digest = _hash(raw)
-        row = self._conn.execute(
-            "SELECT sha256, tenant, name FROM api_keys WHERE sha256 = ? AND revoked_at IS NULL",
+        rows, _ = self._execute(
+            "SELECT sha256, tenant, name, admin FROM api_keys "
+            "WHERE sha256 = ? AND revoked_at IS NULL",
             (digest,),
-        ).fetchone()
+        )
+        row = rows[0] if rows else None
         # The lookup is by hash; the comparison guards the match itself.
         if row is None or not hmac.compare_digest(row[0], digest):
             return None
-        self._conn.execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (_now(), row[2]))
-        return str(row[1])
+        self._execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (_now(), row[2]))
+        return Principal(key_name=str(row[2]), tenant=str(row[1]), admin=bool(row[3]))
 
 
-__all__ = ["KeyOperationError", "KeyInfo", "KeyStore"]
+__all__ = ["KeyInfo", "KeyOperationError", "KeyStore", "Principal"]

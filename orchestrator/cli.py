@@ -16,6 +16,7 @@ from aiohttp import web
 from orchestrator.apikeys import KeyOperationError, KeyStore
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError
+from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
 
 
@@ -87,10 +88,12 @@ def keys_command(args: argparse.Namespace) -> int:
     store = KeyStore(args.data_dir / STATE_DB)
     try:
         if args.keys_command == "create":
-            raw = store.create(args.name, args.tenant)
+            raw = store.create(args.name, args.tenant, admin=args.admin)
             print(raw)
+            role = "admin key" if args.admin else "key"
             print(
-                f"key {args.name!r} for tenant {args.tenant!r}: copy it now, it is not shown again",
+                f"{role} {args.name!r} for tenant {args.tenant!r}: copy it now, "
+                "it is not shown again",
                 file=sys.stderr,
             )
         elif args.keys_command == "list":
@@ -99,6 +102,7 @@ def keys_command(args: argparse.Namespace) -> int:
             )
             for key in store.list():
                 state = "revoked" if key.revoked else "active"
+                state += ", admin" if key.admin else ""
                 print(
                     f"{key.name:<20} {key.tenant:<12} {key.masked:<14} {key.created_at:<21} "
                     f"{key.last_used or '-':<21} {state}"
@@ -128,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it, once")
     create.add_argument("--name", required=True)
-    create.add_argument("--tenant", default="default")
+    create.add_argument("--tenant", default=DEFAULT_TENANT)
+    create.add_argument(
+        "--admin", action="store_true", help="may also manage keys over HTTP (/api/v1/keys)"
+    )
     listing = key_commands.add_parser("list", help="name, tenant, created, last used, masked key")
     revoke = key_commands.add_parser("revoke", help="refuse the key from its next use on")
     revoke.add_argument("name")

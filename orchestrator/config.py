@@ -88,6 +88,14 @@ class RetrySettings(_Section):
         return min(self.backoff_max, self.backoff_base * 2 ** (failed_attempt - 1))
 
 
+class InvocationSettings(_Section):
+    # How long the synchronous dialects (xpander's invoke, Langflow's run) wait
+    # for a result before answering with what is known; the run goes on.
+    sync_timeout: float = Field(default=300, gt=0, le=3600)
+    # Outputs up to this size are returned inline, bigger ones as a presigned URL.
+    inline_output_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = 1234
@@ -100,6 +108,7 @@ class Settings(_Section):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    invocations: InvocationSettings = Field(default_factory=InvocationSettings)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Settings:

@@ -4,6 +4,8 @@
     ├── RunNotFound        no run with that id
     ├── FlowInvalid        validation found errors (carries every entry)
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
+    ├── InputMismatch      an invocation's input does not name the flow's entry edges
+    ├── FlowNotFound       no saved flow with that id (for this tenant)
     └── ConfigError        the service configuration cannot work
 
 Store errors live in ``storage.base`` (StoreError and children); Docker errors
@@ -39,8 +41,38 @@ class ArtifactNotFound(PipewellError):
         self.edge = edge
 
 
+class InputMismatch(PipewellError):
+    def __init__(self, expected: list[str], given: list[str]) -> None:
+        unknown = [e for e in given if e not in expected]
+        missing = [e for e in expected if e not in given]
+        parts = []
+        if unknown:
+            parts.append(f"unknown input key(s) {', '.join(map(repr, unknown))}")
+        if missing:
+            parts.append(f"missing input key(s) {', '.join(map(repr, missing))}")
+        accepted = ", ".join(map(repr, expected)) or "none: this flow takes no input"
+        super().__init__(f"{'; '.join(parts)}; the flow's entry edges are {accepted}")
+        self.expected = expected
+        self.unknown = unknown
+        self.missing = missing
+
+
+class FlowNotFound(PipewellError):
+    def __init__(self, ref: str) -> None:
+        super().__init__(f"no saved flow {ref!r} (see GET /api/v1/flows)")
+        self.ref = ref
+
+
 class ConfigError(PipewellError):
     pass
 
 
-__all__ = ["ArtifactNotFound", "ConfigError", "FlowInvalid", "PipewellError", "RunNotFound"]
+__all__ = [
+    "ArtifactNotFound",
+    "ConfigError",
+    "FlowInvalid",
+    "FlowNotFound",
+    "InputMismatch",
+    "PipewellError",
+    "RunNotFound",
+]

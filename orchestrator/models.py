@@ -18,6 +18,8 @@ from pydantic.alias_generators import to_pascal
 
 DEFAULT_TIER = "c-small"
 DEFAULT_MAX_ATTEMPTS = 3
+#: The tenant of every run and flow when auth is off, and of keys made without --tenant.
+DEFAULT_TENANT = "default"
 
 
 class WireModel(BaseModel):
@@ -234,10 +236,13 @@ class FlowRun(WireModel):
     artifacts: dict[str, Artifact] = Field(default_factory=dict)
     waiting_urls: list[WaitingURL] = Field(default_factory=list, alias="WaitingURLs")
     started_at: datetime = Field(default_factory=utcnow)
+    # Set when the run reaches COMPLETE, ERROR or STOPPED (an addition to Pupload's shape).
+    finished_at: datetime | None = None
 
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_TENANT",
     "DEFAULT_TIER",
     "Artifact",
     "CommandDef",

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from orchestrator.models import (
+    DEFAULT_TENANT,
     Artifact,
     FlowRun,
     FlowSubmission,
@@ -56,6 +57,8 @@ class RunPlan(BaseModel):
     created_at: datetime
     edges: dict[str, dict[str, Any]]  # edge name → EdgePlan fields
     order: list[str]
+    # The tenant of the key that started the run; another tenant sees no such run.
+    tenant: str = DEFAULT_TENANT
 
     def edge(self, name: str) -> EdgePlan:
         return EdgePlan(**self.edges[name])
@@ -70,6 +73,7 @@ def plan_run(
     run_id: str,
     now: datetime,
     catalog: dict[str, NodeDef] | None = None,
+    tenant: str = "default",
 ) -> RunPlan:
     """Decide each edge's store, object key and source for a validated submission."""
     flow = submission.flow
@@ -97,7 +101,14 @@ def plan_run(
         edges[name] = EdgePlan(name, store, key, source, producer).__dict__
     order = topological_order(flow)
     resolve_defs(submission, catalog or {})  # raises early if a def is missing
-    return RunPlan(run_id=run_id, submission=submission, created_at=now, edges=edges, order=order)
+    return RunPlan(
+        run_id=run_id,
+        submission=submission,
+        created_at=now,
+        edges=edges,
+        order=order,
+        tenant=tenant,
+    )
 
 
 @dataclass
@@ -152,6 +163,16 @@ class RunState:
 
     def upload_edges(self) -> list[str]:
         return [n for n in self.plan.edges if self.plan.edge(n).source == "upload"]
+
+    def terminal_edges(self) -> list[str]:
+        """Edges a node produces and no node reads: the run's results."""
+        read = {e.edge for n in self.plan.submission.flow.nodes for e in n.inputs}
+        return [
+            node_output.edge
+            for node_id in self.plan.order
+            for node_output in self.node(node_id).outputs
+            if node_output.edge not in read
+        ]
 
     def pending_uploads(self) -> list[str]:
         return [e for e in self.upload_edges() if e not in self.run.artifacts]

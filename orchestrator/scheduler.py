@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import time
 import uuid
 from collections import OrderedDict
@@ -20,7 +21,7 @@ import structlog
 
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
-from orchestrator.errors import ArtifactNotFound, FlowInvalid, RunNotFound
+from orchestrator.errors import ArtifactNotFound, FlowInvalid, InputMismatch, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -34,6 +35,7 @@ from orchestrator.messages import (
 )
 from orchestrator.mime import extension_for
 from orchestrator.models import (
+    DEFAULT_TENANT,
     FlowRun,
     FlowSubmission,
     LogRecord,
@@ -113,8 +115,18 @@ class Scheduler:
     def validate(self, submission: FlowSubmission):  # -> ValidationResult
         return validate(submission, catalog=self.catalog)
 
-    async def submit(self, submission: FlowSubmission) -> FlowRun:
-        """Validate, plan, hand out WaitingURLs and dispatch what can start now."""
+    async def submit(
+        self,
+        submission: FlowSubmission,
+        *,
+        tenant: str = DEFAULT_TENANT,
+        inputs: dict[str, tuple[bytes, str]] | None = None,
+    ) -> FlowRun:
+        """Validate, plan, hand out WaitingURLs and dispatch what can start now.
+
+        ``inputs`` (edge → bytes and content type) fills the upload edges at
+        once instead of handing out WaitingURLs; it must name each of them.
+        """
         result = self.validate(submission)
         if not result.ok:
             raise FlowInvalid(
@@ -123,36 +135,78 @@ class Scheduler:
             )
         await self._io_call(self.stores.prepare, submission.flow)
         run_id = uuid.uuid4().hex
-        plan = plan_run(submission, run_id=run_id, now=utcnow(), catalog=self.catalog)
+        plan = plan_run(
+            submission, run_id=run_id, now=utcnow(), catalog=self.catalog, tenant=tenant
+        )
         run = RunState(
             plan,
             resolve_defs(submission, self.catalog),
             max_log_lines=self.settings.executor.log_lines_per_node,
         )
-        waiting = await self._waiting_urls(run)
+        if inputs is not None:
+            expected = set(run.upload_edges())
+            if set(inputs) != expected:
+                raise InputMismatch(sorted(expected), sorted(inputs))
+            for edge, (data, content_type) in inputs.items():
+                artifact = run.artifact_for(edge)
+                store = self._store(run, artifact.store_name)
+                await self._io_call(
+                    lambda s=store, k=artifact.object_name, d=data, t=content_type: s.write(
+                        k, io.BytesIO(d), content_type=t
+                    )
+                )
+            waiting: list[WaitingURL] = []
+        else:
+            waiting = await self._waiting_urls(run)
         self.runs[run_id] = run
-        self._await_uploads(run)
+        if inputs is None:
+            self._await_uploads(run)
         log.info(
             "run_submitted",
             run_id=run_id,
             flow=submission.flow.name,
             nodes=len(plan.order),
             uploads=len(waiting),
+            inputs=len(inputs or ()),
         )
         await self._apply(run, run.start(waiting))
+        for edge in inputs or ():
+            await self._apply(run, run.artifact_arrived(edge))
         return run.run
 
-    async def get(self, run_id: str) -> FlowRun:
+    async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
+        """The run as it stands; ``tenant`` given, another tenant's run is not found."""
         run = self.runs.get(run_id)
         if run is not None:
+            if tenant is not None and run.plan.tenant != tenant:
+                raise RunNotFound(run_id)
             return run.run
         snapshot = await self.state.load(run_id) if _looks_like_run_id(run_id) else None
-        if snapshot is None:
+        if snapshot is None or (
+            tenant is not None and snapshot["plan"].get("tenant", DEFAULT_TENANT) != tenant
+        ):
             raise RunNotFound(run_id)
         return FlowRun.model_validate(snapshot["run"])
 
-    async def open_artifact(self, run_id: str, edge: str) -> tuple[ObjectInfo, BinaryIO]:
-        flow_run = await self.get(run_id)
+    def entry_edges(self, submission: FlowSubmission) -> list[str]:
+        """The upload edges of a valid submission: where an invocation's input goes."""
+        plan = plan_run(submission, run_id="0" * 32, now=utcnow(), catalog=self.catalog)
+        return sorted(name for name in plan.edges if plan.edge(name).source == "upload")
+
+    async def terminal_edges(self, run_id: str) -> list[str]:
+        """The edges no node reads: what an invocation returns."""
+        run = self.runs.get(run_id)
+        if run is None:
+            snapshot = await self.state.load(run_id)
+            if snapshot is None:
+                raise RunNotFound(run_id)
+            run = RunState.restore(snapshot, self.catalog)
+        return run.terminal_edges()
+
+    async def open_artifact(
+        self, run_id: str, edge: str, tenant: str | None = None
+    ) -> tuple[ObjectInfo, BinaryIO]:
+        flow_run = await self.get(run_id, tenant)
         artifact = flow_run.artifacts.get(edge)
         if artifact is None:
             reason = "no such edge or not produced yet"
@@ -173,6 +227,14 @@ class Scheduler:
         if run is not None:
             log.info("upload_received", run_id=run.id, edge=target[1])
             await self._apply(run, run.artifact_arrived(target[1]))
+
+    async def artifact_url(self, run_id: str, edge: str, ttl: float) -> str:
+        """A presigned GET of the run's artifact on ``edge``, for the client."""
+        artifact = (await self.get(run_id)).artifacts.get(edge)
+        if artifact is None:
+            raise ArtifactNotFound(run_id, edge, "no such edge or not produced yet")
+        store = await self._store_for(run_id, artifact.store_name)
+        return await self._io_call(lambda: store.get_url(artifact.object_name, ttl))
 
     # ------------------------------------------------------------ stores
 
@@ -295,6 +357,7 @@ class Scheduler:
         await self.queue.put_task(task)
 
     def _finish(self, run: RunState) -> None:
+        run.run.finished_at = run.run.finished_at or utcnow()
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()

@@ -1,7 +1,8 @@
 """The application factory used by ``pipewell dev``, ``pipewell serve`` and the tests.
 
 One ``cleanup_ctx`` per resource, opened in order and closed in reverse:
-state → stores → queue and events → Docker → engine (worker, then scheduler).
+state → stores → queue and events → Docker → engine (worker, then scheduler)
+→ invocations (saved flows and the dialects' service layer).
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import docker.errors
 import structlog
 from aiohttp import web
 
-from orchestrator.api import native
+from orchestrator.api import axiom, flows, langflow, native, scade, xpander
+from orchestrator.api import keys as keys_api
 from orchestrator.api.appkeys import (
     DOCKER,
     EVENTS,
+    INVOCATIONS,
+    KEYS,
     QUEUE,
     SCHEDULER,
     SETTINGS,
@@ -35,7 +39,9 @@ from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.events import EventBus
 from orchestrator.executor import DockerExecutor
+from orchestrator.invocations import Invocations
 from orchestrator.queue import MemoryQueue
+from orchestrator.registry import FlowRegistry
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
@@ -123,22 +129,30 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     await scheduler.close()
 
 
+async def _invocations(app: web.Application) -> AsyncIterator[None]:
+    registry = FlowRegistry(app[SETTINGS].data_dir / STATE_DB)
+    invocations = Invocations(app[SCHEDULER], app[EVENTS], registry, app[SETTINGS].invocations)
+    app[INVOCATIONS] = invocations
+    yield
+    invocations.close()
+
+
 def create_app(settings: Settings) -> web.Application:
     middlewares = [error_middleware]
-    keys = None
+    keys = KeyStore(settings.data_dir / STATE_DB)
     if settings.auth == "required":
-        keys = KeyStore(settings.data_dir / STATE_DB)
         middlewares.insert(0, auth_middleware(keys))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
-    if keys is not None:
+    app[KEYS] = keys
 
-        async def close_keys(_: web.Application) -> None:
-            keys.close()
+    async def close_keys(_: web.Application) -> None:
+        keys.close()
 
-        app.on_cleanup.append(close_keys)
-    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine])
-    app.add_routes(native.routes)
+    app.on_cleanup.append(close_keys)
+    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine, _invocations])
+    for dialect in (native, flows, keys_api, axiom, xpander, scade, langflow):
+        app.add_routes(dialect.routes)
 
     async def on_written(store: str, key: str) -> None:
         await app[SCHEDULER].object_written(store, key)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import docker
 from aiohttp import web
 
+from orchestrator.apikeys import KeyStore
 from orchestrator.config import Settings
 from orchestrator.events import EventBus
+from orchestrator.invocations import Invocations
 from orchestrator.queue import MemoryQueue
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
@@ -21,5 +23,18 @@ EVENTS = web.AppKey("events", EventBus)
 DOCKER = web.AppKey("docker", docker.DockerClient)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 WORKER = web.AppKey("worker", Worker)
+KEYS = web.AppKey("keys", KeyStore)
+INVOCATIONS = web.AppKey("invocations", Invocations)
 
-__all__ = ["DOCKER", "EVENTS", "QUEUE", "SCHEDULER", "SETTINGS", "STATE", "STORES", "WORKER"]
+__all__ = [
+    "DOCKER",
+    "EVENTS",
+    "INVOCATIONS",
+    "KEYS",
+    "QUEUE",
+    "SCHEDULER",
+    "SETTINGS",
+    "STATE",
+    "STORES",
+    "WORKER",
+]

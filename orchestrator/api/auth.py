@@ -16,14 +16,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from orchestrator.apikeys import KeyStore
+from orchestrator.apikeys import KeyStore, Principal
+from orchestrator.models import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)
+PRINCIPAL = web.RequestKey("principal", Principal)
 OPEN_PATHS = ("/healthz",)
 # Presigned URLs carry their own signature; keys are not asked there.
 OPEN_PREFIXES = ("/objects/",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def tenant_of(request: web.Request) -> str:
+    return request.get(TENANT, DEFAULT_TENANT)
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -55,16 +61,17 @@ def auth_middleware(
         if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         raw = presented_key(request)
-        tenant = None
+        principal = None
         if raw:
             loop = asyncio.get_running_loop()
-            tenant = await loop.run_in_executor(lookups, keys.authenticate, raw)
-        if tenant is None:
+            principal = await loop.run_in_executor(lookups, keys.authenticate, raw)
+        if principal is None:
             return web.json_response({"error": "unauthorized"}, status=401)
-        request[TENANT] = tenant
+        request[PRINCIPAL] = principal
+        request[TENANT] = principal.tenant
         return await handler(request)
 
     return middleware
 
 
-__all__ = ["TENANT", "auth_middleware", "presented_key"]
+__all__ = ["PRINCIPAL", "TENANT", "auth_middleware", "presented_key", "tenant_of"]

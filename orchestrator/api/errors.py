@@ -6,17 +6,23 @@ the native API, whose plain-text body the Pupload seed fixes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
-import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
 from orchestrator.api.appkeys import SETTINGS
-from orchestrator.errors import ArtifactNotFound, ConfigError, FlowInvalid, RunNotFound
+from orchestrator.errors import (
+    ArtifactNotFound,
+    ConfigError,
+    FlowInvalid,
+    FlowNotFound,
+    InputMismatch,
+    RunNotFound,
+)
+from orchestrator.invocations import InvalidInvocation
 from storage import StoreError
 
 log = structlog.get_logger(__name__)
@@ -77,6 +83,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except ArtifactNotFound as exc:
         return error_response(404, "ARTIFACT_NOT_FOUND", str(exc))
+    except FlowNotFound as exc:
+        return error_response(404, "FLOW_NOT_FOUND", str(exc))
+    except InputMismatch as exc:
+        return error_response(400, "INPUT_INVALID", str(exc))
+    except InvalidInvocation as exc:
+        return error_response(exc.status, exc.code, exc.message)
     except BadRequest as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     except web.HTTPRequestEntityTooLarge:
@@ -93,28 +105,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(502, "STORE_UNAVAILABLE", str(exc))
 
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (or YAML when sent as application/yaml), or a 400 saying why."""
-    body = await request.read()
-    if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise BadRequest("BODY_MALFORMED", f"request body is not valid YAML: {exc}") from exc
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(
-            "BODY_MALFORMED",
-            f"request body is not valid JSON: {exc}",
-        ) from exc
-
-
 __all__ = [
     "UNKNOWN_RUN_TEXT",
     "BadRequest",
     "error_middleware",
     "error_response",
-    "read_json",
     "schema_errors",
 ]

@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from aiohttp import web
 
 from orchestrator.api.appkeys import EVENTS, SCHEDULER
-from orchestrator.api.errors import BadRequest, read_json
-from orchestrator.models import FlowSubmission
+from orchestrator.api.auth import tenant_of
+from orchestrator.api.bodies import read_submission
+from orchestrator.api.sse import open_stream, send
 
 HEARTBEAT_SECONDS = 15.0
 routes = web.RouteTableDef()
 
 
-def _submission(body: Any) -> FlowSubmission:
-    if not isinstance(body, dict):
-        raise BadRequest("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
-    if "Flow" not in body:
-        raise BadRequest("BODY_MALFORMED", "request body has no 'Flow': send {Flow, NodeDefs}")
-    return FlowSubmission.model_validate(body)
-
-
 @routes.post("/api/v1/flow/test")
 async def test_flow(request: web.Request) -> web.Response:
-    submission = _submission(await read_json(request))
-    run = await request.app[SCHEDULER].submit(submission)
+    submission = await read_submission(request)
+    run = await request.app[SCHEDULER].submit(submission, tenant=tenant_of(request))
     return web.json_response(text=run.model_dump_json())
 
 
 @routes.post("/api/v1/flow/validate")
 async def validate_flow(request: web.Request) -> web.Response:
-    submission = _submission(await read_json(request))
+    submission = await read_submission(request)
     result = request.app[SCHEDULER].validate(submission)
     return web.json_response(
         {
@@ -46,7 +37,7 @@ async def validate_flow(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/flow/status/{run_id}")
 async def flow_status(request: web.Request) -> web.Response:
-    run = await request.app[SCHEDULER].get(request.match_info["run_id"])
+    run = await request.app[SCHEDULER].get(request.match_info["run_id"], tenant_of(request))
     return web.json_response(text=run.model_dump_json())
 
 
@@ -55,7 +46,7 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
     """The artifact's bytes, streamed from its store through the service."""
     scheduler = request.app[SCHEDULER]
     info, reader = await scheduler.open_artifact(
-        request.match_info["run_id"], request.match_info["edge"]
+        request.match_info["run_id"], request.match_info["edge"], tenant_of(request)
     )
     loop = asyncio.get_running_loop()
     response = web.StreamResponse(
@@ -82,20 +73,14 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``status`` (the FlowRun), ``log`` (one line), ``end``."""
     scheduler = request.app[SCHEDULER]
     run_id = request.match_info["run_id"]
-    run = await scheduler.get(run_id)  # raises RunNotFound before the stream opens
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-cache",
-            "X-Accel-Buffering": "no",
-        }
-    )
-    await response.prepare(request)
+    # Raises RunNotFound (also for another tenant's run) before the stream opens.
+    run = await scheduler.get(run_id, tenant_of(request))
+    response = await open_stream(request)
     async with request.app[EVENTS].subscribe(run_id) as events:
         run = await scheduler.get(run_id)
-        await _send(response, "status", run.model_dump(mode="json"))
+        await send(response, run.model_dump(mode="json"), event="status")
         if run.status.finished:
-            await _send(response, "end", run.model_dump(mode="json"))
+            await send(response, run.model_dump(mode="json"), event="end")
             return response
         while True:
             try:
@@ -103,14 +88,9 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             except TimeoutError:
                 await response.write(b": keep-alive\n\n")
                 continue
-            await _send(response, event.name, event.data)
+            await send(response, event.data, event=event.name)
             if event.name == "end":
                 return response
-
-
-async def _send(response: web.StreamResponse, name: str, data: dict[str, Any]) -> None:
-    payload = json.dumps(data, separators=(",", ":"))
-    await response.write(f"event: {name}\ndata: {payload}\n\n".encode())
 
 
 @routes.get("/healthz")

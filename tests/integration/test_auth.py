@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
+
+import pytest
 
 from orchestrator.cli import main
 from tests.helpers import busybox_def, chain_flow
@@ -67,3 +70,88 @@ def test_key_names_are_unique(capsys, tmp_path):
     create_key(capsys, tmp_path, "one")
     assert main(["keys", "create", "--name", "one", "--data-dir", str(tmp_path)]) == 2
     assert "exists already" in capsys.readouterr().err
+
+
+async def test_admin_keys_manage_keys_over_http(start_service, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    assert main(["keys", "create", "--name", "root", "--admin", "--data-dir", str(data_dir)]) == 0
+    root = {"Authorization": "Bearer " + capsys.readouterr().out.strip()}
+    client = await start_service(data_dir, auth="required")
+
+    response = await client.post(
+        "/api/v1/keys", json={"name": "ci", "tenant": "acme"}, headers=root
+    )
+    assert response.status == 201
+    created = await response.json()
+    raw = created["key"]
+    assert re.fullmatch(r"[0-9a-f]{64}", raw)
+    assert created["masked"] == f"{raw[:8]}…{raw[-4:]}" and created["tenant"] == "acme"
+
+    listing = await (await client.get("/api/v1/keys", headers=root)).json()
+    assert raw not in json.dumps(listing)
+    assert {(k["name"], k["tenant"], k["admin"]) for k in listing["keys"]} == {
+        ("root", "default", True),
+        ("ci", "acme", False),
+    }
+
+    ci = {"x-api-key": raw}
+    response = await client.get("/api/v1/keys", headers=ci)
+    assert response.status == 403 and (await response.json())["code"] == "FORBIDDEN"
+    response = await client.post("/api/v1/keys", json={"name": "ci"}, headers=root)
+    assert response.status == 409 and (await response.json())["code"] == "API_KEY_EXISTS"
+
+    assert (await client.get("/api/v1/flows", headers=ci)).status == 200
+    assert (await client.delete("/api/v1/keys/ci", headers=root)).status == 204
+    response = await client.get("/api/v1/flows", headers=ci)
+    assert response.status == 401 and await response.json() == {"error": "unauthorized"}
+    response = await client.delete("/api/v1/keys/ci", headers=root)
+    assert response.status == 404 and (await response.json())["code"] == "API_KEY_NOT_FOUND"
+
+
+@pytest.mark.docker
+async def test_another_tenants_flows_runs_and_tasks_are_not_found(start_service, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    acme = {"x-api-key": create_key(capsys, data_dir, "acme-key", "acme")}
+    globex = {"Authorization": "Bearer " + create_key(capsys, data_dir, "globex-key", "globex")}
+    client = await start_service(data_dir, auth="required")
+
+    flow = chain_flow("copy", name="private")
+    body = {"Flow": flow, "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}
+    saved = await (await client.post("/api/v1/flows", json=body, headers=acme)).json()
+    graph = saved["graph_id"]
+    invoke = {"graph_id": graph, "input": {"secret": 1}, "wait": True}
+    response = await client.post("/invocations/v1/flows/invoke", json=invoke, headers=acme)
+    result = await response.json()
+    assert result["result"]["output"] == {"secret": 1}
+    execution = result["execution_id"]
+    task = await (
+        await client.post(f"/api/v1/scade/flow/{graph}/execute", json={}, headers=acme)
+    ).json()
+
+    unknown_flow = await client.get("/api/v1/flows/" + "0" * 26, headers=globex)
+    for path in (f"/api/v1/flows/{graph}", "/api/v1/flows/private", f"/api/v1/flows/{saved['id']}"):
+        response = await client.get(path, headers=globex)
+        assert response.status == 404 == unknown_flow.status
+        assert (await response.json())["code"] == "FLOW_NOT_FOUND"
+    for path, payload in (
+        ("/invocations/v1/flows/invoke", invoke),
+        (f"/v1/workflows/{graph}/invoke", {"input": {}}),
+        (f"/api/v1/scade/flow/{graph}/execute", {}),
+        (f"/api/v1/run/{graph}", {}),
+        (f"/api/v1/webhook/{graph}", {}),
+    ):
+        response = await client.post(path, json=payload, headers=globex)
+        assert response.status == 404, path
+        assert (await response.json())["code"] == "FLOW_NOT_FOUND"
+    assert await (await client.get("/api/v1/flows", headers=globex)).json() == {"flows": []}
+
+    for path in (f"/api/v1/flow/status/{execution}", f"/api/v1/flow/events/{execution}",
+                 f"/api/v1/flow/artifact/{execution}/out"):  # fmt: skip
+        response = await client.get(path, headers=globex)
+        assert response.status == 400 and await response.text() == "Flow run does not exist."
+        assert (await client.get(path, headers=acme)).status == 200
+    response = await client.get(f"/api/v1/task/{task['id']}", headers=globex)
+    assert response.status == 404 and (await response.json())["code"] == "TASK_NOT_FOUND"
+    assert (await client.get(f"/api/v1/task/{task['id']}", headers=acme)).status == 200
+    response = await client.delete(f"/api/v1/flows/{graph}", headers=globex)
+    assert response.status == 404

@@ -1,0 +1,227 @@
+"""Langflow's trigger endpoints: ``/api/v1/run/{id}[?stream=true]`` and ``/api/v1/webhook/{id}``.
+
+``input_value`` becomes the input ``{"text": input_value}``; ``tweaks``
+(``{node_id: {flag: value}}``) override node Flags; ``session_id`` is echoed
+(the execution_id when absent). The run answers Langflow's nested shape with
+the output text at ``outputs[0].outputs[0].results.message.text``. The stream
+writes Langflow's lines, ``{"event": ..., "data": ...}`` each followed by a
+blank line: ``add_message`` (the input, then the reply), ``token`` (node log
+lines, then the output in chunks), ``error`` on failure, and ``end``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
+from orchestrator.api.auth import tenant_of
+from orchestrator.api.bodies import read_object
+from orchestrator.api.errors import BadRequest, error_response
+from orchestrator.api.flows import find_flow
+from orchestrator.invocations import TIMEOUT_ERROR, Outcome
+from orchestrator.models import FlowRun, utcnow
+from orchestrator.registry import SavedFlow
+
+routes = web.RouteTableDef()
+FIELDS = (
+    "input_value",
+    "message",  # the spelling of the seed's streaming example
+    "input_type",
+    "output_type",
+    "output_component",
+    "tweaks",
+    "session_id",
+)
+CHUNK_CHARACTERS = 512
+
+
+def text_of(output: Any) -> str:
+    """The message text of a decoded output: its text, or its JSON."""
+    if isinstance(output, dict) and set(output) == {"text"}:
+        return str(output["text"])
+    if isinstance(output, str):
+        return output
+    return json.dumps(output, separators=(",", ":"))
+
+
+async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, dict[str, Any]]:
+    body = await read_object(request, empty_ok=True)
+    unknown = [k for k in body if k not in FIELDS]
+    if unknown:
+        raise BadRequest(
+            "BODY_MALFORMED",
+            f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}",
+        )
+    text = body.get("input_value", body.get("message"))
+    if text is not None and not isinstance(text, str):
+        raise BadRequest("BODY_MALFORMED", "input_value must be a string")
+    session = body.get("session_id")
+    if session is not None and not isinstance(session, str):
+        raise BadRequest("BODY_MALFORMED", "session_id must be a string")
+    flow = await find_flow(request, request.match_info["flow_id"])
+    input_value = {"text": text} if text is not None else {}
+    run = await request.app[INVOCATIONS].start(
+        tenant_of(request), flow, input_value, flags=body.get("tweaks"), flags_field="tweaks"
+    )
+    return flow, run, {"text": text, "session_id": session or run.id, **body}
+
+
+def _edges(flow: SavedFlow, component: str | None) -> list[str] | None:
+    """The outputs of ``output_component`` when it names a node, else the terminal ones."""
+    for node in flow.submission.flow.nodes:
+        if component and node.id == component:
+            return [o.edge for o in node.outputs]
+    if component:
+        nodes = ", ".join(repr(n.id) for n in flow.submission.flow.nodes)
+        raise BadRequest("NODE_UNKNOWN", f"output_component {component!r} is none of {nodes}")
+    return None
+
+
+def _message(flow: SavedFlow, run: FlowRun, session: str, text: str, node: str) -> dict[str, Any]:
+    return {
+        "text": text,
+        "sender": "Machine",
+        "sender_name": "AI",
+        "session_id": session,
+        "timestamp": (run.finished_at or utcnow()).isoformat(timespec="seconds"),
+        "flow_id": flow.graph_id,
+        "properties": {"source": {"id": node, "display_name": node, "source": flow.name}},
+        "component_id": node,
+    }
+
+
+def _producer(flow: SavedFlow, edge: str) -> str:
+    return next(n.id for n in flow.submission.flow.nodes if any(o.edge == edge for o in n.outputs))
+
+
+async def _outputs(
+    request: web.Request, flow: SavedFlow, outcome: Outcome, session: str, edges: list[str]
+) -> list[dict[str, Any]]:
+    invocations = request.app[INVOCATIONS]
+    results = []
+    for edge in edges:
+        output = await invocations.decode(outcome.run.id, edge)
+        message = _message(flow, outcome.run, session, text_of(output), _producer(flow, edge))
+        results.append({"results": {"message": message}, "artifacts": {"edge": edge}})
+    return results
+
+
+@routes.post("/api/v1/run/{flow_id}")
+async def run_flow(request: web.Request) -> web.StreamResponse:
+    flow, run, fields = await _start(request)
+    edges = _edges(flow, fields.get("output_component") or None)
+    if request.query.get("stream", "").lower() in ("true", "1"):
+        return await _stream(request, flow, run, fields, edges)
+    invocations = request.app[INVOCATIONS]
+    outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
+    if not outcome.finished:
+        return error_response(
+            504,
+            "RUN_TIMEOUT",
+            f"{TIMEOUT_ERROR}; the run goes on: GET /api/v1/flow/status/{run.id}",
+            detail=TIMEOUT_ERROR,
+            execution_id=run.id,
+        )
+    if not outcome.success:
+        return error_response(
+            500, "RUN_FAILED", outcome.error or "", detail=outcome.error, execution_id=run.id
+        )
+    edges = edges or await request.app[INVOCATIONS].scheduler.terminal_edges(run.id)
+    body = {
+        "session_id": fields["session_id"],
+        "outputs": [
+            {
+                "inputs": {"input_value": fields["text"]},
+                "outputs": await _outputs(request, flow, outcome, fields["session_id"], edges),
+            }
+        ],
+        "execution_id": run.id,
+    }
+    return web.json_response(body)
+
+
+async def _stream(
+    request: web.Request,
+    flow: SavedFlow,
+    run: FlowRun,
+    fields: dict[str, Any],
+    edges: list[str] | None,
+) -> web.StreamResponse:
+    invocations = request.app[INVOCATIONS]
+    session = fields["session_id"]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+
+    async def line(event: str, data: dict[str, Any]) -> None:
+        text = json.dumps({"event": event, "data": data}, separators=(", ", ": "))
+        await response.write(f"{text}\n\n".encode())
+
+    def stamp() -> str:
+        return utcnow().strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    user = {
+        "timestamp": utcnow().isoformat(timespec="seconds"),
+        "sender": "User",
+        "sender_name": "User",
+        "session_id": session,
+        "text": fields["text"] or "",
+        "flow_id": flow.graph_id,
+        "id": str(uuid.uuid4()),
+        "category": "message",
+    }
+    await line("add_message", user)
+    reply_id = str(uuid.uuid4())
+    reply = {**user, "sender": "Machine", "sender_name": "AI", "text": "", "id": reply_id}
+    await line("add_message", reply)
+    last = run
+    replayed = False
+    timeout = request.app[SETTINGS].invocations.sync_timeout
+    async for update in invocations.watch(run.id, timeout):
+        if update.name == "log" and update.line is not None:
+            chunk = f"[{update.line['node']}] {update.line['message']}\n"
+            await line("token", {"chunk": chunk, "id": reply_id, "timestamp": stamp()})
+            continue
+        if not replayed:  # lines written before the stream opened
+            replayed = True
+            for node_id, state in update.run.node_state.items():
+                for record in state.logs:
+                    chunk = f"[{node_id}] {record.message}\n"
+                    await line("token", {"chunk": chunk, "id": reply_id, "timestamp": stamp()})
+        last = update.run
+    outcome = await invocations.outcome(last, edges)
+    if outcome.success:
+        text = text_of(outcome.output)
+        for start in range(0, len(text), CHUNK_CHARACTERS):
+            piece = text[start : start + CHUNK_CHARACTERS]
+            await line("token", {"chunk": piece, "id": reply_id, "timestamp": stamp()})
+        await line("end", {"result": {"session_id": session, "message": text}})
+    else:
+        error = outcome.error if outcome.finished else TIMEOUT_ERROR
+        await line("error", {"error": error, "execution_id": run.id})
+        await line("end", {"result": {"session_id": session, "message": "", "error": error}})
+    await response.write_eof()
+    return response
+
+
+@routes.post("/api/v1/webhook/{flow_id}")
+async def webhook(request: web.Request) -> web.Response:
+    body = await read_object(request, empty_ok=True)
+    flow = await find_flow(request, request.match_info["flow_id"])
+    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body)
+    return web.json_response(
+        {
+            "message": "Task started in the background",
+            "status": "in progress",
+            "execution_id": run.id,
+        },
+        status=202,
+    )
+
+
+__all__ = ["routes", "text_of"]

@@ -1,0 +1,120 @@
+"""xpander's workflow API: ``/v1/workflows/{id}/invoke`` and ``…/invoke/stream``.
+
+The id is a saved flow's graph_id, integer id or name; ``?version=N`` picks a
+version of a name. The body is ``{"input": {...}, "id"?: ...}``; ``input`` is
+the invocation input. Both answer with xpander's task record, its ``id`` being
+the execution_id; the stream sends ``TaskCreated``, a ``TaskUpdated`` whenever
+the run or one of its nodes changes state, and ends with ``TaskFinished``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
+from orchestrator.api.auth import tenant_of
+from orchestrator.api.bodies import read_object
+from orchestrator.api.errors import BadRequest
+from orchestrator.api.flows import find_flow
+from orchestrator.api.sse import open_stream, send
+from orchestrator.invocations import TIMEOUT_ERROR, Outcome
+from orchestrator.models import FlowRun, RunStatus, utcnow
+from orchestrator.registry import SavedFlow
+
+routes = web.RouteTableDef()
+
+STATUS = {
+    RunStatus.WAITING: "pending",
+    RunStatus.RUNNING: "executing",
+    RunStatus.COMPLETE: "completed",
+    RunStatus.ERROR: "failed",
+    RunStatus.STOPPED: "stopped",
+}
+
+
+async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun]:
+    body = await read_object(request)
+    unknown = [k for k in body if k not in ("input", "id")]
+    if unknown:
+        raise BadRequest(
+            "BODY_MALFORMED",
+            f"unknown field(s) {', '.join(map(repr, unknown))}; send {{input, id?}}",
+        )
+    if "input" not in body:
+        raise BadRequest("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
+    flow = await find_flow(request, request.match_info["workflow_id"])
+    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body["input"])
+    return flow, run
+
+
+def task_of(flow: SavedFlow, run: FlowRun, outcome: Outcome | None = None) -> dict[str, Any]:
+    """xpander's task record; ``result`` is the output, or the error once failed."""
+    result: Any = None
+    if outcome is not None and outcome.success:
+        result = outcome.output
+    elif outcome is not None and outcome.finished:
+        result = outcome.error
+    task = {
+        "id": run.id,
+        "agent_id": flow.graph_id,
+        "organization_id": flow.tenant,
+        "status": STATUS[run.status],
+        "result": result,
+        "created_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at) if run.finished_at else None,
+        "source": "api",
+        "nodes": {node_id: state.status.value for node_id, state in run.node_state.items()},
+    }
+    if outcome is not None and not outcome.finished:
+        task["error"] = TIMEOUT_ERROR
+    return task
+
+
+def _iso(moment: Any) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+@routes.post("/v1/workflows/{workflow_id}/invoke")
+async def invoke(request: web.Request) -> web.Response:
+    flow, run = await _start(request)
+    invocations = request.app[INVOCATIONS]
+    outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
+    return web.json_response(task_of(flow, outcome.run, outcome))
+
+
+@routes.post("/v1/workflows/{workflow_id}/invoke/stream")
+async def invoke_stream(request: web.Request) -> web.StreamResponse:
+    flow, run = await _start(request)
+    invocations = request.app[INVOCATIONS]
+    response = await open_stream(request)
+
+    async def event(kind: str, task: dict[str, Any]) -> None:
+        data = {
+            "type": kind,
+            "task_id": run.id,
+            "organization_id": flow.tenant,
+            "time": _iso(utcnow()),
+            "data": task,
+        }
+        await send(response, data)
+
+    await event("TaskCreated", task_of(flow, run))
+    last_seen = None
+    last = run
+    timeout = request.app[SETTINGS].invocations.sync_timeout
+    async for update in invocations.watch(run.id, timeout):
+        if update.name == "log":
+            continue
+        last = update.run
+        seen = (last.status, tuple(s.status for s in last.node_state.values()))
+        if seen != last_seen and not last.status.finished:
+            await event("TaskUpdated", task_of(flow, last))
+        last_seen = seen
+    await event("TaskFinished", task_of(flow, last, await invocations.outcome(last)))
+    await response.write_eof()
+    return response
+
+
+__all__ = ["routes", "task_of"]

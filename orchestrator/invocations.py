@@ -1,0 +1,389 @@
+"""The service layer every invocation dialect calls: saved flows in, decoded results out.
+
+A dialect module (``api/axiom``, ``api/xpander``, ``api/scade``,
+``api/langflow``) translates its request into ``start`` and its response
+from ``outcome``/``watch``; the semantics live here once:
+
+- the input, a JSON object, is written as ``application/json`` to the flow's
+  one entry edge, or with several entry edges one top-level key per edge;
+- the output is each terminal edge decoded: JSON as JSON, ``text/*`` as
+  ``{"text": …}``, anything else (or anything over ``invocations.inline_output_bytes``) as
+  ``{"url", "content_type", "size"}`` with a presigned GET.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from orchestrator.config import InvocationSettings
+from orchestrator.errors import FlowInvalid, FlowNotFound, PipewellError
+from orchestrator.events import EventBus
+from orchestrator.mime import JSON, essence
+from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, RunStatus
+from orchestrator.registry import FlagProfile, FlowRegistry, SavedFlow, TaskRecord
+from orchestrator.scheduler import Scheduler
+from orchestrator.validation import resolve_defs
+
+#: How long a presigned URL in an output stays valid.
+OUTPUT_URL_TTL = 3600.0
+DEFAULT_WAIT_SECONDS = 30.0
+MAX_WAIT_SECONDS = 3600.0
+TIMEOUT_ERROR = "timeout waiting for pipeline result"
+
+
+class InvalidInvocation(PipewellError):
+    """An invocation the service refuses, with a stable code and what to fix."""
+
+    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What is known of an execution: finished or not, its output or its error."""
+
+    run: FlowRun
+    output: Any = None
+    error: str | None = None
+
+    @property
+    def execution_id(self) -> str:
+        return self.run.id
+
+    @property
+    def finished(self) -> bool:
+        return self.run.status.finished
+
+    @property
+    def success(self) -> bool:
+        return self.run.status == RunStatus.COMPLETE
+
+    @property
+    def completed_at(self) -> datetime | None:
+        return self.run.finished_at
+
+
+@dataclass(frozen=True)
+class Update:
+    """One step of a watched execution: ``status`` or ``end`` (a run), ``log`` (a line)."""
+
+    name: str
+    run: FlowRun
+    line: dict[str, Any] | None = None
+
+
+def wait_seconds(value: Any, default: float = DEFAULT_WAIT_SECONDS) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInvocation("TIMEOUT_INVALID", "timeout_seconds must be a number of seconds")
+    if not 0 < value <= MAX_WAIT_SECONDS:
+        raise InvalidInvocation(
+            "TIMEOUT_INVALID",
+            f"timeout_seconds must be above 0 and at most {MAX_WAIT_SECONDS:g}",
+        )
+    return float(value)
+
+
+def failure_message(run: FlowRun) -> str:
+    """Why a run did not complete, naming the node that failed first."""
+    failed = [
+        (node_id, state.error)
+        for node_id, state in run.node_state.items()
+        if state.status == NodeStatus.ERROR and not state.error.startswith("cancelled:")
+    ]
+    if failed:
+        node_id, error = failed[0]
+        return f"node '{node_id}' failed: {error}"
+    if run.status == RunStatus.STOPPED:
+        return "the run was stopped"
+    return "the run failed"
+
+
+class Invocations:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        events: EventBus,
+        registry: FlowRegistry,
+        settings: InvocationSettings,
+    ) -> None:
+        self.settings = settings
+        self.scheduler = scheduler
+        self.events = events
+        self.registry = registry
+        # The registry's SQLite connection is used from this one thread alone.
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-registry")
+
+    def close(self) -> None:
+        self._db_thread.shutdown(wait=True)
+        self.registry.close()
+
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    # ------------------------------------------------------------ saved flows
+
+    async def save(self, tenant: str, submission: FlowSubmission) -> tuple[SavedFlow, bool]:
+        result = self.scheduler.validate(submission)
+        if not result.ok:
+            raise FlowInvalid(
+                [e.model_dump(exclude_none=True) for e in result.errors],
+                [w.model_dump(exclude_none=True) for w in result.warnings],
+            )
+        return await self._db(self.registry.save, tenant, self._compile(submission))
+
+    def _compile(self, submission: FlowSubmission) -> FlowSubmission:
+        """The submission with each NodeDef it uses written in, once."""
+        defs = resolve_defs(submission, self.scheduler.catalog)
+        used = {d.uses: d for d in defs.values()}
+        return FlowSubmission(flow=submission.flow, node_defs=list(used.values()))
+
+    async def find(self, tenant: str, ref: str, version: int | None = None) -> SavedFlow:
+        flow = await self._db(self.registry.find, tenant, ref, version)
+        if flow is None:
+            raise FlowNotFound(ref if version is None else f"{ref} version {version}")
+        return flow
+
+    async def list(self, tenant: str, name: str | None = None) -> list[SavedFlow]:
+        return await self._db(self.registry.list, tenant, name)
+
+    async def delete(self, tenant: str, graph_id: str) -> None:
+        if not await self._db(self.registry.delete, tenant, graph_id):
+            raise FlowNotFound(graph_id)
+
+    def describe(self, flow: SavedFlow) -> dict[str, Any]:
+        """What a caller needs to invoke it: entry edges, results, nodes and their flags."""
+        submission = flow.submission
+        defs = resolve_defs(submission, self.scheduler.catalog)
+        read = {e.edge for n in submission.flow.nodes for e in n.inputs}
+        return {
+            **flow.summary(),
+            "entry_edges": self.scheduler.entry_edges(submission),
+            "terminal_edges": [
+                o.edge for n in submission.flow.nodes for o in n.outputs if o.edge not in read
+            ],
+            "nodes": [
+                {"id": n.id, "uses": n.uses, "flags": [f.name for f in defs[n.id].flags]}
+                for n in submission.flow.nodes
+            ],
+        }
+
+    async def put_config(
+        self, flow: SavedFlow, config_id: str, flags: Any
+    ) -> tuple[FlagProfile, bool]:
+        if not config_id.strip() or len(config_id) > 100:
+            raise InvalidInvocation("CONFIG_INVALID", "a config_id is 1 to 100 characters")
+        profile = self.check_flags(flow.submission, flags, what="flags")
+        return profile, await self._db(self.registry.put_config, flow.graph_id, config_id, profile)
+
+    async def configs(self, flow: SavedFlow) -> dict[str, FlagProfile]:
+        return await self._db(self.registry.configs, flow.graph_id)
+
+    async def config(self, flow: SavedFlow, config_id: str) -> FlagProfile:
+        profile = await self._db(self.registry.config, flow.graph_id, config_id)
+        if profile is None:
+            raise InvalidInvocation(
+                "CONFIG_NOT_FOUND",
+                f"flow {flow.graph_id} has no config {config_id!r} "
+                f"(see GET /api/v1/flows/{flow.graph_id}/configs)",
+                status=404,
+            )
+        return profile
+
+    async def delete_config(self, flow: SavedFlow, config_id: str) -> None:
+        if not await self._db(self.registry.delete_config, flow.graph_id, config_id):
+            await self.config(flow, config_id)  # raises CONFIG_NOT_FOUND
+
+    def check_flags(self, submission: FlowSubmission, flags: Any, *, what: str) -> FlagProfile:
+        """``{node_id: {flag: value}}`` checked against the flow's nodes and their NodeDefs."""
+        if flags is None:
+            return {}
+        if not isinstance(flags, dict) or not all(isinstance(v, dict) for v in flags.values()):
+            raise InvalidInvocation(
+                "FLAGS_INVALID", f"{what} must be an object {{node_id: {{flag: value}}}}"
+            )
+        defs = resolve_defs(submission, self.scheduler.catalog)
+        profile: FlagProfile = {}
+        for node_id, values in flags.items():
+            if node_id not in defs:
+                raise InvalidInvocation(
+                    "FLAGS_INVALID",
+                    f"{what}: the flow has no node {node_id!r}; its nodes are "
+                    + ", ".join(map(repr, defs)),
+                )
+            declared = [f.name for f in defs[node_id].flags]
+            for name, value in values.items():
+                if name not in declared:
+                    raise InvalidInvocation(
+                        "FLAGS_INVALID",
+                        f"{what}: node {node_id!r} has no flag {name!r}; its flags are "
+                        + (", ".join(map(repr, declared)) or "none"),
+                    )
+                if value is None or isinstance(value, dict | list):
+                    raise InvalidInvocation(
+                        "FLAGS_INVALID",
+                        f"{what}: {node_id}.{name} must be a string, number or boolean",
+                    )
+                text = NodeFlag(name=name, value=value).value
+                profile.setdefault(node_id, {})[name] = text
+        return profile
+
+    # ------------------------------------------------------------ Scade's tasks
+
+    async def add_task(
+        self, tenant: str, execution_id: str, flow_seq: int, request: dict[str, Any]
+    ) -> TaskRecord:
+        return await self._db(self.registry.add_task, tenant, execution_id, flow_seq, request)
+
+    async def task(self, tenant: str, task_id: int) -> TaskRecord | None:
+        return await self._db(self.registry.task, tenant, task_id)
+
+    async def flow_by_seq(self, tenant: str, seq: int) -> SavedFlow:
+        """The flow a task ran, deleted since or not."""
+        flow = await self._db(self.registry.by_seq, tenant, seq)
+        if flow is None:
+            raise FlowNotFound(str(seq))
+        return flow
+
+    # ------------------------------------------------------------ executions
+
+    async def start(
+        self,
+        tenant: str,
+        flow: SavedFlow,
+        input_value: Any,
+        *,
+        config_id: str | None = None,
+        flags: Any = None,
+        flags_field: str = "flags",
+    ) -> FlowRun:
+        """Run a saved flow on ``input_value``.
+
+        ``flags`` (``{node_id: {flag: value}}``, named ``flags_field`` in errors)
+        win over the values of the config profile ``config_id``.
+        """
+        if not isinstance(input_value, dict):
+            raise InvalidInvocation("INPUT_INVALID", "input must be a JSON object")
+        overrides = self.check_flags(flow.submission, flags, what=flags_field)
+        profile: FlagProfile = {}
+        if config_id:
+            stored = await self.config(flow, config_id)
+            profile = self.check_flags(flow.submission, stored, what=f"config {config_id!r}")
+        for node_id, values in overrides.items():
+            profile[node_id] = {**profile.get(node_id, {}), **values}
+        submission = _with_flags(flow.submission, profile)
+        entry = self.scheduler.entry_edges(submission)
+        if not entry:
+            if input_value:
+                raise InvalidInvocation(
+                    "INPUT_INVALID", "this flow has no entry edge: send an empty input {}"
+                )
+            inputs: dict[str, Any] = {}
+        elif len(entry) == 1:
+            inputs = {entry[0]: input_value}
+        else:
+            unknown = [k for k in input_value if k not in entry]
+            if unknown:
+                raise InvalidInvocation(
+                    "INPUT_INVALID",
+                    f"input key(s) {', '.join(map(repr, unknown))} name no entry edge of the flow;"
+                    f" its entry edges are {', '.join(map(repr, entry)) or 'none'}",
+                )
+            inputs = input_value
+        encoded = {
+            edge: (json.dumps(value, separators=(",", ":")).encode(), JSON)
+            for edge, value in inputs.items()
+        }
+        return await self.scheduler.submit(submission, tenant=tenant, inputs=encoded)
+
+    async def outcome(self, run: FlowRun, edges: list[str] | None = None) -> Outcome:
+        if run.status == RunStatus.COMPLETE:
+            edges = edges or await self.scheduler.terminal_edges(run.id)
+            outputs = {edge: await self.decode(run.id, edge) for edge in edges}
+            output = outputs[edges[0]] if len(edges) == 1 else outputs
+            return Outcome(run, output=output)
+        if run.status.finished:
+            return Outcome(run, error=failure_message(run))
+        return Outcome(run)
+
+    async def decode(self, run_id: str, edge: str) -> Any:
+        info, reader = await self.scheduler.open_artifact(run_id, edge)
+        loop = asyncio.get_running_loop()
+        content_type = essence(info.content_type or "application/octet-stream")
+        textual = content_type.startswith("text/") or content_type == JSON
+        textual = textual or content_type.endswith("+json")
+        try:
+            if textual and info.size <= self.settings.inline_output_bytes:
+                data = await loop.run_in_executor(None, reader.read)
+                if not content_type.startswith("text/"):
+                    with contextlib.suppress(ValueError):
+                        return json.loads(data)
+                return {"text": data.decode("utf-8", errors="replace")}
+        finally:
+            reader.close()
+        url = await self.scheduler.artifact_url(run_id, edge, OUTPUT_URL_TTL)
+        return {"url": url, "content_type": content_type, "size": info.size}
+
+    async def wait(self, run_id: str, timeout: float) -> Outcome:
+        """The outcome once the run finishes, or what is known when ``timeout`` runs out."""
+        last = None
+        async for update in self.watch(run_id, timeout):
+            last = update.run
+        assert last is not None
+        return await self.outcome(last)
+
+    async def watch(self, run_id: str, timeout: float) -> AsyncIterator[Update]:
+        """The run now, then every change and log line, until it finishes or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        async with self.events.subscribe(run_id) as events:
+            run = await self.scheduler.get(run_id)
+            yield Update("end" if run.status.finished else "status", run)
+            if run.status.finished:
+                return
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    event = await asyncio.wait_for(events.get(), left)
+                except TimeoutError:
+                    return
+                if event.name == "log":
+                    yield Update("log", run, event.data)
+                    continue
+                run = FlowRun.model_validate(event.data)
+                yield Update(event.name, run)
+                if event.name == "end":
+                    return
+
+
+def _with_flags(submission: FlowSubmission, profile: FlagProfile) -> FlowSubmission:
+    if not profile:
+        return submission
+    changed = submission.model_copy(deep=True)
+    for node in changed.flow.nodes:
+        for name, value in profile.get(node.id, {}).items():
+            node.flags = [f for f in node.flags if f.name != name]
+            node.flags.append(NodeFlag(name=name, value=value))
+    return changed
+
+
+__all__ = [
+    "DEFAULT_WAIT_SECONDS",
+    "TIMEOUT_ERROR",
+    "InvalidInvocation",
+    "Invocations",
+    "Outcome",
+    "Update",
+    "failure_message",
+    "wait_seconds",
+]
