@@ -20,7 +20,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,8 @@ log = structlog.get_logger(__name__)
 
 CHUNK = 1024 * 1024
 SNIFF_BYTES = 8192
+#: Ended runs remembered, so attempts still setting up for them do not start.
+ENDED_RUNS_KEPT = 1000
 MAX_LINE = 8192
 LABEL_RUN = "pipewell.run_id"
 LABEL_NODE = "pipewell.node_id"
@@ -276,6 +278,10 @@ class DockerExecutor:
             self.mount_root.mkdir(parents=True, exist_ok=True)
         self._http = threading.local()
         self._aborting = threading.Event()
+        # Runs that ended while attempts of theirs were still being set up: an
+        # attempt checks this around its start, since a kill cannot reach a
+        # container that is created but not started, nor one not created yet.
+        self._ended_runs: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------ public
 
@@ -308,9 +314,13 @@ class DockerExecutor:
                     self._copy_in(container, opened)
                 for item in opened if attempt_dir is not None else []:
                     self._download(item, attempt_dir / "in" / f"{item.spec.name}{item.suffix}")
+            self._check_run_live(task)
             with timings("start"):
                 pump = self._attach(container, emit, task.attempt)
                 self._start(container)
+            if task.run_id in self._ended_runs:
+                with contextlib.suppress(docker.errors.APIError):
+                    container.kill()
             with timings("run"):
                 exit_code = self._wait(container, task, pump)
             if self._aborting.is_set():
@@ -363,6 +373,9 @@ class DockerExecutor:
 
     def kill_run(self, run_id: str) -> int:
         """Kill this worker's containers of a run that has ended; their attempts then end."""
+        self._ended_runs[run_id] = None
+        while len(self._ended_runs) > ENDED_RUNS_KEPT:
+            self._ended_runs.popitem(last=False)
         killed = 0
         for container in self._own_containers(run_id):
             with contextlib.suppress(docker.errors.APIError):
@@ -370,10 +383,20 @@ class DockerExecutor:
                 killed += 1
         return killed
 
+    def _check_run_live(self, task: Task) -> None:
+        if task.run_id in self._ended_runs:
+            raise AttemptFailed(
+                "cancelled: the run ended before this node started", retryable=False
+            )
+
     def _own_containers(self, run_id: str | None = None) -> list:  # type: ignore[type-arg]
         run_label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
+        # sparse: without it docker-py inspects each listed container, and one
+        # removed meanwhile (an attempt cleaning up) fails the whole listing.
         return self.client.containers.list(
-            all=True, filters={"label": [run_label, f"{LABEL_WORKER}={self.worker}"]}
+            all=True,
+            sparse=True,
+            filters={"label": [run_label, f"{LABEL_WORKER}={self.worker}"]},
         )
 
     def remove_leftovers(self) -> int:

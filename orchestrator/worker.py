@@ -123,10 +123,13 @@ class Worker:
             running.add_done_callback(self._running.discard)
 
     def _cancel_run(self, run_id: str) -> None:
-        """The run ended: kill its containers still running here (their results are moot)."""
-        if any(key.startswith(run_id + "/") for key in self._attempts):
-            loop = asyncio.get_running_loop()
-            loop.run_in_executor(None, self.executor.kill_run, run_id)
+        """The run ended: kill its containers here (their results are moot).
+
+        Also with no attempt of it in hand yet: one taken from the queue may
+        still be waiting for capacity, and the executor then refuses to start it.
+        """
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(None, self.executor.kill_run, run_id)
 
     async def _send_loop(self) -> None:
         while True:

@@ -233,7 +233,7 @@ async def test_no_container_is_left_behind(start_service):
         # Removal follows the result (off the critical path): give it a moment.
         for _ in range(50):
             left = engine.containers.list(
-                all=True, filters={"label": f"pipewell.run_id={run['ID']}"}
+                all=True, sparse=True, filters={"label": f"pipewell.run_id={run['ID']}"}
             )
             if not left:
                 break
@@ -325,7 +325,7 @@ async def test_a_failed_node_stops_its_running_siblings(start_service):
     try:
         for _ in range(100):  # well before the sibling's 60 s sleep would end
             left = engine.containers.list(
-                all=True, filters={"label": f"pipewell.run_id={run['ID']}"}
+                all=True, sparse=True, filters={"label": f"pipewell.run_id={run['ID']}"}
             )
             if not left:
                 break

@@ -61,7 +61,9 @@ async def status(session: aiohttp.ClientSession, base: str, run_id: str) -> dict
 def labelled_containers(run_id: str) -> list:
     engine = docker.from_env()
     try:
-        return engine.containers.list(all=True, filters={"label": f"pipewell.run_id={run_id}"})
+        return engine.containers.list(
+            all=True, sparse=True, filters={"label": f"pipewell.run_id={run_id}"}
+        )
     finally:
         engine.close()
 
