@@ -76,7 +76,10 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Update:
-    """One step of a watched execution: ``status`` or ``end`` (a run), ``log`` (a line)."""
+    """One step of a watched execution.
+
+    ``status`` and ``end`` carry the run, ``log`` one line, ``heartbeat`` nothing new.
+    """
 
     name: str
     run: FlowRun
@@ -344,8 +347,14 @@ class Invocations:
         assert last is not None
         return await self.outcome(last)
 
-    async def watch(self, run_id: str, timeout: float) -> AsyncIterator[Update]:
-        """The run now, then every change and log line, until it finishes or ``timeout``."""
+    async def watch(
+        self, run_id: str, timeout: float, *, heartbeat: float | None = None
+    ) -> AsyncIterator[Update]:
+        """The run now, then every change and log line, until it finishes or ``timeout``.
+
+        With ``heartbeat``, a quiet stretch that long yields a ``heartbeat``
+        update, so a stream can show it is alive.
+        """
         deadline = time.monotonic() + timeout
         async with self.events.subscribe(run_id) as events:
             run = await self.scheduler.get(run_id)
@@ -354,8 +363,11 @@ class Invocations:
                 return
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    event = await asyncio.wait_for(events.get(), left)
+                    event = await asyncio.wait_for(events.get(), min(left, heartbeat or left))
                 except TimeoutError:
+                    if heartbeat and deadline - time.monotonic() > 0:
+                        yield Update("heartbeat", run)
+                        continue
                     return
                 if event.name == "log":
                     yield Update("log", run, event.data)

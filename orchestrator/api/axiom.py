@@ -13,9 +13,9 @@ from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SCHEDULER
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_object
+from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
-from orchestrator.api.sse import open_stream, send
+from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
 from orchestrator.models import FlowRun, RunStatus
 
@@ -24,13 +24,7 @@ FIELDS = ("graph_id", "input", "wait", "timeout_seconds", "config_id")
 
 
 async def _start(request: web.Request, *, stream: bool) -> tuple[FlowRun, float, bool]:
-    body = await read_object(request)
-    unknown = [k for k in body if k not in FIELDS]
-    if unknown:
-        raise BadRequest(
-            "BODY_MALFORMED",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}",
-        )
+    body = await read_fields(request, FIELDS)
     graph_id = body.get("graph_id")
     if not isinstance(graph_id, str) or not graph_id:
         raise BadRequest("BODY_MALFORMED", "graph_id is required: the saved flow to run")
@@ -83,9 +77,8 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
     sent: set[str] = set()
     index = 0
     last = run
-    async for update in invocations.watch(run.id, timeout):
-        if update.name == "log":
-            continue
+    updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
+    async for update in run_changes(response, updates):
         last = update.run
         for edge in terminal:
             if edge in sent or edge not in last.artifacts:

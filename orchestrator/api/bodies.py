@@ -39,6 +39,20 @@ async def read_object(request: web.Request, *, empty_ok: bool = False) -> dict[s
     return body
 
 
+async def read_fields(
+    request: web.Request, accepted: tuple[str, ...], *, empty_ok: bool = False
+) -> dict[str, Any]:
+    """The body as a JSON object with no field outside ``accepted`` (typos surface)."""
+    body = await read_object(request, empty_ok=empty_ok)
+    unknown = [k for k in body if k not in accepted]
+    if unknown:
+        raise BadRequest(
+            "BODY_MALFORMED",
+            f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}",
+        )
+    return body
+
+
 async def read_submission(request: web.Request) -> FlowSubmission:
     body = await read_json(request)
     if not isinstance(body, dict):
@@ -48,4 +62,4 @@ async def read_submission(request: web.Request) -> FlowSubmission:
     return FlowSubmission.model_validate(body)
 
 
-__all__ = ["read_json", "read_object", "read_submission"]
+__all__ = ["read_fields", "read_json", "read_object", "read_submission"]

@@ -41,8 +41,16 @@ class BadRequest(Exception):
         self.extra = extra
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response({"code": code, "message": message, **extra}, status=status)
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    body = {"code": code, "message": message, **extra}
+    return web.json_response(body, status=status, headers=headers)
 
 
 def schema_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -98,11 +106,31 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             f"request body over the limit of {request.app[SETTINGS].max_body_bytes} bytes "
             "(max_body_bytes in the configuration)",
         )
+    except web.HTTPNotFound:
+        return error_response(
+            404,
+            "ROUTE_NOT_FOUND",
+            f"no endpoint {request.method} {request.path} (see docs/api.md)",
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return error_response(
+            405,
+            "METHOD_NOT_ALLOWED",
+            f"{request.path} does not take {request.method}; it takes {allowed}",
+            headers={"Allow": allowed},
+        )
     except web.HTTPException:
         raise
     except (StoreError, ConfigError) as exc:
         log.warning("store_error", path=request.path, error=str(exc))
         return error_response(502, "STORE_UNAVAILABLE", str(exc))
+    except Exception:
+        # The details go to the log, not to the caller.
+        log.exception("request_failed", method=request.method, path=request.path)
+        return error_response(
+            500, "INTERNAL_ERROR", "the service failed on this request; see its log"
+        )
 
 
 __all__ = [

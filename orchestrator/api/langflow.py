@@ -19,7 +19,7 @@ from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_object
+from orchestrator.api.bodies import read_fields, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome
@@ -48,14 +48,10 @@ def text_of(output: Any) -> str:
     return json.dumps(output, separators=(",", ":"))
 
 
-async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, dict[str, Any]]:
-    body = await read_object(request, empty_ok=True)
-    unknown = [k for k in body if k not in FIELDS]
-    if unknown:
-        raise BadRequest(
-            "BODY_MALFORMED",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}",
-        )
+async def _start(
+    request: web.Request,
+) -> tuple[SavedFlow, FlowRun, dict[str, Any], list[str] | None]:
+    body = await read_fields(request, FIELDS, empty_ok=True)
     text = body.get("input_value", body.get("message"))
     if text is not None and not isinstance(text, str):
         raise BadRequest("BODY_MALFORMED", "input_value must be a string")
@@ -63,11 +59,12 @@ async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, dict[str, An
     if session is not None and not isinstance(session, str):
         raise BadRequest("BODY_MALFORMED", "session_id must be a string")
     flow = await find_flow(request, request.match_info["flow_id"])
+    edges = _edges(flow, body.get("output_component") or None)
     input_value = {"text": text} if text is not None else {}
     run = await request.app[INVOCATIONS].start(
         tenant_of(request), flow, input_value, flags=body.get("tweaks"), flags_field="tweaks"
     )
-    return flow, run, {"text": text, "session_id": session or run.id, **body}
+    return flow, run, {"text": text, "session_id": session or run.id}, edges
 
 
 def _edges(flow: SavedFlow, component: str | None) -> list[str] | None:
@@ -112,8 +109,7 @@ async def _outputs(
 
 @routes.post("/api/v1/run/{flow_id}")
 async def run_flow(request: web.Request) -> web.StreamResponse:
-    flow, run, fields = await _start(request)
-    edges = _edges(flow, fields.get("output_component") or None)
+    flow, run, fields, edges = await _start(request)
     if request.query.get("stream", "").lower() in ("true", "1"):
         return await _stream(request, flow, run, fields, edges)
     invocations = request.app[INVOCATIONS]

@@ -9,9 +9,8 @@ from aiohttp import web
 from orchestrator.api.appkeys import EVENTS, SCHEDULER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
-from orchestrator.api.sse import open_stream, send
+from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 
-HEARTBEAT_SECONDS = 15.0
 routes = web.RouteTableDef()
 
 
@@ -86,7 +85,7 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             try:
                 event = await asyncio.wait_for(events.get(), HEARTBEAT_SECONDS)
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                await keep_alive(response)
                 continue
             await send(response, event.data, event=event.name)
             if event.name == "end":

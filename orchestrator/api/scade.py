@@ -17,7 +17,7 @@ from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SCHEDULER
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_object
+from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.errors import RunNotFound
@@ -52,13 +52,7 @@ def _node_id(body: dict[str, Any], field: str, flow: SavedFlow) -> str | None:
 
 @routes.post("/api/v1/scade/flow/{flow_id}/execute")
 async def execute(request: web.Request) -> web.Response:
-    body = await read_object(request)
-    unknown = [k for k in body if k not in FIELDS]
-    if unknown:
-        raise BadRequest(
-            "BODY_MALFORMED",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(FIELDS)}",
-        )
+    body = await read_fields(request, FIELDS)
     flow = await find_flow(request, request.match_info["flow_id"])
     start = _node_id(body, "start_node_id", flow)
     _node_id(body, "end_node_id", flow)

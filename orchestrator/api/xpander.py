@@ -15,15 +15,16 @@ from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_object
+from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
-from orchestrator.api.sse import open_stream, send
+from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome
 from orchestrator.models import FlowRun, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
 
 routes = web.RouteTableDef()
+FIELDS = ("input", "id")
 
 STATUS = {
     RunStatus.WAITING: "pending",
@@ -35,13 +36,7 @@ STATUS = {
 
 
 async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun]:
-    body = await read_object(request)
-    unknown = [k for k in body if k not in ("input", "id")]
-    if unknown:
-        raise BadRequest(
-            "BODY_MALFORMED",
-            f"unknown field(s) {', '.join(map(repr, unknown))}; send {{input, id?}}",
-        )
+    body = await read_fields(request, FIELDS)
     if "input" not in body:
         raise BadRequest("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
     flow = await find_flow(request, request.match_info["workflow_id"])
@@ -101,12 +96,11 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
         await send(response, data)
 
     await event("TaskCreated", task_of(flow, run))
-    last_seen = None
     last = run
+    last_seen = (run.status, tuple(s.status for s in run.node_state.values()))
     timeout = request.app[SETTINGS].invocations.sync_timeout
-    async for update in invocations.watch(run.id, timeout):
-        if update.name == "log":
-            continue
+    updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
+    async for update in run_changes(response, updates):
         last = update.run
         seen = (last.status, tuple(s.status for s in last.node_state.values()))
         if seen != last_seen and not last.status.finished:

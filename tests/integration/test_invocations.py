@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orchestrator.api.appkeys import INVOCATIONS
 from tests.helpers import busybox_def, wait_for
 
 pytestmark = pytest.mark.docker
@@ -250,6 +251,14 @@ async def test_axiom_timeout_returns_what_is_known_and_the_run_goes_on(start_ser
     run = await wait_for(client, body["execution_id"], {"COMPLETE", "ERROR"})
     assert run["Status"] == "COMPLETE"
 
+    # A quiet stretch yields heartbeats (the streams write them as SSE comments).
+    invocations = client.server.app[INVOCATIONS]
+    flow = await invocations.find("default", graph)
+    started = await invocations.start("default", flow, {"v": 3})
+    names = [u.name async for u in invocations.watch(started.id, 30, heartbeat=0.4)]
+    assert names[0] == "status" and names[-1] == "end"
+    assert names.count("heartbeat") >= 3
+
     response = await client.post(
         "/invocations/v1/flows/invoke/stream",
         json={"graph_id": graph, "input": {"v": 2}, "timeout_seconds": 0.5},
@@ -461,6 +470,11 @@ async def test_langflow_run_stream_and_webhook(start_service):
         bad.status == 400
         and "tweaks: node 'greet' has no flag 'nope'" in (await bad.json())["message"]
     )
+
+    bad = await client.post(f"/api/v1/run/{graph}", json={"output_component": "nope"})
+    assert bad.status == 400 and (await bad.json())["code"] == "NODE_UNKNOWN"
+    body = await (await client.post(f"/api/v1/run/{graph}", json={"session_id": None})).json()
+    assert body["session_id"] == body["execution_id"]
 
     echo = (await save(client, one_node("echo"), [ECHO]))["graph_id"]
     response = await client.post(f"/api/v1/webhook/{echo}", json={"data": "example-data"})
