@@ -65,6 +65,7 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.capacity.slots, thread_name_prefix="pipewell-exec")
         self._running: set[asyncio.Task[None]] = set()
         self._attempts: set[str] = set()  # Task.key of the attempts running here
+        self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         # One ordered outbox: log lines of an attempt always precede its result.
         self._outbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
@@ -91,8 +92,11 @@ class Worker:
         """Stop taking tasks, give running attempts ``grace`` seconds, then abandon them.
 
         Abandoned containers are removed by the next start (``remove_leftovers``)
-        and their nodes are re-dispatched by the scheduler when it resumes.
+        and their nodes are re-dispatched by the scheduler when it resumes. An
+        attempt that fails meanwhile is not reported either: with the service
+        going down its output has nowhere to go, and that is not the node's fault.
         """
+        self._closing = True
         self.queue.unregister_worker(self.name)
         if self._loop_task is not None:
             self._loop_task.cancel()
@@ -159,7 +163,19 @@ class Worker:
                 )
             )
             result, cleanup = await loop.run_in_executor(self._pool, self.executor.run, task, emit)
-            self._outbox.put_nowait(result)
+            if self._closing and not result.ok:
+                # Most likely the shutdown itself (the service no longer takes the
+                # output, or the container was killed): not the node's failure. The
+                # scheduler runs the node again when it resumes.
+                log.info(
+                    "attempt_abandoned",
+                    run_id=task.run_id,
+                    node_id=task.node_id,
+                    attempt=task.attempt,
+                    error=result.error,
+                )
+            else:
+                self._outbox.put_nowait(result)
             self._attempts.discard(task.key)
             remove_seconds = await loop.run_in_executor(self._pool, cleanup)
             self._outbox.put_nowait(

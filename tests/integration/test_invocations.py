@@ -527,3 +527,23 @@ async def test_a_failing_flow_seen_through_every_dialect(start_service):
     lines = [json.loads(c) for c in (await response.text()).split("\n\n") if c.strip()]
     assert [line["event"] for line in lines][-2:] == ["error", "end"]
     assert lines[-2]["data"]["error"] == why
+
+
+async def test_saved_flows_and_tasks_outlive_a_restart(start_service, tmp_path):
+    data_dir = tmp_path / "data"
+    client = await start_service(data_dir)
+    graph = (await save(client, one_node("slow"), [SLOW]))["graph_id"]
+    response = await client.post(f"/api/v1/scade/flow/{graph}/execute", json={})
+    task = await response.json()
+    await client.close()  # stops the service while the node sleeps
+
+    client = await start_service(data_dir)
+    listed = await (await client.get("/api/v1/flows")).json()
+    assert [f["graph_id"] for f in listed["flows"]] == [graph]
+    deadline = time.monotonic() + 60
+    while task["status"] in (1, 2):
+        assert time.monotonic() < deadline, task
+        await asyncio.sleep(0.2)
+        task = await (await client.get(f"/api/v1/task/{task['id']}")).json()
+    # The run resumed with the input the service had written before it stopped.
+    assert task["status"] == 3 and task["result"] == {}, task

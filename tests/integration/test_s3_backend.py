@@ -82,3 +82,26 @@ def test_unreachable_s3_endpoint_is_a_clear_store_error():
             access_key_id="x",
             secret_access_key="x",
         )
+
+
+async def test_invocations_on_s3(start_service, moto_endpoint):
+    """The input is written to S3 by the service; JSON comes back decoded, binary as
+    a presigned S3 URL."""
+    import gzip
+    import json
+
+    from tests.integration.test_invocations import ECHO, GZIP, axiom, one_node, save
+
+    client = await start_service(**s3_settings(moto_endpoint))
+    value = {"text": "through s3", "n": [1, 2]}
+    echo = (await save(client, one_node("echo"), [ECHO]))["graph_id"]
+    status, body = await axiom(client, {"graph_id": echo, "input": value, "wait": True})
+    assert status == 202 and body["result"]["output"] == value
+
+    packed = (await save(client, one_node("gzip"), [GZIP]))["graph_id"]
+    _, body = await axiom(client, {"graph_id": packed, "input": value, "wait": True})
+    output = body["result"]["output"]
+    assert output["url"].startswith(moto_endpoint + "/pipewell-test/")
+    async with client.session.get(output["url"]) as response:
+        data = await response.read()
+    assert output["size"] == len(data) and json.loads(gzip.decompress(data)) == value
