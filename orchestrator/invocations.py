@@ -29,6 +29,7 @@ from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, RunStatus
 from orchestrator.registry import FlagProfile, FlowRegistry, SavedFlow, TaskRecord
+from orchestrator.runtime import terminal_edges
 from orchestrator.scheduler import Scheduler
 from orchestrator.validation import resolve_defs
 
@@ -170,13 +171,10 @@ class Invocations:
         """What a caller needs to invoke it: entry edges, results, nodes and their flags."""
         submission = flow.submission
         defs = resolve_defs(submission, self.scheduler.catalog)
-        read = {e.edge for n in submission.flow.nodes for e in n.inputs}
         return {
             **flow.summary(),
             "entry_edges": self.scheduler.entry_edges(submission),
-            "terminal_edges": [
-                o.edge for n in submission.flow.nodes for o in n.outputs if o.edge not in read
-            ],
+            "terminal_edges": terminal_edges(submission.flow),
             "nodes": [
                 {"id": n.id, "uses": n.uses, "flags": [f.name for f in defs[n.id].flags]}
                 for n in submission.flow.nodes

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from orchestrator.models import (
     DEFAULT_TENANT,
     Artifact,
+    Flow,
     FlowRun,
     FlowSubmission,
     LogRecord,
@@ -73,7 +74,7 @@ def plan_run(
     run_id: str,
     now: datetime,
     catalog: dict[str, NodeDef] | None = None,
-    tenant: str = "default",
+    tenant: str = DEFAULT_TENANT,
 ) -> RunPlan:
     """Decide each edge's store, object key and source for a validated submission."""
     flow = submission.flow
@@ -109,6 +110,12 @@ def plan_run(
         order=order,
         tenant=tenant,
     )
+
+
+def terminal_edges(flow: Flow) -> list[str]:
+    """Edges a node produces and no node reads: a run's results, in node order."""
+    read = {e.edge for n in flow.nodes for e in n.inputs}
+    return [o.edge for n in flow.nodes for o in n.outputs if o.edge not in read]
 
 
 @dataclass
@@ -165,14 +172,7 @@ class RunState:
         return [n for n in self.plan.edges if self.plan.edge(n).source == "upload"]
 
     def terminal_edges(self) -> list[str]:
-        """Edges a node produces and no node reads: the run's results."""
-        read = {e.edge for n in self.plan.submission.flow.nodes for e in n.inputs}
-        return [
-            node_output.edge
-            for node_id in self.plan.order
-            for node_output in self.node(node_id).outputs
-            if node_output.edge not in read
-        ]
+        return terminal_edges(self.plan.submission.flow)
 
     def pending_uploads(self) -> list[str]:
         return [e for e in self.upload_edges() if e not in self.run.artifacts]
@@ -318,4 +318,4 @@ class RunState:
         return cls(plan, plan.defs(catalog), run, **kwargs)
 
 
-__all__ = ["EdgePlan", "RunPlan", "RunState", "Transition", "plan_run"]
+__all__ = ["EdgePlan", "RunPlan", "RunState", "Transition", "plan_run", "terminal_edges"]
