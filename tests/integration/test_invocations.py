@@ -547,3 +547,21 @@ async def test_saved_flows_and_tasks_outlive_a_restart(start_service, tmp_path):
         task = await (await client.get(f"/api/v1/task/{task['id']}")).json()
     # The run resumed with the input the service had written before it stopped.
     assert task["status"] == 3 and task["result"] == {}, task
+
+
+async def test_sync_dialects_answer_what_is_known_when_their_wait_runs_out(start_service):
+    client = await start_service(invocations={"sync_timeout": 0.5})
+    graph = (await save(client, one_node("slow"), [SLOW]))["graph_id"]
+
+    response = await client.post(f"/v1/workflows/{graph}/invoke", json={"input": {"v": 1}})
+    task = await response.json()
+    assert response.status == 200
+    assert task["status"] == "executing" and task["result"] is None
+    assert task["error"] == "timeout waiting for pipeline result"
+
+    response = await client.post(f"/api/v1/run/{graph}", json={"input_value": "x"})
+    body = await response.json()
+    assert response.status == 504 and body["code"] == "RUN_TIMEOUT"
+    # Neither wait stopped its run.
+    for execution in (task["id"], body["execution_id"]):
+        assert (await wait_for(client, execution, {"COMPLETE", "ERROR"}))["Status"] == "COMPLETE"
