@@ -1,532 +1,45 @@
-"""Validation of a submitted flow: every problem at once, each with a code and a fix.
-
-:func:`validate` never stops at the first problem: it returns a
-:class:`ValidationResult` whose ``errors`` (the flow must not run) and
-``warnings`` (it may) are :class:`ValidationEntry` objects, each with a
-``code``, a ``message`` saying what to change, and where it is (``node``,
-``edge``, ``well``, ``store``, ``field``; ``None`` ones are left out of JSON).
-
-Codes are Pupload's (``FLOW_``, ``NODE_``, ``EDGE_``, ``WELL_``, ``STORE_``,
-``TYPE_``) plus Pipewell's own, marked "ours" in :data:`CODES`.
-
-Implicit wells (Pipewell's choice)
-----------------------------------
-A flow that declares **no** ``DataWells`` at all still runs, as in the seed:
-every input edge that no node produces gets an implied ``upload`` well, and
-every output edge that no node consumes gets an implied sink well, both in the
-default store (:func:`default_store_name`). So ``EDGE_001``/``EDGE_002`` never
-fire for such a flow. As soon as the flow declares **any** ``DataWell``,
-nothing is implied: each entry edge needs its own upload (or static, webhook)
-well and each final output its own well, else ``EDGE_001``/``EDGE_002`` say
-which well to add. :func:`effective_wells` gives the wells a run uses.
-
-Object keys
------------
-A well's ``Key`` is a template of ``${RUN_ID}``, ``${FLOW_NAME}``, ``${EDGE}``,
-``${TIMESTAMP}``, ``${DATE}``, ``${YEAR}``, ``${MONTH}``, ``${DAY}``,
-``${UUID}`` (``$NAME`` without braces is read too, as Pupload's Go does).
-Without a Key, :data:`DEFAULT_KEY_TEMPLATE`. :func:`expand_key` replaces every
-character of a value that is not a letter, digit, ``.``, ``_``, ``:`` or ``-``
-by ``_`` (and an empty or all-dots value by underscores), so a template that
-passes ``WELL_005`` always expands to a key inside its bucket. ``TIMESTAMP`` is
-Pupload's RFC 3339 form in UTC (``2026-03-03T10:30:05Z``).
-
-The other helpers a run needs (:func:`resolve_defs`, :func:`topological_order`,
-:func:`effective_wells`, :func:`default_store_name`, :func:`expand_key`) are
-pure and expect a flow that validated.
-"""
+"""Every check of a submission, in one pass that reports every problem at once."""
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from heapq import heapify, heappop, heappush
-from types import MappingProxyType
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from orchestrator.command import split_exec
-from orchestrator.errors import FlowInvalid
 from orchestrator.mime import intersects, is_valid_mime
-from orchestrator.models import DataWell, EdgeDef, Flow, FlowSubmission, Node, NodeDef
+from orchestrator.models import DataWell, EdgeDef, FlowSubmission, Node, NodeDef
 from orchestrator.tiers import TIERS
-from storage.base import InvalidKey, check_key
-
-DEFAULT_STORE = "default"
-DEFAULT_KEY_TEMPLATE = "${RUN_ID}/${EDGE}"
-STORE_TYPES = ("local", "s3")
-
-#: Sources a well may name; absent means ``none`` (the well only says where
-#: a produced edge is stored: a sink).
-WELL_SOURCES = ("upload", "static", "webhook", "none")
-#: Sources that fill an edge from outside the flow.
-PRODUCING_SOURCES = ("upload", "static", "webhook")
-KEY_VARIABLES = (
-    "RUN_ID",
-    "FLOW_NAME",
-    "EDGE",
-    "TIMESTAMP",
-    "DATE",
-    "YEAR",
-    "MONTH",
-    "DAY",
-    "UUID",
+from orchestrator.validation.defs import EMPTY_CATALOG, DefLookup
+from orchestrator.validation.graph import Graph
+from orchestrator.validation.keys import (
+    DEFAULT_KEY_TEMPLATE,
+    KEY_VARIABLES,
+    PER_RUN_VARIABLES,
+    expand_key,
+    key_problem,
+    key_variables,
 )
-# Variables that differ between two runs started in the same second.
-_PER_RUN_VARIABLES = ("RUN_ID", "UUID")
+from orchestrator.validation.results import (
+    ValidationEntry,
+    ValidationResult,
+    duplicated_ids,
+    node_label,
+    quote_list,
+)
+from orchestrator.validation.wells import (
+    DEFAULT_STORE,
+    PRODUCING_SOURCES,
+    STORE_TYPES,
+    WELL_SOURCES,
+    default_store_name,
+    effective_wells,
+)
+
 EDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-CODES: dict[str, str] = {
-    "FLOW_001": "the nodes form a cycle",
-    "FLOW_002": "the flow has no nodes",
-    "NODE_001": "no NodeDef for the node's Uses",
-    "NODE_002": "a required input is not bound",
-    "NODE_003": "a required output is not bound",
-    "NODE_004": "the NodeDef's Tier is unknown",
-    "NODE_005": "a required flag without Default is not given",
-    "NODE_006": "a flag the NodeDef does not declare",
-    "NODE_007": "two nodes share one ID",
-    "NODE_008": "a node has no ID",
-    "NODE_009": "unknown or missing Command, or an Exec that cannot be split (ours)",
-    "NODE_010": "an input/output Name the NodeDef does not declare (ours)",
-    "NODE_011": "a node binds one input, output or flag Name twice (ours)",
-    "DEF_001": "two different NodeDefs with one Publisher/Name (ours)",
-    "EDGE_001": "an edge is consumed but nothing produces it",
-    "EDGE_002": "an edge is produced but nothing consumes or stores it",
-    "EDGE_003": "producer and consumer MIME types do not intersect",
-    "EDGE_004": "an edge has two producers (Pipewell's use of the code)",
-    "EDGE_005": "invalid edge name",
-    "WELL_001": "invalid Source",
-    "WELL_002": "the well's edge is not used by any node",
-    "WELL_003": "two wells on one edge",
-    "WELL_004": "the well names an undeclared store",
-    "WELL_005": "invalid Key template",
-    "WELL_006": "static well without Key",
-    "WELL_007": "static well whose Key uses a variable",
-    "WELL_008": "upload/webhook well whose Key uses no variable (warning for sinks)",
-    "WELL_009": "two edges of a run would be stored under one key (ours)",
-    "STORE_001": "DefaultStore or DefaultDataWell.Store names an undeclared store",
-    "STORE_002": "invalid store Type",
-    "STORE_003": "invalid store Params",
-    "STORE_004": "a declared store is not used (warning)",
-    "STORE_005": "two stores share one Name (ours)",
-    "TYPE_001": "invalid MIME type in a NodeDef's Type",
-    "TYPE_002": "empty Type list in a NodeDef",
-}
-
 _TIER_EXAMPLES = ("c-nano", "c-small", "c-large", "m-small", "gn-small")
-_EMPTY_CATALOG: Mapping[str, NodeDef] = MappingProxyType({})
-
-
-# ------------------------------------------------------------------ results
-
-
-class ValidationEntry(BaseModel):
-    """One problem: its code, what to fix, and what it is about."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    code: str
-    message: str
-    node: str | None = None
-    edge: str | None = None
-    well: str | None = None
-    store: str | None = None
-    field: str | None = None
-
-    # Where-fields that do not apply are left out of dumps and JSON by default.
-    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump(**kwargs)
-
-    def model_dump_json(self, **kwargs: Any) -> str:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump_json(**kwargs)
-
-
-class ValidationResult(BaseModel):
-    errors: list[ValidationEntry] = []
-    warnings: list[ValidationEntry] = []
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    def codes(self) -> list[str]:
-        """Error codes, in report order (handy for tests and logs)."""
-        return [e.code for e in self.errors]
-
-    # Entries leave out their None where-fields (nothing else here can be None).
-    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump(**kwargs)
-
-    def model_dump_json(self, **kwargs: Any) -> str:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump_json(**kwargs)
-
-
-# ------------------------------------------------------------------ helpers for the runtime
-
-
-def default_store_name(flow: Flow) -> str:
-    """The store a well without ``Store`` uses: ``DefaultStore``, else ``default``."""
-    return flow.default_store or DEFAULT_STORE
-
-
-def effective_wells(flow: Flow) -> list[DataWell]:
-    """The flow's declared wells or, when it declares none, the implied ones.
-
-    Implied: an upload well (``Source: upload``) on each input edge no node
-    produces and a sink well (``Source`` None) on each output edge no node
-    consumes, in node order; ``Store`` and ``Key`` None (the default store and
-    key template apply). Intermediate edges get none.
-    """
-    if flow.data_wells:
-        return list(flow.data_wells)
-    produced = {e.edge for node in flow.nodes for e in node.outputs}
-    consumed = {e.edge for node in flow.nodes for e in node.inputs}
-    wells: dict[str, DataWell] = {}
-    for node in flow.nodes:
-        for binding in node.inputs:
-            if binding.edge not in produced and binding.edge not in wells:
-                wells[binding.edge] = DataWell(edge=binding.edge, source="upload")
-        for binding in node.outputs:
-            if binding.edge not in consumed and binding.edge not in wells:
-                wells[binding.edge] = DataWell(edge=binding.edge)
-    return list(wells.values())
-
-
-@dataclass(frozen=True)
-class _Var:
-    name: str
-
-
-_KEY_TOKEN = re.compile(
-    r"\$\{(?P<braced>[^}]*)\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)|(?P<open>\$\{)|(?P<lone>\$)"
-)
-
-
-def _parse_key(template: str) -> tuple[list[str | _Var], list[str]]:
-    """Literal text and variables of a key template, and syntax problems."""
-    pieces: list[str | _Var] = []
-    problems: list[str] = []
-    position = 0
-    for match in _KEY_TOKEN.finditer(template):
-        if match.start() > position:
-            pieces.append(template[position : match.start()])
-        position = match.end()
-        name = match.group("braced")
-        if name is None:
-            name = match.group("bare")
-        if name is not None:
-            pieces.append(_Var(name))
-        elif match.group("open"):
-            problems.append("'${' is not closed by '}'")
-        else:
-            problems.append("a '$' starts no variable (write ${NAME})")
-    if position < len(template):
-        pieces.append(template[position:])
-    return pieces, problems
-
-
-def _key_variables(template: str) -> list[str]:
-    return [p.name for p in _parse_key(template)[0] if isinstance(p, _Var)]
-
-
-_UNSAFE_IN_VALUE = re.compile(r"[^A-Za-z0-9._:-]")
-
-
-def _safe_value(value: str) -> str:
-    value = _UNSAFE_IN_VALUE.sub("_", value)
-    if value.strip(".") == "":
-        return "_" * max(1, len(value))
-    return value
-
-
-def key_values(
-    *, run_id: str, flow_name: str, edge: str, now: datetime, uuid: str
-) -> dict[str, str]:
-    """The value of each key variable (before making them safe for a key)."""
-    moment = now.astimezone(UTC) if now.tzinfo else now.replace(tzinfo=UTC)
-    return {
-        "RUN_ID": run_id,
-        "FLOW_NAME": flow_name,
-        "EDGE": edge,
-        "TIMESTAMP": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "DATE": moment.strftime("%Y-%m-%d"),
-        "YEAR": moment.strftime("%Y"),
-        "MONTH": moment.strftime("%m"),
-        "DAY": moment.strftime("%d"),
-        "UUID": uuid,
-    }
-
-
-def expand_key(
-    template: str, *, run_id: str, flow_name: str, edge: str, now: datetime, uuid: str
-) -> str:
-    """The object key a template names for one run and edge.
-
-    ``now`` is read in UTC (a naive datetime is taken as UTC); ``TIMESTAMP`` is
-    ``YYYY-MM-DDTHH:MM:SSZ``. Values are made key-safe (see the module notes).
-    Raises ValueError for an unknown variable or a malformed template.
-    """
-    pieces, problems = _parse_key(template)
-    if problems:
-        raise ValueError(f"key template {template!r}: {problems[0]}")
-    values = key_values(run_id=run_id, flow_name=flow_name, edge=edge, now=now, uuid=uuid)
-    out: list[str] = []
-    for piece in pieces:
-        if isinstance(piece, _Var):
-            if piece.name not in values:
-                raise ValueError(f"key template {template!r}: unknown variable ${{{piece.name}}}")
-            out.append(_safe_value(values[piece.name]))
-        else:
-            out.append(piece)
-    return "".join(out)
-
-
-def _key_problem(template: str) -> str | None:
-    """Why a key template is not acceptable (WELL_005), or None."""
-    pieces, problems = _parse_key(template)
-    unknown = sorted({p.name for p in pieces if isinstance(p, _Var)} - set(KEY_VARIABLES))
-    reasons = list(dict.fromkeys(problems))
-    if unknown:
-        names = ", ".join(f"${{{name}}}" for name in unknown)
-        allowed = ", ".join(f"${{{name}}}" for name in KEY_VARIABLES)
-        reasons.append(f"unknown variable {names} (allowed: {allowed})")
-    if not problems:
-        sample = "".join("x" if isinstance(p, _Var) else p for p in pieces)
-        try:
-            check_key(sample)
-        except InvalidKey:
-            reasons.append(
-                "the key must stay inside its bucket: a relative path with no leading '/', "
-                "no '..', '.' or empty segments, no backslash, and only letters, digits "
-                "and . _ - + = @ , : ~ outside variables"
-            )
-    return "; ".join(reasons) or None
-
-
-def resolve_defs(
-    submission: FlowSubmission, catalog: Mapping[str, NodeDef] | None = None
-) -> dict[str, NodeDef]:
-    """Node ID → its NodeDef: the submission's NodeDefs first, then ``catalog``.
-
-    Raises FlowInvalid (``NODE_001`` entries) when a node's def is missing.
-    """
-    lookup = _DefLookup(submission.node_defs, catalog or _EMPTY_CATALOG)
-    found: dict[str, NodeDef] = {}
-    missing: list[dict[str, Any]] = []
-    for node in submission.flow.nodes:
-        node_def = lookup.get(node.uses)
-        if node_def is None:
-            missing.append(
-                ValidationEntry(
-                    code="NODE_001", message=lookup.missing_message(node), node=node.id
-                ).model_dump()
-            )
-        else:
-            found[node.id] = node_def
-    if missing:
-        raise FlowInvalid(missing)
-    return found
-
-
-def topological_order(flow: Flow) -> list[str]:
-    """Node IDs so that every producer comes before its consumers.
-
-    Among nodes that could go next, the one declared first goes first, so the
-    order is stable. Raises FlowInvalid (``FLOW_001``) if the nodes form a cycle.
-    """
-    graph = _Graph(flow.nodes)
-    indegree = [len(p) for p in graph.pred]
-    ready = [i for i, degree in enumerate(indegree) if degree == 0]
-    heapify(ready)
-    order: list[int] = []
-    while ready:
-        current = heappop(ready)
-        order.append(current)
-        for successor in graph.succ[current]:
-            indegree[successor] -= 1
-            if indegree[successor] == 0:
-                heappush(ready, successor)
-    if len(order) < len(flow.nodes):
-        raise FlowInvalid([entry.model_dump() for entry in graph.cycle_entries()])
-    return [flow.nodes[i].id for i in order]
-
-
-# ------------------------------------------------------------------ internals
-
-
-def _node_label(node: Node, index: int, ambiguous: bool = False) -> str:
-    if not node.id:
-        return f"#{index} (no ID)"
-    return f"{node.id!r} (#{index})" if ambiguous else repr(node.id)
-
-
-def _duplicated_ids(nodes: list[Node]) -> set[str]:
-    counts = Counter(n.id for n in nodes if n.id)
-    return {node_id for node_id, count in counts.items() if count > 1}
-
-
-def _quote_list(names: Iterable[str], limit: int = 8) -> str:
-    items = [repr(n) for n in names]
-    if len(items) > limit:
-        items = items[:limit] + [f"… ({len(items) - limit} more)"]
-    return ", ".join(items) if items else "none"
-
-
-class _DefLookup:
-    """NodeDefs by ``publisher/name``: submitted first (first one wins), then the catalog."""
-
-    def __init__(self, submitted: list[NodeDef], catalog: Mapping[str, NodeDef]) -> None:
-        self.submitted: dict[str, NodeDef] = {}
-        for node_def in submitted:
-            self.submitted.setdefault(node_def.uses, node_def)
-        self.catalog = catalog
-
-    def get(self, uses: str) -> NodeDef | None:
-        found = self.submitted.get(uses)
-        return found if found is not None else self.catalog.get(uses)
-
-    def missing_message(self, node: Node) -> str:
-        who = f"node {node.id!r}" if node.id else "a node without ID"
-        publisher, slash, name = node.uses.partition("/")
-        if not slash or not publisher or not name or "/" in name:
-            head = (
-                f"{who} has Uses {node.uses!r}, which is not 'publisher/name'; "
-                "write the Publisher and Name of a NodeDef, e.g. 'pipewell/resize'"
-            )
-        else:
-            head = (
-                f"{who} uses {node.uses!r} but no NodeDef with Publisher {publisher!r} "
-                f"and Name {name!r} was given; add it to NodeDefs"
-            )
-        same_name = sorted(k for k in self.catalog if k.partition("/")[2] == name and name)
-        if same_name:
-            return f"{head} or use a built-in one: {', '.join(same_name)}"
-        known = [*self.submitted, *self.catalog]
-        close = difflib.get_close_matches(node.uses, known, n=3, cutoff=0.6)
-        if close:
-            return f"{head} (did you mean {', '.join(close)}?)"
-        if self.catalog:
-            return f"{head} or use a built-in one: {', '.join(sorted(self.catalog)[:6])}"
-        return head
-
-
-class _Graph:
-    """Nodes (by position, so duplicate IDs cannot hide a cycle) and the edges between them."""
-
-    def __init__(self, nodes: list[Node]) -> None:
-        self.nodes = nodes
-        self.duplicated = _duplicated_ids(nodes)
-        producers: dict[str, list[int]] = defaultdict(list)
-        for i, node in enumerate(nodes):
-            for binding in node.outputs:
-                producers[binding.edge].append(i)
-        self.succ: list[list[int]] = [[] for _ in nodes]
-        self.pred: list[list[int]] = [[] for _ in nodes]
-        self.label: dict[tuple[int, int], str] = {}
-        for j, node in enumerate(nodes):
-            for binding in node.inputs:
-                for i in producers.get(binding.edge, []):
-                    if (i, j) not in self.label:
-                        self.label[(i, j)] = binding.edge
-                        self.succ[i].append(j)
-                        self.pred[j].append(i)
-
-    def name(self, index: int) -> str:
-        return _node_label(self.nodes[index], index, self.nodes[index].id in self.duplicated)
-
-    def _components(self) -> list[list[int]]:
-        """Strongly connected components (Kosaraju, iterative)."""
-        n = len(self.nodes)
-        seen = [False] * n
-        finished: list[int] = []
-        for start in range(n):
-            if seen[start]:
-                continue
-            seen[start] = True
-            stack = [(start, iter(self.succ[start]))]
-            while stack:
-                vertex, successors = stack[-1]
-                for nxt in successors:
-                    if not seen[nxt]:
-                        seen[nxt] = True
-                        stack.append((nxt, iter(self.succ[nxt])))
-                        break
-                else:
-                    stack.pop()
-                    finished.append(vertex)
-        component = [-1] * n
-        components: list[list[int]] = []
-        for start in reversed(finished):
-            if component[start] != -1:
-                continue
-            members = []
-            component[start] = len(components)
-            todo = [start]
-            while todo:
-                vertex = todo.pop()
-                members.append(vertex)
-                for prev in self.pred[vertex]:
-                    if component[prev] == -1:
-                        component[prev] = len(components)
-                        todo.append(prev)
-            components.append(sorted(members))
-        return sorted(components)
-
-    def _cycle_through(self, start: int, members: set[int]) -> list[int]:
-        """A shortest cycle from ``start`` back to it, inside one component."""
-        parent: dict[int, int] = {}
-        frontier = [start]
-        while frontier:
-            following: list[int] = []
-            for vertex in frontier:
-                for nxt in self.succ[vertex]:
-                    if nxt == start:
-                        path = [vertex]
-                        while path[-1] != start:
-                            path.append(parent[path[-1]])
-                        return [*reversed(path), start]
-                    if nxt in members and nxt not in parent:
-                        parent[nxt] = vertex
-                        following.append(nxt)
-            frontier = following
-        return [start, start]  # unreachable for a cyclic component
-
-    def cycle_entries(self) -> list[ValidationEntry]:
-        entries = []
-        for members in self._components():
-            start = members[0]
-            if len(members) == 1 and (start, start) not in self.label:
-                continue
-            cycle = self._cycle_through(start, set(members))
-            text = self.name(cycle[0])
-            for prev, nxt in zip(cycle, cycle[1:], strict=False):
-                text += f" -[{self.label[(prev, nxt)]}]-> {self.name(nxt)}"
-            others = ""
-            if len(members) > len(cycle) - 1:
-                rest = [self.name(i) for i in members if i not in cycle]
-                others = f" (also caught in it: {', '.join(rest)})"
-            entries.append(
-                ValidationEntry(
-                    code="FLOW_001",
-                    message=(
-                        f"nodes form a cycle: {text}{others}; a flow must be a DAG: "
-                        "remove or rename one of these edges"
-                    ),
-                    node=self.nodes[start].id or None,
-                    field=f"Flow.Nodes.{start}",
-                )
-            )
-        return entries
 
 
 class _Validator:
@@ -538,7 +51,7 @@ class _Validator:
     ) -> None:
         self.submission = submission
         self.flow = submission.flow
-        self.defs = _DefLookup(submission.node_defs, catalog)
+        self.defs = DefLookup(submission.node_defs, catalog)
         self.store_types = store_types
         self.result = ValidationResult()
         flow = self.flow
@@ -553,7 +66,7 @@ class _Validator:
             dict.fromkeys(b.edge for n in flow.nodes for b in (*n.inputs, *n.outputs))
         )
         self.declared_stores = {s.name for s in flow.stores}
-        self.duplicated = _duplicated_ids(flow.nodes)
+        self.duplicated = duplicated_ids(flow.nodes)
         # Per submitted def: whether its Type lists are all valid (for EDGE_003).
         self.types_ok: dict[int, bool] = {}
 
@@ -567,7 +80,7 @@ class _Validator:
 
     def node_name(self, index: int) -> str:
         node = self.flow.nodes[index]
-        return f"node {_node_label(node, index, node.id in self.duplicated)}"
+        return f"node {node_label(node, index, node.id in self.duplicated)}"
 
     def run(self) -> ValidationResult:
         if not self.flow.nodes:
@@ -582,7 +95,7 @@ class _Validator:
         self.check_edges()
         self.check_wells()
         self.check_key_collisions()
-        for entry in _Graph(self.flow.nodes).cycle_entries():
+        for entry in Graph(self.flow.nodes).cycle_entries():
             self.result.errors.append(entry)
         return self.result
 
@@ -628,7 +141,7 @@ class _Validator:
             self.error(
                 "STORE_001",
                 f"DefaultStore names store {flow.default_store!r}, which is not declared; "
-                f"declare it in Stores or use one of {_quote_list(self.store_choices())}",
+                f"declare it in Stores or use one of {quote_list(self.store_choices())}",
                 store=flow.default_store,
                 field="Flow.DefaultStore",
             )
@@ -639,7 +152,7 @@ class _Validator:
                     "STORE_001",
                     f"DefaultDataWell.Store names store {template.store!r}, which is not "
                     f"declared; declare it in Stores or use one of "
-                    f"{_quote_list(self.store_choices())}",
+                    f"{quote_list(self.store_choices())}",
                     store=template.store,
                     field="Flow.DefaultDataWell.Store",
                 )
@@ -703,7 +216,7 @@ class _Validator:
             self.error(
                 "TYPE_001",
                 f"{what} has invalid MIME type(s) "
-                f"{_quote_list(bad)}; write type/subtype (e.g. 'image/png'), a family "
+                f"{quote_list(bad)}; write type/subtype (e.g. 'image/png'), a family "
                 "('image/*') or '*/*'",
                 field=f"{where}.Type",
             )
@@ -785,7 +298,7 @@ class _Validator:
                         self.error(
                             "NODE_010",
                             f"{who} binds {direction} {binding.name!r}, which {uses!r} does not "
-                            f"declare; use one of {_quote_list(known)}",
+                            f"declare; use one of {quote_list(known)}",
                             node=node_id,
                             edge=binding.edge,
                             field=f"{where}.{plural}.{k}.Name",
@@ -807,7 +320,7 @@ class _Validator:
                     self.error(
                         "NODE_006",
                         f"{who} sets flag {flag.name!r}, which {uses!r} does not declare; use "
-                        f"one of {_quote_list(declared_flags)}",
+                        f"one of {quote_list(declared_flags)}",
                         node=node_id,
                         field=f"{where}.Flags.{k}.Name",
                     )
@@ -840,7 +353,7 @@ class _Validator:
             chosen = [c for c in commands if c.name == node.command]
             if not chosen:
                 fix = (
-                    f"use one of {_quote_list(names)}"
+                    f"use one of {quote_list(names)}"
                     if names
                     else "remove Command: the image's own command runs"
                 )
@@ -857,7 +370,7 @@ class _Validator:
             self.error(
                 "NODE_009",
                 f"{node_def.uses!r} has {len(commands)} commands, so {who} must choose one; set "
-                f"its Command to one of {_quote_list(names)}",
+                f"its Command to one of {quote_list(names)}",
                 node=node.id or None,
                 field=field,
             )
@@ -1007,7 +520,7 @@ class _Validator:
                 self.error(
                     "WELL_002",
                     f"the DataWell on edge {well.edge!r} names an edge no node uses{hint}; "
-                    f"use one of {_quote_list(self.used_edges)} or remove the well",
+                    f"use one of {quote_list(self.used_edges)} or remove the well",
                     well=well.edge,
                     edge=well.edge,
                     field=f"{where}.Edge",
@@ -1017,7 +530,7 @@ class _Validator:
                     "WELL_004",
                     f"the DataWell on edge {well.edge!r} names store {well.store!r}, which is "
                     f"not declared; declare it in Stores or use one of "
-                    f"{_quote_list(self.store_choices())}",
+                    f"{quote_list(self.store_choices())}",
                     well=well.edge,
                     store=well.store,
                     field=f"{where}.Store",
@@ -1036,14 +549,14 @@ class _Validator:
         template = flow.default_data_well
         if template is not None and template.key is not None:
             field = "Flow.DefaultDataWell.Key"
-            problem = _key_problem(template.key)
+            problem = key_problem(template.key)
             if problem:
                 self.error(
                     "WELL_005",
                     f"DefaultDataWell Key {template.key!r} is invalid: {problem}",
                     field=field,
                 )
-            elif not _key_variables(template.key):
+            elif not key_variables(template.key):
                 self.error(
                     "WELL_008",
                     f"DefaultDataWell Key {template.key!r} uses no variable, so every edge of "
@@ -1073,14 +586,14 @@ class _Validator:
                 **about,
             )
             return
-        problem = _key_problem(key)
+        problem = key_problem(key)
         if problem:
             self.error(
                 "WELL_005",
                 f"the DataWell on edge {well.edge!r} has Key {key!r}, which is invalid: {problem}",
                 **about,
             )
-        variables = _key_variables(key)
+        variables = key_variables(key)
         if source == "static":
             if variables:
                 names = ", ".join(f"${{{v}}}" for v in dict.fromkeys(variables))
@@ -1094,7 +607,7 @@ class _Validator:
         if problem:
             return
         known = [v for v in variables if v in KEY_VARIABLES]
-        per_run = [v for v in known if v in _PER_RUN_VARIABLES]
+        per_run = [v for v in known if v in PER_RUN_VARIABLES]
         if source in ("upload", "webhook"):
             if not known:
                 self.error(
@@ -1138,7 +651,7 @@ class _Validator:
             )
             key = (well and well.key) or (template_well and template_well.key)
             key = key or DEFAULT_KEY_TEMPLATE
-            if _key_problem(key):
+            if key_problem(key):
                 continue
             expanded = expand_key(
                 key, run_id="run", flow_name=flow.name, edge=edge, now=moment, uuid=f"uuid{n}"
@@ -1148,7 +661,7 @@ class _Validator:
             if len(edges) > 1:
                 self.error(
                     "WELL_009",
-                    f"edges {_quote_list(edges)} would all be stored as {key!r} in store "
+                    f"edges {quote_list(edges)} would all be stored as {key!r} in store "
                     f"{store!r} and overwrite each other; put ${{EDGE}} in their Key",
                     edge=edges[1],
                     store=store,
@@ -1158,7 +671,7 @@ class _Validator:
 def validate(
     submission: FlowSubmission,
     *,
-    catalog: Mapping[str, NodeDef] | None = _EMPTY_CATALOG,
+    catalog: Mapping[str, NodeDef] | None = EMPTY_CATALOG,
     store_types: Iterable[str] = STORE_TYPES,
 ) -> ValidationResult:
     """Every problem of a submission, errors and warnings, in one result.
@@ -1167,25 +680,10 @@ def validate(
     ``catalog`` (keys ``publisher/name``). ``store_types`` are the store Types
     this service can open.
     """
-    return _Validator(submission, catalog or _EMPTY_CATALOG, tuple(store_types)).run()
+    return _Validator(submission, catalog or EMPTY_CATALOG, tuple(store_types)).run()
 
 
 __all__ = [
-    "CODES",
-    "DEFAULT_KEY_TEMPLATE",
-    "DEFAULT_STORE",
     "EDGE_NAME",
-    "KEY_VARIABLES",
-    "PRODUCING_SOURCES",
-    "STORE_TYPES",
-    "WELL_SOURCES",
-    "ValidationEntry",
-    "ValidationResult",
-    "default_store_name",
-    "effective_wells",
-    "expand_key",
-    "key_values",
-    "resolve_defs",
-    "topological_order",
     "validate",
 ]

@@ -1,0 +1,122 @@
+"""Validation entries and results, the codes they carry, and how names are quoted in them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from orchestrator.models import Node
+
+CODES: dict[str, str] = {
+    "FLOW_001": "the nodes form a cycle",
+    "FLOW_002": "the flow has no nodes",
+    "NODE_001": "no NodeDef for the node's Uses",
+    "NODE_002": "a required input is not bound",
+    "NODE_003": "a required output is not bound",
+    "NODE_004": "the NodeDef's Tier is unknown",
+    "NODE_005": "a required flag without Default is not given",
+    "NODE_006": "a flag the NodeDef does not declare",
+    "NODE_007": "two nodes share one ID",
+    "NODE_008": "a node has no ID",
+    "NODE_009": "unknown or missing Command, or an Exec that cannot be split (ours)",
+    "NODE_010": "an input/output Name the NodeDef does not declare (ours)",
+    "NODE_011": "a node binds one input, output or flag Name twice (ours)",
+    "DEF_001": "two different NodeDefs with one Publisher/Name (ours)",
+    "EDGE_001": "an edge is consumed but nothing produces it",
+    "EDGE_002": "an edge is produced but nothing consumes or stores it",
+    "EDGE_003": "producer and consumer MIME types do not intersect",
+    "EDGE_004": "an edge has two producers (Pipewell's use of the code)",
+    "EDGE_005": "invalid edge name",
+    "WELL_001": "invalid Source",
+    "WELL_002": "the well's edge is not used by any node",
+    "WELL_003": "two wells on one edge",
+    "WELL_004": "the well names an undeclared store",
+    "WELL_005": "invalid Key template",
+    "WELL_006": "static well without Key",
+    "WELL_007": "static well whose Key uses a variable",
+    "WELL_008": "upload/webhook well whose Key uses no variable (warning for sinks)",
+    "WELL_009": "two edges of a run would be stored under one key (ours)",
+    "STORE_001": "DefaultStore or DefaultDataWell.Store names an undeclared store",
+    "STORE_002": "invalid store Type",
+    "STORE_003": "invalid store Params",
+    "STORE_004": "a declared store is not used (warning)",
+    "STORE_005": "two stores share one Name (ours)",
+    "TYPE_001": "invalid MIME type in a NodeDef's Type",
+    "TYPE_002": "empty Type list in a NodeDef",
+}
+
+
+class ValidationEntry(BaseModel):
+    """One problem: its code, what to fix, and what it is about."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    node: str | None = None
+    edge: str | None = None
+    well: str | None = None
+    store: str | None = None
+    field: str | None = None
+
+    # Where-fields that do not apply are left out of dumps and JSON by default.
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump_json(**kwargs)
+
+
+class ValidationResult(BaseModel):
+    errors: list[ValidationEntry] = []
+    warnings: list[ValidationEntry] = []
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def codes(self) -> list[str]:
+        """Error codes, in report order (handy for tests and logs)."""
+        return [e.code for e in self.errors]
+
+    # Entries leave out their None where-fields (nothing else here can be None).
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump_json(**kwargs)
+
+
+def node_label(node: Node, index: int, ambiguous: bool = False) -> str:
+    if not node.id:
+        return f"#{index} (no ID)"
+    return f"{node.id!r} (#{index})" if ambiguous else repr(node.id)
+
+
+def duplicated_ids(nodes: list[Node]) -> set[str]:
+    counts = Counter(n.id for n in nodes if n.id)
+    return {node_id for node_id, count in counts.items() if count > 1}
+
+
+def quote_list(names: Iterable[str], limit: int = 8) -> str:
+    items = [repr(n) for n in names]
+    if len(items) > limit:
+        items = items[:limit] + [f"… ({len(items) - limit} more)"]
+    return ", ".join(items) if items else "none"
+
+
+__all__ = [
+    "CODES",
+    "ValidationEntry",
+    "ValidationResult",
+    "duplicated_ids",
+    "node_label",
+    "quote_list",
+]

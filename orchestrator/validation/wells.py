@@ -1,0 +1,52 @@
+"""Stores and wells: the default store, the sources a well may name, the implied wells."""
+
+from __future__ import annotations
+
+from orchestrator.models import DataWell, Flow
+
+DEFAULT_STORE = "default"
+STORE_TYPES = ("local", "s3")
+
+#: Sources a well may name; absent means ``none`` (the well only says where
+#: a produced edge is stored: a sink).
+WELL_SOURCES = ("upload", "static", "webhook", "none")
+#: Sources that fill an edge from outside the flow.
+PRODUCING_SOURCES = ("upload", "static", "webhook")
+
+
+def default_store_name(flow: Flow) -> str:
+    """The store a well without ``Store`` uses: ``DefaultStore``, else ``default``."""
+    return flow.default_store or DEFAULT_STORE
+
+
+def effective_wells(flow: Flow) -> list[DataWell]:
+    """The flow's declared wells or, when it declares none, the implied ones.
+
+    Implied: an upload well (``Source: upload``) on each input edge no node
+    produces and a sink well (``Source`` None) on each output edge no node
+    consumes, in node order; ``Store`` and ``Key`` None (the default store and
+    key template apply). Intermediate edges get none.
+    """
+    if flow.data_wells:
+        return list(flow.data_wells)
+    produced = {e.edge for node in flow.nodes for e in node.outputs}
+    consumed = {e.edge for node in flow.nodes for e in node.inputs}
+    wells: dict[str, DataWell] = {}
+    for node in flow.nodes:
+        for binding in node.inputs:
+            if binding.edge not in produced and binding.edge not in wells:
+                wells[binding.edge] = DataWell(edge=binding.edge, source="upload")
+        for binding in node.outputs:
+            if binding.edge not in consumed and binding.edge not in wells:
+                wells[binding.edge] = DataWell(edge=binding.edge)
+    return list(wells.values())
+
+
+__all__ = [
+    "DEFAULT_STORE",
+    "PRODUCING_SOURCES",
+    "STORE_TYPES",
+    "WELL_SOURCES",
+    "default_store_name",
+    "effective_wells",
+]
