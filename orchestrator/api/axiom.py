@@ -16,8 +16,10 @@ from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
+from orchestrator.errors import PipewellError
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
 from orchestrator.models import FlowRun, RunStatus
+from storage import StoreError
 
 routes = web.RouteTableDef()
 FIELDS = ("graph_id", "input", "wait", "timeout_seconds", "config_id")
@@ -77,6 +79,7 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
     sent: set[str] = set()
     index = 0
     last = run
+    unreadable = None
     updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
     async for update in run_changes(response, updates):
         last = update.run
@@ -84,18 +87,28 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
             if edge in sent or edge not in last.artifacts:
                 continue
             sent.add(edge)
+            try:
+                payload = await invocations.decode(run.id, edge)
+            except (PipewellError, StoreError) as exc:
+                # The stream is open: its final frame is the only way left to say so.
+                unreadable = f"output '{edge}' could not be read: {exc}"
+                break
             frame: dict[str, Any] = {
                 "execution_id": run.id,
                 "frame_index": index,
-                "payload": await invocations.decode(run.id, edge),
+                "payload": payload,
                 "is_final": False,
             }
             if len(terminal) > 1:
                 frame["edge"] = edge
             await send(response, frame)
             index += 1
+        if unreadable:
+            break
     final: dict[str, Any] = {"execution_id": run.id, "frame_index": index, "is_final": True}
-    if last.status.finished:
+    if unreadable:
+        final.update(success=False, error=unreadable)
+    elif last.status.finished:
         final["success"] = last.status == RunStatus.COMPLETE
         if not final["success"]:
             final["error"] = failure_message(last)

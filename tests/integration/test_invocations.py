@@ -565,3 +565,16 @@ async def test_sync_dialects_answer_what_is_known_when_their_wait_runs_out(start
     # Neither wait stopped its run.
     for execution in (task["id"], body["execution_id"]):
         assert (await wait_for(client, execution, {"COMPLETE", "ERROR"}))["Status"] == "COMPLETE"
+
+
+async def test_outputs_over_the_inline_limit_come_back_as_a_url(start_service):
+    client = await start_service(invocations={"inline_output_bytes": 16})
+    graph = (await save(client, one_node("echo"), [ECHO]))["graph_id"]
+    small, large = {"a": 1}, {"text": "ünïcode, and longer than sixteen bytes"}
+    _, body = await axiom(client, {"graph_id": graph, "input": small, "wait": True})
+    assert body["result"]["output"] == small
+    _, body = await axiom(client, {"graph_id": graph, "input": large, "wait": True})
+    output = body["result"]["output"]
+    assert output["content_type"] == "application/json" and output["size"] > 16
+    async with client.session.get(output["url"]) as response:
+        assert json.loads(await response.read()) == large
