@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS tasks (
 """
 
 GRAPH_ID_LENGTH = 26
+#: SQLite integers are 64-bit: a longer number is no id (and would overflow).
+MAX_ID_DIGITS = 18
 #: node id → flag name → value.
 FlagProfile = dict[str, dict[str, str]]
 
@@ -142,7 +144,7 @@ class FlowRegistry:
             row = self._one(f"SELECT * FROM flows WHERE {live} AND graph_id = ?", tenant, ref)
             if row is not None:
                 return row
-        if version is None and ref.isdigit():
+        if version is None and ref.isdigit() and len(ref) <= MAX_ID_DIGITS:
             row = self._one(f"SELECT * FROM flows WHERE {live} AND seq = ?", tenant, int(ref))
             if row is not None:
                 return row
@@ -254,4 +256,11 @@ class FlowRegistry:
         return TaskRecord(row[0], row[1], row[2], json.loads(row[3]), row[4])
 
 
-__all__ = ["GRAPH_ID_LENGTH", "FlagProfile", "FlowRegistry", "SavedFlow", "TaskRecord"]
+__all__ = [
+    "GRAPH_ID_LENGTH",
+    "MAX_ID_DIGITS",
+    "FlagProfile",
+    "FlowRegistry",
+    "SavedFlow",
+    "TaskRecord",
+]

@@ -12,7 +12,7 @@ from orchestrator.api.appkeys import INVOCATIONS
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_object, read_submission
 from orchestrator.api.errors import BadRequest
-from orchestrator.registry import SavedFlow
+from orchestrator.registry import MAX_ID_DIGITS, SavedFlow
 
 routes = web.RouteTableDef()
 
@@ -21,7 +21,7 @@ def version_param(request: web.Request) -> int | None:
     raw = request.query.get("version")
     if raw is None or raw in ("", "latest"):
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not raw.isdigit() or len(raw) > MAX_ID_DIGITS or int(raw) < 1:
         raise BadRequest("VERSION_INVALID", f"version must be a positive integer, not {raw!r}")
     return int(raw)
 

@@ -22,7 +22,7 @@ from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.errors import RunNotFound
 from orchestrator.models import FlowRun, RunStatus
-from orchestrator.registry import SavedFlow, TaskRecord
+from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
 
 routes = web.RouteTableDef()
 FIELDS = ("start_node_id", "end_node_id", "result_node_id", "node_settings", "init_context")
@@ -90,7 +90,8 @@ async def get_task(request: web.Request) -> web.Response:
     raw = request.match_info["task_id"]
     tenant = tenant_of(request)
     invocations = request.app[INVOCATIONS]
-    task = await invocations.task(tenant, int(raw)) if raw.isdigit() else None
+    is_id = raw.isdigit() and len(raw) <= MAX_ID_DIGITS
+    task = await invocations.task(tenant, int(raw)) if is_id else None
     if task is None:
         raise BadRequest("TASK_NOT_FOUND", f"no task {raw!r}", status=404)
     flow = await invocations.flow_by_seq(tenant, task.flow_seq)
@@ -107,10 +108,10 @@ async def _record(
     """The seed's task record, ``result`` filled once the run has finished."""
     result: Any = None
     if run.status.finished:
-        nodes = [task.request.get("result_node_id") or task.request.get("end_node_id")]
+        result_node = task.request.get("result_node_id") or task.request.get("end_node_id")
         edges = None
-        if nodes[0]:
-            node = next(n for n in flow.submission.flow.nodes if n.id == nodes[0])
+        if result_node:
+            node = next(n for n in flow.submission.flow.nodes if n.id == result_node)
             edges = [o.edge for o in node.outputs]
         outcome = await request.app[INVOCATIONS].outcome(run, edges)
         result = outcome.output if outcome.success else {"error": outcome.error}

@@ -417,7 +417,7 @@ async def test_scade_execute_then_poll_the_task(start_service):
         task = await (await client.get(f"/api/v1/task/{task['id']}")).json()
     assert task["result"] == {"source": "video.mp4", "target": "image.jpg"}
 
-    for path in ("/api/v1/task/999999", "/api/v1/task/abc"):
+    for path in ("/api/v1/task/999999", "/api/v1/task/abc", "/api/v1/task/" + "9" * 30):
         response = await client.get(path)
         assert response.status == 404 and (await response.json())["code"] == "TASK_NOT_FOUND"
     request["start_node_id"] = "nope"
