@@ -32,6 +32,7 @@ from orchestrator.registry import FlagProfile, FlowRegistry, SavedFlow, TaskReco
 from orchestrator.runtime import terminal_edges
 from orchestrator.scheduler import Scheduler
 from orchestrator.validation import resolve_defs
+from storage import StoreError
 
 #: How long a presigned URL in an output stays valid.
 OUTPUT_URL_TTL = 3600.0
@@ -68,7 +69,7 @@ class Outcome:
 
     @property
     def success(self) -> bool:
-        return self.run.status == RunStatus.COMPLETE
+        return self.run.status == RunStatus.COMPLETE and self.error is None
 
     @property
     def completed_at(self) -> datetime | None:
@@ -312,7 +313,13 @@ class Invocations:
     async def outcome(self, run: FlowRun, edges: list[str] | None = None) -> Outcome:
         if run.status == RunStatus.COMPLETE:
             edges = edges or await self.scheduler.terminal_edges(run.id)
-            outputs = {edge: await self.decode(run.id, edge) for edge in edges}
+            outputs = {}
+            for edge in edges:
+                try:
+                    outputs[edge] = await self.decode(run.id, edge)
+                except (PipewellError, StoreError) as exc:
+                    # Answers may already be streaming: the error travels in the outcome.
+                    return Outcome(run, error=f"output '{edge}' could not be read: {exc}")
             output = outputs[edges[0]] if len(edges) == 1 else outputs
             return Outcome(run, output=output)
         if run.status.finished:

@@ -107,6 +107,7 @@ async def _record(
 ) -> dict[str, Any]:
     """The seed's task record, ``result`` filled once the run has finished."""
     result: Any = None
+    status = STATUS[run.status]
     if run.status.finished:
         result_node = task.request.get("result_node_id") or task.request.get("end_node_id")
         edges = None
@@ -115,13 +116,14 @@ async def _record(
             edges = [o.edge for o in node.outputs]
         outcome = await request.app[INVOCATIONS].outcome(run, edges)
         result = outcome.output if outcome.success else {"error": outcome.error}
+        status = status if outcome.success else STATUS[RunStatus.ERROR]
     elapsed = None
     if run.finished_at is not None:
         elapsed = round((run.finished_at - run.started_at).total_seconds(), 3)
     return {
         "id": task.id,
         "data": task.request,
-        "status": STATUS[run.status],
+        "status": status,
         "created": task.created_at.removesuffix("Z"),
         "finished": run.finished_at.isoformat().removesuffix("+00:00") if run.finished_at else None,
         "result": result,

@@ -47,15 +47,17 @@ async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun]:
 def task_of(flow: SavedFlow, run: FlowRun, outcome: Outcome | None = None) -> dict[str, Any]:
     """xpander's task record; ``result`` is the output, or the error once failed."""
     result: Any = None
+    status = STATUS[run.status]
     if outcome is not None and outcome.success:
         result = outcome.output
     elif outcome is not None and outcome.finished:
         result = outcome.error
+        status = STATUS[RunStatus.ERROR] if run.status == RunStatus.COMPLETE else status
     task = {
         "id": run.id,
         "agent_id": flow.graph_id,
         "organization_id": flow.tenant,
-        "status": STATUS[run.status],
+        "status": status,
         "result": result,
         "created_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at) if run.finished_at else None,

@@ -578,3 +578,20 @@ async def test_outputs_over_the_inline_limit_come_back_as_a_url(start_service):
     assert output["content_type"] == "application/json" and output["size"] > 16
     async with client.session.get(output["url"]) as response:
         assert json.loads(await response.read()) == large
+
+
+async def test_an_output_gone_from_its_store_is_reported_not_raised(start_service, tmp_path):
+    data_dir = tmp_path / "data"
+    client = await start_service(data_dir)
+    graph = (await save(client, one_node("echo"), [ECHO]))["graph_id"]
+    task = await (await client.post(f"/api/v1/scade/flow/{graph}/execute", json={})).json()
+    run = await wait_for(client, task["execution_id"], {"COMPLETE"})
+    reply = data_dir / "objects" / "default" / "data" / run["Artifacts"]["reply"]["ObjectName"]
+    reply.unlink()
+
+    task = await (await client.get(f"/api/v1/task/{task['id']}")).json()
+    assert task["status"] == 4
+    assert task["result"] == {
+        "error": f"output 'reply' could not be read: run '{run['ID']}' has no artifact on edge "
+        "'reply': the object is gone from its store"
+    }
