@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import docker
 from aiohttp.test_utils import TestClient
 
 from orchestrator.config import Settings
@@ -111,3 +112,24 @@ async def run_chain(
     run = await submit(client, chain_flow(*steps), defs)
     await upload(client, run, "src", data)
     return run, await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=timeout)
+
+
+def labelled_containers(run_id: str) -> list:  # type: ignore[type-arg]
+    """The run's containers (sparse: one removed meanwhile must not fail the listing)."""
+    engine = docker.from_env()
+    try:
+        return engine.containers.list(
+            all=True, sparse=True, filters={"label": f"pipewell.run_id={run_id}"}
+        )
+    finally:
+        engine.close()
+
+
+async def containers_left(run_id: str, seconds: float) -> list:  # type: ignore[type-arg]
+    """The run's containers once they are gone, or those still there after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = await asyncio.to_thread(labelled_containers, run_id)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.1)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 
-import docker
 import pytest
 
 from tests.helpers import (
     artifact,
     busybox_def,
     chain_flow,
+    containers_left,
     run_chain,
     submit,
     upload,
@@ -228,19 +228,8 @@ async def test_no_container_is_left_behind(start_service):
     run = await submit(client, chain_flow("fail"), defs)
     await upload(client, run, "src", b"x")
     await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
-    engine = docker.from_env()
-    try:
-        # Removal follows the result (off the critical path): give it a moment.
-        for _ in range(50):
-            left = engine.containers.list(
-                all=True, sparse=True, filters={"label": f"pipewell.run_id={run['ID']}"}
-            )
-            if not left:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        engine.close()
-    assert left == []
+    # Removal follows the result (off the critical path): give it a moment.
+    assert await containers_left(run["ID"], 5) == []
 
 
 async def test_every_attempt_phase_is_timed(start_service):
@@ -321,15 +310,5 @@ async def test_a_failed_node_stops_its_running_siblings(start_service):
     assert done["NodeState"]["slow"]["Error"] == (
         "cancelled: node 'bad' failed and the run stopped"
     )
-    engine = docker.from_env()
-    try:
-        for _ in range(100):  # well before the sibling's 60 s sleep would end
-            left = engine.containers.list(
-                all=True, sparse=True, filters={"label": f"pipewell.run_id={run['ID']}"}
-            )
-            if not left:
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        engine.close()
-    assert left == []
+    # Well before the sibling's 60 s sleep would end.
+    assert await containers_left(run["ID"], 10) == []

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
-import docker
 import pytest
 
-from tests.helpers import busybox_def, free_port
+from tests.helpers import busybox_def, free_port, labelled_containers
 
 pytestmark = pytest.mark.docker
 
@@ -56,16 +55,6 @@ async def status(session: aiohttp.ClientSession, base: str, run_id: str) -> dict
     async with session.get(f"{base}/api/v1/flow/status/{run_id}") as response:
         assert response.status == 200
         return await response.json()
-
-
-def labelled_containers(run_id: str) -> list:
-    engine = docker.from_env()
-    try:
-        return engine.containers.list(
-            all=True, sparse=True, filters={"label": f"pipewell.run_id={run_id}"}
-        )
-    finally:
-        engine.close()
 
 
 async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path):
