@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from moto.server import ThreadedMotoServer
 
 from orchestrator.api.app import create_app
-from tests.helpers import service_settings
+from tests.helpers import free_port, service_settings
 
 StartService = Callable[..., Awaitable[TestClient]]
 
@@ -25,3 +26,13 @@ def start_service(tmp_path: Path, aiohttp_client) -> StartService:  # type: igno
         return await aiohttp_client(server)
 
     return start
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free port, one per test module (it keeps nothing on disk)."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

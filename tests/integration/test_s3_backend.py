@@ -5,22 +5,12 @@ from __future__ import annotations
 import io
 
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from tests.helpers import artifact, busybox_def, chain_flow, free_port, submit, upload, wait_for
 from tests.integration.test_seed_example import SEED_DEFS, SEED_FLOW, image_bytes
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def moto_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 def s3_settings(endpoint: str) -> dict:

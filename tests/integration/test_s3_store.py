@@ -17,7 +17,6 @@ import boto3
 import pytest
 import requests
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from storage import ObjectNotFound, S3Store, StoreError, StoreUnavailable, open_store
 from tests.helpers import free_port
@@ -25,15 +24,6 @@ from tests.helpers import free_port
 EVERY_BYTE = bytes(range(256)) * 64
 CREDENTIALS = {"access_key_id": "test", "secret_access_key": "test"}
 _buckets = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
 
 
 @pytest.fixture

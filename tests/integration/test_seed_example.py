@@ -4,31 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from tests.helpers import RESIZE, artifact, submit, upload, wait_for
+from tests.helpers import artifact, submit, upload, wait_for
 
 pytestmark = pytest.mark.docker
 
-SEED_FLOW = {
-    "Name": "image-resize",
-    "Nodes": [
-        {
-            "ID": "resize-1",
-            "Uses": "pupload/resize",
-            "Inputs": [{"Name": "image", "Edge": "input-image"}],
-            "Outputs": [{"Name": "resized", "Edge": "output-image"}],
-            "Flags": [{"Name": "width", "Value": "800"}],
-        }
-    ],
-}
-SEED_DEFS = [
-    {"Publisher": "pupload", "Name": "resize", "Image": RESIZE, "Tier": "c-small", "MaxAttempts": 3}
-]
+# The example the README and examples/walkthrough.sh submit: the seed's flow, run
+# with the built-in resize image.
+EXAMPLE = json.loads((Path(__file__).parents[2] / "examples" / "resize.json").read_text())
+SEED_FLOW = EXAMPLE["Flow"]
+SEED_DEFS = EXAMPLE["NodeDefs"]
 
 
 def image_bytes(fmt: str, size: tuple[int, int]) -> bytes:
