@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.config import InvocationSettings
-from orchestrator.errors import FlowInvalid, FlowNotFound, PipewellError
+from orchestrator.errors import FlowNotFound, PipewellError
 from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, RunStatus
@@ -141,12 +141,7 @@ class Invocations:
     # ------------------------------------------------------------ saved flows
 
     async def save(self, tenant: str, submission: FlowSubmission) -> tuple[SavedFlow, bool]:
-        result = self.scheduler.validate(submission)
-        if not result.ok:
-            raise FlowInvalid(
-                [e.model_dump(exclude_none=True) for e in result.errors],
-                [w.model_dump(exclude_none=True) for w in result.warnings],
-            )
+        self.scheduler.validate(submission).raise_if_invalid()
         return await self._db(self.registry.save, tenant, self._compile(submission))
 
     def _compile(self, submission: FlowSubmission) -> FlowSubmission:

@@ -21,7 +21,7 @@ import structlog
 
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
-from orchestrator.errors import ArtifactNotFound, FlowInvalid, InputMismatch, RunNotFound
+from orchestrator.errors import ArtifactNotFound, InputMismatch, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -46,7 +46,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.queue import TaskQueue
-from orchestrator.runtime import RunState, Transition, plan_run
+from orchestrator.runtime import RunState, Transition, plan_run, terminal_edges
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
@@ -127,12 +127,7 @@ class Scheduler:
         ``inputs`` (edge → bytes and content type) fills the upload edges at
         once instead of handing out WaitingURLs; it must name each of them.
         """
-        result = self.validate(submission)
-        if not result.ok:
-            raise FlowInvalid(
-                [e.model_dump(exclude_none=True) for e in result.errors],
-                [w.model_dump(exclude_none=True) for w in result.warnings],
-            )
+        self.validate(submission).raise_if_invalid()
         await self._io_call(self.stores.prepare, submission.flow)
         run_id = uuid.uuid4().hex
         plan = plan_run(
@@ -196,12 +191,12 @@ class Scheduler:
     async def terminal_edges(self, run_id: str) -> list[str]:
         """The edges no node reads: what an invocation returns."""
         run = self.runs.get(run_id)
-        if run is None:
-            snapshot = await self.state.load(run_id)
-            if snapshot is None:
-                raise RunNotFound(run_id)
-            run = RunState.restore(snapshot, self.catalog)
-        return run.terminal_edges()
+        if run is not None:
+            return run.terminal_edges()
+        snapshot = await self.state.load(run_id)
+        if snapshot is None:
+            raise RunNotFound(run_id)
+        return terminal_edges(FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow)
 
     async def open_artifact(
         self, run_id: str, edge: str, tenant: str | None = None

@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from orchestrator.errors import FlowInvalid
 from orchestrator.models import Node
 
 CODES: dict[str, str] = {
@@ -49,7 +50,19 @@ CODES: dict[str, str] = {
 }
 
 
-class ValidationEntry(BaseModel):
+class _WithoutNones(BaseModel):
+    """Dumps leave out None fields by default: where-fields that do not apply."""
+
+    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump(**kwargs)
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs.setdefault("exclude_none", True)
+        return super().model_dump_json(**kwargs)
+
+
+class ValidationEntry(_WithoutNones):
     """One problem: its code, what to fix, and what it is about."""
 
     model_config = ConfigDict(extra="forbid")
@@ -62,17 +75,8 @@ class ValidationEntry(BaseModel):
     store: str | None = None
     field: str | None = None
 
-    # Where-fields that do not apply are left out of dumps and JSON by default.
-    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump(**kwargs)
 
-    def model_dump_json(self, **kwargs: Any) -> str:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump_json(**kwargs)
-
-
-class ValidationResult(BaseModel):
+class ValidationResult(_WithoutNones):
     errors: list[ValidationEntry] = []
     warnings: list[ValidationEntry] = []
 
@@ -84,14 +88,12 @@ class ValidationResult(BaseModel):
         """Error codes, in report order (handy for tests and logs)."""
         return [e.code for e in self.errors]
 
-    # Entries leave out their None where-fields (nothing else here can be None).
-    def model_dump(self, **kwargs: Any) -> dict[str, Any]:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump(**kwargs)
-
-    def model_dump_json(self, **kwargs: Any) -> str:
-        kwargs.setdefault("exclude_none", True)
-        return super().model_dump_json(**kwargs)
+    def raise_if_invalid(self) -> None:
+        """FlowInvalid with every entry, when there are errors."""
+        if self.errors:
+            raise FlowInvalid(
+                [e.model_dump() for e in self.errors], [w.model_dump() for w in self.warnings]
+            )
 
 
 def node_label(node: Node, index: int, ambiguous: bool = False) -> str:
