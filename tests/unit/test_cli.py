@@ -1,6 +1,17 @@
 """The CLI refuses configurations that would expose the service, saying why."""
 
+import pytest
+import structlog
+
 from orchestrator.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """main() points structlog at this test's captured stderr, closed after it:
+    later tests in the same process would log to a closed file."""
+    yield
+    structlog.reset_defaults()
 
 
 def test_non_loopback_without_auth_is_refused(capsys, tmp_path):
