@@ -19,7 +19,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -56,8 +56,16 @@ class Outcome:
     """What is known of an execution: finished or not, its output or its error."""
 
     run: FlowRun
-    output: Any = None
+    #: Edge → its decoded output, once the run completed.
+    outputs: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def output(self) -> Any:
+        """The one output as it is, several keyed by edge."""
+        if len(self.outputs) == 1:
+            return next(iter(self.outputs.values()))
+        return self.outputs
 
     @property
     def execution_id(self) -> str:
@@ -315,8 +323,7 @@ class Invocations:
                 except (PipewellError, StoreError) as exc:
                     # Answers may already be streaming: the error travels in the outcome.
                     return Outcome(run, error=f"output '{edge}' could not be read: {exc}")
-            output = outputs[edges[0]] if len(edges) == 1 else outputs
-            return Outcome(run, output=output)
+            return Outcome(run, outputs=outputs)
         if run.status.finished:
             return Outcome(run, error=failure_message(run))
         return Outcome(run)
@@ -339,13 +346,13 @@ class Invocations:
         url = await self.scheduler.artifact_url(run_id, edge, OUTPUT_URL_TTL)
         return {"url": url, "content_type": content_type, "size": info.size}
 
-    async def wait(self, run_id: str, timeout: float) -> Outcome:
+    async def wait(self, run_id: str, timeout: float, edges: list[str] | None = None) -> Outcome:
         """The outcome once the run finishes, or what is known when ``timeout`` runs out."""
         last = None
         async for update in self.watch(run_id, timeout):
             last = update.run
         assert last is not None
-        return await self.outcome(last)
+        return await self.outcome(last, edges)
 
     async def watch(
         self, run_id: str, timeout: float, *, heartbeat: float | None = None

@@ -22,7 +22,8 @@ from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome
+from orchestrator.api.sse import open_stream
+from orchestrator.invocations import TIMEOUT_ERROR
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
 
@@ -95,25 +96,14 @@ def _producer(flow: SavedFlow, edge: str) -> str:
     return next(n.id for n in flow.submission.flow.nodes if any(o.edge == edge for o in n.outputs))
 
 
-async def _outputs(
-    request: web.Request, flow: SavedFlow, outcome: Outcome, session: str, edges: list[str]
-) -> list[dict[str, Any]]:
-    invocations = request.app[INVOCATIONS]
-    results = []
-    for edge in edges:
-        output = await invocations.decode(outcome.run.id, edge)
-        message = _message(flow, outcome.run, session, text_of(output), _producer(flow, edge))
-        results.append({"results": {"message": message}, "artifacts": {"edge": edge}})
-    return results
-
-
 @routes.post("/api/v1/run/{flow_id}")
 async def run_flow(request: web.Request) -> web.StreamResponse:
     flow, run, fields, edges = await _start(request)
     if request.query.get("stream", "").lower() in ("true", "1"):
         return await _stream(request, flow, run, fields, edges)
     invocations = request.app[INVOCATIONS]
-    outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
+    timeout = request.app[SETTINGS].invocations.sync_timeout
+    outcome = await invocations.wait(run.id, timeout, edges)
     if not outcome.finished:
         return error_response(
             504,
@@ -126,15 +116,21 @@ async def run_flow(request: web.Request) -> web.StreamResponse:
         return error_response(
             500, "RUN_FAILED", outcome.error or "", detail=outcome.error, execution_id=run.id
         )
-    edges = edges or await request.app[INVOCATIONS].scheduler.terminal_edges(run.id)
+    session = fields["session_id"]
+    outputs = [
+        {
+            "results": {
+                "message": _message(
+                    flow, outcome.run, session, text_of(output), _producer(flow, edge)
+                )
+            },
+            "artifacts": {"edge": edge},
+        }
+        for edge, output in outcome.outputs.items()
+    ]
     body = {
-        "session_id": fields["session_id"],
-        "outputs": [
-            {
-                "inputs": {"input_value": fields["text"]},
-                "outputs": await _outputs(request, flow, outcome, fields["session_id"], edges),
-            }
-        ],
+        "session_id": session,
+        "outputs": [{"inputs": {"input_value": fields["text"]}, "outputs": outputs}],
         "execution_id": run.id,
     }
     return web.json_response(body)
@@ -149,10 +145,7 @@ async def _stream(
 ) -> web.StreamResponse:
     invocations = request.app[INVOCATIONS]
     session = fields["session_id"]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
+    response = await open_stream(request)
 
     async def line(event: str, data: dict[str, Any]) -> None:
         text = json.dumps({"event": event, "data": data}, separators=(", ", ": "))

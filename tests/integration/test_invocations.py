@@ -471,6 +471,23 @@ async def test_langflow_run_stream_and_webhook(start_service):
         and "tweaks: node 'greet' has no flag 'nope'" in (await bad.json())["message"]
     )
 
+    two_step = {
+        "Name": "two-step",
+        "Nodes": [
+            {**one_node("echo")["Nodes"][0], "Outputs": [{"Name": "out", "Edge": "middle"}]},
+            {**one_node("greet")["Nodes"][0], "Inputs": [{"Name": "in", "Edge": "middle"}]},
+        ],
+    }
+    chain = (await save(client, two_step, [ECHO, GREET]))["graph_id"]
+    # The echo's output is the JSON {"text": "mid"}: its message is that text.
+    for component, text in (("echo", "mid"), ("", 'hello {"text":"mid"}')):
+        response = await client.post(
+            f"/api/v1/run/{chain}", json={"input_value": "mid", "output_component": component}
+        )
+        result = (await response.json())["outputs"][0]["outputs"]
+        assert [r["results"]["message"]["text"] for r in result] == [text], component
+        assert result[0]["results"]["message"]["component_id"] == (component or "greet")
+
     bad = await client.post(f"/api/v1/run/{graph}", json={"output_component": "nope"})
     assert bad.status == 400 and (await bad.json())["code"] == "NODE_UNKNOWN"
     body = await (await client.post(f"/api/v1/run/{graph}", json={"session_id": None})).json()
