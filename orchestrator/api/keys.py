@@ -30,7 +30,7 @@ def _require_admin(request: web.Request) -> None:
         )
 
 
-async def _call(request: web.Request, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+async def _call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     loop = asyncio.get_running_loop()
     try:
         return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
@@ -42,7 +42,7 @@ async def _call(request: web.Request, fn, *args, **kwargs):  # type: ignore[no-u
 @routes.get("/api/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
     _require_admin(request)
-    keys = await _call(request, request.app[KEYS].list)
+    keys = await _call(request.app[KEYS].list)
     return web.json_response({"keys": [k.public() for k in keys]})
 
 
@@ -57,15 +57,15 @@ async def create_key(request: web.Request) -> web.Response:
             "BODY_MALFORMED", 'send {"name": "...", "tenant": "..." (optional), "admin": false}'
         )
     store = request.app[KEYS]
-    raw = await _call(request, store.create, name, tenant, admin=bool(admin))
-    info = await _call(request, store.get, name)
+    raw = await _call(store.create, name, tenant, admin=bool(admin))
+    info = await _call(store.get, name)
     return web.json_response({**info.public(), "key": raw}, status=201)
 
 
 @routes.delete("/api/v1/keys/{name}")
 async def revoke_key(request: web.Request) -> web.Response:
     _require_admin(request)
-    await _call(request, request.app[KEYS].revoke, request.match_info["name"])
+    await _call(request.app[KEYS].revoke, request.match_info["name"])
     return web.Response(status=204)
 
 

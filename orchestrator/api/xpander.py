@@ -69,6 +69,11 @@ def task_of(flow: SavedFlow, run: FlowRun, outcome: Outcome | None = None) -> di
     return task
 
 
+def _states(run: FlowRun) -> tuple[Any, ...]:
+    """The run's and its nodes' states: a TaskUpdated is sent when these change."""
+    return (run.status, *(state.status for state in run.node_state.values()))
+
+
 def _iso(moment: Any) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
@@ -99,12 +104,12 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
 
     await event("TaskCreated", task_of(flow, run))
     last = run
-    last_seen = (run.status, tuple(s.status for s in run.node_state.values()))
+    last_seen = _states(run)
     timeout = request.app[SETTINGS].invocations.sync_timeout
     updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
     async for update in run_changes(response, updates):
         last = update.run
-        seen = (last.status, tuple(s.status for s in last.node_state.values()))
+        seen = _states(last)
         if seen != last_seen and not last.status.finished:
             await event("TaskUpdated", task_of(flow, last))
         last_seen = seen

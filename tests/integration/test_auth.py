@@ -99,6 +99,10 @@ async def test_admin_keys_manage_keys_over_http(start_service, tmp_path, capsys)
     assert response.status == 403 and (await response.json())["code"] == "FORBIDDEN"
     response = await client.post("/api/v1/keys", json={"name": "ci"}, headers=root)
     assert response.status == 409 and (await response.json())["code"] == "API_KEY_EXISTS"
+    response = await client.post("/api/v1/keys", json={"name": " "}, headers=root)
+    error = await response.json()
+    assert response.status == 400 and error["code"] == "API_KEY_INVALID"
+    assert error["message"] == "a key needs a name of 1 to 100 characters"
 
     assert (await client.get("/api/v1/flows", headers=ci)).status == 200
     assert (await client.delete("/api/v1/keys/ci", headers=root)).status == 204

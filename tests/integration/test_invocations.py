@@ -191,6 +191,8 @@ async def test_config_profiles_set_flags(start_service):
     for flags, hint in (
         ({"nobody": {"greeting": "x"}}, "no node 'nobody'"),
         ({"greet": {"volume": "11"}}, "no flag 'volume'"),
+        ({"greet": {"greeting": ["a"]}}, "greet.greeting must be a string, number or boolean"),
+        ([1], "flags must be an object {node_id: {flag: value}}"),
     ):
         response = await client.put(f"/api/v1/flows/{graph}/configs/bad", json={"flags": flags})
         error = await response.json()
