@@ -130,7 +130,10 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _invocations(app: web.Application) -> AsyncIterator[None]:
-    registry = FlowRegistry(app[SETTINGS].data_dir / STATE_DB)
+    # Opening SQLite and creating its tables touches the disk: off the loop.
+    registry = await asyncio.get_running_loop().run_in_executor(
+        None, FlowRegistry, app[SETTINGS].data_dir / STATE_DB
+    )
     invocations = Invocations(app[SCHEDULER], app[EVENTS], registry, app[SETTINGS].invocations)
     app[INVOCATIONS] = invocations
     yield
