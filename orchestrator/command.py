@@ -12,6 +12,8 @@ import re
 import shlex
 from collections.abc import Mapping
 
+from orchestrator.models import is_name
+
 CONTAINER_ROOT = "/pipewell"
 INPUT_DIR = f"{CONTAINER_ROOT}/in"
 OUTPUT_DIR = f"{CONTAINER_ROOT}/out"
@@ -39,11 +41,18 @@ def env_name(prefix: str, name: str) -> str:
 
 
 def input_path(name: str, suffix: str) -> str:
-    return f"{INPUT_DIR}/{name}{suffix}"
+    return f"{INPUT_DIR}/{_file_name(name, suffix)}"
 
 
 def output_path(name: str, suffix: str) -> str:
-    return f"{OUTPUT_DIR}/{name}{suffix}"
+    return f"{OUTPUT_DIR}/{_file_name(name, suffix)}"
+
+
+def _file_name(name: str, suffix: str) -> str:
+    # Validation refuses such names; this keeps a bad one from ever becoming a path.
+    if not is_name(name):
+        raise ValueError(f"{name[:80]!r} is not a valid input or output name")
+    return f"{name}{suffix}"
 
 
 def node_environment(

@@ -36,7 +36,7 @@ from orchestrator import command
 from orchestrator.config import ExecutorSettings
 from orchestrator.messages import AttemptResult, OutputInfo, Task, TaskInput
 from orchestrator.mime import extension_for, matches, sniff
-from orchestrator.models import LogRecord
+from orchestrator.models import NAME_RULE, LogRecord, is_name
 from orchestrator.tiers import TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -82,6 +82,35 @@ def _step(what: str) -> Iterator[None]:
         raise AttemptFailed(f"{what}: unreadable archive from Docker: {exc}") from exc
     except OSError as exc:
         raise AttemptFailed(f"{what}: {exc.strerror or exc}") from exc
+
+
+def _check_names(task: Task) -> None:
+    """Refuse a task whose input, output or flag names are not identifiers.
+
+    Validation refuses such flows; a task also comes from a queue, so the worker
+    checks again before any name becomes a path or an environment variable.
+    """
+    for kind, names in (
+        ("input", [i.name for i in task.inputs]),
+        ("output", [o.name for o in task.outputs]),
+        ("flag", list(task.flags)),
+    ):
+        for name in names:
+            if not is_name(name):
+                raise AttemptFailed(
+                    f"{kind} name {name[:80]!r} is not a valid name: {NAME_RULE}",
+                    retryable=False,
+                )
+
+
+def inside(directory: Path, file_name: str) -> Path:
+    """``directory / file_name``, refused unless it is a plain file name in that directory."""
+    if not file_name or file_name in (".", "..") or "/" in file_name or "\0" in file_name:
+        raise AttemptFailed(
+            f"refusing the file name {file_name[:80]!r}: it would leave {directory}",
+            retryable=False,
+        )
+    return directory / file_name
 
 
 def _engine_is_local(client: docker.DockerClient) -> bool:
@@ -299,8 +328,10 @@ class DockerExecutor:
         result = AttemptResult(
             run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
         )
-        attempt_dir = self._attempt_dir() if self.mount_root is not None else None
+        attempt_dir = None
         try:
+            _check_names(task)
+            attempt_dir = self._attempt_dir() if self.mount_root is not None else None
             with timings("input_transfer"):
                 opened = [self._open_input(spec) for spec in task.inputs]
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
@@ -313,7 +344,8 @@ class DockerExecutor:
                 if attempt_dir is None:
                     self._copy_in(container, opened)
                 for item in opened if attempt_dir is not None else []:
-                    self._download(item, attempt_dir / "in" / f"{item.spec.name}{item.suffix}")
+                    target = inside(attempt_dir / "in", f"{item.spec.name}{item.suffix}")
+                    self._download(item, target)
             self._check_run_live(task)
             with timings("start"):
                 pump = self._attach(container, emit, task.attempt)
@@ -333,7 +365,7 @@ class DockerExecutor:
                     if attempt_dir is None:
                         info = self._copy_out(container, path, spec.name, spec.url)
                     else:
-                        host_path = attempt_dir / "out" / path.rsplit("/", 1)[1]
+                        host_path = inside(attempt_dir / "out", path.rsplit("/", 1)[1])
                         info = self._upload_file(host_path, path, spec.name, spec.url)
                     result.outputs[spec.name] = info
             result.ok = True

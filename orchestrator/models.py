@@ -9,17 +9,44 @@ This module is a leaf: it imports nothing of ours.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 from pydantic.alias_generators import to_pascal
 
 DEFAULT_TIER = "c-small"
 DEFAULT_MAX_ATTEMPTS = 3
 #: The tenant of every run and flow when auth is off, and of keys made without --tenant.
 DEFAULT_TENANT = "default"
+#: Longest Timeout a NodeDef may ask for: a week.
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+#: Every name of a flow that becomes a file name, a directory, an environment
+#: variable or part of an object key (inputs, outputs, flags, node IDs, edges,
+#: stores, commands, tenants) is an identifier: never a path, never empty,
+#: bounded. The one pattern: validation reports a mismatch as NAME_001 and the
+#: worker checks it again before it builds a path.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = (
+    "start with a letter or digit and use only letters, digits, '.', '_' and '-' "
+    "(at most 128 characters)"
+)
+
+
+def is_name(value: object) -> bool:
+    """Whether ``value`` is an identifier of :data:`NAME_PATTERN`."""
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
 
 
 class WireModel(BaseModel):
@@ -39,7 +66,17 @@ class WireModel(BaseModel):
 class StoreInput(WireModel):
     name: str
     type: str
-    params: dict[str, Any] = Field(default_factory=dict)
+    # Scalars only: a store's Params are settings (bucket, endpoint_url, ...).
+    params: dict[str, StrictBool | StrictInt | StrictFloat | str] = Field(default_factory=dict)
+
+
+class DataWellLifetime(WireModel):
+    """Pupload's ``Lifetime`` of a well's data: an empty struct there too.
+
+    Accepted so Pupload flows parse; its content is ignored, never stored.
+    """
+
+    model_config = ConfigDict(extra="ignore")
 
 
 class DataWell(WireModel):
@@ -56,7 +93,7 @@ class DataWell(WireModel):
     source: str | None = None
     key: str | None = None
     # Accepted for compatibility with Pupload flows; not used yet.
-    lifetime: dict[str, Any] | None = None
+    lifetime: DataWellLifetime | None = None
 
 
 class NodeEdge(WireModel):
@@ -91,7 +128,7 @@ class Node(WireModel):
 
 
 class Flow(WireModel):
-    name: str
+    name: str = Field(max_length=128)
     stores: list[StoreInput] = Field(default_factory=list)
     default_store: str | None = None
     # Pupload's name for a well template applied to edges without a well.
@@ -146,7 +183,11 @@ class NodeDef(WireModel):
     tier: str = DEFAULT_TIER
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     timeout: float | None = Field(
-        default=None, gt=0, description="Seconds before the container is killed."
+        default=None,
+        gt=0,
+        le=MAX_TIMEOUT_SECONDS,
+        allow_inf_nan=False,
+        description="Seconds before the container is killed (at most a week).",
     )
 
     @property
@@ -244,9 +285,13 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_TENANT",
     "DEFAULT_TIER",
+    "MAX_TIMEOUT_SECONDS",
+    "NAME_PATTERN",
+    "NAME_RULE",
     "Artifact",
     "CommandDef",
     "DataWell",
+    "DataWellLifetime",
     "EdgeDef",
     "FlagDef",
     "Flow",
@@ -262,5 +307,6 @@ __all__ = [
     "RunStatus",
     "StoreInput",
     "WaitingURL",
+    "is_name",
     "utcnow",
 ]

@@ -39,7 +39,7 @@ The package's modules: ``results`` (entries, codes), ``wells``, ``keys``,
 ``defs`` (NodeDef lookup), ``graph`` (order, cycles) and ``checks`` (the pass).
 """
 
-from orchestrator.validation.checks import EDGE_NAME, validate
+from orchestrator.validation.checks import validate
 from orchestrator.validation.defs import resolve_defs
 from orchestrator.validation.graph import topological_order
 from orchestrator.validation.keys import DEFAULT_KEY_TEMPLATE, KEY_VARIABLES, expand_key, key_values
@@ -57,7 +57,6 @@ __all__ = [
     "CODES",
     "DEFAULT_KEY_TEMPLATE",
     "DEFAULT_STORE",
-    "EDGE_NAME",
     "KEY_VARIABLES",
     "PRODUCING_SOURCES",
     "STORE_TYPES",

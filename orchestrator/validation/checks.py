@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from orchestrator.command import split_exec
 from orchestrator.mime import intersects, is_valid_mime
-from orchestrator.models import DataWell, EdgeDef, FlowSubmission, Node, NodeDef
+from orchestrator.models import (
+    NAME_RULE,
+    DataWell,
+    EdgeDef,
+    FlowSubmission,
+    Node,
+    NodeDef,
+    is_name,
+)
 from orchestrator.tiers import TIERS
 from orchestrator.validation.defs import EMPTY_CATALOG, DefLookup
 from orchestrator.validation.graph import Graph
@@ -38,7 +45,6 @@ from orchestrator.validation.wells import (
     effective_wells,
 )
 
-EDGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TIER_EXAMPLES = ("c-nano", "c-small", "c-large", "m-small", "gn-small")
 
 
@@ -87,6 +93,7 @@ class _Validator:
             self.error(
                 "FLOW_002", "the flow has no nodes, so nothing would run; add at least one node"
             )
+        self.check_names()
         self.check_stores()
         self.check_defs()
         self.check_node_ids()
@@ -98,6 +105,78 @@ class _Validator:
         for entry in Graph(self.flow.nodes).cycle_entries():
             self.result.errors.append(entry)
         return self.result
+
+    # -------------------------------------------------------------- names
+
+    def check_names(self) -> None:
+        """NAME_001: every name that becomes a path, a directory or a variable is an identifier."""
+        for field, what, name, where in self.named_things():
+            if not is_name(name):
+                shown = name if len(name) <= 80 else name[:80] + "…"
+                self.error(
+                    "NAME_001",
+                    f"{what} {shown!r} is not a valid name: {NAME_RULE}. Names become file "
+                    "names and environment variables, never paths",
+                    field=field,
+                    **where,
+                )
+
+    def named_things(self) -> Iterable[tuple[str, str, str, dict[str, str | None]]]:
+        """(field, what it is, the name, where-fields) of every name the submission gives."""
+        flow = self.flow
+        for i, store in enumerate(flow.stores):
+            yield f"Flow.Stores.{i}.Name", "store name", store.name, {"store": store.name}
+        if flow.default_store is not None:
+            yield (
+                "Flow.DefaultStore",
+                "DefaultStore",
+                flow.default_store,
+                {"store": flow.default_store},
+            )
+        template = flow.default_data_well
+        if template is not None and template.store is not None:
+            yield (
+                "Flow.DefaultDataWell.Store",
+                "store name",
+                template.store,
+                {"store": template.store},
+            )
+        for i, well in enumerate(flow.data_wells):
+            yield f"Flow.DataWells.{i}.Edge", "edge name", well.edge, {"edge": well.edge}
+            if well.store is not None:
+                yield f"Flow.DataWells.{i}.Store", "store name", well.store, {"store": well.store}
+        for i, node in enumerate(flow.nodes):
+            where = f"Flow.Nodes.{i}"
+            # An empty ID is NODE_008's business.
+            if node.id:
+                yield f"{where}.ID", "node ID", node.id, {"node": node.id}
+            node_id = node.id or None
+            for plural, bindings in (("Inputs", node.inputs), ("Outputs", node.outputs)):
+                for k, binding in enumerate(bindings):
+                    what = f"{plural[:-1].lower()} name"
+                    yield f"{where}.{plural}.{k}.Name", what, binding.name, {"node": node_id}
+                    yield (
+                        f"{where}.{plural}.{k}.Edge",
+                        "edge name",
+                        binding.edge,
+                        {"node": node_id, "edge": binding.edge},
+                    )
+            for k, flag in enumerate(node.flags):
+                yield f"{where}.Flags.{k}.Name", "flag name", flag.name, {"node": node_id}
+            if node.command is not None:
+                yield f"{where}.Command", "command name", node.command, {"node": node_id}
+        for i, node_def in enumerate(self.submission.node_defs):
+            where = f"NodeDefs.{i}"
+            for plural, declared in (("Inputs", node_def.inputs), ("Outputs", node_def.outputs)):
+                for k, edge_def in enumerate(declared):
+                    what = f"{plural[:-1].lower()} name"
+                    yield f"{where}.{plural}.{k}.Name", what, edge_def.name, {}
+            for k, flag_def in enumerate(node_def.flags):
+                yield f"{where}.Flags.{k}.Name", "flag name", flag_def.name, {}
+            if node_def.command is not None:
+                yield f"{where}.Command.Name", "command name", node_def.command.name, {}
+            for k, command_def in enumerate(node_def.commands):
+                yield f"{where}.Commands.{k}.Name", "command name", command_def.name, {}
 
     # -------------------------------------------------------------- stores
 
@@ -406,14 +485,6 @@ class _Validator:
         well_sources: dict[str, list[str | None]] = defaultdict(list)
         for well in wells:
             well_sources[well.edge].append(well.source)
-        for name in dict.fromkeys([*self.used_edges, *(w.edge for w in wells)]):
-            if not EDGE_NAME.match(name):
-                self.error(
-                    "EDGE_005",
-                    f"edge name {name!r} is invalid; start with a letter or digit and use only "
-                    "letters, digits, '.', '_' and '-' (at most 128 characters)",
-                    edge=name,
-                )
         for edge in self.used_edges:
             producers = self.producers.get(edge, [])
             consumers = self.consumers.get(edge, [])
@@ -683,7 +754,4 @@ def validate(
     return _Validator(submission, catalog or EMPTY_CATALOG, tuple(store_types)).run()
 
 
-__all__ = [
-    "EDGE_NAME",
-    "validate",
-]
+__all__ = ["validate"]

@@ -30,7 +30,8 @@ CODES: dict[str, str] = {
     "EDGE_002": "an edge is produced but nothing consumes or stores it",
     "EDGE_003": "producer and consumer MIME types do not intersect",
     "EDGE_004": "an edge has two producers (Pipewell's use of the code)",
-    "EDGE_005": "invalid edge name",
+    "NAME_001": "a name (input, output, flag, node, edge, store, command) is not an identifier "
+    "(ours; Pupload's EDGE_005 for edges)",
     "WELL_001": "invalid Source",
     "WELL_002": "the well's edge is not used by any node",
     "WELL_003": "two wells on one edge",

@@ -477,10 +477,21 @@ def test_edge_004_node_output_and_upload_well():
     assert (entry.edge, entry.node) == ("out", "b")
 
 
-@pytest.mark.parametrize("name", ["bad name", "-starts-with-dash", "", "a" * 129, "ünï"])
-def test_edge_005_invalid_edge_name(name):
-    entry = only(check(submission([node("a", {"in": name}, {"out": "o"})])), "EDGE_005")
-    assert entry.edge == name
+BAD_NAMES = ["bad name", "-starts-with-dash", "", "a" * 129, "ünï", "/etc/passwd", "../x", "a\0b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_name_001_invalid_edge_name(name):
+    entry = only(check(submission([node("a", {"in": name}, {"out": "o"})])), "NAME_001")
+    assert (entry.edge, entry.field) == (name, "Flow.Nodes.0.Inputs.0.Edge")
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_name_001_invalid_input_name_in_node_and_def(name):
+    defs = [{"Publisher": "t", "Name": "copy", "Image": "i", "Inputs": [{"Name": name}]}]
+    result = check(submission([node("a", {name: "src"}, {"out": "o"})], defs))
+    fields = [e.field for e in result.errors if e.code == "NAME_001"]
+    assert fields == ["Flow.Nodes.0.Inputs.0.Name", "NodeDefs.0.Inputs.0.Name"]
 
 
 # ------------------------------------------------------------------ WELL
@@ -680,7 +691,7 @@ def test_every_problem_is_reported_at_once():
         "NODE_001",
         "EDGE_001",
         "EDGE_002",
-        "EDGE_005",
+        "NAME_001",
         "WELL_001",
         "WELL_002",
         "WELL_004",
@@ -692,7 +703,7 @@ def test_every_problem_is_reported_at_once():
     by_code = {e.code: e for e in result.errors}
     assert by_code["NODE_001"].node == "c"
     assert by_code["NODE_005"].node == "a"
-    assert by_code["EDGE_005"].edge == "bad edge"
+    assert by_code["NAME_001"].edge == "bad edge"
     assert by_code["WELL_004"].store == "missing"
     assert all(e.message for e in result.errors)
     assert set(CODES) >= codes
