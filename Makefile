@@ -36,9 +36,10 @@ venv:
 docker:
 	@$(SCRIPT_ENV) scripts/ensure-docker.sh
 
-# Installed, not started: the tests start their own redis-server.
+# Installed, not started: the tests start their own redis-server. Chromium is the
+# real browser the tests drive (through Playwright) to act as a web page would.
 packages:
-	@$(SCRIPT_ENV) bash -c '. scripts/lib.sh && apt_install redis-server'
+	@$(SCRIPT_ENV) bash -c '. scripts/lib.sh && apt_install redis-server chromium'
 
 images: docker
 	@$(SCRIPT_ENV) scripts/build-images.sh

@@ -10,9 +10,17 @@ import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.errors import ConfigError
 from orchestrator.tiers import GIB, TIERS, Tier
@@ -102,6 +110,8 @@ class Settings(_Section):
     public_url: str | None = None
     data_dir: Path = Path(".pipewell")
     auth: Literal["none", "required"] = "none"
+    # Origins (scheme://host[:port]) of web apps allowed to call the API from a browser.
+    allowed_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     log_level: str = "info"
     storage: StorageSettings = Field(default_factory=StorageSettings)
@@ -117,6 +127,18 @@ class Settings(_Section):
             if unknown:
                 raise ValueError(f"worker.tiers: unknown tier(s) {unknown}")
         return self
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port], e.g. "
+                    "https://app.example.com"
+                )
+        return origins
 
     @property
     def base_url(self) -> str:

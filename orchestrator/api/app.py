@@ -31,6 +31,7 @@ from orchestrator.api.appkeys import (
     WORKER,
 )
 from orchestrator.api.auth import auth_middleware
+from orchestrator.api.browsers import add_cors_headers, browser_guard
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.objects import add_object_routes
 from orchestrator.apikeys import KeyStore
@@ -141,11 +142,14 @@ async def _invocations(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    middlewares = [error_middleware]
     keys = KeyStore(settings.data_dir / STATE_DB)
+    # Pages of other origins are refused before a key is even looked up.
+    middlewares = [browser_guard(settings)]
     if settings.auth == "required":
-        middlewares.insert(0, auth_middleware(keys))
+        middlewares.append(auth_middleware(keys))
+    middlewares.append(error_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
+    app.on_response_prepare.append(add_cors_headers)
     app[SETTINGS] = settings
     app[KEYS] = keys
 

@@ -1,8 +1,17 @@
-"""Request bodies: JSON (or YAML), objects, and the {Flow, NodeDefs} submission."""
+"""Request bodies: JSON (or YAML), objects, and the {Flow, NodeDefs} submission.
+
+A body is untrusted: it is only read as the content types an endpoint
+documents (a browser can send ``text/plain`` across origins without asking
+first), its YAML aliases may not expand beyond a bound, its nesting is bounded,
+and a large one is parsed off the event loop. Every refusal is a 4xx saying
+what to send instead.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import yaml
@@ -11,29 +20,138 @@ from aiohttp import web
 from orchestrator.api.errors import BadRequest
 from orchestrator.models import FlowSubmission
 
+JSON_TYPES = ("application/json",)
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+#: Nodes a YAML document may hold once its aliases are expanded.
+MAX_YAML_NODES = 100_000
+#: Levels of nested objects and arrays a body may have.
+MAX_DEPTH = 64
+#: Bodies larger than this are parsed in a thread, so other requests go on meanwhile.
+PARSE_INLINE_BYTES = 64 * 1024
+# Parsing is CPU-bound: two threads at most, whatever the number of requests.
+_parsers = ThreadPoolExecutor(2, thread_name_prefix="pipewell-parse")
 
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (or YAML when sent as application/yaml), or a 400 saying why."""
-    body = await request.read()
-    if request.content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
-        try:
-            return yaml.safe_load(body)
-        except yaml.YAMLError as exc:
-            raise BadRequest("BODY_MALFORMED", f"request body is not valid YAML: {exc}") from exc
+
+class _TooLarge(ValueError):
+    pass
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses recursive aliases and alias expansion beyond MAX_YAML_NODES."""
+
+    def compose_document(self):  # type: ignore[no-untyped-def]
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the nodes of ``root`` as if every alias were copied out (an alias bomb's size)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        children = _children(node)
+        if finished:
+            open_nodes.discard(id(node))
+            size = 1 + sum(sizes[id(c)] for c in children)
+            if size > MAX_YAML_NODES:
+                raise _TooLarge(
+                    f"its aliases expand to over {MAX_YAML_NODES} values; write the document "
+                    "without aliases, or with fewer"
+                )
+            sizes[id(node)] = size
+        elif id(node) in open_nodes:
+            raise _TooLarge("an alias refers to a node that contains it (a recursive document)")
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send a finite number")
+
+
+def _check_depth(value: Any) -> None:
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return
+    raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep")
+
+
+def parse_body(body: bytes, kind: str) -> Any:
+    """The JSON or YAML document in ``body``; ValueError saying why it cannot be read."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        if kind == "yaml":
+            value = yaml.load(body, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
+        else:
+            value = json.loads(body, parse_constant=_no_constants)
+    except RecursionError:
+        raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep") from None
+    _check_depth(value)
+    return value
+
+
+def body_kind(request: web.Request, *, yaml_ok: bool) -> str:
+    """``json`` or ``yaml`` by the request's Content-Type; 415 for any other type."""
+    content_type = request.content_type
+    if content_type in JSON_TYPES or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    ):
+        return "json"
+    if yaml_ok and content_type in YAML_TYPES:
+        return "yaml"
+    accepted = "application/json" + (" or application/yaml" if yaml_ok else "")
+    sent = request.headers.get("Content-Type")
+    raise BadRequest(
+        "CONTENT_TYPE_UNSUPPORTED",
+        f"this endpoint takes {accepted}, not "
+        + (f"{sent!r}" if sent else "a body without Content-Type")
+        + f"; send the header 'Content-Type: {accepted.split(' or ')[0]}'",
+        status=415,
+    )
+
+
+async def read_json(request: web.Request, *, yaml_ok: bool = False) -> Any:
+    """The body as JSON (or YAML when ``yaml_ok`` and sent as YAML), or a 4xx saying why."""
+    kind = body_kind(request, yaml_ok=yaml_ok)
+    body = await request.read()
+    try:
+        if len(body) <= PARSE_INLINE_BYTES:
+            return parse_body(body, kind)
+        return await asyncio.get_running_loop().run_in_executor(_parsers, parse_body, body, kind)
+    except (yaml.YAMLError, ValueError) as exc:
+        # UnicodeDecodeError and json's errors are ValueErrors; so are integers over
+        # Python's 4,300-digit limit.
         raise BadRequest(
-            "BODY_MALFORMED",
-            f"request body is not valid JSON: {exc}",
+            "BODY_MALFORMED", f"request body is not valid {kind.upper()}: {exc}"
         ) from exc
 
 
-async def read_object(request: web.Request, *, empty_ok: bool = False) -> dict[str, Any]:
+async def read_object(
+    request: web.Request, *, empty_ok: bool = False, yaml_ok: bool = False
+) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}`` when ``empty_ok``."""
     if empty_ok and not await request.read():
         return {}
-    body = await read_json(request)
+    body = await read_json(request, yaml_ok=yaml_ok)
     if not isinstance(body, dict):
         raise BadRequest("BODY_MALFORMED", "request body must be a JSON object")
     return body
@@ -54,7 +172,8 @@ async def read_fields(
 
 
 async def read_submission(request: web.Request) -> FlowSubmission:
-    body = await read_json(request)
+    """``{Flow, NodeDefs}`` as JSON or YAML."""
+    body = await read_json(request, yaml_ok=True)
     if not isinstance(body, dict):
         raise BadRequest("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
     if "Flow" not in body:
@@ -62,4 +181,13 @@ async def read_submission(request: web.Request) -> FlowSubmission:
     return FlowSubmission.model_validate(body)
 
 
-__all__ = ["read_fields", "read_json", "read_object", "read_submission"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_YAML_NODES",
+    "body_kind",
+    "parse_body",
+    "read_fields",
+    "read_json",
+    "read_object",
+    "read_submission",
+]

@@ -5,11 +5,15 @@ Each test is the attack as a hostile user sends it to the real service.
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import docker
 import pytest
+import yaml
 
+from orchestrator.api.appkeys import SCHEDULER
 from orchestrator.config import ExecutorSettings
 from orchestrator.executor import AttemptFailed, DockerExecutor, inside
 from orchestrator.messages import Task, TaskInput, TaskOutput
@@ -131,3 +135,184 @@ def test_inside_keeps_file_names_in_their_directory(tmp_path: Path):
     for name in ("", ".", "..", "../x", "/etc/passwd", "a/b", "a\0b"):
         with pytest.raises(AttemptFailed):
             inside(tmp_path, name)
+
+
+# ------------------------------------------------------------------ what a web page can send
+
+
+def simple_flow() -> dict:
+    flow = {
+        "Name": "page",
+        "Nodes": [{"ID": "n", "Uses": "test/t", "Outputs": [{"Name": "out", "Edge": "dst"}]}],
+    }
+    defs = [busybox_def("t", "sh -c 'echo hi > ${out}'", Outputs=[{"Name": "out"}])]
+    return {"Flow": flow, "NodeDefs": defs}
+
+
+def runs_of(client) -> dict:  # type: ignore[no-untyped-def]
+    return client.server.app[SCHEDULER].runs
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_state_changing_requests_take_only_their_documented_types(
+    start_service, content_type
+):
+    client = await start_service()
+    body = json.dumps(simple_flow())
+    for path in ("/api/v1/flow/test", "/api/v1/flows", "/invocations/v1/flows/invoke"):
+        response = await client.post(path, data=body, headers={"Content-Type": content_type})
+        assert response.status == 415, (path, await response.text())
+        answer = await response.json()
+        assert answer["code"] == "CONTENT_TYPE_UNSUPPORTED"
+        assert "Content-Type: application/json" in answer["message"]
+    assert runs_of(client) == {}
+
+
+async def test_pages_of_other_origins_cannot_change_anything(start_service):
+    client = await start_service()
+    body = simple_flow()
+    for headers in (
+        {"Origin": "http://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://127.0.0.1:{client.port + 1}"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ):
+        response = await client.post("/api/v1/flow/test", json=body, headers=headers)
+        assert response.status == 403, (headers, await response.text())
+        assert (await response.json())["code"] == "ORIGIN_FORBIDDEN"
+    assert runs_of(client) == {}
+    # The service's own pages, and programs that send no Origin, are served.
+    own = {"Origin": f"http://127.0.0.1:{client.port}", "Sec-Fetch-Site": "same-origin"}
+    response = await client.post("/api/v1/flow/test", json=body, headers=own)
+    assert response.status == 200, await response.text()
+    response = await client.post("/api/v1/flow/test", json=body)
+    assert response.status == 200, await response.text()
+    # Reads from other origins are left to the browser, which hides the answer.
+    run_id = (await response.json())["ID"]
+    response = await client.get(
+        f"/api/v1/flow/status/{run_id}", headers={"Origin": "http://evil.example"}
+    )
+    assert response.status == 200
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_without_auth_a_rebound_name_is_refused(start_service):
+    client = await start_service()
+    response = await client.get("/healthz", headers={"Host": f"evil.example:{client.port}"})
+    assert response.status == 403
+    assert (await response.json())["code"] == "HOST_FORBIDDEN"
+    for host in (f"localhost:{client.port}", f"127.0.0.1:{client.port}"):
+        response = await client.get("/healthz", headers={"Host": host})
+        assert response.status == 200
+
+
+async def test_an_allowed_origin_gets_cors_answers(start_service):
+    app_origin = "https://app.example.com"
+    client = await start_service(allowed_origins=[app_origin])
+    preflight = await client.options(
+        "/api/v1/flow/test",
+        headers={
+            "Origin": app_origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status == 204
+    assert preflight.headers["Access-Control-Allow-Origin"] == app_origin
+    assert "content-type" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = await client.post(
+        "/api/v1/flow/test", json=simple_flow(), headers={"Origin": app_origin}
+    )
+    assert response.status == 200, await response.text()
+    assert response.headers["Access-Control-Allow-Origin"] == app_origin
+
+
+# ------------------------------------------------------------------ bodies that explode
+
+
+def alias_bomb(levels: int) -> str:
+    lines = ['a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, levels + 1):
+        refs = ",".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    flow = simple_flow()
+    node_defs = json.dumps(flow["NodeDefs"])
+    return (
+        "\n".join(lines)
+        + "\nFlow:\n  Name: bomb\n  DataWells:\n    - Edge: dst\n"
+        + f"      Lifetime: {{x: *a{levels}}}\n"
+        + "  Nodes: "
+        + json.dumps(flow["Flow"]["Nodes"])
+        + f"\nNodeDefs: {node_defs}\n"
+    )
+
+
+async def test_a_yaml_alias_bomb_is_refused_at_once(start_service):
+    client = await start_service()
+    bomb = alias_bomb(8)
+    assert len(bomb) < 1500
+    began = time.monotonic()
+    response = await client.post(
+        "/api/v1/flow/test", data=bomb, headers={"Content-Type": "application/yaml"}
+    )
+    assert response.status == 400, await response.text()
+    answer = await response.json()
+    assert answer["code"] == "BODY_MALFORMED"
+    assert "aliases expand" in answer["message"]
+    assert time.monotonic() - began < 2
+    recursive = "a: &a [*a]\nFlow: {Name: x}\n"
+    response = await client.post(
+        "/api/v1/flow/test", data=recursive, headers={"Content-Type": "application/yaml"}
+    )
+    assert response.status == 400
+    assert "recursive" in (await response.json())["message"]
+
+
+async def test_lifetime_is_accepted_and_ignored(start_service):
+    client = await start_service()
+    body = simple_flow()
+    body["Flow"]["DataWells"] = [{"Edge": "dst", "Lifetime": {"Days": 3}}]
+    response = await client.post("/api/v1/flow/test", json=body)
+    assert response.status == 200, await response.text()
+    run = runs_of(client)[(await response.json())["ID"]]
+    assert "Days" not in json.dumps(run.snapshot())
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", "[" * 100_000 + "]" * 100_000),
+        ("application/yaml", "[" * 100_000 + "]" * 100_000),
+        ("application/json", '{"Flow": {"Name": "x"}, "NodeDefs": [], "n": ' + "7" * 5000 + "}"),
+        ("application/yaml", "Flow: {Name: x}\nn: " + "7" * 5000 + "\n"),
+        ("application/json", '{"Flow": {"Name": "x"}, "n": Infinity}'),
+        ("application/json", '{"Flow": {"Name": "x"}, "n": NaN}'),
+        ("application/json", '{"Flow": {"Name": "x"}, "n": ' + "[" * 70 + "]" * 70 + "}"),
+    ],
+    ids=["deep-json", "deep-yaml", "long-int-json", "long-int-yaml", "infinity", "nan", "depth-70"],
+)
+async def test_bodies_that_break_parsers_are_400s(start_service, content_type, body):
+    client = await start_service()
+    response = await client.post(
+        "/api/v1/flow/test", data=body, headers={"Content-Type": content_type}
+    )
+    assert response.status == 400, await response.text()
+    assert (await response.json())["code"] == "BODY_MALFORMED"
+
+
+@pytest.mark.parametrize("timeout", [1e10, -1, ".inf", ".nan"])
+async def test_timeouts_outside_a_week_are_refused(start_service, timeout):
+    client = await start_service()
+    body = simple_flow()
+    body["NodeDefs"][0]["Timeout"] = "TIMEOUT"
+    text = yaml.safe_dump(body).replace("TIMEOUT", str(timeout))
+    response = await client.post(
+        "/api/v1/flow/test", data=text, headers={"Content-Type": "application/yaml"}
+    )
+    assert response.status == 400, await response.text()
+    answer = await response.json()
+    assert answer["code"] == "FLOW_INVALID"
+    assert answer["errors"][0]["field"] == "NodeDefs.0.Timeout"
+    assert runs_of(client) == {}
