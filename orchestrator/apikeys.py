@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.models import DEFAULT_TENANT
+from orchestrator.models import DEFAULT_TENANT, NAME_RULE, is_name
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -111,8 +111,9 @@ class KeyStore:
         """Make a key and return it raw: the only time anyone sees it."""
         if not name.strip() or len(name) > 100:
             raise KeyOperationError("a key needs a name of 1 to 100 characters")
-        if not tenant.strip() or len(tenant) > 100:
-            raise KeyOperationError("a key needs a tenant of 1 to 100 characters")
+        if not is_name(tenant):
+            # The tenant names the namespace of its objects in the service's stores.
+            raise KeyOperationError(f"a key's tenant is a name: {NAME_RULE}")
         raw = secrets.token_hex(32)
         try:
             self._execute(

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import ConfigError
+from orchestrator.models import NAME_RULE, is_name
 from orchestrator.tiers import GIB, TIERS, Tier
 
 
@@ -37,8 +38,41 @@ class StoreSettings(_Section):
 
 class StorageSettings(_Section):
     default: StoreSettings = Field(default_factory=StoreSettings)
+    # More stores of the operator's, by name: flows name them in their DataWells.
+    stores: dict[str, StoreSettings] = Field(default_factory=dict)
+    # S3 endpoints a flow may declare a store of its own on (with its own
+    # credentials). Empty: flows only use the stores above.
+    flow_store_endpoints: list[str] = Field(default_factory=list)
+    # Flow-declared stores kept open at once (each holds S3 clients).
+    flow_stores_open: int = Field(default=16, ge=1)
     url_ttl: float = Field(default=3600, gt=0)
     poll_interval: float = Field(default=2.0, gt=0)
+
+    @field_validator("stores")
+    @classmethod
+    def _store_names(cls, stores: dict[str, StoreSettings]) -> dict[str, StoreSettings]:
+        for name in stores:
+            if name == "default" or not is_name(name):
+                raise ValueError(
+                    f"store name {name!r}: {NAME_RULE}, and not 'default' (that is storage.default)"
+                )
+        return stores
+
+    @field_validator("flow_store_endpoints")
+    @classmethod
+    def _endpoints(cls, endpoints: list[str]) -> list[str]:
+        for endpoint in endpoints:
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+                raise ValueError(
+                    f"{endpoint!r} is not an endpoint; write scheme://host[:port], e.g. "
+                    "https://s3.eu-west-1.amazonaws.com"
+                )
+        return [e.rstrip("/") for e in endpoints]
+
+    def operator_stores(self) -> dict[str, StoreSettings]:
+        """Every store of the operator's by name, ``default`` first."""
+        return {"default": self.default, **self.stores}
 
 
 class WorkerSettings(_Section):

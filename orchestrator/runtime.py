@@ -33,6 +33,7 @@ from orchestrator.validation import (
     effective_wells,
     expand_key,
     resolve_defs,
+    tenant_prefix,
     topological_order,
 )
 
@@ -84,6 +85,9 @@ def plan_run(
     producers = {out.edge: node.id for node in flow.nodes for out in node.outputs}
     edge_names = sorted({e.edge for n in flow.nodes for e in (*n.inputs, *n.outputs)}, key=str)
     edges: dict[str, dict[str, Any]] = {}
+    # The flow's own stores are its own; in the service's, it has its tenant's namespace.
+    own_stores = {s.name for s in flow.stores}
+    namespace = tenant_prefix(tenant)
     for name in edge_names:
         well = wells.get(name)
         store = (well and well.store) or (template_well and template_well.store) or default_store
@@ -93,6 +97,8 @@ def plan_run(
         key = expand_key(
             template, run_id=run_id, flow_name=flow.name, edge=name, now=now, uuid=uuid.uuid4().hex
         )
+        if store not in own_stores:
+            key = f"{namespace}/{key}"
         if name in producers:
             source, producer = "node", producers[name]
         elif well is not None and well.source == "static":

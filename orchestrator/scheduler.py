@@ -21,7 +21,7 @@ import structlog
 
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
-from orchestrator.errors import ArtifactNotFound, InputMismatch, RunNotFound
+from orchestrator.errors import ArtifactNotFound, FlowInvalid, InputMismatch, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -50,7 +50,7 @@ from orchestrator.runtime import RunState, Transition, plan_run, terminal_edges
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
-from orchestrator.validation import resolve_defs, validate
+from orchestrator.validation import StorePolicy, ValidationEntry, resolve_defs, validate
 from storage import ObjectInfo, Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -74,6 +74,10 @@ class Scheduler:
         self.events = events
         self.stores = stores
         self.catalog = catalog
+        self.store_policy = StorePolicy(
+            operator_stores=frozenset(settings.storage.operator_stores()),
+            flow_store_endpoints=frozenset(settings.storage.flow_store_endpoints),
+        )
         self.runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         # (store name, object key) → (run id, edge) for uploads still awaited.
@@ -113,7 +117,7 @@ class Scheduler:
     # ------------------------------------------------------------ API surface
 
     def validate(self, submission: FlowSubmission):  # -> ValidationResult
-        return validate(submission, catalog=self.catalog)
+        return validate(submission, catalog=self.catalog, stores=self.store_policy)
 
     async def submit(
         self,
@@ -138,6 +142,7 @@ class Scheduler:
             resolve_defs(submission, self.catalog),
             max_log_lines=self.settings.executor.log_lines_per_node,
         )
+        await self._check_static_objects(run)
         if inputs is not None:
             expected = set(run.upload_edges())
             if set(inputs) != expected:
@@ -168,6 +173,30 @@ class Scheduler:
         for edge in inputs or ():
             await self._apply(run, run.artifact_arrived(edge))
         return run.run
+
+    async def _check_static_objects(self, run: RunState) -> None:
+        """WELL_010: a static well's object must be there (in the tenant's namespace)."""
+        missing = []
+        for edge in run.plan.edges:
+            if run.plan.edge(edge).source != "static":
+                continue
+            artifact = run.artifact_for(edge)
+            store = self._store(run, artifact.store_name)
+            if not await self._io_call(store.exists, artifact.object_name):
+                missing.append(
+                    ValidationEntry(
+                        code="WELL_010",
+                        message=f"the static DataWell on edge {edge!r} names an object that is "
+                        f"not in store {artifact.store_name!r} (looked for "
+                        f"{artifact.object_name!r}: in the service's stores, Keys are relative "
+                        "to your tenant's namespace); store it there first, or fix the Key",
+                        edge=edge,
+                        well=edge,
+                        store=artifact.store_name,
+                    ).model_dump()
+                )
+        if missing:
+            raise FlowInvalid(missing)
 
     async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
         """The run as it stands; ``tenant`` given, another tenant's run is not found."""

@@ -1,17 +1,26 @@
-"""The stores a run can name: the service's ``default`` store and a flow's own ``Stores``.
+"""The stores a run can name: the operator's, by name, and a flow's own ``Stores``.
 
-Stores are opened once and kept (their clients hold connections); a flow's
-store is keyed by its name and parameters, so two flows declaring the same
-store share one client.
+The operator's stores (``storage.default`` and ``storage.stores``) are opened
+once at start. A flow names them in its DataWells without declaring them; its
+runs' objects there live under its tenant's namespace (``runtime.plan_run``).
+
+A flow may declare a store of its own only where the operator allows it
+(validation checks ``storage.flow_store_endpoints``): an s3 store with its own
+credentials, which never falls back on the service's. Those are opened on
+demand and kept in a bounded LRU, keyed by everything that makes them differ,
+so submissions that vary a parameter cannot grow the service without end.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from orchestrator.config import Settings
-from orchestrator.models import Flow
+from orchestrator.models import Flow, StoreInput
 from storage import LocalStore, Store, StoreError, open_store
 
 DEFAULT_STORE = "default"
@@ -21,50 +30,69 @@ class StoreRegistry:
     def __init__(self, settings: Settings, secret: bytes) -> None:
         self.settings = settings
         self.secret = secret
-        self._opened: dict[str, Store] = {}
-        self.default = self._open(
-            DEFAULT_STORE, settings.storage.default.type, settings.storage.default.params
+        self.operator: dict[str, Store] = {
+            name: self._open_store(name, declared.type, declared.params)
+            for name, declared in settings.storage.operator_stores().items()
+        }
+        self.default = self.operator[DEFAULT_STORE]
+        self._flow_stores: OrderedDict[str, Store] = OrderedDict()
+        # prepare() runs in the store thread pool, get() on the event loop.
+        self._lock = threading.Lock()
+
+    def _open_store(self, name: str, type_: str, params: dict) -> Store:  # type: ignore[type-arg]
+        return open_store(
+            name,
+            type_,
+            params,
+            data_dir=Path(self.settings.data_dir),
+            public_base_url=self.settings.base_url,
+            internal_base_url=self.settings.internal_url,
+            secret=self.secret,
         )
 
-    def _open(self, name: str, type_: str, params: dict) -> Store:  # type: ignore[type-arg]
-        cache_key = json.dumps([name, type_, params], sort_keys=True, default=str)
-        store = self._opened.get(cache_key)
-        if store is None:
-            store = open_store(
-                name,
-                type_,
-                params,
-                data_dir=Path(self.settings.data_dir),
-                public_base_url=self.settings.base_url,
-                internal_base_url=self.settings.internal_url,
-                secret=self.secret,
-            )
-            self._opened[cache_key] = store
+    def _flow_store(self, declared: StoreInput) -> Store:
+        # The digest stands for the parameters, credentials included, without holding them.
+        fingerprint = hashlib.sha256(
+            json.dumps([declared.name, declared.type, declared.params], sort_keys=True).encode()
+        ).hexdigest()
+        with self._lock:
+            store = self._flow_stores.get(fingerprint)
+            if store is not None:
+                self._flow_stores.move_to_end(fingerprint)
+                return store
+        if declared.type != "s3":
+            raise StoreError(f"store {declared.name!r}: a flow may only declare s3 stores")
+        # A flow's store carries its own credentials; validation has checked they are there.
+        store = self._open_store(declared.name, declared.type, dict(declared.params))
+        with self._lock:
+            self._flow_stores[fingerprint] = store
+            while len(self._flow_stores) > self.settings.storage.flow_stores_open:
+                # Dropped, not closed: an attempt may still hold it; its clients go with it.
+                self._flow_stores.popitem(last=False)
         return store
 
     def prepare(self, flow: Flow) -> None:
         """Open every store the flow declares. Blocks (clients, buckets): call off the loop."""
         for declared in flow.stores:
-            self._open(declared.name, declared.type, declared.params)
+            self._flow_store(declared)
 
     def get(self, name: str, flow: Flow | None = None) -> Store:
-        """The store called ``name`` for a flow: its own declaration first, then ``default``.
+        """The store called ``name`` for a flow: its own declaration first, then the operator's.
 
-        Does not block once ``prepare(flow)`` has run.
+        Does not block once ``prepare(flow)`` has run (unless the LRU dropped it meanwhile).
         """
         for declared in flow.stores if flow else []:
             if declared.name == name:
-                return self._open(declared.name, declared.type, declared.params)
-        if name == DEFAULT_STORE:
-            return self.default
-        raise StoreError(f"store {name!r} is not declared by the flow")
+                return self._flow_store(declared)
+        store = self.operator.get(name)
+        if store is None:
+            raise StoreError(f"store {name!r} is neither the flow's nor one of the service's")
+        return store
 
     def local(self, name: str) -> LocalStore | None:
-        """The local store serving ``/objects/{name}/…``, if any is open."""
-        for store in self._opened.values():
-            if isinstance(store, LocalStore) and store.name == name:
-                return store
-        return None
+        """The local store serving ``/objects/{name}/…``, if the operator has one by that name."""
+        store = self.operator.get(name)
+        return store if isinstance(store, LocalStore) else None
 
     @staticmethod
     def notifies(store: Store) -> bool:
@@ -72,9 +100,9 @@ class StoreRegistry:
         return isinstance(store, LocalStore)
 
     def close(self) -> None:
-        for store in self._opened.values():
+        for store in [*self.operator.values(), *self._flow_stores.values()]:
             store.close()
-        self._opened.clear()
+        self._flow_stores.clear()
 
 
 __all__ = ["DEFAULT_STORE", "StoreRegistry"]

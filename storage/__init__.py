@@ -26,11 +26,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'storage' has no attribute {name!r}")
 
 
-_S3_PARAMS = {
+#: The Params an s3 store takes (S3Store's keyword arguments).
+S3_PARAMS = frozenset({
     "bucket", "endpoint_url", "public_endpoint_url", "region", "access_key_id",
     "secret_access_key", "prefix", "create_bucket", "connect_timeout", "read_timeout",
     "max_attempts",
-}  # fmt: skip
+})  # fmt: skip
 
 
 def open_store(
@@ -70,10 +71,10 @@ def open_store(
     if type == "s3":
         if not isinstance(params.get("bucket"), str) or not params["bucket"].strip():
             raise StoreError(f"store {name!r}: s3 needs Params.bucket, the bucket's name")
-        unknown = sorted(set(params) - _S3_PARAMS)
+        unknown = sorted(set(params) - S3_PARAMS)
         if unknown:
             raise StoreError(
-                f"store {name!r}: unknown s3 Params {unknown}; known: {sorted(_S3_PARAMS)}"
+                f"store {name!r}: unknown s3 Params {unknown}; known: {sorted(S3_PARAMS)}"
             )
         from storage.s3 import S3Store
 
@@ -82,6 +83,7 @@ def open_store(
 
 
 __all__ = [
+    "S3_PARAMS",
     "InvalidKey",
     "KeyConflict",
     "LocalStore",

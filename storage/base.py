@@ -44,6 +44,7 @@ class ObjectInfo:
     content_type: str | None = None
 
 
+MAX_KEY_BYTES = 1024
 _SEGMENT_OK = re.compile(r"^[A-Za-z0-9._\-+=@,:~ ]+$")
 
 
@@ -52,14 +53,18 @@ def check_key(key: str) -> str:
 
     A key is a ``/``-separated relative path with no empty, ``.`` or ``..``
     segment: it can never name anything outside its bucket or data directory.
+    At most 1024 bytes (S3's limit), segments at most 255 (a file name's).
     """
     if not key or key.startswith("/") or "\\" in key or "\x00" in key:
-        raise InvalidKey(f"invalid object key {key!r}: must be a relative path")
+        raise InvalidKey(f"invalid object key {key[:100]!r}: must be a relative path")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidKey(f"invalid object key {key[:100]!r}…: over {MAX_KEY_BYTES} bytes")
     for segment in key.split("/"):
-        if segment in ("", ".", "..") or not _SEGMENT_OK.match(segment):
+        if segment in ("", ".", "..") or len(segment) > 255 or not _SEGMENT_OK.match(segment):
             raise InvalidKey(
-                f"invalid object key {key!r}: segment {segment!r} is not allowed "
-                "(use letters, digits and . _ - + = @ , : ~; no empty, '.' or '..' segments)"
+                f"invalid object key {key[:100]!r}: segment {segment[:100]!r} is not allowed "
+                "(use letters, digits and . _ - + = @ , : ~; no empty, '.' or '..' segments; "
+                "at most 255 characters)"
             )
     return key
 

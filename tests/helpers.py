@@ -17,6 +17,15 @@ BUSYBOX = "pipewell/busybox:latest"
 RESIZE = "pipewell/resize:latest"
 
 
+def create_key(capsys, data_dir: Path, name: str, tenant: str = "default") -> str:  # type: ignore[no-untyped-def]
+    """A key made by ``pipewell keys create``, as printed."""
+    from orchestrator.cli import main
+
+    assert main(["keys", "create", "--name", name, "--tenant", tenant,
+                 "--data-dir", str(data_dir)]) == 0  # fmt: skip
+    return capsys.readouterr().out.strip()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -42,12 +51,16 @@ def service_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 async def wait_for(
-    client: TestClient, run_id: str, statuses: set[str], timeout: float = 90.0
+    client: TestClient,
+    run_id: str,
+    statuses: set[str],
+    timeout: float = 90.0,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Poll the status endpoint until the run reaches one of ``statuses``."""
     deadline = time.monotonic() + timeout
     while True:
-        response = await client.get(f"/api/v1/flow/status/{run_id}")
+        response = await client.get(f"/api/v1/flow/status/{run_id}", headers=headers)
         assert response.status == 200, await response.text()
         run = await response.json()
         if run["Status"] in statuses:

@@ -42,13 +42,20 @@ The package's modules: ``results`` (entries, codes), ``wells``, ``keys``,
 from orchestrator.validation.checks import validate
 from orchestrator.validation.defs import resolve_defs
 from orchestrator.validation.graph import topological_order
-from orchestrator.validation.keys import DEFAULT_KEY_TEMPLATE, KEY_VARIABLES, expand_key, key_values
+from orchestrator.validation.keys import (
+    DEFAULT_KEY_TEMPLATE,
+    KEY_VARIABLES,
+    expand_key,
+    key_values,
+    tenant_prefix,
+)
 from orchestrator.validation.results import CODES, ValidationEntry, ValidationResult
 from orchestrator.validation.wells import (
     DEFAULT_STORE,
     PRODUCING_SOURCES,
     STORE_TYPES,
     WELL_SOURCES,
+    StorePolicy,
     default_store_name,
     effective_wells,
 )
@@ -60,6 +67,7 @@ __all__ = [
     "KEY_VARIABLES",
     "PRODUCING_SOURCES",
     "STORE_TYPES",
+    "StorePolicy",
     "WELL_SOURCES",
     "ValidationEntry",
     "ValidationResult",
@@ -68,6 +76,7 @@ __all__ = [
     "expand_key",
     "key_values",
     "resolve_defs",
+    "tenant_prefix",
     "topological_order",
     "validate",
 ]

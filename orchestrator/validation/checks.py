@@ -16,6 +16,7 @@ from orchestrator.models import (
     FlowSubmission,
     Node,
     NodeDef,
+    StoreInput,
     is_name,
 )
 from orchestrator.tiers import TIERS
@@ -41,9 +42,11 @@ from orchestrator.validation.wells import (
     PRODUCING_SOURCES,
     STORE_TYPES,
     WELL_SOURCES,
+    StorePolicy,
     default_store_name,
     effective_wells,
 )
+from storage import S3_PARAMS
 
 _TIER_EXAMPLES = ("c-nano", "c-small", "c-large", "m-small", "gn-small")
 
@@ -54,11 +57,13 @@ class _Validator:
         submission: FlowSubmission,
         catalog: Mapping[str, NodeDef],
         store_types: tuple[str, ...],
+        stores: StorePolicy,
     ) -> None:
         self.submission = submission
         self.flow = submission.flow
         self.defs = DefLookup(submission.node_defs, catalog)
         self.store_types = store_types
+        self.stores = stores
         self.result = ValidationResult()
         flow = self.flow
         self.producers: dict[str, list[tuple[int, str]]] = defaultdict(list)
@@ -181,7 +186,7 @@ class _Validator:
     # -------------------------------------------------------------- stores
 
     def store_known(self, name: str) -> bool:
-        return name in self.declared_stores or name == DEFAULT_STORE
+        return name in self.declared_stores or name in self.stores.operator_stores
 
     def check_stores(self) -> None:
         flow = self.flow
@@ -198,6 +203,14 @@ class _Validator:
                 )
             else:
                 seen[store.name] = i
+            if store.name in self.stores.operator_stores:
+                self.error(
+                    "STORE_005",
+                    f"store name {store.name!r} is one of this service's stores; name it in "
+                    "a DataWell without declaring it, or give your own store another Name",
+                    store=store.name,
+                    field=f"{where}.Name",
+                )
             if store.type not in self.store_types:
                 self.error(
                     "STORE_002",
@@ -206,16 +219,17 @@ class _Validator:
                     store=store.name,
                     field=f"{where}.Type",
                 )
+            elif store.type == "local":
+                self.error(
+                    "STORE_006",
+                    f"store {store.name!r}: a flow cannot declare a local store (it would live "
+                    f"in the service's own data directory); use one of this service's stores, "
+                    f"{quote_list(sorted(self.stores.operator_stores))}, by name in a DataWell",
+                    store=store.name,
+                    field=f"{where}.Type",
+                )
             elif store.type == "s3":
-                bucket = store.params.get("bucket")
-                if not isinstance(bucket, str) or not bucket.strip():
-                    self.error(
-                        "STORE_003",
-                        f"s3 store {store.name!r} needs Params.bucket, the name of its bucket "
-                        '(e.g. {"bucket": "my-bucket"})',
-                        store=store.name,
-                        field=f"{where}.Params.bucket",
-                    )
+                self.check_s3_store(store, where)
         if flow.default_store is not None and not self.store_known(flow.default_store):
             self.error(
                 "STORE_001",
@@ -249,8 +263,67 @@ class _Validator:
                     field=f"Flow.Stores.{i}",
                 )
 
+    def check_s3_store(self, store: StoreInput, where: str) -> None:
+        """A flow's own s3 store: its bucket, its credentials, an endpoint the operator allows."""
+        params = store.params
+        about = {"store": store.name}
+        bucket = params.get("bucket")
+        if not isinstance(bucket, str) or not bucket.strip():
+            self.error(
+                "STORE_003",
+                f"s3 store {store.name!r} needs Params.bucket, the name of its bucket "
+                '(e.g. {"bucket": "my-bucket"})',
+                field=f"{where}.Params.bucket",
+                **about,
+            )
+        unknown = sorted(set(params) - S3_PARAMS)
+        if unknown:
+            self.error(
+                "STORE_003",
+                f"s3 store {store.name!r} has unknown Params {quote_list(unknown)}; known: "
+                f"{quote_list(sorted(S3_PARAMS), limit=20)}",
+                field=f"{where}.Params",
+                **about,
+            )
+        allowed = self.stores.flow_store_endpoints
+        if not allowed:
+            self.error(
+                "STORE_006",
+                f"store {store.name!r}: this service does not let flows declare stores of their "
+                f"own; use one of its stores, {quote_list(sorted(self.stores.operator_stores))}, "
+                "by name in a DataWell (its operator can allow endpoints in "
+                "storage.flow_store_endpoints)",
+                field=f"{where}.Type",
+                **about,
+            )
+            return
+        for secret in ("access_key_id", "secret_access_key"):
+            value = params.get(secret)
+            if not isinstance(value, str) or not value:
+                self.error(
+                    "STORE_006",
+                    f"s3 store {store.name!r} needs Params.{secret}: a flow's own store carries "
+                    "its own credentials, the service never lends it its own",
+                    field=f"{where}.Params.{secret}",
+                    **about,
+                )
+        for param in ("endpoint_url", "public_endpoint_url"):
+            endpoint = params.get(param)
+            if endpoint is None and param == "public_endpoint_url":
+                continue
+            if not isinstance(endpoint, str) or endpoint.rstrip("/") not in allowed:
+                self.error(
+                    "STORE_006",
+                    f"s3 store {store.name!r}: Params.{param} must be one of the endpoints this "
+                    f"service lets flows use: {quote_list(sorted(allowed))}",
+                    field=f"{where}.Params.{param}",
+                    **about,
+                )
+
     def store_choices(self) -> list[str]:
-        return [DEFAULT_STORE, *sorted(self.declared_stores - {DEFAULT_STORE})]
+        operator = sorted(self.stores.operator_stores - {DEFAULT_STORE})
+        declared = sorted(self.declared_stores - self.stores.operator_stores)
+        return [DEFAULT_STORE, *operator, *declared]
 
     # -------------------------------------------------------------- node defs
 
@@ -744,14 +817,18 @@ def validate(
     *,
     catalog: Mapping[str, NodeDef] | None = EMPTY_CATALOG,
     store_types: Iterable[str] = STORE_TYPES,
+    stores: StorePolicy | None = None,
 ) -> ValidationResult:
     """Every problem of a submission, errors and warnings, in one result.
 
     NodeDefs are looked up in the submission's ``NodeDefs`` first, then in
     ``catalog`` (keys ``publisher/name``). ``store_types`` are the store Types
-    this service can open.
+    this service can open; ``stores`` what flows may use here (by default: the
+    ``default`` store only, no store of their own).
     """
-    return _Validator(submission, catalog or EMPTY_CATALOG, tuple(store_types)).run()
+    return _Validator(
+        submission, catalog or EMPTY_CATALOG, tuple(store_types), stores or StorePolicy()
+    ).run()
 
 
 __all__ = ["validate"]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from orchestrator.models import is_name
 from storage.base import InvalidKey, check_key
 
 DEFAULT_KEY_TEMPLATE = "${RUN_ID}/${EDGE}"
@@ -22,6 +24,33 @@ KEY_VARIABLES = (
 )
 # Variables that differ between two runs started in the same second.
 PER_RUN_VARIABLES = ("RUN_ID", "UUID")
+# The longest value of each variable (names are at most 128 characters).
+_LONGEST = {
+    "RUN_ID": 32,
+    "FLOW_NAME": 128,
+    "EDGE": 128,
+    "TIMESTAMP": 20,
+    "DATE": 10,
+    "YEAR": 4,
+    "MONTH": 2,
+    "DAY": 2,
+    "UUID": 32,
+}
+#: Longest key a template may expand to; the tenant's namespace comes on top.
+MAX_EXPANDED_KEY = 768
+#: Where a tenant's objects live in the service's own stores.
+TENANTS_ROOT = "tenants"
+
+
+def tenant_prefix(tenant: str) -> str:
+    """``tenants/<tenant>``: the namespace of a tenant's objects in the service's stores.
+
+    A tenant that is not a name (made before tenants had to be) gets a digest of
+    it, which no name can equal ('~' is not in a name).
+    """
+    if is_name(tenant):
+        return f"{TENANTS_ROOT}/{tenant}"
+    return f"{TENANTS_ROOT}/~{hashlib.sha256(tenant.encode()).hexdigest()[:32]}"
 
 
 @dataclass(frozen=True)
@@ -122,15 +151,20 @@ def key_problem(template: str) -> str | None:
         names = ", ".join(f"${{{name}}}" for name in unknown)
         allowed = ", ".join(f"${{{name}}}" for name in KEY_VARIABLES)
         reasons.append(f"unknown variable {names} (allowed: {allowed})")
-    if not problems:
-        sample = "".join("x" if isinstance(p, _Var) else p for p in pieces)
+    if not problems and not unknown:
+        sample = "".join("x" * _LONGEST[p.name] if isinstance(p, _Var) else p for p in pieces)
+        if len(sample) > MAX_EXPANDED_KEY:
+            reasons.append(
+                f"the key may be at most {MAX_EXPANDED_KEY} characters once its variables are "
+                "filled in at their longest"
+            )
         try:
             check_key(sample)
         except InvalidKey:
             reasons.append(
                 "the key must stay inside its bucket: a relative path with no leading '/', "
-                "no '..', '.' or empty segments, no backslash, and only letters, digits "
-                "and . _ - + = @ , : ~ outside variables"
+                "no '..', '.' or empty segments, no backslash, segments of at most 255 "
+                "characters, and only letters, digits and . _ - + = @ , : ~ outside variables"
             )
     return "; ".join(reasons) or None
 
@@ -138,9 +172,11 @@ def key_problem(template: str) -> str | None:
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
     "KEY_VARIABLES",
+    "MAX_EXPANDED_KEY",
     "PER_RUN_VARIABLES",
     "expand_key",
     "key_problem",
     "key_values",
     "key_variables",
+    "tenant_prefix",
 ]

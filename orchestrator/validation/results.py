@@ -41,11 +41,15 @@ CODES: dict[str, str] = {
     "WELL_007": "static well whose Key uses a variable",
     "WELL_008": "upload/webhook well whose Key uses no variable (warning for sinks)",
     "WELL_009": "two edges of a run would be stored under one key (ours)",
+    "WELL_010": "a static well's object is not in its store, checked when a run starts (ours)",
     "STORE_001": "DefaultStore or DefaultDataWell.Store names an undeclared store",
     "STORE_002": "invalid store Type",
     "STORE_003": "invalid store Params",
     "STORE_004": "a declared store is not used (warning)",
-    "STORE_005": "two stores share one Name (ours)",
+    "STORE_005": "two stores share one Name, or a flow's store takes the name of one of the "
+    "service's (ours)",
+    "STORE_006": "a store the flow may not declare: local, without its own credentials, or on "
+    "an endpoint the operator does not allow (ours)",
     "TYPE_001": "invalid MIME type in a NodeDef's Type",
     "TYPE_002": "empty Type list in a NodeDef",
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from orchestrator.models import DataWell, Flow
 
 DEFAULT_STORE = "default"
@@ -12,6 +14,19 @@ STORE_TYPES = ("local", "s3")
 WELL_SOURCES = ("upload", "static", "webhook", "none")
 #: Sources that fill an edge from outside the flow.
 PRODUCING_SOURCES = ("upload", "static", "webhook")
+
+
+@dataclass(frozen=True)
+class StorePolicy:
+    """The stores a flow may use on this service.
+
+    ``operator_stores``: the service's own, which flows name without declaring.
+    ``flow_store_endpoints``: S3 endpoints a flow may declare a store of its own on,
+    with its own credentials (none: flows only use the operator's stores).
+    """
+
+    operator_stores: frozenset[str] = frozenset({DEFAULT_STORE})
+    flow_store_endpoints: frozenset[str] = frozenset()
 
 
 def default_store_name(flow: Flow) -> str:
@@ -46,6 +61,7 @@ __all__ = [
     "DEFAULT_STORE",
     "PRODUCING_SOURCES",
     "STORE_TYPES",
+    "StorePolicy",
     "WELL_SOURCES",
     "default_store_name",
     "effective_wells",

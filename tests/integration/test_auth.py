@@ -9,13 +9,7 @@ import re
 import pytest
 
 from orchestrator.cli import main
-from tests.helpers import busybox_def, chain_flow
-
-
-def create_key(capsys, data_dir, name: str, tenant: str = "default") -> str:
-    assert main(["keys", "create", "--name", name, "--tenant", tenant,
-                 "--data-dir", str(data_dir)]) == 0  # fmt: skip
-    return capsys.readouterr().out.strip()
+from tests.helpers import busybox_def, chain_flow, create_key
 
 
 async def test_keys_guard_every_endpoint_but_health_and_presigned_urls(

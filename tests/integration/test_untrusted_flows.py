@@ -5,6 +5,7 @@ Each test is the attack as a hostile user sends it to the real service.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -12,12 +13,22 @@ from pathlib import Path
 import docker
 import pytest
 import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from orchestrator.api.appkeys import SCHEDULER
+from orchestrator.api.appkeys import SCHEDULER, STORES
 from orchestrator.config import ExecutorSettings
 from orchestrator.executor import AttemptFailed, DockerExecutor, inside
 from orchestrator.messages import Task, TaskInput, TaskOutput
-from tests.helpers import BUSYBOX, busybox_def
+from tests.helpers import (
+    BUSYBOX,
+    busybox_def,
+    chain_flow,
+    create_key,
+    submit,
+    upload,
+    wait_for,
+)
 
 VICTIM_BYTES = b"the host's own file\n"
 
@@ -316,3 +327,165 @@ async def test_timeouts_outside_a_week_are_refused(start_service, timeout):
     assert answer["code"] == "FLOW_INVALID"
     assert answer["errors"][0]["field"] == "NodeDefs.0.Timeout"
     assert runs_of(client) == {}
+
+
+# ------------------------------------------------------------------ tenants' objects
+
+
+def copy_flow(name: str, wells: list[dict]) -> dict:
+    flow = chain_flow("copy", name=name)
+    flow["DataWells"] = wells
+    return {"Flow": flow, "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}
+
+
+async def test_a_tenant_cannot_read_or_overwrite_another_tenants_objects(
+    start_service, tmp_path, capsys
+):
+    data_dir = tmp_path / "data"
+    acme = {"x-api-key": create_key(capsys, data_dir, "acme-key", "acme")}
+    globex = {"x-api-key": create_key(capsys, data_dir, "globex-key", "globex")}
+    client = await start_service(data_dir, auth="required")
+
+    # acme keeps its latest report under a fixed key.
+    body = copy_flow("report", [{"Edge": "src", "Source": "upload"},
+                                {"Edge": "out", "Key": "reports/latest.txt"}])  # fmt: skip
+    response = await client.post("/api/v1/flow/test", json=body, headers=acme)
+    run = await response.json()
+    url = run["WaitingURLs"][0]["PutURL"]
+    async with client.session.put(url, data=b"acme's secret report") as uploaded:
+        assert uploaded.status == 200
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, headers=acme)
+    assert done["Status"] == "COMPLETE", done
+    acme_key = done["Artifacts"]["out"]["ObjectName"]
+    assert acme_key == "tenants/acme/reports/latest.txt"
+
+    # globex names the same key as a static source: it is looked up in globex's namespace.
+    steal = copy_flow("steal", [{"Edge": "src", "Source": "static", "Key": "reports/latest.txt"},
+                                {"Edge": "out"}])  # fmt: skip
+    response = await client.post("/api/v1/flow/test", json=steal, headers=globex)
+    assert response.status == 400, await response.text()
+    entry = (await response.json())["errors"][0]
+    assert entry["code"] == "WELL_010"
+    assert "tenants/globex/reports/latest.txt" in entry["message"]
+    # ... and cannot climb out of it.
+    steal["Flow"]["DataWells"][0]["Key"] = "../acme/reports/latest.txt"
+    response = await client.post("/api/v1/flow/test", json=steal, headers=globex)
+    assert (await response.json())["errors"][0]["code"] == "WELL_005"
+
+    # globex writes an output under the same key: its own object, acme's is untouched.
+    response = await client.post("/api/v1/flow/test", json=body, headers=globex)
+    run = await response.json()
+    async with client.session.put(run["WaitingURLs"][0]["PutURL"], data=b"globex") as uploaded:
+        assert uploaded.status == 200
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, headers=globex)
+    assert done["Artifacts"]["out"]["ObjectName"] == "tenants/globex/reports/latest.txt"
+    objects = data_dir / "objects" / "default" / "data"
+    assert (objects / acme_key).read_bytes() == b"acme's secret report"
+    assert (objects / "tenants/globex/reports/latest.txt").read_bytes() == b"globex"
+
+
+async def test_flows_name_the_operators_stores_without_declaring_them(start_service, tmp_path):
+    data_dir = tmp_path / "data"
+    client = await start_service(data_dir, storage={"stores": {"archive": {"type": "local"}}})
+    body = copy_flow("to-archive", [{"Edge": "src", "Source": "upload"},
+                                    {"Edge": "out", "Store": "archive"}])  # fmt: skip
+    run = await submit(client, body["Flow"], body["NodeDefs"])
+    await upload(client, run, "src", b"kept")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    artifact = done["Artifacts"]["out"]
+    assert artifact["StoreName"] == "archive"
+    stored = data_dir / "objects" / "archive" / "data" / artifact["ObjectName"]
+    assert stored.read_bytes() == b"kept"
+    assert artifact["ObjectName"].startswith("tenants/default/")
+
+
+# ------------------------------------------------------------------ the operator's credentials
+
+
+class Listener:
+    """An HTTP server standing in for an address a flow names: it records what reaches it."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+
+    async def start(self) -> str:
+        async def record(request: web.Request) -> web.Response:
+            self.requests.append(dict(request.headers))
+            return web.Response(status=404)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self.server = TestServer(app, host="127.0.0.1")
+        await self.server.start_server()
+        return f"http://127.0.0.1:{self.server.port}"
+
+
+def flow_store(endpoint: str, **params) -> dict:  # type: ignore[no-untyped-def]
+    return {"Name": "mine", "Type": "s3",
+            "Params": {"bucket": "b", "endpoint_url": endpoint, **params}}  # fmt: skip
+
+
+def upload_to_own_store(store: dict) -> dict:
+    body = copy_flow("own", [{"Edge": "src", "Source": "upload", "Store": "mine"},
+                             {"Edge": "out", "Store": "mine"}])  # fmt: skip
+    body["Flow"]["Stores"] = [store]
+    return body
+
+
+async def test_a_flow_store_never_gets_the_operators_credentials(start_service, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOPERATOR")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
+    listener = Listener()
+    endpoint = await listener.start()
+    try:
+        client = await start_service()
+        # Without the operator's leave, a flow declares no store of its own.
+        response = await client.post(
+            "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
+        )
+        assert response.status == 400, await response.text()
+        codes = [(e["code"], e["field"]) for e in (await response.json())["errors"]]
+        assert codes == [("STORE_006", "Flow.Stores.0.Type")]
+        await asyncio.sleep(1)  # the upload poller would have knocked by now
+        assert listener.requests == []
+
+        # Allowed there, it must bring its own credentials, and only those are used.
+        client = await start_service(storage={"flow_store_endpoints": [endpoint]})
+        response = await client.post(
+            "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
+        )
+        assert response.status == 400
+        fields = {e["field"] for e in (await response.json())["errors"]}
+        assert fields == {"Flow.Stores.0.Params.access_key_id",
+                          "Flow.Stores.0.Params.secret_access_key"}  # fmt: skip
+        store = flow_store(endpoint, access_key_id="AKIAFLOW", secret_access_key="flow-secret")
+        response = await client.post("/api/v1/flow/test", json=upload_to_own_store(store))
+        assert response.status == 200, await response.text()
+        for _ in range(50):
+            if listener.requests:
+                break
+            await asyncio.sleep(0.1)
+        assert listener.requests, "the upload poller never asked the flow's store"
+        signatures = [r.get("Authorization", "") for r in listener.requests]
+        assert all("Credential=AKIAFLOW/" in s for s in signatures), signatures
+        assert not any("AKIAOPERATOR" in str(r) for r in listener.requests)
+    finally:
+        await listener.server.close()
+
+
+async def test_flow_stores_are_kept_open_in_a_bounded_number(start_service):
+    listener = Listener()
+    endpoint = await listener.start()
+    try:
+        client = await start_service(
+            storage={"flow_store_endpoints": [endpoint], "flow_stores_open": 4}
+        )
+        for i in range(12):
+            store = flow_store(
+                endpoint, access_key_id="AKIAFLOW", secret_access_key="s", prefix=f"p{i}"
+            )
+            response = await client.post("/api/v1/flow/test", json=upload_to_own_store(store))
+            assert response.status == 200, await response.text()
+        assert len(client.server.app[STORES]._flow_stores) == 4
+    finally:
+        await listener.server.close()

@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime
 
-from orchestrator.models import FlowSubmission, LogRecord, NodeStatus, RunStatus
+from orchestrator.models import FlowSubmission, LogRecord, NodeStatus, RunStatus, StoreInput
 from orchestrator.runtime import RunState, plan_run
 
 NOW = datetime(2026, 3, 3, 10, 30, tzinfo=UTC)
@@ -38,7 +38,7 @@ def test_chain_waits_for_upload_then_runs_in_order():
     assert transition.dispatch == []
     assert run.status == RunStatus.WAITING
     assert run.pending_uploads() == ["src"]
-    assert run.plan.edge("src").key == f"{'0' * 32}/src"
+    assert run.plan.edge("src").key == f"tenants/default/{'0' * 32}/src"
 
     assert run.artifact_arrived("src").dispatch == ["a"]
     assert run.dispatched("a") == 1
@@ -53,7 +53,7 @@ def test_chain_waits_for_upload_then_runs_in_order():
     transition = run.attempt_succeeded("b", 1)
     assert transition.finished
     assert run.status == RunStatus.COMPLETE
-    assert run.run.artifacts["out"].object_name == f"{'0' * 32}/out"
+    assert run.run.artifacts["out"].object_name == f"tenants/default/{'0' * 32}/out"
 
 
 def test_parallel_branches_are_ready_together():
@@ -131,8 +131,26 @@ def test_static_well_is_present_from_the_start():
     )
     run = _state(sub)
     assert run.start([]).dispatch == ["a"]
-    assert run.run.artifacts["lut"].object_name == "luts/one.bin"
+    assert run.run.artifacts["lut"].object_name == "tenants/default/luts/one.bin"
     assert run.pending_uploads() == []
+
+
+def test_object_keys_in_the_services_stores_live_under_the_tenant():
+    sub = _submission(
+        [_node("a", ["lut"], ["out"])],
+        wells=[
+            {"Edge": "lut", "Source": "static", "Key": "luts/one.bin", "Store": "own"},
+            {"Edge": "out"},
+        ],
+    )
+    sub.flow.stores = [StoreInput(name="own", type="s3", params={"bucket": "b"})]
+    plan = plan_run(sub, run_id="1" * 32, now=NOW, tenant="acme")
+    # The service's store: the tenant's namespace. The flow's own store: its own keys.
+    assert plan.edge("out").key == f"tenants/acme/{'1' * 32}/out"
+    assert plan.edge("lut").key == "luts/one.bin"
+    odd = plan_run(sub, run_id="1" * 32, now=NOW, tenant="a b/../c")
+    assert odd.edge("out").key.startswith("tenants/~")
+    assert ".." not in odd.edge("out").key
 
 
 def test_a_final_failure_cancels_active_siblings_but_not_finished_ones():

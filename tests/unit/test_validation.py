@@ -13,6 +13,7 @@ from orchestrator.models import DataWell, FlowSubmission, NodeDef
 from orchestrator.validation import (
     CODES,
     DEFAULT_KEY_TEMPLATE,
+    StorePolicy,
     ValidationEntry,
     ValidationResult,
     default_store_name,
@@ -78,6 +79,21 @@ def node(
         "Outputs": [{"Name": k, "Edge": v} for k, v in (outputs or {}).items()],
         **fields,
     }
+
+
+FLOW_STORES = StorePolicy(flow_store_endpoints=frozenset({"http://s3.test"}))
+
+
+def s3_store(name: str, **params: Any) -> dict[str, Any]:
+    """A flow's own s3 store on an allowed endpoint with its own credentials; None drops a param."""
+    base = {
+        "bucket": "b",
+        "endpoint_url": "http://s3.test",
+        "access_key_id": "AKIDFLOW",
+        "secret_access_key": "flow-secret",
+    }
+    merged = {k: v for k, v in {**base, **params}.items() if v is not None}
+    return {"Name": name, "Type": "s3", "Params": merged}
 
 
 def submission(nodes: list[dict], defs: list[dict] | None = None, **flow: Any) -> FlowSubmission:
@@ -193,14 +209,14 @@ def test_pupload_style_flow_with_declared_wells_and_store_is_valid():
     sub = submission(
         nodes,
         defs,
-        Stores=[{"Name": "teststore", "Type": "s3", "Params": {"bucket": "b"}}],
+        Stores=[s3_store("teststore")],
         DataWells=[
             {"Edge": "in-1", "Store": "teststore", "Source": "upload"},
             {"Edge": "edge1-2", "Store": "teststore"},
             {"Edge": "out-2", "Store": "teststore"},
         ],
     )
-    result = check(sub)
+    result = check(sub, stores=FLOW_STORES)
     assert result.ok, result.errors
     assert result.warnings == []
 
@@ -611,27 +627,74 @@ def test_store_002_invalid_type():
     assert check(sub, store_types=("local", "s3", "ftp")).ok
 
 
-def test_store_003_s3_needs_a_bucket():
-    stores = [{"Name": "s3", "Type": "s3", "Params": {"region": "eu-west-1"}}]
-    entry = only(check(one_node_flow(UPLOAD, {**SINK, "Store": "s3"}, Stores=stores)), "STORE_003")
+def test_store_003_s3_needs_a_bucket_and_known_params():
+    stores = [s3_store("s3", bucket=None, region="eu-west-1")]
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "s3"}, Stores=stores)
+    entry = only(check(sub, stores=FLOW_STORES), "STORE_003")
     assert entry.store == "s3" and entry.field == "Flow.Stores.0.Params.bucket"
-    local = [{"Name": "disk", "Type": "local"}]
-    assert check(one_node_flow(UPLOAD, {**SINK, "Store": "disk"}, Stores=local)).ok
+    stores = [s3_store("s3", bukket="c")]
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "s3"}, Stores=stores)
+    entry = only(check(sub, stores=FLOW_STORES), "STORE_003")
+    assert "'bukket'" in entry.message and entry.field == "Flow.Stores.0.Params"
 
 
 def test_store_004_unused_store_is_a_warning():
-    stores = [{"Name": "disk", "Type": "local"}, {"Name": "spare", "Type": "local"}]
-    result = check(one_node_flow(UPLOAD, SINK, Stores=stores, DefaultStore="disk"))
+    stores = [s3_store("disk"), s3_store("spare")]
+    result = check(
+        one_node_flow(UPLOAD, SINK, Stores=stores, DefaultStore="disk"), stores=FLOW_STORES
+    )
     assert result.ok
     assert [(w.code, w.store) for w in result.warnings] == [("STORE_004", "spare")]
 
 
 def test_store_005_duplicate_store_name():
-    stores = [{"Name": "disk", "Type": "local"}, {"Name": "disk", "Type": "local"}]
-    entry = only(
-        check(one_node_flow(UPLOAD, {**SINK, "Store": "disk"}, Stores=stores)), "STORE_005"
-    )
+    stores = [s3_store("disk"), s3_store("disk")]
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "disk"}, Stores=stores)
+    entry = only(check(sub, stores=FLOW_STORES), "STORE_005")
     assert entry.store == "disk" and entry.field == "Flow.Stores.1.Name"
+
+
+def test_store_005_a_flow_store_cannot_take_an_operator_stores_name():
+    policy = StorePolicy(frozenset({"default", "archive"}), FLOW_STORES.flow_store_endpoints)
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "archive"}, Stores=[s3_store("archive")])
+    entry = only(check(sub, stores=policy), "STORE_005")
+    assert entry.field == "Flow.Stores.0.Name" and "one of this service's stores" in entry.message
+
+
+def test_operator_stores_are_named_without_being_declared():
+    policy = StorePolicy(frozenset({"default", "archive"}))
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "archive"})
+    assert check(sub, stores=policy).ok
+    assert only(check(sub), "WELL_004").store == "archive"
+
+
+@pytest.mark.parametrize(
+    ("store", "policy", "field", "says"),
+    [
+        ({"Name": "disk", "Type": "local"}, FLOW_STORES, "Type", "cannot declare a local store"),
+        (s3_store("s"), StorePolicy(), "Type", "does not let flows declare stores"),
+        (s3_store("s", access_key_id=None), FLOW_STORES, "Params.access_key_id", "own credentials"),
+        (s3_store("s", secret_access_key=""), FLOW_STORES, "Params.secret_access_key", "own"),
+        (s3_store("s", endpoint_url=None), FLOW_STORES, "Params.endpoint_url", "http://s3.test"),
+        (
+            s3_store("s", endpoint_url="http://169.254.169.254"),
+            FLOW_STORES,
+            "Params.endpoint_url",
+            "must be one of the endpoints",
+        ),
+        (
+            s3_store("s", public_endpoint_url="http://elsewhere"),
+            FLOW_STORES,
+            "Params.public_endpoint_url",
+            "must be one of the endpoints",
+        ),
+    ],
+)
+def test_store_006_what_a_flow_may_not_declare(store, policy, field, says):
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": store["Name"]}, Stores=[store])
+    entry = only(check(sub, stores=policy), "STORE_006")
+    assert entry.field == f"Flow.Stores.0.{field}"
+    assert says in entry.message
 
 
 # ------------------------------------------------------------------ TYPE
