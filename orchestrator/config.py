@@ -117,6 +117,9 @@ class ExecutorSettings(_Section):
     transfer: Literal["auto", "mount", "archive"] = "auto"
     default_timeout: float = Field(default=3600, gt=0)
     pull_timeout: float = Field(default=60, gt=0)
+    # Registries a missing image may be pulled from; docker.io stands for names
+    # without a registry host. The engine connects wherever an image name points.
+    pull_registries: list[str] = Field(default_factory=lambda: ["docker.io"])
     docker_timeout: float = Field(default=120, gt=0)
     transfer_timeout: float = Field(default=300, gt=0)
     log_lines_per_node: int = Field(default=1000, ge=10)

@@ -113,6 +113,14 @@ def inside(directory: Path, file_name: str) -> Path:
     return directory / file_name
 
 
+def registry_of(image: str) -> str:
+    """The registry Docker pulls ``image`` from: its first component when that names a host."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return "docker.io"
+
+
 def _engine_is_local(client: docker.DockerClient) -> bool:
     """Whether the engine shares our filesystem (a unix socket), so bind mounts see our files."""
     return str(client.api.base_url).startswith("http+docker://")
@@ -465,6 +473,16 @@ class DockerExecutor:
         return session
 
     def _pull(self, image: str) -> None:
+        registry = registry_of(image)
+        if registry not in self.settings.pull_registries:
+            # The engine would connect to whatever host the flow's image names.
+            allowed = ", ".join(self.settings.pull_registries) or "none"
+            raise AttemptFailed(
+                f"image {image} not found locally, and pulling from {registry} is not allowed "
+                f"here (executor.pull_registries: {allowed}); load the image on the worker, "
+                "or ask the operator to allow its registry",
+                retryable=False,
+            )
         repository, _, tag = (
             image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
         )
@@ -723,4 +741,4 @@ class DockerExecutor:
             log.warning("container_remove_failed", container=container.id[:12], error=str(exc))
 
 
-__all__ = ["AttemptFailed", "DockerExecutor", "input_type_ok"]
+__all__ = ["AttemptFailed", "DockerExecutor", "input_type_ok", "inside", "registry_of"]

@@ -18,13 +18,14 @@ from aiohttp.test_utils import TestServer
 
 from orchestrator.api.appkeys import SCHEDULER, STORES
 from orchestrator.config import ExecutorSettings
-from orchestrator.executor import AttemptFailed, DockerExecutor, inside
+from orchestrator.executor import AttemptFailed, DockerExecutor, inside, registry_of
 from orchestrator.messages import Task, TaskInput, TaskOutput
 from tests.helpers import (
     BUSYBOX,
     busybox_def,
     chain_flow,
     create_key,
+    run_chain,
     submit,
     upload,
     wait_for,
@@ -489,3 +490,27 @@ async def test_flow_stores_are_kept_open_in_a_bounded_number(start_service):
         assert len(client.server.app[STORES]._flow_stores) == 4
     finally:
         await listener.server.close()
+
+
+async def test_an_image_name_cannot_send_the_engine_to_any_registry(start_service):
+    listener = Listener()
+    endpoint = await listener.start()
+    try:
+        client = await start_service()
+        image = f"{endpoint.removeprefix('http://')}/evil/probe:1"
+        defs = [{"Publisher": "test", "Name": "probe", "Image": image, "MaxAttempts": 3}]
+        run, done = await run_chain(client, defs, "probe")
+        state = done["NodeState"]["n0"]
+        assert state["Attempt"] == 1  # not retried: nothing would change
+        assert f"pulling from {endpoint.removeprefix('http://')} is not allowed" in state["Error"]
+        assert listener.requests == []
+    finally:
+        await listener.server.close()
+
+
+def test_registry_of_follows_dockers_reference_rules():
+    assert registry_of("python:3.12-slim") == "docker.io"
+    assert registry_of("pipewell/busybox:latest") == "docker.io"
+    assert registry_of("ghcr.io/org/img") == "ghcr.io"
+    assert registry_of("localhost/img") == "localhost"
+    assert registry_of("127.0.0.1:5000/img") == "127.0.0.1:5000"
