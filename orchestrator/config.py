@@ -27,6 +27,15 @@ from orchestrator.models import NAME_RULE, is_name
 from orchestrator.tiers import GIB, TIERS, Tier
 
 
+def _origins_only(values: list[str], what: str, example: str) -> list[str]:
+    """``scheme://host[:port]`` values, without a trailing slash; ValueError for others."""
+    for value in values:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
+            raise ValueError(f"{value!r} is not {what}; write scheme://host[:port], e.g. {example}")
+    return [value.rstrip("/") for value in values]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,14 +70,7 @@ class StorageSettings(_Section):
     @field_validator("flow_store_endpoints")
     @classmethod
     def _endpoints(cls, endpoints: list[str]) -> list[str]:
-        for endpoint in endpoints:
-            parts = urlsplit(endpoint)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
-                raise ValueError(
-                    f"{endpoint!r} is not an endpoint; write scheme://host[:port], e.g. "
-                    "https://s3.eu-west-1.amazonaws.com"
-                )
-        return [e.rstrip("/") for e in endpoints]
+        return _origins_only(endpoints, "an endpoint", "https://s3.eu-west-1.amazonaws.com")
 
     def operator_stores(self) -> dict[str, StoreSettings]:
         """Every store of the operator's by name, ``default`` first."""
@@ -168,14 +170,7 @@ class Settings(_Section):
     @field_validator("allowed_origins")
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
-        for origin in origins:
-            parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path.strip("/"):
-                raise ValueError(
-                    f"{origin!r} is not an origin; write scheme://host[:port], e.g. "
-                    "https://app.example.com"
-                )
-        return origins
+        return _origins_only(origins, "an origin", "https://app.example.com")
 
     @property
     def base_url(self) -> str:
