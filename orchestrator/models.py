@@ -279,6 +279,9 @@ class FlowRun(WireModel):
     started_at: datetime = Field(default_factory=utcnow)
     # Set when the run reaches COMPLETE, ERROR or STOPPED (an addition to Pupload's shape).
     finished_at: datetime | None = None
+    # Why the run ended ERROR when no node's failure says it (an input never
+    # uploaded before its WaitingURL expired); an addition to Pupload's shape too.
+    error: str | None = None
 
 
 __all__ = [

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel
@@ -220,6 +220,39 @@ class RunState:
         self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
         return self._advance()
 
+    def uploads_expired(self, expired: dict[str, datetime]) -> Transition:
+        """Upload edges (edge → when their WaitingURL expired) that never came: the run ends.
+
+        The scheduler decides when a URL has expired (it has the clock); an edge
+        that arrived meanwhile is ignored. The nodes that waited for an edge say
+        which input it was; nodes still at work on other inputs are cancelled.
+        """
+        late = {e: at for e, at in expired.items() if e in self.pending_uploads()}
+        if not late or self.run.status.finished:
+            return Transition()
+        for node_id in self.plan.order:
+            missing = [i for i in self.node(node_id).inputs if i.edge in late]
+            if missing:
+                self.state(node_id).status = NodeStatus.ERROR
+                self.state(node_id).error = "; ".join(
+                    f"input '{i.name}' (edge '{i.edge}') was not uploaded before its URL "
+                    f"expired at {_iso(late[i.edge])}"
+                    for i in missing
+                )
+        for other in self.active_nodes():
+            self.state(other).status = NodeStatus.ERROR
+            self.state(other).error = "cancelled: an input was not uploaded in time"
+        self.run.status = RunStatus.ERROR
+        self.run.error = (
+            "; ".join(
+                f"edge '{e}' was not uploaded before its WaitingURL expired at {_iso(at)}"
+                for e, at in sorted(late.items())
+            )
+            + ": submit the flow again for new WaitingURLs and upload before their TTL"
+        )
+        self.run.waiting_urls = []  # expired: of no use to anyone
+        return Transition(finished=True)
+
     def dispatched(self, node_id: str) -> int:
         """Mark the node queued for its next attempt; returns the attempt number."""
         state = self.state(node_id)
@@ -322,6 +355,10 @@ class RunState:
         plan = RunPlan.model_validate(data["plan"])
         run = FlowRun.model_validate(data["run"])
         return cls(plan, plan.defs(catalog), run, **kwargs)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 __all__ = ["EdgePlan", "RunPlan", "RunState", "Transition", "plan_run", "terminal_edges"]

@@ -56,6 +56,9 @@ from storage import ObjectInfo, Store, StoreError
 log = structlog.get_logger(__name__)
 
 FINISHED_RUNS_KEPT = 500
+#: Seconds past a WaitingURL's TTL before its run gives up on the upload: S3 rounds a
+#: URL's lifetime up to a whole second, and a PUT let in at the last moment must land.
+UPLOAD_GRACE = 1.0
 
 
 class Scheduler:
@@ -83,6 +86,8 @@ class Scheduler:
         # (store name, object key) → (run id, edge) for uploads still awaited.
         self._awaited: dict[tuple[str, str], tuple[str, str]] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # run id → when to check the run's WaitingURLs that are about to expire unused.
+        self._deadlines: dict[str, asyncio.TimerHandle] = {}
         # (run id, node id) → when its current attempt was queued (monotonic).
         self._queued_at: dict[tuple[str, str], float] = {}
         # Store calls block (boto3, the filesystem): run them here, bounded.
@@ -105,9 +110,10 @@ class Scheduler:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._deadlines.values()]:
             handle.cancel()
         self._timers.clear()
+        self._deadlines.clear()
         await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
 
@@ -172,6 +178,7 @@ class Scheduler:
         await self._apply(run, run.start(waiting))
         for edge in inputs or ():
             await self._apply(run, run.artifact_arrived(edge))
+        self._arm_upload_deadline(run)
         return run.run
 
     async def _check_static_objects(self, run: RunState) -> None:
@@ -283,7 +290,10 @@ class Scheduler:
         for edge in run.pending_uploads():
             artifact = run.artifact_for(edge)
             store = self._store(run, artifact.store_name)
-            url = await self._io_call(store.put_url, artifact.object_name, ttl)
+            # Create-only: once the input is there, the URL cannot replace it.
+            url = await self._io_call(
+                lambda s=store, k=artifact.object_name: s.put_url(k, ttl, create_only=True)
+            )
             urls.append(WaitingURL(artifact=artifact, put_url=url, ttl=expires))
         return urls
 
@@ -291,6 +301,52 @@ class Scheduler:
         for edge in run.pending_uploads():
             artifact = run.artifact_for(edge)
             self._awaited[(artifact.store_name, artifact.object_name)] = (run.id, edge)
+
+    def _arm_upload_deadline(self, run: RunState) -> None:
+        """Wake when the first of the run's WaitingURLs still awaited expires.
+
+        The TTLs are in the persisted FlowRun, so a resumed run is armed again
+        (at once when its URLs expired while the service was down).
+        """
+        previous = self._deadlines.pop(run.id, None)
+        if previous is not None:
+            previous.cancel()
+        pending = set(run.pending_uploads())
+        ttls = [w.ttl for w in run.run.waiting_urls if w.artifact.edge_name in pending]
+        if not ttls or run.status.finished:
+            return
+        delay = max(0.0, (min(ttls) - utcnow()).total_seconds()) + UPLOAD_GRACE
+        self._deadlines[run.id] = asyncio.get_running_loop().call_later(
+            delay, lambda: asyncio.ensure_future(self._uploads_due(run.id))
+        )
+
+    async def _uploads_due(self, run_id: str) -> None:
+        """End the run if an input's WaitingURL expired before its bytes came."""
+        self._deadlines.pop(run_id, None)
+        run = self.runs.get(run_id)
+        if run is None or run.status.finished:
+            return
+        now = utcnow()
+        due = {
+            w.artifact.edge_name: w.ttl
+            for w in run.run.waiting_urls
+            if w.ttl <= now and w.artifact.edge_name in run.pending_uploads()
+        }
+        for edge in due:
+            # An upload that landed in time may not have been polled yet (S3): ask.
+            artifact = run.artifact_for(edge)
+            try:
+                store = self._store(run, artifact.store_name)
+            except StoreError as exc:
+                log.warning("upload_check_failed", store=artifact.store_name, error=str(exc))
+                continue
+            await self._check_upload(store, artifact.store_name, artifact.object_name)
+        if not run.status.finished:
+            late = {edge: ttl for edge, ttl in due.items() if edge in run.pending_uploads()}
+            if late:
+                log.warning("uploads_expired", run_id=run.id, edges=sorted(late))
+                await self._apply(run, run.uploads_expired(late))
+        self._arm_upload_deadline(run)
 
     async def _poll_uploads(self) -> None:
         """Stores that cannot tell us about uploads (S3) are checked periodically."""
@@ -385,6 +441,9 @@ class Scheduler:
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
+        deadline = self._deadlines.pop(run.id, None)
+        if deadline is not None:
+            deadline.cancel()
         for key in [k for k, v in self._awaited.items() if v[0] == run.id]:
             del self._awaited[key]
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
@@ -532,6 +591,7 @@ class Scheduler:
         for (store_name, key), (run_id, _edge) in list(self._awaited.items()):
             if run_id == run.id:
                 await self._check_upload(self._store(run, store_name), store_name, key)
+        self._arm_upload_deadline(run)
         log.info("run_resumed", run_id=run.id, status=run.status.value)
 
 

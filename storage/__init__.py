@@ -7,6 +7,7 @@ from typing import Any
 
 from storage.base import (
     InvalidKey,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     Store,
@@ -87,6 +88,7 @@ __all__ = [
     "InvalidKey",
     "KeyConflict",
     "LocalStore",
+    "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "S3Store",

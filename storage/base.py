@@ -7,6 +7,7 @@ Exception tree (everything a backend raises on purpose):
 
     StoreError
     ├── ObjectNotFound     the key does not exist
+    ├── ObjectExists       a create-only write found the key taken
     ├── InvalidKey         the key is empty, absolute, or escapes its bucket (``..``)
     └── StoreUnavailable   the backend could not be reached or refused the call
 """
@@ -26,6 +27,12 @@ class StoreError(Exception):
 class ObjectNotFound(StoreError):
     def __init__(self, key: str) -> None:
         super().__init__(f"object {key!r} does not exist")
+        self.key = key
+
+
+class ObjectExists(StoreError):
+    def __init__(self, key: str) -> None:
+        super().__init__(f"object {key!r} exists already")
         self.key = key
 
 
@@ -76,11 +83,15 @@ class Store(ABC):
     name: str
 
     @abstractmethod
-    def put_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
-        """A URL that accepts one HTTP PUT of the object's bytes for ``ttl`` seconds.
+    def put_url(
+        self, key: str, ttl: float, *, internal: bool = False, create_only: bool = False
+    ) -> str:
+        """A URL that accepts HTTP PUTs of the object's bytes for ``ttl`` seconds.
 
         ``internal`` asks for the address the service and its workers use;
-        otherwise the address handed to clients (browsers, curl).
+        otherwise the address handed to clients (browsers, curl). ``create_only``
+        asks for a URL that refuses to replace an existing object, where the
+        backend can enforce it (the local store can; S3 cannot for plain clients).
         """
 
     @abstractmethod

@@ -2,7 +2,9 @@
 
 A URL is ``{base}/objects/{store}/{key}?X-Pipewell-Expires=…&X-Pipewell-Signature=…``;
 the signature is an HMAC-SHA256 over method, store, key and expiry with a
-secret the service keeps in its state, so URLs outlive a restart.
+secret the service keeps in its state, so URLs outlive a restart. A create-only
+PUT URL (a WaitingURL) also carries ``X-Pipewell-Create-Only=1``, and the flag
+is signed too: removing it makes an altered URL, not one that may overwrite.
 
 Layout under ``root``::
 
@@ -12,7 +14,9 @@ Layout under ``root``::
     tmp/.upload-*                 uploads in progress (same filesystem as data/)
 
 An object is written to ``tmp/`` and renamed into place, so a reader never
-sees half an object and a failed upload leaves nothing behind.
+sees half an object and a failed upload leaves nothing behind. A create-only
+write is hard-linked into place instead, which fails if the name exists: of
+uploads racing on one create-only URL exactly one wins.
 """
 
 from __future__ import annotations
@@ -32,10 +36,12 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
-from storage.base import ObjectInfo, ObjectNotFound, Store, StoreError, check_key
+from storage.base import ObjectExists, ObjectInfo, ObjectNotFound, Store, StoreError, check_key
 
 EXPIRES = "X-Pipewell-Expires"
 SIGNATURE = "X-Pipewell-Signature"
+#: Present (and signed) on PUT URLs that may create their object, never replace it.
+CREATE_ONLY = "X-Pipewell-Create-Only"
 #: Blocks written to disk at once, off the event loop, by ``write_chunks``.
 WRITE_BLOCK = 1024 * 1024
 _TEMP_PREFIX = ".upload-"
@@ -90,25 +96,45 @@ class LocalStore(Store):
 
     # ------------------------------------------------------------ signing
 
-    def _signature(self, method: str, key: str, expires: int) -> str:
-        message = f"{method}\n{self.name}\n{key}\n{expires}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+    def _signature(self, method: str, key: str, expires: int, create_only: bool = False) -> str:
+        message = f"{method}\n{self.name}\n{key}\n{expires}"
+        if create_only:
+            # Signed, so stripping the flag breaks the signature. URLs without it
+            # sign exactly what they always did: those issued before still verify.
+            message += "\ncreate-only"
+        return hmac.new(self._secret, message.encode(), hashlib.sha256).hexdigest()
 
-    def _url(self, method: str, key: str, ttl: float, internal: bool) -> str:
+    def _url(
+        self, method: str, key: str, ttl: float, internal: bool, create_only: bool = False
+    ) -> str:
         check_key(key)
         expires = int(time.time() + ttl)
         base = self.internal_base_url if internal else self.public_base_url
-        query = urlencode({EXPIRES: expires, SIGNATURE: self._signature(method, key, expires)})
-        return f"{base}/objects/{quote(self.name, safe='')}/{quote(key, safe='/')}?{query}"
+        query = {EXPIRES: expires, SIGNATURE: self._signature(method, key, expires, create_only)}
+        if create_only:
+            query[CREATE_ONLY] = 1
+        path = f"/objects/{quote(self.name, safe='')}/{quote(key, safe='/')}"
+        return f"{base}{path}?{urlencode(query)}"
 
-    def put_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
-        return self._url("PUT", key, ttl, internal)
+    def put_url(
+        self, key: str, ttl: float, *, internal: bool = False, create_only: bool = False
+    ) -> str:
+        return self._url("PUT", key, ttl, internal, create_only)
 
     def get_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
         return self._url("GET", key, ttl, internal)
 
-    def verify(self, method: str, key: str, expires: str | None, signature: str | None) -> None:
-        """Raise SignatureInvalid unless we signed this URL for this method and key.
+    def verify(
+        self,
+        method: str,
+        key: str,
+        expires: str | None,
+        signature: str | None,
+        *,
+        create_only: bool = False,
+    ) -> None:
+        """Raise SignatureInvalid unless we signed this URL for this method and key
+        (and, for ``create_only``, as a create-only URL).
 
         A GET URL also answers HEAD. The signature is checked before the expiry,
         so "expired" is only ever said of a URL we really issued.
@@ -121,7 +147,7 @@ class LocalStore(Store):
             expires_at = int(expires)
         except ValueError as exc:
             raise SignatureInvalid("the URL's expiry is not a number") from exc
-        expected = self._signature(method, key, expires_at)
+        expected = self._signature(method, key, expires_at, create_only)
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise SignatureInvalid(
                 "the URL's signature does not match (altered, or meant for another method)"
@@ -174,12 +200,17 @@ class LocalStore(Store):
         fd, temp = tempfile.mkstemp(dir=self.tmp, prefix=_TEMP_PREFIX)
         return os.fdopen(fd, "wb"), Path(temp)
 
-    def _commit_write(self, key: str, temp: Path, content_type: str | None) -> ObjectInfo:
+    def _commit_write(
+        self, key: str, temp: Path, content_type: str | None, create_only: bool = False
+    ) -> ObjectInfo:
         target = self.path(key)
         for attempt in (1, 2):
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(temp, target)
+                if create_only:
+                    self._link_new(temp, target, key)
+                else:
+                    os.replace(temp, target)
                 break
             except FileNotFoundError:
                 if attempt == 2:  # a delete pruned the directory between the two calls
@@ -203,6 +234,21 @@ class LocalStore(Store):
             self._legacy_meta_path(key).unlink(missing_ok=True)
         return ObjectInfo(key=key, size=size, content_type=content_type)
 
+    @staticmethod
+    def _link_new(temp: Path, target: Path, key: str) -> None:
+        """Put ``temp`` at ``target`` unless something is there already.
+
+        link, unlike replace, fails when the name exists, atomically: of two
+        uploads racing on one create-only URL, exactly one wins.
+        """
+        try:
+            os.link(temp, target)
+        except FileExistsError as exc:
+            if target.is_dir():
+                raise  # the prefix of other keys: a KeyConflict, as for any write
+            raise ObjectExists(key) from exc
+        temp.unlink()
+
     def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
         handle, temp = self._begin_write(key)
         try:
@@ -214,9 +260,17 @@ class LocalStore(Store):
             raise
 
     async def write_chunks(
-        self, key: str, chunks: AsyncIterable[bytes], *, content_type: str | None = None
+        self,
+        key: str,
+        chunks: AsyncIterable[bytes],
+        *,
+        content_type: str | None = None,
+        create_only: bool = False,
     ) -> ObjectInfo:
         """``write`` for bytes arriving on the event loop (an HTTP body).
+
+        ``create_only``: raise ObjectExists, storing nothing, if ``key`` exists
+        when the bytes are complete.
 
         Chunks are gathered into blocks of ``WRITE_BLOCK`` bytes; each block is
         written in the default executor while the next one is being received,
@@ -241,7 +295,9 @@ class LocalStore(Store):
             if block:
                 await loop.run_in_executor(None, handle.write, block)
             await loop.run_in_executor(None, handle.close)
-            return await loop.run_in_executor(None, self._commit_write, key, temp, content_type)
+            return await loop.run_in_executor(
+                None, self._commit_write, key, temp, content_type, create_only
+            )
         except BaseException:
             # A write still running in the executor holds the file's lock: close
             # waits for it, then the half file goes.
@@ -266,4 +322,12 @@ class LocalStore(Store):
             parent = parent.parent
 
 
-__all__ = ["EXPIRES", "SIGNATURE", "WRITE_BLOCK", "KeyConflict", "LocalStore", "SignatureInvalid"]
+__all__ = [
+    "CREATE_ONLY",
+    "EXPIRES",
+    "SIGNATURE",
+    "WRITE_BLOCK",
+    "KeyConflict",
+    "LocalStore",
+    "SignatureInvalid",
+]

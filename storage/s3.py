@@ -170,7 +170,12 @@ class S3Store(Store):
                 method, Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=expires_in
             )
 
-    def put_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
+    def put_url(
+        self, key: str, ttl: float, *, internal: bool = False, create_only: bool = False
+    ) -> str:
+        # create_only is not enforced: S3 can only refuse an overwrite when the PUT
+        # carries If-None-Match, a header curl -T and browsers do not send, so
+        # signing it in would break plain uploads. The limit is in the README.
         return self._presign("put_object", key, ttl, internal)
 
     def get_url(self, key: str, ttl: float, *, internal: bool = False) -> str:

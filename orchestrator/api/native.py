@@ -9,6 +9,7 @@ from aiohttp import web
 from orchestrator.api.appkeys import EVENTS, SCHEDULER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
+from orchestrator.api.downloads import download_headers
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 
 routes = web.RouteTableDef()
@@ -50,9 +51,8 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     response = web.StreamResponse(
         headers={
-            "Content-Type": info.content_type or "application/octet-stream",
+            **download_headers(info.content_type, request.match_info["edge"]),
             "Content-Length": str(info.size),
-            "Content-Disposition": f'inline; filename="{request.match_info["edge"]}"',
         }
     )
     try:

@@ -5,7 +5,10 @@ does not apply) and whatever their Content-Type says: the stored bytes are
 exactly the bytes sent, including ``curl --data-binary`` form-encoded bodies.
 A PUT carrying ``Expect: 100-continue`` (``curl -T`` of a large file) has its
 URL checked before the client is told to send the body, so a refused upload
-costs no transfer.
+costs no transfer. A create-only URL (a WaitingURL) whose object exists is
+refused then too, with 409 ``OBJECT_EXISTS``; the store's own check when the
+bytes are complete is the one that settles a race. A GET is answered with the
+headers of ``downloads``: stored bytes are never rendered as a page of ours.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 
+from orchestrator.api.downloads import download_headers
 from orchestrator.api.errors import error_response
-from storage import InvalidKey, LocalStore, SignatureInvalid
-from storage.local import EXPIRES, SIGNATURE, KeyConflict
+from storage import InvalidKey, LocalStore, ObjectExists, SignatureInvalid
+from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE, KeyConflict
 
 StoreLookup = Callable[[str], LocalStore | None]
 OnWritten = Callable[[str, str], Awaitable[None]]
@@ -41,7 +45,11 @@ def add_object_routes(
         key = request.match_info["key"]
         try:
             store.verify(
-                request.method, key, request.query.get(EXPIRES), request.query.get(SIGNATURE)
+                request.method,
+                key,
+                request.query.get(EXPIRES),
+                request.query.get(SIGNATURE),
+                create_only=CREATE_ONLY in request.query,
             )
         except SignatureInvalid as exc:
             return error_response(403, "URL_INVALID", str(exc), expired=exc.expired)
@@ -49,8 +57,17 @@ def add_object_routes(
             return error_response(400, "KEY_INVALID", str(exc))
         return store, key
 
-    async def expect_put(request: web.Request) -> web.StreamResponse | None:
+    async def resolve_put(request: web.Request) -> tuple[LocalStore, str] | web.Response:
         resolved = resolve(request)
+        if isinstance(resolved, web.Response) or CREATE_ONLY not in request.query:
+            return resolved
+        store, key = resolved
+        if await asyncio.get_running_loop().run_in_executor(None, store.exists, key):
+            return exists_response(key)
+        return resolved
+
+    async def expect_put(request: web.Request) -> web.StreamResponse | None:
+        resolved = await resolve_put(request)
         if isinstance(resolved, web.Response):
             # The client has not sent the body: answer and close, do not read it.
             resolved.force_close()
@@ -64,7 +81,7 @@ def add_object_routes(
         return None
 
     async def put_object(request: web.Request) -> web.Response:
-        resolved = resolve(request)
+        resolved = await resolve_put(request)
         if isinstance(resolved, web.Response):
             return resolved
         store, key = resolved
@@ -73,8 +90,13 @@ def add_object_routes(
             content_type = None
         try:
             info = await store.write_chunks(
-                key, request.content.iter_any(), content_type=content_type or None
+                key,
+                request.content.iter_any(),
+                content_type=content_type or None,
+                create_only=CREATE_ONLY in request.query,
             )
+        except ObjectExists:
+            return exists_response(key)
         except KeyConflict as exc:
             return error_response(409, "KEY_CONFLICT", str(exc))
         if on_written is not None:
@@ -92,8 +114,16 @@ def add_object_routes(
         if info is None:
             return error_response(404, "OBJECT_NOT_FOUND", f"no object {key!r} in this store")
         return web.FileResponse(
-            store.path(key),
-            headers={"Content-Type": info.content_type or "application/octet-stream"},
+            store.path(key), headers=download_headers(info.content_type, key.rsplit("/", 1)[-1])
+        )
+
+    def exists_response(key: str) -> web.Response:
+        return error_response(
+            409,
+            "OBJECT_EXISTS",
+            f"object {key!r} was uploaded already, and this URL only creates it: the run "
+            "takes the first upload as its input; to send other bytes, submit the flow "
+            "again for a new WaitingURL",
         )
 
     app.router.add_put("/objects/{store}/{key:.+}", put_object, expect_handler=expect_put)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from tests.helpers import busybox_def, chain_flow, submit, upload
+from tests.helpers import busybox_def, chain_flow, submit, upload, wait_for
 
 
 async def test_healthz(start_service):
@@ -121,8 +121,9 @@ async def test_tampered_and_expired_upload_urls_are_refused(start_service):
     async with client.session.put(url, data=b"x") as response:
         assert response.status == 403
         assert "expired" in (await response.json())["message"]
-    status = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
-    assert status["Status"] == "WAITING"
+    # The input never came in time: the run ends, saying so (test_upload_safety.py).
+    status = await wait_for(client, run["ID"], {"ERROR"}, timeout=10)
+    assert "was not uploaded before its WaitingURL expired" in status["Error"]
 
 
 async def test_events_stream_ends_with_the_final_run(start_service):

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from orchestrator.api.objects import add_object_routes
-from storage import KeyConflict, LocalStore, ObjectNotFound, SignatureInvalid
+from storage import KeyConflict, LocalStore, ObjectExists, ObjectNotFound, SignatureInvalid
 
 SECRET = b"k" * 32
 EVERY_BYTE = bytes(range(256)) * 64
@@ -222,6 +222,107 @@ def test_verify_accepts_head_for_get_and_names_the_problem(tmp_path):
         store.verify("GET", "a/b", expires, None)
     with pytest.raises(SignatureInvalid, match="does not match"):
         store.verify("GET", "a/b", expires, "é" * 64)
+
+
+# ------------------------------------------------------------------ create-only URLs
+
+
+async def test_a_create_only_url_creates_once_and_its_flag_is_signed(store_server):
+    store, written = store_server
+    url = store.put_url("in/put", 60, create_only=True)
+    assert "X-Pipewell-Create-Only=1" in url
+    async with aiohttp.ClientSession() as session:
+        async with session.put(url, data=b"first", headers={"Content-Type": "text/csv"}) as r:
+            assert r.status == 200
+        async with session.put(url, data=b"second") as response:
+            assert response.status == 409
+            body = await response.json()
+            assert body["code"] == "OBJECT_EXISTS" and "'in/put'" in body["message"]
+        stripped = url.replace("&X-Pipewell-Create-Only=1", "")
+        added = store.put_url("in/put", 60) + "&X-Pipewell-Create-Only=0"
+        for altered in (stripped, added):
+            async with session.put(altered, data=b"second") as response:
+                assert response.status == 403
+                assert "does not match" in (await response.json())["message"]
+        # The worker's own output URLs are not create-only: a retried attempt overwrites.
+        async with session.put(store.put_url("out/put", 60), data=b"attempt 1") as response:
+            assert response.status == 200
+        async with session.put(store.put_url("out/put", 60), data=b"attempt 2") as response:
+            assert response.status == 200
+    assert store.path("in/put").read_bytes() == b"first"
+    assert store.stat("in/put").content_type == "text/csv"
+    assert store.path("out/put").read_bytes() == b"attempt 2"
+    assert written == [("default", "in/put"), ("default", "out/put"), ("default", "out/put")]
+    assert leftovers(store) == []
+
+
+async def test_a_refused_create_only_put_is_answered_before_the_body(served):
+    store = served.store
+    store.write("taken", io.BytesIO(b"kept"))
+    head = "Content-Length: 5\r\nExpect: 100-continue\r\n"
+    reader, writer = await raw_request(store.put_url("taken", 60, create_only=True), head)
+    assert (await read_head(reader)).startswith(b"HTTP/1.1 409")
+    writer.close()
+    await writer.wait_closed()
+    assert store.path("taken").read_bytes() == b"kept"
+    assert served.written == []
+
+
+async def test_racing_create_only_writes_store_exactly_one(tmp_path):
+    store = LocalStore("s", tmp_path, "http://h", SECRET)
+
+    async def body(tag: bytes):
+        for _ in range(4):
+            yield tag * 300_000
+            await asyncio.sleep(0)
+
+    async def write(tag: bytes) -> bytes | None:
+        try:
+            await store.write_chunks("race", body(tag), create_only=True)
+        except ObjectExists:
+            return None
+        return tag
+
+    winners = [t for t in await asyncio.gather(*(write(bytes([65 + i])) for i in range(8))) if t]
+    assert len(winners) == 1
+    assert store.path("race").read_bytes() == winners[0] * 1_200_000
+    assert leftovers(store) == []
+    # A create-only key under an object, or over other objects, is still a conflict.
+    with pytest.raises(KeyConflict):
+        await store.write_chunks("race/under", body(b"x"), create_only=True)
+    store.write("dir/child", io.BytesIO(b"x"))
+    with pytest.raises(KeyConflict):
+        await store.write_chunks("dir", body(b"x"), create_only=True)
+    assert leftovers(store) == []
+
+
+# ------------------------------------------------------------------ what a GET says
+
+
+@pytest.mark.parametrize(
+    ("content_type", "disposition"),
+    [
+        ("text/html", "attachment"),
+        ("image/svg+xml", "attachment"),
+        (None, "attachment"),
+        ("image/png", "inline"),
+    ],
+)
+async def test_gets_are_never_sniffed_nor_rendered_as_pages(
+    store_server, content_type, disposition
+):
+    store, _ = store_server
+    store.write("a b/page.x", io.BytesIO(b"<svg onload=alert(1)>"), content_type=content_type)
+    served_type = content_type or "application/octet-stream"
+    async with aiohttp.ClientSession() as session:
+        for method in ("GET", "HEAD"):
+            async with session.request(method, store.get_url("a b/page.x", 60)) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"] == served_type
+                assert response.headers["X-Content-Type-Options"] == "nosniff"
+                assert response.headers["Content-Disposition"] == (
+                    f'{disposition}; filename="page.x"'
+                )
 
 
 # ------------------------------------------------------------------ streaming

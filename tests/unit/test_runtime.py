@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from orchestrator.models import FlowSubmission, LogRecord, NodeStatus, RunStatus, StoreInput
-from orchestrator.runtime import RunState, plan_run
+from orchestrator.runtime import RunState, Transition, plan_run
 
 NOW = datetime(2026, 3, 3, 10, 30, tzinfo=UTC)
 
@@ -166,3 +166,37 @@ def test_a_final_failure_cancels_active_siblings_but_not_finished_ones():
     assert run.state("y").error == "cancelled: node 'x' failed and the run stopped"
     assert run.state("z").status == NodeStatus.COMPLETE
     assert run.active_nodes() == []
+
+
+def test_an_upload_that_never_came_ends_the_run_with_its_reason():
+    run = _state(
+        _submission(
+            [_node("a", ["src1"], ["o1"]), _node("b", ["src2", "src1"], ["o2"])],
+        )
+    )
+    run.start([])
+    run.artifact_arrived("src1")
+    run.dispatched("a")
+    expired = datetime(2026, 3, 3, 11, 30, 5, 123456, tzinfo=UTC)
+    # An edge that did arrive is not expired, whatever the scheduler says.
+    assert run.uploads_expired({"src1": expired}) == Transition()
+    assert run.status == RunStatus.RUNNING
+
+    transition = run.uploads_expired({"src2": expired, "src1": expired})
+    assert transition.finished and transition.dispatch == []
+    assert run.status == RunStatus.ERROR
+    assert run.run.error == (
+        "edge 'src2' was not uploaded before its WaitingURL expired at 2026-03-03T11:30:05Z: "
+        "submit the flow again for new WaitingURLs and upload before their TTL"
+    )
+    assert run.state("b").status == NodeStatus.ERROR
+    assert run.state("b").error == (
+        "input 'in0' (edge 'src2') was not uploaded before its URL expired at 2026-03-03T11:30:05Z"
+    )
+    assert run.state("a").status == NodeStatus.ERROR
+    assert run.state("a").error.startswith("cancelled:")
+    assert run.run.waiting_urls == []
+    # Recorded once; a finished run ignores later news, and the reason is persisted.
+    assert run.uploads_expired({"src2": expired}) == Transition()
+    assert run.artifact_arrived("src2") == Transition()
+    assert RunState.restore(run.snapshot()).run.error == run.run.error
