@@ -148,6 +148,11 @@ class NodeDef(WireModel):
     timeout: float | None = Field(
         default=None, gt=0, description="Seconds before the container is killed."
     )
+    run_as_root: bool = Field(
+        default=False,
+        description="Run the container as root. By default a node runs as nobody "
+        "(65534:65534) unless its image names its own non-root User.",
+    )
 
     @property
     def uses(self) -> str:
