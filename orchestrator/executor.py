@@ -6,7 +6,10 @@ timeout) → copy outputs out → remove, whatever happened.
 Everything here blocks (the ``docker`` and ``requests`` clients do): the
 worker calls :meth:`DockerExecutor.run` from a bounded thread pool, never on
 the event loop. Docker and HTTP errors are translated into failed attempts in
-one place (:func:`_step`); nothing here raises past ``run``.
+one place (:func:`_step`), naming the component that failed (the Docker engine
+or the store); nothing here raises past ``run``. An attempt whose Docker engine
+stopped answering comes back with ``engine_down`` set: the worker then waits
+for the engine, and the attempt is not counted against the node.
 """
 
 from __future__ import annotations
@@ -49,7 +52,16 @@ MAX_LINE = 8192
 LABEL_RUN = "pipewell.run_id"
 LABEL_NODE = "pipewell.node_id"
 LABEL_ATTEMPT = "pipewell.attempt"
+#: The worker's display name (worker.name), shared by the services of one host.
 LABEL_WORKER = "pipewell.worker"
+#: The worker's identity (orchestrator.identity): what leftover clean-up matches.
+LABEL_WORKER_ID = "pipewell.worker_id"
+#: One per attempt: tells an attempt in flight from one that left its container behind.
+LABEL_ATTEMPT_ID = "pipewell.attempt_id"
+#: Who a node runs as when its image names no user or names root: nobody:nogroup.
+UNPRIVILEGED_USER = "65534:65534"
+#: Pipewell streams and keeps a node's logs itself: Docker's own copy (json-file) is capped.
+DOCKER_LOG_CAPS = {"max-size": "10m", "max-file": "1"}
 
 # Families the sniffer recognises: an unrecognised binary cannot be one of them.
 _SNIFFABLE_PREFIXES = ("image/", "video/", "audio/", "font/", "text/")
@@ -66,9 +78,30 @@ class AttemptFailed(Exception):
         self.retryable = retryable
 
 
+class EngineUnreachable(AttemptFailed):
+    """A Docker call got no answer: the connection to the engine failed or timed out."""
+
+
+def engine_problem(exc: Exception) -> str:
+    """What went wrong talking to the Docker engine, in a few words (no store URL can be in it)."""
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer within the time allowed (executor.docker_timeout): {type(exc).__name__}"
+    reason: BaseException = exc
+    # requests wraps urllib3's error, which wraps the socket's: the innermost says most.
+    while reason.args and isinstance(reason.args[-1], BaseException):
+        reason = reason.args[-1]
+    if reason is exc:
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} ({reason})"
+
+
 @contextlib.contextmanager
-def _step(what: str) -> Iterator[None]:
-    """Translate Docker and HTTP errors of one step into an AttemptFailed."""
+def _step(what: str, *, engine: bool = False) -> Iterator[None]:
+    """Translate Docker and HTTP errors of one step into an AttemptFailed.
+
+    docker-py talks HTTP through requests too: ``engine`` says the step's
+    requests errors come from the Docker engine, not from a store.
+    """
     try:
         yield
     except AttemptFailed:
@@ -76,6 +109,10 @@ def _step(what: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         raise AttemptFailed(f"{what}: Docker said: {exc.explanation or exc}") from exc
     except requests.RequestException as exc:
+        if engine:
+            raise EngineUnreachable(
+                f"{what}: the Docker engine did not answer: {engine_problem(exc)}"
+            ) from exc
         # The exception text may hold the presigned URL: keep only its kind.
         raise AttemptFailed(f"{what}: {type(exc).__name__} talking to the store") from exc
     except tarfile.TarError as exc:
@@ -119,6 +156,19 @@ def registry_of(image: str) -> str:
     if slash and ("." in first or ":" in first or first == "localhost"):
         return first.lower()
     return "docker.io"
+
+
+def container_user(image_user: str, *, run_as_root: bool) -> str | None:
+    """The user a node's container runs as; None keeps the image's own.
+
+    The container is the sandbox: an image that names no user, or names root,
+    runs as nobody unless its NodeDef asks for root (RunAsRoot).
+    """
+    if run_as_root:
+        return "0"
+    if image_user.split(":", 1)[0] in ("", "root", "0"):
+        return UNPRIVILEGED_USER
+    return None
 
 
 def _engine_is_local(client: docker.DockerClient) -> bool:
@@ -176,6 +226,11 @@ class _IterReader(io.RawIOBase):
                 self._buffer = next(self._chunks)
             except StopIteration:
                 return 0
+            except requests.RequestException as exc:
+                # Read while the store's upload sends it: would pass for the store's error.
+                raise EngineUnreachable(
+                    f"copy out: the Docker engine did not answer: {engine_problem(exc)}"
+                ) from exc
         n = min(len(target), len(self._buffer))
         target[:n] = self._buffer[:n]
         self._buffer = self._buffer[n:]
@@ -215,11 +270,15 @@ def _tar_entries(entries: list[tuple[str, int, Iterator[bytes] | None]]) -> Iter
         info.mode = 0o644
         yield info.tobuf(format=tarfile.PAX_FORMAT)
         sent = 0
-        for chunk in chunks:
-            sent += len(chunk)
-            if sent > size:
-                raise AttemptFailed(f"{path}: the store sent more bytes than announced")
-            yield chunk
+        try:
+            for chunk in chunks:
+                sent += len(chunk)
+                if sent > size:
+                    raise AttemptFailed(f"{path}: the store sent more bytes than announced")
+                yield chunk
+        except requests.RequestException as exc:
+            # Raised inside Docker's request, it would pass for the engine's error.
+            raise AttemptFailed(f"{path}: {type(exc).__name__} reading it from the store") from exc
         if sent != size:
             raise AttemptFailed(f"{path}: the store sent {sent} of {size} bytes")
         if size % 512:
@@ -299,11 +358,13 @@ class DockerExecutor:
         client: docker.DockerClient,
         settings: ExecutorSettings,
         worker: str,
+        worker_id: str,
         work_dir: Path,
     ) -> None:
         self.client = client
         self.settings = settings
         self.worker = worker
+        self.worker_id = worker_id
         # mount: each attempt's files live in a host directory bind-mounted into the
         # container; archive: they are copied in and out through the Engine API.
         transfer = settings.transfer
@@ -315,6 +376,9 @@ class DockerExecutor:
             self.mount_root.mkdir(parents=True, exist_ok=True)
         self._http = threading.local()
         self._aborting = threading.Event()
+        # Attempts in flight (their attempt ids): clean-up while they run leaves them alone.
+        self._live: set[str] = set()
+        self._live_lock = threading.Lock()
         # Runs that ended while attempts of theirs were still being set up: an
         # attempt checks this around its start, since a kill cannot reach a
         # container that is created but not started, nor one not created yet.
@@ -336,10 +400,13 @@ class DockerExecutor:
         result = AttemptResult(
             run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
         )
+        attempt_id = uuid.uuid4().hex
+        with self._live_lock:
+            self._live.add(attempt_id)
         attempt_dir = None
         try:
             _check_names(task)
-            attempt_dir = self._attempt_dir() if self.mount_root is not None else None
+            attempt_dir = self._attempt_dir(attempt_id) if self.mount_root is not None else None
             with timings("input_transfer"):
                 opened = [self._open_input(spec) for spec in task.inputs]
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
@@ -347,7 +414,7 @@ class DockerExecutor:
             # Created before the input bodies land: Docker syncs the filesystem when
             # it creates a container, and gigabytes of fresh dirty pages make that slow.
             with timings("create"):
-                container = self._create(task, tier, in_paths, out_paths, attempt_dir)
+                container = self._create(task, tier, in_paths, out_paths, attempt_dir, attempt_id)
             with timings("input_transfer"):
                 if attempt_dir is None:
                     self._copy_in(container, opened)
@@ -359,7 +426,7 @@ class DockerExecutor:
                 pump = self._attach(container, emit, task.attempt)
                 self._start(container)
             if task.run_id in self._ended_runs:
-                with contextlib.suppress(docker.errors.APIError):
+                with contextlib.suppress(docker.errors.APIError, requests.RequestException):
                     container.kill()
             with timings("run"):
                 exit_code = self._wait(container, task, pump)
@@ -379,6 +446,10 @@ class DockerExecutor:
             result.ok = True
         except AttemptFailed as failure:
             result.error, result.retryable = failure.message, failure.retryable
+            # A Docker call got no answer. If the engine is down that is not the
+            # node's failure (and the node runs again once it is back); if it
+            # answers again, the failure counts like any other.
+            result.engine_down = isinstance(failure, EngineUnreachable) and self.ping() is not None
         except Exception as exc:  # a bug of ours must still end the attempt, not the worker
             log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
             result.error = f"internal error in the worker: {type(exc).__name__}: {exc}"
@@ -393,6 +464,10 @@ class DockerExecutor:
                 self._remove(container)
             if attempt_dir is not None:
                 shutil.rmtree(attempt_dir, ignore_errors=True)
+            # A container the engine could not remove now is a leftover: removed
+            # once the engine answers again (remove_leftovers).
+            with self._live_lock:
+                self._live.discard(attempt_id)
             return time.perf_counter() - began
 
         return result, cleanup
@@ -404,21 +479,25 @@ class DockerExecutor:
         nodes again when it resumes.
         """
         self._aborting.set()
-        killed = 0
-        for container in self._own_containers():
-            with contextlib.suppress(docker.errors.APIError):
-                container.kill()
-                killed += 1
-        return killed
+        return self._kill_own()
 
     def kill_run(self, run_id: str) -> int:
         """Kill this worker's containers of a run that has ended; their attempts then end."""
         self._ended_runs[run_id] = None
         while len(self._ended_runs) > ENDED_RUNS_KEPT:
             self._ended_runs.popitem(last=False)
+        return self._kill_own(run_id)
+
+    def _kill_own(self, run_id: str | None = None) -> int:
+        try:
+            containers = self._own_containers(run_id)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            # Their attempts end anyway: the engine's failure ends them.
+            log.warning("kill_skipped", run_id=run_id, docker=engine_problem(exc))
+            return 0
         killed = 0
-        for container in self._own_containers(run_id):
-            with contextlib.suppress(docker.errors.APIError):
+        for container in containers:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
                 container.kill()
                 killed += 1
         return killed
@@ -430,24 +509,58 @@ class DockerExecutor:
             )
 
     def _own_containers(self, run_id: str | None = None) -> list:  # type: ignore[type-arg]
+        """Containers of this worker's identity (of one run).
+
+        Never matched by worker name: the services of one host share it
+        (orchestrator.identity).
+        """
         run_label = f"{LABEL_RUN}={run_id}" if run_id else LABEL_RUN
         # sparse: without it docker-py inspects each listed container, and one
         # removed meanwhile (an attempt cleaning up) fails the whole listing.
         return self.client.containers.list(
             all=True,
             sparse=True,
-            filters={"label": [run_label, f"{LABEL_WORKER}={self.worker}"]},
+            filters={"label": [run_label, f"{LABEL_WORKER_ID}={self.worker_id}"]},
         )
 
+    def ping(self) -> str | None:
+        """None when the Docker engine answers, else what is wrong."""
+        try:
+            self.client.ping()
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            return engine_problem(exc)
+        return None
+
+    def reconnect(self) -> str | None:
+        """After an outage: None once the engine answers and leftovers are removed, else why not."""
+        problem = self.ping()
+        if problem is not None:
+            return problem
+        try:
+            removed = self.remove_leftovers()
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+            return engine_problem(exc)
+        log.info("docker_engine_back", worker=self.worker, removed_leftovers=removed)
+        return None
+
     def remove_leftovers(self) -> int:
-        """Remove containers this worker left behind (a crash, a SIGKILL)."""
-        removed = 0
+        """Remove what attempts of this worker left behind: containers, attempt directories.
+
+        At start-up (after a crash, a SIGKILL) that is every container of this
+        worker's identity; once the engine answers again after an outage, those
+        of the attempts it cut short, while the attempts in flight keep theirs.
+        """
+        with self._live_lock:
+            live = set(self._live)
         if self.mount_root is not None:
             for stale in self.mount_root.iterdir():
-                shutil.rmtree(stale, ignore_errors=True)
+                if stale.name not in live:
+                    shutil.rmtree(stale, ignore_errors=True)
+        removed = 0
         for container in self._own_containers():
-            self._remove(container)
-            removed += 1
+            if container.attrs.get("Labels", {}).get(LABEL_ATTEMPT_ID) not in live:
+                self._remove(container)
+                removed += 1
         return removed
 
     # ------------------------------------------------------------ steps
@@ -472,7 +585,8 @@ class DockerExecutor:
             session.mount("https://", HTTPAdapter(max_retries=retry))
         return session
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str) -> dict:  # type: ignore[type-arg]
+        """Pull a missing image; returns its config (User, Cmd, …)."""
         registry = registry_of(image)
         if registry not in self.settings.pull_registries:
             # The engine would connect to whatever host the flow's image names.
@@ -502,11 +616,14 @@ class DockerExecutor:
                         f"image {image} not found locally and its pull took over "
                         f"{self.settings.pull_timeout:g} s (executor.pull_timeout)"
                     )
-            self.client.images.get(image)
-        except (docker.errors.APIError, requests.RequestException) as exc:
-            reason = getattr(exc, "explanation", None) or type(exc).__name__
+            return self.client.images.get(image).attrs.get("Config") or {}
+        except docker.errors.APIError as exc:
             raise AttemptFailed(
-                f"image {image} not found locally and could not be pulled: {reason}"
+                f"image {image} not found locally and could not be pulled: {exc.explanation or exc}"
+            ) from exc
+        except requests.RequestException as exc:
+            raise EngineUnreachable(
+                f"pull image {image}: the Docker engine did not answer: {engine_problem(exc)}"
             ) from exc
 
     def _open_input(self, spec: TaskInput) -> _OpenInput:
@@ -535,9 +652,9 @@ class DockerExecutor:
             )
         return _OpenInput(spec, response, size, head, content_type, extension_for(content_type))
 
-    def _attempt_dir(self) -> Path:
+    def _attempt_dir(self, attempt_id: str) -> Path:
         assert self.mount_root is not None
-        path = self.mount_root / uuid.uuid4().hex
+        path = self.mount_root / attempt_id
         for sub in ("in", "out"):
             (path / sub).mkdir(parents=True)
         # Whatever user the image runs as must be able to write its outputs.
@@ -601,6 +718,7 @@ class DockerExecutor:
         in_paths: dict[str, str],
         out_paths: dict[str, str],
         attempt_dir: Path | None,
+        attempt_id: str,
     ):  # -> Container
         env = command.node_environment(in_paths, out_paths, task.flags)
         env.update(
@@ -621,7 +739,10 @@ class DockerExecutor:
                 LABEL_NODE: task.node_id,
                 LABEL_ATTEMPT: str(task.attempt),
                 LABEL_WORKER: self.worker,
+                LABEL_WORKER_ID: self.worker_id,
+                LABEL_ATTEMPT_ID: attempt_id,
             },
+            user=self._user(task),
             nano_cpus=tier.cpus * 1_000_000_000,
             mem_limit=tier.memory,
             # Equal to mem_limit: no swap, so the limit is the limit.
@@ -631,6 +752,7 @@ class DockerExecutor:
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             privileged=False,
+            log_config=docker.types.LogConfig(type="json-file", config=dict(DOCKER_LOG_CAPS)),
             detach=True,
         )
         if attempt_dir is not None:
@@ -638,16 +760,19 @@ class DockerExecutor:
                 str(attempt_dir / "in"): {"bind": command.INPUT_DIR, "mode": "ro"},
                 str(attempt_dir / "out"): {"bind": command.OUTPUT_DIR, "mode": "rw"},
             }
-        # The image is usually there: create at once, pull only when Docker says so.
+        with _step("create container", engine=True):
+            return self.client.containers.create(task.image, **options)
+
+    def _user(self, task: Task) -> str | None:
+        """Who the node runs as (:func:`container_user`); pulls the image if it is missing."""
         try:
-            with _step("create container"):
-                return self.client.containers.create(task.image, **options)
+            with _step(f"inspect image {task.image}", engine=True):
+                config = self.client.images.get(task.image).attrs.get("Config") or {}
         except AttemptFailed as failure:
             if not isinstance(failure.__cause__, docker.errors.ImageNotFound):
                 raise
-        self._pull(task.image)
-        with _step("create container"):
-            return self.client.containers.create(task.image, **options)
+            config = self._pull(task.image)
+        return container_user(config.get("User") or "", run_as_root=task.run_as_root)
 
     def _copy_in(self, container, opened: list[_OpenInput]) -> None:  # type: ignore[no-untyped-def]
         root = command.CONTAINER_ROOT.lstrip("/")
@@ -662,11 +787,11 @@ class DockerExecutor:
         ]
         # One archive, one API call, for the directories and every input.
         names = ", ".join(f"'{i.spec.name}'" for i in opened) or "none"
-        with _step(f"copy inputs ({names}) into the container"):
+        with _step(f"copy inputs ({names}) into the container", engine=True):
             container.put_archive("/", _tar_entries(entries))
 
     def _attach(self, container, emit: Emit, attempt: int) -> _LogPump:  # type: ignore[no-untyped-def]
-        with _step("attach to the container"):
+        with _step("attach to the container", engine=True):
             stream = self.client.api.attach(
                 container.id, stdout=True, stderr=True, stream=True, logs=True, demux=True
             )
@@ -675,14 +800,21 @@ class DockerExecutor:
         return pump
 
     def _start(self, container) -> None:  # type: ignore[no-untyped-def]
-        with _step("start container"):
+        with _step("start container", engine=True):
             container.start()
 
     def _wait(self, container, task: Task, pump: _LogPump) -> int:  # type: ignore[no-untyped-def]
+        began = time.monotonic()
         try:
             status = container.wait(timeout=task.timeout)
-        except (requests.exceptions.Timeout, requests.exceptions.ConnectionError) as exc:
-            with contextlib.suppress(docker.errors.APIError):
+        except requests.RequestException as exc:
+            if time.monotonic() - began < task.timeout:
+                # Too early for our timeout: the connection to the engine broke.
+                raise EngineUnreachable(
+                    f"waiting for the container: the Docker engine did not answer: "
+                    f"{engine_problem(exc)}"
+                ) from exc
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
                 container.kill()
             pump.join(5)
             raise AttemptFailed(
@@ -695,7 +827,12 @@ class DockerExecutor:
 
     def _exit_message(self, container, exit_code: int, tier: Tier, pump: _LogPump) -> str:  # type: ignore[no-untyped-def]
         oom = False
-        with contextlib.suppress(docker.errors.APIError):
+        # An engine going down kills its containers: their exit is not the node's
+        # failure, and an unanswered inspect says so (EngineUnreachable).
+        with (
+            _step("inspect the exited container", engine=True),
+            contextlib.suppress(docker.errors.APIError),
+        ):
             container.reload()
             oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
         if oom:
@@ -712,15 +849,16 @@ class DockerExecutor:
 
     def _copy_out(self, container, path: str, name: str, url: str) -> OutputInfo:  # type: ignore[no-untyped-def]
         try:
-            chunks, _stat = container.get_archive(path, chunk_size=CHUNK)
-        except docker.errors.NotFound as exc:
-            raise AttemptFailed(
-                f"output '{name}' missing: the command exited 0 but did not write {path}"
-            ) from exc
-        except docker.errors.APIError as exc:
-            raise AttemptFailed(f"output '{name}': copy out: {exc.explanation}") from exc
+            with _step(f"output '{name}': copy out", engine=True):
+                chunks, _stat = container.get_archive(path, chunk_size=CHUNK)
+        except AttemptFailed as failure:
+            if isinstance(failure.__cause__, docker.errors.NotFound):
+                raise AttemptFailed(
+                    f"output '{name}' missing: the command exited 0 but did not write {path}"
+                ) from failure.__cause__
+            raise
         with (
-            _step(f"output '{name}': copy out"),
+            _step(f"output '{name}': copy out", engine=True),
             tarfile.open(
                 fileobj=io.BufferedReader(_IterReader(iter(chunks)), CHUNK), mode="r|"
             ) as archive,
@@ -739,6 +877,11 @@ class DockerExecutor:
             pass
         except docker.errors.APIError as exc:
             log.warning("container_remove_failed", container=container.id[:12], error=str(exc))
+        except requests.RequestException as exc:
+            # Left for remove_leftovers, once the engine answers again.
+            log.warning(
+                "container_remove_failed", container=container.id[:12], docker=engine_problem(exc)
+            )
 
 
 __all__ = ["AttemptFailed", "DockerExecutor", "input_type_ok", "inside", "registry_of"]

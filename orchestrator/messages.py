@@ -40,6 +40,8 @@ class Task(BaseModel):
     flags: dict[str, str] = Field(default_factory=dict)
     inputs: list[TaskInput] = Field(default_factory=list)
     outputs: list[TaskOutput] = Field(default_factory=list)
+    # The NodeDef's RunAsRoot: else the container runs unprivileged where the image allows.
+    run_as_root: bool = False
 
     @property
     def key(self) -> str:
@@ -76,6 +78,9 @@ class AttemptResult(BaseModel):
     error: str = ""
     # False for failures a retry cannot fix (an input of the wrong type).
     retryable: bool = True
+    # The worker's Docker engine stopped answering: not the node's failure. The
+    # attempt is not counted; the node runs again once a worker's engine answers.
+    engine_down: bool = False
     outputs: dict[str, OutputInfo] = Field(default_factory=dict)
     # Seconds per phase: input_transfer, create, start, run, output_transfer.
     timings: dict[str, float] = Field(default_factory=dict)

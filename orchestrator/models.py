@@ -189,6 +189,11 @@ class NodeDef(WireModel):
         allow_inf_nan=False,
         description="Seconds before the container is killed (at most a week).",
     )
+    run_as_root: bool = Field(
+        default=False,
+        description="Run the container as root. By default a node runs as nobody "
+        "(65534:65534) unless its image names its own non-root User.",
+    )
 
     @property
     def uses(self) -> str:

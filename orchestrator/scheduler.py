@@ -421,6 +421,7 @@ class Scheduler:
             flags=_flags(node_def, node),
             inputs=inputs,
             outputs=outputs,
+            run_as_root=node_def.run_as_root,
         )
         if node_def.tier not in self.queue.offered_tiers():
             tier = TIERS[node_def.tier]
@@ -531,6 +532,9 @@ class Scheduler:
             )
             await self._apply(run, run.attempt_succeeded(node_id, result.attempt))
             return
+        if result.engine_down:
+            await self._attempt_lost(run, result)
+            return
         delay = self.settings.retry.delay(result.attempt)
         transition = run.attempt_failed(
             node_id, result.attempt, result.error, retryable=result.retryable, retry_delay=delay
@@ -557,6 +561,26 @@ class Scheduler:
                 level="error",
             )
         await self._apply(run, transition)
+
+    async def _attempt_lost(self, run: RunState, result: AttemptResult) -> None:
+        """The worker's Docker engine went away under the attempt: run it again under
+        the same number (not counted against MaxAttempts); the task waits in the queue
+        until a worker whose engine answers takes it."""
+        state = run.state(result.node_id)
+        if result.attempt != state.attempt or state.status in (
+            NodeStatus.COMPLETE,
+            NodeStatus.ERROR,
+        ):
+            return
+        self._log(
+            run,
+            result.node_id,
+            f"attempt {result.attempt} lost: {result.error}; it runs again once the Docker "
+            "engine answers (not counted against MaxAttempts)",
+            level="warning",
+        )
+        await self._dispatch(run, result.node_id, again=True)
+        self._save(run)
 
     async def _retry(self, run_id: str, node_id: str) -> None:
         self._timers.pop((run_id, node_id), None)

@@ -3,6 +3,10 @@
 Capacity model: each running container reserves its tier's memory from the
 worker's memory; CPU limits cap each container but are not reserved (parallel
 nodes share the cores); at most ``max_parallel`` containers run at once.
+
+While its Docker engine does not answer, a worker takes no tasks: it pings the
+engine with backoff, and once the engine is back it removes what the outage
+left behind (containers, attempt directories) and takes tasks again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from orchestrator.queue import TaskQueue
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
+
+#: Seconds between pings of an unreachable Docker engine: doubling, up to the second.
+ENGINE_RETRY_FIRST = 0.5
+ENGINE_RETRY_MAX = 10.0
 
 
 class Capacity:
@@ -57,6 +65,8 @@ class Capacity:
 class Worker:
     def __init__(self, settings: WorkerSettings, queue: TaskQueue, executor: DockerExecutor):
         self.name = settings.resolved_name()
+        # Unique where the name is not (orchestrator.identity): what the queue knows us by.
+        self.id = executor.worker_id
         self.queue = queue
         self.executor = executor
         self.tiers = frozenset(t.name for t in settings.offered_tiers())
@@ -70,19 +80,26 @@ class Worker:
         # One ordered outbox: log lines of an attempt always precede its result.
         self._outbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         self._sender_task: asyncio.Task[None] | None = None
+        # Set while the Docker engine answers; tasks are taken only then.
+        self._engine_ok = asyncio.Event()
+        self._engine_ok.set()
+        self._engine_problem: str | None = None
+        self._engine_task: asyncio.Task[None] | None = None
+        self._ping_lock = asyncio.Lock()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         removed = await loop.run_in_executor(self._pool, self.executor.remove_leftovers)
         if removed:
             log.info("removed_leftover_containers", count=removed, worker=self.name)
-        self.queue.register_worker(self.name, self.tiers)
+        self.queue.register_worker(self.id, self.tiers)
         self.queue.on_cancel(self._cancel_run)
         self._loop_task = asyncio.create_task(self._take_loop(), name=f"worker-{self.name}")
         self._sender_task = asyncio.create_task(self._send_loop(), name=f"sender-{self.name}")
         log.info(
             "worker_started",
             worker=self.name,
+            worker_id=self.id,
             tiers=sorted(self.tiers),
             memory_mib=self.capacity.memory // 2**20,
             slots=self.capacity.slots,
@@ -97,11 +114,12 @@ class Worker:
         going down its output has nowhere to go, and that is not the node's fault.
         """
         self._closing = True
-        self.queue.unregister_worker(self.name)
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        self.queue.unregister_worker(self.id)
+        for background in (self._loop_task, self._engine_task):
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
         if self._running:
             await asyncio.wait(self._running, timeout=grace)
         if self._running:
@@ -117,9 +135,40 @@ class Worker:
                 await self._sender_task
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    async def engine_problem(self) -> str | None:
+        """None while the Docker engine answers (asked now), else what is wrong with it."""
+        if self._engine_problem is None:
+            async with self._ping_lock:
+                problem = await asyncio.get_running_loop().run_in_executor(None, self.executor.ping)
+            if problem is not None:
+                self._engine_down(problem)
+        return self._engine_problem
+
+    def _engine_down(self, problem: str) -> None:
+        """Stop taking tasks until the engine answers again (:meth:`_await_engine`)."""
+        self._engine_problem = problem
+        if self._engine_ok.is_set() and not self._closing:
+            self._engine_ok.clear()
+            log.warning("docker_engine_unreachable", worker=self.name, problem=problem)
+            self._engine_task = asyncio.create_task(self._await_engine())
+
+    async def _await_engine(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = ENGINE_RETRY_FIRST
+        # Pings, then removes the outage's leftovers before any task is taken.
+        while (problem := await loop.run_in_executor(None, self.executor.reconnect)) is not None:
+            self._engine_problem = problem
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, ENGINE_RETRY_MAX)
+        self._engine_problem = None
+        self._engine_ok.set()
+
     async def _take_loop(self) -> None:
         while True:
+            await self._engine_ok.wait()
             task = await self.queue.take_task(self.tiers)
+            # Taken while the engine went away: it would only be lost again.
+            await self._engine_ok.wait()
             memory = TIERS[task.tier].memory
             await self.capacity.reserve(memory)
             running = asyncio.create_task(self._execute(task, memory))
@@ -163,6 +212,9 @@ class Worker:
                 )
             )
             result, cleanup = await loop.run_in_executor(self._pool, self.executor.run, task, emit)
+            if result.engine_down:
+                # Before the result goes out: the scheduler queues the node again at once.
+                self._engine_down(result.error)
             if self._closing and not result.ok:
                 # Most likely the shutdown itself (the service no longer takes the
                 # output, or the container was killed): not the node's failure. The

@@ -40,6 +40,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.events import EventBus
 from orchestrator.executor import DockerExecutor
+from orchestrator.identity import WorkerIdentity
 from orchestrator.invocations import Invocations
 from orchestrator.queue import MemoryQueue
 from orchestrator.registry import FlowRegistry
@@ -108,12 +109,17 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     """Worker first, so resumed runs find their tiers offered; on shutdown the worker
     stops first too, while the scheduler still records what its last attempts report."""
     settings = app[SETTINGS]
-    worker = None
+    worker = identity = None
     if settings.worker.enabled:
+        # Unique to this data directory: only containers labelled with it are ever removed.
+        identity = await asyncio.get_running_loop().run_in_executor(
+            None, WorkerIdentity, settings.data_dir
+        )
         executor = DockerExecutor(
             app[DOCKER],
             settings.executor,
             settings.worker.resolved_name(),
+            identity.id,
             settings.data_dir / "work",
         )
         worker = Worker(settings.worker, app[QUEUE], executor)
@@ -128,6 +134,8 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     if worker is not None:
         await worker.close()
     await scheduler.close()
+    if identity is not None:
+        identity.close()
 
 
 async def _invocations(app: web.Application) -> AsyncIterator[None]:

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import EVENTS, SCHEDULER
+from orchestrator.api.appkeys import EVENTS, SCHEDULER, WORKER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
@@ -94,7 +94,16 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """ok, and the local worker's Docker engine; 503 while that engine does not answer."""
+    worker = request.app.get(WORKER)
+    if worker is None:  # worker.enabled: false, no engine of ours to report on
+        return web.json_response({"status": "ok"})
+    problem = await worker.engine_problem()
+    if problem is not None:
+        return web.json_response(
+            {"status": "degraded", "docker": f"unreachable: {problem}"}, status=503
+        )
+    return web.json_response({"status": "ok", "docker": "ok"})
 
 
 __all__ = ["routes"]

@@ -12,7 +12,7 @@ async def test_healthz(start_service):
     client = await start_service()
     response = await client.get("/healthz")
     assert response.status == 200
-    assert await response.json() == {"status": "ok"}
+    assert await response.json() == {"status": "ok", "docker": "ok"}
 
 
 async def test_unknown_run_is_400_with_the_seed_text(start_service):

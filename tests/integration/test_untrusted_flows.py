@@ -114,7 +114,9 @@ def test_the_worker_refuses_a_task_whose_names_are_paths(tmp_path: Path):
     victim.write_bytes(VICTIM_BYTES)
     client = docker.from_env()
     try:
-        executor = DockerExecutor(client, ExecutorSettings(), "test-names", tmp_path / "work")
+        executor = DockerExecutor(
+            client, ExecutorSettings(), "test-names", "0" * 32, tmp_path / "work"
+        )
         for inputs, outputs in (
             ([TaskInput(name=str(victim), url="http://127.0.0.1:9/x")], []),
             ([], [TaskOutput(name="../../out", url="http://127.0.0.1:9/y")]),
@@ -433,7 +435,9 @@ def upload_to_own_store(store: dict) -> dict:
     return body
 
 
-async def test_a_flow_store_never_gets_the_operators_credentials(start_service, monkeypatch):
+async def test_a_flow_store_never_gets_the_operators_credentials(
+    start_service, monkeypatch, tmp_path
+):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOPERATOR")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
     listener = Listener()
@@ -451,7 +455,9 @@ async def test_a_flow_store_never_gets_the_operators_credentials(start_service, 
         assert listener.requests == []
 
         # Allowed there, it must bring its own credentials, and only those are used.
-        client = await start_service(storage={"flow_store_endpoints": [endpoint]})
+        client = await start_service(
+            tmp_path / "allowing", storage={"flow_store_endpoints": [endpoint]}
+        )
         response = await client.post(
             "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
         )
