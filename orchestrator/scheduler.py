@@ -21,7 +21,7 @@ import structlog
 
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
-from orchestrator.errors import ArtifactNotFound, InputMismatch, RunNotFound
+from orchestrator.errors import ArtifactNotFound, DataDirError, InputMismatch, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -104,7 +104,9 @@ class Scheduler:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        await asyncio.shield(self.state.flush())
+        # A write that fails here is reported by StateStore.close, which tries once more.
+        with contextlib.suppress(DataDirError):
+            await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
 
     async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -153,6 +155,13 @@ class Scheduler:
             waiting: list[WaitingURL] = []
         else:
             waiting = await self._waiting_urls(run)
+        run.start(waiting)
+        for edge in inputs or ():
+            run.artifact_arrived(edge)
+        # Accepted only once on disk: a run answered 200 must survive a restart.
+        # Nothing is dispatched or awaited before: a refused run (DataDirError) leaves
+        # nothing running.
+        await self.state.save_now(run_id, run.snapshot)
         self.runs[run_id] = run
         if inputs is None:
             self._await_uploads(run)
@@ -164,9 +173,7 @@ class Scheduler:
             uploads=len(waiting),
             inputs=len(inputs or ()),
         )
-        await self._apply(run, run.start(waiting))
-        for edge in inputs or ():
-            await self._apply(run, run.artifact_arrived(edge))
+        await self._apply(run, Transition(dispatch=run.ready_nodes()))
         return run.run
 
     async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
