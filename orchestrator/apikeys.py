@@ -18,7 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from orchestrator.database import connect, write_failure, writing
 from orchestrator.models import DEFAULT_TENANT, NAME_RULE, is_name
+
+log = structlog.get_logger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -87,16 +92,19 @@ def _now() -> str:
 
 class KeyStore:
     def __init__(self, database: Path) -> None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(database, check_same_thread=False, isolation_level=None,
-                                     timeout=10)  # fmt: skip
+        self._path = database
+        self._conn = connect(database)
         # The service calls in from more than one thread; one call at a time.
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
-        if "admin" not in columns:  # a database from before admin keys
-            self._conn.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+        # Whether recording a key's use fails (said once in the log, not per request).
+        self._use_unrecorded = False
+        with writing(database):
+            self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
+            if "admin" not in columns:  # a database from before admin keys
+                self._conn.execute(
+                    "ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         self._conn.close()
@@ -116,11 +124,12 @@ class KeyStore:
             raise KeyOperationError(f"a key's tenant is a name: {NAME_RULE}")
         raw = secrets.token_hex(32)
         try:
-            self._execute(
-                "INSERT INTO api_keys (name, tenant, sha256, masked, created_at, admin) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (name, tenant, _hash(raw), f"{raw[:8]}…{raw[-4:]}", _now(), int(admin)),
-            )
+            with writing(self._path):
+                self._execute(
+                    "INSERT INTO api_keys (name, tenant, sha256, masked, created_at, admin) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, tenant, _hash(raw), f"{raw[:8]}…{raw[-4:]}", _now(), int(admin)),
+                )
         except sqlite3.IntegrityError as exc:
             raise KeyOperationError(
                 f"a key named {name!r} exists already; pick another name", status=409
@@ -138,10 +147,11 @@ class KeyStore:
         return next((k for k in self.list() if k.name == name), None)
 
     def revoke(self, name: str) -> None:
-        _, changed = self._execute(
-            "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-            (_now(), name),
-        )
+        with writing(self._path):
+            _, changed = self._execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (_now(), name),
+            )
         if changed == 0:
             raise KeyOperationError(
                 f"no active key named {name!r} (see 'pipewell keys list')", status=404
@@ -159,8 +169,19 @@ class KeyStore:
         # The lookup is by hash; the comparison guards the match itself.
         if row is None or not hmac.compare_digest(row[0], digest):
             return None
-        self._execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (_now(), row[2]))
+        self._record_use(str(row[2]))
         return Principal(key_name=str(row[2]), tenant=str(row[1]), admin=bool(row[3]))
+
+    def _record_use(self, name: str) -> None:
+        """Best effort: a data directory that takes no writes must not turn away every key."""
+        try:
+            self._execute("UPDATE api_keys SET last_used = ? WHERE name = ?", (_now(), name))
+        except sqlite3.OperationalError as exc:
+            if not self._use_unrecorded:
+                log.warning("key_use_not_recorded", error=str(write_failure(exc, self._path)))
+            self._use_unrecorded = True
+        else:
+            self._use_unrecorded = False
 
 
 __all__ = ["KeyInfo", "KeyOperationError", "KeyStore", "Principal"]

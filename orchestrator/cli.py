@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from orchestrator.apikeys import KeyOperationError, KeyStore
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, DataDirError
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
 
@@ -47,7 +48,8 @@ async def serve(settings: Settings) -> None:
             "containers); use --auth required with a key from 'pipewell keys create', "
             "or listen on 127.0.0.1"
         )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Should a fatal signal (SIGBUS, SIGSEGV) still strike, its traceback reaches the log.
+    faulthandler.enable()
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=15)
     await runner.setup()
@@ -85,7 +87,11 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
 def keys_command(args: argparse.Namespace) -> int:
     from orchestrator.api.app import STATE_DB
 
-    store = KeyStore(args.data_dir / STATE_DB)
+    try:
+        store = KeyStore(args.data_dir / STATE_DB)
+    except DataDirError as exc:
+        print(f"pipewell: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.keys_command == "create":
             raw = store.create(args.name, args.tenant, admin=args.admin)
@@ -110,7 +116,7 @@ def keys_command(args: argparse.Namespace) -> int:
         else:
             store.revoke(args.name)
             print(f"revoked {args.name!r}: refused from its next use on", file=sys.stderr)
-    except KeyOperationError as exc:
+    except (KeyOperationError, DataDirError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         configure_logging(settings.log_level)
         asyncio.run(serve(settings))
-    except (ConfigError, StoreError) as exc:
+    except (ConfigError, DataDirError, StoreError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

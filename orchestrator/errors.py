@@ -6,7 +6,10 @@
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
     ├── InputMismatch      an invocation's input does not name the flow's entry edges
     ├── FlowNotFound       no saved flow with that id (for this tenant)
-    └── ConfigError        the service configuration cannot work
+    ├── ConfigError        the service configuration cannot work
+    └── DataDirError       the data directory refuses a write of the service's database
+        ├── DataDirFull        its filesystem is full
+        └── DataDirUnwritable  it cannot be written (immutable, read-only, permissions)
 
 Store errors live in ``storage.base`` (StoreError and children); Docker errors
 are translated inside the executor into failed attempts, never raised here.
@@ -14,6 +17,7 @@ are translated inside the executor into failed attempts, never raised here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -67,9 +71,53 @@ class ConfigError(PipewellError):
     pass
 
 
+# What the service does meanwhile, said in both messages.
+_MEANWHILE = (
+    "runs already accepted are kept in memory and written as soon as it takes writes "
+    "again; new runs are refused until then"
+)
+
+
+class DataDirError(PipewellError):
+    """A write to the data directory's database failed: nothing that needed it was done.
+
+    ``reason`` is SQLite's or the system's word for it, without the path.
+    """
+
+    def __init__(self, database: Path, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.database = database
+        self.reason = reason
+
+
+class DataDirFull(DataDirError):
+    def __init__(self, database: Path) -> None:
+        super().__init__(
+            database,
+            "database or disk is full",
+            f"the data directory {database.parent} is full: free space on its filesystem "
+            f"or move data_dir to a larger one; {_MEANWHILE}",
+        )
+
+
+class DataDirUnwritable(DataDirError):
+    def __init__(self, database: Path, reason: str) -> None:
+        super().__init__(
+            database,
+            reason,
+            f"the data directory {database.parent} cannot be written ({reason}): check that "
+            f"it and its {database.name}* files belong to the service's user, are not "
+            f"immutable (lsattr -d; chattr -i) and sit on a filesystem mounted read-write; "
+            f"{_MEANWHILE}",
+        )
+
+
 __all__ = [
     "ArtifactNotFound",
     "ConfigError",
+    "DataDirError",
+    "DataDirFull",
+    "DataDirUnwritable",
     "FlowInvalid",
     "FlowNotFound",
     "InputMismatch",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 from ulid import ULID
 
+from orchestrator.database import connect, writing
 from orchestrator.models import FlowSubmission
 
 SCHEMA = """
@@ -96,11 +96,10 @@ class TaskRecord:
 
 class FlowRegistry:
     def __init__(self, database: Path) -> None:
-        database.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(database, check_same_thread=False, isolation_level=None,
-                                     timeout=10)  # fmt: skip
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(SCHEMA)
+        self._path = database
+        self._conn = connect(database)
+        with writing(database):
+            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self._conn.close()
@@ -112,7 +111,7 @@ class FlowRegistry:
         text = submission.model_dump_json(exclude_none=True)
         digest = hashlib.sha256(text.encode()).hexdigest()
         name = submission.flow.name
-        with self._conn:
+        with writing(self._path), self._conn:
             self._conn.execute("BEGIN IMMEDIATE")
             latest = self._conn.execute(
                 "SELECT * FROM flows WHERE tenant = ? AND name = ? ORDER BY version DESC LIMIT 1",
@@ -175,11 +174,12 @@ class FlowRegistry:
         return [self._row(r) for r in rows]
 
     def delete(self, tenant: str, graph_id: str) -> bool:
-        cursor = self._conn.execute(
-            "UPDATE flows SET deleted_at = ? WHERE tenant = ? AND graph_id = ? "
-            "AND deleted_at IS NULL",
-            (_now(), tenant, graph_id),
-        )
+        with writing(self._path):
+            cursor = self._conn.execute(
+                "UPDATE flows SET deleted_at = ? WHERE tenant = ? AND graph_id = ? "
+                "AND deleted_at IS NULL",
+                (_now(), tenant, graph_id),
+            )
         return cursor.rowcount > 0
 
     def _one(self, query: str, *args: Any) -> SavedFlow | None:
@@ -203,12 +203,13 @@ class FlowRegistry:
     def put_config(self, graph_id: str, config_id: str, flags: FlagProfile) -> bool:
         """Create or replace a profile; True when it is new."""
         exists = self.config(graph_id, config_id) is not None
-        self._conn.execute(
-            "INSERT INTO flow_configs (graph_id, config_id, flags, updated_at) "
-            "VALUES (?, ?, ?, ?) ON CONFLICT (graph_id, config_id) DO UPDATE SET "
-            "flags = excluded.flags, updated_at = excluded.updated_at",
-            (graph_id, config_id, json.dumps(flags), _now()),
-        )
+        with writing(self._path):
+            self._conn.execute(
+                "INSERT INTO flow_configs (graph_id, config_id, flags, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (graph_id, config_id) DO UPDATE SET "
+                "flags = excluded.flags, updated_at = excluded.updated_at",
+                (graph_id, config_id, json.dumps(flags), _now()),
+            )
         return not exists
 
     def config(self, graph_id: str, config_id: str) -> FlagProfile | None:
@@ -226,9 +227,11 @@ class FlowRegistry:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     def delete_config(self, graph_id: str, config_id: str) -> bool:
-        cursor = self._conn.execute(
-            "DELETE FROM flow_configs WHERE graph_id = ? AND config_id = ?", (graph_id, config_id)
-        )
+        with writing(self._path):
+            cursor = self._conn.execute(
+                "DELETE FROM flow_configs WHERE graph_id = ? AND config_id = ?",
+                (graph_id, config_id),
+            )
         return cursor.rowcount > 0
 
     # ------------------------------------------------------------ Scade tasks
@@ -237,11 +240,12 @@ class FlowRegistry:
         self, tenant: str, execution_id: str, flow_seq: int, request: dict[str, Any]
     ) -> TaskRecord:
         created = _now()
-        cursor = self._conn.execute(
-            "INSERT INTO tasks (tenant, execution_id, flow_seq, request, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (tenant, execution_id, flow_seq, json.dumps(request), created),
-        )
+        with writing(self._path):
+            cursor = self._conn.execute(
+                "INSERT INTO tasks (tenant, execution_id, flow_seq, request, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (tenant, execution_id, flow_seq, json.dumps(request), created),
+            )
         assert cursor.lastrowid is not None
         return TaskRecord(cursor.lastrowid, execution_id, flow_seq, request, created)
 

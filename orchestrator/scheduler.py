@@ -21,7 +21,13 @@ import structlog
 
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
-from orchestrator.errors import ArtifactNotFound, FlowInvalid, InputMismatch, RunNotFound
+from orchestrator.errors import (
+    ArtifactNotFound,
+    DataDirError,
+    FlowInvalid,
+    InputMismatch,
+    RunNotFound,
+)
 from orchestrator.events import EventBus
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -114,7 +120,9 @@ class Scheduler:
             handle.cancel()
         self._timers.clear()
         self._deadlines.clear()
-        await asyncio.shield(self.state.flush())
+        # A write that fails here is reported by StateStore.close, which tries once more.
+        with contextlib.suppress(DataDirError):
+            await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
 
     async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -164,6 +172,13 @@ class Scheduler:
             waiting: list[WaitingURL] = []
         else:
             waiting = await self._waiting_urls(run)
+        run.start(waiting)
+        for edge in inputs or ():
+            run.artifact_arrived(edge)
+        # Accepted only once on disk: a run answered 200 must survive a restart.
+        # Nothing is dispatched or awaited before: a refused run (DataDirError) leaves
+        # nothing running.
+        await self.state.save_now(run_id, run.snapshot)
         self.runs[run_id] = run
         if inputs is None:
             self._await_uploads(run)
@@ -175,9 +190,7 @@ class Scheduler:
             uploads=len(waiting),
             inputs=len(inputs or ()),
         )
-        await self._apply(run, run.start(waiting))
-        for edge in inputs or ():
-            await self._apply(run, run.artifact_arrived(edge))
+        await self._apply(run, Transition(dispatch=run.ready_nodes()))
         self._arm_upload_deadline(run)
         return run.run
 

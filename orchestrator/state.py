@@ -1,22 +1,42 @@
 """Run state in SQLite under the data directory.
 
 One connection, used from one dedicated thread (sqlite3 blocks). Writes are
-batched: ``save`` marks a run dirty and a flusher writes every dirty run in
+batched: ``save`` marks a run dirty and a writer task writes every dirty run in
 one transaction shortly after, so a burst of log lines costs one write.
 ``flush`` forces it (shutdown, tests).
+
+A run stays dirty until a write of its latest change succeeds. A write that
+fails (the disk is full, the directory was made immutable) is logged and
+retried with backoff while the runs go on in memory. ``save_now`` is for a new
+run, accepted only once it is on disk: it raises DataDirError instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import structlog
+
+from orchestrator import database
+from orchestrator.errors import DataDirError
+
+log = structlog.get_logger(__name__)
+
 Snapshot = Callable[[], dict[str, Any]]
+
+#: Seconds before the first retry of a failed write, doubled up to the second.
+RETRY_FIRST, RETRY_MAX = 0.25, 5.0
+#: While writes keep failing, the log says so again this often (seconds).
+REPORT_EVERY = 60.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -41,24 +61,43 @@ class StateStore:
         self.flush_delay = flush_delay
         self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-sqlite")
         self._conn: sqlite3.Connection | None = None
-        # run id → how to snapshot it: taken at flush time, once per batch.
-        self._dirty: dict[str, Snapshot] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
-        self._flushing: asyncio.Task[None] | None = None
+        # run id → (change number, how to snapshot it). The snapshot is taken at
+        # write time, once per batch; the number tells whether the run changed
+        # again while it was being written.
+        self._dirty: dict[str, tuple[int, Snapshot]] = {}
+        self._changes = itertools.count()
+        self._wanted = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._failing_since: float | None = None
+        self._reported_at = 0.0
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        await self._call(self._open)
+        tightened = await self._call(self._open)
+        if tightened:
+            log.warning(
+                "data_dir_permissions_tightened",
+                changes=tightened,
+                why="the database holds the URL-signing secret and API key hashes",
+            )
+        self._writer = asyncio.create_task(self._write_loop(), name="pipewell-state-writer")
 
-    def _open(self) -> None:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(SCHEMA)
+    def _open(self) -> list[str]:
+        conn = database.connect(self.path)
+        with database.writing(self.path):
+            conn.executescript(SCHEMA)
         self._conn = conn
+        return database.tighten(self.path)
 
     async def close(self) -> None:
-        await self.flush()
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        try:
+            await self.flush()
+        except DataDirError as exc:
+            log.error("state_lost_at_shutdown", runs=sorted(self._dirty), error=str(exc))
         if self._conn is not None:
             await self._call(self._conn.close)
             self._conn = None
@@ -71,40 +110,79 @@ class StateStore:
 
     def save(self, run_id: str, snapshot: Snapshot) -> None:
         """Queue a write of the run (coalesced: many saves, one snapshot, one write)."""
-        self._dirty[run_id] = snapshot
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(self.flush_delay, self._schedule_flush)
+        self._dirty[run_id] = (next(self._changes), snapshot)
+        self._wanted.set()
 
-    def _schedule_flush(self) -> None:
-        self._flush_handle = None
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.ensure_future(self.flush())
-        else:
-            self._flushing.add_done_callback(
-                lambda _: self._schedule_flush() if self._dirty else None
-            )
+    async def save_now(self, run_id: str, snapshot: Snapshot) -> None:
+        """Write a new run at once, with every dirty one; DataDirError if it is not on disk.
 
-    async def flush(self) -> None:
-        if not self._dirty:
-            return
-        batch = {run_id: take() for run_id, take in self._dirty.items()}
-        self._dirty = {}
-        rows = [
-            (
-                run_id,
-                snap["run"]["Status"],
-                int(snap["run"]["Status"] in ("COMPLETE", "ERROR", "STOPPED")),
-                json.dumps(snap, separators=(",", ":")),
-                snap["plan"]["created_at"],
+        A run that failed here is not kept: its caller refuses it.
+        """
+        await self.flush({run_id: snapshot})
+
+    async def flush(self, new: dict[str, Snapshot] | None = None) -> None:
+        """Write every dirty run (and ``new``) in one transaction; raise DataDirError."""
+        async with self._write_lock:
+            taken = dict(self._dirty)
+            batch = {run_id: take for run_id, (_, take) in taken.items()} | (new or {})
+            if not batch:
+                return
+            rows = [_row(run_id, take()) for run_id, take in batch.items()]
+            try:
+                await self._call(self._write_rows, rows)
+            except DataDirError as exc:
+                if self._failing_since is None:
+                    self._failing_since = self._reported_at = time.monotonic()
+                    log.error(
+                        "state_write_failed",
+                        error=str(exc),
+                        unwritten_runs=len(taken),
+                        retry="with backoff until it succeeds",
+                    )
+                raise
+            for run_id, (change, _) in taken.items():
+                if self._dirty.get(run_id, (None,))[0] == change:
+                    del self._dirty[run_id]
+            if self._failing_since is not None:
+                log.info(
+                    "state_writes_resumed",
+                    written_runs=len(batch),
+                    failed_for_seconds=round(time.monotonic() - self._failing_since, 1),
+                )
+                self._failing_since = None
+
+    async def _write_loop(self) -> None:
+        delay = RETRY_FIRST
+        while True:
+            await self._wanted.wait()
+            await asyncio.sleep(self.flush_delay)  # gather a burst of saves into one write
+            self._wanted.clear()
+            try:
+                await self.flush()
+            except Exception as exc:  # the writer must outlive any failure
+                if not isinstance(exc, DataDirError):
+                    log.exception("state_write_crashed", unwritten_runs=len(self._dirty))
+                self._report_still_failing(exc)
+                self._wanted.set()  # the runs are still dirty
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                delay = RETRY_FIRST
+
+    def _report_still_failing(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._failing_since is not None and now - self._reported_at >= REPORT_EVERY:
+            self._reported_at = now
+            log.error(
+                "state_write_still_failing",
+                error=str(exc),
+                failing_for_seconds=round(now - self._failing_since),
+                unwritten_runs=len(self._dirty),
             )
-            for run_id, snap in batch.items()
-        ]
-        await self._call(self._write_rows, rows)
 
     def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
         assert self._conn is not None
-        with self._conn:
+        with database.writing(self.path), self._conn:
             self._conn.execute("BEGIN")
             self._conn.executemany(
                 """INSERT INTO runs (id, status, finished, snapshot, created_at)
@@ -117,7 +195,7 @@ class StateStore:
 
     async def load(self, run_id: str) -> dict[str, Any] | None:
         if run_id in self._dirty:
-            return self._dirty[run_id]()
+            return self._dirty[run_id][1]()
 
         def read() -> str | None:
             assert self._conn is not None
@@ -146,14 +224,27 @@ class StateStore:
 
         def get_or_create() -> bytes:
             assert self._conn is not None
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,)).fetchone()
-            if row:
-                return bytes(row[0])
-            value = make()
-            self._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (name, value))
-            return value
+            with database.writing(self.path):
+                row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,))
+                found = row.fetchone()
+                if found:
+                    return bytes(found[0])
+                value = make()
+                self._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (name, value))
+                return value
 
         return await self._call(get_or_create)
+
+
+def _row(run_id: str, snap: dict[str, Any]) -> tuple[Any, ...]:
+    status = snap["run"]["Status"]
+    return (
+        run_id,
+        status,
+        int(status in ("COMPLETE", "ERROR", "STOPPED")),
+        json.dumps(snap, separators=(",", ":")),
+        snap["plan"]["created_at"],
+    )
 
 
 __all__ = ["StateStore"]

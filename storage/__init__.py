@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,14 @@ def open_store(
             raise StoreError(
                 f"store {name!r}: a local store takes no Params (got {sorted(params)})"
             )
-        return LocalStore(
-            name, Path(data_dir) / "objects" / name, public_base_url, secret, internal_base_url
-        )
+        objects = Path(data_dir) / "objects"
+        # The tenants' files: owner-only, also where an earlier version made it looser.
+        objects.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if stat.S_IMODE(objects.stat().st_mode) & 0o077:
+            # One we may not chmod stays as it is: the data directory above it is 0700.
+            with contextlib.suppress(OSError):
+                objects.chmod(0o700)
+        return LocalStore(name, objects / name, public_base_url, secret, internal_base_url)
     if type == "s3":
         if not isinstance(params.get("bucket"), str) or not params["bucket"].strip():
             raise StoreError(f"store {name!r}: s3 needs Params.bucket, the bucket's name")

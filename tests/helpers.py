@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import aiohttp
 import docker
 from aiohttp.test_utils import TestClient
 
@@ -146,3 +149,35 @@ async def containers_left(run_id: str, seconds: float) -> list:  # type: ignore[
         if not left or time.monotonic() > deadline:
             return left
         await asyncio.sleep(0.1)
+
+
+def start_dev(data_dir: Path, port: int, log: BinaryIO) -> subprocess.Popen[bytes]:
+    """The real ``pipewell dev`` in a process of its own, for faults that kill a process."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "dev",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(f"{base}/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    raise AssertionError("service did not become healthy")

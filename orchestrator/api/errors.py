@@ -17,6 +17,8 @@ from orchestrator.api.appkeys import SETTINGS
 from orchestrator.errors import (
     ArtifactNotFound,
     ConfigError,
+    DataDirFull,
+    DataDirUnwritable,
     FlowInvalid,
     FlowNotFound,
     InputMismatch,
@@ -28,6 +30,8 @@ from storage import StoreError
 log = structlog.get_logger(__name__)
 
 UNKNOWN_RUN_TEXT = "Flow run does not exist."
+# The data directory's path stays in the service's log: callers need not know it.
+_KEPT = "Runs already accepted are kept and go on; retry this request later."
 
 
 class BadRequest(Exception):
@@ -95,6 +99,22 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(404, "FLOW_NOT_FOUND", str(exc))
     except InputMismatch as exc:
         return error_response(400, "INPUT_INVALID", str(exc))
+    except DataDirFull as exc:
+        log.warning("data_dir_refused_write", path=request.path, error=str(exc))
+        return error_response(
+            507,
+            "STORAGE_FULL",
+            "the service's data directory is full, so nothing new can be stored: its operator "
+            f"must free space there (the service's log names it). {_KEPT}",
+        )
+    except DataDirUnwritable as exc:
+        log.warning("data_dir_refused_write", path=request.path, error=str(exc))
+        return error_response(
+            503,
+            "STORAGE_UNWRITABLE",
+            f"the service's data directory refuses writes ({exc.reason}): its operator must "
+            f"make it writable again (the service's log says how). {_KEPT}",
+        )
     except InvalidInvocation as exc:
         return error_response(exc.status, exc.code, exc.message)
     except BadRequest as exc:

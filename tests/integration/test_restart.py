@@ -6,49 +6,13 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import BinaryIO
 
 import aiohttp
 import pytest
 
-from tests.helpers import busybox_def, free_port, labelled_containers
+from tests.helpers import busybox_def, free_port, labelled_containers, start_dev, wait_healthy
 
 pytestmark = pytest.mark.docker
-
-
-def start_dev(data_dir: Path, port: int, log: BinaryIO) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "dev",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-async def wait_healthy(session: aiohttp.ClientSession, base: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            async with session.get(f"{base}/healthz") as response:
-                if response.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("service did not become healthy")
 
 
 async def status(session: aiohttp.ClientSession, base: str, run_id: str) -> dict:

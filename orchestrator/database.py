@@ -1,0 +1,115 @@
+"""The data directory's SQLite database: how every connection opens it, what a failed write means.
+
+Run state, the URL-signing secret, API keys and saved flows share one file,
+opened by the service (one connection per owner) and by ``pipewell keys`` from
+another process, all through ``connect``:
+
+- A rollback journal (``journal_mode=TRUNCATE``), not WAL. WAL keeps its index
+  in a ``-shm`` file that every connection mmaps and stores into, reads
+  included; once that file cannot take a write (``chattr +i`` on ext4) the next
+  store is a SIGBUS that kills the process with nothing logged. A rollback
+  journal writes with write(2), so the same faults come back as errors that are
+  logged, answered and retried. ``locking_mode=EXCLUSIVE`` would also keep the
+  WAL index in memory, but would lock out every other connection. The cost, a
+  few more fsyncs per transaction, is small: run state is written in batches.
+- TRUNCATE rather than DELETE: the journal file stays, so a write needs no new
+  entry in the directory.
+- ``synchronous=FULL``: what a rollback journal needs to survive a power cut.
+- ``mmap_size=0``: the database file is not mapped either, whatever the build.
+- Owner-only, as it holds the signing secret and the key hashes: the directory
+  0700, the file 0600; SQLite gives its journal the database file's mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+from orchestrator.errors import DataDirError, DataDirFull, DataDirUnwritable
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+#: How long a connection waits for another one's lock before its statement fails.
+BUSY_TIMEOUT = 10.0
+
+
+def connect(database: Path) -> sqlite3.Connection:
+    """A connection to ``database``; the file and its directory are made owner-only if new.
+
+    Raises DataDirError when the database cannot be opened for writing.
+    """
+    with writing(database):
+        database.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+        conn = sqlite3.connect(
+            database, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT
+        )
+        try:
+            # Leaving WAL (a database made by an earlier version) is a write.
+            conn.execute("PRAGMA journal_mode=TRUNCATE")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA mmap_size=0")
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def write_failure(exc: sqlite3.OperationalError, database: Path) -> DataDirError:
+    """What a failed write means for the operator: a full disk, or one that refuses writes."""
+    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL:
+        return DataDirFull(database)
+    return DataDirUnwritable(database, str(exc))
+
+
+@contextlib.contextmanager
+def writing(database: Path) -> Iterator[None]:
+    """Translate SQLite's operational errors (full, I/O, read-only, locked) into ours."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise write_failure(exc, database) from exc
+    except OSError as exc:  # making the directory or the file
+        if exc.errno == errno.ENOSPC:
+            raise DataDirFull(database) from exc
+        raise DataDirUnwritable(database, f"{exc.strerror}: {exc.filename}") from exc
+
+
+def tighten(database: Path) -> list[str]:
+    """Take group and other access off the data directory and the database's files.
+
+    For a data directory made by an earlier version, or by hand. Returns what
+    was changed, or could not be, to be logged.
+    """
+    changes = []
+    paths = [(database.parent, DIR_MODE)]
+    paths += [(path, FILE_MODE) for path in sorted(database.parent.glob(database.name + "*"))]
+    for path, wanted in paths:
+        with contextlib.suppress(FileNotFoundError):  # a journal can come and go
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & ~wanted == 0:
+                continue
+            try:
+                os.chmod(path, mode & wanted)
+            except OSError as exc:
+                changes.append(f"{path} is {mode:o} and cannot be changed: {exc.strerror}")
+            else:
+                changes.append(f"{path}: {mode:o} → {mode & wanted:o}")
+    return changes
+
+
+__all__ = [
+    "BUSY_TIMEOUT",
+    "DIR_MODE",
+    "FILE_MODE",
+    "connect",
+    "tighten",
+    "write_failure",
+    "writing",
+]
