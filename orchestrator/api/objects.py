@@ -14,6 +14,7 @@ headers of ``downloads``: stored bytes are never rendered as a page of ours.
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from collections.abc import Awaitable, Callable
 
@@ -99,6 +100,16 @@ def add_object_routes(
             return exists_response(key)
         except KeyConflict as exc:
             return error_response(409, "KEY_CONFLICT", str(exc))
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            # Nothing of it was kept (write_chunks removes its partial file): send it again.
+            return error_response(
+                507,
+                "STORAGE_FULL",
+                "the service's store is full: this upload was not kept; send it again once "
+                "its operator has freed space",
+            )
         if on_written is not None:
             await on_written(store.name, key)
         # Not S3's MD5: hashing every byte made uploads 1.5x slower (commit 152b085).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
 import json
 import os
 import shutil
@@ -309,3 +310,22 @@ def test_keys_cli_creates_an_owner_only_database(tmp_path, capsys):
     assert main(["keys", "create", "--name", "laptop", "--data-dir", str(data_dir)]) == 0
     capsys.readouterr()
     _assert_owner_only(data_dir)
+
+
+async def test_an_upload_to_a_full_store_is_507_and_leaves_nothing(tmpfs_dir, start_service):
+    client = await start_service(tmpfs_dir / "data")
+    flow = chain_flow("copy")
+    run = await submit(client, flow, [busybox_def("copy", "cp ${in} ${out}")])
+    url = run["WaitingURLs"][0]["PutURL"]
+    big = io.BytesIO(b"x" * (24 * 1024 * 1024))  # over the 16 MiB tmpfs
+    async with client.session.put(url, data=big) as response:
+        assert response.status == 507, await response.text()
+        assert (await response.json())["code"] == "STORAGE_FULL"
+    store = tmpfs_dir / "data" / "objects" / "default"
+    assert list((store / "tmp").iterdir()) == []
+    assert not (store / "data" / run["WaitingURLs"][0]["Artifact"]["ObjectName"]).exists()
+    # Once there is room, the same URL takes the upload and the run goes on.
+    async with client.session.put(url, data=b"fits") as response:
+        assert response.status == 200, await response.text()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
