@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -181,3 +182,30 @@ async def wait_healthy(session: aiohttp.ClientSession, base: str, timeout: float
             pass
         await asyncio.sleep(0.1)
     raise AssertionError("service did not become healthy")
+
+
+async def running_containers(run_id: str, seconds: float = 10.0) -> list:  # type: ignore[type-arg]
+    """The run's containers, once it has any; AssertionError after ``seconds`` without."""
+    deadline = time.monotonic() + seconds
+    while True:
+        containers = await asyncio.to_thread(labelled_containers, run_id)
+        if containers:
+            return containers
+        if time.monotonic() > deadline:
+            raise AssertionError("the node never got a container")
+        await asyncio.sleep(0.1)
+
+
+async def read_events(response: aiohttp.ClientResponse) -> list[tuple[str | None, Any]]:
+    """(event, data) of an open SSE response, read until ``end``."""
+    events: list[tuple[str | None, Any]] = []
+    name = None
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if line.startswith("event: "):
+            name = line[7:]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[6:])))
+            if name == "end":
+                break
+    return events

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
-from tests.helpers import busybox_def, chain_flow, submit, upload, wait_for
+from tests.helpers import busybox_def, chain_flow, read_events, submit, upload, wait_for
 
 
 async def test_healthz(start_service):
@@ -134,16 +133,7 @@ async def test_events_stream_ends_with_the_final_run(start_service):
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/event-stream")
     await upload(client, run, "src", b"data")
-    events = []
-    name = None
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[6:])))
-            if name == "end":
-                break
+    events = await read_events(response)
     names = [n for n, _ in events]
     assert names[0] == "status" and names[-1] == "end"
     assert events[-1][1]["Status"] == "COMPLETE"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 
 import docker
@@ -14,8 +13,8 @@ from tests.helpers import (
     artifact,
     busybox_def,
     chain_flow,
-    labelled_containers,
     run_chain,
+    running_containers,
     submit,
     upload,
     wait_for,
@@ -79,13 +78,7 @@ async def test_docker_keeps_only_a_capped_copy_of_the_node_logs(start_service):
     defs = [busybox_def("slow", "sh -c 'sleep 2; cp ${in} ${out}'")]
     run = await submit(client, chain_flow("slow"), defs)
     await upload(client, run, "src", b"x")
-    for _ in range(100):
-        containers = await asyncio.to_thread(labelled_containers, run["ID"])
-        if containers:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the node never got a container")
+    containers = await running_containers(run["ID"])
     engine = docker.from_env()
     try:
         attrs = engine.api.inspect_container(containers[0].id)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from orchestrator.api.appkeys import STORES
-from tests.helpers import artifact, busybox_def, chain_flow, submit, upload, wait_for
+from tests.helpers import artifact, busybox_def, chain_flow, read_events, submit, upload, wait_for
 
 COPY = [busybox_def("t", "cp ${in} ${out}")]
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
@@ -23,16 +22,7 @@ async def events_until_end(client: TestClient, run_id: str) -> list[tuple[str, A
     """The run's SSE events, read until ``end``."""
     response = await client.get(f"/api/v1/flow/events/{run_id}")
     assert response.status == 200
-    events, name = [], None
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            name = line[7:]
-        elif line.startswith("data: "):
-            events.append((name, json.loads(line[6:])))
-            if name == "end":
-                break
-    return events
+    return await read_events(response)
 
 
 def assert_ended_by_expiry(run: dict[str, Any]) -> None:

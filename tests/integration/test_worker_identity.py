@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
@@ -11,7 +10,7 @@ from tests.helpers import (
     artifact,
     busybox_def,
     chain_flow,
-    labelled_containers,
+    running_containers,
     submit,
     upload,
     wait_for,
@@ -29,13 +28,7 @@ async def test_a_second_service_leaves_the_first_ones_running_node_alone(start_s
     defs = [busybox_def("slow", "sh -c 'sleep 4; cp ${in} ${out}'", MaxAttempts=1)]
     run = await submit(first, chain_flow("slow"), defs)
     await upload(first, run, "src", b"still mine")
-    for _ in range(100):
-        containers = await asyncio.to_thread(labelled_containers, run["ID"])
-        if containers:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the node never got a container")
+    containers = await running_containers(run["ID"])
 
     # Starting removes the leftovers of its own identity, and only those.
     await start_service(tmp_path / "two", worker=shared)
