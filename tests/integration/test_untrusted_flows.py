@@ -520,3 +520,23 @@ def test_registry_of_follows_dockers_reference_rules():
     assert registry_of("ghcr.io/org/img") == "ghcr.io"
     assert registry_of("localhost/img") == "localhost"
     assert registry_of("127.0.0.1:5000/img") == "127.0.0.1:5000"
+
+
+async def test_the_small_500s_of_the_issue_are_400s_with_codes(start_service):
+    client = await start_service()
+    body = json.dumps(simple_flow()).replace(
+        '"NodeDefs": [{', '"NodeDefs": [{"Timeout": Infinity, '
+    )
+    response = await client.post(
+        "/api/v1/flow/test", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400
+    assert (await response.json())["code"] == "BODY_MALFORMED"
+    for store in ("a/b", "../up", "s" * 5000, "nul\x00"):
+        flow = simple_flow()
+        flow["Flow"]["DataWells"] = [{"Edge": "dst", "Store": store}]
+        response = await client.post("/api/v1/flow/test", json=flow)
+        assert response.status == 400, (store, await response.text())
+        errors = (await response.json())["errors"]
+        assert ("NAME_001", "Flow.DataWells.0.Store") in {(e["code"], e["field"]) for e in errors}
+    assert runs_of(client) == {}
