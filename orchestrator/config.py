@@ -104,6 +104,22 @@ class WorkerSettings(_Section):
             return max(2, 4 * self.resolved_cpus())
         return int(self.max_parallel)
 
+    def check_holds(self, tiers: list[str]) -> None:
+        """ValueError unless this worker can hold a task of each tier (else it would take
+        tasks it can never run)."""
+        cpus, memory = self.resolved_cpus(), self.resolved_memory()
+        too_big = [
+            TIERS[t].describe()
+            for t in tiers
+            if TIERS[t].gpus or TIERS[t].cpus > cpus or TIERS[t].memory > memory
+        ]
+        if too_big:
+            raise ValueError(
+                f"worker.tiers: this worker cannot hold {', '.join(too_big)}: it has {cpus} "
+                f"CPU and {memory // 2**20} MiB for containers (worker.cpus, worker.memory) "
+                "and no GPU; leave those tiers to workers that can, or use tiers: auto"
+            )
+
     def offered_tiers(self) -> list[Tier]:
         """Tiers this worker can hold: enough cores and memory, no GPU asked."""
         if self.tiers != "auto":
@@ -165,6 +181,8 @@ class Settings(_Section):
             unknown = [t for t in self.worker.tiers if t not in TIERS]
             if unknown:
                 raise ValueError(f"worker.tiers: unknown tier(s) {unknown}")
+            if self.worker.enabled:
+                self.worker.check_holds(self.worker.tiers)
         return self
 
     @field_validator("allowed_origins")

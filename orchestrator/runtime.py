@@ -253,6 +253,17 @@ class RunState:
         self.run.waiting_urls = []  # expired: of no use to anyone
         return Transition(finished=True)
 
+    def fail(self, reason: str) -> Transition:
+        """The engine cannot go on with the run: it ends ERROR, saying why."""
+        if self.run.status.finished:
+            return Transition()
+        for node_id in self.active_nodes():
+            self.state(node_id).status = NodeStatus.ERROR
+            self.state(node_id).error = f"cancelled: {reason}"
+        self.run.status = RunStatus.ERROR
+        self.run.error = reason
+        return Transition(finished=True)
+
     def dispatched(self, node_id: str) -> int:
         """Mark the node queued for its next attempt; returns the attempt number."""
         state = self.state(node_id)

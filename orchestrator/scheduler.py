@@ -99,6 +99,8 @@ class Scheduler:
         # Store calls block (boto3, the filesystem): run them here, bounded.
         self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
         self._tasks: list[asyncio.Task[None]] = []
+        # Retries and deadlines started by timers: tracked, so none is lost or left behind.
+        self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -111,11 +113,11 @@ class Scheduler:
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
+        running = [*self._tasks, *self._background]
+        for task in running:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Failures of background tasks were logged when they ended.
+        await asyncio.gather(*running, return_exceptions=True)
         for handle in [*self._timers.values(), *self._deadlines.values()]:
             handle.cancel()
         self._timers.clear()
@@ -124,6 +126,17 @@ class Scheduler:
         with contextlib.suppress(DataDirError):
             await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
+
+    def _spawn(self, coroutine, name: str) -> None:  # type: ignore[no-untyped-def]
+        """Run ``coroutine`` in the background, tracked: cancelled on close, failures logged."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
     async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -330,7 +343,7 @@ class Scheduler:
             return
         delay = max(0.0, (min(ttls) - utcnow()).total_seconds()) + UPLOAD_GRACE
         self._deadlines[run.id] = asyncio.get_running_loop().call_later(
-            delay, lambda: asyncio.ensure_future(self._uploads_due(run.id))
+            delay, lambda: self._spawn(self._uploads_due(run.id), f"uploads-due-{run.id}")
         )
 
     async def _uploads_due(self, run_id: str) -> None:
@@ -393,10 +406,37 @@ class Scheduler:
         self._save(run)
 
     async def _dispatch(self, run: RunState, node_id: str, *, again: bool = False) -> None:
+        """Queue the node's next attempt (its current one again, after a restart).
+
+        Whatever fails on the way (a store that cannot presign, the queue) fails
+        this attempt, which is retried like any other: the node never stays
+        READY with nothing queued.
+        """
+        if run.status.finished:
+            return
         began = time.perf_counter()
+        attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
+        try:
+            task = await self._task_for(run, node_id, attempt)
+            self._warn_if_no_worker(run, node_id)
+            run.state(node_id).timings = {"presign": round(time.perf_counter() - began, 4)}
+            self._queued_at[(run.id, node_id)] = time.perf_counter()
+            await self.queue.put_task(task)
+        except Exception as exc:
+            log.warning("dispatch_failed", run_id=run.id, node_id=node_id, error=_reason(exc))
+            failed = AttemptResult(
+                run_id=run.id,
+                node_id=node_id,
+                attempt=attempt,
+                ok=False,
+                error=f"could not dispatch the attempt: {_reason(exc)}",
+            )
+            await self._handle_result(run, failed)
+
+    async def _task_for(self, run: RunState, node_id: str, attempt: int) -> Task:
+        """The attempt's Task, with presigned URLs for each input and output."""
         node = run.node(node_id)
         node_def = run.defs[node_id]
-        attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
         timeout = node_def.timeout or self.settings.executor.default_timeout
         url_ttl = self.settings.storage.url_ttl + timeout
         inputs = []
@@ -423,7 +463,7 @@ class Scheduler:
                     suffix=_suffix(_types(node_def, binding.name, "out")),
                 )
             )
-        task = Task(
+        return Task(
             run_id=run.id,
             node_id=node_id,
             attempt=attempt,
@@ -436,21 +476,22 @@ class Scheduler:
             outputs=outputs,
             run_as_root=node_def.run_as_root,
         )
-        if node_def.tier not in self.queue.offered_tiers():
-            tier = TIERS[node_def.tier]
+
+    def _warn_if_no_worker(self, run: RunState, node_id: str) -> None:
+        tier_name = run.defs[node_id].tier
+        if tier_name not in self.queue.offered_tiers():
             offered = ", ".join(sorted(self.queue.offered_tiers(), key=_tier_order)) or "none"
             self._log(
                 run,
                 node_id,
-                f"waiting: no worker offers tier {tier.describe()}; workers offer: {offered}. "
-                "Start a worker that can hold it, or pick a smaller Tier.",
+                f"waiting: no worker offers tier {TIERS[tier_name].describe()}; workers offer: "
+                f"{offered}. Start a worker that can hold it, or pick a smaller Tier.",
                 level="warning",
             )
-        run.state(node_id).timings = {"presign": round(time.perf_counter() - began, 4)}
-        self._queued_at[(run.id, node_id)] = time.perf_counter()
-        await self.queue.put_task(task)
 
     def _finish(self, run: RunState) -> None:
+        if run.id in self._finished:
+            return  # a failure while dispatching finished it already
         run.run.finished_at = run.run.finished_at or utcnow()
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
         for key in [k for k in self._timers if k[0] == run.id]:
@@ -491,8 +532,23 @@ class Scheduler:
             message = await self.queue.next_message()
             try:
                 await self._handle(message)
-            except Exception:
+            except Exception as exc:
                 log.exception("message_handling_failed", kind=message.kind, run_id=message.run_id)
+                await self._fail_run(
+                    message.run_id,
+                    f"the service failed on a '{message.kind}' message of node "
+                    f"'{message.node_id}' ({type(exc).__name__}: {exc}); see its log",
+                )
+
+    async def _fail_run(self, run_id: str, reason: str) -> None:
+        """End a run the engine cannot go on with, ERROR with ``reason``, rather than leave it."""
+        run = self.runs.get(run_id)
+        if run is None or run.status.finished:
+            return
+        try:
+            await self._apply(run, run.fail(reason))
+        except Exception:
+            log.exception("run_fail_failed", run_id=run_id)
 
     async def _handle(self, message: WorkerMessage) -> None:
         run = self.runs.get(message.run_id)
@@ -563,7 +619,8 @@ class Scheduler:
             )
             loop = asyncio.get_running_loop()
             self._timers[(run.id, node_id)] = loop.call_later(
-                delay, lambda: asyncio.ensure_future(self._retry(run.id, node_id))
+                delay,
+                lambda: self._spawn(self._retry(run.id, node_id), f"retry-{run.id}-{node_id}"),
             )
         elif state.status == NodeStatus.ERROR:
             why = "not retryable" if not result.retryable else "no attempts left"
@@ -630,6 +687,13 @@ class Scheduler:
                 await self._check_upload(self._store(run, store_name), store_name, key)
         self._arm_upload_deadline(run)
         log.info("run_resumed", run_id=run.id, status=run.status.value)
+
+
+def _reason(exc: Exception) -> str:
+    """What failed, for a node's Error: store errors say it themselves (never a URL)."""
+    if isinstance(exc, StoreError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _looks_like_run_id(run_id: str) -> bool:

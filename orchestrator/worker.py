@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import structlog
 
 from orchestrator.config import WorkerSettings
-from orchestrator.executor import DockerExecutor
+from orchestrator.executor import DockerExecutor, Emit
 from orchestrator.messages import (
     AttemptCleanedUp,
     AttemptLog,
+    AttemptResult,
     AttemptStarted,
     Task,
     WorkerMessage,
@@ -38,28 +40,45 @@ ENGINE_RETRY_MAX = 10.0
 
 
 class Capacity:
-    """Memory and container slots, reserved per running task."""
+    """Memory and container slots, reserved per running task.
+
+    Only the take loop reserves, and only what fits now (``fitting``), so a
+    reservation never waits: a task too big for the free memory is not taken
+    at all, and never holds up the smaller ones behind it.
+    """
 
     def __init__(self, memory: int, slots: int) -> None:
         self.memory = memory
         self.slots = slots
         self.used_memory = 0
         self.used_slots = 0
-        self._changed = asyncio.Condition()
+        self._next_release = asyncio.Event()
 
-    async def reserve(self, memory: int) -> None:
-        async with self._changed:
-            await self._changed.wait_for(
-                lambda: self.used_slots < self.slots and self.used_memory + memory <= self.memory
-            )
-            self.used_memory += memory
-            self.used_slots += 1
+    def fitting(self, tiers: frozenset[str]) -> frozenset[str]:
+        """The tiers of ``tiers`` a task of which could start now."""
+        if self.used_slots >= self.slots:
+            return frozenset()
+        free = self.memory - self.used_memory
+        return frozenset(t for t in tiers if TIERS[t].memory <= free)
 
-    async def release(self, memory: int) -> None:
-        async with self._changed:
-            self.used_memory -= memory
-            self.used_slots -= 1
-            self._changed.notify_all()
+    def next_release(self) -> asyncio.Event:
+        """An event set when a running task next gives its share back.
+
+        Taken at once, with ``fitting``: a release in between cannot be missed.
+        """
+        return self._next_release
+
+    def reserve(self, memory: int) -> None:
+        if self.used_slots >= self.slots or self.used_memory + memory > self.memory:
+            raise RuntimeError("reserved beyond capacity: take only what fitting() allows")
+        self.used_memory += memory
+        self.used_slots += 1
+
+    def release(self, memory: int) -> None:
+        self.used_memory -= memory
+        self.used_slots -= 1
+        self._next_release.set()
+        self._next_release = asyncio.Event()
 
 
 class Worker:
@@ -166,14 +185,42 @@ class Worker:
     async def _take_loop(self) -> None:
         while True:
             await self._engine_ok.wait()
-            task = await self.queue.take_task(self.tiers)
+            task = await self._take_fitting()
+            if task is None:
+                continue
             # Taken while the engine went away: it would only be lost again.
             await self._engine_ok.wait()
             memory = TIERS[task.tier].memory
-            await self.capacity.reserve(memory)
+            self.capacity.reserve(memory)
             running = asyncio.create_task(self._execute(task, memory))
             self._running.add(running)
             running.add_done_callback(self._running.discard)
+
+    async def _take_fitting(self) -> Task | None:
+        """A task of a tier that fits the free capacity now; None when capacity changed first.
+
+        Asks only for tiers that fit, so the queue keeps the others for workers
+        (or moments) that can hold them.
+        """
+        fitting = self.capacity.fitting(self.tiers)
+        released = asyncio.create_task(self.capacity.next_release().wait())
+        if not fitting:
+            await released
+            return None
+        take = asyncio.create_task(self.queue.take_task(fitting))
+        try:
+            await asyncio.wait({take, released}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            released.cancel()
+            if not take.done():
+                take.cancel()
+        # A take that completed just as it was cancelled still holds its task: keep it.
+        try:
+            return await take
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            return None
 
     def _cancel_run(self, run_id: str) -> None:
         """The run ended: kill its containers here (their results are moot).
@@ -191,6 +238,23 @@ class Worker:
                 await self.queue.put_message(message)
             except Exception:
                 log.exception("worker_message_lost", kind=message.kind, run_id=message.run_id)
+
+    async def _run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
+        """The executor's result; an executor that raises fails the attempt, saying so."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, self.executor.run, task, emit
+            )
+        except Exception as exc:  # the executor's contract is to never raise: a bug
+            log.exception("executor_raised", run_id=task.run_id, node_id=task.node_id)
+            failed = AttemptResult(
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                ok=False,
+                error=f"internal error in the worker: {type(exc).__name__}: {exc}",
+            )
+            return failed, lambda: 0.0
 
     async def _execute(self, task: Task, memory: int) -> None:
         loop = asyncio.get_running_loop()
@@ -211,7 +275,7 @@ class Worker:
                     worker=self.name,
                 )
             )
-            result, cleanup = await loop.run_in_executor(self._pool, self.executor.run, task, emit)
+            result, cleanup = await self._run(task, emit)
             if result.engine_down:
                 # Before the result goes out: the scheduler queues the node again at once.
                 self._engine_down(result.error)
@@ -240,7 +304,7 @@ class Worker:
             )
         finally:
             self._attempts.discard(task.key)
-            await self.capacity.release(memory)
+            self.capacity.release(memory)
 
 
 __all__ = ["Capacity", "Worker"]

@@ -1,0 +1,64 @@
+"""A fake executor: the worker's I/O edge, replaced for fast fault-injection tests.
+
+Only the executor is fake: the scheduler, the worker, the queue, the state
+store (SQLite) and the local store are the real ones. The real executor is
+tested against the real Docker engine elsewhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from orchestrator.executor import Emit
+from orchestrator.messages import AttemptResult, OutputInfo, Task
+
+#: What a node does: return an error text to fail the attempt, None to succeed, or raise.
+Behaviour = Callable[[Task], str | None]
+
+
+class FakeExecutor:
+    """Runs each task by its node's behaviour (success by default), in the worker's threads."""
+
+    def __init__(self, behaviours: dict[str, Behaviour] | None = None) -> None:
+        self.behaviours = behaviours or {}
+        self.worker_id = "0" * 32
+        self.tasks: list[Task] = []
+        self.killed_runs: list[str] = []
+        self._lock = threading.Lock()
+
+    def run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
+        with self._lock:
+            self.tasks.append(task)
+        behaviour = self.behaviours.get(task.node_id, lambda _task: None)
+        error = behaviour(task)  # may raise: the worker must survive an executor bug
+        result = AttemptResult(
+            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=error is None
+        )
+        if error is None:
+            result.outputs = {
+                o.name: OutputInfo(size=1, content_type="text/plain") for o in task.outputs
+            }
+        else:
+            result.error = error
+        return result, lambda: 0.0
+
+    def attempts_of(self, node_id: str) -> list[int]:
+        with self._lock:
+            return [t.attempt for t in self.tasks if t.node_id == node_id]
+
+    def remove_leftovers(self) -> int:
+        return 0
+
+    def kill_run(self, run_id: str) -> int:
+        self.killed_runs.append(run_id)
+        return 0
+
+    def abort_all(self) -> int:
+        return 0
+
+    def ping(self) -> str | None:
+        return None
+
+    def reconnect(self) -> str | None:
+        return None

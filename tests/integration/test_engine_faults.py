@@ -1,0 +1,220 @@
+"""Faults injected into the engine: the real scheduler, worker, queue and stores, a fake executor.
+
+The rule under test: every failure while dispatching or handling a result
+ends as a failed attempt (retried, with an Error saying what failed) or a run
+ERROR saying why, within bounded time; a run never waits without a visible
+reason, and a worker never stalls on a task it cannot hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.config import Settings
+from orchestrator.events import EventBus
+from orchestrator.messages import AttemptResult, Task
+from orchestrator.models import FlowSubmission, RunStatus
+from orchestrator.queue import MemoryQueue
+from orchestrator.runtime import RunState
+from orchestrator.scheduler import Scheduler
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreRegistry
+from orchestrator.worker import Worker
+from storage import StoreUnavailable
+from tests.fakes import FakeExecutor
+from tests.helpers import service_settings
+
+
+class Engine:
+    """Scheduler and one worker over a memory queue, as ``pipewell dev`` wires them."""
+
+    def __init__(self, settings: Settings, executor: FakeExecutor) -> None:
+        self.settings = settings
+        self.executor = executor
+
+    async def start(self) -> None:
+        self.state = StateStore(self.settings.data_dir / "state.sqlite3")
+        await self.state.open()
+        self.stores = StoreRegistry(self.settings, b"k" * 32)
+        self.queue = MemoryQueue()
+        self.scheduler = Scheduler(
+            self.settings, self.state, self.queue, EventBus(), self.stores, {}
+        )
+        self.worker = Worker(self.settings.worker, self.queue, self.executor)  # type: ignore[arg-type]
+        await self.worker.start()
+        await self.scheduler.start()
+
+    async def close(self) -> None:
+        await self.worker.close(grace=1)
+        await self.scheduler.close()
+        await self.state.close()
+        self.stores.close()
+
+    async def run(self, nodes: list[dict[str, Any]], **def_fields: Any) -> RunState:
+        flow = {"Name": "faults", "Nodes": nodes}
+        defs = [{"Publisher": "t", "Name": "n", "Image": "fake", **def_fields}]
+        submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
+        flow_run = await self.scheduler.submit(submission)
+        return self.scheduler.runs[flow_run.id]
+
+    async def settled(self, run: RunState, seconds: float = 10.0) -> RunState:
+        """The run once it is finished; AssertionError if it is not within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while not run.status.finished:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run stuck in {run.status}: {run.run.node_state}")
+            await asyncio.sleep(0.02)
+        return run
+
+
+def node(node_id: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
+    return {
+        "ID": node_id,
+        "Uses": "t/n",
+        "Inputs": [{"Name": f"in{i}", "Edge": e} for i, e in enumerate(inputs)],
+        "Outputs": [{"Name": f"out{i}", "Edge": e} for i, e in enumerate(outputs)],
+    }
+
+
+CHAIN = [node("a", [], ["mid"]), node("b", ["mid"], ["out"])]
+
+
+@pytest.fixture
+async def engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Engine] = []
+
+    async def start(executor: FakeExecutor | None = None, **overrides: Any) -> Engine:
+        overrides.setdefault("retry", {"backoff_base": 0.01, "backoff_max": 0.05})
+        settings = service_settings(tmp_path / f"data{len(started)}", **overrides)
+        made = Engine(settings, executor or FakeExecutor())
+        await made.start()
+        started.append(made)
+        return made
+
+    yield start
+    for made in started:
+        await made.close()
+
+
+def fail_presign_of(engine: Engine, edge: str, times: int) -> list[int]:
+    """Make presigning a GET of ``edge``'s object fail ``times`` times; returns the count."""
+    store = engine.stores.default
+    real = store.get_url
+    failures = [0]
+
+    def get_url(key: str, ttl: float, *, internal: bool = False) -> str:
+        if key.endswith(f"/{edge}") and failures[0] < times:
+            failures[0] += 1
+            raise StoreUnavailable("store 'default': presign failed: the backend is down")
+        return real(key, ttl, internal=internal)
+
+    store.get_url = get_url  # type: ignore[method-assign]
+    return failures
+
+
+async def test_a_presign_that_keeps_failing_fails_the_node_and_the_run(engine):
+    started = await engine()
+    fail_presign_of(started, "mid", times=100)
+    run = await started.settled(await started.run(CHAIN, MaxAttempts=2))
+    assert run.status == RunStatus.ERROR
+    b = run.state("b")
+    assert (b.status, b.attempt) == ("ERROR", 2)
+    assert b.error == (
+        "could not dispatch the attempt: store 'default': presign failed: the backend is down"
+    )
+    assert started.executor.attempts_of("b") == []  # nothing was queued for it
+
+
+async def test_a_presign_that_fails_once_is_retried(engine):
+    started = await engine()
+    failures = fail_presign_of(started, "mid", times=1)
+    run = await started.settled(await started.run(CHAIN, MaxAttempts=3))
+    assert run.status == RunStatus.COMPLETE
+    assert failures == [1]
+    assert started.executor.attempts_of("b") == [2]
+    assert any("could not dispatch" in line.message for line in run.state("b").logs)
+
+
+async def test_an_executor_that_raises_fails_the_attempt_not_the_worker(engine):
+    def explode(task: Task) -> str | None:
+        raise RuntimeError("bug in the executor")
+
+    started = await engine(FakeExecutor({"a": explode}))
+    run = await started.settled(await started.run(CHAIN, MaxAttempts=2))
+    assert run.state("a").error == "internal error in the worker: RuntimeError: bug in the executor"
+    assert started.executor.attempts_of("a") == [1, 2]
+    # The worker goes on taking tasks.
+    again = await started.settled(await started.run([node("c", [], ["out"])]))
+    assert again.status == RunStatus.COMPLETE
+
+
+async def test_duplicate_and_late_results_change_nothing(engine):
+    started = await engine()
+    run = await started.settled(await started.run(CHAIN))
+    assert run.status == RunStatus.COMPLETE
+    for attempt, ok in ((1, True), (1, False), (7, True)):
+        await started.queue.put_message(
+            AttemptResult(run_id=run.id, node_id="a", attempt=attempt, ok=ok, error="late")
+        )
+    await asyncio.sleep(0.2)
+    assert run.status == RunStatus.COMPLETE
+    assert run.state("a").error == ""
+    assert started.executor.attempts_of("b") == [1]  # b was not run again
+
+
+async def test_a_failure_while_handling_a_result_ends_the_run_saying_why(engine, monkeypatch):
+    started = await engine()
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("broken bookkeeping")
+
+    run = await started.run([node("a", [], ["out"])])
+    monkeypatch.setattr(run, "attempt_succeeded", broken)
+    await started.settled(run)
+    assert run.status == RunStatus.ERROR
+    assert "failed on a 'result' message of node 'a'" in (run.run.error or "")
+
+
+async def test_a_tier_no_worker_offers_waits_with_a_reason(engine):
+    started = await engine(worker={"tiers": ["c-nano"]})
+    run = await started.run([node("a", [], ["out"])], Tier="c-small")
+    await asyncio.sleep(0.2)
+    assert run.status == RunStatus.RUNNING
+    assert any("no worker offers tier c-small" in line.message for line in run.state("a").logs)
+
+
+def test_a_worker_refuses_tiers_it_cannot_hold(tmp_path):
+    with pytest.raises(ValueError, match="cannot hold m-4xlarge"):
+        service_settings(tmp_path, worker={"tiers": ["c-nano", "m-4xlarge"], "memory": "1g"})
+
+
+async def test_a_task_that_does_not_fit_now_does_not_hold_up_smaller_ones(engine):
+    release = threading.Event()
+
+    def hold(task: Task) -> str | None:
+        release.wait(10)
+        return None
+
+    executor = FakeExecutor({"big1": hold})
+    # 3 GiB: one c-small (2 GiB) at a time, and room for c-nano (0.5 GiB) beside it.
+    started = await engine(executor, worker={"memory": "3g", "tiers": ["c-nano", "c-small"]})
+    first = await started.run([node("big1", [], ["o"])], Tier="c-small")
+    await asyncio.sleep(0.1)
+    second = await started.run([node("big2", [], ["o"])], Tier="c-small")
+    small = await started.run([node("small", [], ["o"])], Tier="c-nano")
+    try:
+        await started.settled(small, seconds=3)
+        assert small.status == RunStatus.COMPLETE
+        assert second.state("big2").status == "READY"  # still queued: it fits later
+    finally:
+        release.set()
+    await started.settled(first)
+    await started.settled(second)
+    assert second.status == RunStatus.COMPLETE
