@@ -57,14 +57,40 @@ async def serve(settings: Settings) -> None:
     await site.start()
     log = structlog.get_logger("pipewell")
     log.info("listening", url=settings.base_url, data_dir=str(settings.data_dir.resolve()))
+    await _until_stopped()
+    log.info("shutting_down")
+    await runner.cleanup()
+
+
+async def _until_stopped() -> None:
+    """Return on SIGINT or SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting_down")
-    await runner.cleanup()
+
+
+async def work(settings: Settings) -> None:
+    """``pipewell worker``: take tasks from Redis and run them on this host's Docker engine.
+
+    A worker needs no store credentials: its tasks carry presigned URLs.
+    """
+    from orchestrator.executor import connect_docker
+    from orchestrator.worker import running_worker
+
+    faulthandler.enable()
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    loop = asyncio.get_running_loop()
+    connections = settings.worker.resolved_max_parallel() * 3 + 4
+    client = await loop.run_in_executor(None, connect_docker, settings.executor, connections)
+    try:
+        async with running_worker(settings, client):
+            await _until_stopped()
+            structlog.get_logger("pipewell").info("shutting_down")
+    finally:
+        client.close()
 
 
 def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
@@ -81,6 +107,39 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
         "--data-dir", type=Path, default=None, help="state, objects and logs (default ./.pipewell)"
     )
     parser.add_argument("--auth", choices=["none", "required"], default=None)
+    parser.add_argument("--log-level", default=None)
+    parser.add_argument(
+        "--queue", default=None, help="redis://host:6379/0: dispatch to workers through Redis"
+    )
+    parser.add_argument(
+        "--no-local-worker",
+        action="store_true",
+        help="run no worker in this process (workers run 'pipewell worker' elsewhere)",
+    )
+
+
+def _add_worker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue", required=True, help="the service's Redis: redis://host:6379/0")
+    parser.add_argument(
+        "--tiers", default=None, help="comma-separated tiers (default: every tier this host holds)"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=None, help="most containers at once (default 4 x cores)"
+    )
+    parser.add_argument(
+        "--reclaim-after",
+        type=float,
+        default=None,
+        help="seconds a worker may be silent before its tasks run elsewhere (default 30)",
+    )
+    parser.add_argument("--name", default=None, help="display name (default: the host name)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".pipewell-worker"),
+        help="the worker's identity and attempt files (default ./.pipewell-worker)",
+    )
+    parser.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     parser.add_argument("--log-level", default=None)
 
 
@@ -147,10 +206,28 @@ def main(argv: list[str] | None = None) -> int:
     revoke.add_argument("name")
     for sub in (create, listing, revoke):
         sub.add_argument("--data-dir", type=Path, default=Path(".pipewell"))
+    _add_worker_args(
+        commands.add_parser("worker", help="run tasks from a Redis queue on this Docker host")
+    )
     args = parser.parse_args(argv)
     if args.command == "keys":
         return keys_command(args)
     try:
+        if args.command == "worker":
+            settings = load_settings(
+                args.config,
+                data_dir=args.data_dir,
+                log_level=args.log_level,
+                queue=_section(url=args.queue, reclaim_after=args.reclaim_after),
+                worker=_section(
+                    name=args.name,
+                    max_parallel=args.concurrency,
+                    tiers=args.tiers.split(",") if args.tiers else None,
+                ),
+            )
+            configure_logging(settings.log_level)
+            asyncio.run(work(settings))
+            return 0
         settings = load_settings(
             args.config,
             host=args.host,
@@ -158,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             auth=args.auth,
             log_level=args.log_level,
+            queue=_section(url=args.queue),
+            worker=_section(enabled=False if args.no_local_worker else None),
         )
         configure_logging(settings.log_level)
         asyncio.run(serve(settings))
@@ -167,6 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _section(**values: object) -> dict[str, object] | None:
+    """The flags given for one settings section (None: none given)."""
+    given = {k: v for k, v in values.items() if v is not None}
+    return given or None
 
 
 if __name__ == "__main__":

@@ -159,6 +159,23 @@ class InvocationSettings(_Section):
     inline_output_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
 
 
+class QueueSettings(_Section):
+    # redis://[:password@]host:6379/0 for workers on other hosts; None: in-process.
+    url: str | None = None
+    # Seconds a worker may be silent before its tasks are run again by another.
+    reclaim_after: float = Field(default=30.0, gt=0)
+    # The base URL workers reach this service at (presigned URLs of the local
+    # store); default the loopback address, right for a worker on this host only.
+    worker_url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, url: str | None) -> str | None:
+        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"{url!r} is not a Redis URL; write redis://host:6379/0")
+        return url
+
+
 class Settings(_Section):
     host: str = "127.0.0.1"
     port: int = 1234
@@ -174,6 +191,7 @@ class Settings(_Section):
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     invocations: InvocationSettings = Field(default_factory=InvocationSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Settings:
@@ -202,7 +220,9 @@ class Settings(_Section):
 
     @property
     def internal_url(self) -> str:
-        """Where the service's own workers reach it: always loopback."""
+        """Where workers reach the service: queue.worker_url, else loopback (its own worker)."""
+        if self.queue.worker_url:
+            return self.queue.worker_url.rstrip("/")
         return f"http://127.0.0.1:{self.port}"
 
     def is_loopback(self) -> bool:
@@ -245,7 +265,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must be a mapping of keys")
         data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}  # a flag wins over its key in the file
+        elif value is not None:
+            data[key] = value
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
@@ -257,6 +281,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 __all__ = [
     "ExecutorSettings",
+    "QueueSettings",
     "RetrySettings",
     "Settings",
     "StorageSettings",

@@ -37,6 +37,7 @@ from urllib3.util.retry import Retry
 
 from orchestrator import command
 from orchestrator.config import ExecutorSettings
+from orchestrator.errors import ConfigError
 from orchestrator.messages import AttemptResult, OutputInfo, Task, TaskInput
 from orchestrator.mime import extension_for, matches, sniff
 from orchestrator.models import NAME_RULE, LogRecord, is_name
@@ -169,6 +170,22 @@ def container_user(image_user: str, *, run_as_root: bool) -> str | None:
     if image_user.split(":", 1)[0] in ("", "root", "0"):
         return UNPRIVILEGED_USER
     return None
+
+
+def connect_docker(settings: ExecutorSettings, connections: int) -> docker.DockerClient:
+    """A client of the Docker engine of ``DOCKER_HOST`` (or the local socket), checked.
+
+    Blocks: call it off the event loop. ConfigError saying what to do if unreachable.
+    """
+    try:
+        client = docker.from_env(timeout=int(settings.docker_timeout), max_pool_size=connections)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise ConfigError(
+            f"cannot reach the Docker engine ({exc}); start dockerd (make setup does) "
+            "or set worker.enabled: false to run without a local worker"
+        ) from exc
+    return client
 
 
 def _engine_is_local(client: docker.DockerClient) -> bool:
@@ -563,6 +580,21 @@ class DockerExecutor:
                 removed += 1
         return removed
 
+    def remove_containers_of(self, worker_ids: set[str]) -> int:
+        """Remove the containers of other workers known to be dead (same engine, other identity).
+
+        Their attempts run elsewhere again; nothing else would ever remove them.
+        """
+        removed = 0
+        for container in self.client.containers.list(
+            all=True, sparse=True, filters={"label": [LABEL_RUN, LABEL_WORKER_ID]}
+        ):
+            owner = container.attrs.get("Labels", {}).get(LABEL_WORKER_ID)
+            if owner in worker_ids and owner != self.worker_id:
+                self._remove(container)
+                removed += 1
+        return removed
+
     # ------------------------------------------------------------ steps
 
     def _session(self) -> requests.Session:
@@ -884,4 +916,11 @@ class DockerExecutor:
             )
 
 
-__all__ = ["AttemptFailed", "DockerExecutor", "input_type_ok", "inside", "registry_of"]
+__all__ = [
+    "AttemptFailed",
+    "DockerExecutor",
+    "connect_docker",
+    "input_type_ok",
+    "inside",
+    "registry_of",
+]

@@ -98,8 +98,30 @@ class AttemptCleanedUp(BaseModel):
 
 WorkerMessage = AttemptStarted | AttemptLog | AttemptResult | AttemptCleanedUp
 
+
+class WorkerHeartbeat(BaseModel):
+    """A worker is alive: what it offers and holds (the queue keeps the live ones)."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    worker_id: str
+    name: str
+    tiers: list[str]
+    memory: int = 0
+    slots: int = 0
+    running: list[str] = Field(default_factory=list)  # Task.key of its attempts
+    sent_at: float = 0.0  # time.time() on the worker
+
+
+class CancelRun(BaseModel):
+    """A run ended: every worker kills what it still runs of it."""
+
+    kind: Literal["cancel"] = "cancel"
+    run_id: str
+
+
 __all__ = [
     "AttemptCleanedUp",
+    "CancelRun",
     "AttemptLog",
     "AttemptResult",
     "AttemptStarted",
@@ -107,5 +129,6 @@ __all__ = [
     "Task",
     "TaskInput",
     "TaskOutput",
+    "WorkerHeartbeat",
     "WorkerMessage",
 ]

@@ -13,23 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import docker
 import structlog
 
-from orchestrator.config import WorkerSettings
+from orchestrator.config import Settings, WorkerSettings
 from orchestrator.executor import DockerExecutor, Emit
+from orchestrator.identity import WorkerIdentity
 from orchestrator.messages import (
     AttemptCleanedUp,
     AttemptLog,
     AttemptResult,
     AttemptStarted,
     Task,
+    WorkerHeartbeat,
     WorkerMessage,
 )
 from orchestrator.models import LogRecord
-from orchestrator.queue import TaskQueue
+from orchestrator.queue import TaskQueue, open_queue
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -82,7 +85,14 @@ class Capacity:
 
 
 class Worker:
-    def __init__(self, settings: WorkerSettings, queue: TaskQueue, executor: DockerExecutor):
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        queue: TaskQueue,
+        executor: DockerExecutor,
+        *,
+        sweep_every: float = 30.0,
+    ):
         self.name = settings.resolved_name()
         # Unique where the name is not (orchestrator.identity): what the queue knows us by.
         self.id = executor.worker_id
@@ -97,13 +107,16 @@ class Worker:
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         # One ordered outbox: log lines of an attempt always precede its result.
-        self._outbox: asyncio.Queue[WorkerMessage] = asyncio.Queue()
+        # A Task in it is a mark: the messages before it are sent, the task is done.
+        self._outbox: asyncio.Queue[WorkerMessage | Task] = asyncio.Queue()
         self._sender_task: asyncio.Task[None] | None = None
         # Set while the Docker engine answers; tasks are taken only then.
         self._engine_ok = asyncio.Event()
         self._engine_ok.set()
         self._engine_problem: str | None = None
         self._engine_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweep_every = sweep_every
         self._ping_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -111,10 +124,11 @@ class Worker:
         removed = await loop.run_in_executor(self._pool, self.executor.remove_leftovers)
         if removed:
             log.info("removed_leftover_containers", count=removed, worker=self.name)
-        self.queue.register_worker(self.id, self.tiers)
+        self.queue.register_worker(self.id, self.tiers, self.heartbeat)
         self.queue.on_cancel(self._cancel_run)
         self._loop_task = asyncio.create_task(self._take_loop(), name=f"worker-{self.name}")
         self._sender_task = asyncio.create_task(self._send_loop(), name=f"sender-{self.name}")
+        self._sweep_task = asyncio.create_task(self._sweep_loop(), name=f"sweep-{self.name}")
         log.info(
             "worker_started",
             worker=self.name,
@@ -122,6 +136,17 @@ class Worker:
             tiers=sorted(self.tiers),
             memory_mib=self.capacity.memory // 2**20,
             slots=self.capacity.slots,
+        )
+
+    def heartbeat(self) -> WorkerHeartbeat:
+        """What this worker offers and holds now (sent to the service by the queue)."""
+        return WorkerHeartbeat(
+            worker_id=self.id,
+            name=self.name,
+            tiers=sorted(self.tiers),
+            memory=self.capacity.memory,
+            slots=self.capacity.slots,
+            running=sorted(self._attempts),
         )
 
     async def close(self, grace: float = 10.0) -> None:
@@ -134,7 +159,7 @@ class Worker:
         """
         self._closing = True
         self.queue.unregister_worker(self.id)
-        for background in (self._loop_task, self._engine_task):
+        for background in (self._loop_task, self._engine_task, self._sweep_task):
             if background is not None:
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -222,6 +247,24 @@ class Worker:
                 raise
             return None
 
+    async def _sweep_loop(self) -> None:
+        """Remove the containers that dead workers on this Docker engine left behind."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._sweep_every)
+            try:
+                dead = await self.queue.dead_workers()
+                if dead:
+                    removed = await loop.run_in_executor(
+                        self._pool, self.executor.remove_containers_of, dead
+                    )
+                    if removed:
+                        log.info(
+                            "removed_dead_workers_containers", count=removed, workers=sorted(dead)
+                        )
+            except Exception:  # the sweep must go on: a failure here only delays clean-up
+                log.exception("sweep_failed", worker=self.name)
+
     def _cancel_run(self, run_id: str) -> None:
         """The run ended: kill its containers here (their results are moot).
 
@@ -233,11 +276,14 @@ class Worker:
 
     async def _send_loop(self) -> None:
         while True:
-            message = await self._outbox.get()
+            item = await self._outbox.get()
             try:
-                await self.queue.put_message(message)
+                if isinstance(item, Task):
+                    await self.queue.task_done(item)
+                else:
+                    await self.queue.put_message(item)
             except Exception:
-                log.exception("worker_message_lost", kind=message.kind, run_id=message.run_id)
+                log.exception("worker_message_lost", kind=item.kind, run_id=item.run_id)
 
     async def _run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
         """The executor's result; an executor that raises fails the attempt, saying so."""
@@ -292,6 +338,8 @@ class Worker:
                 )
             else:
                 self._outbox.put_nowait(result)
+                # Only once its result is out may the queue forget the task.
+                self._outbox.put_nowait(task)
             self._attempts.discard(task.key)
             remove_seconds = await loop.run_in_executor(self._pool, cleanup)
             self._outbox.put_nowait(
@@ -307,4 +355,41 @@ class Worker:
             self.capacity.release(memory)
 
 
-__all__ = ["Capacity", "Worker"]
+@contextlib.asynccontextmanager
+async def running_worker(
+    settings: Settings, client: docker.DockerClient, queue: TaskQueue | None = None
+) -> AsyncIterator[Worker]:
+    """A worker of this data directory's identity on ``client``'s engine, until the block ends.
+
+    ``queue``: the service's in-process queue; None connects to ``settings.queue.url``
+    as this worker (a worker of ``pipewell worker``, or ``pipewell dev`` on Redis).
+    """
+    loop = asyncio.get_running_loop()
+    # Unique to this data directory: only containers labelled with it are ever removed.
+    identity = await loop.run_in_executor(None, WorkerIdentity, settings.data_dir)
+    own_queue = None
+    try:
+        executor = DockerExecutor(
+            client,
+            settings.executor,
+            settings.worker.resolved_name(),
+            identity.id,
+            settings.data_dir / "work",
+        )
+        if queue is None:
+            queue = own_queue = open_queue(
+                settings.queue.url, consumer=identity.id, reclaim_after=settings.queue.reclaim_after
+            )
+        worker = Worker(settings.worker, queue, executor, sweep_every=settings.queue.reclaim_after)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await worker.close()
+    finally:
+        if own_queue is not None:
+            await own_queue.close()
+        identity.close()
+
+
+__all__ = ["Capacity", "Worker", "running_worker"]

@@ -8,11 +8,10 @@ state → stores → queue and events → Docker → engine (worker, then schedu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 
-import docker
-import docker.errors
 import structlog
 from aiohttp import web
 
@@ -37,17 +36,15 @@ from orchestrator.api.objects import add_object_routes
 from orchestrator.apikeys import KeyStore
 from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError
 from orchestrator.events import EventBus
-from orchestrator.executor import DockerExecutor
-from orchestrator.identity import WorkerIdentity
+from orchestrator.executor import connect_docker
 from orchestrator.invocations import Invocations
-from orchestrator.queue import MemoryQueue
+from orchestrator.queue import open_queue
 from orchestrator.registry import FlowRegistry
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
-from orchestrator.worker import Worker
+from orchestrator.worker import running_worker
 
 log = structlog.get_logger(__name__)
 
@@ -76,9 +73,14 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
-    app[QUEUE] = MemoryQueue()
+    settings = app[SETTINGS]
+    queue = open_queue(
+        settings.queue.url, consumer="service", reclaim_after=settings.queue.reclaim_after
+    )
+    app[QUEUE] = queue
     app[EVENTS] = EventBus()
     yield
+    await queue.close()
 
 
 async def _docker(app: web.Application) -> AsyncIterator[None]:
@@ -86,20 +88,10 @@ async def _docker(app: web.Application) -> AsyncIterator[None]:
     if not settings.worker.enabled:
         yield
         return
-
-    def connect() -> docker.DockerClient:
-        pool = settings.worker.resolved_max_parallel() * 3 + 4
-        client = docker.from_env(timeout=int(settings.executor.docker_timeout), max_pool_size=pool)
-        client.ping()
-        return client
-
-    try:
-        client = await asyncio.get_running_loop().run_in_executor(None, connect)
-    except docker.errors.DockerException as exc:
-        raise ConfigError(
-            f"cannot reach the Docker engine ({exc}); start dockerd (make setup does) "
-            "or set worker.enabled: false to run without a local worker"
-        ) from exc
+    connections = settings.worker.resolved_max_parallel() * 3 + 4
+    client = await asyncio.get_running_loop().run_in_executor(
+        None, connect_docker, settings.executor, connections
+    )
     app[DOCKER] = client
     yield
     client.close()
@@ -109,33 +101,20 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     """Worker first, so resumed runs find their tiers offered; on shutdown the worker
     stops first too, while the scheduler still records what its last attempts report."""
     settings = app[SETTINGS]
-    worker = identity = None
-    if settings.worker.enabled:
-        # Unique to this data directory: only containers labelled with it are ever removed.
-        identity = await asyncio.get_running_loop().run_in_executor(
-            None, WorkerIdentity, settings.data_dir
+    async with contextlib.AsyncExitStack() as worker:
+        if settings.worker.enabled:
+            # On Redis the local worker is a worker like any other, with its own connection.
+            local_queue = None if settings.queue.url else app[QUEUE]
+            app[WORKER] = await worker.enter_async_context(
+                running_worker(settings, app[DOCKER], local_queue)
+            )
+        scheduler = Scheduler(
+            settings, app[STATE], app[QUEUE], app[EVENTS], app[STORES], load_catalog()
         )
-        executor = DockerExecutor(
-            app[DOCKER],
-            settings.executor,
-            settings.worker.resolved_name(),
-            identity.id,
-            settings.data_dir / "work",
-        )
-        worker = Worker(settings.worker, app[QUEUE], executor)
-        await worker.start()
-        app[WORKER] = worker
-    scheduler = Scheduler(
-        settings, app[STATE], app[QUEUE], app[EVENTS], app[STORES], load_catalog()
-    )
-    app[SCHEDULER] = scheduler
-    await scheduler.start()
-    yield
-    if worker is not None:
-        await worker.close()
+        app[SCHEDULER] = scheduler
+        await scheduler.start()
+        yield
     await scheduler.close()
-    if identity is not None:
-        identity.close()
 
 
 async def _invocations(app: web.Application) -> AsyncIterator[None]:

@@ -9,7 +9,7 @@ from orchestrator.apikeys import KeyStore
 from orchestrator.config import Settings
 from orchestrator.events import EventBus
 from orchestrator.invocations import Invocations
-from orchestrator.queue import MemoryQueue
+from orchestrator.queue import TaskQueue
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
@@ -18,7 +18,7 @@ from orchestrator.worker import Worker
 SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", StateStore)
 STORES = web.AppKey("stores", StoreRegistry)
-QUEUE = web.AppKey("queue", MemoryQueue)
+QUEUE = web.AppKey("queue", TaskQueue)
 EVENTS = web.AppKey("events", EventBus)
 DOCKER = web.AppKey("docker", docker.DockerClient)
 SCHEDULER = web.AppKey("scheduler", Scheduler)

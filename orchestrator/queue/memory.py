@@ -1,40 +1,12 @@
-"""The queue between the scheduler and workers.
-
-The scheduler puts ``Task``s and reads worker messages; a worker registers the
-tiers it offers, takes tasks for them and puts messages back. Neither side
-knows the other: they meet here and in ``orchestrator.messages``.
-
-``MemoryQueue`` serves the one-process ``pipewell dev``.
-"""
+"""The in-process queue of the one-process ``pipewell dev``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
-from orchestrator.messages import Task, WorkerMessage
-
-
-class TaskQueue(Protocol):
-    async def put_task(self, task: Task) -> None: ...
-
-    async def take_task(self, tiers: frozenset[str]) -> Task: ...
-
-    async def put_message(self, message: WorkerMessage) -> None: ...
-
-    async def next_message(self) -> WorkerMessage: ...
-
-    def register_worker(self, worker: str, tiers: frozenset[str]) -> None: ...
-
-    def unregister_worker(self, worker: str) -> None: ...
-
-    def offered_tiers(self) -> frozenset[str]: ...
-
-    def drop_run(self, run_id: str, *, cancel: bool = False) -> int: ...
-
-    def on_cancel(self, callback: Callable[[str], None]) -> None: ...
+from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 
 
 class MemoryQueue:
@@ -61,6 +33,9 @@ class MemoryQueue:
                         return task
                 await self._task_added.wait()
 
+    async def task_done(self, task: Task) -> None:
+        """Nothing to do: a task taken here is gone from the queue already."""
+
     async def put_message(self, message: WorkerMessage) -> None:
         self._messages.put_nowait(message)
 
@@ -70,7 +45,13 @@ class MemoryQueue:
     async def next_message(self) -> WorkerMessage:
         return await self._messages.get()
 
-    def register_worker(self, worker: str, tiers: frozenset[str]) -> None:
+    def register_worker(
+        self,
+        worker: str,
+        tiers: frozenset[str],
+        heartbeat: Callable[[], WorkerHeartbeat] | None = None,
+    ) -> None:
+        # One process: a worker is alive while registered, no heartbeat needed.
         self._workers[worker] = tiers
 
     def unregister_worker(self, worker: str) -> None:
@@ -99,5 +80,12 @@ class MemoryQueue:
     def pending(self) -> int:
         return len(self._tasks)
 
+    async def dead_workers(self) -> set[str]:
+        """None: the workers of one process live and die with it."""
+        return set()
 
-__all__ = ["MemoryQueue", "TaskQueue"]
+    async def close(self) -> None:
+        """Nothing to release."""
+
+
+__all__ = ["MemoryQueue"]

@@ -1,0 +1,64 @@
+"""The queue between the scheduler and workers: one async interface, two backends.
+
+The scheduler puts ``Task``s and reads worker messages; a worker registers the
+tiers it offers, takes tasks for them, puts messages back and marks each task
+done once its result is sent. Neither side knows the other: they meet here and
+in ``orchestrator.messages``.
+
+- ``MemoryQueue`` (``memory``): one process, ``pipewell dev`` as it always was.
+- ``RedisQueue`` (``redis_streams``): Redis Streams with consumer groups, for
+  workers on any number of Docker hosts. Imported only when used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
+from orchestrator.queue.memory import MemoryQueue
+
+
+class TaskQueue(Protocol):
+    async def put_task(self, task: Task) -> None: ...
+
+    async def take_task(self, tiers: frozenset[str]) -> Task: ...
+
+    async def task_done(self, task: Task) -> None:
+        """The task's result is sent: it will not be handed to another worker."""
+
+    async def put_message(self, message: WorkerMessage) -> None: ...
+
+    async def next_message(self) -> WorkerMessage: ...
+
+    def register_worker(
+        self,
+        worker: str,
+        tiers: frozenset[str],
+        heartbeat: Callable[[], WorkerHeartbeat] | None = None,
+    ) -> None: ...
+
+    def unregister_worker(self, worker: str) -> None: ...
+
+    def offered_tiers(self) -> frozenset[str]: ...
+
+    def drop_run(self, run_id: str, *, cancel: bool = False) -> int: ...
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None: ...
+
+    async def dead_workers(self) -> set[str]:
+        """Identities of workers that stopped heartbeating (their containers may be left)."""
+
+    async def close(self) -> None: ...
+
+
+def open_queue(url: str | None, *, consumer: str, reclaim_after: float) -> TaskQueue:
+    """The queue at ``url`` (a Redis URL) as ``consumer``; None is an in-process queue."""
+    if url is None:
+        return MemoryQueue()
+    from orchestrator.queue.redis_streams import RedisQueue
+
+    return RedisQueue(url, consumer=consumer, reclaim_after=reclaim_after)
+
+
+__all__ = ["MemoryQueue", "TaskQueue", "open_queue"]

@@ -1,0 +1,401 @@
+"""The queue on Redis Streams: workers on any number of Docker hosts.
+
+Keys (all under ``pipewell:``):
+
+- ``tasks:<tier>``: one stream per tier, consumer group ``workers``. A worker
+  reads the streams of the tiers that fit it now (``XREADGROUP``), and acks and
+  deletes an entry once the attempt's result is sent: at-least-once delivery.
+  While it runs a task, its heartbeat touches the entry (``XCLAIM … JUSTID``),
+  so only the tasks of a worker silent for ``reclaim_after`` seconds go idle,
+  and another worker takes them over (``XAUTOCLAIM``) and runs the attempt
+  again under the same number: a lost attempt is not counted against the node.
+- ``messages``: attempt started, log lines, results, cleaned-up and
+  heartbeats, to the service (consumer group ``service``), acked once handled.
+  Results are idempotent by (run, node, attempt) in the scheduler, so a message
+  read twice after a restart changes nothing.
+- ``cancels``: the runs that ended; every worker reads all of it.
+- ``workers``: a hash of the latest heartbeat of each worker, for the API.
+
+Redis going away is waited out: every call retries with backoff, logging once
+when Redis stops answering and once when it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import TypeAdapter
+from redis import asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from orchestrator.messages import (
+    AttemptLog,
+    CancelRun,
+    Task,
+    WorkerHeartbeat,
+    WorkerMessage,
+)
+from orchestrator.models import LogRecord
+from orchestrator.tiers import TIERS
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "pipewell:"
+MESSAGES = PREFIX + "messages"
+CANCELS = PREFIX + "cancels"
+WORKERS = PREFIX + "workers"
+WORKER_GROUP = "workers"
+SERVICE_GROUP = "service"
+#: Milliseconds a blocking read waits before it looks around (a close, an outage).
+BLOCK_MS = 2000
+#: Streams are capped (approximately) at this many entries.
+MAX_ENTRIES = 100_000
+_RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
+
+T = TypeVar("T")
+_UNREACHABLE = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+_messages = TypeAdapter(WorkerMessage)
+
+
+def tasks_stream(tier: str) -> str:
+    return f"{PREFIX}tasks:{tier}"
+
+
+class RedisQueue:
+    """One connection's view of the queue: the service's or one worker's."""
+
+    def __init__(self, url: str, *, consumer: str, reclaim_after: float = 30.0) -> None:
+        self.url = url
+        self.consumer = consumer
+        self.reclaim_after = reclaim_after
+        self._redis = aioredis.from_url(url, socket_connect_timeout=5, health_check_interval=10)
+        self._ready = False
+        self._unreachable_since: float | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        # Service side: entries of tasks not yet started (to drop them), messages to ack,
+        # and the live workers by their heartbeats.
+        self._queued: dict[str, tuple[str, bytes]] = {}
+        self._read_pending = True  # first read the messages a previous service left unacked
+        self._buffer: list[tuple[bytes, WorkerMessage]] = []
+        self._to_ack: list[bytes] = []
+        self._workers: dict[str, tuple[WorkerHeartbeat, float]] = {}
+        # Worker side: the entries of the tasks this worker holds, and who to tell of cancels.
+        self._held: dict[str, tuple[str, bytes]] = {}
+        self._cancel_callbacks: list[Callable[[str], None]] = []
+        self._heartbeat: Callable[[], WorkerHeartbeat] | None = None
+
+    # ------------------------------------------------------------ plumbing
+
+    async def _call(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``, retried with backoff while Redis does not answer."""
+        delay = _RETRY_FIRST
+        while True:
+            try:
+                if not self._ready:
+                    await self._create_groups()
+                result = await call()
+            except (
+                redis_errors.ConnectionError,
+                redis_errors.TimeoutError,
+                OSError,
+            ) as exc:
+                if self._unreachable_since is None:
+                    self._unreachable_since = time.monotonic()
+                    log.warning(
+                        "redis_unreachable", url=_safe_url(self.url), during=what, error=str(exc)
+                    )
+                self._ready = False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            if self._unreachable_since is not None:
+                log.info(
+                    "redis_back",
+                    url=_safe_url(self.url),
+                    after_seconds=round(time.monotonic() - self._unreachable_since, 1),
+                )
+                self._unreachable_since = None
+            return result
+
+    async def _create_groups(self) -> None:
+        """The consumer groups, made once (a Redis that restarted empty needs them again)."""
+        streams = [(tasks_stream(t), WORKER_GROUP) for t in TIERS] + [(MESSAGES, SERVICE_GROUP)]
+        for stream, group in streams:
+            try:
+                await self._redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._ready = True
+
+    def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("redis_queue_task_failed", task=task.get_name(), exc_info=task.exception())
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._redis.aclose()
+
+    # ------------------------------------------------------------ the service's side
+
+    async def put_task(self, task: Task) -> None:
+        stream = tasks_stream(task.tier)
+        entry = await self._call(
+            "put_task",
+            lambda: self._redis.xadd(
+                stream, {"task": task.model_dump_json()}, maxlen=MAX_ENTRIES, approximate=True
+            ),
+        )
+        self._queued[task.key] = (stream, entry)
+
+    async def next_message(self) -> WorkerMessage:
+        while not self._buffer:
+            if self._to_ack:
+                acked, self._to_ack = self._to_ack, []
+                await self._call(
+                    "ack", lambda acked=acked: self._ack(MESSAGES, SERVICE_GROUP, acked)
+                )
+            start = "0" if self._read_pending else ">"
+            read = await self._call(
+                "next_message",
+                lambda start=start: self._redis.xreadgroup(
+                    SERVICE_GROUP, self.consumer, {MESSAGES: start}, count=100, block=BLOCK_MS
+                ),
+            )
+            entries = read[0][1] if read else []
+            if self._read_pending and not entries:
+                self._read_pending = False
+            for entry_id, fields in entries:
+                message = self._parse(entry_id, fields)
+                if message is not None:
+                    self._buffer.append((entry_id, message))
+            if self._read_pending:
+                # Pending entries come back every time until acked: ack what was read.
+                self._to_ack.extend(entry_id for entry_id, _ in entries)
+        entry_id, message = self._buffer.pop(0)
+        if not self._read_pending:
+            self._to_ack.append(entry_id)
+        self._queued.pop(f"{message.run_id}/{message.node_id}/{message.attempt}", None)
+        return message
+
+    def _parse(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> WorkerMessage | None:
+        """A worker message; heartbeats are kept here (the live workers) and not passed on."""
+        if not fields:  # deleted meanwhile
+            self._to_ack.append(entry_id)
+            return None
+        data = json.loads(fields[b"message"])
+        if data.get("kind") == "heartbeat":
+            heartbeat = WorkerHeartbeat.model_validate(data)
+            self._workers[heartbeat.worker_id] = (heartbeat, time.monotonic())
+            self._to_ack.append(entry_id)
+            return None
+        return _messages.validate_python(data)
+
+    def live_workers(self) -> list[WorkerHeartbeat]:
+        """Workers heard from within ``reclaim_after`` seconds."""
+        now = time.monotonic()
+        return [hb for hb, seen in self._workers.values() if now - seen < self.reclaim_after]
+
+    def offered_tiers(self) -> frozenset[str]:
+        return frozenset(t for hb in self.live_workers() for t in hb.tiers)
+
+    def drop_run(self, run_id: str, *, cancel: bool = False) -> int:
+        queued = [key for key in self._queued if key.startswith(run_id + "/")]
+        entries = [self._queued.pop(key) for key in queued]
+
+        async def drop() -> None:
+            for stream, entry in entries:
+                await self._call("drop_run", lambda s=stream, e=entry: self._redis.xdel(s, e))
+            if cancel:
+                body = CancelRun(run_id=run_id).model_dump_json()
+                await self._call(
+                    "cancel",
+                    lambda: self._redis.xadd(
+                        CANCELS, {"message": body}, maxlen=10_000, approximate=True
+                    ),
+                )
+
+        self._spawn(drop(), f"drop-{run_id}")
+        return len(entries)
+
+    # ------------------------------------------------------------ a worker's side
+
+    def register_worker(
+        self,
+        worker: str,
+        tiers: frozenset[str],
+        heartbeat: Callable[[], WorkerHeartbeat] | None = None,
+    ) -> None:
+        """Start heartbeating (which also keeps this worker's tasks its own) and hearing cancels."""
+        self._heartbeat = heartbeat or (
+            lambda: WorkerHeartbeat(worker_id=worker, name=worker, tiers=sorted(tiers))
+        )
+        self._spawn(self._heartbeat_loop(), f"heartbeat-{worker}")
+        self._spawn(self._cancel_loop(), f"cancels-{worker}")
+
+    def unregister_worker(self, worker: str) -> None:
+        for task in list(self._background):
+            if task.get_name() in (f"heartbeat-{worker}", f"cancels-{worker}"):
+                task.cancel()
+        self._spawn(
+            self._call("unregister", lambda: self._redis.hdel(WORKERS, worker)), "unregister"
+        )
+
+    def on_cancel(self, callback: Callable[[str], None]) -> None:
+        self._cancel_callbacks.append(callback)
+
+    async def take_task(self, tiers: frozenset[str]) -> Task:
+        while True:
+            for tier in sorted(tiers):
+                task = await self._reclaim(tasks_stream(tier))
+                if task is not None:
+                    return task
+            streams = {tasks_stream(t): ">" for t in sorted(tiers)}
+            read = await self._call(
+                "take_task",
+                lambda streams=streams: self._redis.xreadgroup(
+                    WORKER_GROUP, self.consumer, streams, count=1, block=BLOCK_MS
+                ),
+            )
+            for stream, entries in read or []:
+                for entry_id, fields in entries:
+                    task = await self._hold(stream.decode(), entry_id, fields)
+                    if task is not None:
+                        return task
+
+    async def _reclaim(self, stream: str) -> Task | None:
+        """A task of this stream whose worker went silent, taken over (``XAUTOCLAIM``)."""
+        claimed = await self._call(
+            "reclaim",
+            lambda: self._redis.xautoclaim(
+                stream,
+                WORKER_GROUP,
+                self.consumer,
+                min_idle_time=int(self.reclaim_after * 1000),
+                start_id="0-0",
+                count=1,
+            ),
+        )
+        for entry_id, fields in claimed[1] if claimed else []:
+            task = await self._hold(stream, entry_id, fields)
+            if task is not None:
+                log.warning(
+                    "task_reclaimed", run_id=task.run_id, node_id=task.node_id, attempt=task.attempt
+                )
+                record = LogRecord(
+                    message=f"attempt {task.attempt}: its worker was silent for over "
+                    f"{self.reclaim_after:g} s; worker {self._name()} runs it again (not "
+                    "counted against MaxAttempts)",
+                    level="warning",
+                    attempt=task.attempt,
+                )
+                await self.put_message(
+                    AttemptLog(
+                        run_id=task.run_id,
+                        node_id=task.node_id,
+                        attempt=task.attempt,
+                        record=record,
+                    )
+                )
+                return task
+        return None
+
+    async def _hold(self, stream: str, entry_id: bytes, fields: Any) -> Task | None:
+        if not fields:  # deleted (its run ended) after it was delivered
+            await self._call("ack", lambda: self._ack(stream, WORKER_GROUP, [entry_id]))
+            return None
+        task = Task.model_validate_json(fields[b"task"])
+        self._held[task.key] = (stream, entry_id)
+        return task
+
+    def _name(self) -> str:
+        return self._heartbeat().name if self._heartbeat is not None else self.consumer
+
+    async def task_done(self, task: Task) -> None:
+        held = self._held.pop(task.key, None)
+        if held is not None:
+            stream, entry_id = held
+            await self._call("task_done", lambda: self._ack(stream, WORKER_GROUP, [entry_id]))
+
+    async def put_message(self, message: Any) -> None:
+        body = message.model_dump_json()
+        await self._call(
+            "put_message",
+            lambda: self._redis.xadd(
+                MESSAGES, {"message": body}, maxlen=MAX_ENTRIES, approximate=True
+            ),
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        assert self._heartbeat is not None
+        every = max(0.5, self.reclaim_after / 3)
+        while True:
+            beat = self._heartbeat().model_copy(update={"sent_at": time.time()})
+            await self.put_message(beat)
+            await self._call(
+                "heartbeat",
+                lambda beat=beat: self._redis.hset(WORKERS, beat.worker_id, beat.model_dump_json()),
+            )
+            # The tasks held here stay ours: touching resets their idle time.
+            for stream, entry_id in list(self._held.values()):
+                await self._call(
+                    "touch",
+                    lambda s=stream, e=entry_id: self._redis.xclaim(
+                        s, WORKER_GROUP, self.consumer, 0, [e], justid=True
+                    ),
+                )
+            await asyncio.sleep(every)
+
+    async def dead_workers(self) -> set[str]:
+        """Workers whose last heartbeat is over twice ``reclaim_after`` old."""
+        beats = await self._call("dead_workers", lambda: self._redis.hgetall(WORKERS))
+        cutoff = time.time() - 2 * self.reclaim_after
+        return {
+            worker_id.decode()
+            for worker_id, body in beats.items()
+            if WorkerHeartbeat.model_validate_json(body).sent_at < cutoff
+        }
+
+    async def _cancel_loop(self) -> None:
+        last = "$"
+        while True:
+            read = await self._call(
+                "cancels", lambda last=last: self._redis.xread({CANCELS: last}, block=BLOCK_MS)
+            )
+            for _stream, entries in read or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    run_id = CancelRun.model_validate_json(fields[b"message"]).run_id
+                    for callback in self._cancel_callbacks:
+                        callback(run_id)
+
+    async def _ack(self, stream: str, group: str, entry_ids: list[bytes]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, group, *entry_ids)
+            pipe.xdel(stream, *entry_ids)
+            await pipe.execute()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for the log."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.split("@", 1)[1]
+    return scheme + sep + rest
+
+
+__all__ = ["RedisQueue", "tasks_stream"]

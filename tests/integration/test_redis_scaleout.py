@@ -1,0 +1,171 @@
+"""Scale-out on Redis Streams: a real redis-server, workers in processes of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    containers_left,
+    free_port,
+    running_containers,
+    submit,
+    upload,
+    wait_for,
+)
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
+]
+
+RECLAIM = 3  # seconds a worker may be silent
+
+
+class RedisServer:
+    """A redis-server on a free loopback port; ``restart`` keeps its data (append-only file)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while (
+            subprocess.run(
+                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True
+            ).stdout.strip()
+            != b"PONG"
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError("redis-server did not start")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_worker(
+    tmp_path: Path, redis_server: RedisServer
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """``pipewell worker`` processes on this host, killed at the end."""
+    started: list[subprocess.Popen[bytes]] = []
+    logs = []
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{name}.log").open("ab")
+        logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator.cli", "worker", "--queue", redis_server.url,
+             "--data-dir", str(tmp_path / name), "--name", name,
+             "--reclaim-after", str(RECLAIM)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    for log in logs:
+        log.close()
+
+
+async def redis_service(start_service, redis_server: RedisServer):  # type: ignore[no-untyped-def]
+    """The service on Redis with no worker of its own."""
+    return await start_service(
+        queue={"url": redis_server.url, "reclaim_after": RECLAIM}, worker={"enabled": False}
+    )
+
+
+SLOW = [busybox_def("slow", "sh -c 'sleep 4; cp ${in} ${out}'")]
+
+
+async def test_a_flow_runs_through_a_worker_process(redis_server, start_service, start_worker):
+    client = await redis_service(start_service, redis_server)
+    start_worker("w1")
+    defs = [busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'"),
+            busybox_def("copy", "cp ${in} ${out}")]  # fmt: skip
+    run = await submit(client, chain_flow("upper", "copy"), defs)
+    await upload(client, run, "src", b"through redis")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=60)
+    assert done["Status"] == "COMPLETE", done
+    response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
+    assert await response.read() == b"THROUGH REDIS"
+    started = [line["message"] for line in done["NodeState"]["n0"]["Logs"]]
+    assert "attempt 1 started on worker w1" in started
+
+
+async def test_a_killed_workers_task_runs_again_elsewhere_and_its_container_goes(
+    redis_server, start_service, start_worker
+):
+    client = await redis_service(start_service, redis_server)
+    first = start_worker("w1")
+    run = await submit(client, chain_flow("slow"), SLOW)
+    await upload(client, run, "src", b"survives")
+    await running_containers(run["ID"], seconds=30)
+    os.killpg(first.pid, signal.SIGKILL)
+    start_worker("w2")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=60)
+    assert done["Status"] == "COMPLETE", done
+    state = done["NodeState"]["n0"]
+    assert state["Attempt"] == 1  # the lost attempt was not counted
+    messages = [line["message"] for line in state["Logs"]]
+    assert any("its worker was silent for over 3 s; worker w2 runs it again" in m for m in messages)
+    response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
+    assert await response.read() == b"survives"
+    # w1's container is removed by w2, on the same engine, once w1 counts as dead.
+    assert await containers_left(run["ID"], 4 * RECLAIM + 10) == []
+
+
+async def test_runs_complete_across_a_redis_restart(redis_server, start_service, start_worker):
+    client = await redis_service(start_service, redis_server)
+    start_worker("w1")
+    run = await submit(client, chain_flow("slow", "slow", name="two"), SLOW)
+    await upload(client, run, "src", b"kept")
+    await running_containers(run["ID"], seconds=30)
+    redis_server.stop()
+    await asyncio.sleep(2)
+    redis_server.start()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=90)
+    assert done["Status"] == "COMPLETE", done
+    response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
+    assert await response.read() == b"kept"
