@@ -2,6 +2,7 @@
 
     PipewellError
     ├── RunNotFound        no run with that id
+    ├── RunFinished        the run has ended already (it cannot be cancelled)
     ├── FlowInvalid        validation found errors (carries every entry)
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
     ├── InputMismatch      an invocation's input does not name the flow's entry edges
@@ -29,6 +30,13 @@ class RunNotFound(PipewellError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"flow run {run_id!r} does not exist")
         self.run_id = run_id
+
+
+class RunFinished(PipewellError):
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id!r} has ended already ({status}): there is nothing to stop")
+        self.run_id = run_id
+        self.status = status
 
 
 class FlowInvalid(PipewellError):
@@ -122,5 +130,6 @@ __all__ = [
     "FlowNotFound",
     "InputMismatch",
     "PipewellError",
+    "RunFinished",
     "RunNotFound",
 ]

@@ -324,9 +324,16 @@ class RunState:
             keep_head = self.max_log_lines // 4
             del logs[keep_head : len(logs) - (self.max_log_lines - keep_head)]
 
-    def stop(self) -> None:
-        if not self.run.status.finished:
-            self.run.status = RunStatus.STOPPED
+    def cancel(self) -> Transition:
+        """Stop the run on request: STOPPED; what was queued or running is cancelled."""
+        if self.run.status.finished:
+            return Transition()
+        for node_id in self.active_nodes():
+            self.state(node_id).status = NodeStatus.ERROR
+            self.state(node_id).error = "cancelled: the run was stopped on request"
+        self.run.status = RunStatus.STOPPED
+        self.run.waiting_urls = []
+        return Transition(finished=True)
 
     # ------------------------------------------------------------ internals
 

@@ -26,6 +26,7 @@ from orchestrator.errors import (
     DataDirError,
     FlowInvalid,
     InputMismatch,
+    RunFinished,
     RunNotFound,
 )
 from orchestrator.events import EventBus
@@ -230,6 +231,16 @@ class Scheduler:
                 )
         if missing:
             raise FlowInvalid(missing)
+
+    async def cancel(self, run_id: str, tenant: str | None = None) -> FlowRun:
+        """Stop a run: STOPPED, queued tasks dropped, containers killed wherever they run."""
+        flow_run = await self.get(run_id, tenant)
+        run = self.runs.get(run_id)
+        if run is None or flow_run.status.finished:
+            raise RunFinished(run_id, flow_run.status.value)
+        log.info("run_cancelled", run_id=run_id)
+        await self._apply(run, run.cancel())
+        return run.run
 
     async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
         """The run as it stands; ``tenant`` given, another tenant's run is not found."""

@@ -22,6 +22,7 @@ from orchestrator.errors import (
     FlowInvalid,
     FlowNotFound,
     InputMismatch,
+    RunFinished,
     RunNotFound,
 )
 from orchestrator.invocations import InvalidInvocation
@@ -77,6 +78,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except RunNotFound:
         return web.Response(status=400, text=UNKNOWN_RUN_TEXT, content_type="text/plain")
+    except RunFinished as exc:
+        return error_response(409, "RUN_FINISHED", str(exc), run_status=exc.status)
     except FlowInvalid as exc:
         return error_response(
             400,

@@ -6,7 +6,7 @@ import asyncio
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import EVENTS, SCHEDULER, WORKER
+from orchestrator.api.appkeys import EVENTS, QUEUE, SCHEDULER, WORKER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
@@ -39,6 +39,19 @@ async def validate_flow(request: web.Request) -> web.Response:
 async def flow_status(request: web.Request) -> web.Response:
     run = await request.app[SCHEDULER].get(request.match_info["run_id"], tenant_of(request))
     return web.json_response(text=run.model_dump_json())
+
+
+@routes.post("/api/v1/flow/cancel/{run_id}")
+async def cancel_flow(request: web.Request) -> web.Response:
+    """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""
+    run = await request.app[SCHEDULER].cancel(request.match_info["run_id"], tenant_of(request))
+    return web.json_response(text=run.model_dump_json())
+
+
+@routes.get("/api/v1/workers")
+async def workers(request: web.Request) -> web.Response:
+    """Live workers (tiers, capacity, running attempts, last heartbeat) and queue depth per tier."""
+    return web.json_response(await request.app[QUEUE].describe())
 
 
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")

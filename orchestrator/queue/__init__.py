@@ -13,7 +13,7 @@ in ``orchestrator.messages``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 from orchestrator.queue.memory import MemoryQueue
@@ -45,6 +45,9 @@ class TaskQueue(Protocol):
     def drop_run(self, run_id: str, *, cancel: bool = False) -> int: ...
 
     def on_cancel(self, callback: Callable[[str], None]) -> None: ...
+
+    async def describe(self) -> dict[str, Any]:
+        """Live workers and queued tasks per tier, for the API."""
 
     async def dead_workers(self) -> set[str]:
         """Identities of workers that stopped heartbeating (their containers may be left)."""

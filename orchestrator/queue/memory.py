@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+import time
+from collections import Counter, deque
 from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 
@@ -17,6 +20,7 @@ class MemoryQueue:
         self._task_added = asyncio.Condition()
         self._messages: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         self._workers: dict[str, frozenset[str]] = {}
+        self._heartbeats: dict[str, Callable[[], WorkerHeartbeat]] = {}
         self._cancel_callbacks: list[Callable[[str], None]] = []
 
     async def put_task(self, task: Task) -> None:
@@ -51,11 +55,14 @@ class MemoryQueue:
         tiers: frozenset[str],
         heartbeat: Callable[[], WorkerHeartbeat] | None = None,
     ) -> None:
-        # One process: a worker is alive while registered, no heartbeat needed.
+        # One process: a worker is alive while registered; its heartbeat is asked for.
         self._workers[worker] = tiers
+        if heartbeat is not None:
+            self._heartbeats[worker] = heartbeat
 
     def unregister_worker(self, worker: str) -> None:
         self._workers.pop(worker, None)
+        self._heartbeats.pop(worker, None)
 
     def offered_tiers(self) -> frozenset[str]:
         return frozenset().union(*self._workers.values()) if self._workers else frozenset()
@@ -80,6 +87,15 @@ class MemoryQueue:
     def pending(self) -> int:
         return len(self._tasks)
 
+    async def describe(self) -> dict[str, Any]:
+        """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
+        now = time.time()
+        beats = [beat().model_copy(update={"sent_at": now}) for beat in self._heartbeats.values()]
+        return {
+            "workers": [worker_view(b) for b in beats],
+            "queued": dict(Counter(t.tier for t in self._tasks)),
+        }
+
     async def dead_workers(self) -> set[str]:
         """None: the workers of one process live and die with it."""
         return set()
@@ -88,4 +104,17 @@ class MemoryQueue:
         """Nothing to release."""
 
 
-__all__ = ["MemoryQueue"]
+def worker_view(beat: WorkerHeartbeat) -> dict[str, Any]:
+    """A worker as the API shows it (its attempts counted, not named: they are tenants')."""
+    return {
+        "id": beat.worker_id,
+        "name": beat.name,
+        "tiers": beat.tiers,
+        "memory_mib": beat.memory // 2**20,
+        "slots": beat.slots,
+        "running": len(beat.running),
+        "last_heartbeat": datetime.fromtimestamp(beat.sent_at, UTC).isoformat(),
+    }
+
+
+__all__ = ["MemoryQueue", "worker_view"]

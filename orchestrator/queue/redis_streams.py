@@ -41,6 +41,7 @@ from orchestrator.messages import (
     WorkerMessage,
 )
 from orchestrator.models import LogRecord
+from orchestrator.queue.memory import worker_view
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -359,6 +360,18 @@ class RedisQueue:
                     ),
                 )
             await asyncio.sleep(every)
+
+    async def describe(self) -> dict[str, Any]:
+        """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
+        queued: dict[str, int] = {}
+        for tier in TIERS:
+            groups = await self._call(
+                "describe", lambda tier=tier: self._redis.xinfo_groups(tasks_stream(tier))
+            )
+            lag = sum(g.get("lag") or 0 for g in groups if g.get("name") == WORKER_GROUP.encode())
+            if lag:
+                queued[tier] = lag
+        return {"workers": [worker_view(b) for b in self.live_workers()], "queued": queued}
 
     async def dead_workers(self) -> set[str]:
         """Workers whose last heartbeat is over twice ``reclaim_after`` old."""

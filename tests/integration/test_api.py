@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.helpers import busybox_def, chain_flow, read_events, submit, upload, wait_for
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    containers_left,
+    read_events,
+    running_containers,
+    submit,
+    upload,
+    wait_for,
+)
 
 
 async def test_healthz(start_service):
@@ -171,3 +180,48 @@ NodeDefs:
     run = await response.json()
     assert run["Status"] == "WAITING"
     assert run["NodeState"]["only"]["Status"] == "IDLE"
+
+
+async def test_cancel_stops_a_run_and_its_containers(start_service):
+    client = await start_service()
+    defs = [busybox_def("slow", "sh -c 'sleep 60; cp ${in} ${out}'"),
+            busybox_def("copy", "cp ${in} ${out}")]  # fmt: skip
+    run = await submit(client, chain_flow("slow", "copy"), defs)
+    await upload(client, run, "src", b"x")
+    await running_containers(run["ID"], seconds=30)
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert response.status == 200, await response.text()
+    stopped = await response.json()
+    assert stopped["Status"] == "STOPPED"
+    assert stopped["NodeState"]["n0"]["Error"] == "cancelled: the run was stopped on request"
+    assert await containers_left(run["ID"], 15) == []
+    await asyncio.sleep(0.5)
+    after = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+    assert after["Status"] == "STOPPED"
+    assert after["NodeState"]["n1"]["Status"] == "IDLE"  # never started
+    again = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert again.status == 409
+    assert await again.json() == {
+        "code": "RUN_FINISHED",
+        "message": f"run '{run['ID']}' has ended already (STOPPED): there is nothing to stop",
+        "run_status": "STOPPED",
+    }
+    unknown = await client.post("/api/v1/flow/cancel/" + "0" * 32)
+    assert (unknown.status, await unknown.text()) == (400, "Flow run does not exist.")
+
+
+async def test_cancel_of_a_run_waiting_for_its_inputs(start_service):
+    client = await start_service()
+    run = await submit(client, chain_flow("copy"), [busybox_def("copy", "cp ${in} ${out}")])
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    stopped = await response.json()
+    assert (stopped["Status"], stopped["WaitingURLs"]) == ("STOPPED", [])
+
+
+async def test_workers_lists_the_local_worker(start_service):
+    client = await start_service(worker={"tiers": ["c-nano", "c-small"]})
+    body = await (await client.get("/api/v1/workers")).json()
+    [worker] = body["workers"]
+    assert worker["tiers"] == ["c-nano", "c-small"]
+    assert worker["running"] == 0 and worker["slots"] > 0
+    assert body["queued"] == {}

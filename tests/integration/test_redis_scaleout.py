@@ -105,6 +105,7 @@ def start_worker(
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
+        process.wait(20)
     for log in logs:
         log.close()
 
@@ -169,3 +170,55 @@ async def test_runs_complete_across_a_redis_restart(redis_server, start_service,
     assert done["Status"] == "COMPLETE", done
     response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
     assert await response.read() == b"kept"
+
+
+async def test_cancel_reaches_a_worker_process_and_workers_are_listed(
+    redis_server, start_service, start_worker
+):
+    client = await redis_service(start_service, redis_server)
+    start_worker("w1")
+    long = [busybox_def("slow", "sh -c 'sleep 60; cp ${in} ${out}'")]
+    run = await submit(client, chain_flow("slow"), long)
+    await upload(client, run, "src", b"x")
+    await running_containers(run["ID"], seconds=30)
+    for _ in range(50):  # the next heartbeat says it holds the task
+        body = await (await client.get("/api/v1/workers")).json()
+        if [(w["name"], w["running"]) for w in body["workers"]] == [("w1", 1)]:
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError(f"w1 never said it runs the task: {body}")
+    # A tier no live worker takes waits in its stream, and is counted there.
+    big = [busybox_def("big", "true", Tier="m-xlarge")]
+    waiting = await submit(client, chain_flow("big", name="big"), big)
+    await upload(client, waiting, "src", b"x")
+    await asyncio.sleep(0.5)
+    body = await (await client.get("/api/v1/workers")).json()
+    assert body["queued"] == {"m-xlarge": 1}
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert (await response.json())["Status"] == "STOPPED"
+    assert await containers_left(run["ID"], 15) == []
+    await client.post(f"/api/v1/flow/cancel/{waiting['ID']}")
+    await asyncio.sleep(0.5)
+    assert (await (await client.get("/api/v1/workers")).json())["queued"] == {}
+
+
+async def test_twenty_runs_over_two_workers_survive_losing_one(
+    redis_server, start_service, start_worker
+):
+    client = await redis_service(start_service, redis_server)
+    doomed = start_worker("w1")
+    start_worker("w2")
+    runs = [await submit(client, chain_flow("slow", name=f"r{i}"), SLOW) for i in range(20)]
+    for i, run in enumerate(runs):
+        await upload(client, run, "src", f"run {i}".encode())
+    await asyncio.sleep(2)  # both workers hold some
+    os.killpg(doomed.pid, signal.SIGKILL)
+    for i, run in enumerate(runs):
+        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=120)
+        assert done["Status"] == "COMPLETE", done
+        assert done["NodeState"]["n0"]["Attempt"] == 1
+        response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
+        assert await response.read() == f"run {i}".encode()
+    for run in runs:
+        assert await containers_left(run["ID"], 4 * RECLAIM + 10) == []
