@@ -106,8 +106,10 @@ class Scheduler:
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # A durable queue (Redis) outlives the service: what it still holds runs as it is.
+        in_queue = await self.queue.queued_keys()
         for snapshot in await self.state.unfinished():
-            await self._resume(snapshot)
+            await self._resume(snapshot, in_queue)
         self._tasks = [
             asyncio.create_task(self._consume(), name="scheduler-consume"),
             asyncio.create_task(self._poll_uploads(), name="scheduler-poll-uploads"),
@@ -674,7 +676,7 @@ class Scheduler:
 
     # ------------------------------------------------------------ resume
 
-    async def _resume(self, snapshot: dict[str, Any]) -> None:
+    async def _resume(self, snapshot: dict[str, Any], in_queue: set[str]) -> None:
         try:
             run = RunState.restore(
                 snapshot, self.catalog, max_log_lines=self.settings.executor.log_lines_per_node
@@ -689,7 +691,11 @@ class Scheduler:
         self.runs[run.id] = run
         self._await_uploads(run)
         for node_id in run.active_nodes():
-            again = run.state(node_id).status != NodeStatus.RETRYING
+            state = run.state(node_id)
+            if f"{run.id}/{node_id}/{state.attempt}" in in_queue:
+                self._log(run, node_id, "service restarted: this attempt is still in the queue")
+                continue
+            again = state.status != NodeStatus.RETRYING
             self._log(run, node_id, "service restarted: dispatching this node again")
             await self._dispatch(run, node_id, again=again)
         await self._apply(run, Transition(dispatch=run.ready_nodes()))

@@ -152,7 +152,7 @@ async def containers_left(run_id: str, seconds: float) -> list:  # type: ignore[
         await asyncio.sleep(0.1)
 
 
-def start_dev(data_dir: Path, port: int, log: BinaryIO) -> subprocess.Popen[bytes]:
+def start_dev(data_dir: Path, port: int, log: BinaryIO, *flags: str) -> subprocess.Popen[bytes]:
     """The real ``pipewell dev`` in a process of its own, for faults that kill a process."""
     return subprocess.Popen(
         [
@@ -164,6 +164,7 @@ def start_dev(data_dir: Path, port: int, log: BinaryIO) -> subprocess.Popen[byte
             str(port),
             "--data-dir",
             str(data_dir),
+            *flags,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

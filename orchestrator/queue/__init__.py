@@ -46,6 +46,9 @@ class TaskQueue(Protocol):
 
     def on_cancel(self, callback: Callable[[str], None]) -> None: ...
 
+    async def queued_keys(self) -> set[str]:
+        """``Task.key`` of every task the queue holds (waiting, or taken and not done)."""
+
     async def describe(self) -> dict[str, Any]:
         """Live workers and queued tasks per tier, for the API."""
 

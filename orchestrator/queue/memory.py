@@ -87,6 +87,10 @@ class MemoryQueue:
     def pending(self) -> int:
         return len(self._tasks)
 
+    async def queued_keys(self) -> set[str]:
+        """None survive a restart: the queue lives and dies with the process."""
+        return {task.key for task in self._tasks}
+
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
         now = time.time()

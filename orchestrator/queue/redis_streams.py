@@ -361,6 +361,18 @@ class RedisQueue:
                 )
             await asyncio.sleep(every)
 
+    async def queued_keys(self) -> set[str]:
+        """Every task still in a tier's stream: waiting, or held by a worker (acked ones are
+        deleted). Read when the service starts; they can be dropped if their run ends."""
+        for tier in TIERS:
+            stream = tasks_stream(tier)
+            entries = await self._call("queued_keys", lambda s=stream: self._redis.xrange(s))
+            for entry_id, fields in entries:
+                if fields:
+                    key = Task.model_validate_json(fields[b"task"]).key
+                    self._queued[key] = (stream, entry_id)
+        return set(self._queued)
+
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
         queued: dict[str, int] = {}

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from tests.helpers import (
@@ -20,9 +21,11 @@ from tests.helpers import (
     containers_left,
     free_port,
     running_containers,
+    start_dev,
     submit,
     upload,
     wait_for,
+    wait_healthy,
 )
 
 pytestmark = [
@@ -222,3 +225,47 @@ async def test_twenty_runs_over_two_workers_survive_losing_one(
         assert await response.read() == f"run {i}".encode()
     for run in runs:
         assert await containers_left(run["ID"], 4 * RECLAIM + 10) == []
+
+
+async def test_a_service_killed_mid_run_resumes_without_running_a_node_twice(
+    redis_server, start_worker, tmp_path
+):
+    start_worker("w1")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    flags = ("--queue", redis_server.url, "--no-local-worker")
+    with (tmp_path / "service.log").open("ab") as log:
+        service = start_dev(tmp_path / "service", port, log, *flags)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, base)
+                body = {"Flow": chain_flow("slow", "slow", name="two"), "NodeDefs": SLOW}
+                async with session.post(f"{base}/api/v1/flow/test", json=body) as response:
+                    run = await response.json()
+                url = run["WaitingURLs"][0]["PutURL"]
+                async with session.put(url, data=b"once") as response:
+                    assert response.status == 200
+                await running_containers(run["ID"], seconds=30)
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait(10)
+                service = start_dev(tmp_path / "service", port, log, *flags)
+                await wait_healthy(session, base)
+                deadline = time.monotonic() + 60
+                while True:
+                    async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
+                        done = await response.json()
+                    if done["Status"] in ("COMPLETE", "ERROR") or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert done["Status"] == "COMPLETE", done
+                async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as r:
+                    assert await r.read() == b"once"
+        finally:
+            if service.poll() is None:
+                os.killpg(service.pid, signal.SIGTERM)
+            service.wait(30)
+    first = [line["message"] for line in done["NodeState"]["n0"]["Logs"]]
+    # The attempt the worker was running when the service died ran once, and was not re-queued.
+    assert first.count("attempt 1 started on worker w1") == 1, first
+    assert "service restarted: this attempt is still in the queue" in first
+    assert done["NodeState"]["n0"]["Attempt"] == 1
