@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import pytest
@@ -19,6 +21,7 @@ from tests.helpers import (
     busybox_def,
     chain_flow,
     containers_left,
+    create_key,
     free_port,
     running_containers,
     start_dev,
@@ -39,23 +42,29 @@ RECLAIM = 3  # seconds a worker may be silent
 class RedisServer:
     """A redis-server on a free loopback port; ``restart`` keeps its data (append-only file)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, bind: str = "127.0.0.1", password: str = "") -> None:
         self.directory = directory
+        self.bind = bind
+        self.password = password
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        self.url = f"redis://{auth}{bind}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)],
+            ["redis-server", "--port", str(self.port), "--bind", self.bind, "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while (
             subprocess.run(
-                ["redis-cli", "-p", str(self.port), "ping"], capture_output=True
+                ["redis-cli", "-h", self.bind, "-p", str(self.port), "ping"],
+                capture_output=True,
+                env={**os.environ, "REDISCLI_AUTH": self.password},
             ).stdout.strip()
             != b"PONG"
         ):
@@ -269,3 +278,107 @@ async def test_a_service_killed_mid_run_resumes_without_running_a_node_twice(
     assert first.count("attempt 1 started on worker w1") == 1, first
     assert "service restarted: this attempt is still in the queue" in first
     assert done["NodeState"]["n0"]["Attempt"] == 1
+
+
+def spawn(argv: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
+    """A process of its own session (so its whole group can be signalled)."""
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+class OtherHost:
+    """A network namespace joined to this host by a veth pair: a host of its own for a worker."""
+
+    def __init__(self) -> None:
+        tag = uuid.uuid4().hex[:6]
+        self.namespace = f"pw-{tag}"
+        self.link = f"pwh-{tag}"
+        subnet = 16 + int(tag[:2], 16) % 200
+        self.host_address = f"10.231.{subnet}.1"
+        self.address = f"10.231.{subnet}.2"
+
+    def create(self) -> None:
+        peer = self.link.replace("pwh-", "pww-")
+        for command in (
+            f"ip netns add {self.namespace}",
+            f"ip link add {self.link} type veth peer name {peer}",
+            f"ip link set {peer} netns {self.namespace}",
+            f"ip addr add {self.host_address}/24 dev {self.link}",
+            f"ip link set {self.link} up",
+            f"ip netns exec {self.namespace} ip addr add {self.address}/24 dev {peer}",
+            f"ip netns exec {self.namespace} ip link set {peer} up",
+            f"ip netns exec {self.namespace} ip link set lo up",
+        ):
+            subprocess.run(command.split(), check=True, capture_output=True)
+
+    def remove(self) -> None:
+        subprocess.run(["ip", "link", "del", self.link], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.namespace], capture_output=True)
+
+
+@pytest.fixture
+def other_host() -> Iterator[OtherHost]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    host = OtherHost()
+    try:
+        host.create()
+    except subprocess.CalledProcessError as exc:
+        host.remove()
+        pytest.skip(f"cannot make a network namespace here: {exc.stderr.decode().strip()}")
+    yield host
+    host.remove()
+
+
+async def test_a_worker_on_another_host_runs_a_flow(other_host, tmp_path, capsys):
+    """The worker's only way to Redis and to the store is the veth link."""
+    # Beyond loopback, Redis wants a password (its protected mode), as any operator's would.
+    redis = RedisServer(tmp_path, bind=other_host.host_address, password=uuid.uuid4().hex)
+    redis.start()
+    port = free_port()
+    base = f"http://{other_host.host_address}:{port}"
+    url = redis.url
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"host: {other_host.host_address}\nport: {port}\nauth: required\n"
+        f"worker: {{enabled: false}}\nqueue: {{url: '{url}', reclaim_after: {RECLAIM}, "
+        f"worker_url: '{base}'}}\n"
+    )
+    key = create_key(capsys, tmp_path / "service", "laptop")
+    headers = {"Authorization": f"Bearer {key}"}
+    with (tmp_path / "service.log").open("ab") as log, (tmp_path / "w.log").open("ab") as wlog:
+        service = spawn(
+            [sys.executable, "-m", "orchestrator.cli", "serve", "--config", str(config),
+             "--data-dir", str(tmp_path / "service")], log,
+        )  # fmt: skip
+        worker = spawn(
+            ["ip", "netns", "exec", other_host.namespace, sys.executable, "-m",
+             "orchestrator.cli", "worker", "--queue", url, "--name", "remote",
+             "--data-dir", str(tmp_path / "remote"), "--reclaim-after", str(RECLAIM)], wlog,
+        )  # fmt: skip
+        try:
+            async with aiohttp.ClientSession(headers=headers) as session:
+                await wait_healthy(session, base)
+                defs = [busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'")]
+                body = {"Flow": chain_flow("upper"), "NodeDefs": defs}
+                async with session.post(f"{base}/api/v1/flow/test", json=body) as response:
+                    run = await response.json()
+                async with session.put(run["WaitingURLs"][0]["PutURL"], data=b"far away") as r:
+                    assert r.status == 200
+                deadline = time.monotonic() + 60
+                while True:
+                    async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
+                        done = await response.json()
+                    if done["Status"] in ("COMPLETE", "ERROR") or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.2)
+                assert done["Status"] == "COMPLETE", done
+                logs = [line["message"] for line in done["NodeState"]["n0"]["Logs"]]
+                assert "attempt 1 started on worker remote" in logs
+                async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as r:
+                    assert await r.read() == b"FAR AWAY"
+        finally:
+            for process in (worker, service):
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
+            redis.stop()
