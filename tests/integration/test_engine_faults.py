@@ -218,3 +218,19 @@ async def test_a_task_that_does_not_fit_now_does_not_hold_up_smaller_ones(engine
     await started.settled(first)
     await started.settled(second)
     assert second.status == RunStatus.COMPLETE
+
+
+async def test_a_store_that_cannot_take_an_invocations_input_leaves_no_run(engine):
+    started = await engine()
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("store 'default': write failed: the backend is down")
+
+    started.stores.default.write = refuse  # type: ignore[method-assign]
+    flow = {"Name": "faults", "Nodes": [node("a", ["src"], ["out"])]}
+    defs = [{"Publisher": "t", "Name": "n", "Image": "fake"}]
+    submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
+    with pytest.raises(StoreUnavailable, match="write failed"):
+        await started.scheduler.submit(submission, inputs={"src": (b"{}", "application/json")})
+    assert started.scheduler.runs == {}
+    assert started.executor.tasks == []
