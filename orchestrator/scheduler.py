@@ -542,7 +542,12 @@ class Scheduler:
 
     async def _consume(self) -> None:
         while True:
-            message = await self.queue.next_message()
+            try:
+                message = await self.queue.next_message()
+            except Exception:  # the one loop that moves runs must outlive any queue fault
+                log.exception("queue_read_failed")
+                await asyncio.sleep(1)
+                continue
             try:
                 await self._handle(message)
             except Exception as exc:

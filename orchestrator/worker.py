@@ -210,7 +210,12 @@ class Worker:
     async def _take_loop(self) -> None:
         while True:
             await self._engine_ok.wait()
-            task = await self._take_fitting()
+            try:
+                task = await self._take_fitting()
+            except Exception:  # a queue fault must not stop this worker for good
+                log.exception("take_failed", worker=self.name)
+                await asyncio.sleep(1)
+                continue
             if task is None:
                 continue
             # Taken while the engine went away: it would only be lost again.

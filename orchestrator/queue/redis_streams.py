@@ -100,11 +100,14 @@ class RedisQueue:
                 if not self._ready:
                     await self._create_groups()
                 result = await call()
-            except (
-                redis_errors.ConnectionError,
-                redis_errors.TimeoutError,
-                OSError,
-            ) as exc:
+            except redis_errors.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis restarted without its data: make the groups again, then retry.
+                log.warning("redis_groups_missing", during=what)
+                self._ready = False
+                continue
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
                 if self._unreachable_since is None:
                     self._unreachable_since = time.monotonic()
                     log.warning(
@@ -198,13 +201,19 @@ class RedisQueue:
         if not fields:  # deleted meanwhile
             self._to_ack.append(entry_id)
             return None
-        data = json.loads(fields[b"message"])
-        if data.get("kind") == "heartbeat":
-            heartbeat = WorkerHeartbeat.model_validate(data)
-            self._workers[heartbeat.worker_id] = (heartbeat, time.monotonic())
+        try:
+            data = json.loads(fields[b"message"])
+            if data.get("kind") == "heartbeat":
+                heartbeat = WorkerHeartbeat.model_validate(data)
+                self._workers[heartbeat.worker_id] = (heartbeat, time.monotonic())
+                self._to_ack.append(entry_id)
+                return None
+            return _messages.validate_python(data)
+        except (KeyError, ValueError) as exc:  # json's and pydantic's errors are ValueErrors
+            # Not ours (another version, or a stray writer): skipped, never fatal.
+            log.error("queue_message_unreadable", entry=entry_id.decode(), error=str(exc)[:500])
             self._to_ack.append(entry_id)
             return None
-        return _messages.validate_python(data)
 
     def live_workers(self) -> list[WorkerHeartbeat]:
         """Workers heard from within ``reclaim_after`` seconds."""

@@ -382,3 +382,21 @@ async def test_a_worker_on_another_host_runs_a_flow(other_host, tmp_path, capsys
                     os.killpg(process.pid, signal.SIGTERM)
                 process.wait(30)
             redis.stop()
+
+
+async def test_a_redis_that_lost_its_data_or_holds_junk_does_not_stop_the_engine(
+    redis_server, start_service, start_worker
+):
+    client = await redis_service(start_service, redis_server)
+    start_worker("w1")
+    defs = [busybox_def("copy", "cp ${in} ${out}")]
+    for number, fault in enumerate(
+        (["FLUSHALL"], ["XADD", "pipewell:messages", "*", "message", "{"])
+    ):
+        await asyncio.to_thread(
+            subprocess.run, ["redis-cli", "-p", str(redis_server.port), *fault], check=True
+        )
+        run = await submit(client, chain_flow("copy", name=f"after-{number}"), defs)
+        await upload(client, run, "src", b"still fine")
+        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=60)
+        assert done["Status"] == "COMPLETE", (fault, done)
