@@ -1,7 +1,9 @@
 """API-key authentication for every endpoint but /healthz and the presigned object URLs.
 
 Accepted: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, ``Authorization:
-Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password. Missing,
+Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password; on
+Langflow's endpoints also ``?x-api-key=KEY``, as Langflow takes it (webhook
+callers often can set no header). Missing,
 unknown or revoked keys get 401 ``{"error":"unauthorized"}`` (the body the
 seeds fix).
 """
@@ -32,8 +34,14 @@ def tenant_of(request: web.Request) -> str:
     return request.get(TENANT, DEFAULT_TENANT)
 
 
+#: Paths whose callers may put the key in the URL, as Langflow allows.
+QUERY_KEY_PREFIXES = ("/api/v1/run/", "/api/v1/webhook/")
+
+
 def presented_key(request: web.Request) -> str | None:
     if key := request.headers.get("x-api-key"):
+        return key.strip()
+    if request.path.startswith(QUERY_KEY_PREFIXES) and (key := request.query.get("x-api-key")):
         return key.strip()
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()

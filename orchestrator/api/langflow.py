@@ -6,7 +6,12 @@
 the output text at ``outputs[0].outputs[0].results.message.text``. The stream
 writes Langflow's lines, ``{"event": ..., "data": ...}`` each followed by a
 blank line: ``add_message`` (the input, then the reply), ``token`` (node log
-lines, then the output in chunks), ``error`` on failure, and ``end``.
+lines, then the output in chunks), ``error`` on failure, and ``end``, whose
+``result`` is the whole run response (as Langflow's, and langflow-sdk's
+``final_response()`` reads it). Streaming is asked for by ``?stream=true`` or,
+unlike Langflow, by ``"stream": true`` in the body, which is how langflow-sdk's
+``stream()`` asks. Body fields Langflow would ignore are ignored. The webhook
+takes any body: a JSON object is the input, anything else ``{"text": body}``.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ import json
 import uuid
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_fields, read_object
+from orchestrator.api.bodies import JSON_TYPES, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.api.sse import open_stream
-from orchestrator.invocations import TIMEOUT_ERROR
+from orchestrator.invocations import TIMEOUT_ERROR, Outcome
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
 
+log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 FIELDS = (
     "input_value",
@@ -36,6 +43,7 @@ FIELDS = (
     "output_component",
     "tweaks",
     "session_id",
+    "stream",  # the SDK's stream() sends it in the body: it turns streaming on here
 )
 CHUNK_CHARACTERS = 512
 
@@ -51,21 +59,31 @@ def text_of(output: Any) -> str:
 
 async def _start(
     request: web.Request,
-) -> tuple[SavedFlow, FlowRun, dict[str, Any], list[str] | None]:
-    body = await read_fields(request, FIELDS, empty_ok=True)
+) -> tuple[SavedFlow, FlowRun, dict[str, Any], list[str] | None, bool]:
+    """The flow (404 before any body problem, as Langflow), the started run, the echoed
+    fields, the edges to answer with, and whether to stream."""
+    flow = await find_flow(request, request.match_info["flow_id"])
+    body = await read_object(request, empty_ok=True)
+    ignored = sorted(set(body) - set(FIELDS))
+    if ignored:
+        # Langflow ignores body fields it does not use; its SDK sends some (stream).
+        log.debug("langflow_fields_ignored", fields=ignored)
     text = body.get("input_value", body.get("message"))
     if text is not None and not isinstance(text, str):
         raise BadRequest("BODY_MALFORMED", "input_value must be a string")
     session = body.get("session_id")
     if session is not None and not isinstance(session, str):
         raise BadRequest("BODY_MALFORMED", "session_id must be a string")
-    flow = await find_flow(request, request.match_info["flow_id"])
+    streamed = body.get("stream", False)
+    if not isinstance(streamed, bool):
+        raise BadRequest("BODY_MALFORMED", "stream must be true or false")
     edges = _edges(flow, body.get("output_component") or None)
     input_value = {"text": text} if text is not None else {}
     run = await request.app[INVOCATIONS].start(
         tenant_of(request), flow, input_value, flags=body.get("tweaks"), flags_field="tweaks"
     )
-    return flow, run, {"text": text, "session_id": session or run.id}, edges
+    stream = streamed or request.query.get("stream", "").lower() in ("true", "1")
+    return flow, run, {"text": text, "session_id": session or run.id}, edges, stream
 
 
 def _edges(flow: SavedFlow, component: str | None) -> list[str] | None:
@@ -98,8 +116,8 @@ def _producer(flow: SavedFlow, edge: str) -> str:
 
 @routes.post("/api/v1/run/{flow_id}")
 async def run_flow(request: web.Request) -> web.StreamResponse:
-    flow, run, fields, edges = await _start(request)
-    if request.query.get("stream", "").lower() in ("true", "1"):
+    flow, run, fields, edges, stream = await _start(request)
+    if stream:
         return await _stream(request, flow, run, fields, edges)
     invocations = request.app[INVOCATIONS]
     timeout = request.app[SETTINGS].invocations.sync_timeout
@@ -116,6 +134,11 @@ async def run_flow(request: web.Request) -> web.StreamResponse:
         return error_response(
             500, "RUN_FAILED", outcome.error or "", detail=outcome.error, execution_id=run.id
         )
+    return web.json_response(_run_response(flow, outcome, fields))
+
+
+def _run_response(flow: SavedFlow, outcome: Outcome, fields: dict[str, Any]) -> dict[str, Any]:
+    """Langflow's run response: the sync answer, and the ``result`` of the stream's ``end``."""
     session = fields["session_id"]
     outputs = [
         {
@@ -128,12 +151,11 @@ async def run_flow(request: web.Request) -> web.StreamResponse:
         }
         for edge, output in outcome.outputs.items()
     ]
-    body = {
+    return {
         "session_id": session,
         "outputs": [{"inputs": {"input_value": fields["text"]}, "outputs": outputs}],
-        "execution_id": run.id,
+        "execution_id": outcome.run.id,
     }
-    return web.json_response(body)
 
 
 async def _stream(
@@ -189,7 +211,7 @@ async def _stream(
         for start in range(0, len(text), CHUNK_CHARACTERS):
             piece = text[start : start + CHUNK_CHARACTERS]
             await line("token", {"chunk": piece, "id": reply_id, "timestamp": stamp()})
-        await line("end", {"result": {"session_id": session, "message": text}})
+        await line("end", {"result": _run_response(flow, outcome, fields)})
     else:
         error = outcome.error if outcome.finished else TIMEOUT_ERROR
         await line("error", {"error": error, "execution_id": run.id})
@@ -200,9 +222,10 @@ async def _stream(
 
 @routes.post("/api/v1/webhook/{flow_id}")
 async def webhook(request: web.Request) -> web.Response:
-    body = await read_object(request, empty_ok=True)
+    """Any body, as Langflow: a JSON object is the input; anything else is ``{"text": body}``."""
     flow = await find_flow(request, request.match_info["flow_id"])
-    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body)
+    input_value = await _webhook_input(request)
+    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, input_value)
     return web.json_response(
         {
             "message": "Task started in the background",
@@ -211,6 +234,15 @@ async def webhook(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+async def _webhook_input(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw:
+        return {}
+    if request.content_type in JSON_TYPES or request.content_type.endswith("+json"):
+        return await read_object(request)
+    return {"text": raw.decode("utf-8", errors="replace")}
 
 
 __all__ = ["routes", "text_of"]
