@@ -58,7 +58,7 @@ curl -sS -X POST "$base/v1/workflows/greeter/invoke" -H "x-api-key: $PIPEWELL_KE
   -H 'Content-Type: application/json' -d '{"input": {"text": "from xpander"}}'
 echo
 
-step "xpander: stream, ending with TaskFinished"
+step "xpander: stream, ending with task_finished"
 curl -sS -N -X POST "$base/v1/workflows/greeter/invoke/stream" -H "x-api-key: $PIPEWELL_KEY" \
   -H 'Content-Type: application/json' -d '{"input": {"text": "streamed"}}' | cut -c1-160
 

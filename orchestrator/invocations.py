@@ -41,6 +41,16 @@ MAX_WAIT_SECONDS = 3600.0
 TIMEOUT_ERROR = "timeout waiting for pipeline result"
 
 
+def text_of(output: Any) -> str:
+    """The text of a decoded output: its text, or its compact JSON (Langflow's message
+    text, xpander's result)."""
+    if isinstance(output, dict) and set(output) == {"text"}:
+        return str(output["text"])
+    if isinstance(output, str):
+        return output
+    return json.dumps(output, separators=(",", ":"))
+
+
 class InvalidInvocation(PipewellError):
     """An invocation the service refuses, with a stable code and what to fix."""
 
@@ -397,6 +407,7 @@ def _with_flags(submission: FlowSubmission, profile: FlagProfile) -> FlowSubmiss
 
 
 __all__ = [
+    "text_of",
     "DEFAULT_WAIT_SECONDS",
     "TIMEOUT_ERROR",
     "InvalidInvocation",

@@ -29,7 +29,7 @@ from orchestrator.api.bodies import JSON_TYPES, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.api.sse import open_stream
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome
+from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
 
@@ -46,15 +46,6 @@ FIELDS = (
     "stream",  # the SDK's stream() sends it in the body: it turns streaming on here
 )
 CHUNK_CHARACTERS = 512
-
-
-def text_of(output: Any) -> str:
-    """The message text of a decoded output: its text, or its JSON."""
-    if isinstance(output, dict) and set(output) == {"text"}:
-        return str(output["text"])
-    if isinstance(output, str):
-        return output
-    return json.dumps(output, separators=(",", ":"))
 
 
 async def _start(
@@ -245,4 +236,4 @@ async def _webhook_input(request: web.Request) -> dict[str, Any]:
     return {"text": raw.decode("utf-8", errors="replace")}
 
 
-__all__ = ["routes", "text_of"]
+__all__ = ["routes"]

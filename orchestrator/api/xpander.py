@@ -3,26 +3,35 @@
 The id is a saved flow's graph_id, integer id or name; ``?version=N`` picks a
 version of a name. The body is ``{"input": {...}, "id"?: ...}``; ``input`` is
 the invocation input. Both answer with xpander's task record, its ``id`` being
-the execution_id; the stream sends ``TaskCreated``, a ``TaskUpdated`` whenever
-the run or one of its nodes changes state, and ends with ``TaskFinished``.
+the execution_id; the stream sends ``task_created``, a ``task_updated`` whenever
+the run or one of its nodes changes state, and ends with ``task_finished``: the
+seed names the events TaskCreated … TaskFinished, and those are the names of
+xpander-sdk's enum members; on the wire its values are lower case, and its
+``TaskUpdateEvent`` parses only those. Records carry ``input`` (as given) and
+``result`` as a string (the output's text, or its JSON), as the SDK's ``Task``
+has them. Body fields xpander documents and Pipewell does not use
+(``think_mode``, ``output_format``, …) are ignored, as xpander ignores what it
+does not use.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_fields
+from orchestrator.api.bodies import read_object
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome
+from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
 
+log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
 FIELDS = ("input", "id")
 
@@ -35,21 +44,26 @@ STATUS = {
 }
 
 
-async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun]:
-    body = await read_fields(request, FIELDS)
+async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, Any]:
+    flow = await find_flow(request, request.match_info["workflow_id"])
+    body = await read_object(request)
     if "input" not in body:
         raise BadRequest("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
-    flow = await find_flow(request, request.match_info["workflow_id"])
+    ignored = sorted(set(body) - set(FIELDS))
+    if ignored:
+        log.debug("xpander_fields_ignored", fields=ignored)
     run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body["input"])
-    return flow, run
+    return flow, run, body["input"]
 
 
-def task_of(flow: SavedFlow, run: FlowRun, outcome: Outcome | None = None) -> dict[str, Any]:
-    """xpander's task record; ``result`` is the output, or the error once failed."""
-    result: Any = None
+def task_of(
+    flow: SavedFlow, run: FlowRun, given: Any, outcome: Outcome | None = None
+) -> dict[str, Any]:
+    """xpander's task record; ``result`` is the output as text, or the error once failed."""
+    result: str | None = None
     status = STATUS[run.status]
     if outcome is not None and outcome.success:
-        result = outcome.output
+        result = text_of(outcome.output)
     elif outcome is not None and outcome.finished:
         result = outcome.error
         status = STATUS[RunStatus.ERROR] if run.status == RunStatus.COMPLETE else status
@@ -57,6 +71,7 @@ def task_of(flow: SavedFlow, run: FlowRun, outcome: Outcome | None = None) -> di
         "id": run.id,
         "agent_id": flow.graph_id,
         "organization_id": flow.tenant,
+        "input": given,
         "status": status,
         "result": result,
         "created_at": _iso(run.started_at),
@@ -80,15 +95,15 @@ def _iso(moment: Any) -> str:
 
 @routes.post("/v1/workflows/{workflow_id}/invoke")
 async def invoke(request: web.Request) -> web.Response:
-    flow, run = await _start(request)
+    flow, run, given = await _start(request)
     invocations = request.app[INVOCATIONS]
     outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
-    return web.json_response(task_of(flow, outcome.run, outcome))
+    return web.json_response(task_of(flow, outcome.run, given, outcome))
 
 
 @routes.post("/v1/workflows/{workflow_id}/invoke/stream")
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
-    flow, run = await _start(request)
+    flow, run, given = await _start(request)
     invocations = request.app[INVOCATIONS]
     response = await open_stream(request)
 
@@ -102,7 +117,7 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
         }
         await send(response, data)
 
-    await event("TaskCreated", task_of(flow, run))
+    await event("task_created", task_of(flow, run, given))
     last = run
     last_seen = _states(run)
     timeout = request.app[SETTINGS].invocations.sync_timeout
@@ -111,9 +126,9 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
         last = update.run
         seen = _states(last)
         if seen != last_seen and not last.status.finished:
-            await event("TaskUpdated", task_of(flow, last))
+            await event("task_updated", task_of(flow, last, given))
         last_seen = seen
-    await event("TaskFinished", task_of(flow, last, await invocations.outcome(last)))
+    await event("task_finished", task_of(flow, last, given, await invocations.outcome(last)))
     await response.write_eof()
     return response
 

@@ -125,7 +125,7 @@ async def test_an_engine_outage_pauses_the_worker_and_costs_the_node_no_attempt(
         status, body = await health(client)
         assert status == 200 and body["status"] == "ok", body
         # One attempt only: an attempt counted against it would end the run.
-        defs = [busybox_def("slow", "sh -c 'sleep 3; cp ${in} ${out}'", MaxAttempts=1)]
+        defs = [busybox_def("slow", "sh -c 'sleep 8; cp ${in} ${out}'", MaxAttempts=1)]
         run = await submit(client, chain_flow("slow"), defs)
         await upload(client, run, "src", b"outlived")
         for _ in range(100):

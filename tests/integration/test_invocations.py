@@ -336,7 +336,8 @@ async def test_xpander_invoke_sync_and_stream(start_service):
     )
     assert response.status == 200
     task = await response.json()
-    assert task["status"] == "completed" and task["result"] == {"text": 'hello {"text":"you"}'}
+    assert task["status"] == "completed" and task["result"] == 'hello {"text":"you"}'
+    assert task["input"] == {"text": "you"}
     assert re.fullmatch(r"[0-9a-f]{32}", task["id"]) and task["agent_id"] == first["graph_id"]
     assert task["source"] == "api" and task["finished_at"].endswith("Z")
 
@@ -347,12 +348,12 @@ async def test_xpander_invoke_sync_and_stream(start_service):
     )
     events = await sse_data(response)
     kinds = [e["type"] for e in events]
-    assert kinds[0] == "TaskCreated" and kinds[-1] == "TaskFinished"
-    assert "TaskUpdated" in kinds
+    assert kinds[0] == "task_created" and kinds[-1] == "task_finished"
+    assert "task_updated" in kinds
     assert {e["task_id"] for e in events} == {events[0]["task_id"]}
     finished = events[-1]["data"]
     assert finished["status"] == "completed"
-    assert finished["result"] == {"text": 'hey {"text":"all"}'}
+    assert finished["result"] == 'hey {"text":"all"}'
     # Node state changes are reported as they happen.
     node_states = [e["data"]["nodes"]["greet"] for e in events]
     assert node_states[-1] == "COMPLETE" and any(s in ("READY", "RUNNING") for s in node_states)
@@ -530,7 +531,7 @@ async def test_a_failing_flow_seen_through_every_dialect(start_service):
     assert task["status"] == "failed" and task["result"] == why
     response = await client.post(f"/v1/workflows/{graph}/invoke/stream", json={"input": {}})
     events = await sse_data(response)
-    assert events[-1]["type"] == "TaskFinished" and events[-1]["data"]["status"] == "failed"
+    assert events[-1]["type"] == "task_finished" and events[-1]["data"]["status"] == "failed"
 
     response = await client.post(f"/api/v1/scade/flow/{graph}/execute", json={})
     task = await response.json()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
-from orchestrator.api.langflow import text_of
 from orchestrator.apikeys import KeyStore
-from orchestrator.invocations import InvalidInvocation, failure_message, wait_seconds
+from orchestrator.invocations import InvalidInvocation, failure_message, text_of, wait_seconds
 from orchestrator.models import FlowRun, FlowSubmission, NodeState, NodeStatus, RunStatus
 from orchestrator.registry import FlowRegistry
 
