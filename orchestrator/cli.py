@@ -14,7 +14,7 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from orchestrator.apikeys import KeyOperationError, KeyStore
+from orchestrator.api_key_store import KeyOperationError, KeyStore
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError, DataDirError
 from orchestrator.models import DEFAULT_TENANT

@@ -15,9 +15,12 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from orchestrator.api import axiom, flows, langflow, native, scade, xpander
-from orchestrator.api import keys as keys_api
-from orchestrator.api.appkeys import (
+from orchestrator.api import axiom, flows, key_admin, langflow, native, scade, xpander
+from orchestrator.api.auth import auth_middleware
+from orchestrator.api.browsers import add_cors_headers, browser_guard
+from orchestrator.api.errors import error_middleware
+from orchestrator.api.objects import add_object_routes
+from orchestrator.api.resources import (
     DOCKER,
     EVENTS,
     INVOCATIONS,
@@ -29,11 +32,7 @@ from orchestrator.api.appkeys import (
     STORES,
     WORKER,
 )
-from orchestrator.api.auth import auth_middleware
-from orchestrator.api.browsers import add_cors_headers, browser_guard
-from orchestrator.api.errors import error_middleware
-from orchestrator.api.objects import add_object_routes
-from orchestrator.apikeys import KeyStore
+from orchestrator.api_key_store import KeyStore
 from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
 from orchestrator.events import EventBus
@@ -145,7 +144,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.on_cleanup.append(close_keys)
     app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine, _invocations])
-    for dialect in (native, flows, keys_api, axiom, xpander, scade, langflow):
+    for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow):
         app.add_routes(dialect.routes)
 
     async def on_written(store: str, key: str) -> None:

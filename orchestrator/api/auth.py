@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from orchestrator.apikeys import KeyStore, Principal
+from orchestrator.api_key_store import KeyStore, Principal
 from orchestrator.models import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)

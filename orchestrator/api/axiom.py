@@ -11,10 +11,10 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import INVOCATIONS, SCHEDULER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
+from orchestrator.api.resources import INVOCATIONS, SCHEDULER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
 from orchestrator.errors import PipewellError
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds

@@ -13,7 +13,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from orchestrator.api.appkeys import SETTINGS
+from orchestrator.api.resources import SETTINGS
 from orchestrator.errors import (
     ArtifactNotFound,
     ConfigError,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import INVOCATIONS
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_object, read_submission
 from orchestrator.api.errors import BadRequest
+from orchestrator.api.resources import INVOCATIONS
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow
 
 routes = web.RouteTableDef()

@@ -23,11 +23,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import JSON_TYPES, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
+from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import open_stream
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, utcnow

@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import EVENTS, QUEUE, SCHEDULER, WORKER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
+from orchestrator.api.resources import EVENTS, QUEUE, SCHEDULER, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 
 routes = web.RouteTableDef()

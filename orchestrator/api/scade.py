@@ -15,11 +15,11 @@ from typing import Any
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import INVOCATIONS, SCHEDULER
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
+from orchestrator.api.resources import INVOCATIONS, SCHEDULER
 from orchestrator.errors import RunNotFound
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord

@@ -21,11 +21,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from orchestrator.api.appkeys import INVOCATIONS, SETTINGS
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_object
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
+from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, RunStatus, utcnow

@@ -42,7 +42,7 @@ The package's modules: ``results`` (entries, codes), ``wells``, ``keys``,
 from orchestrator.validation.checks import validate
 from orchestrator.validation.defs import resolve_defs
 from orchestrator.validation.graph import topological_order
-from orchestrator.validation.keys import (
+from orchestrator.validation.object_keys import (
     DEFAULT_KEY_TEMPLATE,
     KEY_VARIABLES,
     expand_key,

@@ -22,7 +22,7 @@ from orchestrator.models import (
 from orchestrator.tiers import TIERS
 from orchestrator.validation.defs import EMPTY_CATALOG, DefLookup
 from orchestrator.validation.graph import Graph
-from orchestrator.validation.keys import (
+from orchestrator.validation.object_keys import (
     DEFAULT_KEY_TEMPLATE,
     KEY_VARIABLES,
     PER_RUN_VARIABLES,

@@ -16,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from orchestrator.api.appkeys import SCHEDULER
+from orchestrator.api.resources import SCHEDULER
 from tests.helpers import busybox_def, free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.api.appkeys import INVOCATIONS
+from orchestrator.api.resources import INVOCATIONS
 from tests.helpers import busybox_def, wait_for
 
 pytestmark = pytest.mark.docker

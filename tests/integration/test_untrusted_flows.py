@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from orchestrator.api.appkeys import SCHEDULER, STORES
+from orchestrator.api.resources import SCHEDULER, STORES
 from orchestrator.config import ExecutorSettings
 from orchestrator.executor import AttemptFailed, DockerExecutor, inside, registry_of
 from orchestrator.messages import Task, TaskInput, TaskOutput

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from orchestrator.api.appkeys import STORES
+from orchestrator.api.resources import STORES
 from tests.helpers import artifact, busybox_def, chain_flow, read_events, submit, upload, wait_for
 
 COPY = [busybox_def("t", "cp ${in} ${out}")]

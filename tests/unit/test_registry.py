@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from orchestrator.apikeys import KeyStore
+from orchestrator.api_key_store import KeyStore
 from orchestrator.invocations import InvalidInvocation, failure_message, text_of, wait_seconds
 from orchestrator.models import FlowRun, FlowSubmission, NodeState, NodeStatus, RunStatus
 from orchestrator.registry import FlowRegistry

@@ -5,7 +5,7 @@ from __future__ import annotations
 import docker
 from aiohttp import web
 
-from orchestrator.apikeys import KeyStore
+from orchestrator.api_key_store import KeyStore
 from orchestrator.config import Settings
 from orchestrator.events import EventBus
 from orchestrator.invocations import Invocations

@@ -10,11 +10,11 @@ import asyncio
 
 from aiohttp import web
 
-from orchestrator.api.appkeys import KEYS
 from orchestrator.api.auth import PRINCIPAL
 from orchestrator.api.bodies import read_object
 from orchestrator.api.errors import BadRequest
-from orchestrator.apikeys import KeyOperationError
+from orchestrator.api.resources import KEYS
+from orchestrator.api_key_store import KeyOperationError
 from orchestrator.models import DEFAULT_TENANT
 
 routes = web.RouteTableDef()
