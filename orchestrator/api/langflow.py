@@ -28,7 +28,7 @@ from orchestrator.api.bodies import JSON_TYPES, read_object
 from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
-from orchestrator.api.sse import open_stream
+from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
@@ -184,7 +184,11 @@ async def _stream(
     last = run
     replayed = False
     timeout = request.app[SETTINGS].invocations.sync_timeout
-    async for update in invocations.watch(run.id, timeout):
+    async for update in invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS):
+        if update.name == "heartbeat":
+            # A blank line: Langflow's line format has no comment; readers skip blank lines.
+            await response.write(b"\n")
+            continue
         if update.name == "log" and update.line is not None:
             chunk = f"[{update.line['node']}] {update.line['message']}\n"
             await line("token", {"chunk": chunk, "id": reply_id, "timestamp": stamp()})

@@ -9,7 +9,7 @@ import pytest
 from langflow_sdk import AsyncClient, Client, LangflowAuthError, LangflowNotFoundError
 
 from tests.helpers import create_key
-from tests.integration.test_invocations import ECHO, GREET, one_node, save
+from tests.integration.test_invocations import ECHO, GREET, SLOW, one_node, save
 
 pytestmark = pytest.mark.docker
 
@@ -83,3 +83,18 @@ async def test_webhook_takes_any_body_and_a_key_in_the_url(langflow):
     assert status["Status"] == "COMPLETE", status
     reply = await client.get(f"/api/v1/flow/artifact/{execution}/reply", headers={"x-api-key": key})
     assert await reply.json() == {"text": "plain words, not JSON"}
+
+
+async def test_a_quiet_stream_keeps_alive_and_still_parses(langflow, monkeypatch):
+    client, base, key = langflow
+    monkeypatch.setattr("orchestrator.api.langflow.HEARTBEAT_SECONDS", 0.3)
+    headers = {"x-api-key": key}
+    await save(client, one_node("slow", "quiet"), [SLOW], headers=headers)
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as http:
+        response = await http.post("/api/v1/run/quiet?stream=true", json={"input_value": "z"})
+        assert response.status_code == 200
+        assert "\n\n\n" in response.text  # blank keep-alive lines while the node sleeps
+    async with AsyncClient(base, api_key=key) as sdk:
+        chunks = [chunk async for chunk in sdk.stream("quiet", input_value="zz")]
+    final = chunks[-1].final_response()
+    assert final is not None and final.first_text_output() == "zz"
