@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from orchestrator.database import connect, write_failure, writing
+from orchestrator.errors import KeyExists, KeyInvalid, NotFound
 from orchestrator.models import DEFAULT_TENANT, NAME_RULE, is_name
 
 log = structlog.get_logger(__name__)
@@ -37,17 +38,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     admin       INTEGER NOT NULL DEFAULT 0
 );
 """
-
-
-class KeyOperationError(Exception):
-    """A key operation that cannot be done, with the message to show.
-
-    ``status`` is the HTTP status the admin API answers with.
-    """
-
-    def __init__(self, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -118,10 +108,10 @@ class KeyStore:
     def create(self, name: str, tenant: str = DEFAULT_TENANT, *, admin: bool = False) -> str:
         """Make a key and return it raw: the only time anyone sees it."""
         if not name.strip() or len(name) > 100:
-            raise KeyOperationError("a key needs a name of 1 to 100 characters")
+            raise KeyInvalid("a key needs a name of 1 to 100 characters")
         if not is_name(tenant):
             # The tenant names the namespace of its objects in the service's stores.
-            raise KeyOperationError(f"a key's tenant is a name: {NAME_RULE}")
+            raise KeyInvalid(f"a key's tenant is a name: {NAME_RULE}")
         raw = secrets.token_hex(32)
         try:
             with writing(self._path):
@@ -131,9 +121,7 @@ class KeyStore:
                     (name, tenant, _hash(raw), f"{raw[:8]}…{raw[-4:]}", _now(), int(admin)),
                 )
         except sqlite3.IntegrityError as exc:
-            raise KeyOperationError(
-                f"a key named {name!r} exists already; pick another name", status=409
-            ) from exc
+            raise KeyExists(f"a key named {name!r} exists already; pick another name") from exc
         return raw
 
     def list(self) -> list[KeyInfo]:
@@ -153,8 +141,8 @@ class KeyStore:
                 (_now(), name),
             )
         if changed == 0:
-            raise KeyOperationError(
-                f"no active key named {name!r} (see 'pipewell keys list')", status=404
+            raise NotFound(
+                "API_KEY_NOT_FOUND", f"no active key named {name!r} (see 'pipewell keys list')"
             )
 
     def authenticate(self, raw: str) -> Principal | None:
@@ -184,4 +172,4 @@ class KeyStore:
             self._use_unrecorded = False
 
 
-__all__ = ["KeyInfo", "KeyOperationError", "KeyStore", "Principal"]
+__all__ = ["KeyInfo", "KeyStore", "Principal"]

@@ -14,9 +14,9 @@ from pathlib import Path
 import structlog
 from aiohttp import web
 
-from orchestrator.api_key_store import KeyOperationError, KeyStore
+from orchestrator.api_key_store import KeyStore
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError, DataDirError
+from orchestrator.errors import ConfigError, DataDirError, RequestRefused
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
 
@@ -175,7 +175,7 @@ def keys_command(args: argparse.Namespace) -> int:
         else:
             store.revoke(args.name)
             print(f"revoked {args.name!r}: refused from its next use on", file=sys.stderr)
-    except (KeyOperationError, DataDirError) as exc:
+    except (RequestRefused, DataDirError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
     finally:

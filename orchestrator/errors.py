@@ -1,4 +1,8 @@
-"""The engine's exception tree. The API layer maps these to HTTP in one middleware.
+"""The engine's exception tree. The API layer maps it to HTTP statuses from one table.
+
+Every error has its stable ``code`` and says, through ``public()``, what a
+caller may read of it (message and extra fields); no error here knows an HTTP
+status.
 
     PipewellError
     ├── RunNotFound        no run with that id
@@ -7,6 +11,11 @@
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
     ├── InputMismatch      an invocation's input does not name the flow's entry edges
     ├── FlowNotFound       no saved flow with that id (for this tenant)
+    ├── RequestRefused     a request the engine refuses, with a code of its own
+    │   ├── NotFound           what it names is not there (a config, a task, a key)
+    │   ├── Forbidden          the caller may not do it
+    │   ├── KeyInvalid         a key name or tenant that cannot be
+    │   └── KeyExists          a key of that name exists
     ├── ConfigError        the service configuration cannot work
     └── DataDirError       the data directory refuses a write of the service's database
         ├── DataDirFull        its filesystem is full
@@ -25,8 +34,43 @@ from typing import Any
 class PipewellError(Exception):
     """Base of every error the engine raises on purpose."""
 
+    code = "INTERNAL_ERROR"
+
+    def public(self) -> tuple[str, dict[str, Any]]:
+        """What a caller may read: the message and any extra fields."""
+        return str(self), {}
+
+
+class RequestRefused(PipewellError):
+    """A request the engine refuses: its own ``code``, and what to fix."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class NotFound(RequestRefused):
+    pass
+
+
+class Forbidden(RequestRefused):
+    pass
+
+
+class KeyInvalid(RequestRefused):
+    def __init__(self, message: str) -> None:
+        super().__init__("API_KEY_INVALID", message)
+
+
+class KeyExists(RequestRefused):
+    def __init__(self, message: str) -> None:
+        super().__init__("API_KEY_EXISTS", message)
+
 
 class RunNotFound(PipewellError):
+    code = "RUN_NOT_FOUND"
+
     def __init__(self, run_id: str) -> None:
         super().__init__(f"flow run {run_id!r} does not exist")
         self.run_id = run_id
@@ -38,6 +82,11 @@ class RunFinished(PipewellError):
         self.run_id = run_id
         self.status = status
 
+    code = "RUN_FINISHED"
+
+    def public(self) -> tuple[str, dict[str, Any]]:
+        return str(self), {"run_status": self.status}
+
 
 class FlowInvalid(PipewellError):
     def __init__(self, errors: list[dict[str, Any]], warnings: list[dict[str, Any]] | None = None):
@@ -45,8 +94,16 @@ class FlowInvalid(PipewellError):
         self.errors = errors
         self.warnings = warnings or []
 
+    code = "FLOW_INVALID"
+
+    def public(self) -> tuple[str, dict[str, Any]]:
+        message = f"the flow is invalid: {len(self.errors)} problem(s); fix each entry of 'errors'"
+        return message, {"errors": self.errors, "warnings": self.warnings}
+
 
 class ArtifactNotFound(PipewellError):
+    code = "ARTIFACT_NOT_FOUND"
+
     def __init__(self, run_id: str, edge: str, reason: str) -> None:
         super().__init__(f"run {run_id!r} has no artifact on edge {edge!r}: {reason}")
         self.run_id = run_id
@@ -54,6 +111,8 @@ class ArtifactNotFound(PipewellError):
 
 
 class InputMismatch(PipewellError):
+    code = "INPUT_INVALID"
+
     def __init__(self, expected: list[str], given: list[str]) -> None:
         unknown = [e for e in given if e not in expected]
         missing = [e for e in expected if e not in given]
@@ -70,15 +129,19 @@ class InputMismatch(PipewellError):
 
 
 class FlowNotFound(PipewellError):
+    code = "FLOW_NOT_FOUND"
+
     def __init__(self, ref: str) -> None:
         super().__init__(f"no saved flow {ref!r} (see GET /api/v1/flows)")
         self.ref = ref
 
 
 class ConfigError(PipewellError):
-    pass
+    # Met by a request when a store the flow names cannot be opened.
+    code = "STORE_UNAVAILABLE"
 
 
+_KEPT = "Runs already accepted are kept and go on; retry this request later."
 # What the service does meanwhile, said in both messages.
 _MEANWHILE = (
     "runs already accepted are kept in memory and written as soon as it takes writes "
@@ -97,8 +160,23 @@ class DataDirError(PipewellError):
         self.database = database
         self.reason = reason
 
+    def public(self) -> tuple[str, dict[str, Any]]:
+        # Callers may be tenants: the path stays in the log, which the message points to.
+        return self.public_message(), {}
+
+    def public_message(self) -> str:
+        raise NotImplementedError
+
 
 class DataDirFull(DataDirError):
+    code = "STORAGE_FULL"
+
+    def public_message(self) -> str:
+        return (
+            "the service's data directory is full, so nothing new can be stored: its operator "
+            f"must free space there (the service's log names it). {_KEPT}"
+        )
+
     def __init__(self, database: Path) -> None:
         super().__init__(
             database,
@@ -109,6 +187,14 @@ class DataDirFull(DataDirError):
 
 
 class DataDirUnwritable(DataDirError):
+    code = "STORAGE_UNWRITABLE"
+
+    def public_message(self) -> str:
+        return (
+            f"the service's data directory refuses writes ({self.reason}): its operator must "
+            f"make it writable again (the service's log says how). {_KEPT}"
+        )
+
     def __init__(self, database: Path, reason: str) -> None:
         super().__init__(
             database,
@@ -121,6 +207,11 @@ class DataDirUnwritable(DataDirError):
 
 
 __all__ = [
+    "Forbidden",
+    "KeyExists",
+    "KeyInvalid",
+    "NotFound",
+    "RequestRefused",
     "ArtifactNotFound",
     "ConfigError",
     "DataDirError",

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from orchestrator.config import InvocationSettings
-from orchestrator.errors import FlowNotFound, PipewellError
+from orchestrator.errors import FlowNotFound, NotFound, PipewellError, RequestRefused
 from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, RunStatus
@@ -51,14 +51,8 @@ def text_of(output: Any) -> str:
     return json.dumps(output, separators=(",", ":"))
 
 
-class InvalidInvocation(PipewellError):
+class InvalidInvocation(RequestRefused):
     """An invocation the service refuses, with a stable code and what to fix."""
-
-    def __init__(self, code: str, message: str, *, status: int = 400) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -209,11 +203,10 @@ class Invocations:
     async def config(self, flow: SavedFlow, config_id: str) -> FlagProfile:
         profile = await self._db(self.registry.config, flow.graph_id, config_id)
         if profile is None:
-            raise InvalidInvocation(
+            raise NotFound(
                 "CONFIG_NOT_FOUND",
                 f"flow {flow.graph_id} has no config {config_id!r} "
                 f"(see GET /api/v1/flows/{flow.graph_id}/configs)",
-                status=404,
             )
         return profile
 

@@ -16,8 +16,10 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from pydantic import ValidationError
 
-from orchestrator.api.errors import BadRequest
+from orchestrator.api.errors import BadRequest, schema_errors
+from orchestrator.errors import FlowInvalid
 from orchestrator.models import FlowSubmission
 
 JSON_TYPES = ("application/json",)
@@ -178,7 +180,12 @@ async def read_submission(request: web.Request) -> FlowSubmission:
         raise BadRequest("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
     if "Flow" not in body:
         raise BadRequest("BODY_MALFORMED", "request body has no 'Flow': send {Flow, NodeDefs}")
-    return FlowSubmission.model_validate(body)
+    try:
+        return FlowSubmission.model_validate(body)
+    except ValidationError as exc:
+        # Request validation is converted here, where the request is parsed: a pydantic
+        # error anywhere else is a bug of ours, and answers 500.
+        raise FlowInvalid(schema_errors(exc)) from exc
 
 
 __all__ = [

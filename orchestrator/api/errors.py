@@ -19,20 +19,20 @@ from orchestrator.errors import (
     ConfigError,
     DataDirFull,
     DataDirUnwritable,
-    FlowInvalid,
     FlowNotFound,
-    InputMismatch,
+    Forbidden,
+    KeyExists,
+    NotFound,
+    PipewellError,
     RunFinished,
     RunNotFound,
 )
-from orchestrator.invocations import InvalidInvocation
 from storage import StoreError
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_RUN_TEXT = "Flow run does not exist."
 # The data directory's path stays in the service's log: callers need not know it.
-_KEPT = "Runs already accepted are kept and go on; retry this request later."
 
 
 class BadRequest(Exception):
@@ -72,54 +72,38 @@ def schema_errors(exc: ValidationError) -> list[dict[str, Any]]:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: The HTTP status of each domain error, most specific first; any other PipewellError is 400.
+STATUS: tuple[tuple[type[Exception], int], ...] = (
+    (RunFinished, 409),
+    (KeyExists, 409),
+    (NotFound, 404),
+    (ArtifactNotFound, 404),
+    (FlowNotFound, 404),
+    (Forbidden, 403),
+    (DataDirFull, 507),
+    (DataDirUnwritable, 503),
+    (ConfigError, 502),
+    (PipewellError, 400),
+)
+
+
+def status_of(exc: PipewellError) -> int:
+    return next(status for kind, status in STATUS if isinstance(exc, kind))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except RunNotFound:
+        # The seed fixes this answer: plain text.
         return web.Response(status=400, text=UNKNOWN_RUN_TEXT, content_type="text/plain")
-    except RunFinished as exc:
-        return error_response(409, "RUN_FINISHED", str(exc), run_status=exc.status)
-    except FlowInvalid as exc:
-        return error_response(
-            400,
-            "FLOW_INVALID",
-            f"the flow is invalid: {len(exc.errors)} problem(s); fix each entry of 'errors'",
-            errors=exc.errors,
-            warnings=exc.warnings,
-        )
-    except ValidationError as exc:
-        errors = schema_errors(exc)
-        return error_response(
-            400,
-            "FLOW_INVALID",
-            f"the request does not match the schema: {len(errors)} problem(s)",
-            errors=errors,
-        )
-    except ArtifactNotFound as exc:
-        return error_response(404, "ARTIFACT_NOT_FOUND", str(exc))
-    except FlowNotFound as exc:
-        return error_response(404, "FLOW_NOT_FOUND", str(exc))
-    except InputMismatch as exc:
-        return error_response(400, "INPUT_INVALID", str(exc))
-    except DataDirFull as exc:
-        log.warning("data_dir_refused_write", path=request.path, error=str(exc))
-        return error_response(
-            507,
-            "STORAGE_FULL",
-            "the service's data directory is full, so nothing new can be stored: its operator "
-            f"must free space there (the service's log names it). {_KEPT}",
-        )
-    except DataDirUnwritable as exc:
-        log.warning("data_dir_refused_write", path=request.path, error=str(exc))
-        return error_response(
-            503,
-            "STORAGE_UNWRITABLE",
-            f"the service's data directory refuses writes ({exc.reason}): its operator must "
-            f"make it writable again (the service's log says how). {_KEPT}",
-        )
-    except InvalidInvocation as exc:
-        return error_response(exc.status, exc.code, exc.message)
+    except PipewellError as exc:
+        status = status_of(exc)
+        if status >= 500:
+            log.warning("request_refused", path=request.path, code=exc.code, error=str(exc))
+        message, extra = exc.public()
+        return error_response(status, exc.code, message, **extra)
     except BadRequest as exc:
         return error_response(exc.status, exc.code, exc.message, **exc.extra)
     except web.HTTPRequestEntityTooLarge:
@@ -145,11 +129,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
     except web.HTTPException:
         raise
-    except (StoreError, ConfigError) as exc:
+    except StoreError as exc:
         log.warning("store_error", path=request.path, error=str(exc))
         return error_response(502, "STORE_UNAVAILABLE", str(exc))
     except Exception:
-        # The details go to the log, not to the caller.
+        # A bug of ours (a pydantic error included): the details go to the log, not the caller.
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(
             500, "INTERNAL_ERROR", "the service failed on this request; see its log"

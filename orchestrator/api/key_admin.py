@@ -14,7 +14,7 @@ from orchestrator.api.auth import PRINCIPAL
 from orchestrator.api.bodies import read_object
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.resources import KEYS
-from orchestrator.api_key_store import KeyOperationError
+from orchestrator.errors import Forbidden
 from orchestrator.models import DEFAULT_TENANT
 
 routes = web.RouteTableDef()
@@ -23,20 +23,13 @@ routes = web.RouteTableDef()
 def _require_admin(request: web.Request) -> None:
     principal = request.get(PRINCIPAL)
     if principal is not None and not principal.admin:
-        raise BadRequest(
-            "FORBIDDEN",
-            "managing keys needs an admin key (pipewell keys create --admin)",
-            status=403,
+        raise Forbidden(
+            "FORBIDDEN", "managing keys needs an admin key (pipewell keys create --admin)"
         )
 
 
 async def _call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    try:
-        return await loop.run_in_executor(None, lambda: fn(*args, **kwargs))
-    except KeyOperationError as exc:
-        code = {404: "API_KEY_NOT_FOUND", 409: "API_KEY_EXISTS"}.get(exc.status, "API_KEY_INVALID")
-        raise BadRequest(code, str(exc), status=exc.status) from exc
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 @routes.get("/api/v1/keys")

@@ -20,7 +20,7 @@ from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS, SCHEDULER
-from orchestrator.errors import RunNotFound
+from orchestrator.errors import NotFound, RunNotFound
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
 
@@ -93,12 +93,12 @@ async def get_task(request: web.Request) -> web.Response:
     is_id = raw.isdigit() and len(raw) <= MAX_ID_DIGITS
     task = await invocations.task(tenant, int(raw)) if is_id else None
     if task is None:
-        raise BadRequest("TASK_NOT_FOUND", f"no task {raw!r}", status=404)
+        raise NotFound("TASK_NOT_FOUND", f"no task {raw!r}")
     flow = await invocations.flow_by_seq(tenant, task.flow_seq)
     try:
         run = await request.app[SCHEDULER].get(task.execution_id, tenant)
     except RunNotFound as exc:
-        raise BadRequest("TASK_NOT_FOUND", f"task {raw}'s run is gone", status=404) from exc
+        raise NotFound("TASK_NOT_FOUND", f"task {raw}'s run is gone") from exc
     return web.json_response(await _record(request, task, flow, run))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from orchestrator.api.resources import SCHEDULER
+from orchestrator.models import FlowRun
 from tests.helpers import (
     busybox_def,
     chain_flow,
@@ -225,3 +227,22 @@ async def test_workers_lists_the_local_worker(start_service):
     assert worker["tiers"] == ["c-nano", "c-small"]
     assert worker["running"] == 0 and worker["slots"] > 0
     assert body["queued"] == {}
+
+
+async def test_a_pydantic_error_of_ours_is_a_500_not_the_callers_fault(start_service, monkeypatch):
+    client = await start_service()
+
+    async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        FlowRun.model_validate({"ID": 1})  # a bug: raises pydantic's ValidationError
+
+    monkeypatch.setattr(client.server.app[SCHEDULER], "get", broken)
+    response = await client.get("/api/v1/flow/status/" + "0" * 32)
+    assert response.status == 500
+    assert (await response.json())["code"] == "INTERNAL_ERROR"
+    # A body that does not match the schema is still the caller's 400, with where.
+    response = await client.post(
+        "/api/v1/flow/test", json={"Flow": {"Name": "x", "Nodes": "no"}, "NodeDefs": []}
+    )
+    body = await response.json()
+    assert response.status == 400 and body["code"] == "FLOW_INVALID"
+    assert body["errors"][0]["field"] == "Flow.Nodes"
