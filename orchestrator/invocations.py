@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from orchestrator.config import InvocationSettings
 from orchestrator.errors import FlowNotFound, NotFound, PipewellError, RequestRefused
@@ -31,8 +31,8 @@ from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, R
 from orchestrator.registry import FlagProfile, FlowRegistry, SavedFlow, TaskRecord
 from orchestrator.runtime import terminal_edges
 from orchestrator.scheduler import Scheduler
-from orchestrator.validation import resolve_defs
-from storage import StoreError
+from orchestrator.validation import ValidationResult, resolve_defs
+from storage import ObjectInfo, StoreError
 
 #: How long a presigned URL in an output stays valid.
 OUTPUT_URL_TTL = 3600.0
@@ -149,6 +149,32 @@ class Invocations:
 
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
+    # ------------------------------------------------------------ saved flows
+
+    # ------------------------------------------------------------ runs, for every dialect
+
+    def validate(self, submission: FlowSubmission) -> ValidationResult:
+        return self.scheduler.validate(submission)
+
+    async def submit(self, submission: FlowSubmission, tenant: str) -> FlowRun:
+        """Start a run of an unsaved flow (the native dialect), handing out WaitingURLs."""
+        return await self.scheduler.submit(submission, tenant=tenant)
+
+    async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
+        """The run as it stands; another tenant's is RunNotFound."""
+        return await self.scheduler.get(run_id, tenant)
+
+    async def cancel(self, run_id: str, tenant: str) -> FlowRun:
+        return await self.scheduler.cancel(run_id, tenant)
+
+    async def open_artifact(
+        self, run_id: str, edge: str, tenant: str
+    ) -> tuple[ObjectInfo, BinaryIO]:
+        return await self.scheduler.open_artifact(run_id, edge, tenant)
+
+    async def terminal_edges(self, run_id: str) -> list[str]:
+        return await self.scheduler.terminal_edges(run_id)
 
     # ------------------------------------------------------------ saved flows
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
-from orchestrator.api.resources import INVOCATIONS, SCHEDULER
+from orchestrator.api.resources import INVOCATIONS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
 from orchestrator.errors import PipewellError
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
@@ -74,7 +74,7 @@ async def invoke(request: web.Request) -> web.Response:
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
     run, timeout, _ = await _start(request, stream=True)
     invocations = request.app[INVOCATIONS]
-    terminal = await request.app[SCHEDULER].terminal_edges(run.id)
+    terminal = await request.app[INVOCATIONS].terminal_edges(run.id)
     response = await open_stream(request)
     sent: set[str] = set()
     index = 0

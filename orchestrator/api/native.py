@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import math
 
 from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
-from orchestrator.api.resources import EVENTS, QUEUE, SCHEDULER, WORKER
+from orchestrator.api.resources import INVOCATIONS, QUEUE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 
 routes = web.RouteTableDef()
@@ -18,14 +19,14 @@ routes = web.RouteTableDef()
 @routes.post("/api/v1/flow/test")
 async def test_flow(request: web.Request) -> web.Response:
     submission = await read_submission(request)
-    run = await request.app[SCHEDULER].submit(submission, tenant=tenant_of(request))
+    run = await request.app[INVOCATIONS].submit(submission, tenant_of(request))
     return web.json_response(text=run.model_dump_json())
 
 
 @routes.post("/api/v1/flow/validate")
 async def validate_flow(request: web.Request) -> web.Response:
     submission = await read_submission(request)
-    result = request.app[SCHEDULER].validate(submission)
+    result = request.app[INVOCATIONS].validate(submission)
     return web.json_response(
         {
             "valid": result.ok,
@@ -37,14 +38,14 @@ async def validate_flow(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/flow/status/{run_id}")
 async def flow_status(request: web.Request) -> web.Response:
-    run = await request.app[SCHEDULER].get(request.match_info["run_id"], tenant_of(request))
+    run = await request.app[INVOCATIONS].get(request.match_info["run_id"], tenant_of(request))
     return web.json_response(text=run.model_dump_json())
 
 
 @routes.post("/api/v1/flow/cancel/{run_id}")
 async def cancel_flow(request: web.Request) -> web.Response:
     """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""
-    run = await request.app[SCHEDULER].cancel(request.match_info["run_id"], tenant_of(request))
+    run = await request.app[INVOCATIONS].cancel(request.match_info["run_id"], tenant_of(request))
     return web.json_response(text=run.model_dump_json())
 
 
@@ -57,8 +58,7 @@ async def workers(request: web.Request) -> web.Response:
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")
 async def flow_artifact(request: web.Request) -> web.StreamResponse:
     """The artifact's bytes, streamed from its store through the service."""
-    scheduler = request.app[SCHEDULER]
-    info, reader = await scheduler.open_artifact(
+    info, reader = await request.app[INVOCATIONS].open_artifact(
         request.match_info["run_id"], request.match_info["edge"], tenant_of(request)
     )
     loop = asyncio.get_running_loop()
@@ -83,26 +83,23 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/v1/flow/events/{run_id}")
 async def flow_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``status`` (the FlowRun), ``log`` (one line), ``end``."""
-    scheduler = request.app[SCHEDULER]
+    invocations = request.app[INVOCATIONS]
     run_id = request.match_info["run_id"]
     # Raises RunNotFound (also for another tenant's run) before the stream opens.
-    run = await scheduler.get(run_id, tenant_of(request))
+    await invocations.get(run_id, tenant_of(request))
     response = await open_stream(request)
-    async with request.app[EVENTS].subscribe(run_id) as events:
-        run = await scheduler.get(run_id)
-        await send(response, run.model_dump(mode="json"), event="status")
-        if run.status.finished:
-            await send(response, run.model_dump(mode="json"), event="end")
-            return response
-        while True:
-            try:
-                event = await asyncio.wait_for(events.get(), HEARTBEAT_SECONDS)
-            except TimeoutError:
-                await keep_alive(response)
-                continue
-            await send(response, event.data, event=event.name)
-            if event.name == "end":
-                return response
+    # No end but the run's: a native stream lasts as long as its run.
+    async for update in invocations.watch(run_id, math.inf, heartbeat=HEARTBEAT_SECONDS):
+        if update.name == "heartbeat":
+            await keep_alive(response)
+        elif update.name == "log":
+            await send(response, update.line, event="log")
+        else:
+            await send(response, update.run.model_dump(mode="json"), event="status")
+            if update.name == "end" or update.run.status.finished:
+                await send(response, update.run.model_dump(mode="json"), event="end")
+                break
+    return response
 
 
 @routes.get("/healthz")

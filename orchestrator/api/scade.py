@@ -19,7 +19,7 @@ from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
-from orchestrator.api.resources import INVOCATIONS, SCHEDULER
+from orchestrator.api.resources import INVOCATIONS
 from orchestrator.errors import NotFound, RunNotFound
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
@@ -96,7 +96,7 @@ async def get_task(request: web.Request) -> web.Response:
         raise NotFound("TASK_NOT_FOUND", f"no task {raw!r}")
     flow = await invocations.flow_by_seq(tenant, task.flow_seq)
     try:
-        run = await request.app[SCHEDULER].get(task.execution_id, tenant)
+        run = await request.app[INVOCATIONS].get(task.execution_id, tenant)
     except RunNotFound as exc:
         raise NotFound("TASK_NOT_FOUND", f"task {raw}'s run is gone") from exc
     return web.json_response(await _record(request, task, flow, run))
