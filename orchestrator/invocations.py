@@ -150,7 +150,22 @@ class Invocations:
     async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
-    # ------------------------------------------------------------ saved flows
+    # ------------------------------------------------------------ a flow's nodes
+
+    @staticmethod
+    def node_outputs(flow: SavedFlow, node_id: str | None, *, field: str) -> list[str] | None:
+        """The edges a node of the flow writes (the answer of a dialect that names a node:
+        Langflow's output_component, Scade's result node); None for no node. NODE_UNKNOWN,
+        naming ``field``, when the flow has no such node."""
+        if node_id is None:
+            return None
+        for node in flow.submission.flow.nodes:
+            if node.id == node_id:
+                return [o.edge for o in node.outputs]
+        nodes = ", ".join(repr(n.id) for n in flow.submission.flow.nodes)
+        raise InvalidInvocation(
+            "NODE_UNKNOWN", f"{field} {node_id!r} is not a node of the flow; its nodes are {nodes}"
+        )
 
     # ------------------------------------------------------------ runs, for every dialect
 

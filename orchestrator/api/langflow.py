@@ -29,7 +29,7 @@ from orchestrator.api.errors import BadRequest, error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
+from orchestrator.invocations import TIMEOUT_ERROR, Invocations, Outcome, text_of
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
 
@@ -68,24 +68,15 @@ async def _start(
     streamed = body.get("stream", False)
     if not isinstance(streamed, bool):
         raise BadRequest("BODY_MALFORMED", "stream must be true or false")
-    edges = _edges(flow, body.get("output_component") or None)
+    edges = Invocations.node_outputs(
+        flow, body.get("output_component") or None, field="output_component"
+    )
     input_value = {"text": text} if text is not None else {}
     run = await request.app[INVOCATIONS].start(
         tenant_of(request), flow, input_value, flags=body.get("tweaks"), flags_field="tweaks"
     )
     stream = streamed or request.query.get("stream", "").lower() in ("true", "1")
     return flow, run, {"text": text, "session_id": session or run.id}, edges, stream
-
-
-def _edges(flow: SavedFlow, component: str | None) -> list[str] | None:
-    """The outputs of ``output_component`` when it names a node, else the terminal ones."""
-    for node in flow.submission.flow.nodes:
-        if component and node.id == component:
-            return [o.edge for o in node.outputs]
-    if component:
-        nodes = ", ".join(repr(n.id) for n in flow.submission.flow.nodes)
-        raise BadRequest("NODE_UNKNOWN", f"output_component {component!r} is none of {nodes}")
-    return None
 
 
 def _message(flow: SavedFlow, run: FlowRun, session: str, text: str, node: str) -> dict[str, Any]:

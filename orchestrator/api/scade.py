@@ -21,6 +21,7 @@ from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS
 from orchestrator.errors import NotFound, RunNotFound
+from orchestrator.invocations import Invocations
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
 
@@ -38,16 +39,9 @@ TASK_TYPE_FLOW = 4
 
 def _node_id(body: dict[str, Any], field: str, flow: SavedFlow) -> str | None:
     value = body.get(field)
-    if value is None:
-        return None
-    nodes = [n.id for n in flow.submission.flow.nodes]
-    if value not in nodes:
-        raise BadRequest(
-            "NODE_UNKNOWN",
-            f"{field} {value!r} is not a node of flow {flow.seq}; its nodes are "
-            + ", ".join(map(repr, nodes)),
-        )
-    return str(value)
+    if value is not None:
+        Invocations.node_outputs(flow, str(value), field=field)  # NODE_UNKNOWN if none
+    return None if value is None else str(value)
 
 
 @routes.post("/api/v1/scade/flow/{flow_id}/execute")
@@ -110,10 +104,7 @@ async def _record(
     status = STATUS[run.status]
     if run.status.finished:
         result_node = task.request.get("result_node_id") or task.request.get("end_node_id")
-        edges = None
-        if result_node:
-            node = next(n for n in flow.submission.flow.nodes if n.id == result_node)
-            edges = [o.edge for o in node.outputs]
+        edges = Invocations.node_outputs(flow, result_node, field="result_node_id")
         outcome = await request.app[INVOCATIONS].outcome(run, edges)
         result = outcome.output if outcome.success else {"error": outcome.error}
         status = status if outcome.success else STATUS[RunStatus.ERROR]
