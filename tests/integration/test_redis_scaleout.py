@@ -129,6 +129,17 @@ async def redis_service(start_service, redis_server: RedisServer):  # type: igno
     )
 
 
+async def settled(session: aiohttp.ClientSession, base: str, run_id: str) -> dict:  # type: ignore[type-arg]
+    """The run once COMPLETE or ERROR (or as it stands after a minute), from a service by URL."""
+    deadline = time.monotonic() + 60
+    while True:
+        async with session.get(f"{base}/api/v1/flow/status/{run_id}") as response:
+            run = await response.json()
+        if run["Status"] in ("COMPLETE", "ERROR") or time.monotonic() > deadline:
+            return run
+        await asyncio.sleep(0.2)
+
+
 SLOW = [busybox_def("slow", "sh -c 'sleep 4; cp ${in} ${out}'")]
 
 
@@ -259,13 +270,7 @@ async def test_a_service_killed_mid_run_resumes_without_running_a_node_twice(
                 service.wait(10)
                 service = start_dev(tmp_path / "service", port, log, *flags)
                 await wait_healthy(session, base)
-                deadline = time.monotonic() + 60
-                while True:
-                    async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
-                        done = await response.json()
-                    if done["Status"] in ("COMPLETE", "ERROR") or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.2)
+                done = await settled(session, base, run["ID"])
                 assert done["Status"] == "COMPLETE", done
                 async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as r:
                     assert await r.read() == b"once"
@@ -364,13 +369,7 @@ async def test_a_worker_on_another_host_runs_a_flow(other_host, tmp_path, capsys
                     run = await response.json()
                 async with session.put(run["WaitingURLs"][0]["PutURL"], data=b"far away") as r:
                     assert r.status == 200
-                deadline = time.monotonic() + 60
-                while True:
-                    async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
-                        done = await response.json()
-                    if done["Status"] in ("COMPLETE", "ERROR") or time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.2)
+                done = await settled(session, base, run["ID"])
                 assert done["Status"] == "COMPLETE", done
                 logs = [line["message"] for line in done["NodeState"]["n0"]["Logs"]]
                 assert "attempt 1 started on worker remote" in logs
