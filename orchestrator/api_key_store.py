@@ -26,19 +26,6 @@ from orchestrator.models import DEFAULT_TENANT, NAME_RULE, is_name
 
 log = structlog.get_logger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    name        TEXT PRIMARY KEY,
-    tenant      TEXT NOT NULL,
-    sha256      TEXT NOT NULL UNIQUE,
-    masked      TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    last_used   TEXT,
-    revoked_at  TEXT,
-    admin       INTEGER NOT NULL DEFAULT 0
-);
-"""
-
 
 @dataclass(frozen=True)
 class KeyInfo:
@@ -88,13 +75,6 @@ class KeyStore:
         self._lock = threading.Lock()
         # Whether recording a key's use fails (said once in the log, not per request).
         self._use_unrecorded = False
-        with writing(database):
-            self._conn.executescript(SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(api_keys)")}
-            if "admin" not in columns:  # a database from before admin keys
-                self._conn.execute(
-                    "ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0"
-                )
 
     def close(self) -> None:
         self._conn.close()

@@ -18,6 +18,10 @@ another process, all through ``connect``:
 - ``mmap_size=0``: the database file is not mapped either, whatever the build.
 - Owner-only, as it holds the signing secret and the key hashes: the directory
   0700, the file 0600; SQLite gives its journal the database file's mode.
+- One schema for the whole file, brought up to date by ``connect`` through
+  numbered steps (``MIGRATIONS``): ``PRAGMA user_version`` says how many a
+  database has had, each step runs once, in one transaction with its number,
+  whoever opens the file first (the service, or ``pipewell keys``).
 """
 
 from __future__ import annotations
@@ -27,10 +31,103 @@ import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from orchestrator.errors import DataDirError, DataDirFull, DataDirUnwritable
+from orchestrator.errors import ConfigError, DataDirError, DataDirFull, DataDirUnwritable
+
+
+def _add_admin_column(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(api_keys)")}
+    if "admin" not in columns:  # keys made before admin keys
+        conn.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
+
+
+#: The schema, step by step. A step is SQL statements, or a function for what SQL
+#: cannot say conditionally. Never edit a step that shipped: add one.
+MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] = (
+    # 1: runs and secrets (state), saved flows, config profiles, Scade tasks (registry),
+    # API keys (api_key_store). IF NOT EXISTS: databases from before the numbering
+    # have some of these already.
+    (
+        """CREATE TABLE IF NOT EXISTS runs (
+            id          TEXT PRIMARY KEY,
+            status      TEXT NOT NULL,
+            finished    INTEGER NOT NULL,
+            snapshot    TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )""",
+        "CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (finished) WHERE finished = 0",
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        """CREATE TABLE IF NOT EXISTS flows (
+            seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+            graph_id    TEXT NOT NULL UNIQUE,
+            tenant      TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            version     INTEGER NOT NULL,
+            digest      TEXT NOT NULL,
+            submission  TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            deleted_at  TEXT,
+            UNIQUE (tenant, name, version)
+        )""",
+        """CREATE TABLE IF NOT EXISTS flow_configs (
+            graph_id    TEXT NOT NULL,
+            config_id   TEXT NOT NULL,
+            flags       TEXT NOT NULL,
+            updated_at  TEXT NOT NULL,
+            PRIMARY KEY (graph_id, config_id)
+        )""",
+        """CREATE TABLE IF NOT EXISTS tasks (
+            id            INTEGER PRIMARY KEY AUTOINCREMENT,
+            tenant        TEXT NOT NULL,
+            execution_id  TEXT NOT NULL UNIQUE,
+            flow_seq      INTEGER NOT NULL,
+            request       TEXT NOT NULL,
+            created_at    TEXT NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS api_keys (
+            name        TEXT PRIMARY KEY,
+            tenant      TEXT NOT NULL,
+            sha256      TEXT NOT NULL UNIQUE,
+            masked      TEXT NOT NULL,
+            created_at  TEXT NOT NULL,
+            last_used   TEXT,
+            revoked_at  TEXT
+        )""",
+    ),
+    # 2: admin keys.
+    _add_admin_column,
+)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the schema up to date; returns the version it had. Raises ConfigError for a
+    database of a newer Pipewell than this one."""
+    conn.execute("BEGIN IMMEDIATE")  # one opener at a time runs the steps
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > len(MIGRATIONS):
+            raise ConfigError(
+                f"the data directory's database has schema version {found}, made by a newer "
+                f"Pipewell (this one knows up to {len(MIGRATIONS)}): run that version, or "
+                "start this one on another --data-dir"
+            )
+        for number in range(found + 1, len(MIGRATIONS) + 1):
+            step = MIGRATIONS[number - 1]
+            if callable(step):
+                step(conn)
+            else:
+                for statement in step:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return found
+
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -55,6 +152,7 @@ def connect(database: Path) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode=TRUNCATE")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA mmap_size=0")
+            migrate(conn)
         except BaseException:
             conn.close()
             raise
@@ -108,7 +206,9 @@ __all__ = [
     "BUSY_TIMEOUT",
     "DIR_MODE",
     "FILE_MODE",
+    "MIGRATIONS",
     "connect",
+    "migrate",
     "tighten",
     "write_failure",
     "writing",

@@ -24,36 +24,6 @@ from ulid import ULID
 from orchestrator.database import connect, writing
 from orchestrator.models import FlowSubmission
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS flows (
-    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
-    graph_id    TEXT NOT NULL UNIQUE,
-    tenant      TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    digest      TEXT NOT NULL,
-    submission  TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    deleted_at  TEXT,
-    UNIQUE (tenant, name, version)
-);
-CREATE TABLE IF NOT EXISTS flow_configs (
-    graph_id    TEXT NOT NULL,
-    config_id   TEXT NOT NULL,
-    flags       TEXT NOT NULL,
-    updated_at  TEXT NOT NULL,
-    PRIMARY KEY (graph_id, config_id)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    id            INTEGER PRIMARY KEY AUTOINCREMENT,
-    tenant        TEXT NOT NULL,
-    execution_id  TEXT NOT NULL UNIQUE,
-    flow_seq      INTEGER NOT NULL,
-    request       TEXT NOT NULL,
-    created_at    TEXT NOT NULL
-);
-"""
-
 GRAPH_ID_LENGTH = 26
 #: SQLite integers are 64-bit: a longer number is no id (and would overflow).
 MAX_ID_DIGITS = 18
@@ -98,8 +68,6 @@ class FlowRegistry:
     def __init__(self, database: Path) -> None:
         self._path = database
         self._conn = connect(database)
-        with writing(database):
-            self._conn.executescript(SCHEMA)
 
     def close(self) -> None:
         self._conn.close()

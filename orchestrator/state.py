@@ -38,22 +38,6 @@ RETRY_FIRST, RETRY_MAX = 0.25, 5.0
 #: While writes keep failing, the log says so again this often (seconds).
 REPORT_EVERY = 60.0
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id          TEXT PRIMARY KEY,
-    status      TEXT NOT NULL,
-    finished    INTEGER NOT NULL,
-    snapshot    TEXT NOT NULL,
-    created_at  TEXT NOT NULL,
-    updated_at  TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-);
-CREATE INDEX IF NOT EXISTS runs_unfinished ON runs (finished) WHERE finished = 0;
-CREATE TABLE IF NOT EXISTS meta (
-    key    TEXT PRIMARY KEY,
-    value  BLOB NOT NULL
-);
-"""
-
 
 class StateStore:
     def __init__(self, path: Path, flush_delay: float = 0.05) -> None:
@@ -83,10 +67,7 @@ class StateStore:
         self._writer = asyncio.create_task(self._write_loop(), name="pipewell-state-writer")
 
     def _open(self) -> list[str]:
-        conn = database.connect(self.path)
-        with database.writing(self.path):
-            conn.executescript(SCHEMA)
-        self._conn = conn
+        self._conn = database.connect(self.path)
         return database.tighten(self.path)
 
     async def close(self) -> None:
