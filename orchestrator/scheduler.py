@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 import structlog
 
+from orchestrator.background import Background
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
 from orchestrator.errors import (
@@ -101,7 +102,7 @@ class Scheduler:
         self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
         self._tasks: list[asyncio.Task[None]] = []
         # Retries and deadlines started by timers: tracked, so none is lost or left behind.
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -116,11 +117,10 @@ class Scheduler:
         ]
 
     async def close(self) -> None:
-        running = [*self._tasks, *self._background]
-        for task in running:
+        for task in self._tasks:
             task.cancel()
-        # Failures of background tasks were logged when they ended.
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._background.close()
         for handle in [*self._timers.values(), *self._deadlines.values()]:
             handle.cancel()
         self._timers.clear()
@@ -129,17 +129,6 @@ class Scheduler:
         with contextlib.suppress(DataDirError):
             await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
-
-    def _spawn(self, coroutine, name: str) -> None:  # type: ignore[no-untyped-def]
-        """Run ``coroutine`` in the background, tracked: cancelled on close, failures logged."""
-        task = asyncio.create_task(coroutine, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
     async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
@@ -355,8 +344,9 @@ class Scheduler:
         if not ttls or run.status.finished:
             return
         delay = max(0.0, (min(ttls) - utcnow()).total_seconds()) + UPLOAD_GRACE
+        spawn, name = self._background.spawn, f"uploads-due-{run.id}"
         self._deadlines[run.id] = asyncio.get_running_loop().call_later(
-            delay, lambda: self._spawn(self._uploads_due(run.id), f"uploads-due-{run.id}")
+            delay, lambda: spawn(self._uploads_due(run.id), name)
         )
 
     async def _uploads_due(self, run_id: str) -> None:
@@ -636,9 +626,9 @@ class Scheduler:
                 level="warning",
             )
             loop = asyncio.get_running_loop()
+            name = f"retry-{run.id}-{node_id}"
             self._timers[(run.id, node_id)] = loop.call_later(
-                delay,
-                lambda: self._spawn(self._retry(run.id, node_id), f"retry-{run.id}-{node_id}"),
+                delay, lambda: self._background.spawn(self._retry(run.id, node_id), name)
             )
         elif state.status == NodeStatus.ERROR:
             why = "not retryable" if not result.retryable else "no attempts left"

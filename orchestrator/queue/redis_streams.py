@@ -33,6 +33,7 @@ from pydantic import TypeAdapter
 from redis import asyncio as aioredis
 from redis import exceptions as redis_errors
 
+from orchestrator.background import Background
 from orchestrator.messages import (
     AttemptLog,
     CancelRun,
@@ -77,7 +78,7 @@ class RedisQueue:
         self._redis = aioredis.from_url(url, socket_connect_timeout=5, health_check_interval=10)
         self._ready = False
         self._unreachable_since: float | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background = Background()
         # Service side: entries of tasks not yet started (to drop them), messages to ack,
         # and the live workers by their heartbeats.
         self._queued: dict[str, tuple[str, bytes]] = {}
@@ -137,21 +138,8 @@ class RedisQueue:
                     raise
         self._ready = True
 
-    def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
-        task = asyncio.ensure_future(coroutine)
-        task.set_name(name)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("redis_queue_task_failed", task=task.get_name(), exc_info=task.exception())
-
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._background.close()
         await self._redis.aclose()
 
     # ------------------------------------------------------------ the service's side
@@ -239,7 +227,7 @@ class RedisQueue:
                     ),
                 )
 
-        self._spawn(drop(), f"drop-{run_id}")
+        self._background.spawn(drop(), f"drop-{run_id}")
         return len(entries)
 
     # ------------------------------------------------------------ a worker's side
@@ -254,14 +242,13 @@ class RedisQueue:
         self._heartbeat = heartbeat or (
             lambda: WorkerHeartbeat(worker_id=worker, name=worker, tiers=sorted(tiers))
         )
-        self._spawn(self._heartbeat_loop(), f"heartbeat-{worker}")
-        self._spawn(self._cancel_loop(), f"cancels-{worker}")
+        self._background.spawn(self._heartbeat_loop(), f"heartbeat-{worker}")
+        self._background.spawn(self._cancel_loop(), f"cancels-{worker}")
 
     def unregister_worker(self, worker: str) -> None:
-        for task in list(self._background):
-            if task.get_name() in (f"heartbeat-{worker}", f"cancels-{worker}"):
-                task.cancel()
-        self._spawn(
+        self._background.cancel(f"heartbeat-{worker}")
+        self._background.cancel(f"cancels-{worker}")
+        self._background.spawn(
             self._call("unregister", lambda: self._redis.hdel(WORKERS, worker)), "unregister"
         )
 

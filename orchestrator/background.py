@@ -1,0 +1,48 @@
+"""Tasks started to run on their own (retries, deadlines, heartbeats), kept track of.
+
+An untracked task can vanish with its error unseen, or outlive what started it.
+Each owner keeps one ``Background``: its tasks' failures are logged, and
+``close`` cancels what is left and waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+
+class Background:
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def cancel(self, name: str) -> None:
+        """Cancel the tasks called ``name``."""
+        for task in list(self._tasks):
+            if task.get_name() == name:
+                task.cancel()
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Cancel every task left and wait for them (their failures were logged as they ended)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = ["Background"]
