@@ -45,4 +45,23 @@ class Background:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-__all__ = ["Background"]
+def describe_pending() -> list[str]:
+    """Each unfinished task of this loop but the caller's, with where it waits: its name,
+    then each awaited coroutine's function and line (what a hung shutdown is stuck on)."""
+    me = asyncio.current_task()
+    described = []
+    for task in asyncio.all_tasks():
+        if task is me:
+            continue
+        where = []
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_qualname}:{frame.f_lineno}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        described.append(f"{task.get_name()}: {' > '.join(where) or 'not started'}")
+    return sorted(described)
+
+
+__all__ = ["Background", "describe_pending"]

@@ -7,18 +7,25 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 from aiohttp import web
 
 from orchestrator.api_key_store import KeyStore
+from orchestrator.background import describe_pending
 from orchestrator.config import Settings, load_settings
 from orchestrator.errors import ConfigError, DataDirError, RequestRefused
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
+
+# Running attempts get 10 s to finish and 10 s more once killed (Worker.close).
+SHUTDOWN_LIMIT = 30.0
+EXIT_SHUTDOWN_UNFINISHED = 3
 
 
 def configure_logging(level: str) -> None:
@@ -57,19 +64,41 @@ async def serve(settings: Settings) -> None:
     await site.start()
     log = structlog.get_logger("pipewell")
     log.info("listening", url=settings.base_url, data_dir=str(settings.data_dir.resolve()))
-    await _until_stopped()
-    log.info("shutting_down")
-    await runner.cleanup()
+    await _until_stopped_then(runner.cleanup)
 
 
-async def _until_stopped() -> None:
-    """Return on SIGINT or SIGTERM."""
+async def _until_stopped_then(close: Callable[[], Awaitable[object]]) -> None:
+    """On SIGINT or SIGTERM, ``close()``; the process ends within SHUTDOWN_LIMIT regardless.
+
+    A shutdown that hangs would keep the port, the worker's place in Redis and
+    whoever waits on the process: past the limit (or at a second signal) the
+    process exits, after logging what it was still waiting for.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    log = structlog.get_logger("pipewell")
+    log.info("shutting_down", limit_seconds=SHUTDOWN_LIMIT)
+    stop.clear()
+    closing = asyncio.create_task(close(), name="shutdown")
+    again = asyncio.create_task(stop.wait())
+    await asyncio.wait(
+        {closing, again}, timeout=SHUTDOWN_LIMIT, return_when=asyncio.FIRST_COMPLETED
+    )
+    again.cancel()
+    if closing.done():
+        closing.result()
+        return
+    log.error(
+        "shutdown_unfinished",
+        reason="second signal" if stop.is_set() else f"over {SHUTDOWN_LIMIT:g} s",
+        waiting=describe_pending(),
+    )
+    sys.stderr.flush()
+    os._exit(EXIT_SHUTDOWN_UNFINISHED)
 
 
 async def work(settings: Settings) -> None:
@@ -86,9 +115,9 @@ async def work(settings: Settings) -> None:
     connections = settings.worker.resolved_max_parallel() * 3 + 4
     client = await loop.run_in_executor(None, connect_docker, settings.executor, connections)
     try:
-        async with running_worker(settings, client):
-            await _until_stopped()
-            structlog.get_logger("pipewell").info("shutting_down")
+        async with contextlib.AsyncExitStack() as running:
+            await running.enter_async_context(running_worker(settings, client))
+            await _until_stopped_then(running.aclose)
     finally:
         client.close()
 

@@ -158,7 +158,7 @@ class Worker:
         going down its output has nowhere to go, and that is not the node's fault.
         """
         self._closing = True
-        self.queue.unregister_worker(self.id)
+        await self.queue.unregister_worker(self.id)
         for background in (self._loop_task, self._engine_task, self._sweep_task):
             if background is not None:
                 background.cancel()

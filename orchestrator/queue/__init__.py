@@ -38,7 +38,8 @@ class TaskQueue(Protocol):
         heartbeat: Callable[[], WorkerHeartbeat] | None = None,
     ) -> None: ...
 
-    def unregister_worker(self, worker: str) -> None: ...
+    async def unregister_worker(self, worker: str) -> None:
+        """Stop heartbeating and leave the list of live workers (bounded: Redis may be gone)."""
 
     def offered_tiers(self) -> frozenset[str]: ...
 

@@ -60,7 +60,7 @@ class MemoryQueue:
         if heartbeat is not None:
             self._heartbeats[worker] = heartbeat
 
-    def unregister_worker(self, worker: str) -> None:
+    async def unregister_worker(self, worker: str) -> None:
         self._workers.pop(worker, None)
         self._heartbeats.pop(worker, None)
 

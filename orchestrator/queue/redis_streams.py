@@ -23,6 +23,7 @@ when Redis stops answering and once when it is back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,8 @@ WORKER_GROUP = "workers"
 SERVICE_GROUP = "service"
 #: Milliseconds a blocking read waits before it looks around (a close, an outage).
 BLOCK_MS = 2000
+#: Seconds a stopping worker tries to leave the workers hash.
+UNREGISTER_LIMIT = 2.0
 #: Streams are capped (approximately) at this many entries.
 MAX_ENTRIES = 100_000
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
@@ -245,12 +248,13 @@ class RedisQueue:
         self._background.spawn(self._heartbeat_loop(), f"heartbeat-{worker}")
         self._background.spawn(self._cancel_loop(), f"cancels-{worker}")
 
-    def unregister_worker(self, worker: str) -> None:
+    async def unregister_worker(self, worker: str) -> None:
         self._background.cancel(f"heartbeat-{worker}")
         self._background.cancel(f"cancels-{worker}")
-        self._background.spawn(
-            self._call("unregister", lambda: self._redis.hdel(WORKERS, worker)), "unregister"
-        )
+        # Unreachable Redis: the entry goes stale and the service sees the worker as dead.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(UNREGISTER_LIMIT):
+                await self._call("unregister", lambda: self._redis.hdel(WORKERS, worker))
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         self._cancel_callbacks.append(callback)

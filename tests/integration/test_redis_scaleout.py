@@ -17,6 +17,7 @@ from typing import BinaryIO
 import aiohttp
 import pytest
 
+from orchestrator.cli import SHUTDOWN_LIMIT
 from tests.helpers import (
     busybox_def,
     chain_flow,
@@ -110,14 +111,7 @@ def start_worker(
         return process
 
     yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(20)
+    stop(*started)
     for log in logs:
         log.close()
 
@@ -290,6 +284,26 @@ def spawn(argv: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+def stop(*processes: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM to each (all at once), then SIGKILL to any still there past the shutdown limit.
+
+    True when each ended on its own in time: one that hangs must not outlive its test.
+    """
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + SHUTDOWN_LIMIT + 5
+    in_time = True
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            in_time = False
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    return in_time
+
+
 class OtherHost:
     """A network namespace joined to this host by a veth pair: a host of its own for a worker."""
 
@@ -376,11 +390,9 @@ async def test_a_worker_on_another_host_runs_a_flow(other_host, tmp_path, capsys
                 async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as r:
                     assert await r.read() == b"FAR AWAY"
         finally:
-            for process in (worker, service):
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                process.wait(30)
+            stopped_in_time = stop(worker, service)
             redis.stop()
+    assert stopped_in_time, "the worker or the service outlived its shutdown limit"
 
 
 async def test_a_redis_that_lost_its_data_or_holds_junk_does_not_stop_the_engine(

@@ -1,8 +1,14 @@
 """The CLI refuses configurations that would expose the service, saying why."""
 
+import signal
+import subprocess
+import sys
+import time
+
 import pytest
 import structlog
 
+from orchestrator import cli
 from orchestrator.cli import main
 
 
@@ -24,3 +30,46 @@ def test_bad_config_file_names_the_problem(capsys, tmp_path):
     config.write_text("worker:\n  tiers: [c-huge]\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "unknown tier(s) ['c-huge']" in capsys.readouterr().err
+
+
+HANGING_SHUTDOWN = """
+import asyncio, sys
+from orchestrator import cli
+
+cli.SHUTDOWN_LIMIT = float(sys.argv[1])
+cli.configure_logging("info")
+
+async def never_finishes() -> None:
+    await asyncio.Event().wait()
+
+async def main() -> None:
+    waiting = asyncio.create_task(cli._until_stopped_then(never_finishes))
+    await asyncio.sleep(0.1)
+    print("ready", flush=True)
+    await waiting
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("limit", "signals", "reason"), [(0.5, 1, "over 0.5 s"), (60.0, 2, "second signal")]
+)
+def test_a_shutdown_that_hangs_ends_the_process_saying_what_it_waited_for(
+    limit: float, signals: int, reason: str
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-c", HANGING_SHUTDOWN, str(limit)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    for _ in range(signals):
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    _, err = process.communicate(timeout=10)
+    assert process.returncode == cli.EXIT_SHUTDOWN_UNFINISHED
+    log = err.decode()
+    assert "shutdown_unfinished" in log and reason in log, log
+    # Where it hung: the close coroutine, down to the await that never returned.
+    assert "never_finishes" in log, log
