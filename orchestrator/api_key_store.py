@@ -3,7 +3,8 @@
 Keys live in the service's SQLite database, so ``pipewell keys`` on the same
 data directory manages the keys of a running service, and a revocation is
 seen on the key's very next use (every request looks its key up).
-Synchronous on purpose: the CLI calls it directly, the service from a thread.
+Synchronous on purpose: the CLI calls it directly, the service on its database's
+thread (``Database.run``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import hashlib
 import hmac
 import secrets
 import sqlite3
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +20,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator.database import connect, write_failure, writing
+from orchestrator.database import write_failure, writing
 from orchestrator.errors import KeyExists, KeyInvalid, NotFound
 from orchestrator.models import DEFAULT_TENANT, NAME_RULE, is_name
 
@@ -68,22 +68,16 @@ def _now() -> str:
 
 
 class KeyStore:
-    def __init__(self, database: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, database: Path) -> None:
         self._path = database
-        self._conn = connect(database)
-        # The service calls in from more than one thread; one call at a time.
-        self._lock = threading.Lock()
+        self._conn = conn
         # Whether recording a key's use fails (said once in the log, not per request).
         self._use_unrecorded = False
 
-    def close(self) -> None:
-        self._conn.close()
-
     def _execute(self, query: str, args: tuple[object, ...] = ()) -> tuple[list[Any], int]:
-        """Rows and row count of one statement, one statement at a time."""
-        with self._lock:
-            cursor = self._conn.execute(query, args)
-            return cursor.fetchall(), cursor.rowcount
+        """Rows and row count of one statement."""
+        cursor = self._conn.execute(query, args)
+        return cursor.fetchall(), cursor.rowcount
 
     def create(self, name: str, tenant: str = DEFAULT_TENANT, *, admin: bool = False) -> str:
         """Make a key and return it raw: the only time anyone sees it."""

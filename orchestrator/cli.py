@@ -19,6 +19,7 @@ from aiohttp import web
 from orchestrator.api_key_store import KeyStore
 from orchestrator.background import describe_pending
 from orchestrator.config import Settings, load_settings
+from orchestrator.database import connect
 from orchestrator.errors import ConfigError, DataDirError, RequestRefused
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
@@ -175,11 +176,13 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
 def keys_command(args: argparse.Namespace) -> int:
     from orchestrator.api.app import STATE_DB
 
+    path = args.data_dir / STATE_DB
     try:
-        store = KeyStore(args.data_dir / STATE_DB)
-    except DataDirError as exc:
+        conn = connect(path)
+    except (DataDirError, ConfigError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
+    store = KeyStore(conn, path)
     try:
         if args.keys_command == "create":
             raw = store.create(args.name, args.tenant, admin=args.admin)
@@ -208,7 +211,7 @@ def keys_command(args: argparse.Namespace) -> int:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        conn.close()
     return 0
 
 

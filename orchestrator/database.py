@@ -1,8 +1,9 @@
 """The data directory's SQLite database: how every connection opens it, what a failed write means.
 
-Run state, the URL-signing secret, API keys and saved flows share one file,
-opened by the service (one connection per owner) and by ``pipewell keys`` from
-another process, all through ``connect``:
+Run state, the URL-signing secret, API keys and saved flows share one file.
+The service holds one connection to it (``Database``), used from one thread;
+``pipewell keys`` opens its own from another process. Both open it through
+``connect``:
 
 - A rollback journal (``journal_mode=TRUNCATE``), not WAL. WAL keeps its index
   in a ``-shm`` file that every connection mmaps and stores into, reads
@@ -26,15 +27,22 @@ another process, all through ``connect``:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
+import functools
 import os
 import sqlite3
 import stat
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from orchestrator.errors import ConfigError, DataDirError, DataDirFull, DataDirUnwritable
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def _add_admin_column(conn: sqlite3.Connection) -> None:
@@ -202,8 +210,54 @@ def tighten(database: Path) -> list[str]:
     return changes
 
 
+class Database:
+    """The service's one connection to the database, and the one thread that uses it.
+
+    Run state, saved flows and API keys all go through ``run``: sqlite3 blocks, so
+    never on the event loop; one connection, so no owner waits on another's lock
+    and one owner's transaction is never split by another's statements.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """For the functions given to ``run`` alone (they run on the database's thread)."""
+        if self._conn is None:
+            raise RuntimeError("the database is not open")
+        return self._conn
+
+    async def open(self) -> list[str]:
+        """Connect (the schema brought up to date) and make the files owner-only.
+
+        Returns what had to be tightened (see ``tighten``), to be logged.
+        Raises DataDirError or ConfigError, as ``connect`` does.
+        """
+
+        def open_and_tighten() -> list[str]:
+            self._conn = connect(self.path)
+            return tighten(self.path)
+
+        return await self.run(open_and_tighten)
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on the database's thread, after what was asked before it."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self.run(self._conn.close)
+            self._conn = None
+        self._thread.shutdown(wait=True)
+
+
 __all__ = [
     "BUSY_TIMEOUT",
+    "Database",
     "DIR_MODE",
     "FILE_MODE",
     "MIGRATIONS",

@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
 
 from orchestrator.config import InvocationSettings
+from orchestrator.database import Database
 from orchestrator.errors import FlowNotFound, NotFound, PipewellError, RequestRefused
 from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
@@ -133,22 +133,14 @@ class Invocations:
         self,
         scheduler: Scheduler,
         events: EventBus,
-        registry: FlowRegistry,
+        db: Database,
         settings: InvocationSettings,
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.events = events
-        self.registry = registry
-        # The registry's SQLite connection is used from this one thread alone.
-        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-registry")
-
-    def close(self) -> None:
-        self._db_thread.shutdown(wait=True)
-        self.registry.close()
-
-    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+        self.registry = FlowRegistry(db.connection, db.path)
+        self._db = db.run
 
     # ------------------------------------------------------------ a flow's nodes
 

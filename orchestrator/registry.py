@@ -6,14 +6,15 @@ Saving a changed flow under the same name makes a new ``graph_id`` (a ULID)
 and the next version; an unchanged one answers the version it already is.
 Everything is scoped to a tenant: another tenant's id is simply not found.
 
-Synchronous on purpose, like the key store: the service calls it from one
-thread of its own.
+Synchronous on purpose, like the key store: the service calls it on its
+database's thread (``Database.run``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 
 from ulid import ULID
 
-from orchestrator.database import connect, writing
+from orchestrator.database import writing
 from orchestrator.models import FlowSubmission
 
 GRAPH_ID_LENGTH = 26
@@ -65,12 +66,9 @@ class TaskRecord:
 
 
 class FlowRegistry:
-    def __init__(self, database: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, database: Path) -> None:
         self._path = database
-        self._conn = connect(database)
-
-    def close(self) -> None:
-        self._conn.close()
+        self._conn = conn
 
     # ------------------------------------------------------------ flows
 

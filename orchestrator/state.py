@@ -1,7 +1,7 @@
 """Run state in SQLite under the data directory.
 
-One connection, used from one dedicated thread (sqlite3 blocks). Writes are
-batched: ``save`` marks a run dirty and a writer task writes every dirty run in
+Reached through the service's ``Database`` (one connection, one thread). Writes
+are batched: ``save`` marks a run dirty and a writer task writes every dirty run in
 one transaction shortly after, so a burst of log lines costs one write.
 ``flush`` forces it (shutdown, tests).
 
@@ -17,11 +17,8 @@ import asyncio
 import contextlib
 import itertools
 import json
-import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -40,11 +37,9 @@ REPORT_EVERY = 60.0
 
 
 class StateStore:
-    def __init__(self, path: Path, flush_delay: float = 0.05) -> None:
-        self.path = path
+    def __init__(self, db: database.Database, flush_delay: float = 0.05) -> None:
+        self.db = db
         self.flush_delay = flush_delay
-        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="pipewell-sqlite")
-        self._conn: sqlite3.Connection | None = None
         # run id → (change number, how to snapshot it). The snapshot is taken at
         # write time, once per batch; the number tells whether the run changed
         # again while it was being written.
@@ -56,21 +51,11 @@ class StateStore:
         self._failing_since: float | None = None
         self._reported_at = 0.0
 
-    async def open(self) -> None:
-        tightened = await self._call(self._open)
-        if tightened:
-            log.warning(
-                "data_dir_permissions_tightened",
-                changes=tightened,
-                why="the database holds the URL-signing secret and API key hashes",
-            )
+    def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="pipewell-state-writer")
 
-    def _open(self) -> list[str]:
-        self._conn = database.connect(self.path)
-        return database.tighten(self.path)
-
     async def close(self) -> None:
+        """Stop the writer and write what is dirty (the database stays open: not ours)."""
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -79,13 +64,6 @@ class StateStore:
             await self.flush()
         except DataDirError as exc:
             log.error("state_lost_at_shutdown", runs=sorted(self._dirty), error=str(exc))
-        if self._conn is not None:
-            await self._call(self._conn.close)
-            self._conn = None
-        self._db_thread.shutdown(wait=True)
-
-    async def _call(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
 
     # ------------------------------------------------------------ runs
 
@@ -110,7 +88,7 @@ class StateStore:
                 return
             rows = [_row(run_id, take()) for run_id, take in batch.items()]
             try:
-                await self._call(self._write_rows, rows)
+                await self.db.run(self._write_rows, rows)
             except DataDirError as exc:
                 if self._failing_since is None:
                     self._failing_since = self._reported_at = time.monotonic()
@@ -162,10 +140,10 @@ class StateStore:
             )
 
     def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
-        assert self._conn is not None
-        with database.writing(self.path), self._conn:
-            self._conn.execute("BEGIN")
-            self._conn.executemany(
+        conn = self.db.connection
+        with database.writing(self.db.path), conn:
+            conn.execute("BEGIN")
+            conn.executemany(
                 """INSERT INTO runs (id, status, finished, snapshot, created_at)
                    VALUES (?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET status=excluded.status,
@@ -179,24 +157,24 @@ class StateStore:
             return self._dirty[run_id][1]()
 
         def read() -> str | None:
-            assert self._conn is not None
-            row = self._conn.execute("SELECT snapshot FROM runs WHERE id = ?", (run_id,)).fetchone()
+            row = self.db.connection.execute(
+                "SELECT snapshot FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
             return row[0] if row else None
 
-        text = await self._call(read)
+        text = await self.db.run(read)
         return json.loads(text) if text else None
 
     async def unfinished(self) -> list[dict[str, Any]]:
         def read() -> list[str]:
-            assert self._conn is not None
             return [
                 row[0]
-                for row in self._conn.execute(
+                for row in self.db.connection.execute(
                     "SELECT snapshot FROM runs WHERE finished = 0 ORDER BY created_at"
                 )
             ]
 
-        return [json.loads(text) for text in await self._call(read)]
+        return [json.loads(text) for text in await self.db.run(read)]
 
     # ------------------------------------------------------------ meta
 
@@ -204,17 +182,17 @@ class StateStore:
         """A persistent secret (e.g. the URL-signing key), made once on first use."""
 
         def get_or_create() -> bytes:
-            assert self._conn is not None
-            with database.writing(self.path):
-                row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (name,))
+            conn = self.db.connection
+            with database.writing(self.db.path):
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (name,))
                 found = row.fetchone()
                 if found:
                     return bytes(found[0])
                 value = make()
-                self._conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (name, value))
+                conn.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (name, value))
                 return value
 
-        return await self._call(get_or_create)
+        return await self.db.run(get_or_create)
 
 
 def _row(run_id: str, snap: dict[str, Any]) -> tuple[Any, ...]:

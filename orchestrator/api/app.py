@@ -1,8 +1,9 @@
 """The application factory used by ``pipewell dev``, ``pipewell serve`` and the tests.
 
 One ``cleanup_ctx`` per resource, opened in order and closed in reverse:
-state → stores → queue and events → Docker → engine (worker, then scheduler)
-→ invocations (saved flows and the dialects' service layer).
+database (its one connection and thread; API keys) → state → stores → queue and
+events → Docker → engine (worker, then scheduler) → invocations (saved flows
+and the dialects' service layer).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from orchestrator.api.browsers import add_cors_headers, browser_guard
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.objects import add_object_routes
 from orchestrator.api.resources import (
+    DATABASE,
     DOCKER,
     EVENTS,
     INVOCATIONS,
@@ -35,11 +37,11 @@ from orchestrator.api.resources import (
 from orchestrator.api_key_store import KeyStore
 from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
+from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.executor import connect_docker
 from orchestrator.invocations import Invocations
 from orchestrator.queue import open_queue
-from orchestrator.registry import FlowRegistry
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
@@ -51,10 +53,24 @@ log = structlog.get_logger(__name__)
 STATE_DB = "pipewell.sqlite3"
 
 
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    db = Database(app[SETTINGS].data_dir / STATE_DB)
+    tightened = await db.open()
+    if tightened:
+        log.warning(
+            "data_dir_permissions_tightened",
+            changes=tightened,
+            why="the database holds the URL-signing secret and API key hashes",
+        )
+    app[DATABASE] = db
+    app[KEYS] = KeyStore(db.connection, db.path)
+    yield
+    await db.close()
+
+
 async def _state(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    state = StateStore(settings.data_dir / STATE_DB)
-    await state.open()
+    state = StateStore(app[DATABASE])
+    state.start()
     app[STATE] = state
     yield
     await state.close()
@@ -117,33 +133,22 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _invocations(app: web.Application) -> AsyncIterator[None]:
-    # Opening SQLite and creating its tables touches the disk: off the loop.
-    registry = await asyncio.get_running_loop().run_in_executor(
-        None, FlowRegistry, app[SETTINGS].data_dir / STATE_DB
+    app[INVOCATIONS] = Invocations(
+        app[SCHEDULER], app[EVENTS], app[DATABASE], app[SETTINGS].invocations
     )
-    invocations = Invocations(app[SCHEDULER], app[EVENTS], registry, app[SETTINGS].invocations)
-    app[INVOCATIONS] = invocations
     yield
-    invocations.close()
 
 
 def create_app(settings: Settings) -> web.Application:
-    keys = KeyStore(settings.data_dir / STATE_DB)
     # Pages of other origins are refused before a key is even looked up.
     middlewares = [browser_guard(settings)]
     if settings.auth == "required":
-        middlewares.append(auth_middleware(keys))
+        middlewares.append(auth_middleware)
     middlewares.append(error_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(add_cors_headers)
     app[SETTINGS] = settings
-    app[KEYS] = keys
-
-    async def close_keys(_: web.Application) -> None:
-        keys.close()
-
-    app.on_cleanup.append(close_keys)
-    app.cleanup_ctx.extend([_state, _stores, _queue, _docker, _engine, _invocations])
+    app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _invocations])
     for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow):
         app.add_routes(dialect.routes)
 

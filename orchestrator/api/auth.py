@@ -10,15 +10,14 @@ seeds fix).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from orchestrator.api_key_store import KeyStore, Principal
+from orchestrator.api.resources import DATABASE, KEYS
+from orchestrator.api_key_store import Principal
 from orchestrator.models import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)
@@ -58,28 +57,19 @@ def presented_key(request: web.Request) -> str | None:
     return None
 
 
-def auth_middleware(
-    keys: KeyStore,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    # One thread: the key store's SQLite connection is used from it alone.
-    lookups = ThreadPoolExecutor(1, thread_name_prefix="pipewell-keys")
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
-            return await handler(request)
-        raw = presented_key(request)
-        principal = None
-        if raw:
-            loop = asyncio.get_running_loop()
-            principal = await loop.run_in_executor(lookups, keys.authenticate, raw)
-        if principal is None:
-            return web.json_response({"error": "unauthorized"}, status=401)
-        request[PRINCIPAL] = principal
-        request[TENANT] = principal.tenant
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return await handler(request)
-
-    return middleware
+    raw = presented_key(request)
+    principal = None
+    if raw:
+        principal = await request.app[DATABASE].run(request.app[KEYS].authenticate, raw)
+    if principal is None:
+        return web.json_response({"error": "unauthorized"}, status=401)
+    request[PRINCIPAL] = principal
+    request[TENANT] = principal.tenant
+    return await handler(request)
 
 
 __all__ = ["PRINCIPAL", "TENANT", "auth_middleware", "presented_key", "tenant_of"]

@@ -6,14 +6,12 @@ local caller may use them, as any local user may run the CLI.
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from orchestrator.api.auth import PRINCIPAL
 from orchestrator.api.bodies import read_object
 from orchestrator.api.errors import BadRequest
-from orchestrator.api.resources import KEYS
+from orchestrator.api.resources import DATABASE, KEYS
 from orchestrator.errors import Forbidden
 from orchestrator.models import DEFAULT_TENANT
 
@@ -28,14 +26,10 @@ def _require_admin(request: web.Request) -> None:
         )
 
 
-async def _call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
-    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
-
-
 @routes.get("/api/v1/keys")
 async def list_keys(request: web.Request) -> web.Response:
     _require_admin(request)
-    keys = await _call(request.app[KEYS].list)
+    keys = await request.app[DATABASE].run(request.app[KEYS].list)
     return web.json_response({"keys": [k.public() for k in keys]})
 
 
@@ -50,15 +44,15 @@ async def create_key(request: web.Request) -> web.Response:
             "BODY_MALFORMED", 'send {"name": "...", "tenant": "..." (optional), "admin": false}'
         )
     store = request.app[KEYS]
-    raw = await _call(store.create, name, tenant, admin=bool(admin))
-    info = await _call(store.get, name)
+    raw = await request.app[DATABASE].run(store.create, name, tenant, admin=bool(admin))
+    info = await request.app[DATABASE].run(store.get, name)
     return web.json_response({**info.public(), "key": raw}, status=201)
 
 
 @routes.delete("/api/v1/keys/{name}")
 async def revoke_key(request: web.Request) -> web.Response:
     _require_admin(request)
-    await _call(request.app[KEYS].revoke, request.match_info["name"])
+    await request.app[DATABASE].run(request.app[KEYS].revoke, request.match_info["name"])
     return web.Response(status=204)
 
 

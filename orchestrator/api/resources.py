@@ -7,6 +7,7 @@ from aiohttp import web
 
 from orchestrator.api_key_store import KeyStore
 from orchestrator.config import Settings
+from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.invocations import Invocations
 from orchestrator.queue import TaskQueue
@@ -16,6 +17,7 @@ from orchestrator.stores import StoreRegistry
 from orchestrator.worker import Worker
 
 SETTINGS = web.AppKey("settings", Settings)
+DATABASE = web.AppKey("database", Database)
 STATE = web.AppKey("state", StateStore)
 STORES = web.AppKey("stores", StoreRegistry)
 QUEUE = web.AppKey("queue", TaskQueue)
@@ -27,6 +29,7 @@ KEYS = web.AppKey("keys", KeyStore)
 INVOCATIONS = web.AppKey("invocations", Invocations)
 
 __all__ = [
+    "DATABASE",
     "DOCKER",
     "EVENTS",
     "INVOCATIONS",

@@ -46,12 +46,12 @@ def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_pa
             "INSERT INTO api_keys VALUES "
             "('old', 'acme', 'h', 'abcd…1234', '2026-01-01', NULL, NULL)"
         )
-    store = KeyStore(path)
+    conn = connect(path)
     try:
-        [key] = store.list()
+        [key] = KeyStore(conn, path).list()
         assert (key.name, key.tenant, key.admin) == ("old", "acme", False)
     finally:
-        store.close()
+        conn.close()
     assert version(path) == 2
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from orchestrator.config import Settings
+from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.messages import AttemptResult, Task
 from orchestrator.models import FlowSubmission, RunStatus
@@ -40,8 +41,10 @@ class Engine:
         self.executor = executor
 
     async def start(self) -> None:
-        self.state = StateStore(self.settings.data_dir / "state.sqlite3")
-        await self.state.open()
+        self.db = Database(self.settings.data_dir / "state.sqlite3")
+        await self.db.open()
+        self.state = StateStore(self.db)
+        self.state.start()
         self.stores = StoreRegistry(self.settings, b"k" * 32)
         self.queue = MemoryQueue()
         self.scheduler = Scheduler(
@@ -55,6 +58,7 @@ class Engine:
         await self.worker.close(grace=1)
         await self.scheduler.close()
         await self.state.close()
+        await self.db.close()
         self.stores.close()
 
     async def run(self, nodes: list[dict[str, Any]], **def_fields: Any) -> RunState:

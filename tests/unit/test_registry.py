@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from orchestrator.api_key_store import KeyStore
+from orchestrator.database import connect
 from orchestrator.invocations import InvalidInvocation, failure_message, text_of, wait_seconds
 from orchestrator.models import FlowRun, FlowSubmission, NodeState, NodeStatus, RunStatus
 from orchestrator.registry import FlowRegistry
@@ -23,7 +24,7 @@ def submission(name: str, image: str = "x:1") -> FlowSubmission:
 
 
 def test_versions_refs_tenants_and_deletion(tmp_path):
-    registry = FlowRegistry(tmp_path / "db.sqlite3")
+    registry = FlowRegistry(connect(tmp_path / "db.sqlite3"), tmp_path / "db.sqlite3")
     first, created = registry.save("acme", submission("f"))
     assert created and first.version == 1 and len(first.graph_id) == 26
     same, created = registry.save("acme", submission("f"))
@@ -52,7 +53,7 @@ def test_versions_refs_tenants_and_deletion(tmp_path):
 
 
 def test_profiles_follow_new_versions_and_tasks_are_per_tenant(tmp_path):
-    registry = FlowRegistry(tmp_path / "db.sqlite3")
+    registry = FlowRegistry(connect(tmp_path / "db.sqlite3"), tmp_path / "db.sqlite3")
     first, _ = registry.save("acme", submission("f"))
     assert registry.put_config(first.graph_id, "fast", {"n": {"level": "1"}})
     assert not registry.put_config(first.graph_id, "fast", {"n": {"level": "2"}})
@@ -77,12 +78,13 @@ def test_admin_column_is_added_to_an_older_key_table(tmp_path):
             "NOT NULL UNIQUE, masked TEXT NOT NULL, created_at TEXT NOT NULL, last_used TEXT, "
             "revoked_at TEXT)"
         )
-    keys = KeyStore(database)
+    conn = connect(database)
+    keys = KeyStore(conn, database)
     raw = keys.create("root", admin=True)
     principal = keys.authenticate(raw)
     assert principal is not None and principal.admin and principal.tenant == "default"
     assert keys.authenticate("0" * 64) is None
-    keys.close()
+    conn.close()
 
 
 def test_wait_seconds_and_messages():
