@@ -279,43 +279,57 @@ class RedisQueue:
                         return task
 
     async def _reclaim(self, stream: str) -> Task | None:
-        """A task of this stream whose worker went silent, taken over (``XAUTOCLAIM``)."""
-        claimed = await self._call(
-            "reclaim",
-            lambda: self._redis.xautoclaim(
-                stream,
-                WORKER_GROUP,
-                self.consumer,
-                min_idle_time=int(self.reclaim_after * 1000),
-                start_id="0-0",
-                count=1,
-            ),
+        """A task of this stream whose worker went silent, taken over (``XAUTOCLAIM``).
+
+        Follows XAUTOCLAIM's cursor: one call looks at ten pending entries at most,
+        and the first ten may all be live workers' tasks.
+        """
+        cursor: bytes | str = "0-0"
+        while True:
+            claimed = await self._call(
+                "reclaim",
+                lambda cursor=cursor: self._redis.xautoclaim(
+                    stream,
+                    WORKER_GROUP,
+                    self.consumer,
+                    min_idle_time=int(self.reclaim_after * 1000),
+                    start_id=cursor,
+                    count=1,
+                ),
+            )
+            if not claimed:
+                return None
+            for entry_id, fields in claimed[1]:
+                # No await between holding a task and returning it: a take cancelled
+                # there (the worker's capacity changed) would lose the task, held
+                # and touched by heartbeats but run by no one.
+                task = await self._hold(stream, entry_id, fields)
+                if task is not None:
+                    self._background.spawn(self._say_reclaimed(task), "reclaim-log")
+                    return task
+            cursor = claimed[0]
+            if cursor in (b"0-0", "0-0"):
+                return None
+
+    async def _say_reclaimed(self, task: Task) -> None:
+        log.warning(
+            "task_reclaimed", run_id=task.run_id, node_id=task.node_id, attempt=task.attempt
         )
-        for entry_id, fields in claimed[1] if claimed else []:
-            task = await self._hold(stream, entry_id, fields)
-            if task is not None:
-                log.warning(
-                    "task_reclaimed", run_id=task.run_id, node_id=task.node_id, attempt=task.attempt
-                )
-                record = LogRecord(
-                    message=f"attempt {task.attempt}: its worker was silent for over "
-                    f"{self.reclaim_after:g} s; worker {self._name()} runs it again (not "
-                    "counted against MaxAttempts)",
-                    level="warning",
-                    attempt=task.attempt,
-                )
-                await self.put_message(
-                    AttemptLog(
-                        run_id=task.run_id,
-                        node_id=task.node_id,
-                        attempt=task.attempt,
-                        record=record,
-                    )
-                )
-                return task
-        return None
+        record = LogRecord(
+            message=f"attempt {task.attempt}: its worker was silent for over "
+            f"{self.reclaim_after:g} s; worker {self._name()} runs it again (not "
+            "counted against MaxAttempts)",
+            level="warning",
+            attempt=task.attempt,
+        )
+        await self.put_message(
+            AttemptLog(
+                run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, record=record
+            )
+        )
 
     async def _hold(self, stream: str, entry_id: bytes, fields: Any) -> Task | None:
+        """The entry's task, now this worker's (awaits only for a deleted entry)."""
         if not fields:  # deleted (its run ended) after it was delivered
             await self._call("ack", lambda: self._ack(stream, WORKER_GROUP, [entry_id]))
             return None

@@ -18,6 +18,8 @@ import aiohttp
 import pytest
 
 from orchestrator.cli import SHUTDOWN_LIMIT
+from orchestrator.messages import Task
+from orchestrator.queue.redis_streams import RedisQueue
 from tests.helpers import (
     busybox_def,
     chain_flow,
@@ -135,6 +137,57 @@ async def settled(session: aiohttp.ClientSession, base: str, run_id: str) -> dic
 
 
 SLOW = [busybox_def("slow", "sh -c 'sleep 4; cp ${in} ${out}'")]
+
+
+def queued_task(n: int) -> Task:
+    return Task(run_id=f"r{n}", node_id="n", attempt=1, image="x", tier="c-small", timeout=60)
+
+
+async def test_a_reclaimed_task_is_handed_over_before_its_log_line_is_sent(redis_server):
+    """Sending the reclaim's log line must not stand between a claim and its return:
+    a take cancelled there would leave the task held here (heartbeats keep it) and
+    run nowhere."""
+    service = RedisQueue(redis_server.url, consumer="service", reclaim_after=0.2)
+    gone = RedisQueue(redis_server.url, consumer="gone", reclaim_after=0.2)
+    taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=0.2)
+    try:
+        await service.put_task(queued_task(1))
+        assert (await gone.take_task(frozenset({"c-small"}))).run_id == "r1"
+        await asyncio.sleep(0.4)  # "gone" never touches it again
+        never = asyncio.Event()
+
+        async def stuck_put_message(message: object) -> None:
+            await never.wait()
+
+        taker.put_message = stuck_put_message  # type: ignore[method-assign]
+        task = await asyncio.wait_for(taker.take_task(frozenset({"c-small"})), 5)
+        assert task.run_id == "r1"
+    finally:
+        for queue in (service, gone, taker):
+            await queue.close()
+
+
+async def test_a_dead_workers_task_is_found_behind_many_live_ones(redis_server):
+    """XAUTOCLAIM looks at ten pending entries per call: its cursor must be followed."""
+    service = RedisQueue(redis_server.url, consumer="service", reclaim_after=0.5)
+    live = RedisQueue(redis_server.url, consumer="live", reclaim_after=0.5)
+    dead = RedisQueue(redis_server.url, consumer="dead", reclaim_after=0.5)
+    taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=0.5)
+    try:
+        for n in range(12):
+            await service.put_task(queued_task(n))
+        for _ in range(12):
+            await live.take_task(frozenset({"c-small"}))
+        await service.put_task(queued_task(99))
+        assert (await dead.take_task(frozenset({"c-small"}))).run_id == "r99"
+        live.register_worker("live", frozenset({"c-small"}))  # heartbeats touch its twelve
+        await asyncio.sleep(1.0)
+        task = await asyncio.wait_for(taker.take_task(frozenset({"c-small"})), 5)
+        assert task.run_id == "r99"
+    finally:
+        await live.unregister_worker("live")
+        for queue in (service, live, dead, taker):
+            await queue.close()
 
 
 async def test_a_flow_runs_through_a_worker_process(redis_server, start_service, start_worker):
