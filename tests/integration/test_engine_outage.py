@@ -46,11 +46,12 @@ class DockerProxy:
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def stop(self) -> None:
-        if self._server is not None:
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
             with contextlib.suppress(OSError):
-                self._server.shutdown(socket.SHUT_RDWR)  # wakes accept()
-            self._server.close()
-            self._server = None
+                server.shutdown(socket.SHUT_RDWR)  # wakes accept()
+            server.close()
         self.path.unlink(missing_ok=True)
         with self._lock:
             for sock in self._open:
@@ -68,6 +69,11 @@ class DockerProxy:
             upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             upstream.connect(ENGINE_SOCKET)
             with self._lock:
+                if self._server is not server:
+                    # Accepted as stop() ran: it must not outlive the outage.
+                    client.close()
+                    upstream.close()
+                    return
                 self._open.update((client, upstream))
             for source, target in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
