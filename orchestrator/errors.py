@@ -11,18 +11,23 @@ status.
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
     ├── InputMismatch      an invocation's input does not name the flow's entry edges
     ├── FlowNotFound       no saved flow with that id (for this tenant)
-    ├── RequestRefused     a request the engine refuses, with a code of its own
-    │   ├── NotFound           what it names is not there (a config, a task, a key)
-    │   ├── Forbidden          the caller may not do it
+    ├── RequestRefused     a request refused, with a code of its own and what to fix
+    │   ├── BodyInvalid        the body cannot be read as what the endpoint takes
+    │   ├── ContentTypeUnsupported  the body is of a type the endpoint does not take
+    │   ├── NotFound           what it names is not there (a config, a task, a key, an object)
+    │   ├── Forbidden          the caller (or the page calling) may not do it
+    │   ├── Conflict           what it would create exists, or is in the way
+    │   │   └── KeyExists          a key of that name exists
     │   ├── KeyInvalid         a key name or tenant that cannot be
-    │   └── KeyExists          a key of that name exists
+    │   └── StoreFull          a store's disk is full: the upload was not kept
     ├── ConfigError        the service configuration cannot work
     └── DataDirError       the data directory refuses a write of the service's database
         ├── DataDirFull        its filesystem is full
         └── DataDirUnwritable  it cannot be written (immutable, read-only, permissions)
 
-Store errors live in ``storage.base`` (StoreError and children); Docker errors
-are translated inside the executor into failed attempts, never raised here.
+Store errors live in ``storage`` (StoreError and children) and have their own
+rows in the API's table; Docker errors are translated inside the executor into
+failed attempts, never raised here.
 """
 
 from __future__ import annotations
@@ -42,12 +47,25 @@ class PipewellError(Exception):
 
 
 class RequestRefused(PipewellError):
-    """A request the engine refuses: its own ``code``, and what to fix."""
+    """A request refused: its own ``code``, what to fix, and any fields a caller may use."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra
+
+    def public(self) -> tuple[str, dict[str, Any]]:
+        return self.message, self.extra
+
+
+class BodyInvalid(RequestRefused):
+    pass
+
+
+class ContentTypeUnsupported(RequestRefused):
+    def __init__(self, message: str) -> None:
+        super().__init__("CONTENT_TYPE_UNSUPPORTED", message)
 
 
 class NotFound(RequestRefused):
@@ -58,12 +76,21 @@ class Forbidden(RequestRefused):
     pass
 
 
+class Conflict(RequestRefused):
+    pass
+
+
+class StoreFull(RequestRefused):
+    def __init__(self, message: str) -> None:
+        super().__init__("STORAGE_FULL", message)
+
+
 class KeyInvalid(RequestRefused):
     def __init__(self, message: str) -> None:
         super().__init__("API_KEY_INVALID", message)
 
 
-class KeyExists(RequestRefused):
+class KeyExists(Conflict):
     def __init__(self, message: str) -> None:
         super().__init__("API_KEY_EXISTS", message)
 

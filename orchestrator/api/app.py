@@ -140,11 +140,11 @@ async def _invocations(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # Pages of other origins are refused before a key is even looked up.
-    middlewares = [browser_guard(settings)]
+    # Errors first, so it answers every refusal of the others; pages of other
+    # origins are refused before a key is even looked up.
+    middlewares = [error_middleware, browser_guard(settings)]
     if settings.auth == "required":
         middlewares.append(auth_middleware)
-    middlewares.append(error_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(add_cors_headers)
     app[SETTINGS] = settings

@@ -13,10 +13,9 @@ from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
-from orchestrator.api.errors import BadRequest
 from orchestrator.api.resources import INVOCATIONS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.errors import PipewellError
+from orchestrator.errors import BodyInvalid, PipewellError
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
 from orchestrator.models import FlowRun, RunStatus
 from storage import StoreError
@@ -29,15 +28,15 @@ async def _start(request: web.Request, *, stream: bool) -> tuple[FlowRun, float,
     body = await read_fields(request, FIELDS)
     graph_id = body.get("graph_id")
     if not isinstance(graph_id, str) or not graph_id:
-        raise BadRequest("BODY_MALFORMED", "graph_id is required: the saved flow to run")
+        raise BodyInvalid("BODY_MALFORMED", "graph_id is required: the saved flow to run")
     if "input" not in body:
-        raise BadRequest("BODY_MALFORMED", "input is required: a JSON object for the entry node")
+        raise BodyInvalid("BODY_MALFORMED", "input is required: a JSON object for the entry node")
     config_id = body.get("config_id")
     if config_id is not None and not isinstance(config_id, str):
-        raise BadRequest("BODY_MALFORMED", "config_id must be a string")
+        raise BodyInvalid("BODY_MALFORMED", "config_id must be a string")
     wait = body.get("wait", False)
     if not isinstance(wait, bool):
-        raise BadRequest("BODY_MALFORMED", "wait must be true or false")
+        raise BodyInvalid("BODY_MALFORMED", "wait must be true or false")
     timeout = wait_seconds(body.get("timeout_seconds"))
     invocations = request.app[INVOCATIONS]
     tenant = tenant_of(request)

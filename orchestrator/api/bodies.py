@@ -18,8 +18,8 @@ import yaml
 from aiohttp import web
 from pydantic import ValidationError
 
-from orchestrator.api.errors import BadRequest, schema_errors
-from orchestrator.errors import FlowInvalid
+from orchestrator.api.errors import schema_errors
+from orchestrator.errors import BodyInvalid, ContentTypeUnsupported, FlowInvalid
 from orchestrator.models import FlowSubmission
 
 JSON_TYPES = ("application/json",)
@@ -122,12 +122,10 @@ def body_kind(request: web.Request, *, yaml_ok: bool) -> str:
         return "yaml"
     accepted = "application/json" + (" or application/yaml" if yaml_ok else "")
     sent = request.headers.get("Content-Type")
-    raise BadRequest(
-        "CONTENT_TYPE_UNSUPPORTED",
+    raise ContentTypeUnsupported(
         f"this endpoint takes {accepted}, not "
         + (f"{sent!r}" if sent else "a body without Content-Type")
-        + f"; send the header 'Content-Type: {accepted.split(' or ')[0]}'",
-        status=415,
+        + f"; send the header 'Content-Type: {accepted.split(' or ')[0]}'"
     )
 
 
@@ -142,7 +140,7 @@ async def read_json(request: web.Request, *, yaml_ok: bool = False) -> Any:
     except (yaml.YAMLError, ValueError) as exc:
         # UnicodeDecodeError and json's errors are ValueErrors; so are integers over
         # Python's 4,300-digit limit.
-        raise BadRequest(
+        raise BodyInvalid(
             "BODY_MALFORMED", f"request body is not valid {kind.upper()}: {exc}"
         ) from exc
 
@@ -155,7 +153,7 @@ async def read_object(
         return {}
     body = await read_json(request, yaml_ok=yaml_ok)
     if not isinstance(body, dict):
-        raise BadRequest("BODY_MALFORMED", "request body must be a JSON object")
+        raise BodyInvalid("BODY_MALFORMED", "request body must be a JSON object")
     return body
 
 
@@ -166,7 +164,7 @@ async def read_fields(
     body = await read_object(request, empty_ok=empty_ok)
     unknown = [k for k in body if k not in accepted]
     if unknown:
-        raise BadRequest(
+        raise BodyInvalid(
             "BODY_MALFORMED",
             f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(accepted)}",
         )
@@ -177,9 +175,9 @@ async def read_submission(request: web.Request) -> FlowSubmission:
     """``{Flow, NodeDefs}`` as JSON or YAML."""
     body = await read_json(request, yaml_ok=True)
     if not isinstance(body, dict):
-        raise BadRequest("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
+        raise BodyInvalid("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
     if "Flow" not in body:
-        raise BadRequest("BODY_MALFORMED", "request body has no 'Flow': send {Flow, NodeDefs}")
+        raise BodyInvalid("BODY_MALFORMED", "request body has no 'Flow': send {Flow, NodeDefs}")
     try:
         return FlowSubmission.model_validate(body)
     except ValidationError as exc:

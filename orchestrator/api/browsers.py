@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from orchestrator.api.errors import error_response
 from orchestrator.config import Settings
+from orchestrator.errors import Forbidden
 
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -64,8 +64,7 @@ def browser_guard(
         if request.path.startswith(OPEN_PREFIXES):
             return await handler(request)
         if check_host and (request.host or "").lower() not in hosts:
-            return error_response(
-                403,
+            raise Forbidden(
                 "HOST_FORBIDDEN",
                 f"this service does not answer to the name {request.host!r}; address it as "
                 f"{settings.base_url} (a page whose name points at this machine is refused). "
@@ -78,8 +77,7 @@ def browser_guard(
             request[CORS_ORIGIN] = origin
             return await handler(request)
         if request.method not in SAFE_METHODS and _cross_origin(request, own):
-            return error_response(
-                403,
+            raise Forbidden(
                 "ORIGIN_FORBIDDEN",
                 f"refused a {request.method} from a page of another origin "
                 f"({origin or request.headers.get('Sec-Fetch-Site')}): web pages may not "

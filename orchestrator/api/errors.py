@@ -17,33 +17,31 @@ from orchestrator.api.resources import SETTINGS
 from orchestrator.errors import (
     ArtifactNotFound,
     ConfigError,
+    Conflict,
+    ContentTypeUnsupported,
     DataDirFull,
     DataDirUnwritable,
     FlowNotFound,
     Forbidden,
-    KeyExists,
     NotFound,
     PipewellError,
     RunFinished,
     RunNotFound,
+    StoreFull,
 )
-from storage import StoreError
+from storage import (
+    InvalidKey,
+    KeyConflict,
+    ObjectExists,
+    ObjectNotFound,
+    SignatureInvalid,
+    StoreError,
+)
 
 log = structlog.get_logger(__name__)
 
 UNKNOWN_RUN_TEXT = "Flow run does not exist."
 # The data directory's path stays in the service's log: callers need not know it.
-
-
-class BadRequest(Exception):
-    """A request the API layer refuses before it reaches the engine."""
-
-    def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.extra = extra
 
 
 def error_response(
@@ -75,15 +73,27 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: The HTTP status of each domain error, most specific first; any other PipewellError is 400.
 STATUS: tuple[tuple[type[Exception], int], ...] = (
     (RunFinished, 409),
-    (KeyExists, 409),
+    (Conflict, 409),
     (NotFound, 404),
     (ArtifactNotFound, 404),
     (FlowNotFound, 404),
     (Forbidden, 403),
+    (ContentTypeUnsupported, 415),
     (DataDirFull, 507),
+    (StoreFull, 507),
     (DataDirUnwritable, 503),
     (ConfigError, 502),
     (PipewellError, 400),
+)
+
+#: A store's errors, which carry no code of ours: status and code, most specific first.
+STORE_STATUS: tuple[tuple[type[StoreError], int, str], ...] = (
+    (SignatureInvalid, 403, "URL_INVALID"),
+    (InvalidKey, 400, "KEY_INVALID"),
+    (ObjectExists, 409, "OBJECT_EXISTS"),
+    (KeyConflict, 409, "KEY_CONFLICT"),
+    (ObjectNotFound, 404, "OBJECT_NOT_FOUND"),
+    (StoreError, 502, "STORE_UNAVAILABLE"),
 )
 
 
@@ -91,35 +101,38 @@ def status_of(exc: PipewellError) -> int:
     return next(status for kind, status in STATUS if isinstance(exc, kind))
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except RunNotFound:
+def response_for(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to a request that raised ``exc`` (aiohttp's HTTPExceptions but the
+    four below are raised again, for aiohttp to answer)."""
+    if isinstance(exc, RunNotFound):
         # The seed fixes this answer: plain text.
         return web.Response(status=400, text=UNKNOWN_RUN_TEXT, content_type="text/plain")
-    except PipewellError as exc:
+    if isinstance(exc, PipewellError):
         status = status_of(exc)
         if status >= 500:
             log.warning("request_refused", path=request.path, code=exc.code, error=str(exc))
         message, extra = exc.public()
         return error_response(status, exc.code, message, **extra)
-    except BadRequest as exc:
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, StoreError):
+        status, code = next((s, c) for kind, s, c in STORE_STATUS if isinstance(exc, kind))
+        if status >= 500:
+            log.warning("store_error", path=request.path, error=str(exc))
+        extra = {"expired": exc.expired} if isinstance(exc, SignatureInvalid) else {}
+        return error_response(status, code, str(exc), **extra)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return error_response(
             413,
             "BODY_TOO_LARGE",
             f"request body over the limit of {request.app[SETTINGS].max_body_bytes} bytes "
             "(max_body_bytes in the configuration)",
         )
-    except web.HTTPNotFound:
+    if isinstance(exc, web.HTTPNotFound):
         return error_response(
             404,
             "ROUTE_NOT_FOUND",
             f"no endpoint {request.method} {request.path} (see docs/api.md)",
         )
-    except web.HTTPMethodNotAllowed as exc:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(exc.allowed_methods))
         return error_response(
             405,
@@ -127,23 +140,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             f"{request.path} does not take {request.method}; it takes {allowed}",
             headers={"Allow": allowed},
         )
-    except web.HTTPException:
-        raise
-    except StoreError as exc:
-        log.warning("store_error", path=request.path, error=str(exc))
-        return error_response(502, "STORE_UNAVAILABLE", str(exc))
-    except Exception:
-        # A bug of ours (a pydantic error included): the details go to the log, not the caller.
-        log.exception("request_failed", method=request.method, path=request.path)
-        return error_response(
-            500, "INTERNAL_ERROR", "the service failed on this request; see its log"
-        )
+    if isinstance(exc, web.HTTPException):
+        raise exc
+    # A bug of ours (a pydantic error included): the details go to the log, not the caller.
+    log.error("request_failed", method=request.method, path=request.path, exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "the service failed on this request; see its log")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return response_for(request, exc)
 
 
 __all__ = [
     "UNKNOWN_RUN_TEXT",
-    "BadRequest",
     "error_middleware",
     "error_response",
+    "response_for",
     "schema_errors",
 ]

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_object, read_submission
-from orchestrator.api.errors import BadRequest
 from orchestrator.api.resources import INVOCATIONS
+from orchestrator.errors import BodyInvalid
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow
 
 routes = web.RouteTableDef()
@@ -22,7 +22,7 @@ def version_param(request: web.Request) -> int | None:
     if raw is None or raw in ("", "latest"):
         return None
     if not raw.isdigit() or len(raw) > MAX_ID_DIGITS or int(raw) < 1:
-        raise BadRequest("VERSION_INVALID", f"version must be a positive integer, not {raw!r}")
+        raise BodyInvalid("VERSION_INVALID", f"version must be a positive integer, not {raw!r}")
     return int(raw)
 
 
@@ -83,7 +83,7 @@ async def put_config(request: web.Request) -> web.Response:
     flow = await find_flow(request, request.match_info["ref"])
     body = await read_object(request)
     if set(body) != {"flags"}:
-        raise BadRequest("BODY_MALFORMED", 'send {"flags": {node_id: {flag: value}}}')
+        raise BodyInvalid("BODY_MALFORMED", 'send {"flags": {node_id: {flag: value}}}')
     config_id = request.match_info["config_id"]
     flags, created = await request.app[INVOCATIONS].put_config(flow, config_id, body["flags"])
     return web.json_response(

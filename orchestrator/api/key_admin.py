@@ -10,9 +10,8 @@ from aiohttp import web
 
 from orchestrator.api.auth import PRINCIPAL
 from orchestrator.api.bodies import read_object
-from orchestrator.api.errors import BadRequest
 from orchestrator.api.resources import DATABASE, KEYS
-from orchestrator.errors import Forbidden
+from orchestrator.errors import BodyInvalid, Forbidden
 from orchestrator.models import DEFAULT_TENANT
 
 routes = web.RouteTableDef()
@@ -40,7 +39,7 @@ async def create_key(request: web.Request) -> web.Response:
     unknown = set(body) - {"name", "tenant", "admin"}
     name, tenant, admin = body.get("name"), body.get("tenant", DEFAULT_TENANT), body.get("admin")
     if unknown or not isinstance(name, str) or not isinstance(tenant, str):
-        raise BadRequest(
+        raise BodyInvalid(
             "BODY_MALFORMED", 'send {"name": "...", "tenant": "..." (optional), "admin": false}'
         )
     store = request.app[KEYS]

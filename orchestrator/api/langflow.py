@@ -25,10 +25,11 @@ from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import JSON_TYPES, read_object
-from orchestrator.api.errors import BadRequest, error_response
+from orchestrator.api.errors import error_response
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream
+from orchestrator.errors import BodyInvalid
 from orchestrator.invocations import TIMEOUT_ERROR, Invocations, Outcome, text_of
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
@@ -61,13 +62,13 @@ async def _start(
         log.debug("langflow_fields_ignored", fields=ignored)
     text = body.get("input_value", body.get("message"))
     if text is not None and not isinstance(text, str):
-        raise BadRequest("BODY_MALFORMED", "input_value must be a string")
+        raise BodyInvalid("BODY_MALFORMED", "input_value must be a string")
     session = body.get("session_id")
     if session is not None and not isinstance(session, str):
-        raise BadRequest("BODY_MALFORMED", "session_id must be a string")
+        raise BodyInvalid("BODY_MALFORMED", "session_id must be a string")
     streamed = body.get("stream", False)
     if not isinstance(streamed, bool):
-        raise BadRequest("BODY_MALFORMED", "stream must be true or false")
+        raise BodyInvalid("BODY_MALFORMED", "stream must be true or false")
     edges = Invocations.node_outputs(
         flow, body.get("output_component") or None, field="output_component"
     )

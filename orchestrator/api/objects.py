@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import HttpVersion11, web
 
 from orchestrator.api.downloads import download_headers
-from orchestrator.api.errors import error_response
-from storage import InvalidKey, LocalStore, ObjectExists, SignatureInvalid
-from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE, KeyConflict
+from orchestrator.api.errors import error_response, response_for
+from orchestrator.errors import Conflict, NotFound, StoreFull
+from storage import LocalStore, ObjectExists
+from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE
 
 StoreLookup = Callable[[str], LocalStore | None]
 OnWritten = Callable[[str, str], Awaitable[None]]
@@ -35,44 +36,43 @@ _NOT_A_TYPE = {"application/x-www-form-urlencoded"}
 def add_object_routes(
     app: web.Application, stores: StoreLookup, on_written: OnWritten | None = None
 ) -> None:
-    """Serve the local stores ``stores(name)`` returns; ``on_written(store, key)`` after a PUT."""
+    """Serve the local stores ``stores(name)`` returns; ``on_written(store, key)`` after a PUT.
 
-    def resolve(request: web.Request) -> tuple[LocalStore, str] | web.Response:
-        store = stores(request.match_info["store"])
+    Refusals are raised (the store's own errors, or the engine's) and answered
+    from the one table of ``api.errors``.
+    """
+
+    def resolve(request: web.Request) -> tuple[LocalStore, str]:
+        name = request.match_info["store"]
+        store = stores(name)
         if store is None:
-            return error_response(
-                404, "STORE_NOT_FOUND", f"no local store {request.match_info['store']!r}"
-            )
+            raise NotFound("STORE_NOT_FOUND", f"no local store {name!r}")
         key = request.match_info["key"]
-        try:
-            store.verify(
-                request.method,
-                key,
-                request.query.get(EXPIRES),
-                request.query.get(SIGNATURE),
-                create_only=CREATE_ONLY in request.query,
-            )
-        except SignatureInvalid as exc:
-            return error_response(403, "URL_INVALID", str(exc), expired=exc.expired)
-        except InvalidKey as exc:
-            return error_response(400, "KEY_INVALID", str(exc))
+        store.verify(
+            request.method,
+            key,
+            request.query.get(EXPIRES),
+            request.query.get(SIGNATURE),
+            create_only=CREATE_ONLY in request.query,
+        )
         return store, key
 
-    async def resolve_put(request: web.Request) -> tuple[LocalStore, str] | web.Response:
-        resolved = resolve(request)
-        if isinstance(resolved, web.Response) or CREATE_ONLY not in request.query:
-            return resolved
-        store, key = resolved
-        if await asyncio.get_running_loop().run_in_executor(None, store.exists, key):
-            return exists_response(key)
-        return resolved
+    async def resolve_put(request: web.Request) -> tuple[LocalStore, str]:
+        store, key = resolve(request)
+        if CREATE_ONLY in request.query:
+            if await asyncio.get_running_loop().run_in_executor(None, store.exists, key):
+                raise uploaded_already(key)
+        return store, key
 
     async def expect_put(request: web.Request) -> web.StreamResponse | None:
-        resolved = await resolve_put(request)
-        if isinstance(resolved, web.Response):
+        # Runs before the handler, outside the middlewares: its refusals are answered here.
+        try:
+            await resolve_put(request)
+        except Exception as exc:
+            refusal = response_for(request, exc)
             # The client has not sent the body: answer and close, do not read it.
-            resolved.force_close()
-            return resolved
+            refusal.force_close()
+            return refusal
         if request.version != HttpVersion11:
             return None
         if request.headers.get("Expect", "").lower() != "100-continue":
@@ -82,10 +82,7 @@ def add_object_routes(
         return None
 
     async def put_object(request: web.Request) -> web.Response:
-        resolved = await resolve_put(request)
-        if isinstance(resolved, web.Response):
-            return resolved
-        store, key = resolved
+        store, key = await resolve_put(request)
         content_type = request.headers.get("Content-Type")
         if content_type is not None and content_type.split(";")[0].strip() in _NOT_A_TYPE:
             content_type = None
@@ -96,20 +93,16 @@ def add_object_routes(
                 content_type=content_type or None,
                 create_only=CREATE_ONLY in request.query,
             )
-        except ObjectExists:
-            return exists_response(key)
-        except KeyConflict as exc:
-            return error_response(409, "KEY_CONFLICT", str(exc))
+        except ObjectExists as exc:
+            raise uploaded_already(key) from exc
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
             # Nothing of it was kept (write_chunks removes its partial file): send it again.
-            return error_response(
-                507,
-                "STORAGE_FULL",
+            raise StoreFull(
                 "the service's store is full: this upload was not kept; send it again once "
-                "its operator has freed space",
-            )
+                "its operator has freed space"
+            ) from exc
         if on_written is not None:
             await on_written(store.name, key)
         # Not S3's MD5: hashing every byte made uploads 1.5x slower (commit 152b085).
@@ -117,28 +110,25 @@ def add_object_routes(
         return web.Response(status=200, headers={"ETag": f'"{info.size:x}-{time.time_ns():x}"'})
 
     async def get_object(request: web.Request) -> web.StreamResponse:
-        resolved = resolve(request)
-        if isinstance(resolved, web.Response):
-            return resolved
-        store, key = resolved
+        store, key = resolve(request)
         info = await asyncio.get_running_loop().run_in_executor(None, store.stat, key)
         if info is None:
-            return error_response(404, "OBJECT_NOT_FOUND", f"no object {key!r} in this store")
+            raise NotFound("OBJECT_NOT_FOUND", f"no object {key!r} in this store")
         return web.FileResponse(
             store.path(key), headers=download_headers(info.content_type, key.rsplit("/", 1)[-1])
         )
 
-    def exists_response(key: str) -> web.Response:
-        return error_response(
-            409,
-            "OBJECT_EXISTS",
-            f"object {key!r} was uploaded already, and this URL only creates it: the run "
-            "takes the first upload as its input; to send other bytes, submit the flow "
-            "again for a new WaitingURL",
-        )
-
     app.router.add_put("/objects/{store}/{key:.+}", put_object, expect_handler=expect_put)
     app.router.add_get("/objects/{store}/{key:.+}", get_object)  # HEAD too
+
+
+def uploaded_already(key: str) -> Conflict:
+    return Conflict(
+        "OBJECT_EXISTS",
+        f"object {key!r} was uploaded already, and this URL only creates it: the run "
+        "takes the first upload as its input; to send other bytes, submit the flow "
+        "again for a new WaitingURL",
+    )
 
 
 __all__ = ["add_object_routes"]

@@ -17,10 +17,9 @@ from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
-from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS
-from orchestrator.errors import NotFound, RunNotFound
+from orchestrator.errors import BodyInvalid, NotFound, RunNotFound
 from orchestrator.invocations import Invocations
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
@@ -55,7 +54,7 @@ async def execute(request: web.Request) -> web.Response:
     if not isinstance(settings, dict) or not all(
         isinstance(v, dict) and isinstance(v.get("data", {}), dict) for v in settings.values()
     ):
-        raise BadRequest(
+        raise BodyInvalid(
             "BODY_MALFORMED",
             "node_settings must be {node_id: {data: {...}}}",
             field="node_settings",

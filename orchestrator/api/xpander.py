@@ -23,10 +23,10 @@ from aiohttp import web
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_object
-from orchestrator.api.errors import BadRequest
 from orchestrator.api.flows import find_flow
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
+from orchestrator.errors import BodyInvalid
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
 from orchestrator.models import FlowRun, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
@@ -48,7 +48,7 @@ async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, Any]:
     flow = await find_flow(request, request.match_info["workflow_id"])
     body = await read_object(request)
     if "input" not in body:
-        raise BadRequest("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
+        raise BodyInvalid("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
     ignored = sorted(set(body) - set(FIELDS))
     if ignored:
         log.debug("xpander_fields_ignored", fields=ignored)

@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from orchestrator.api.errors import error_middleware
 from orchestrator.api.objects import add_object_routes
 from storage import KeyConflict, LocalStore, ObjectExists, ObjectNotFound, SignatureInvalid
 
@@ -41,7 +42,8 @@ async def served(tmp_path, aiohttp_server) -> Served:
         written.append((store, key))
 
     # 1 MiB body limit: any upload above it only works if the handler streams.
-    app = web.Application(client_max_size=1024 * 1024)
+    # The routes raise their refusals; the service's error middleware answers them.
+    app = web.Application(client_max_size=1024 * 1024, middlewares=[error_middleware])
     holder: dict[str, LocalStore] = {}
     add_object_routes(app, holder.get, on_written)
     server = await aiohttp_server(app)
