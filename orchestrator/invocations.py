@@ -1,6 +1,9 @@
-"""The service layer every invocation dialect calls: saved flows in, decoded results out.
+"""The service layer every dialect calls: runs, saved flows in, decoded results out.
 
-A dialect module (``api/axiom``, ``api/xpander``, ``api/scade``,
+Every dialect module (``api/native`` and ``api/flows`` included) calls this and
+nothing else; the ``Scheduler`` beneath only accepts, drives and stops runs.
+Reading a run (live or finished, per tenant) and its artifacts is done here.
+An invocation dialect (``api/axiom``, ``api/xpander``, ``api/scade``,
 ``api/langflow``) translates its request into ``start`` and its response
 from ``outcome``/``watch``; the semantics live here once:
 
@@ -17,22 +20,41 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, BinaryIO
 
 from orchestrator.config import InvocationSettings
 from orchestrator.database import Database
-from orchestrator.errors import FlowNotFound, NotFound, PipewellError, RequestRefused
+from orchestrator.errors import (
+    ArtifactNotFound,
+    FlowNotFound,
+    NotFound,
+    PipewellError,
+    RequestRefused,
+    RunFinished,
+    RunNotFound,
+)
 from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
-from orchestrator.models import FlowRun, FlowSubmission, NodeFlag, NodeStatus, RunStatus
+from orchestrator.models import (
+    DEFAULT_TENANT,
+    FlowRun,
+    FlowSubmission,
+    NodeFlag,
+    NodeStatus,
+    RunStatus,
+    utcnow,
+)
 from orchestrator.registry import FlagProfile, FlowRegistry, SavedFlow, TaskRecord
-from orchestrator.runtime import terminal_edges
+from orchestrator.runtime import plan_run, terminal_edges
 from orchestrator.scheduler import Scheduler
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreRegistry
 from orchestrator.validation import ValidationResult, resolve_defs
-from storage import ObjectInfo, StoreError
+from storage import ObjectInfo, Store, StoreError
 
 #: How long a presigned URL in an output stays valid.
 OUTPUT_URL_TTL = 3600.0
@@ -133,14 +155,26 @@ class Invocations:
         self,
         scheduler: Scheduler,
         events: EventBus,
+        state: StateStore,
+        stores: StoreRegistry,
         db: Database,
         settings: InvocationSettings,
     ) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.events = events
+        self.state = state
+        self.stores = stores
         self.registry = FlowRegistry(db.connection, db.path)
         self._db = db.run
+        # Store calls block (boto3, the filesystem): here, bounded.
+        self._io = ThreadPoolExecutor(4, thread_name_prefix="pipewell-reads")
+
+    def close(self) -> None:
+        self._io.shutdown(wait=False, cancel_futures=True)
+
+    async def _io_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
     # ------------------------------------------------------------ a flow's nodes
 
@@ -169,19 +203,74 @@ class Invocations:
         return await self.scheduler.submit(submission, tenant=tenant)
 
     async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
-        """The run as it stands; another tenant's is RunNotFound."""
-        return await self.scheduler.get(run_id, tenant)
+        """The run as it stands, live or finished; another tenant's is RunNotFound."""
+        run = self.scheduler.runs.get(run_id)
+        if run is not None:
+            if tenant is not None and run.plan.tenant != tenant:
+                raise RunNotFound(run_id)
+            return run.run
+        snapshot = await self._snapshot(run_id)
+        if tenant is not None and snapshot["plan"].get("tenant", DEFAULT_TENANT) != tenant:
+            raise RunNotFound(run_id)
+        return FlowRun.model_validate(snapshot["run"])
+
+    async def _snapshot(self, run_id: str) -> dict[str, Any]:
+        """A run the scheduler no longer holds, as last written."""
+        snapshot = await self.state.load(run_id) if _looks_like_run_id(run_id) else None
+        if snapshot is None:
+            raise RunNotFound(run_id)
+        return snapshot
 
     async def cancel(self, run_id: str, tenant: str) -> FlowRun:
-        return await self.scheduler.cancel(run_id, tenant)
+        flow_run = await self.get(run_id, tenant)
+        run = self.scheduler.runs.get(run_id)
+        if run is None:  # finished, and no longer held
+            raise RunFinished(run_id, flow_run.status.value)
+        return await self.scheduler.cancel(run)
 
-    async def open_artifact(
-        self, run_id: str, edge: str, tenant: str
-    ) -> tuple[ObjectInfo, BinaryIO]:
-        return await self.scheduler.open_artifact(run_id, edge, tenant)
+    def entry_edges(self, submission: FlowSubmission) -> list[str]:
+        """The upload edges of a valid submission: where an invocation's input goes."""
+        plan = plan_run(submission, run_id="0" * 32, now=utcnow(), catalog=self.scheduler.catalog)
+        return sorted(name for name in plan.edges if plan.edge(name).source == "upload")
 
     async def terminal_edges(self, run_id: str) -> list[str]:
-        return await self.scheduler.terminal_edges(run_id)
+        """The edges no node reads: what an invocation returns."""
+        run = self.scheduler.runs.get(run_id)
+        if run is not None:
+            return run.terminal_edges()
+        snapshot = await self._snapshot(run_id)
+        return terminal_edges(FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow)
+
+    async def open_artifact(
+        self, run_id: str, edge: str, tenant: str | None = None
+    ) -> tuple[ObjectInfo, BinaryIO]:
+        artifact = (await self.get(run_id, tenant)).artifacts.get(edge)
+        if artifact is None:
+            raise ArtifactNotFound(run_id, edge, "no such edge or not produced yet")
+        store = await self._store_for(run_id, artifact.store_name)
+        info = await self._io_call(store.stat, artifact.object_name)
+        if info is None:
+            raise ArtifactNotFound(run_id, edge, "the object is gone from its store")
+        reader = await self._io_call(store.open_read, artifact.object_name)
+        return info, reader
+
+    async def artifact_url(self, run_id: str, edge: str, ttl: float) -> str:
+        """A presigned GET of the run's artifact on ``edge``, for the client."""
+        artifact = (await self.get(run_id)).artifacts.get(edge)
+        if artifact is None:
+            raise ArtifactNotFound(run_id, edge, "no such edge or not produced yet")
+        store = await self._store_for(run_id, artifact.store_name)
+        return await self._io_call(store.get_url, artifact.object_name, ttl)
+
+    async def _store_for(self, run_id: str, store_name: str) -> Store:
+        run = self.scheduler.runs.get(run_id)
+        if run is not None:
+            flow = run.plan.submission.flow
+        else:
+            snapshot = await self._snapshot(run_id)
+            flow = FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow
+            await self._io_call(self.stores.prepare, flow)
+        return self.stores.get(store_name, flow)
 
     # ------------------------------------------------------------ saved flows
 
@@ -214,7 +303,7 @@ class Invocations:
         defs = resolve_defs(submission, self.scheduler.catalog)
         return {
             **flow.summary(),
-            "entry_edges": self.scheduler.entry_edges(submission),
+            "entry_edges": self.entry_edges(submission),
             "terminal_edges": terminal_edges(submission.flow),
             "nodes": [
                 {"id": n.id, "uses": n.uses, "flags": [f.name for f in defs[n.id].flags]}
@@ -325,7 +414,7 @@ class Invocations:
         for node_id, values in overrides.items():
             profile[node_id] = {**profile.get(node_id, {}), **values}
         submission = _with_flags(flow.submission, profile)
-        entry = self.scheduler.entry_edges(submission)
+        entry = self.entry_edges(submission)
         if not entry:
             if input_value:
                 raise InvalidInvocation(
@@ -351,7 +440,7 @@ class Invocations:
 
     async def outcome(self, run: FlowRun, edges: list[str] | None = None) -> Outcome:
         if run.status == RunStatus.COMPLETE:
-            edges = edges or await self.scheduler.terminal_edges(run.id)
+            edges = edges or await self.terminal_edges(run.id)
             outputs = {}
             for edge in edges:
                 try:
@@ -365,7 +454,7 @@ class Invocations:
         return Outcome(run)
 
     async def decode(self, run_id: str, edge: str) -> Any:
-        info, reader = await self.scheduler.open_artifact(run_id, edge)
+        info, reader = await self.open_artifact(run_id, edge)
         loop = asyncio.get_running_loop()
         content_type = essence(info.content_type or "application/octet-stream")
         textual = content_type.startswith("text/") or content_type == JSON
@@ -379,7 +468,7 @@ class Invocations:
                 return {"text": data.decode("utf-8", errors="replace")}
         finally:
             reader.close()
-        url = await self.scheduler.artifact_url(run_id, edge, OUTPUT_URL_TTL)
+        url = await self.artifact_url(run_id, edge, OUTPUT_URL_TTL)
         return {"url": url, "content_type": content_type, "size": info.size}
 
     async def wait(self, run_id: str, timeout: float, edges: list[str] | None = None) -> Outcome:
@@ -400,7 +489,7 @@ class Invocations:
         """
         deadline = time.monotonic() + timeout
         async with self.events.subscribe(run_id) as events:
-            run = await self.scheduler.get(run_id)
+            run = await self.get(run_id)
             yield Update("end" if run.status.finished else "status", run)
             if run.status.finished:
                 return
@@ -430,6 +519,10 @@ def _with_flags(submission: FlowSubmission, profile: FlagProfile) -> FlowSubmiss
             node.flags = [f for f in node.flags if f.name != name]
             node.flags.append(NodeFlag(name=name, value=value))
     return changed
+
+
+def _looks_like_run_id(run_id: str) -> bool:
+    return len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)
 
 
 __all__ = [

@@ -15,7 +15,7 @@ import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
@@ -23,12 +23,10 @@ from orchestrator.background import Background
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
 from orchestrator.errors import (
-    ArtifactNotFound,
     DataDirError,
     FlowInvalid,
     InputMismatch,
     RunFinished,
-    RunNotFound,
 )
 from orchestrator.events import EventBus
 from orchestrator.messages import (
@@ -54,12 +52,12 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.queue import TaskQueue
-from orchestrator.runtime import RunState, Transition, plan_run, terminal_edges
+from orchestrator.runtime import RunState, Transition, plan_run
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
 from orchestrator.validation import StorePolicy, ValidationEntry, resolve_defs, validate
-from storage import ObjectInfo, Store, StoreError
+from storage import Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +131,7 @@ class Scheduler:
     async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
         return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
 
-    # ------------------------------------------------------------ API surface
+    # ------------------------------------------------------------ accepting runs
 
     def validate(self, submission: FlowSubmission):  # -> ValidationResult
         return validate(submission, catalog=self.catalog, stores=self.store_policy)
@@ -223,59 +221,13 @@ class Scheduler:
         if missing:
             raise FlowInvalid(missing)
 
-    async def cancel(self, run_id: str, tenant: str | None = None) -> FlowRun:
+    async def cancel(self, run: RunState) -> FlowRun:
         """Stop a run: STOPPED, queued tasks dropped, containers killed wherever they run."""
-        flow_run = await self.get(run_id, tenant)
-        run = self.runs.get(run_id)
-        if run is None or flow_run.status.finished:
-            raise RunFinished(run_id, flow_run.status.value)
-        log.info("run_cancelled", run_id=run_id)
+        if run.status.finished:
+            raise RunFinished(run.id, run.status.value)
+        log.info("run_cancelled", run_id=run.id)
         await self._apply(run, run.cancel())
         return run.run
-
-    async def get(self, run_id: str, tenant: str | None = None) -> FlowRun:
-        """The run as it stands; ``tenant`` given, another tenant's run is not found."""
-        run = self.runs.get(run_id)
-        if run is not None:
-            if tenant is not None and run.plan.tenant != tenant:
-                raise RunNotFound(run_id)
-            return run.run
-        snapshot = await self.state.load(run_id) if _looks_like_run_id(run_id) else None
-        if snapshot is None or (
-            tenant is not None and snapshot["plan"].get("tenant", DEFAULT_TENANT) != tenant
-        ):
-            raise RunNotFound(run_id)
-        return FlowRun.model_validate(snapshot["run"])
-
-    def entry_edges(self, submission: FlowSubmission) -> list[str]:
-        """The upload edges of a valid submission: where an invocation's input goes."""
-        plan = plan_run(submission, run_id="0" * 32, now=utcnow(), catalog=self.catalog)
-        return sorted(name for name in plan.edges if plan.edge(name).source == "upload")
-
-    async def terminal_edges(self, run_id: str) -> list[str]:
-        """The edges no node reads: what an invocation returns."""
-        run = self.runs.get(run_id)
-        if run is not None:
-            return run.terminal_edges()
-        snapshot = await self.state.load(run_id)
-        if snapshot is None:
-            raise RunNotFound(run_id)
-        return terminal_edges(FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow)
-
-    async def open_artifact(
-        self, run_id: str, edge: str, tenant: str | None = None
-    ) -> tuple[ObjectInfo, BinaryIO]:
-        flow_run = await self.get(run_id, tenant)
-        artifact = flow_run.artifacts.get(edge)
-        if artifact is None:
-            reason = "no such edge or not produced yet"
-            raise ArtifactNotFound(run_id, edge, reason)
-        store = await self._store_for(run_id, artifact.store_name)
-        info = await self._io_call(store.stat, artifact.object_name)
-        if info is None:
-            raise ArtifactNotFound(run_id, edge, "the object is gone from its store")
-        reader = await self._io_call(store.open_read, artifact.object_name)
-        return info, reader
 
     async def object_written(self, store_name: str, key: str) -> None:
         """A local store received an object: maybe an upload a run waits for."""
@@ -286,27 +238,6 @@ class Scheduler:
         if run is not None:
             log.info("upload_received", run_id=run.id, edge=target[1])
             await self._apply(run, run.artifact_arrived(target[1]))
-
-    async def artifact_url(self, run_id: str, edge: str, ttl: float) -> str:
-        """A presigned GET of the run's artifact on ``edge``, for the client."""
-        artifact = (await self.get(run_id)).artifacts.get(edge)
-        if artifact is None:
-            raise ArtifactNotFound(run_id, edge, "no such edge or not produced yet")
-        store = await self._store_for(run_id, artifact.store_name)
-        return await self._io_call(lambda: store.get_url(artifact.object_name, ttl))
-
-    # ------------------------------------------------------------ stores
-
-    async def _store_for(self, run_id: str, store_name: str) -> Store:
-        run = self.runs.get(run_id)
-        flow = run.plan.submission.flow if run else None
-        if flow is None:
-            snapshot = await self.state.load(run_id)
-            if snapshot is None:
-                raise RunNotFound(run_id)
-            flow = FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow
-            await self._io_call(self.stores.prepare, flow)
-        return self.stores.get(store_name, flow)
 
     def _store(self, run: RunState, store_name: str) -> Store:
         return self.stores.get(store_name, run.plan.submission.flow)
@@ -706,10 +637,6 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, StoreError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
-
-
-def _looks_like_run_id(run_id: str) -> bool:
-    return len(run_id) == 32 and all(c in "0123456789abcdef" for c in run_id)
 
 
 def _types(node_def: NodeDef, name: str, direction: str) -> list[str] | None:

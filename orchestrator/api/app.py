@@ -133,10 +133,17 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _invocations(app: web.Application) -> AsyncIterator[None]:
-    app[INVOCATIONS] = Invocations(
-        app[SCHEDULER], app[EVENTS], app[DATABASE], app[SETTINGS].invocations
+    invocations = Invocations(
+        app[SCHEDULER],
+        app[EVENTS],
+        app[STATE],
+        app[STORES],
+        app[DATABASE],
+        app[SETTINGS].invocations,
     )
+    app[INVOCATIONS] = invocations
     yield
+    invocations.close()
 
 
 def create_app(settings: Settings) -> web.Application:
