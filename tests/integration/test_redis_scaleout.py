@@ -169,10 +169,11 @@ async def test_a_reclaimed_task_is_handed_over_before_its_log_line_is_sent(redis
 
 async def test_a_dead_workers_task_is_found_behind_many_live_ones(redis_server):
     """XAUTOCLAIM looks at ten pending entries per call: its cursor must be followed."""
-    service = RedisQueue(redis_server.url, consumer="service", reclaim_after=0.5)
-    live = RedisQueue(redis_server.url, consumer="live", reclaim_after=0.5)
-    dead = RedisQueue(redis_server.url, consumer="dead", reclaim_after=0.5)
-    taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=0.5)
+    service = RedisQueue(redis_server.url, consumer="service")
+    # Touches its entries every 0.5 s; the taker reclaims entries idle for 2 s.
+    live = RedisQueue(redis_server.url, consumer="live", reclaim_after=1.5)
+    dead = RedisQueue(redis_server.url, consumer="dead")
+    taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=2.0)
     try:
         for n in range(12):
             await service.put_task(queued_task(n))
@@ -181,7 +182,7 @@ async def test_a_dead_workers_task_is_found_behind_many_live_ones(redis_server):
         await service.put_task(queued_task(99))
         assert (await dead.take_task(frozenset({"c-small"}))).run_id == "r99"
         live.register_worker("live", frozenset({"c-small"}))  # heartbeats touch its twelve
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.5)
         task = await asyncio.wait_for(taker.take_task(frozenset({"c-small"})), 5)
         assert task.run_id == "r99"
     finally:
