@@ -443,15 +443,23 @@ class Invocations:
             edges = edges or await self.terminal_edges(run.id)
             outputs = {}
             for edge in edges:
-                try:
-                    outputs[edge] = await self.decode(run.id, edge)
-                except (PipewellError, StoreError) as exc:
-                    # Answers may already be streaming: the error travels in the outcome.
-                    return Outcome(run, error=f"output '{edge}' could not be read: {exc}")
+                outputs[edge], unreadable = await self.read_output(run.id, edge)
+                if unreadable is not None:
+                    return Outcome(run, error=unreadable)
             return Outcome(run, outputs=outputs)
         if run.status.finished:
             return Outcome(run, error=failure_message(run))
         return Outcome(run)
+
+    async def read_output(self, run_id: str, edge: str) -> tuple[Any, str | None]:
+        """The output on ``edge`` decoded, or None and why it cannot be read.
+
+        Answers may already be streaming: the error travels in the answer.
+        """
+        try:
+            return await self.decode(run_id, edge), None
+        except (PipewellError, StoreError) as exc:
+            return None, f"output '{edge}' could not be read: {exc}"
 
     async def decode(self, run_id: str, edge: str) -> Any:
         info, reader = await self.open_artifact(run_id, edge)

@@ -15,10 +15,9 @@ from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_fields
 from orchestrator.api.resources import INVOCATIONS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.errors import BodyInvalid, PipewellError
+from orchestrator.errors import BodyInvalid
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
 from orchestrator.models import FlowRun, RunStatus
-from storage import StoreError
 
 routes = web.RouteTableDef()
 FIELDS = ("graph_id", "input", "wait", "timeout_seconds", "config_id")
@@ -86,11 +85,9 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
             if edge in sent or edge not in last.artifacts:
                 continue
             sent.add(edge)
-            try:
-                payload = await invocations.decode(run.id, edge)
-            except (PipewellError, StoreError) as exc:
-                # The stream is open: its final frame is the only way left to say so.
-                unreadable = f"output '{edge}' could not be read: {exc}"
+            # The stream is open: its final frame is the only way left to say it failed.
+            payload, unreadable = await invocations.read_output(run.id, edge)
+            if unreadable is not None:
                 break
             frame: dict[str, Any] = {
                 "execution_id": run.id,
