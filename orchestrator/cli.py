@@ -24,8 +24,9 @@ from orchestrator.errors import ConfigError, DataDirError, RequestRefused
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
 
-# Running attempts get 10 s to finish and 10 s more once killed (Worker.close).
-SHUTDOWN_LIMIT = 30.0
+# Open requests get 15 s (serve's shutdown_timeout), then running attempts 10 s to
+# finish and 10 s more once killed (Worker.close).
+SHUTDOWN_LIMIT = 45.0
 EXIT_SHUTDOWN_UNFINISHED = 3
 
 
