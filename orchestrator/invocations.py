@@ -221,6 +221,10 @@ class Invocations:
             raise RunNotFound(run_id)
         return snapshot
 
+    def active_runs(self) -> int:
+        """How many runs have not finished (every tenant's)."""
+        return sum(1 for run in self.scheduler.runs.values() if not run.status.finished)
+
     async def cancel(self, run_id: str, tenant: str) -> FlowRun:
         flow_run = await self.get(run_id, tenant)
         run = self.scheduler.runs.get(run_id)

@@ -39,6 +39,7 @@ from orchestrator.messages import (
     TaskOutput,
     WorkerMessage,
 )
+from orchestrator.metrics import Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
     DEFAULT_TENANT,
@@ -76,8 +77,10 @@ class Scheduler:
         events: EventBus,
         stores: StoreRegistry,
         catalog: dict[str, NodeDef],
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.state = state
         self.queue = queue
         self.events = events
@@ -436,6 +439,7 @@ class Scheduler:
         for key in [k for k, v in self._awaited.items() if v[0] == run.id]:
             del self._awaited[key]
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
+        self.metrics.runs_finished.labels(run.status.value).inc()
         self._finished[run.id] = None
         while len(self._finished) > FINISHED_RUNS_KEPT:
             old, _ = self._finished.popitem(last=False)
@@ -515,9 +519,9 @@ class Scheduler:
             if run.attempt_started(message.node_id, message.attempt):
                 queued = self._queued_at.pop((run.id, message.node_id), None)
                 if queued is not None:
-                    run.state(message.node_id).timings["queue_wait"] = round(
-                        time.perf_counter() - queued, 4
-                    )
+                    waited = time.perf_counter() - queued
+                    run.state(message.node_id).timings["queue_wait"] = round(waited, 4)
+                    self.metrics.queue_wait_seconds.observe(waited)
                 self._log(
                     run,
                     message.node_id,
@@ -525,8 +529,16 @@ class Scheduler:
                 )
                 self._save(run)
         elif isinstance(message, AttemptResult):
-            if message.attempt == run.state(message.node_id).attempt:
-                run.state(message.node_id).timings.update(message.timings)
+            state = run.state(message.node_id)
+            if message.attempt == state.attempt:
+                state.timings.update(message.timings)
+            # Counted once: a duplicate result comes after the node has ended.
+            ended = state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR)
+            if message.attempt == state.attempt and not ended:
+                outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
+                self.metrics.attempt_ended(outcome, run.node(message.node_id).uses, message.timings)
+                written = sum(output.size for output in message.outputs.values())
+                self.metrics.store_bytes.labels("node_output").inc(written)
             await self._handle_result(run, message)
 
     async def _handle_result(self, run: RunState, result: AttemptResult) -> None:

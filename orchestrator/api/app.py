@@ -27,6 +27,7 @@ from orchestrator.api.resources import (
     EVENTS,
     INVOCATIONS,
     KEYS,
+    METRICS,
     QUEUE,
     SCHEDULER,
     SETTINGS,
@@ -41,6 +42,7 @@ from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.executor import connect_docker
 from orchestrator.invocations import Invocations
+from orchestrator.metrics import Metrics
 from orchestrator.queue import open_queue
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
@@ -124,7 +126,13 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
                 running_worker(settings, app[DOCKER], local_queue)
             )
         scheduler = Scheduler(
-            settings, app[STATE], app[QUEUE], app[EVENTS], app[STORES], load_catalog()
+            settings,
+            app[STATE],
+            app[QUEUE],
+            app[EVENTS],
+            app[STORES],
+            load_catalog(),
+            app[METRICS],
         )
         app[SCHEDULER] = scheduler
         await scheduler.start()
@@ -147,19 +155,23 @@ async def _invocations(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(settings: Settings) -> web.Application:
-    # Errors first, so it answers every refusal of the others; pages of other
-    # origins are refused before a key is even looked up.
-    middlewares = [error_middleware, browser_guard(settings)]
+    metrics = Metrics()
+    # Timing outermost (it sees every answer's final status), then errors, so it
+    # answers every refusal of the others; pages of other origins are refused
+    # before a key is even looked up.
+    middlewares = [metrics.middleware(), error_middleware, browser_guard(settings)]
     if settings.auth == "required":
         middlewares.append(auth_middleware)
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app.on_response_prepare.append(add_cors_headers)
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _invocations])
     for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow):
         app.add_routes(dialect.routes)
 
-    async def on_written(store: str, key: str) -> None:
+    async def on_written(store: str, key: str, size: int) -> None:
+        app[METRICS].store_bytes.labels("local_put").inc(size)
         await app[SCHEDULER].object_written(store, key)
 
     add_object_routes(app, lambda name: app[STORES].local(name), on_written)

@@ -6,11 +6,12 @@ import asyncio
 import math
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
-from orchestrator.api.resources import INVOCATIONS, QUEUE, WORKER
+from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 
 routes = web.RouteTableDef()
@@ -100,6 +101,17 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
                 await send(response, update.run.model_dump(mode="json"), event="end")
                 break
     return response
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus' text format: runs, attempts, durations, queue depth, bytes, HTTP latency."""
+    recorded = request.app[METRICS]
+    recorded.set_queued(await request.app[QUEUE].describe())
+    recorded.runs_active.set(request.app[INVOCATIONS].active_runs())
+    return web.Response(
+        body=generate_latest(recorded.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
 
 
 @routes.get("/healthz")

@@ -27,7 +27,7 @@ from storage import LocalStore, ObjectExists
 from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE
 
 StoreLookup = Callable[[str], LocalStore | None]
-OnWritten = Callable[[str, str], Awaitable[None]]
+OnWritten = Callable[[str, str, int], Awaitable[None]]
 
 #: Content types that say nothing about the bytes: curl --data-binary's default.
 _NOT_A_TYPE = {"application/x-www-form-urlencoded"}
@@ -36,7 +36,8 @@ _NOT_A_TYPE = {"application/x-www-form-urlencoded"}
 def add_object_routes(
     app: web.Application, stores: StoreLookup, on_written: OnWritten | None = None
 ) -> None:
-    """Serve the local stores ``stores(name)`` returns; ``on_written(store, key)`` after a PUT.
+    """Serve the local stores ``stores(name)`` returns; ``on_written(store, key, size)``
+    after a PUT.
 
     Refusals are raised (the store's own errors, or the engine's) and answered
     from the one table of ``api.errors``.
@@ -104,7 +105,7 @@ def add_object_routes(
                 "its operator has freed space"
             ) from exc
         if on_written is not None:
-            await on_written(store.name, key)
+            await on_written(store.name, key, info.size)
         # Not S3's MD5: hashing every byte made uploads 1.5x slower (commit 152b085).
         # Size and time identify this version of the object well enough.
         return web.Response(status=200, headers={"ETag": f'"{info.size:x}-{time.time_ns():x}"'})

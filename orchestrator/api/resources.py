@@ -10,6 +10,7 @@ from orchestrator.config import Settings
 from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.invocations import Invocations
+from orchestrator.metrics import Metrics
 from orchestrator.queue import TaskQueue
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
@@ -27,6 +28,7 @@ SCHEDULER = web.AppKey("scheduler", Scheduler)
 WORKER = web.AppKey("worker", Worker)
 KEYS = web.AppKey("keys", KeyStore)
 INVOCATIONS = web.AppKey("invocations", Invocations)
+METRICS = web.AppKey("metrics", Metrics)
 
 __all__ = [
     "DATABASE",
@@ -34,6 +36,7 @@ __all__ = [
     "EVENTS",
     "INVOCATIONS",
     "KEYS",
+    "METRICS",
     "QUEUE",
     "SCHEDULER",
     "SETTINGS",

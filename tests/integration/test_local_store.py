@@ -38,7 +38,7 @@ class Served:
 async def served(tmp_path, aiohttp_server) -> Served:
     written: list[tuple[str, str]] = []
 
-    async def on_written(store: str, key: str) -> None:
+    async def on_written(store: str, key: str, size: int) -> None:
         written.append((store, key))
 
     # 1 MiB body limit: any upload above it only works if the handler streams.

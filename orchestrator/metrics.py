@@ -1,0 +1,125 @@
+"""The service's Prometheus metrics, served at ``GET /metrics``.
+
+One registry per service (the tests run many in one process, and two would
+clash in prometheus-client's global one). The scheduler records runs and
+attempts as their messages arrive, the HTTP middleware each request, the
+object routes each upload; what is a state rather than an event (runs
+active, tasks queued per tier) is read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: Seconds: from a container's start (a few ms) to a long video transcode.
+DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+#: Seconds: an HTTP answer, or a container's create and start.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.runs_finished = Counter(
+            "pipewell_runs_finished",
+            "Runs that ended, by final status (COMPLETE, ERROR, STOPPED).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.runs_active = Gauge(
+            "pipewell_runs_active", "Runs not yet finished.", registry=self.registry
+        )
+        self.attempts = Counter(
+            "pipewell_node_attempts",
+            "Node attempts that ended, by outcome: succeeded, failed, or lost "
+            "(the worker's Docker engine went away; not counted against MaxAttempts).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.node_seconds = Histogram(
+            "pipewell_node_duration_seconds",
+            "One attempt, inputs in to outputs out, by NodeDef (Publisher/Name).",
+            ["nodedef"],
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.container_start_seconds = Histogram(
+            "pipewell_container_start_seconds",
+            "Creating and starting an attempt's container.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait_seconds = Histogram(
+            "pipewell_attempt_queue_wait_seconds",
+            "From an attempt queued to its container running on a worker.",
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
+        self.queued = Gauge(
+            "pipewell_queue_depth",
+            "Tasks waiting for a worker, by tier.",
+            ["tier"],
+            registry=self.registry,
+        )
+        self.store_bytes = Counter(
+            "pipewell_store_bytes",
+            "Bytes moved through the stores: 'local_put', received by the local store's "
+            "presigned URLs (inputs uploaded, and node outputs when that store holds them); "
+            "'node_output', written by nodes to any store.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "pipewell_http_request_duration_seconds",
+            "HTTP answers by method, route (its pattern, not the path) and status.",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def attempt_ended(self, outcome: str, nodedef: str, timings: dict[str, float]) -> None:
+        self.attempts.labels(outcome).inc()
+        if outcome == "lost":
+            return
+        self.node_seconds.labels(nodedef).observe(sum(timings.values()))
+        if "create" in timings or "start" in timings:
+            start = timings.get("create", 0.0) + timings.get("start", 0.0)
+            self.container_start_seconds.observe(start)
+
+    def set_queued(self, describe: dict[str, Any]) -> None:
+        """The queue's ``describe()``: a tier with nothing waiting reads 0, not stale."""
+        self.queued.clear()
+        for tier, count in describe.get("queued", {}).items():
+            self.queued.labels(tier).set(count)
+
+    def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
+            started = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                route = request.match_info.route.resource
+                # The pattern: a label per path would grow without bound.
+                name = route.canonical if route is not None else "unmatched"
+                self.http_seconds.labels(request.method, name, str(status)).observe(
+                    time.perf_counter() - started
+                )
+
+        return timed
+
+
+__all__ = ["Metrics"]
