@@ -11,6 +11,7 @@ status.
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
     ├── InputMismatch      an invocation's input does not name the flow's entry edges
     ├── FlowNotFound       no saved flow with that id (for this tenant)
+    ├── FlowFileUnreadable a flow or NodeDef file the CLI cannot read
     ├── RequestRefused     a request refused, with a code of its own and what to fix
     │   ├── BodyInvalid        the body cannot be read as what the endpoint takes
     │   ├── ContentTypeUnsupported  the body is of a type the endpoint does not take
@@ -161,6 +162,14 @@ class FlowNotFound(PipewellError):
     def __init__(self, ref: str) -> None:
         super().__init__(f"no saved flow {ref!r} (see GET /api/v1/flows)")
         self.ref = ref
+
+
+class FlowFileUnreadable(PipewellError):
+    code = "FLOW_FILE_UNREADABLE"
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
 
 
 class ConfigError(PipewellError):

@@ -57,7 +57,7 @@ from orchestrator.runtime import RunState, Transition, plan_run
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
-from orchestrator.validation import StorePolicy, ValidationEntry, resolve_defs, validate
+from orchestrator.validation import ValidationEntry, resolve_defs, validate
 from storage import Store, StoreError
 
 log = structlog.get_logger(__name__)
@@ -86,10 +86,7 @@ class Scheduler:
         self.events = events
         self.stores = stores
         self.catalog = catalog
-        self.store_policy = StorePolicy(
-            operator_stores=frozenset(settings.storage.operator_stores()),
-            flow_store_endpoints=frozenset(settings.storage.flow_store_endpoints),
-        )
+        self.store_policy = settings.storage.policy()
         self.runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         # (store name, object key) → (run id, edge) for uploads still awaited.

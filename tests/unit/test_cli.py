@@ -73,3 +73,47 @@ def test_a_shutdown_that_hangs_ends_the_process_saying_what_it_waited_for(
     assert "shutdown_unfinished" in log and reason in log, log
     # Where it hung: the close coroutine, down to the await that never returned.
     assert "never_finishes" in log, log
+
+
+def test_validate_accepts_the_examples(capsys):
+    assert main(["validate", "examples/greeter.yaml"]) == 0
+    assert capsys.readouterr().out == "examples/greeter.yaml: valid, 1 node(s)\n"
+    assert main(["validate", "examples/resize.json"]) == 0
+
+
+def test_validate_lists_every_error_with_its_code_and_where(capsys, tmp_path):
+    flow = tmp_path / "bad.yaml"
+    flow.write_text(
+        "Name: bad\nNodes:\n"
+        "  - {ID: a, Uses: nobody/missing, Inputs: [{Name: in, Edge: src}],"
+        " Outputs: [{Name: out, Edge: mid}]}\n"
+        "  - {ID: '../b', Uses: demo/greet, Inputs: [{Name: in, Edge: mid}],"
+        " Outputs: [{Name: out, Edge: out}]}\n"
+    )
+    # demo/greet comes from another flow file's NodeDefs.
+    assert main(["validate", str(flow), "--nodedefs", "examples/greeter.yaml"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("error NAME_001 (node '../b', field 'Flow.Nodes.1.ID'): ")
+    assert lines[1].startswith("error NODE_001 (node 'a', field 'Flow.Nodes.0.Uses'): ")
+    assert "nobody/missing" in lines[1]
+    assert lines[2] == f"{flow}: 2 error(s), 0 warning(s)"
+
+
+def test_validate_finds_nodedefs_beside_the_flow_and_reports_schema_errors(capsys, tmp_path):
+    (tmp_path / "nodedefs").mkdir()
+    (tmp_path / "nodedefs" / "echo.yaml").write_text(
+        "Publisher: t\nName: echo\nImage: pipewell/busybox:latest\n"
+    )
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "Name: ok\nNodes:\n  - {ID: n, Uses: t/echo, Inputs: [{Name: in, Edge: a}],"
+        " Outputs: [{Name: out, Edge: b}]}\n"
+    )
+    assert main(["validate", str(flow)]) == 0
+    flow.write_text("Name: x\nNodes: nope\n")
+    assert main(["validate", str(flow)]) == 1
+    assert "error SCHEMA_001 (field 'Flow.Nodes'): " in capsys.readouterr().out
+    flow.write_text("Name: [unclosed\n")
+    assert main(["validate", str(flow)]) == 2
+    assert f"pipewell: {flow}: not valid YAML" in capsys.readouterr().err
+    assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
