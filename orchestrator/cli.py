@@ -18,6 +18,7 @@ from aiohttp import web
 
 from orchestrator.api_key_store import KeyStore
 from orchestrator.background import describe_pending
+from orchestrator.client import add_client_args, run_client_command
 from orchestrator.config import Settings, load_settings
 from orchestrator.database import connect
 from orchestrator.errors import (
@@ -287,6 +288,26 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument(
         "--config", type=Path, default=None, help="the service's configuration (its stores)"
     )
+    status = commands.add_parser(
+        "status",
+        help="a run's state, node by node",
+        epilog="example: pipewell status 3f0e… --server http://10.0.0.5:1234",
+    )
+    logs = commands.add_parser(
+        "logs",
+        help="a run's log lines, node by node (--follow: until it ends)",
+        epilog="example: pipewell logs 3f0e… --node resize --follow",
+    )
+    logs.add_argument("--node", default=None, help="only this node's lines")
+    logs.add_argument("--follow", action="store_true", help="print new lines until the run ends")
+    cancel = commands.add_parser(
+        "cancel",
+        help="stop a run (its containers are killed)",
+        epilog="example: pipewell cancel 3f0e…",
+    )
+    for sub in (status, logs, cancel):
+        sub.add_argument("run_id", help="the run's ID, as POST /api/v1/flow/test answered it")
+        add_client_args(sub)
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it, once")
@@ -308,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_command(args)
     if args.command == "validate":
         return validate_command(args)
+    if args.command in ("status", "logs", "cancel"):
+        return run_client_command(args.command, args)
     try:
         if args.command == "worker":
             settings = load_settings(
