@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import docker
@@ -423,6 +424,15 @@ class Listener:
         return f"http://127.0.0.1:{self.server.port}"
 
 
+@pytest.fixture
+async def listener() -> AsyncIterator[Listener]:
+    """Closed after the service: a test's service polls its flow stores until it stops,
+    and a connection accepted while the listener closes would leak into a later test."""
+    started = Listener()
+    yield started
+    await started.server.close()
+
+
 def flow_store(endpoint: str, **params) -> dict:  # type: ignore[no-untyped-def]
     return {"Name": "mine", "Type": "s3",
             "Params": {"bucket": "b", "endpoint_url": endpoint, **params}}  # fmt: skip
@@ -436,82 +446,70 @@ def upload_to_own_store(store: dict) -> dict:
 
 
 async def test_a_flow_store_never_gets_the_operators_credentials(
-    start_service, monkeypatch, tmp_path
+    listener, start_service, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAOPERATOR")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "operator-secret")
-    listener = Listener()
     endpoint = await listener.start()
-    try:
-        client = await start_service()
-        # Without the operator's leave, a flow declares no store of its own.
-        response = await client.post(
-            "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
-        )
-        assert response.status == 400, await response.text()
-        codes = [(e["code"], e["field"]) for e in (await response.json())["errors"]]
-        assert codes == [("STORE_006", "Flow.Stores.0.Type")]
-        await asyncio.sleep(1)  # the upload poller would have knocked by now
-        assert listener.requests == []
+    client = await start_service()
+    # Without the operator's leave, a flow declares no store of its own.
+    response = await client.post(
+        "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
+    )
+    assert response.status == 400, await response.text()
+    codes = [(e["code"], e["field"]) for e in (await response.json())["errors"]]
+    assert codes == [("STORE_006", "Flow.Stores.0.Type")]
+    await asyncio.sleep(1)  # the upload poller would have knocked by now
+    assert listener.requests == []
 
-        # Allowed there, it must bring its own credentials, and only those are used.
-        client = await start_service(
-            tmp_path / "allowing", storage={"flow_store_endpoints": [endpoint]}
+    # Allowed there, it must bring its own credentials, and only those are used.
+    client = await start_service(
+        tmp_path / "allowing", storage={"flow_store_endpoints": [endpoint]}
+    )
+    response = await client.post(
+        "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
+    )
+    assert response.status == 400
+    fields = {e["field"] for e in (await response.json())["errors"]}
+    assert fields == {"Flow.Stores.0.Params.access_key_id",
+                      "Flow.Stores.0.Params.secret_access_key"}  # fmt: skip
+    store = flow_store(endpoint, access_key_id="AKIAFLOW", secret_access_key="flow-secret")
+    response = await client.post("/api/v1/flow/test", json=upload_to_own_store(store))
+    assert response.status == 200, await response.text()
+    for _ in range(50):
+        if listener.requests:
+            break
+        await asyncio.sleep(0.1)
+    assert listener.requests, "the upload poller never asked the flow's store"
+    signatures = [r.get("Authorization", "") for r in listener.requests]
+    assert all("Credential=AKIAFLOW/" in s for s in signatures), signatures
+    assert not any("AKIAOPERATOR" in str(r) for r in listener.requests)
+
+
+async def test_flow_stores_are_kept_open_in_a_bounded_number(listener, start_service):
+    endpoint = await listener.start()
+    client = await start_service(
+        storage={"flow_store_endpoints": [endpoint], "flow_stores_open": 4}
+    )
+    for i in range(12):
+        store = flow_store(
+            endpoint, access_key_id="AKIAFLOW", secret_access_key="s", prefix=f"p{i}"
         )
-        response = await client.post(
-            "/api/v1/flow/test", json=upload_to_own_store(flow_store(endpoint))
-        )
-        assert response.status == 400
-        fields = {e["field"] for e in (await response.json())["errors"]}
-        assert fields == {"Flow.Stores.0.Params.access_key_id",
-                          "Flow.Stores.0.Params.secret_access_key"}  # fmt: skip
-        store = flow_store(endpoint, access_key_id="AKIAFLOW", secret_access_key="flow-secret")
         response = await client.post("/api/v1/flow/test", json=upload_to_own_store(store))
         assert response.status == 200, await response.text()
-        for _ in range(50):
-            if listener.requests:
-                break
-            await asyncio.sleep(0.1)
-        assert listener.requests, "the upload poller never asked the flow's store"
-        signatures = [r.get("Authorization", "") for r in listener.requests]
-        assert all("Credential=AKIAFLOW/" in s for s in signatures), signatures
-        assert not any("AKIAOPERATOR" in str(r) for r in listener.requests)
-    finally:
-        await listener.server.close()
+    assert len(client.server.app[STORES]._flow_stores) == 4
 
 
-async def test_flow_stores_are_kept_open_in_a_bounded_number(start_service):
-    listener = Listener()
+async def test_an_image_name_cannot_send_the_engine_to_any_registry(listener, start_service):
     endpoint = await listener.start()
-    try:
-        client = await start_service(
-            storage={"flow_store_endpoints": [endpoint], "flow_stores_open": 4}
-        )
-        for i in range(12):
-            store = flow_store(
-                endpoint, access_key_id="AKIAFLOW", secret_access_key="s", prefix=f"p{i}"
-            )
-            response = await client.post("/api/v1/flow/test", json=upload_to_own_store(store))
-            assert response.status == 200, await response.text()
-        assert len(client.server.app[STORES]._flow_stores) == 4
-    finally:
-        await listener.server.close()
-
-
-async def test_an_image_name_cannot_send_the_engine_to_any_registry(start_service):
-    listener = Listener()
-    endpoint = await listener.start()
-    try:
-        client = await start_service()
-        image = f"{endpoint.removeprefix('http://')}/evil/probe:1"
-        defs = [{"Publisher": "test", "Name": "probe", "Image": image, "MaxAttempts": 3}]
-        run, done = await run_chain(client, defs, "probe")
-        state = done["NodeState"]["n0"]
-        assert state["Attempt"] == 1  # not retried: nothing would change
-        assert f"pulling from {endpoint.removeprefix('http://')} is not allowed" in state["Error"]
-        assert listener.requests == []
-    finally:
-        await listener.server.close()
+    client = await start_service()
+    image = f"{endpoint.removeprefix('http://')}/evil/probe:1"
+    defs = [{"Publisher": "test", "Name": "probe", "Image": image, "MaxAttempts": 3}]
+    run, done = await run_chain(client, defs, "probe")
+    state = done["NodeState"]["n0"]
+    assert state["Attempt"] == 1  # not retried: nothing would change
+    assert f"pulling from {endpoint.removeprefix('http://')} is not allowed" in state["Error"]
+    assert listener.requests == []
 
 
 def test_registry_of_follows_dockers_reference_rules():
