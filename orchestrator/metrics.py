@@ -22,6 +22,9 @@ DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: Any other method a client invents is counted as "other": a label per value would
+#: let anyone grow the series without bound.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -115,7 +118,8 @@ class Metrics:
                 route = request.match_info.route.resource
                 # The pattern: a label per path would grow without bound.
                 name = route.canonical if route is not None else "unmatched"
-                self.http_seconds.labels(request.method, name, str(status)).observe(
+                method = request.method if request.method in METHODS else "other"
+                self.http_seconds.labels(method, name, str(status)).observe(
                     time.perf_counter() - started
                 )
 

@@ -55,6 +55,12 @@ async def test_metrics_count_runs_attempts_bytes_and_requests(start_service):
     assert samples[("pipewell_http_request_duration_seconds_count", polled)] >= 2
     response = await client.get("/no/such/route")
     assert response.status == 404
+    for invented in ("PROPFIND", "MKCOL"):
+        response = await client.request(invented, "/api/v1/flow/test")
+        assert response.status == 405
     samples = await scrape(client)
     unmatched = (("method", "GET"), ("route", "unmatched"), ("status", "404"))
     assert samples[("pipewell_http_request_duration_seconds_count", unmatched)] == 1
+    # Methods beyond the usual ones (WebDAV's here) share one series.
+    other = (("method", "other"), ("route", "unmatched"), ("status", "405"))
+    assert samples[("pipewell_http_request_duration_seconds_count", other)] == 2
