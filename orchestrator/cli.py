@@ -308,6 +308,13 @@ def main(argv: list[str] | None = None) -> int:
     for sub in (status, logs, cancel):
         sub.add_argument("run_id", help="the run's ID, as POST /api/v1/flow/test answered it")
         add_client_args(sub)
+    runs = commands.add_parser(
+        "runs",
+        help="your newest runs: ID, status, flow, started, duration",
+        epilog="example: pipewell runs --limit 10 --server http://10.0.0.5:1234",
+    )
+    runs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
+    add_client_args(runs)
     keys = commands.add_parser("keys", help="create, list and revoke API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key and print it, once")
@@ -329,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         return keys_command(args)
     if args.command == "validate":
         return validate_command(args)
-    if args.command in ("status", "logs", "cancel"):
+    if args.command in ("runs", "status", "logs", "cancel"):
         return run_client_command(args.command, args)
     try:
         if args.command == "worker":

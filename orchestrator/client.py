@@ -1,4 +1,4 @@
-"""``pipewell status``, ``logs`` and ``cancel``: a running service's runs, from a terminal.
+"""``pipewell runs``, ``status``, ``logs`` and ``cancel``: a running service's runs.
 
 They talk to the service's native API (``--server``, or ``PIPEWELL_URL``) with
 the key in ``--key`` or ``PIPEWELL_API_KEY`` (sent as a Bearer token, never
@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
@@ -66,6 +67,27 @@ def call(args: argparse.Namespace, method: str, path: str) -> Any:
     return response.json()
 
 
+def runs_command(args: argparse.Namespace) -> int:
+    runs = call(args, "GET", f"/api/v1/flow/runs?limit={args.limit}")["runs"]
+    print(f"{'ID':<32}  {'STATUS':<9} {'FLOW':<24} {'STARTED':<20} DURATION")
+    for run in runs:
+        started = datetime.fromisoformat(run["StartedAt"]) if run["StartedAt"] else None
+        finished = datetime.fromisoformat(run["FinishedAt"]) if run["FinishedAt"] else None
+        if started is None:
+            duration = ""
+        elif finished is None:
+            duration = f"{_seconds(datetime.now(UTC) - started)} so far"
+        else:
+            duration = _seconds(finished - started)
+        when = started.strftime("%Y-%m-%d %H:%M:%S") if started else ""
+        print(f"{run['ID']:<32}  {run['Status']:<9} {run['Flow']:<24} {when:<20} {duration}")
+    return 0
+
+
+def _seconds(elapsed: timedelta) -> str:
+    return f"{elapsed.total_seconds():.1f} s"
+
+
 def status_command(args: argparse.Namespace) -> int:
     run = FlowRun.model_validate(call(args, "GET", f"/api/v1/flow/status/{args.run_id}"))
     print(f"run {run.id}: {run.status.value}" + (f" ({run.error})" if run.error else ""))
@@ -109,7 +131,12 @@ def cancel_command(args: argparse.Namespace) -> int:
 
 
 def run_client_command(command: str, args: argparse.Namespace) -> int:
-    handlers = {"status": status_command, "logs": logs_command, "cancel": cancel_command}
+    handlers = {
+        "runs": runs_command,
+        "status": status_command,
+        "logs": logs_command,
+        "cancel": cancel_command,
+    }
     try:
         return handlers[command](args)
     except ServiceRefused as exc:

@@ -107,6 +107,20 @@ MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] =
     ),
     # 2: admin keys.
     _add_admin_column,
+    # 3: a run's tenant, flow name and times as columns, for listing recent runs
+    # (GET /api/v1/flow/runs) without reading every snapshot; filled from them.
+    (
+        "ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'",
+        "ALTER TABLE runs ADD COLUMN flow TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN started_at TEXT",
+        "ALTER TABLE runs ADD COLUMN finished_at TEXT",
+        """UPDATE runs SET
+            tenant = coalesce(json_extract(snapshot, '$.plan.tenant'), 'default'),
+            flow = coalesce(json_extract(snapshot, '$.plan.submission.Flow.Name'), ''),
+            started_at = json_extract(snapshot, '$.run.StartedAt'),
+            finished_at = json_extract(snapshot, '$.run.FinishedAt')""",
+        "CREATE INDEX runs_by_tenant ON runs (tenant, created_at)",
+    ),
 )
 
 

@@ -221,6 +221,10 @@ class Invocations:
             raise RunNotFound(run_id)
         return snapshot
 
+    async def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        """The tenant's newest runs, newest first (ID, Flow, Status, StartedAt, FinishedAt)."""
+        return await self.state.recent(tenant, limit)
+
     def active_runs(self) -> int:
         """How many runs have not finished (every tenant's)."""
         return sum(1 for run in self.scheduler.runs.values() if not run.status.finished)

@@ -25,6 +25,7 @@ import structlog
 
 from orchestrator import database
 from orchestrator.errors import DataDirError
+from orchestrator.models import DEFAULT_TENANT
 
 log = structlog.get_logger(__name__)
 
@@ -144,10 +145,12 @@ class StateStore:
         with database.writing(self.db.path), conn:
             conn.execute("BEGIN")
             conn.executemany(
-                """INSERT INTO runs (id, status, finished, snapshot, created_at)
-                   VALUES (?, ?, ?, ?, ?)
+                """INSERT INTO runs (id, status, finished, snapshot, created_at, tenant, flow,
+                                     started_at, finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET status=excluded.status,
                      finished=excluded.finished, snapshot=excluded.snapshot,
+                     finished_at=excluded.finished_at,
                      updated_at=strftime('%Y-%m-%dT%H:%M:%fZ', 'now')""",
                 rows,
             )
@@ -164,6 +167,22 @@ class StateStore:
 
         text = await self.db.run(read)
         return json.loads(text) if text else None
+
+    async def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
+        """The tenant's newest runs, newest first: ID, Flow, Status, StartedAt, FinishedAt."""
+        with contextlib.suppress(DataDirError):  # writes failing: list what is on disk
+            await self.flush()  # a run accepted a moment ago is listed too
+
+        def read() -> list[dict[str, Any]]:
+            rows = self.db.connection.execute(
+                "SELECT id, flow, status, started_at, finished_at FROM runs WHERE tenant = ? "
+                "ORDER BY created_at DESC, id LIMIT ?",
+                (tenant, limit),
+            )
+            names = ("ID", "Flow", "Status", "StartedAt", "FinishedAt")
+            return [dict(zip(names, row, strict=True)) for row in rows]
+
+        return await self.db.run(read)
 
     async def unfinished(self) -> list[dict[str, Any]]:
         def read() -> list[str]:
@@ -196,13 +215,17 @@ class StateStore:
 
 
 def _row(run_id: str, snap: dict[str, Any]) -> tuple[Any, ...]:
-    status = snap["run"]["Status"]
+    run, plan = snap["run"], snap["plan"]
     return (
         run_id,
-        status,
-        int(status in ("COMPLETE", "ERROR", "STOPPED")),
+        run["Status"],
+        int(run["Status"] in ("COMPLETE", "ERROR", "STOPPED")),
         json.dumps(snap, separators=(",", ":")),
-        snap["plan"]["created_at"],
+        plan["created_at"],
+        plan.get("tenant", DEFAULT_TENANT),
+        plan["submission"]["Flow"]["Name"],
+        run.get("StartedAt"),
+        run.get("FinishedAt"),
     )
 
 

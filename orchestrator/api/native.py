@@ -13,6 +13,7 @@ from orchestrator.api.bodies import read_submission
 from orchestrator.api.downloads import download_headers
 from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
+from orchestrator.errors import BodyInvalid
 
 routes = web.RouteTableDef()
 
@@ -48,6 +49,20 @@ async def cancel_flow(request: web.Request) -> web.Response:
     """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""
     run = await request.app[INVOCATIONS].cancel(request.match_info["run_id"], tenant_of(request))
     return web.json_response(text=run.model_dump_json())
+
+
+#: Runs one listing answers at the most.
+MAX_LISTED = 500
+
+
+@routes.get("/api/v1/flow/runs")
+async def recent_runs(request: web.Request) -> web.Response:
+    """The caller's newest runs, newest first: ``?limit=`` (default 50, at most 500)."""
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LISTED:
+        raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_LISTED}")
+    runs = await request.app[INVOCATIONS].recent(tenant_of(request), int(raw))
+    return web.json_response({"runs": runs})
 
 
 @routes.get("/api/v1/workers")

@@ -142,6 +142,10 @@ async def test_another_tenants_flows_runs_and_tasks_are_not_found(start_service,
         assert response.status == 404, path
         assert (await response.json())["code"] == "FLOW_NOT_FOUND"
     assert await (await client.get("/api/v1/flows", headers=globex)).json() == {"flows": []}
+    assert await (await client.get("/api/v1/flow/runs", headers=globex)).json() == {"runs": []}
+    listed = await (await client.get("/api/v1/flow/runs", headers=acme)).json()
+    assert execution in [r["ID"] for r in listed["runs"]]
+    assert {r["Flow"] for r in listed["runs"]} == {"private"}
 
     for path in (f"/api/v1/flow/status/{execution}", f"/api/v1/flow/events/{execution}",
                  f"/api/v1/flow/artifact/{execution}/out"):  # fmt: skip

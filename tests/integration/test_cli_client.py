@@ -46,6 +46,19 @@ async def test_status_logs_and_cancel_of_real_runs(start_service, capsys):
     # --follow returns once the run has ended.
     assert await pipewell("logs", waiting["ID"], "--server", server, "--follow") == 0
 
+    # Newest first, this tenant's: the cancelled run, then the completed one.
+    assert await pipewell("runs", "--server", server) == 0
+    table = capsys.readouterr().out.splitlines()
+    header = table.index(next(line for line in table if line.startswith("ID ")))
+    first, second = table[header + 1].split(), table[header + 2].split()
+    assert first[:3] == [waiting["ID"], "STOPPED", "waiting"]
+    assert second[:3] == [run["ID"], "COMPLETE", "chain"]
+    assert second[-1] == "s" and float(second[-2]) > 0
+    response = await client.get("/api/v1/flow/runs?limit=0")
+    assert response.status == 400 and (await response.json())["code"] == "LIMIT_INVALID"
+    response = await client.get("/api/v1/flow/runs?limit=1")
+    assert [r["ID"] for r in (await response.json())["runs"]] == [waiting["ID"]]
+
     assert await pipewell("status", "f" * 32, "--server", server) == 1
     assert "Flow run does not exist. (400)" in capsys.readouterr().err
     assert await pipewell("logs", run["ID"], "--server", server, "--node", "nope") == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -26,12 +27,12 @@ def version(path: Path) -> int:
 def test_a_new_database_gets_every_step(tmp_path: Path):
     path = tmp_path / "pipewell.sqlite3"
     connect(path).close()
-    assert version(path) == len(MIGRATIONS) == 2
+    assert version(path) == len(MIGRATIONS) == 3
     found = tables(path)
     assert {"runs", "meta", "flows", "flow_configs", "tasks", "api_keys"} <= set(found)
     assert "admin" in found["api_keys"]
     connect(path).close()  # again: nothing to do, nothing changes
-    assert version(path) == 2
+    assert version(path) == 3
 
 
 def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_path: Path, capsys):
@@ -52,7 +53,32 @@ def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_pa
         assert (key.name, key.tenant, key.admin) == ("old", "acme", False)
     finally:
         conn.close()
-    assert version(path) == 2
+    assert version(path) == 3
+
+
+def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
+    path = tmp_path / "pipewell.sqlite3"
+    connect(path).close()
+    snapshot = {
+        "plan": {"tenant": "acme", "created_at": "2026-11-01T10:00:00Z",
+                 "submission": {"Flow": {"Name": "thumbs"}}},
+        "run": {"Status": "COMPLETE", "StartedAt": "2026-11-01T10:00:00Z",
+                "FinishedAt": "2026-11-01T10:00:05Z"},
+    }  # fmt: skip
+    with sqlite3.connect(path) as conn:  # as version 2 left it
+        conn.execute("DROP INDEX runs_by_tenant")
+        for column in ("tenant", "flow", "started_at", "finished_at"):
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        conn.execute(
+            "INSERT INTO runs (id, status, finished, snapshot, created_at) VALUES (?, ?, ?, ?, ?)",
+            ("r1", "COMPLETE", 1, json.dumps(snapshot), "2026-11-01T10:00:00Z"),
+        )
+        conn.execute("PRAGMA user_version = 2")
+    connect(path).close()
+    assert version(path) == 3
+    with sqlite3.connect(path) as conn:
+        row = conn.execute("SELECT tenant, flow, started_at, finished_at FROM runs").fetchone()
+    assert row == ("acme", "thumbs", "2026-11-01T10:00:00Z", "2026-11-01T10:00:05Z")
 
 
 def test_a_database_of_a_newer_pipewell_is_refused_saying_so(tmp_path: Path):
