@@ -33,12 +33,14 @@ class DockerProxy:
         self._server: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self._stopped = False
 
     @property
     def url(self) -> str:
         return f"unix://{self.path}"
 
     def start(self) -> None:
+        self._stopped = False
         server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         server.bind(str(self.path))
         server.listen(64)
@@ -46,6 +48,10 @@ class DockerProxy:
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
 
     def stop(self) -> None:
+        # First: nothing is forwarded any more. Closing the connections one by one
+        # would let a ping sent on one not yet closed reach the engine, and the
+        # executor would take the outage for the node's own failure.
+        self._stopped = True
         with self._lock:
             server, self._server = self._server, None
         if server is not None:
@@ -78,10 +84,9 @@ class DockerProxy:
             for source, target in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(source, target), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, target: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, target: socket.socket) -> None:
         try:
-            while data := source.recv(65536):
+            while (data := source.recv(65536)) and not self._stopped:
                 target.sendall(data)
             target.shutdown(socket.SHUT_WR)
         except OSError:
