@@ -36,6 +36,8 @@ from orchestrator.queue import TaskQueue, open_queue
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
+#: Seconds /healthz waits for the Docker engine's answer.
+HEALTH_PING_LIMIT = 3.0
 
 #: Seconds between pings of an unreachable Docker engine: doubling, up to the second.
 ENGINE_RETRY_FIRST = 0.5
@@ -117,7 +119,8 @@ class Worker:
         self._engine_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
         self._sweep_every = sweep_every
-        self._ping_lock = asyncio.Lock()
+        # The one ping in flight (a hung engine must not gather a thread per check).
+        self._ping: asyncio.Future[str | None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -180,10 +183,20 @@ class Worker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def engine_problem(self) -> str | None:
-        """None while the Docker engine answers (asked now), else what is wrong with it."""
+        """None while the Docker engine answers (asked now), else what is wrong with it.
+
+        An engine that takes over HEALTH_PING_LIMIT to answer is reported as such,
+        without waiting for its answer (up to ``executor.docker_timeout``); slow is
+        not down, so tasks are still taken.
+        """
         if self._engine_problem is None:
-            async with self._ping_lock:
-                problem = await asyncio.get_running_loop().run_in_executor(None, self.executor.ping)
+            if self._ping is None or self._ping.done():
+                loop = asyncio.get_running_loop()
+                self._ping = loop.run_in_executor(None, self.executor.ping)
+            try:
+                problem = await asyncio.wait_for(asyncio.shield(self._ping), HEALTH_PING_LIMIT)
+            except TimeoutError:
+                return f"no answer within {HEALTH_PING_LIMIT:g} s"
             if problem is not None:
                 self._engine_down(problem)
         return self._engine_problem

@@ -18,6 +18,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from orchestrator.worker import HEALTH_PING_LIMIT
 from tests.helpers import artifact, busybox_def, chain_flow, submit, upload, wait_for
 
 pytestmark = pytest.mark.docker
@@ -34,6 +35,7 @@ class DockerProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stopped = False
+        self._hung = False
 
     @property
     def url(self) -> str:
@@ -46,6 +48,10 @@ class DockerProxy:
         server.listen(64)
         self._server = server
         threading.Thread(target=self._accept, args=(server,), daemon=True).start()
+
+    def hang(self) -> None:
+        """From now on, take every request and answer none (an engine that hangs)."""
+        self._hung = True
 
     def stop(self) -> None:
         # First: nothing is forwarded any more. Closing the connections one by one
@@ -87,7 +93,8 @@ class DockerProxy:
     def _pipe(self, source: socket.socket, target: socket.socket) -> None:
         try:
             while (data := source.recv(65536)) and not self._stopped:
-                target.sendall(data)
+                if not self._hung:
+                    target.sendall(data)
             target.shutdown(socket.SHUT_WR)
         except OSError:
             pass
@@ -175,5 +182,27 @@ async def test_an_engine_outage_pauses_the_worker_and_costs_the_node_no_attempt(
         ):
             assert time.monotonic() < deadline, (left, list(attempts.iterdir()))
             await asyncio.sleep(0.2)
+    finally:
+        proxy.stop()
+
+
+async def test_a_hung_engine_does_not_hang_the_health_check(
+    unclosed_engine_sockets, start_service, tmp_path, monkeypatch
+):
+    proxy = DockerProxy(tmp_path / "docker.sock")
+    proxy.start()
+    monkeypatch.setenv("DOCKER_HOST", proxy.url)
+    try:
+        # A ping waits up to docker_timeout for its answer: /healthz must not.
+        client = await start_service(tmp_path / "data", executor={"docker_timeout": 30})
+        assert await health(client) == (200, {"status": "ok", "docker": "ok"})
+        proxy.hang()
+        for _ in range(2):  # the second check finds the first ping still unanswered
+            status, body = await asyncio.wait_for(health(client), HEALTH_PING_LIMIT + 5)
+            assert status == 503
+            assert body == {
+                "status": "degraded",
+                "docker": f"unreachable: no answer within {HEALTH_PING_LIMIT:g} s",
+            }
     finally:
         proxy.stop()
