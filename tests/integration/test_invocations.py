@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from orchestrator.api.resources import INVOCATIONS
-from tests.helpers import busybox_def, wait_for
+from tests.helpers import busybox_def, running_containers, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -557,6 +557,10 @@ async def test_saved_flows_and_tasks_outlive_a_restart(start_service, tmp_path):
     graph = (await save(client, one_node("slow"), [SLOW]))["graph_id"]
     response = await client.post(f"/api/v1/scade/flow/{graph}/execute", json={})
     task = await response.json()
+    # Its container exists once its input is in: only then does stopping the service
+    # leave the attempt to be resumed (an input download cut by the stopping server
+    # would be the node's failure).
+    await running_containers(task["execution_id"], seconds=30)
     await client.close()  # stops the service while the node sleeps
 
     client = await start_service(data_dir)
