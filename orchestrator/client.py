@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -67,6 +68,13 @@ def call(args: argparse.Namespace, method: str, path: str) -> Any:
     return response.json()
 
 
+def run_call(args: argparse.Namespace, method: str, action: str) -> FlowRun:
+    """``/api/v1/flow/{action}/{run_id}``: the ID quoted as one path segment, so no
+    ``/`` or ``?`` in it reaches another endpoint."""
+    path = f"/api/v1/flow/{action}/{quote(args.run_id, safe='')}"
+    return FlowRun.model_validate(call(args, method, path))
+
+
 def runs_command(args: argparse.Namespace) -> int:
     runs = call(args, "GET", f"/api/v1/flow/runs?limit={args.limit}")["runs"]
     print(f"{'ID':<32}  {'STATUS':<9} {'FLOW':<24} {'STARTED':<20} DURATION")
@@ -89,7 +97,7 @@ def _seconds(elapsed: timedelta) -> str:
 
 
 def status_command(args: argparse.Namespace) -> int:
-    run = FlowRun.model_validate(call(args, "GET", f"/api/v1/flow/status/{args.run_id}"))
+    run = run_call(args, "GET", "status")
     print(f"run {run.id}: {run.status.value}" + (f" ({run.error})" if run.error else ""))
     for node_id, state in run.node_state.items():
         line = (
@@ -104,7 +112,7 @@ def status_command(args: argparse.Namespace) -> int:
 def logs_command(args: argparse.Namespace) -> int:
     shown: dict[str, int] = {}
     while True:
-        run = FlowRun.model_validate(call(args, "GET", f"/api/v1/flow/status/{args.run_id}"))
+        run = run_call(args, "GET", "status")
         if args.node is not None and args.node not in run.node_state:
             raise ServiceRefused(
                 f"run {run.id} has no node {args.node!r}; its nodes: {', '.join(run.node_state)}"
@@ -125,7 +133,7 @@ def _log_line(node_id: str, record: LogRecord) -> str:
 
 
 def cancel_command(args: argparse.Namespace) -> int:
-    run = FlowRun.model_validate(call(args, "POST", f"/api/v1/flow/cancel/{args.run_id}"))
+    run = run_call(args, "POST", "cancel")
     print(f"run {run.id}: {run.status.value}")
     return 0
 
@@ -139,12 +147,9 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
     }
     try:
         return handlers[command](args)
-    except ServiceRefused as exc:
+    except (ServiceRefused, ServiceUnreachable) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
-        return 1
-    except ServiceUnreachable as exc:
-        print(f"pipewell: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, ServiceRefused) else 2
 
 
 __all__ = ["add_client_args", "run_client_command"]

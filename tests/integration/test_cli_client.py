@@ -59,6 +59,9 @@ async def test_status_logs_and_cancel_of_real_runs(start_service, capsys):
     response = await client.get("/api/v1/flow/runs?limit=1")
     assert [r["ID"] for r in (await response.json())["runs"]] == [waiting["ID"]]
 
+    # An ID is one path segment: this one cannot reach the cancel endpoint.
+    assert await pipewell("status", f"../cancel/{run['ID']}", "--server", server) == 1
+    assert "Flow run does not exist." in capsys.readouterr().err
     assert await pipewell("status", "f" * 32, "--server", server) == 1
     assert "Flow run does not exist. (400)" in capsys.readouterr().err
     assert await pipewell("logs", run["ID"], "--server", server, "--node", "nope") == 1
