@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import contextlib
 import faulthandler
-import logging
 import os
 import signal
 import sys
@@ -28,6 +27,8 @@ from orchestrator.errors import (
     FlowInvalid,
     RequestRefused,
 )
+from orchestrator.flow_test.command import add_test_args, test_command
+from orchestrator.logs import configure_logging
 from orchestrator.models import DEFAULT_TENANT
 from storage import StoreError
 
@@ -35,24 +36,6 @@ from storage import StoreError
 # finish and 10 s more once killed (Worker.close).
 SHUTDOWN_LIMIT = 45.0
 EXIT_SHUTDOWN_UNFINISHED = 3
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=level.upper())
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    # Both would print presigned URLs, signatures included: aiohttp's access log
-    # and urllib3's retry warnings.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
 async def serve(settings: Settings) -> None:
@@ -147,6 +130,12 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
     parser.add_argument("--auth", choices=["none", "required"], default=None)
     parser.add_argument("--log-level", default=None)
     parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=None,
+        help="json lines, or console lines (default auto: console on a terminal, json otherwise)",
+    )
+    parser.add_argument(
         "--queue", default=None, help="redis://host:6379/0: dispatch to workers through Redis"
     )
     parser.add_argument(
@@ -179,6 +168,12 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML configuration file")
     parser.add_argument("--log-level", default=None)
+    parser.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=None,
+        help="json lines, or console lines (default auto: console on a terminal, json otherwise)",
+    )
 
 
 def keys_command(args: argparse.Namespace) -> int:
@@ -288,6 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument(
         "--config", type=Path, default=None, help="the service's configuration (its stores)"
     )
+    add_test_args(
+        commands.add_parser(
+            "test",
+            help="run a flow file once: upload inputs, watch nodes live, download outputs",
+            description="Run a flow file once, on a service started for it (or --server), "
+            "with each --input uploaded to its WaitingURL. On a terminal: a live view of the "
+            "nodes (state, attempt, elapsed, last line) with each node's log, and a file "
+            "picker for inputs not given. Otherwise: one line per change. Every terminal "
+            "output is downloaded into --out. Exit 0: COMPLETE; 1: invalid flow, or the run "
+            "ended ERROR/STOPPED (the failing node's error and last lines are printed); "
+            "2: the test could not run as asked.",
+            epilog="example: pipewell test examples/resize.json --input input-image=photo.png "
+            "--flag resize.width=400 --out resized/",
+        )
+    )
     status = commands.add_parser(
         "status",
         help="a run's state, node by node",
@@ -336,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         return keys_command(args)
     if args.command == "validate":
         return validate_command(args)
+    if args.command == "test":
+        return test_command(args)
     if args.command in ("runs", "status", "logs", "cancel"):
         return run_client_command(args.command, args)
     try:
@@ -344,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.config,
                 data_dir=args.data_dir,
                 log_level=args.log_level,
+                log_format=args.log_format,
                 queue=_section(url=args.queue, reclaim_after=args.reclaim_after),
                 worker=_section(
                     name=args.name,
@@ -351,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
                     tiers=args.tiers.split(",") if args.tiers else None,
                 ),
             )
-            configure_logging(settings.log_level)
+            configure_logging(settings.log_level, settings.log_format)
             asyncio.run(work(settings))
             return 0
         settings = load_settings(
@@ -361,10 +374,11 @@ def main(argv: list[str] | None = None) -> int:
             data_dir=args.data_dir,
             auth=args.auth,
             log_level=args.log_level,
+            log_format=args.log_format,
             queue=_section(url=args.queue),
             worker=_section(enabled=False if args.no_local_worker else None),
         )
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, settings.log_format)
         asyncio.run(serve(settings))
     except (ConfigError, DataDirError, StoreError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)

@@ -194,6 +194,7 @@ class Settings(_Section):
     allowed_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     log_level: str = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
     storage: StorageSettings = Field(default_factory=StorageSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)

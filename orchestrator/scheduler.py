@@ -471,7 +471,8 @@ class Scheduler:
                 await asyncio.sleep(1)
                 continue
             try:
-                await self._handle(message)
+                with structlog.contextvars.bound_contextvars(**_about(message)):
+                    await self._handle(message)
             except Exception as exc:
                 log.exception("message_handling_failed", kind=message.kind, run_id=message.run_id)
                 await self._fail_run(
@@ -524,6 +525,7 @@ class Scheduler:
                     message.node_id,
                     f"attempt {message.attempt} started on worker {message.worker}",
                 )
+                log.info("attempt_started", worker=message.worker)
                 self._save(run)
         elif isinstance(message, AttemptResult):
             state = run.state(message.node_id)
@@ -533,6 +535,12 @@ class Scheduler:
             ended = state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR)
             if message.attempt == state.attempt and not ended:
                 outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
+                log.info(
+                    "attempt_finished",
+                    outcome=outcome,
+                    seconds=round(sum(message.timings.values()), 3),
+                    error=message.error or None,
+                )
                 self.metrics.attempt_ended(outcome, run.node(message.node_id).uses, message.timings)
                 written = sum(output.size for output in message.outputs.values())
                 self.metrics.store_bytes.labels("node_output").inc(written)
@@ -654,6 +662,12 @@ def _types(node_def: NodeDef, name: str, direction: str) -> list[str] | None:
         if edge_def.name == name:
             return edge_def.type
     return None
+
+
+def _about(message: WorkerMessage) -> dict[str, object]:
+    """The run, node and attempt a worker's message is about: bound to its handling's log lines."""
+    fields = {k: getattr(message, k, None) for k in ("run_id", "node_id", "attempt")}
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 def _suffix(types: list[str] | None) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -306,8 +307,10 @@ class Worker:
     async def _run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
         """The executor's result; an executor that raises fails the attempt, saying so."""
         try:
+            # The executor's thread logs with the attempt's bound context too.
+            in_context = contextvars.copy_context().run
             return await asyncio.get_running_loop().run_in_executor(
-                self._pool, self.executor.run, task, emit
+                self._pool, in_context, self.executor.run, task, emit
             )
         except Exception as exc:  # the executor's contract is to never raise: a bug
             log.exception("executor_raised", run_id=task.run_id, node_id=task.node_id)
@@ -322,6 +325,10 @@ class Worker:
 
     async def _execute(self, task: Task, memory: int) -> None:
         loop = asyncio.get_running_loop()
+        # This task's own context: every line logged for the attempt carries them.
+        structlog.contextvars.bind_contextvars(
+            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt
+        )
 
         def emit(record: LogRecord) -> None:
             message = AttemptLog(
@@ -359,7 +366,9 @@ class Worker:
                 # Only once its result is out may the queue forget the task.
                 self._outbox.put_nowait(task)
             self._attempts.discard(task.key)
-            remove_seconds = await loop.run_in_executor(self._pool, cleanup)
+            remove_seconds = await loop.run_in_executor(
+                self._pool, contextvars.copy_context().run, cleanup
+            )
             self._outbox.put_nowait(
                 AttemptCleanedUp(
                     run_id=task.run_id,

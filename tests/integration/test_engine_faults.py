@@ -9,17 +9,22 @@ reason, and a worker never stalls on a task it cannot hold.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from orchestrator.config import Settings
 from orchestrator.database import Database
 from orchestrator.events import EventBus
+from orchestrator.logs import configure_logging
 from orchestrator.messages import AttemptResult, Task
 from orchestrator.models import FlowSubmission, RunStatus
 from orchestrator.queue import MemoryQueue
@@ -238,3 +243,44 @@ async def test_a_store_that_cannot_take_an_invocations_input_leaves_no_run(engin
         await started.scheduler.submit(submission, inputs={"src": (b"{}", "application/json")})
     assert started.scheduler.runs == {}
     assert started.executor.tasks == []
+
+
+@pytest.fixture
+def json_log() -> Iterator[io.StringIO]:
+    """The service's JSON log configuration, writing here; the test run's own restored after."""
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    written = io.StringIO()
+    configure_logging("info", "json", written)
+    yield written
+    structlog.configure(**saved)
+    root.handlers, root.level = handlers, level
+
+
+async def test_each_log_line_about_an_attempt_names_its_run_node_and_attempt(engine, json_log):
+    def says_something(task: Task) -> str | None:
+        structlog.get_logger("test").info("executor_working")  # in the worker's thread
+        return "out of luck" if task.attempt == 1 else None
+
+    started = await engine(FakeExecutor({"b": says_something}))
+    run = await started.settled(await started.run(CHAIN, MaxAttempts=2))
+    assert run.status == RunStatus.COMPLETE
+    lines = [json.loads(line) for line in json_log.getvalue().splitlines()]
+    about_b = [
+        (line["attempt"], line["event"], line.get("outcome"))
+        for line in lines
+        if line.get("node_id") == "b" and line.get("run_id") == run.id
+    ]
+    # The worker's thread and the scheduler log concurrently: compared per attempt.
+    assert sorted(about_b[:6]) == [
+        (1, "attempt_finished", "failed"),
+        (1, "attempt_started", None),
+        (1, "executor_working", None),
+        (2, "attempt_finished", "succeeded"),
+        (2, "attempt_started", None),
+        (2, "executor_working", None),
+    ], about_b
+    # The run ends while b's result is handled: that line says so too.
+    assert about_b[6:] == [(2, "run_finished", None)]
+    failed = next(line for line in lines if line.get("outcome") == "failed")
+    assert (failed["level"], failed["error"]) == ("info", "out of luck")

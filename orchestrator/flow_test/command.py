@@ -1,0 +1,198 @@
+"""``pipewell test``: run a flow file once, with real inputs, and fetch what it made.
+
+Exit codes: 0 the run completed (outputs downloaded); 1 the flow is invalid or
+the run ended ERROR or STOPPED (the failing node's error and last lines are
+printed); 2 the test could not be run as asked (a file, an input, the service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import AsyncExitStack, ExitStack
+from pathlib import Path
+
+from orchestrator.errors import ConfigError, DataDirError, FlowFileUnreadable, FlowInvalid
+from orchestrator.flow_files import read_flow_file
+from orchestrator.flow_test.embedded import embedded_service
+from orchestrator.flow_test.plain import PlainView
+from orchestrator.flow_test.session import (
+    CannotTest,
+    FlowRejected,
+    Output,
+    RunSession,
+    apply_flags,
+    parse_inputs,
+)
+from orchestrator.logs import configure_logging
+from orchestrator.models import FlowSubmission, RunStatus
+from storage import StoreError
+
+#: The embedded service's own log, in its data directory.
+SERVICE_LOG = "service.log"
+
+
+def add_test_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("flow", type=Path, help="the flow file (YAML or JSON)")
+    parser.add_argument(
+        "--nodedefs", type=Path, action="append", default=[], help="a NodeDef file (repeatable)"
+    )
+    parser.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="EDGE=PATH",
+        help="upload this file to the edge's WaitingURL (repeatable)",
+    )
+    parser.add_argument(
+        "--flag",
+        action="append",
+        default=[],
+        metavar="NODE.FLAG=VALUE",
+        help="set a node's flag for this run (repeatable)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("out"), help="where outputs go (default ./out)"
+    )
+    parser.add_argument(
+        "--server",
+        default=None,
+        help="a running service's URL (default: start one in this process, as pup test does)",
+    )
+    parser.add_argument(
+        "--key",
+        default=os.environ.get("PIPEWELL_API_KEY"),
+        help="an API key for --server (default $PIPEWELL_API_KEY)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=None, help="the embedded service's configuration"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the embedded service's data directory (default: a temporary one, removed after)",
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="print lines, not the live view (the default when not on a terminal)",
+    )
+
+
+def test_command(args: argparse.Namespace) -> int:
+    try:
+        submission = read_flow_file(args.flow, args.nodedefs)
+        apply_flags(submission, args.flag)
+        files = parse_inputs(args.input)
+    except FlowInvalid as exc:
+        for entry in exc.errors:
+            print(f"error {entry.get('code')}: {entry.get('message')}", file=sys.stderr)
+        return 1
+    except (FlowFileUnreadable, CannotTest) as exc:
+        print(f"pipewell: {exc}", file=sys.stderr)
+        return 2
+    live = not args.plain and sys.stdin.isatty() and sys.stdout.isatty()
+    with ExitStack() as stack:
+        data_dir = args.data_dir
+        if args.server is None:
+            if data_dir is None:
+                data_dir = Path(
+                    stack.enter_context(tempfile.TemporaryDirectory(prefix="pipewell-"))
+                )
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            log_file = stack.enter_context((data_dir / SERVICE_LOG).open("a", encoding="utf-8"))
+            # The embedded service logs to a file: the terminal is the test's.
+            configure_logging("info", "json", log_file)
+        try:
+            status = asyncio.run(_test(args, submission, files, data_dir, live))
+        except FlowRejected as exc:
+            print(f"pipewell: {exc}", file=sys.stderr)
+            return 1
+        except (CannotTest, ConfigError, DataDirError, StoreError) as exc:
+            print(f"pipewell: {exc}", file=sys.stderr)
+            return 2
+        if status == RunStatus.COMPLETE:
+            return 0
+        if args.server is None and args.data_dir is None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data_dir / SERVICE_LOG, args.out / SERVICE_LOG)
+            print(f"the service's log: {args.out / SERVICE_LOG}")
+        return 1
+
+
+async def _test(
+    args: argparse.Namespace,
+    submission: FlowSubmission,
+    files: dict[str, Path],
+    data_dir: Path | None,
+    live: bool,
+) -> RunStatus:
+    """The run's final status, its outputs downloaded and its summary printed."""
+    async with AsyncExitStack() as stack:
+        server = args.server
+        if server is None:
+            server = await stack.enter_async_context(embedded_service(args.config, data_dir))
+        session = RunSession(server, args.key, submission)
+        stack.push_async_callback(session.aclose)
+        run = await session.submit()
+        print(f"run {run.id}: {submission.flow.name}, {len(submission.flow.nodes)} node(s)")
+        try:
+            unknown = sorted(set(files) - set(session.waiting_edges()))
+            if unknown:
+                raise CannotTest(
+                    f"--input {', '.join(unknown)}: the run waits for files on "
+                    f"{', '.join(session.waiting_edges()) or 'no edge'} only"
+                )
+            if live:
+                from orchestrator.flow_test.live import LiveView
+
+                outputs = await LiveView(session, files, args.out).run_async()
+                if not session.status.finished:  # left before the end: cancelled on the way
+                    await session.refresh()
+            else:
+                outputs = await _plain(session, files, args.out)
+        except BaseException:
+            # Interrupted, or the test cannot go on: the run should not wait for nothing.
+            await asyncio.shield(session.cancel())
+            raise
+        for line in summary(session, outputs):
+            print(line)
+        return session.status
+
+
+async def _plain(session: RunSession, files: dict[str, Path], out: Path) -> list[Output] | None:
+    missing = [e for e in session.waiting_edges() if e not in files]
+    if missing:
+        raise CannotTest(
+            "the run waits for a file on "
+            + ", ".join(f"edge {e!r}" for e in missing)
+            + ": pass "
+            + " ".join(f"--input {e}=PATH" for e in missing)
+        )
+    for edge, path in files.items():
+        size = await session.upload(edge, path)
+        print(f"uploaded {path} to edge {edge!r} ({size} bytes)", flush=True)
+    await PlainView(session, lambda line: print(line, flush=True)).follow()
+    if session.status == RunStatus.COMPLETE:
+        return await session.download(out)
+    return None
+
+
+def summary(session: RunSession, outputs: list[Output] | None) -> list[str]:
+    """The lines that stay on the terminal once the run has ended."""
+    if session.status != RunStatus.COMPLETE:
+        return session.failure()
+    said = [f"run {session.run_id} COMPLETE in {session.elapsed():.1f} s"]
+    for output in outputs or []:
+        said.append(f"  {output.edge} -> {output.path} ({output.size} bytes)")
+    if not outputs:
+        said.append("  (no outputs: every edge it produced is read by a node)")
+    return said
+
+
+__all__ = ["add_test_args", "test_command"]

@@ -1,0 +1,231 @@
+"""``pipewell test`` on a terminal: the nodes live, each node's log, a file picker.
+
+A textual app: a table of the nodes (state, attempt, elapsed, last line), the
+log of the node under the cursor below it, and for each input the command line
+did not give, a picker (a path field and the directory tree) whose file is
+uploaded to the input's WaitingURL. It stays open once the run has ended, with
+the outputs downloaded, until ``q``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import DataTable, DirectoryTree, Footer, Header, Input, Label, RichLog, Static
+
+from orchestrator.flow_test.session import CannotTest, NodeView, Output, RunSession, Update
+
+STATE_STYLES = {
+    "IDLE": "dim",
+    "READY": "cyan",
+    "RUNNING": "bold yellow",
+    "RETRYING": "bold magenta",
+    "COMPLETE": "bold green",
+    "ERROR": "bold red",
+}
+COLUMNS = ("node", "state", "attempt", "elapsed", "last line")
+
+
+class FilePicker(ModalScreen[Path | None]):
+    """Choose the file for one waiting edge: type a path, or pick one in the tree."""
+
+    BINDINGS = [Binding("escape", "give_up", "Stop the run")]
+    DEFAULT_CSS = """
+    FilePicker { align: center middle; }
+    FilePicker > Vertical { width: 90%; height: 80%; border: thick $accent; padding: 1 2;
+                            background: $surface; }
+    FilePicker DirectoryTree { height: 1fr; }
+    """
+
+    def __init__(self, edge: str) -> None:
+        super().__init__()
+        self.edge = edge
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(f"The run waits for a file on edge '{self.edge}'", style="bold"))
+            yield Input(placeholder="a path, then Enter (or pick below)", id="path")
+            yield DirectoryTree(Path.cwd())
+            yield Label("Enter or click: upload this file   Esc: stop the run", classes="hint")
+
+    @on(Input.Submitted, "#path")
+    def typed(self, event: Input.Submitted) -> None:
+        path = Path(event.value.strip()).expanduser()
+        if path.is_file():
+            self.dismiss(path)
+        else:
+            self.notify(f"{path} is not a file", severity="error")
+
+    @on(DirectoryTree.FileSelected)
+    def picked(self, event: DirectoryTree.FileSelected) -> None:
+        self.dismiss(event.path)
+
+    def action_give_up(self) -> None:
+        self.dismiss(None)
+
+
+class LiveView(App[list[Output] | None]):
+    """Runs the session to its end; returns the downloaded outputs (None unless COMPLETE)."""
+
+    TITLE = "pipewell test"
+    BINDINGS = [
+        Binding("q", "leave", "Quit (stops a run not yet ended)"),
+        Binding("c", "cancel_run", "Cancel the run"),
+    ]
+    CSS = """
+    #summary { height: auto; padding: 0 1; }
+    #nodes { height: auto; max-height: 45%; }
+    #log { height: 1fr; border: round $accent; }
+    """
+
+    def __init__(self, session: RunSession, files: dict[str, Path], out: Path) -> None:
+        super().__init__()
+        self.session = session
+        self.files = files
+        self.out = out
+        self.outputs: list[Output] | None = None
+        self.selected = next(iter(session.nodes))
+        self._written = 0
+        self._note = "starting"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary")
+        yield DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=5000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = f"{self.session.submission.flow.name} · run {self.session.run_id}"
+        table = self.query_one("#nodes", DataTable)
+        # Widths fixed up front: a column sized by its first cells would cut "RUNNING".
+        widths = {"node": max(4, *map(len, self.session.nodes)), "state": 8, "last line": 64}
+        for column in COLUMNS:
+            table.add_column(column, key=column, width=widths.get(column, 8))
+        for node_id, view in self.session.nodes.items():
+            table.add_row(*self._cells(node_id, view), key=node_id)
+        self._show_log(self.selected)
+        self.set_interval(0.5, self._tick)
+        self.run_worker(self._drive(), name="run", exit_on_error=False)
+
+    async def _drive(self) -> None:
+        try:
+            await self._upload_inputs()
+            if self.session.run is not None and not self.session.run.status.finished:
+                self._note = "running"
+                async for update in self.session.follow():
+                    self._apply(update)
+            if self.session.status.value == "COMPLETE":
+                self._note = f"downloading outputs into {self.out}"
+                self._tick()
+                self.outputs = await self.session.download(self.out)
+            self._note = self._ended()
+        except CannotTest as exc:
+            await self.session.cancel()
+            self._note = f"stopped: {exc}"
+        self._tick()
+
+    async def _upload_inputs(self) -> None:
+        for edge in self.session.waiting_edges():
+            path = self.files.get(edge)
+            if path is None:
+                self._note = f"waiting for a file on edge '{edge}'"
+                self._tick()
+                path = await self.push_screen_wait(FilePicker(edge))
+                if path is None:
+                    raise CannotTest(f"no file chosen for edge {edge!r}")
+            self._note = f"uploading {path.name} to edge '{edge}'"
+            self._tick()
+            await self.session.upload(edge, path)
+
+    def _apply(self, update: Update) -> None:
+        table = self.query_one("#nodes", DataTable)
+        nodes = [update.node] if update.kind == "log" else list(self.session.nodes)
+        for node_id in nodes:
+            if node_id is None or node_id not in self.session.nodes:
+                continue
+            for column, cell in zip(
+                COLUMNS, self._cells(node_id, self.session.nodes[node_id]), strict=True
+            ):
+                table.update_cell(node_id, column, cell)
+        self._show_new_lines()
+        self._tick()
+
+    def _cells(self, node_id: str, view: NodeView) -> tuple[Text | str, ...]:
+        attempt = f"{view.attempt}/{view.max_attempts}" if view.attempt else "-"
+        elapsed = f"{view.elapsed():.1f} s" if view.attempt else ""
+        last = view.error if view.status == "ERROR" and view.error else view.last_line()
+        return (
+            Text(node_id),
+            Text(view.status, style=STATE_STYLES.get(view.status, "")),
+            attempt,
+            elapsed,
+            Text(last, no_wrap=True, overflow="ellipsis"),
+        )
+
+    def _tick(self) -> None:
+        table = self.query_one("#nodes", DataTable)
+        for node_id, view in self.session.nodes.items():
+            if view.running_since is not None:
+                table.update_cell(node_id, "elapsed", f"{view.elapsed():.1f} s")
+        run = self.session.run
+        status = run.status.value if run else "SUBMITTED"
+        line = Text.assemble(
+            ("run ", ""),
+            (status, STATE_STYLES.get(status, "bold")),
+            (f"  {self.session.elapsed():.1f} s  ·  {self._note}", ""),
+        )
+        self.query_one("#summary", Static).update(line)
+
+    def _ended(self) -> str:
+        if self.outputs is not None:
+            where = ", ".join(f"{o.edge} -> {o.path}" for o in self.outputs) or "no outputs"
+            return f"done: {where}  ·  q: quit"
+        failed = [n for n, v in self.session.nodes.items() if v.status == "ERROR"]
+        who = f"node {', '.join(failed)} failed" if failed else "ended"
+        return f"{who}  ·  its log is below  ·  q: quit"
+
+    @on(DataTable.RowHighlighted, "#nodes")
+    def node_chosen(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key.value is not None:
+            self._show_log(event.row_key.value)
+
+    def _show_log(self, node_id: str) -> None:
+        self.selected = node_id
+        pane = self.query_one("#log", RichLog)
+        pane.border_title = f"log of {node_id}  (↑↓: another node)"
+        pane.clear()
+        self._written = 0
+        self._show_new_lines()
+
+    def _show_new_lines(self) -> None:
+        pane = self.query_one("#log", RichLog)
+        records = self.session.nodes[self.selected].logs
+        for record in records[self._written :]:
+            when = record.timestamp.strftime("%H:%M:%S")
+            style = (
+                "red" if record.stream == "stderr" else "dim" if record.stream == "pipewell" else ""
+            )
+            # Log text is the container's: shown as text, never read as markup.
+            pane.write(
+                Text.assemble((f"{when} {record.stream:<8} ", "dim"), (record.message, style))
+            )
+        self._written = len(records)
+
+    async def action_cancel_run(self) -> None:
+        await self.session.cancel()
+        self._note = "cancelling"
+
+    async def action_leave(self) -> None:
+        if self.session.run is not None and not self.session.run.status.finished:
+            await self.session.cancel()
+        self.exit(self.outputs)
+
+
+__all__ = ["LiveView"]

@@ -1,0 +1,61 @@
+"""Where the service's log lines go, and in which form.
+
+One JSON object per line for machines (the default when the output is not a
+terminal), coloured key=value lines for people at a terminal. Lines of the
+standard library's loggers (aiohttp, asyncio) take the same form. Each line
+carries what the code bound in context: ``run_id``, ``node_id`` and ``attempt``
+while an attempt runs or its messages are handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal, TextIO
+
+import structlog
+
+LogFormat = Literal["auto", "json", "console"]
+
+
+def configure_logging(
+    level: str, log_format: LogFormat = "auto", stream: TextIO | None = None
+) -> None:
+    stream = stream or sys.stderr
+    terminal = stream.isatty()
+    as_json = log_format == "json" or (log_format == "auto" and not terminal)
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if as_json:
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=terminal)
+    numeric = logging.getLevelName(level.upper())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    # Both would print presigned URLs, signatures included: aiohttp's access log
+    # and urllib3's retry warnings.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+__all__ = ["LogFormat", "configure_logging"]

@@ -1,0 +1,275 @@
+"""``pipewell test``: real flow files, real inputs and outputs, real containers.
+
+The plain view runs as the command does (a subprocess with its embedded
+service, or ``--server``); the live view runs headless in textual's pilot
+against the real service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+from textual.widgets import DataTable, RichLog
+
+from orchestrator.cli import main
+from orchestrator.flow_files import read_flow_file
+from orchestrator.flow_test.live import FilePicker, LiveView
+from orchestrator.flow_test.session import RunSession
+from tests.helpers import busybox_def
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parents[2]
+
+SHOUT = {
+    "Flow": {
+        "Name": "shout",
+        "Nodes": [
+            {
+                "ID": "upper",
+                "Uses": "test/upper",
+                "Inputs": [{"Name": "in", "Edge": "text"}],
+                "Outputs": [{"Name": "out", "Edge": "loud"}],
+            },
+            {
+                "ID": "mark",
+                "Uses": "test/mark",
+                "Inputs": [{"Name": "in", "Edge": "loud"}],
+                "Outputs": [{"Name": "out", "Edge": "marked"}],
+            },
+        ],
+    },
+    "NodeDefs": [
+        busybox_def("upper", "sh -c 'echo converting; tr a-z A-Z < ${in} > ${out}'"),
+        busybox_def(
+            "mark",
+            'sh -c \'printf "%s%s" "$(cat ${in})" "$FLAG_SUFFIX" > ${out}\'',
+            Flags=[{"Name": "suffix", "Default": "."}],
+        ),
+    ],
+}
+
+
+def pipewell_test(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "test", *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_flow_file_runs_with_its_inputs_and_flags_and_its_outputs_land_in_out(tmp_path):
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    (tmp_path / "words.txt").write_bytes(b"hello there")
+    done = pipewell_test(
+        str(flow),
+        "--input",
+        "text=words.txt",
+        "--flag",
+        "mark.suffix=!",
+        "--out",
+        "results",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("run ") and lines[0].endswith(": shout, 2 node(s)")
+    assert lines[1] == "uploaded words.txt to edge 'text' (11 bytes)"
+    # One line per change, in order: a node's log lines between its start and its end.
+    said = [line.split("] ", 1)[1].split() for line in lines if line.startswith("[")]
+    upper = [words for words in said if words[0] == "upper"]
+    assert upper[0][:4] == ["upper", "RUNNING", "attempt", "1/3"]
+    assert ["upper", "|", "stdout:", "converting"] in upper
+    assert upper[-1][:4] == ["upper", "COMPLETE", "attempt", "1/3"]
+    assert said.index(upper[-1]) < said.index(["mark", "RUNNING", "attempt", "1/3"])
+    assert lines[-2].endswith(" COMPLETE in " + lines[-2].split(" in ")[1])
+    assert lines[-1] == "  marked -> results/marked.txt (12 bytes)"
+    assert (tmp_path / "results" / "marked.txt").read_bytes() == b"HELLO THERE!"
+    # Only the terminal edge is downloaded.
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["marked.txt"]
+
+
+def test_the_resize_example_makes_an_image_800_pixels_wide(tmp_path):
+    picture = io.BytesIO()
+    Image.new("RGB", (1600, 900), (200, 40, 40)).save(picture, format="PNG")
+    (tmp_path / "photo.png").write_bytes(picture.getvalue())
+    done = pipewell_test(
+        str(REPO / "examples" / "resize.json"),
+        "--input",
+        "input-image=photo.png",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    written = done.stdout.splitlines()[-1].split(" -> ")[1].split(" (")[0]
+    assert written == "out/output-image.png"
+    with Image.open(tmp_path / written) as resized:
+        assert (resized.format, resized.size) == ("PNG", (800, 450))
+
+
+FAILING = {
+    "Flow": {
+        "Name": "breaks",
+        "Nodes": [
+            {
+                "ID": "fragile",
+                "Uses": "test/fragile",
+                "Inputs": [{"Name": "in", "Edge": "text"}],
+                "Outputs": [{"Name": "out", "Edge": "never"}],
+            }
+        ],
+    },
+    "NodeDefs": [
+        busybox_def(
+            "fragile",
+            "sh -c 'echo reading the input; echo the input is not a number >&2; exit 3'",
+            MaxAttempts=2,
+        )
+    ],
+}
+
+
+def test_a_failing_flow_exits_1_with_the_nodes_error_and_last_lines(tmp_path):
+    flow = tmp_path / "breaks.json"
+    flow.write_text(json.dumps(FAILING))
+    (tmp_path / "in.txt").write_text("abc")
+    done = pipewell_test(str(flow), "--input", "text=in.txt", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    said = [line.split("] ", 1)[1].split()[:3] for line in lines if line.startswith("[")]
+    assert ["fragile", "RETRYING", "attempt"] in said, lines
+    at = lines.index(next(line for line in lines if line.endswith(" ended ERROR")))
+    assert lines[at + 1].startswith("  node fragile failed: ")
+    assert lines[at + 1].endswith("command exited with code 3: the input is not a number")
+    tail = lines[at + 2 :]
+    assert "    stdout: reading the input" in tail
+    assert "    stderr: the input is not a number" in tail
+    assert lines[-1] == "the service's log: out/service.log"
+    assert '"event": "run_finished"' in (tmp_path / "out" / "service.log").read_text()
+
+
+def test_what_the_test_cannot_do_is_said_with_exit_2(tmp_path):
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    (tmp_path / "words.txt").write_text("x")
+    missing = pipewell_test(str(flow), cwd=tmp_path)
+    assert missing.returncode == 2
+    assert "the run waits for a file on edge 'text': pass --input text=PATH" in missing.stderr
+    unknown = pipewell_test(str(flow), "--input", "txt=words.txt", cwd=tmp_path)
+    assert unknown.returncode == 2
+    assert "--input txt: the run waits for files on text only" in unknown.stderr
+    no_file = pipewell_test(str(flow), "--input", "text=absent.txt", cwd=tmp_path)
+    assert no_file.returncode == 2 and "absent.txt is not a file" in no_file.stderr
+    no_node = pipewell_test(str(flow), "--flag", "shout.x=1", cwd=tmp_path)
+    assert no_node.returncode == 2
+    assert "the flow has no node 'shout' (its nodes: upper, mark)" in no_node.stderr
+    # The service's validation refuses the flow: the flow's fault, every problem listed.
+    unknown_def = yaml.safe_dump({"Flow": {**SHOUT["Flow"], "Name": "bad"}, "NodeDefs": []})
+    flow.write_text(unknown_def)
+    refused = pipewell_test(str(flow), "--input", "text=words.txt", cwd=tmp_path)
+    assert refused.returncode == 1, refused.stderr
+    assert "(400)" in refused.stderr
+    assert "\n  NODE_001: node 'upper' uses 'test/upper'" in refused.stderr
+    assert "\n  NODE_001: node 'mark' uses 'test/mark'" in refused.stderr
+
+
+async def test_a_running_service_is_used_with_server(start_service, tmp_path, capsys):
+    client = await start_service()
+    server = str(client.make_url("")).rstrip("/")
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    (tmp_path / "words.txt").write_text("served")
+    argv = ["test", str(flow), "--server", server, "--plain", "--out", str(tmp_path / "o")]
+    argv += ["--input", f"text={tmp_path / 'words.txt'}"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert (tmp_path / "o" / "marked.txt").read_bytes() == b"SERVED."
+    said = capsys.readouterr().out.splitlines()
+    run_id = next(line for line in said if line.endswith(": shout, 2 node(s)")).split()[1][:-1]
+    status = await (await client.get(f"/api/v1/flow/status/{run_id}")).json()
+    assert status["Status"] == "COMPLETE"
+
+
+SLOW = {
+    "Flow": {
+        "Name": "slow",
+        "Nodes": [
+            {
+                "ID": "first",
+                "Uses": "test/slow",
+                "Inputs": [{"Name": "in", "Edge": "text"}],
+                "Outputs": [{"Name": "out", "Edge": "mid"}],
+            },
+            {
+                "ID": "second",
+                "Uses": "test/copy",
+                "Inputs": [{"Name": "in", "Edge": "mid"}],
+                "Outputs": [{"Name": "out", "Edge": "result"}],
+            },
+        ],
+    },
+    "NodeDefs": [
+        busybox_def("slow", "sh -c 'echo started work; sleep 2; echo halfway; cat ${in} > ${out}'"),
+        busybox_def("copy", "sh -c 'echo copying; cat ${in} ${in} > ${out}'"),
+    ],
+}
+
+
+async def until(check, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(seconds * 10)):
+        if check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("not reached in time")
+
+
+async def test_the_live_view_picks_a_file_shows_states_and_logs(start_service, tmp_path):
+    client = await start_service()
+    flow = tmp_path / "slow.yaml"
+    flow.write_text(yaml.safe_dump(SLOW))
+    (tmp_path / "in.txt").write_bytes(b"ab")
+    session = RunSession(str(client.make_url("")), None, read_flow_file(flow))
+    await session.submit()
+    app = LiveView(session, {}, tmp_path / "out")
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            # No --input: the picker asks for the file of edge 'text'.
+            await until(lambda: isinstance(app.screen, FilePicker))
+            assert app.screen.edge == "text"
+            app.screen.query_one("#path").value = str(tmp_path / "in.txt")
+            await pilot.press("enter")
+            table = app.query_one("#nodes", DataTable)
+            log = app.query_one("#log", RichLog)
+            # The first node's lines appear in its pane while it still runs.
+            await until(lambda: any("started work" in line.text for line in log.lines))
+            assert str(table.get_cell("first", "state")) == "RUNNING"
+            assert str(table.get_cell("second", "state")) == "IDLE"
+            await until(lambda: app.outputs is not None)
+            assert [str(table.get_cell(n, "state")) for n in ("first", "second")] == [
+                "COMPLETE",
+                "COMPLETE",
+            ]
+            assert str(table.get_cell("second", "attempt")) == "1/3"
+            assert "halfway" in str(table.get_cell("first", "last line")) or any(
+                "halfway" in line.text for line in log.lines
+            )
+            # The cursor moves to the second node: its log replaces the first's.
+            await pilot.press("down")
+            await until(lambda: any("copying" in line.text for line in log.lines))
+            assert not any("started work" in line.text for line in log.lines)
+            await pilot.press("q")
+        assert app.return_value is not None
+        [output] = app.return_value
+        assert output.edge == "result" and output.path.read_bytes() == b"abab"
+    finally:
+        await session.aclose()

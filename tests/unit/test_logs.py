@@ -1,0 +1,66 @@
+"""The service's log lines: JSON objects off a terminal, key=value lines on one."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from orchestrator.logs import configure_logging
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.fixture(autouse=True)
+def restored() -> Iterator[None]:
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers, root.level = handlers, level
+
+
+def test_off_a_terminal_every_line_is_a_json_object_with_its_bound_context():
+    written = io.StringIO()
+    configure_logging("info", "auto", written)
+    with structlog.contextvars.bound_contextvars(run_id="r1", node_id="n", attempt=2):
+        structlog.get_logger("pipewell").info("attempt_finished", outcome="failed")
+    logging.getLogger("aiohttp.server").error("Error handling request")
+    structlog.get_logger("pipewell").debug("not_shown")
+    ours, stdlib = (json.loads(line) for line in written.getvalue().splitlines())
+    assert {k: ours[k] for k in ("event", "level", "run_id", "node_id", "attempt", "outcome")} == {
+        "event": "attempt_finished",
+        "level": "info",
+        "run_id": "r1",
+        "node_id": "n",
+        "attempt": 2,
+        "outcome": "failed",
+    }
+    assert ours["timestamp"].endswith("Z")
+    assert (stdlib["event"], stdlib["level"], stdlib["logger"]) == (
+        "Error handling request",
+        "error",
+        "aiohttp.server",
+    )
+
+
+def test_on_a_terminal_lines_are_for_people_and_json_can_be_asked_for():
+    screen = Terminal()
+    configure_logging("info", "auto", screen)
+    structlog.get_logger("pipewell").info("listening", url="http://127.0.0.1:1234")
+    line = re.sub(r"\x1b\[[0-9;]*m", "", screen.getvalue())  # coloured, on a terminal
+    assert line != screen.getvalue()
+    assert "listening" in line and "url=http://127.0.0.1:1234" in line
+    assert not line.startswith("{")
+    asked = Terminal()
+    configure_logging("info", "json", asked)
+    structlog.get_logger("pipewell").info("listening")
+    assert json.loads(asked.getvalue())["event"] == "listening"
