@@ -1,4 +1,6 @@
-"""The ``pipewell`` command: ``dev`` (everything in one process) and ``serve`` (by config file)."""
+"""The ``pipewell`` command: the service (``dev``, ``serve``, ``worker``), flow files
+(``validate``, ``test``), a service's runs (``runs``, ``status``, ``logs``, ``cancel``)
+and API keys (``keys``)."""
 
 from __future__ import annotations
 
@@ -258,15 +260,35 @@ def validate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipewell", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipewell",
+        description="Run flows of containerized processing steps: the service, its "
+        "workers, and a client for flow files and runs. 'pipewell COMMAND --help' "
+        "says more, with an example.",
+        epilog="example: pipewell dev, then pipewell test examples/greeter.yaml "
+        "--input request=in.json",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_service_args(
-        commands.add_parser("dev", help="API, scheduler, worker and local store in one process"),
+        commands.add_parser(
+            "dev",
+            help="API, scheduler, worker and local store in one process",
+            description="Serve the API with its scheduler, a local worker and the local "
+            "store in this process (config file optional, flags win over it).",
+            epilog="example: pipewell dev --port 8080 --data-dir /srv/pipewell",
+        ),
         dev=True,
     )
     _add_service_args(
-        commands.add_parser("serve", help="the service, configured by file"), dev=False
+        commands.add_parser(
+            "serve",
+            help="the service, configured by file",
+            description="The same service as dev, configured by a file (see config.yaml).",
+            epilog="example: pipewell serve --config /etc/pipewell/config.yaml "
+            "--queue redis://10.0.0.2:6379/0",
+        ),
+        dev=False,
     )
     check = commands.add_parser(
         "validate",
@@ -325,23 +347,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     runs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
     add_client_args(runs)
-    keys = commands.add_parser("keys", help="create, list and revoke API keys")
+    keys = commands.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="API keys of the service whose data directory this is (run it there).",
+        epilog="example: pipewell keys create --name laptop --tenant demo",
+    )
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="make a key and print it, once")
+    create = key_commands.add_parser(
+        "create",
+        help="make a key and print it, once",
+        epilog="example: KEY=$(pipewell keys create --name ci --tenant builds)",
+    )
     create.add_argument("--name", required=True)
     create.add_argument("--tenant", default=DEFAULT_TENANT)
     create.add_argument(
         "--admin", action="store_true", help="may also manage keys over HTTP (/api/v1/keys)"
     )
-    listing = key_commands.add_parser("list", help="name, tenant, created, last used, masked key")
-    revoke = key_commands.add_parser("revoke", help="refuse the key from its next use on")
+    listing = key_commands.add_parser(
+        "list",
+        help="name, tenant, created, last used, masked key",
+        epilog="example: pipewell keys list --data-dir /srv/pipewell",
+    )
+    revoke = key_commands.add_parser(
+        "revoke",
+        help="refuse the key from its next use on",
+        epilog="example: pipewell keys revoke laptop",
+    )
     revoke.add_argument("name")
     for sub in (create, listing, revoke):
         sub.add_argument("--data-dir", type=Path, default=Path(".pipewell"))
     _add_worker_args(
-        commands.add_parser("worker", help="run tasks from a Redis queue on this Docker host")
+        commands.add_parser(
+            "worker",
+            help="run tasks from a Redis queue on this Docker host",
+            description="Take the service's tasks from Redis and run them on this host's "
+            "Docker engine; no store credentials needed (tasks carry presigned URLs).",
+            epilog="example: pipewell worker --queue redis://10.0.0.2:6379/0 --tiers "
+            "c-small,c-large --concurrency 8",
+        )
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.command == "keys":
         return keys_command(args)
     if args.command == "validate":

@@ -1,9 +1,11 @@
 """The CLI refuses configurations that would expose the service, saying why."""
 
+import argparse
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 import structlog
@@ -117,3 +119,20 @@ def test_validate_finds_nodedefs_beside_the_flow_and_reports_schema_errors(capsy
     assert main(["validate", str(flow)]) == 2
     assert f"pipewell: {flow}: not valid YAML" in capsys.readouterr().err
     assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_every_command_says_what_it_does_with_an_example():
+    def commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, str]]:
+        yield path, parser.format_help()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from commands(sub, f"{path} {name}")
+
+    helps = dict(commands(cli.build_parser(), "pipewell"))
+    assert len(helps) == 14  # pipewell, its 10 commands, the 3 of keys
+    for path, text in helps.items():
+        assert "\nexample: " in text, f"{path} --help has no example"
+    assert "pipewell test examples/resize.json --input input-image=photo.png" in " ".join(
+        helps["pipewell test"].split()
+    )
