@@ -41,7 +41,7 @@ docker:
 packages:
 	@$(SCRIPT_ENV) bash -c '. scripts/lib.sh && apt_install redis-server chromium'
 
-images: docker
+images: venv docker
 	@$(SCRIPT_ENV) scripts/build-images.sh
 
 dev: setup

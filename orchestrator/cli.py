@@ -32,6 +32,7 @@ from orchestrator.errors import (
 from orchestrator.flow_test.command import add_test_args, test_command
 from orchestrator.logs import configure_logging
 from orchestrator.models import DEFAULT_TENANT
+from orchestrator.node_commands import add_nodes_args, nodes_command
 from storage import StoreError
 
 # Open requests get 15 s (serve's shutdown_timeout), then running attempts 10 s to
@@ -377,6 +378,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     for sub in (create, listing, revoke):
         sub.add_argument("--data-dir", type=Path, default=Path(".pipewell"))
+    add_nodes_args(
+        commands.add_parser(
+            "nodes",
+            help="the built-in nodes: list them, build their images",
+            description="The built-in catalog (nodedefs/) and its images (nodes/), on this "
+            "host's Docker engine. An image missing when a node runs is built from nodes/ "
+            "by the worker too.",
+            epilog="example: pipewell nodes build",
+        )
+    )
     _add_worker_args(
         commands.add_parser(
             "worker",
@@ -398,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
         return validate_command(args)
     if args.command == "test":
         return test_command(args)
+    if args.command == "nodes":
+        return nodes_command(args)
     if args.command in ("runs", "status", "logs", "cancel"):
         return run_client_command(args.command, args)
     try:

@@ -41,6 +41,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.messages import AttemptResult, OutputInfo, Task, TaskInput
 from orchestrator.mime import extension_for, matches, sniff
 from orchestrator.models import NAME_RULE, LogRecord, is_name
+from orchestrator.node_images import ImageBuildFailed, MissingImageBuilder
 from orchestrator.tiers import TIERS, Tier
 
 log = structlog.get_logger(__name__)
@@ -382,6 +383,7 @@ class DockerExecutor:
         self.settings = settings
         self.worker = worker
         self.worker_id = worker_id
+        self.images = MissingImageBuilder(client)
         # mount: each attempt's files live in a host directory bind-mounted into the
         # container; archive: they are copied in and out through the Engine API.
         transfer = settings.transfer
@@ -431,7 +433,9 @@ class DockerExecutor:
             # Created before the input bodies land: Docker syncs the filesystem when
             # it creates a container, and gigabytes of fresh dirty pages make that slow.
             with timings("create"):
-                container = self._create(task, tier, in_paths, out_paths, attempt_dir, attempt_id)
+                container = self._create(
+                    task, tier, in_paths, out_paths, attempt_dir, attempt_id, emit
+                )
             with timings("input_transfer"):
                 if attempt_dir is None:
                     self._copy_in(container, opened)
@@ -751,6 +755,7 @@ class DockerExecutor:
         out_paths: dict[str, str],
         attempt_dir: Path | None,
         attempt_id: str,
+        emit: Emit,
     ):  # -> Container
         env = command.node_environment(in_paths, out_paths, task.flags)
         env.update(
@@ -774,7 +779,7 @@ class DockerExecutor:
                 LABEL_WORKER_ID: self.worker_id,
                 LABEL_ATTEMPT_ID: attempt_id,
             },
-            user=self._user(task),
+            user=self._user(task, emit),
             nano_cpus=tier.cpus * 1_000_000_000,
             mem_limit=tier.memory,
             # Equal to mem_limit: no swap, so the limit is the limit.
@@ -795,16 +800,33 @@ class DockerExecutor:
         with _step("create container", engine=True):
             return self.client.containers.create(task.image, **options)
 
-    def _user(self, task: Task) -> str | None:
-        """Who the node runs as (:func:`container_user`); pulls the image if it is missing."""
+    def _user(self, task: Task, emit: Emit) -> str | None:
+        """Who the node runs as (:func:`container_user`); gets the image if it is missing."""
         try:
             with _step(f"inspect image {task.image}", engine=True):
                 config = self.client.images.get(task.image).attrs.get("Config") or {}
         except AttemptFailed as failure:
             if not isinstance(failure.__cause__, docker.errors.ImageNotFound):
                 raise
-            config = self._pull(task.image)
+            config = self._build_or_pull(task, emit)
         return container_user(config.get("User") or "", run_as_root=task.run_as_root)
+
+    def _build_or_pull(self, task: Task, emit: Emit) -> dict:  # type: ignore[type-arg]
+        """A built-in node's image is built from its source here, when that is here."""
+        source = self.images.source_for(task.image)
+        if source is None:
+            return self._pull(task.image)
+
+        def say(line: str) -> None:
+            emit(LogRecord(message=line, stream="pipewell", attempt=task.attempt))
+
+        say(f"image {task.image} is missing on this worker: building it from its source")
+        try:
+            self.images.ensure(source, say)
+        except ImageBuildFailed as exc:
+            raise AttemptFailed(f"image {task.image} not found locally, and {exc}") from exc
+        with _step(f"inspect image {task.image}", engine=True):
+            return self.client.images.get(task.image).attrs.get("Config") or {}
 
     def _copy_in(self, container, opened: list[_OpenInput]) -> None:  # type: ignore[no-untyped-def]
         root = command.CONTAINER_ROOT.lstrip("/")

@@ -43,6 +43,7 @@ from orchestrator.models import (
     DEFAULT_TENANT,
     FlowRun,
     FlowSubmission,
+    NodeDef,
     NodeFlag,
     NodeStatus,
     RunStatus,
@@ -235,6 +236,20 @@ class Invocations:
         if run is None:  # finished, and no longer held
             raise RunFinished(run_id, flow_run.status.value)
         return await self.scheduler.cancel(run)
+
+    def nodedefs(self) -> list[NodeDef]:
+        """The built-in catalog, by Publisher/Name: what a flow may use without sending."""
+        return [self.scheduler.catalog[uses] for uses in sorted(self.scheduler.catalog)]
+
+    def nodedef(self, uses: str) -> NodeDef:
+        found = self.scheduler.catalog.get(uses)
+        if found is None:
+            raise NotFound(
+                "NODEDEF_NOT_FOUND",
+                f"no built-in NodeDef {uses!r} (see GET /api/v1/nodedefs); a flow may "
+                "send its own in NodeDefs",
+            )
+        return found
 
     def entry_edges(self, submission: FlowSubmission) -> list[str]:
         """The upload edges of a valid submission: where an invocation's input goes."""

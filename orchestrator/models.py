@@ -174,6 +174,8 @@ class NodeDef(WireModel):
     id: int | None = Field(default=None, alias="ID")
     publisher: str
     name: str
+    # What the node does, for catalogs and people (an addition to Pupload's shape).
+    description: str = ""
     image: str
     inputs: list[EdgeDef] = Field(default_factory=list)
     outputs: list[EdgeDef] = Field(default_factory=list)

@@ -6,7 +6,7 @@
 #
 #   pipewell/base:bookworm   Debian bookworm (minbase) + python3 + python3-pil
 #   pipewell/busybox:latest  Debian's static busybox: sh and the coreutils applets
-#   pipewell/<node>:latest   one per nodes/<node>/Dockerfile
+#   pipewell/<node>:latest   one per nodes/<node>/Dockerfile (pipewell nodes build)
 #
 # No container registry is needed: when debian:bookworm-slim cannot be pulled,
 # the base is made with debootstrap from the Debian mirror and its root file
@@ -45,18 +45,6 @@ drop_replaced() {
     if [ -n "$old" ] && [ "$old" != "$(image_id "$image")" ]; then
         docker rmi "$old" >/dev/null 2>&1 || true
     fi
-}
-
-# Hash of a folder: relative paths, modes and contents, in a stable order.
-tree_hash() {
-    (
-        cd "$1"
-        find . -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name 'test_*.py' -print0 |
-            LC_ALL=C sort -z |
-            while IFS= read -r -d '' f; do
-                printf '%s %s %s\n' "$f" "$(stat -c %a "$f")" "$(sha <"$f")"
-            done
-    ) | sha
 }
 
 # rm -rf a root file system debootstrap built, never following a mount
@@ -198,25 +186,11 @@ ensure_busybox() {
 }
 
 # ----------------------------------------------------------------- nodes
-
-# The hash covers the folder and the image ID of each FROM, so a new base
-# rebuilds the nodes on top of it.
-ensure_node() {
-    local dir=$1 name image hash old
-    name=$(basename "$dir")
-    image=pipewell/$name:latest
-    hash=$({ tree_hash "$dir"
-             awk 'toupper($1) == "FROM" { print $2 }' "$dir/Dockerfile" |
-                 while read -r from; do echo "$from $(image_id "$from")"; done; } | sha)
-    if [ "$(image_hash "$image")" = "$hash" ]; then
-        log "$image is up to date"
-        return 0
-    fi
-    log "building $image from $dir"
-    old=$(image_id "$image")
-    docker build -q --label "$HASH_LABEL=$hash" -t "$image" "$dir" >/dev/null
-    drop_replaced "$old" "$image"
-}
+# `pipewell nodes build` (orchestrator/node_images.py) builds pipewell/<node> from
+# each nodes/<node>/Dockerfile, with the same source-hash label rule, a few at a
+# time: the one implementation a worker also uses for an image it lacks.
+VENV=${VENV:-.venv}
+NODE_BUILDS=${PIPEWELL_NODE_BUILDS:-2}
 
 if ! docker info >/dev/null 2>&1; then
     die "no Docker daemon reachable: run scripts/ensure-docker.sh first (make setup does)."
@@ -224,7 +198,4 @@ fi
 lock images
 ensure_base
 ensure_busybox
-for dockerfile in nodes/*/Dockerfile; do
-    [ -e "$dockerfile" ] || continue
-    ensure_node "$(dirname "$dockerfile")"
-done
+"$VENV/bin/pipewell" nodes build --parallel "$NODE_BUILDS" | while read -r line; do log "$line"; done

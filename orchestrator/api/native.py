@@ -65,6 +65,19 @@ async def recent_runs(request: web.Request) -> web.Response:
     return web.json_response({"runs": runs})
 
 
+@routes.get("/api/v1/nodedefs")
+async def nodedefs(request: web.Request) -> web.Response:
+    """The built-in NodeDefs: a flow may name any of them in Uses without sending it."""
+    found = request.app[INVOCATIONS].nodedefs()
+    return web.json_response({"NodeDefs": [d.model_dump(mode="json") for d in found]})
+
+
+@routes.get("/api/v1/nodedefs/{publisher}/{name}")
+async def nodedef(request: web.Request) -> web.Response:
+    uses = f"{request.match_info['publisher']}/{request.match_info['name']}"
+    return web.json_response(text=request.app[INVOCATIONS].nodedef(uses).model_dump_json())
+
+
 @routes.get("/api/v1/workers")
 async def workers(request: web.Request) -> web.Response:
     """Live workers (tiers, capacity, running attempts, last heartbeat) and queue depth per tier."""

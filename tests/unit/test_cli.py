@@ -130,7 +130,7 @@ def test_every_command_says_what_it_does_with_an_example():
                     yield from commands(sub, f"{path} {name}")
 
     helps = dict(commands(cli.build_parser(), "pipewell"))
-    assert len(helps) == 14  # pipewell, its 10 commands, the 3 of keys
+    assert len(helps) == 17  # pipewell, its 11 commands, the 3 of keys, the 2 of nodes
     for path, text in helps.items():
         assert "\nexample: " in text, f"{path} --help has no example"
     assert "pipewell test examples/resize.json --input input-image=photo.png" in " ".join(
