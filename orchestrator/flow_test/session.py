@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import mimetypes
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,10 @@ from orchestrator.runtime import terminal_edges
 CALL_TIMEOUT = 30.0
 #: Seconds before a dropped event stream is opened again.
 RECONNECT_AFTER = 1.0
+#: Seconds of silence after which the event stream is taken for dead (keep-alives: 15 s).
+SILENT_STREAM = 60.0
+#: Seconds without any answer from the service before the test gives up on it.
+LOST_AFTER = 60.0
 CHUNK = 1024 * 1024
 
 
@@ -191,13 +196,20 @@ class RunSession:
             yield Update("status")
             return
         path = f"/api/v1/flow/events/{quote(self.run_id, safe='')}"
+        # The service sends a keep-alive every 15 s: a silent minute is a dead stream.
+        timeout = httpx.Timeout(CALL_TIMEOUT, read=SILENT_STREAM)
+        heard = time.monotonic()
         while True:
             try:
-                async with aconnect_sse(self.http, "GET", path, timeout=None) as events:
-                    if events.response.status_code != 200:
+                async with aconnect_sse(self.http, "GET", path, timeout=timeout) as events:
+                    if 400 <= events.response.status_code < 500:
+                        await events.response.aread()
                         raise CannotTest(_refusal(events.response))
+                    # Anything else but the stream (a 502 of a proxy, a 503) is passing.
+                    events.response.raise_for_status()
+                    heard = time.monotonic()
                     async for event in events.aiter_sse():
-                        update = self._event(event.event, event.json())
+                        update = self._event(event.event, event.data)
                         if update is not None:
                             yield update
                         if self.run.status.finished:
@@ -206,9 +218,15 @@ class RunSession:
                 pass  # a dropped stream: its status is read again below
             await asyncio.sleep(RECONNECT_AFTER)
             if await self.refresh():
+                heard = time.monotonic()
                 yield Update("status")
                 if self.run.status.finished:
                     return
+            elif time.monotonic() - heard > LOST_AFTER:
+                raise CannotTest(
+                    f"lost {self.server}: no answer for {LOST_AFTER:g} s; the run "
+                    f"{self.run_id} may still be going (pipewell status)"
+                )
 
     async def refresh(self) -> bool:
         """Read the run's status again (after a dropped stream); whether that worked."""
@@ -222,11 +240,12 @@ class RunSession:
             pass  # the caller goes on with what it knows
         return False
 
-    def _event(self, name: str, data: Any) -> Update | None:
+    def _event(self, name: str, text: str) -> Update | None:
         if name in ("status", "end"):
-            self._take(FlowRun.model_validate(data))
+            self._take(FlowRun.model_validate_json(text))
             return Update("status")
-        if name == "log" and isinstance(data, dict) and data.get("node") in self.nodes:
+        data: Any = json.loads(text) if name == "log" else None
+        if isinstance(data, dict) and data.get("node") in self.nodes:
             record = LogRecord.model_validate(data)
             self.nodes[data["node"]].logs.append(record)
             return Update("log", node=data["node"], record=record)
@@ -331,7 +350,8 @@ def _refusal(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return f"{response.text.strip()[:500]} ({response.status_code})"
+        text = response.text.strip()[:500] or response.reason_phrase or "no reason given"
+        return f"{text} ({response.status_code})"
     if not isinstance(body, dict):
         return f"HTTP {response.status_code}"
     message = str(body.get("message") or body.get("error") or response.reason_phrase)

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from aiohttp import web
 from PIL import Image
 from textual.widgets import DataTable, RichLog
 
 from orchestrator.cli import main
 from orchestrator.flow_files import read_flow_file
+from orchestrator.flow_test import session as session_module
 from orchestrator.flow_test.live import FilePicker, LiveView
 from orchestrator.flow_test.session import RunSession
 from tests.helpers import busybox_def
@@ -273,3 +275,39 @@ async def test_the_live_view_picks_a_file_shows_states_and_logs(start_service, t
         assert output.edge == "result" and output.path.read_bytes() == b"abab"
     finally:
         await session.aclose()
+
+
+async def test_a_service_that_stops_answering_ends_the_test_with_exit_2(
+    aiohttp_server, tmp_path, capsys, monkeypatch
+):
+    """The client's own fault path: a service whose stream drops and whose status fails."""
+    monkeypatch.setattr(session_module, "LOST_AFTER", 1.5)
+    monkeypatch.setattr(session_module, "RECONNECT_AFTER", 0.2)
+    asked: list[str] = []
+
+    async def accepted(request: web.Request) -> web.Response:
+        run = {
+            "ID": "a" * 32,
+            "Status": "RUNNING",
+            "NodeState": {},
+            "StartedAt": "2026-11-28T00:00:00Z",
+        }
+        return web.json_response(run)
+
+    async def failing(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(status=503)
+
+    app = web.Application()
+    app.router.add_post("/api/v1/flow/test", accepted)
+    app.router.add_get("/api/v1/flow/events/{id}", failing)
+    app.router.add_get("/api/v1/flow/status/{id}", failing)
+    app.router.add_post("/api/v1/flow/cancel/{id}", failing)
+    server = await aiohttp_server(app)
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    argv = ["test", str(flow), "--server", str(server.make_url("")), "--plain"]
+    assert await asyncio.to_thread(main, argv) == 2
+    err = capsys.readouterr().err
+    assert f"no answer for 1.5 s; the run {'a' * 32} may still be going" in err, err
+    assert f"/api/v1/flow/status/{'a' * 32}" in asked
