@@ -276,6 +276,9 @@ async def test_a_log_line_shows_while_its_node_runs(start_service, browser, tmp_
     lines = await log.inner_text()
     assert lines.index("first-line") < lines.index("second-line")
     assert lines.count("second-line") == 1  # the live line and the final status agree
+    # A link cannot send the key: the page fetches the artifact with it, then saves it.
+    out = await downloaded(page, page.locator("#artifacts a", has_text="out"))
+    assert out == b"x"
     assert watched.problems == []
 
 
