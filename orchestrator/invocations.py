@@ -41,6 +41,7 @@ from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import (
     DEFAULT_TENANT,
+    Flow,
     FlowRun,
     FlowSubmission,
     NodeDef,
@@ -214,6 +215,15 @@ class Invocations:
         if tenant is not None and snapshot["plan"].get("tenant", DEFAULT_TENANT) != tenant:
             raise RunNotFound(run_id)
         return FlowRun.model_validate(snapshot["run"])
+
+    async def flow_of(self, run_id: str, tenant: str | None = None) -> Flow:
+        """The Flow a run runs (flags applied), for drawing it; another tenant's is RunNotFound."""
+        await self.get(run_id, tenant)
+        run = self.scheduler.runs.get(run_id)
+        if run is not None:
+            return run.plan.submission.flow
+        snapshot = await self._snapshot(run_id)
+        return FlowSubmission.model_validate(snapshot["plan"]["submission"]).flow
 
     async def _snapshot(self, run_id: str) -> dict[str, Any]:
         """A run the scheduler no longer holds, as last written."""

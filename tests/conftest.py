@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from moto.server import ThreadedMotoServer
 
 from orchestrator.api.app import create_app
-from tests.helpers import free_port, service_settings
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, service_settings
 
 StartService = Callable[..., Awaitable[TestClient]]
 
@@ -36,3 +36,14 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator:  # type: ignore[type-arg]
+    """Debian's Chromium driven by Playwright (no browser download: executable_path)."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()

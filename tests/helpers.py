@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,17 @@ from aiohttp.test_utils import TestClient
 from orchestrator.config import Settings
 
 BUSYBOX = "pipewell/busybox:latest"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Chromium on a closed network, as root: no sandbox, nothing fetched in the background.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 RESIZE = "pipewell/resize:latest"
 
 

@@ -1,4 +1,5 @@
-"""API-key authentication for every endpoint but /healthz and the presigned object URLs.
+"""API-key authentication for every endpoint but /healthz, the presigned object URLs
+and the web UI's static pages (``no_key_needed``; the data they show comes from the API).
 
 Accepted: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, ``Authorization:
 Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password; on
@@ -27,6 +28,20 @@ OPEN_PATHS = ("/healthz",)
 OPEN_PREFIXES = ("/objects/",)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+#: Set on handlers that answer nothing of any tenant's: the web UI's pages and assets.
+_NO_KEY = "_pipewell_no_key_needed"
+
+
+def no_key_needed(handler: Handler) -> Handler:
+    """Let ``handler`` answer without a key: a browser opening a page sends no header.
+
+    The mark is on the matched route's handler rather than on a path prefix, so no
+    spelling of a path reaches an API endpoint without a key.
+    """
+    setattr(handler, _NO_KEY, True)
+    return handler
 
 
 def tenant_of(request: web.Request) -> str:
@@ -61,6 +76,8 @@ def presented_key(request: web.Request) -> str | None:
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
         return await handler(request)
+    if getattr(request.match_info.handler, _NO_KEY, False):
+        return await handler(request)
     raw = presented_key(request)
     principal = None
     if raw:
@@ -72,4 +89,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-__all__ = ["PRINCIPAL", "TENANT", "auth_middleware", "presented_key", "tenant_of"]
+__all__ = [
+    "PRINCIPAL",
+    "TENANT",
+    "auth_middleware",
+    "no_key_needed",
+    "presented_key",
+    "tenant_of",
+]

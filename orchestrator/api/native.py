@@ -44,6 +44,17 @@ async def flow_status(request: web.Request) -> web.Response:
     return web.json_response(text=run.model_dump_json())
 
 
+@routes.get("/api/v1/flow/graph/{run_id}")
+async def flow_graph(request: web.Request) -> web.Response:
+    """The run's nodes and the edges between them (``{Name, Nodes}``), to draw its DAG.
+
+    Only the graph: the Flow's Stores may hold a flow store's credentials.
+    """
+    flow = await request.app[INVOCATIONS].flow_of(request.match_info["run_id"], tenant_of(request))
+    nodes = [node.model_dump(mode="json") for node in flow.nodes]
+    return web.json_response({"Name": flow.name, "Nodes": nodes})
+
+
 @routes.post("/api/v1/flow/cancel/{run_id}")
 async def cancel_flow(request: web.Request) -> web.Response:
     """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""

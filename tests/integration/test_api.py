@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.api.resources import INVOCATIONS
+from orchestrator.api.resources import INVOCATIONS, SCHEDULER
 from orchestrator.models import FlowRun
 from tests.helpers import (
     busybox_def,
@@ -149,6 +149,37 @@ async def test_events_stream_ends_with_the_final_run(start_service):
     assert names[0] == "status" and names[-1] == "end"
     assert events[-1][1]["Status"] == "COMPLETE"
     assert any(n == "log" and d["message"] == "working" and d["node"] == "n0" for n, d in events)
+
+
+async def test_graph_gives_a_runs_nodes_live_and_after_it_left_memory(start_service):
+    client = await start_service()
+    flow = chain_flow("a", "b", name="drawn")
+    flow["Nodes"][1]["Flags"] = [{"Name": "mode", "Value": 2}]
+    defs = [busybox_def("a", "cp ${in} ${out}"), busybox_def("b", "cp ${in} ${out}",
+            Flags=[{"Name": "mode"}])]  # fmt: skip
+    run = await submit(client, flow, defs)
+    expected = {
+        "Name": "drawn",
+        "Nodes": [
+            {"ID": "n0", "Uses": "test/a", "Inputs": [{"Name": "in", "Edge": "src"}],
+             "Outputs": [{"Name": "out", "Edge": "e1"}], "Flags": [], "Command": None},
+            {"ID": "n1", "Uses": "test/b", "Inputs": [{"Name": "in", "Edge": "e1"}],
+             "Outputs": [{"Name": "out", "Edge": "out"}],
+             "Flags": [{"Name": "mode", "Value": "2"}], "Command": None},
+        ],
+    }  # fmt: skip
+    response = await client.get(f"/api/v1/flow/graph/{run['ID']}")
+    assert response.status == 200
+    assert await response.json() == expected
+    await upload(client, run, "src", b"x")
+    await wait_for(client, run["ID"], {"COMPLETE"})
+    # A finished run the scheduler no longer holds is read from its saved state.
+    client.server.app[SCHEDULER].runs.pop(run["ID"])
+    assert await (await client.get(f"/api/v1/flow/graph/{run['ID']}")).json() == expected
+    for run_id in ("nope", "0" * 32):
+        unknown = await client.get(f"/api/v1/flow/graph/{run_id}")
+        assert unknown.status == 400
+        assert await unknown.text() == "Flow run does not exist."
 
 
 async def test_validate_reports_without_running(start_service):

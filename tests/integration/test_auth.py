@@ -148,7 +148,8 @@ async def test_another_tenants_flows_runs_and_tasks_are_not_found(start_service,
     assert {r["Flow"] for r in listed["runs"]} == {"private"}
 
     for path in (f"/api/v1/flow/status/{execution}", f"/api/v1/flow/events/{execution}",
-                 f"/api/v1/flow/artifact/{execution}/out"):  # fmt: skip
+                 f"/api/v1/flow/artifact/{execution}/out",
+                 f"/api/v1/flow/graph/{execution}"):  # fmt: skip
         response = await client.get(path, headers=globex)
         assert response.status == 400 and await response.text() == "Flow run does not exist."
         assert (await client.get(path, headers=acme)).status == 200

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import AsyncIterator
 
 import pytest
 from aiohttp import web
@@ -18,18 +17,6 @@ from aiohttp.test_utils import TestServer
 
 from orchestrator.api.resources import SCHEDULER
 from tests.helpers import busybox_def, free_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Chromium on a closed network, as root: no sandbox, nothing fetched in the background.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 pytestmark = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="needs Debian's chromium (make setup installs it)"
@@ -75,16 +62,6 @@ async def serve_page(html: str, port: int | None = None) -> TestServer:
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     return server
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator:  # type: ignore[type-arg]
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        await chromium.close()
 
 
 async def test_a_page_of_another_site_cannot_start_a_flow(start_service, browser):

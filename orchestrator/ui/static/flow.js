@@ -1,0 +1,247 @@
+// /ui/flows/{graph_id}: a saved flow's graph, a form to run it, and "Use via API":
+// a ready curl command per dialect with this version's id filled in.
+
+import {
+  ApiError, api, copyButton, el, enc, formatTime, pathPart, showError,
+} from "./common.js";
+import { drawGraph } from "./graph.js";
+
+const $ = (id) => document.getElementById(id);
+const ref = pathPart(3);
+
+// A shell word: single quotes, each ' inside written as '\''.
+function quote(text) {
+  return `'${text.replace(/'/g, "'\\''")}'`;
+}
+
+function sampleInput(entries) {
+  if (entries.length === 0) return {};
+  if (entries.length === 1) return { text: "hello" };
+  return Object.fromEntries(entries.map((edge) => [edge, { text: "hello" }]));
+}
+
+// The commands of every dialect for `input`, as {dialect, title, note, text}.
+function commands(flow, input) {
+  const origin = location.origin;
+  // One line, spaced: JSON strings hold no raw newline, so every newline is layout.
+  const body = (value) => quote(JSON.stringify(value, null, 1).replace(/\n\s*/g, " "));
+  const post = (path, auth, value, stream = false) => [
+    `curl ${stream ? "-N " : ""}-X POST ${quote(origin + path)} \\`,
+    `  -H "${auth}" \\`,
+    "  -H 'Content-Type: application/json' \\",
+    `  -d ${body(value)}`,
+  ].join("\n");
+  const bearer = "Authorization: Bearer $PIPEWELL_API_KEY";
+  const apiKey = "x-api-key: $PIPEWELL_API_KEY";
+  const basic = "Authorization: Basic $PIPEWELL_API_KEY";
+  const gid = flow.graph_id;
+
+  const nodes = flow.Flow.Nodes || [];
+  const start = flow.entry_edges.length
+    ? nodes.find((n) => (n.Inputs || []).some((i) => i.Edge === flow.entry_edges[0]))
+    : null;
+  const end = nodes.find((n) => (n.Outputs || []).some((o) => o.Edge === flow.terminal_edges[0]));
+  const scade = {};
+  if (start) {
+    scade.start_node_id = start.ID;
+    scade.node_settings = { [start.ID]: { data: input } };
+  }
+  if (end) scade.end_node_id = end.ID;
+  const text = input && typeof input.text === "string" && Object.keys(input).length === 1
+    ? input.text
+    : JSON.stringify(input);
+
+  return [
+    {
+      dialect: "axiom", title: "Axiom: invoke and wait",
+      note: "202 with execution_id and result (output, or error).",
+      text: post("/invocations/v1/flows/invoke", bearer, { graph_id: gid, input, wait: true }),
+    },
+    {
+      dialect: "axiom-stream", title: "Axiom: stream",
+      note: "Server-Sent Events: one frame per output, then a final frame.",
+      text: post("/invocations/v1/flows/invoke/stream", bearer, { graph_id: gid, input }, true),
+    },
+    {
+      dialect: "xpander", title: "xpander",
+      note: "Waits, then answers xpander's task record (status, result).",
+      text: post(`/v1/workflows/${enc(gid)}/invoke`, apiKey, { input }),
+    },
+    {
+      dialect: "scade", title: "Scade",
+      note: "Answers a task; poll it with GET /api/v1/task/{id} until status 3 (finished) or 4.",
+      text: `${post(`/api/v1/scade/flow/${flow.id}/execute`, basic, scade)}\n` +
+        `# then: curl ${quote(`${origin}/api/v1/task/TASK_ID`)} -H "${basic}"`,
+    },
+    {
+      dialect: "langflow", title: "Langflow",
+      note: "The input is text: the flow gets {\"text\": input_value}.",
+      text: post(`/api/v1/run/${enc(gid)}`, apiKey, { input_value: text }),
+    },
+    {
+      dialect: "native", title: "Native (Pupload's Flow API)",
+      note: "Submits this version as it is saved; the FlowRun's WaitingURLs take the inputs " +
+        "(curl -T FILE \"$PUT_URL\").",
+      text: [
+        `curl -s ${quote(`${origin}/api/v1/flows/${enc(gid)}`)} -H "${bearer}" \\`,
+        "  | jq '{Flow, NodeDefs}' \\",
+        `  | curl -s -X POST ${quote(`${origin}/api/v1/flow/test`)} -H "${bearer}" \\`,
+        "      -H 'Content-Type: application/json' --data-binary @-",
+      ].join("\n"),
+    },
+  ];
+}
+
+// ------------------------------------------------------------------ Use via API
+
+function showCommands(flow) {
+  const area = $("api-input");
+  const render = () => {
+    let input;
+    try {
+      input = JSON.parse(area.value);
+      if (input === null || typeof input !== "object" || Array.isArray(input)) {
+        throw new Error("the input is a JSON object");
+      }
+    } catch (error) {
+      $("api-input-error").hidden = false;
+      $("api-input-error").textContent = `Not a JSON object: ${error.message}`;
+      return;
+    }
+    $("api-input-error").hidden = true;
+    $("commands").replaceChildren(...commands(flow, input).map((command) => {
+      const pre = el("pre", {}, el("code", {}, command.text));
+      return el("div", { class: "command", "data-dialect": command.dialect },
+        el("div", { class: "card-head" }, el("h3", {}, command.title),
+          copyButton(() => command.text)),
+        pre,
+        el("p", { class: "muted small" }, command.note));
+    }));
+  };
+  area.value = JSON.stringify(sampleInput(flow.entry_edges));
+  area.addEventListener("input", render);
+  render();
+}
+
+// ------------------------------------------------------------------ the run form
+
+function flagInputs() {
+  return [...$("flags").querySelectorAll("input[data-flag]")];
+}
+
+function showForm(flow) {
+  const inputs = $("inputs");
+  for (const edge of flow.entry_edges) {
+    inputs.append(el("div", { class: "field" },
+      el("label", {}, edge),
+      el("input", { type: "file", "data-edge": edge, "aria-label": `file for ${edge}` })));
+  }
+  if (!flow.entry_edges.length) inputs.append(el("p", { class: "muted" }, "This flow takes no upload."));
+
+  const defs = new Map((flow.NodeDefs || []).map((d) => [`${d.Publisher}/${d.Name}`, d]));
+  const current = new Map((flow.Flow.Nodes || []).map((n) =>
+    [n.ID, new Map((n.Flags || []).map((f) => [f.Name, String(f.Value)]))]));
+  const reset = (profile = {}) => {
+    for (const input of flagInputs()) {
+      const { node, flag } = input.dataset;
+      const fromProfile = profile[node] && profile[node][flag];
+      input.value = fromProfile !== undefined ? String(fromProfile) : current.get(node).get(flag) || "";
+    }
+  };
+  for (const node of flow.nodes.filter((n) => n.flags.length)) {
+    const def = defs.get(node.uses) || { Flags: [] };
+    const set = el("fieldset", {}, el("legend", {}, `Flags of ${node.id} (${node.uses})`));
+    for (const flag of node.flags) {
+      const declared = (def.Flags || []).find((f) => f.Name === flag) || {};
+      set.append(el("div", { class: "field" },
+        el("label", {}, flag),
+        el("input", {
+          "data-node": node.id, "data-flag": flag, "aria-label": `flag ${flag} of ${node.id}`,
+          placeholder: declared.Default !== undefined && declared.Default !== null
+            ? `default: ${declared.Default}` : "",
+        }),
+        declared.Description ? el("div", { class: "hint" }, declared.Description) : null));
+    }
+    $("flags").append(set);
+  }
+  const profiles = Object.keys(flow.configs || {});
+  if (profiles.length) {
+    const select = el("select", { id: "config", "aria-label": "config profile" },
+      el("option", { value: "" }, "(none: the flow's own flags)"),
+      ...profiles.map((id) => el("option", { value: id }, id)));
+    select.addEventListener("change", () => reset(flow.configs[select.value] || {}));
+    $("config-row").append(el("div", { class: "field" }, el("label", {}, "Config profile"), select));
+  }
+  reset();
+
+  $("run-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = $("run-form").querySelector("button[type=submit]");
+    button.disabled = true;
+    $("run-errors").replaceChildren();
+    try {
+      location.assign(`/ui/runs/${enc(await runIt(flow))}`);
+    } catch (error) {
+      const details = error instanceof ApiError && error.body && error.body.errors
+        ? error.body.errors.map((e) => el("li", {}, e.message)) : [];
+      showError(error, $("run-errors"));
+      if (details.length) $("run-errors").append(el("ul", { class: "error" }, ...details));
+      button.disabled = false;
+      $("run-progress").textContent = "";
+    }
+  });
+}
+
+async function runIt(flow) {
+  const submission = { Flow: structuredClone(flow.Flow), NodeDefs: flow.NodeDefs };
+  for (const input of flagInputs()) {
+    const { node: nodeId, flag } = input.dataset;
+    const node = submission.Flow.Nodes.find((n) => n.ID === nodeId);
+    node.Flags = (node.Flags || []).filter((f) => f.Name !== flag);
+    if (input.value !== "") node.Flags.push({ Name: flag, Value: input.value });
+  }
+  $("run-progress").textContent = "Starting…";
+  const run = await api("/api/v1/flow/test", { method: "POST", json: submission });
+  for (const input of $("inputs").querySelectorAll("input[type=file]")) {
+    const file = input.files[0];
+    const waiting = (run.WaitingURLs || []).find((w) => w.Artifact.EdgeName === input.dataset.edge);
+    if (!file || !waiting) continue;
+    // Another origin's URL (an s3 store): the run page says how to upload it.
+    if (new URL(waiting.PutURL, location.href).origin !== location.origin) continue;
+    $("run-progress").textContent = `Uploading ${file.name}…`;
+    const response = await fetch(waiting.PutURL, { method: "PUT", body: file });
+    if (!response.ok) {
+      const body = await response.json().catch(() => null);
+      throw new Error(`upload of ${input.dataset.edge} failed: ${(body && body.message) || response.status}`);
+    }
+  }
+  return run.ID;
+}
+
+// ------------------------------------------------------------------ start
+
+async function start() {
+  let flow;
+  try {
+    flow = await api(`/api/v1/flows/${enc(ref)}`);
+  } catch (error) {
+    showError(error);
+    return;
+  }
+  $("flow-name").textContent = `${flow.name} · v${flow.version}`;
+  document.title = `${flow.name} · Pipewell`;
+  const facts = [
+    ["graph_id", el("code", { id: "graph-id" }, flow.graph_id)],
+    ["id", String(flow.id)],
+    ["saved", formatTime(flow.created_at)],
+    ["entry edges", flow.entry_edges.join(", ") || "none"],
+    ["results", flow.terminal_edges.join(", ") || "none"],
+  ];
+  $("flow-facts").replaceChildren(...facts.map(([name, value]) =>
+    el("div", {}, el("dt", {}, name), el("dd", {}, value))));
+  drawGraph($("graph"), flow.Flow.Nodes || []).update(null);
+  showForm(flow);
+  showCommands(flow);
+}
+
+start();

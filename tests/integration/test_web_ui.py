@@ -1,0 +1,498 @@
+"""The web UI in a real browser (Debian's Chromium, by Playwright) against the real service.
+
+Every test starts the production app factory on a real port with real Docker
+and drives the pages as a user would: what they show is checked against what
+the API says, and downloads and uploads against the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.cli import main
+from tests.helpers import busybox_def, chain_flow, create_key, submit, upload, wait_for
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (make setup installs it)"
+)
+
+VIEWPORT = {"width": 1280, "height": 800}
+SLOW = 60_000  # ms: a node's container starting on a busy machine
+
+# A diamond: src → shout → loud → (count → size, mirror → mirrored) → report.
+DIAMOND_DEFS = [
+    busybox_def("shout", "sh -c 'echo shouting now; tr a-z A-Z < ${in} > ${out}'"),
+    busybox_def("count", "sh -c 'wc -c < ${in} > ${out}'"),
+    busybox_def("mirror", "sh -c 'rev < ${in} > ${out}'"),
+    busybox_def(
+        "report",
+        "sh -c 'cat ${a} ${b} > ${out}'",
+        Inputs=[{"Name": "a"}, {"Name": "b"}],
+        Outputs=[{"Name": "out"}],
+    ),
+]
+DIAMOND = {
+    "Name": "diamond",
+    "Nodes": [
+        {
+            "ID": "shout",
+            "Uses": "test/shout",
+            "Inputs": [{"Name": "in", "Edge": "src"}],
+            "Outputs": [{"Name": "out", "Edge": "loud"}],
+        },
+        {
+            "ID": "count",
+            "Uses": "test/count",
+            "Inputs": [{"Name": "in", "Edge": "loud"}],
+            "Outputs": [{"Name": "out", "Edge": "size"}],
+        },
+        {
+            "ID": "mirror",
+            "Uses": "test/mirror",
+            "Inputs": [{"Name": "in", "Edge": "loud"}],
+            "Outputs": [{"Name": "out", "Edge": "mirrored"}],
+        },
+        {
+            "ID": "report",
+            "Uses": "test/report",
+            "Inputs": [{"Name": "a", "Edge": "size"}, {"Name": "b", "Edge": "mirrored"}],
+            "Outputs": [{"Name": "out", "Edge": "report"}],
+        },
+    ],
+}
+
+DIAMOND_NODES = ("shout", "count", "mirror", "report")
+
+GREETER = {
+    "Flow": {
+        "Name": "greeter",
+        "Nodes": [
+            {
+                "ID": "greet",
+                "Uses": "demo/greet",
+                "Inputs": [{"Name": "in", "Edge": "request"}],
+                "Outputs": [{"Name": "out", "Edge": "reply"}],
+            }
+        ],
+    },
+    "NodeDefs": [
+        {
+            "Publisher": "demo",
+            "Name": "greet",
+            "Image": "pipewell/busybox:latest",
+            "Tier": "c-nano",
+            "MaxAttempts": 2,
+            "Flags": [{"Name": "greeting", "Default": "hello", "Description": "said first"}],
+            "Command": {
+                "Name": "run",
+                "Exec": 'sh -c \'printf "%s " "$FLAG_GREETING" > ${out}; cat ${in} >> ${out}\'',
+            },
+        }
+    ],
+}
+
+
+class Watched:
+    """A page, with what would show a broken page: uncaught errors and CSP refusals."""
+
+    def __init__(self, page: Any) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.on("pageerror", lambda error: self.problems.append(f"uncaught: {error}"))
+        page.on(
+            "console",
+            lambda message: (
+                self.problems.append(f"console: {message.text}")
+                if "Content Security Policy" in message.text
+                else None
+            ),
+        )
+
+
+async def open_page(browser: Any, url: str) -> Watched:
+    context = await browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+    watched = Watched(await context.new_page())
+    await watched.page.goto(url)
+    return watched
+
+
+async def enter_key(page: Any, key: str) -> None:
+    """Answer the page's key prompt (shown on the first 401)."""
+    prompt = page.locator("#key-prompt")
+    await prompt.locator("input[name=api-key]").fill(key)
+    await prompt.locator("button[type=submit]").click()
+
+
+async def keep_screenshot(page: Any, tmp_path: Path, name: str) -> Path:
+    """The page as a PNG under tmp_path, and in $PIPEWELL_SCREENSHOT_DIR when set."""
+    path = tmp_path / name
+    await page.mouse.move(0, 0)  # no link left hovered
+    await page.screenshot(path=str(path), full_page=True)
+    if folder := os.environ.get("PIPEWELL_SCREENSHOT_DIR"):
+        await asyncio.to_thread(Path(folder).mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(shutil.copyfile, path, Path(folder) / name)
+    return path
+
+
+async def downloaded(page: Any, link: Any) -> bytes:
+    async with page.expect_download() as info:
+        await link.click()
+    download = await info.value
+    return await asyncio.to_thread(Path(await download.path()).read_bytes)
+
+
+async def run_command(command: str, key: str) -> str:
+    """A command the page shows, run by bash as a user pasting it would."""
+    process = await asyncio.create_subprocess_exec(
+        "bash",
+        "-c",
+        command,
+        env={**os.environ, "PIPEWELL_API_KEY": key},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_run_page_draws_the_dag_with_final_states_and_artifacts(
+    start_service, browser, tmp_path
+):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    run = await submit(client, DIAMOND, DIAMOND_DEFS)
+    await upload(client, run, "src", b"hello web ui\n")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    base = f"http://127.0.0.1:{client.port}"
+
+    watched = await open_page(browser, f"{base}/ui/runs/{run['ID']}")
+    page = watched.page
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE")
+    await expect(page.locator("#flow-name")).to_have_text("diamond")
+    for node in DIAMOND_NODES:
+        vertex = page.locator(f'[data-node="{node}"]')
+        await expect(vertex.locator(".status")).to_have_text("COMPLETE")
+        await expect(vertex).to_have_class(re.compile(r"\bst-COMPLETE\b"))
+
+    # Layered by longest path from the input: one column per step, the branches side by side.
+    async def centre(selector: str) -> float:
+        box = await page.locator(selector).bounding_box()
+        return box["x"] + box["width"] / 2
+
+    x = {node: await centre(f'[data-node="{node}"]') for node in DIAMOND_NODES}
+    source, result = await centre('[data-port="src"]'), await centre('[data-port="report"]')
+    assert source < x["shout"] < x["count"] == x["mirror"] < x["report"] < result
+    labels = await page.locator(".edge-label text").all_text_contents()
+    assert sorted(set(labels)) == ["loud", "mirrored", "report", "size", "src"]
+    # The input and the terminal output are drawn as ports; the output links its artifact.
+    await expect(page.locator('[data-port="src"]')).to_contain_text("input")
+    await expect(page.locator('[data-port="report"]')).to_have_class(re.compile(r"\bavailable\b"))
+
+    # A node's attempts, timings and logs.
+    await page.locator('[data-node="shout"]').click()
+    await expect(page.locator("#node-title")).to_have_text("Node shout")
+    await expect(page.locator('[data-fact="attempt"]')).to_have_text("1 of 3")
+    await expect(page.locator("#timings")).to_contain_text("run")
+    await expect(page.locator("#log")).to_contain_text("shouting now")
+
+    # The terminal artifact downloads from the page with the bytes the API serves.
+    link = page.locator("#artifacts a", has_text="report")
+    await expect(link).to_have_attribute("href", f"/api/v1/flow/artifact/{run['ID']}/report")
+    body = await downloaded(page, link)
+    api_body = await (await client.get(f"/api/v1/flow/artifact/{run['ID']}/report")).read()
+    assert body == api_body
+    assert body.split() == [b"13", b"IU", b"BEW", b"OLLEH"]
+
+    shot = await keep_screenshot(page, tmp_path, "ui-run.png")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    assert watched.problems == []
+
+    # A node that fails: red, its attempts and its error.
+    failing = [busybox_def("fail", "sh -c 'echo about to fail >&2; exit 3'", MaxAttempts=2)]
+    run = await submit(client, chain_flow("fail", name="failing"), failing)
+    await upload(client, run, "src", b"x")
+    await wait_for(client, run["ID"], {"ERROR"})
+    await page.goto(f"{base}/ui/runs/{run['ID']}")
+    await expect(page.locator("#run-status")).to_have_text("ERROR")
+    await expect(page.locator('[data-node="n0"] .status')).to_have_text("ERROR · attempt 2")
+    await expect(page.locator('[data-node="n0"]')).to_have_class(re.compile(r"\bst-ERROR\b"))
+    # The failed node is the one shown first.
+    await expect(page.locator("#node-title")).to_have_text("Node n0")
+    await expect(page.locator('[data-fact="attempt"]')).to_have_text("2 of 2")
+    await expect(page.locator("#node-error")).to_contain_text("code 3")
+    await expect(page.locator("#log")).to_contain_text("about to fail")
+    assert watched.problems == []
+
+
+async def test_a_log_line_shows_while_its_node_runs(start_service, browser, tmp_path, capsys):
+    """With auth required: the page asks for the key, then reads the event stream with it."""
+    from playwright.async_api import expect
+
+    data_dir = tmp_path / "data"
+    key = create_key(capsys, data_dir, "browser")
+    client = await start_service(data_dir, auth="required")
+    headers = {"Authorization": f"Bearer {key}"}
+    slow = busybox_def(
+        "slow",
+        'sh -c \'echo first-line; echo "<img src=x id=injected>"; sleep 6; '
+        "echo second-line; cp ${in} ${out}'",
+    )
+    submitted = await client.post(
+        "/api/v1/flow/test", json={"Flow": chain_flow("slow"), "NodeDefs": [slow]}, headers=headers
+    )
+    run = await submitted.json()
+    await upload(client, run, "src", b"x")
+
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    await enter_key(page, key)
+    await page.locator('[data-node="n0"]').click()
+    log = page.locator("#log")
+    await expect(log).to_contain_text("first-line", timeout=SLOW)
+
+    # Seen while the node still runs: the second line is seconds away.
+    status = await wait_for(client, run["ID"], {"RUNNING", "COMPLETE", "ERROR"}, headers=headers)
+    assert status["NodeState"]["n0"]["Status"] == "RUNNING"
+    assert "second-line" not in await log.inner_text()
+    await expect(page.locator('[data-node="n0"] .status')).to_have_text("RUNNING")
+    # A line is text, never markup.
+    await expect(log).to_contain_text("<img src=x id=injected>")
+    assert await page.locator("#injected").count() == 0
+
+    await expect(log).to_contain_text("second-line", timeout=SLOW)
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE", timeout=SLOW)
+    await expect(page.locator('[data-node="n0"] .status')).to_have_text("COMPLETE")
+    lines = await log.inner_text()
+    assert lines.index("first-line") < lines.index("second-line")
+    assert lines.count("second-line") == 1  # the live line and the final status agree
+    # A link cannot send the key: the page fetches the artifact with it, then saves it.
+    out = await downloaded(page, page.locator("#artifacts a", has_text="out"))
+    assert out == b"x"
+    assert watched.problems == []
+
+
+async def test_the_upload_button_starts_a_waiting_run(start_service, browser, tmp_path):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    defs = [busybox_def("shout", "sh -c 'tr a-z A-Z < ${in} > ${out}'")]
+    run = await submit(client, chain_flow("shout"), defs)
+    assert run["Status"] == "WAITING"
+
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    await expect(page.locator("#run-status")).to_have_text("WAITING")
+    await expect(page.locator('[data-port="src"]')).to_have_class(re.compile(r"\bwaiting\b"))
+    await expect(page.locator('[data-node="n0"] .status')).to_have_text("IDLE")
+
+    content = b"bytes from the browser\n"
+    source = tmp_path / "input.txt"
+    source.write_bytes(content)
+    await page.set_input_files('#waiting-list input[type=file][data-edge="src"]', str(source))
+    await page.locator('[data-upload="src"]').click()
+    await expect(page.locator("#waiting-list .note")).to_have_text(
+        f"Uploaded input.txt ({len(content)} bytes)."
+    )
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE", timeout=SLOW)
+    await expect(page.locator('[data-node="n0"] .status')).to_have_text("COMPLETE")
+
+    # The upload stored the file's exact bytes, and the node's output is theirs.
+    uploaded = await client.get(f"/api/v1/flow/artifact/{run['ID']}/src")
+    assert await uploaded.read() == content
+    assert uploaded.headers["Content-Type"].startswith("text/plain")
+    output = await downloaded(page, page.locator("#artifacts a", has_text="out"))
+    assert output == b"BYTES FROM THE BROWSER\n"
+    assert watched.problems == []
+
+
+async def test_the_runs_page_lists_runs_and_saved_flows(start_service, browser):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    defs = [busybox_def("copy", "cp ${in} ${out}")]
+    run = await submit(client, chain_flow("copy", name="listed-flow"), defs)
+    await upload(client, run, "src", b"x")
+    await wait_for(client, run["ID"], {"COMPLETE"})
+    saved = await client.post("/api/v1/flows", json=GREETER)
+    graph_id = (await saved.json())["graph_id"]
+
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/")
+    page = watched.page
+    row = page.locator(f'#runs tr[data-run="{run["ID"]}"]')
+    await expect(row).to_contain_text("COMPLETE")
+    await expect(row).to_contain_text("listed-flow")
+    await expect(row).to_contain_text(run["ID"][:12])
+    await expect(row.locator("td").nth(4)).to_have_text(re.compile(r"^[\d.]+ (ms|s)$"))
+    flow_row = page.locator(f'#flows tr[data-flow="{graph_id}"]')
+    await expect(flow_row).to_contain_text("greeter")
+    await expect(flow_row.locator("a").first).to_have_attribute("href", f"/ui/flows/{graph_id}")
+
+    await row.locator("a").first.click()
+    await expect(page).to_have_url(re.compile(rf"/ui/runs/{run['ID']}$"))
+    await expect(page.locator("#flow-name")).to_have_text("listed-flow")
+    assert watched.problems == []
+
+
+async def test_the_flow_page_gives_working_curl_commands_and_runs_the_flow(
+    start_service, browser, tmp_path, capsys
+):
+    from playwright.async_api import expect
+
+    data_dir = tmp_path / "data"
+    key = create_key(capsys, data_dir, "laptop")
+    client = await start_service(data_dir, auth="required")
+    headers = {"Authorization": f"Bearer {key}"}
+    saved = await (await client.post("/api/v1/flows", json=GREETER, headers=headers)).json()
+    graph_id, origin = saved["graph_id"], f"http://127.0.0.1:{client.port}"
+
+    watched = await open_page(browser, f"{origin}/ui/flows/{graph_id}")
+    page = watched.page
+    await enter_key(page, key)
+    await expect(page.locator("#graph-id")).to_have_text(graph_id)
+    await expect(page.locator('#graph [data-node="greet"]')).to_contain_text("demo/greet")
+
+    command = {}
+    for dialect in ("axiom", "axiom-stream", "xpander", "scade", "langflow", "native"):
+        text = await page.locator(f'[data-dialect="{dialect}"] pre').inner_text()
+        assert text.startswith("curl ") and origin in text, text
+        command[dialect] = text
+    for dialect in ("axiom", "axiom-stream", "xpander", "langflow", "native"):
+        assert graph_id in command[dialect], dialect
+    assert f"/api/v1/scade/flow/{saved['id']}/execute" in command["scade"]
+    assert '"graph_id": "' + graph_id + '"' in command["axiom"]
+
+    # Each command, pasted into a shell with the key exported, does what it says.
+    expected = 'hello {"text":"hello"}'
+    answer = json.loads(await run_command(command["axiom"], key))
+    assert answer["accepted"] is True and answer["result"]["success"] is True, answer
+    assert answer["result"]["output"] == {"text": expected}
+    frames = [
+        json.loads(line[6:])
+        for line in (await run_command(command["axiom-stream"], key)).splitlines()
+        if line.startswith("data: ")
+    ]
+    assert frames[0]["payload"] == {"text": expected}
+    assert frames[-1]["is_final"] is True and frames[-1]["success"] is True
+    task = json.loads(await run_command(command["xpander"], key))
+    assert task["status"] == "completed" and task["result"] == expected, task
+    langflow = json.loads(await run_command(command["langflow"], key))
+    assert langflow["outputs"][0]["outputs"][0]["results"]["message"]["text"] == expected
+    scade = json.loads(await run_command(command["scade"].split("\n# then")[0], key))
+    assert scade["data"]["start_node_id"] == "greet" and scade["execution_id"]
+    finished = await wait_for(client, scade["execution_id"], {"COMPLETE"}, headers=headers)
+    assert finished["NodeState"]["greet"]["Status"] == "COMPLETE"
+    if shutil.which("jq"):
+        native = json.loads(await run_command(command["native"], key))
+        assert native["Status"] == "WAITING"
+        assert [w["Artifact"]["EdgeName"] for w in native["WaitingURLs"]] == ["request"]
+
+    # The input typed into the panel goes into every command.
+    await page.locator("#api-input").fill('{"text": "it\'s me"}')
+    await expect(page.locator('[data-dialect="axiom"] pre')).to_contain_text("it'\\''s me")
+    typed = await page.locator('[data-dialect="axiom"] pre').inner_text()
+    answer = json.loads(await run_command(typed, key))
+    assert answer["result"]["output"] == {"text": 'hello {"text":"it\'s me"}'}
+
+    # The form: a flag and a file, then the run's page.
+    await expect(page.locator('input[data-flag="greeting"]')).to_have_attribute(
+        "placeholder", "default: hello"
+    )
+    await page.locator('input[data-flag="greeting"]').fill("hi")
+    request = tmp_path / "request.json"
+    request.write_bytes(b'{"text": "from a file"}')
+    await page.set_input_files('#inputs input[data-edge="request"]', str(request))
+    await page.locator("#run-form button[type=submit]").click()
+    await expect(page).to_have_url(re.compile(r"/ui/runs/[0-9a-f]{32}$"))
+    run_id = page.url.rsplit("/", 1)[1]
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE", timeout=SLOW)
+    reply = await client.get(f"/api/v1/flow/artifact/{run_id}/reply", headers=headers)
+    assert await reply.read() == b'hi {"text": "from a file"}'
+    assert watched.problems == []
+
+
+async def test_the_api_keys_console_creates_lists_and_revokes(
+    start_service, browser, tmp_path, capsys
+):
+    from playwright.async_api import expect
+
+    data_dir = tmp_path / "data"
+    assert main(["keys", "create", "--name", "root", "--admin", "--data-dir", str(data_dir)]) == 0
+    admin = capsys.readouterr().out.strip()
+    client = await start_service(data_dir, auth="required")
+
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/console/api-keys")
+    page = watched.page
+    await enter_key(page, admin)
+    root = page.locator('#keys tr[data-key="root"]')
+    await expect(root.locator(".masked")).to_have_text(f"{admin[:8]}…{admin[-4:]}")
+    await expect(root).to_contain_text("admin")
+
+    await page.locator("#create-key input[name=name]").fill("laptop")
+    await page.locator("#create-key input[name=tenant]").fill("acme")
+    await page.locator("#create-key button[type=submit]").click()
+    await expect(page.locator("#raw-key")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    raw = await page.locator("#raw-key").inner_text()
+    runs = await client.get("/api/v1/flow/runs", headers={"Authorization": f"Bearer {raw}"})
+    assert runs.status == 200 and await runs.json() == {"runs": []}
+
+    laptop = page.locator('#keys tr[data-key="laptop"]')
+    await expect(laptop.locator(".masked")).to_have_text(f"{raw[:8]}…{raw[-4:]}")
+    await expect(laptop).to_contain_text("acme")
+    await expect(laptop.locator(".state")).to_have_text("active")
+    # Shown once: gone from the page after Done, and never in the list.
+    assert raw not in await page.locator("#keys").inner_text()
+    await page.get_by_role("button", name="Done").click()
+    await expect(page.locator("#raw-key")).to_have_count(0)
+    assert raw not in await page.content()
+    await page.reload()
+    await expect(laptop.locator(".masked")).to_have_text(f"{raw[:8]}…{raw[-4:]}")
+    assert raw not in await page.content()
+
+    await laptop.get_by_role("button", name="Revoke laptop").click()
+    await laptop.get_by_role("button", name="Revoke key").click()
+    await expect(laptop.locator(".state")).to_have_text("revoked")
+    await expect(laptop.get_by_role("button")).to_have_count(0)
+    refused = await client.get("/api/v1/flow/runs", headers={"Authorization": f"Bearer {raw}"})
+    assert refused.status == 401
+    assert watched.problems == []
+
+
+async def test_pages_answer_without_a_key_with_a_strict_policy(start_service):
+    """The pages hold no data, so they need no key; the API they call still does."""
+    client = await start_service(auth="required")
+    for path in ("/ui/", "/ui/runs/abc", "/ui/flows/abc", "/console/api-keys"):
+        response = await client.get(path)
+        assert response.status == 200, path
+        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+        policy = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy
+        assert "connect-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        assert response.headers["X-Frame-Options"] == "DENY"
+        assert response.headers["Referrer-Policy"] == "same-origin"
+        assert '<script type="module" src="/ui/static/' in await response.text()
+    script = await client.get("/ui/static/run.js")
+    assert script.status == 200
+    assert script.headers["Content-Type"] == "text/javascript; charset=utf-8"
+    assert "Content-Security-Policy" in script.headers
+    for path in ("/ui/static/nothing.js", "/ui/static/..%2F..%2Fapi%2Fapp.py", "/ui/runs/a/b"):
+        response = await client.get(path)
+        assert response.status in (401, 404), path  # no page there: the key is asked first
+        assert "import" not in await response.text()
+    home = await client.get("/", allow_redirects=False)
+    assert (home.status, home.headers["Location"]) == (302, "/ui/")
+    # The API behind the pages still asks for a key.
+    assert (await client.get("/api/v1/flow/runs")).status == 401
+    assert (await client.get("/api/v1/flow/graph/" + "0" * 32)).status == 401
+    assert (await client.get("/api/v1/keys")).status == 401
