@@ -315,6 +315,7 @@ __all__ = [
     "RunStatus",
     "StoreInput",
     "WaitingURL",
+    "WireModel",
     "is_name",
     "utcnow",
 ]

@@ -1,4 +1,5 @@
-"""API-key authentication for every endpoint but /healthz and the presigned object URLs.
+"""API-key authentication for every endpoint but /healthz, the API's documentation
+(``/openapi.json``, ``/docs``) and the presigned object URLs.
 
 Accepted: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, ``Authorization:
 Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password; on
@@ -13,8 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from orchestrator.api.resources import DATABASE, KEYS
 from orchestrator.api_key_store import Principal
@@ -22,11 +25,18 @@ from orchestrator.models import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)
 PRINCIPAL = web.RequestKey("principal", Principal)
-OPEN_PATHS = ("/healthz",)
+# The API's documentation is public: it is the same for every tenant and names none.
+OPEN_PATHS = ("/healthz", "/openapi.json", "/docs")
 # Presigned URLs carry their own signature; keys are not asked there.
-OPEN_PREFIXES = ("/objects/",)
+OPEN_PREFIXES = ("/objects/", "/docs/")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Unauthorized(BaseModel):
+    """The 401 body the seeds fix: no ``code``, unlike every other error."""
+
+    error: Literal["unauthorized"] = "unauthorized"
 
 
 def tenant_of(request: web.Request) -> str:
@@ -66,10 +76,20 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if raw:
         principal = await request.app[DATABASE].run(request.app[KEYS].authenticate, raw)
     if principal is None:
-        return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response(text=Unauthorized().model_dump_json(), status=401)
     request[PRINCIPAL] = principal
     request[TENANT] = principal.tenant
     return await handler(request)
 
 
-__all__ = ["PRINCIPAL", "TENANT", "auth_middleware", "presented_key", "tenant_of"]
+__all__ = [
+    "OPEN_PATHS",
+    "OPEN_PREFIXES",
+    "PRINCIPAL",
+    "QUERY_KEY_PREFIXES",
+    "TENANT",
+    "Unauthorized",
+    "auth_middleware",
+    "presented_key",
+    "tenant_of",
+]
