@@ -17,7 +17,7 @@ from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
 from orchestrator.api.resources import INVOCATIONS
 from orchestrator.errors import BodyInvalid
 from orchestrator.models import Flow, FlowSubmission, NodeDef
-from orchestrator.registry import MAX_ID_DIGITS, SavedFlow
+from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, parse_id
 
 routes = web.RouteTableDef()
 
@@ -91,19 +91,23 @@ REF = {"ref": "a saved flow: its graph_id, its integer id, or its name (the late
 CONFIG = {**REF, "config_id": "the profile's name, 1 to 100 characters"}
 VERSION = Query(
     "version",
-    Annotated[int, Field(ge=1, le=10**MAX_ID_DIGITS - 1)] | Literal["latest"],
-    "with a name as ref: that version rather than the latest",
+    Annotated[int, Field(ge=1, le=10**MAX_ID_DIGITS - 1)] | Literal["latest", ""],
+    "with a name as ref: that version rather than the latest (empty or latest: the latest)",
 )
 FIND = ("FLOW_NOT_FOUND", "VERSION_INVALID")
 
 
 def version_param(request: web.Request) -> int | None:
-    raw = request.query.get("version")
+    given = request.query.getall("version", [])
+    if len(given) > 1:
+        raise BodyInvalid("VERSION_INVALID", "give version once")
+    raw = given[0] if given else None
     if raw is None or raw in ("", "latest"):
         return None
-    if not raw.isdigit() or len(raw) > MAX_ID_DIGITS or int(raw) < 1:
+    version = parse_id(raw)
+    if version is None or version < 1:
         raise BodyInvalid("VERSION_INVALID", f"version must be a positive integer, not {raw!r}")
-    return int(raw)
+    return version
 
 
 async def find_flow(request: web.Request, ref: str) -> SavedFlow:

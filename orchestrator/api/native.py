@@ -18,6 +18,7 @@ from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 from orchestrator.errors import BodyInvalid
 from orchestrator.models import FlowRun, FlowSubmission, LogRecord, RunStatus, WireModel
+from orchestrator.registry import parse_id
 from orchestrator.validation.results import ValidationEntry
 
 routes = web.RouteTableDef()
@@ -159,10 +160,10 @@ MAX_LISTED = 500
 )
 async def recent_runs(request: web.Request) -> web.Response:
     """The caller's newest runs, newest first: ``?limit=`` (default 50, at most 500)."""
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LISTED:
+    limit = parse_id(request.query.get("limit", "50"))
+    if limit is None or not 1 <= limit <= MAX_LISTED:
         raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_LISTED}")
-    runs = await request.app[INVOCATIONS].recent(tenant_of(request), int(raw))
+    runs = await request.app[INVOCATIONS].recent(tenant_of(request), limit)
     return answer(RunList.model_validate({"runs": runs}))
 
 

@@ -24,7 +24,7 @@ from orchestrator.api.resources import INVOCATIONS
 from orchestrator.errors import NotFound, RunNotFound
 from orchestrator.invocations import Invocations
 from orchestrator.models import FlowRun, RunStatus
-from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
+from orchestrator.registry import SavedFlow, TaskRecord, parse_id
 
 routes = web.RouteTableDef()
 
@@ -163,8 +163,8 @@ async def get_task(request: web.Request) -> web.Response:
     raw = request.match_info["task_id"]
     tenant = tenant_of(request)
     invocations = request.app[INVOCATIONS]
-    is_id = raw.isdigit() and len(raw) <= MAX_ID_DIGITS
-    task = await invocations.task(tenant, int(raw)) if is_id else None
+    task_id = parse_id(raw)
+    task = await invocations.task(tenant, task_id) if task_id is not None else None
     if task is None:
         raise NotFound("TASK_NOT_FOUND", f"no task {raw!r}")
     flow = await invocations.flow_by_seq(tenant, task.flow_seq)
