@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -74,6 +75,16 @@ CODES: dict[str, int] = {
 }
 #: The native API's unknown run: plain text, as the Pupload seed fixes it.
 RUN_NOT_FOUND = "RUN_NOT_FOUND"
+#: aiohttp's own answer to a request its HTTP parser cannot read (a request line or a
+#: header over 8190 bytes, malformed HTTP): plain text, before any code of ours runs, so
+#: it cannot be our JSON. Any operation may meet it.
+HTTP_UNREADABLE = "HTTP_UNREADABLE"
+#: The answers in plain text, and what each is.
+TEXT_ANSWERS = {
+    RUN_NOT_FOUND: f"`{UNKNOWN_RUN_TEXT}` (text: an unknown run, or another tenant's)",
+    HTTP_UNREADABLE: "a request line or header over 8190 bytes, or malformed HTTP (text, "
+    "from the HTTP server before any endpoint)",
+}
 #: A write of the data directory's database that failed: any request that stores something.
 STORAGE_ERRORS = ("STORAGE_FULL", "STORAGE_UNWRITABLE")
 
@@ -163,6 +174,25 @@ def described(handler: Callable[..., Any]) -> Operation | None:
 
 # ---------------------------------------------------------------- the document
 
+TAGS = (
+    "native",
+    "saved flows",
+    "axiom",
+    "xpander",
+    "scade",
+    "langflow",
+    "keys",
+    "objects",
+    "service",
+)
+
+
+def _version() -> str:
+    try:
+        return version("pipewell")
+    except PackageNotFoundError:
+        return "0"
+
 
 def document(app: web.Application, settings: Settings) -> dict[str, Any]:
     """The OpenAPI document of every described route of ``app``.
@@ -201,28 +231,6 @@ def document(app: web.Application, settings: Settings) -> dict[str, Any]:
     if settings.auth == "required":
         doc["security"] = HEADER_KEYS
     return doc
-
-
-TAGS = (
-    "native",
-    "saved flows",
-    "axiom",
-    "xpander",
-    "scade",
-    "langflow",
-    "keys",
-    "objects",
-    "service",
-)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("pipewell")
-    except PackageNotFoundError:
-        return "0"
 
 
 ModelRef = tuple[type[BaseModel], str]
@@ -375,29 +383,28 @@ def _errors(
             codes.append("HOST_FORBIDDEN")
         if method not in ("get", "head"):
             codes.append("ORIGIN_FORBIDDEN")
-    codes.append("INTERNAL_ERROR")
+    codes += ["INTERNAL_ERROR", HTTP_UNREADABLE]
     by_status: dict[int, list[str]] = {}
     for code in dict.fromkeys(codes):
-        by_status.setdefault(400 if code == RUN_NOT_FOUND else CODES[code], []).append(code)
+        by_status.setdefault(400 if code in TEXT_ANSWERS else CODES[code], []).append(code)
     errors: dict[int, Any] = {}
     for status, listed in by_status.items():
         content: dict[str, Any] = {}
-        if any(code != RUN_NOT_FOUND for code in listed):
+        if any(code not in TEXT_ANSWERS for code in listed):
             content["application/json"] = {"schema": refs[(ErrorBody, "serialization")]}
         if RUN_NOT_FOUND in listed:
-            content["text/plain"] = {"schema": {"type": "string", "const": UNKNOWN_RUN_TEXT}}
-        names = ", ".join(
-            f"`{UNKNOWN_RUN_TEXT}` (text: an unknown run, or another tenant's)"
-            if code == RUN_NOT_FOUND
-            else f"`{code}`"
-            for code in listed
-        )
+            text = {"type": "string", "examples": [UNKNOWN_RUN_TEXT]}
+            content["text/plain"] = {"schema": text}
+        elif HTTP_UNREADABLE in listed:
+            content["text/plain"] = {"schema": {"type": "string"}}
+        names = ", ".join(TEXT_ANSWERS.get(code, f"`{code}`") for code in listed)
         errors[status] = {"description": names, "content": content}
     return errors
 
 
 __all__ = [
     "CODES",
+    "HTTP_UNREADABLE",
     "RUN_NOT_FOUND",
     "STORAGE_ERRORS",
     "Answer",
