@@ -245,7 +245,8 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
         if update.name == "heartbeat":
             await keep_alive(response)
         elif update.name == "log":
-            await send(response, update.line, event="log")
+            line = LogLine.model_validate(update.line).model_dump(mode="json")
+            await send(response, line, event="log")
         else:
             await send(response, update.run.model_dump(mode="json"), event="status")
             if update.name == "end" or update.run.status.finished:
