@@ -105,7 +105,8 @@ class NodeFlag(WireModel):
     name: str
     value: str
 
-    @field_validator("value", mode="before")
+    # The schema says what is accepted: the validator turns it into text.
+    @field_validator("value", mode="before", json_schema_input_type=str | int | float | bool)
     @classmethod
     def _scalar_to_text(cls, value: Any) -> Any:
         # Flags reach the container as argv and env: JSON numbers and booleans
@@ -144,7 +145,7 @@ class EdgeDef(WireModel):
     # None: untyped (anything goes). An explicit empty list is TYPE_002.
     type: list[str] | None = None
 
-    @field_validator("type", mode="before")
+    @field_validator("type", mode="before", json_schema_input_type=str | list[str] | None)
     @classmethod
     def _one_type_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
@@ -157,7 +158,9 @@ class FlagDef(WireModel):
     type: str = "string"
     default: str | None = None
 
-    @field_validator("default", mode="before")
+    @field_validator(
+        "default", mode="before", json_schema_input_type=str | int | float | bool | None
+    )
     @classmethod
     def _scalar_to_text(cls, value: Any) -> Any:
         return NodeFlag._scalar_to_text(value)
@@ -317,6 +320,7 @@ __all__ = [
     "RunStatus",
     "StoreInput",
     "WaitingURL",
+    "WireModel",
     "is_name",
     "utcnow",
 ]

@@ -32,6 +32,17 @@ MAX_ID_DIGITS = 18
 FlagProfile = dict[str, dict[str, str]]
 
 
+def parse_id(text: str) -> int | None:
+    """``text`` as an integer id, or None: ASCII digits only, at most MAX_ID_DIGITS.
+
+    ``str.isdigit`` alone also takes '¹', which ``int`` refuses, and '٣', which it
+    reads as 3: neither is an id anyone was given.
+    """
+    if text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS:
+        return int(text)
+    return None
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -109,8 +120,8 @@ class FlowRegistry:
             row = self._one(f"SELECT * FROM flows WHERE {live} AND graph_id = ?", tenant, ref)
             if row is not None:
                 return row
-        if version is None and ref.isdigit() and len(ref) <= MAX_ID_DIGITS:
-            row = self._one(f"SELECT * FROM flows WHERE {live} AND seq = ?", tenant, int(ref))
+        if version is None and (seq := parse_id(ref)) is not None:
+            row = self._one(f"SELECT * FROM flows WHERE {live} AND seq = ?", tenant, seq)
             if row is not None:
                 return row
         if version is not None:
@@ -232,5 +243,6 @@ __all__ = [
     "FlagProfile",
     "FlowRegistry",
     "SavedFlow",
+    "parse_id",
     "TaskRecord",
 ]

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from orchestrator.api import axiom, flows, key_admin, langflow, native, scade, ui, xpander
+from orchestrator.api import axiom, docs, flows, key_admin, langflow, native, scade, ui, xpander
 from orchestrator.api.auth import auth_middleware
 from orchestrator.api.browsers import add_cors_headers, browser_guard
 from orchestrator.api.errors import error_middleware
@@ -167,8 +167,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _invocations])
-    for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow, ui):
+    for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow, docs, ui):
         app.add_routes(dialect.routes)
+    docs.init_docs(app)
     app.on_startup.append(ui.load_assets)
 
     async def on_written(store: str, key: str, size: int) -> None:

@@ -1,5 +1,6 @@
-"""API-key authentication for every endpoint but /healthz, the presigned object URLs
-and the web UI's static pages (``no_key_needed``; the data they show comes from the API).
+"""API-key authentication for every endpoint but /healthz, the presigned object URLs,
+and the handlers marked ``no_key_needed``: the API's documentation (``/openapi.json``,
+``/docs``) and the web UI's static pages, which hold no tenant's data.
 
 Accepted: ``Authorization: Bearer KEY``, ``x-api-key: KEY``, ``Authorization:
 Basic KEY`` (Scade's form) and HTTP Basic with KEY as the password; on
@@ -14,8 +15,10 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from orchestrator.api.resources import DATABASE, KEYS
 from orchestrator.api_key_store import Principal
@@ -30,7 +33,8 @@ OPEN_PREFIXES = ("/objects/",)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-#: Set on handlers that answer nothing of any tenant's: the web UI's pages and assets.
+#: Set on handlers that answer nothing of any tenant's: the API's documentation, the
+#: web UI's pages and their files.
 _NO_KEY = "_pipewell_no_key_needed"
 
 
@@ -42,6 +46,17 @@ def no_key_needed(handler: Handler) -> Handler:
     """
     setattr(handler, _NO_KEY, True)
     return handler
+
+
+def is_public(path: str, handler: object) -> bool:
+    """Whether a request needs no key: the open paths, and handlers marked no_key_needed."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or getattr(handler, _NO_KEY, False)
+
+
+class Unauthorized(BaseModel):
+    """The 401 body the seeds fix: no ``code``, unlike every other error."""
+
+    error: Literal["unauthorized"] = "unauthorized"
 
 
 def tenant_of(request: web.Request) -> str:
@@ -74,16 +89,14 @@ def presented_key(request: web.Request) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
-        return await handler(request)
-    if getattr(request.match_info.handler, _NO_KEY, False):
+    if is_public(request.path, request.match_info.handler):
         return await handler(request)
     raw = presented_key(request)
     principal = None
     if raw:
         principal = await request.app[DATABASE].run(request.app[KEYS].authenticate, raw)
     if principal is None:
-        return web.json_response({"error": "unauthorized"}, status=401)
+        return web.json_response(text=Unauthorized().model_dump_json(), status=401)
     request[PRINCIPAL] = principal
     request[TENANT] = principal.tenant
     return await handler(request)
@@ -91,8 +104,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 __all__ = [
     "PRINCIPAL",
+    "QUERY_KEY_PREFIXES",
     "TENANT",
+    "Unauthorized",
     "auth_middleware",
+    "is_public",
     "no_key_needed",
     "presented_key",
     "tenant_of",

@@ -7,68 +7,145 @@ one ``data:`` frame per terminal output as it is produced, then a final frame.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictBool, StrictStr
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_fields
+from orchestrator.api.bodies import answer, read_model
+from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import INVOCATIONS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.errors import BodyInvalid
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome, failure_message, wait_seconds
+from orchestrator.invocations import (
+    MAX_WAIT_SECONDS,
+    TIMEOUT_ERROR,
+    Outcome,
+    failure_message,
+    wait_seconds,
+)
 from orchestrator.models import FlowRun, RunStatus
 
 routes = web.RouteTableDef()
-FIELDS = ("graph_id", "input", "wait", "timeout_seconds", "config_id")
+
+
+class InvokeRequest(BaseModel):
+    """Axiom's invocation body (the seed's fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    graph_id: StrictStr = Field(min_length=1, description="the saved flow to run")
+    # Not an object: INPUT_INVALID, from the service layer that every dialect shares.
+    input: SkipValidation[dict[str, Any]] = Field(
+        description="a JSON object for the entry node (one key per entry edge when it has several)"
+    )
+    wait: StrictBool = Field(default=False, description="block until the run ends; add result")
+    # Checked by wait_seconds first, for its own code (TIMEOUT_INVALID).
+    timeout_seconds: SkipValidation[Annotated[float, Field(gt=0, le=MAX_WAIT_SECONDS)] | None] = (
+        Field(default=None, description="how long wait blocks (or the stream lasts); default 30")
+    )
+    config_id: StrictStr | None = Field(default=None, description="a config profile of the flow")
+
+
+class InvokeResult(BaseModel):
+    """``result`` with ``wait``: the output, the error, or what is known at the timeout."""
+
+    success: bool
+    output: Any = Field(default=None, description="the terminal output, decoded")
+    completed_at: int | None = Field(default=None, description="milliseconds since the epoch")
+    error: str | None = None
+    status: RunStatus | None = Field(
+        default=None, description="when the wait ran out: the run's status (it goes on)"
+    )
+
+
+class InvokeAccepted(BaseModel):
+    accepted: Literal[True] = True
+    execution_id: str = Field(description="the run's id in every dialect (the native ID)")
+    result: InvokeResult | None = Field(default=None, description="with wait only")
+
+
+class Frame(BaseModel):
+    """One ``data:`` frame of the stream: an output as it is produced, or the final frame."""
+
+    execution_id: str
+    frame_index: int
+    payload: Any = Field(default=None, description="a terminal output, decoded")
+    edge: str | None = Field(default=None, description="with several terminal edges: whose")
+    is_final: bool
+    success: bool | None = Field(default=None, description="final frame: whether the run completed")
+    error: str | None = Field(default=None, description="final frame: why not")
+
+
+INVOKE_ERRORS = (
+    "FLOW_NOT_FOUND",
+    "CONFIG_NOT_FOUND",
+    "FLAGS_INVALID",
+    "INPUT_INVALID",
+    "TIMEOUT_INVALID",
+    "STORE_UNAVAILABLE",
+    *STORAGE_ERRORS,
+)
 
 
 async def _start(request: web.Request, *, stream: bool) -> tuple[FlowRun, float, bool]:
-    body = await read_fields(request, FIELDS)
-    graph_id = body.get("graph_id")
-    if not isinstance(graph_id, str) or not graph_id:
-        raise BodyInvalid("BODY_MALFORMED", "graph_id is required: the saved flow to run")
-    if "input" not in body:
-        raise BodyInvalid("BODY_MALFORMED", "input is required: a JSON object for the entry node")
-    config_id = body.get("config_id")
-    if config_id is not None and not isinstance(config_id, str):
-        raise BodyInvalid("BODY_MALFORMED", "config_id must be a string")
-    wait = body.get("wait", False)
-    if not isinstance(wait, bool):
-        raise BodyInvalid("BODY_MALFORMED", "wait must be true or false")
-    timeout = wait_seconds(body.get("timeout_seconds"))
+    body = await read_model(request, InvokeRequest)
+    timeout = wait_seconds(body.timeout_seconds)
     invocations = request.app[INVOCATIONS]
     tenant = tenant_of(request)
-    flow = await invocations.find(tenant, graph_id)
-    run = await invocations.start(tenant, flow, body["input"], config_id=config_id)
-    return run, timeout, wait and not stream
+    flow = await invocations.find(tenant, body.graph_id)
+    run = await invocations.start(tenant, flow, body.input, config_id=body.config_id)
+    return run, timeout, body.wait and not stream
 
 
-def result_of(outcome: Outcome) -> dict[str, Any]:
+def result_of(outcome: Outcome) -> InvokeResult:
     if outcome.success:
         completed = outcome.completed_at
-        return {
-            "success": True,
-            "output": outcome.output,
-            "completed_at": int(completed.timestamp() * 1000) if completed else None,
-        }
+        return InvokeResult(
+            success=True,
+            output=outcome.output,
+            completed_at=int(completed.timestamp() * 1000) if completed else None,
+        )
     if outcome.finished:
-        return {"success": False, "error": outcome.error}
+        return InvokeResult(success=False, error=outcome.error)
     # What is known when the wait runs out: the run goes on.
-    return {"success": False, "error": TIMEOUT_ERROR, "status": outcome.run.status.value}
+    return InvokeResult(success=False, error=TIMEOUT_ERROR, status=outcome.run.status)
 
 
 @routes.post("/invocations/v1/flows/invoke")
+@operation(
+    "Run a saved flow (Axiom)",
+    tag="axiom",
+    body=InvokeRequest,
+    answers={202: Answer("accepted; with wait, the result too", InvokeAccepted)},
+    errors=INVOKE_ERRORS,
+)
 async def invoke(request: web.Request) -> web.Response:
+    """A timeout never stops the run: poll or stream its execution_id natively."""
     run, timeout, wait = await _start(request, stream=False)
-    body: dict[str, Any] = {"accepted": True, "execution_id": run.id}
+    body = InvokeAccepted(accepted=True, execution_id=run.id)
     if wait:
         outcome = await request.app[INVOCATIONS].wait(run.id, timeout)
-        body["result"] = result_of(outcome)
-    return web.json_response(body, status=202)
+        body.result = result_of(outcome)
+    return answer(body, status=202, exclude_unset=True)
 
 
 @routes.post("/invocations/v1/flows/invoke/stream")
+@operation(
+    "Run a saved flow, its outputs streamed (Axiom)",
+    tag="axiom",
+    body=InvokeRequest,
+    answers={
+        200: Answer(
+            "Server-Sent Events, one `data:` line of JSON each: a frame per terminal output "
+            "as it is produced (`payload`, `is_final: false`, and `edge` when there are "
+            "several), then the final frame (`is_final: true`, `success`, and `error` on "
+            "failure or when timeout_seconds runs out); `wait` does not apply",
+            events=((None, Frame),),
+        )
+    },
+    errors=INVOKE_ERRORS,
+)
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
     run, timeout, _ = await _start(request, stream=True)
     invocations = request.app[INVOCATIONS]
@@ -89,30 +166,25 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
             payload, unreadable = await invocations.read_output(run.id, edge)
             if unreadable is not None:
                 break
-            frame: dict[str, Any] = {
-                "execution_id": run.id,
-                "frame_index": index,
-                "payload": payload,
-                "is_final": False,
-            }
+            frame = Frame(execution_id=run.id, frame_index=index, payload=payload, is_final=False)
             if len(terminal) > 1:
-                frame["edge"] = edge
-            await send(response, frame)
+                frame.edge = edge
+            await send(response, frame.model_dump(mode="json", exclude_unset=True))
             index += 1
         if unreadable:
             break
-    final: dict[str, Any] = {"execution_id": run.id, "frame_index": index, "is_final": True}
+    final = Frame(execution_id=run.id, frame_index=index, is_final=True)
     if unreadable:
-        final.update(success=False, error=unreadable)
+        final.success, final.error = False, unreadable
     elif last.status.finished:
-        final["success"] = last.status == RunStatus.COMPLETE
-        if not final["success"]:
-            final["error"] = failure_message(last)
+        final.success = last.status == RunStatus.COMPLETE
+        if not final.success:
+            final.error = failure_message(last)
     else:
-        final.update(success=False, error=TIMEOUT_ERROR)
-    await send(response, final)
+        final.success, final.error = False, TIMEOUT_ERROR
+    await send(response, final.model_dump(mode="json", exclude_unset=True))
     await response.write_eof()
     return response
 
 
-__all__ = ["result_of", "routes"]
+__all__ = ["Frame", "InvokeAccepted", "InvokeRequest", "InvokeResult", "result_of", "routes"]

@@ -1,4 +1,5 @@
-"""Request bodies: JSON (or YAML), objects, and the {Flow, NodeDefs} submission.
+"""Request and response bodies: JSON (or YAML), objects, the {Flow, NodeDefs}
+submission, bodies read as a pydantic model, and answers shaped by one.
 
 A body is untrusted: it is only read as the content types an endpoint
 documents (a browser can send ``text/plain`` across origins without asking
@@ -12,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from orchestrator.api.errors import schema_errors
 from orchestrator.errors import BodyInvalid, ContentTypeUnsupported, FlowInvalid
@@ -171,6 +172,43 @@ async def read_fields(
     return body
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_model(request: web.Request, model: type[M], *, empty_ok: bool = False) -> M:
+    """The body as a JSON object read as ``model`` (the schema the API's document shows);
+    400 ``BODY_MALFORMED`` naming the first field at fault and what it takes."""
+    body = await read_object(request, empty_ok=empty_ok)
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        message, where = _first_problem(exc, model)
+        raise BodyInvalid("BODY_MALFORMED", message, field=where) from exc
+
+
+def _first_problem(exc: ValidationError, model: type[BaseModel]) -> tuple[str, str]:
+    error = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        fields = [f.alias or name for name, f in model.model_fields.items()]
+        unknown = [str(e["loc"][0]) for e in exc.errors() if e["type"] == "extra_forbidden"]
+        message = f"unknown field(s) {', '.join(map(repr, unknown))}; accepted: {', '.join(fields)}"
+        return message, unknown[0]
+    if error["type"] == "missing" and len(error["loc"]) == 1:
+        info = model.model_fields.get(where)
+        hint = f": {info.description}" if info is not None and info.description else ""
+        return f"{where} is required{hint}", where
+    return f"{where}: {error['msg']}", where
+
+
+def answer(
+    body: BaseModel, *, status: int = 200, exclude_unset: bool = False, exclude_none: bool = False
+) -> web.Response:
+    """A JSON answer shaped by a model of the API's document."""
+    text = body.model_dump_json(exclude_unset=exclude_unset, exclude_none=exclude_none)
+    return web.json_response(text=text, status=status)
+
+
 async def read_submission(request: web.Request) -> FlowSubmission:
     """``{Flow, NodeDefs}`` as JSON or YAML."""
     body = await read_json(request, yaml_ok=True)
@@ -189,10 +227,12 @@ async def read_submission(request: web.Request) -> FlowSubmission:
 __all__ = [
     "MAX_DEPTH",
     "MAX_YAML_NODES",
+    "answer",
     "body_kind",
     "parse_body",
     "read_fields",
     "read_json",
+    "read_model",
     "read_object",
     "read_submission",
 ]

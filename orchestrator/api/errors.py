@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.api.resources import SETTINGS
 from orchestrator.errors import (
@@ -29,6 +29,7 @@ from orchestrator.errors import (
     RunNotFound,
     StoreFull,
 )
+from orchestrator.validation.results import ValidationEntry
 from storage import (
     InvalidKey,
     KeyConflict,
@@ -44,6 +45,26 @@ UNKNOWN_RUN_TEXT = "Flow run does not exist."
 # The data directory's path stays in the service's log: callers need not know it.
 
 
+class ErrorBody(BaseModel):
+    """Every error's body: a stable code, what to fix, and the fields some codes add."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: str = Field(description="stable: see the error catalog of docs/api.md")
+    message: str = Field(description="what went wrong and what to change")
+    errors: list[ValidationEntry] | None = Field(
+        default=None, description="FLOW_INVALID: every problem of the flow"
+    )
+    warnings: list[ValidationEntry] | None = Field(
+        default=None, description="FLOW_INVALID: what is allowed but probably wrong"
+    )
+    field: str | None = Field(default=None, description="the request field at fault")
+    run_status: str | None = Field(default=None, description="RUN_FINISHED: how the run ended")
+    expired: bool | None = Field(default=None, description="URL_INVALID: whether it expired")
+    detail: str | None = Field(default=None, description="Langflow's field for the error")
+    execution_id: str | None = Field(default=None, description="the run a Langflow error is of")
+
+
 def error_response(
     status: int,
     code: str,
@@ -52,8 +73,10 @@ def error_response(
     headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> web.Response:
-    body = {"code": code, "message": message, **extra}
-    return web.json_response(body, status=status, headers=headers)
+    body = ErrorBody(code=code, message=message, **extra)
+    return web.json_response(
+        text=body.model_dump_json(exclude_unset=True), status=status, headers=headers
+    )
 
 
 def schema_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -157,6 +180,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 __all__ = [
     "UNKNOWN_RUN_TEXT",
+    "ErrorBody",
     "error_middleware",
     "error_response",
     "response_for",

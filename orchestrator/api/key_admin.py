@@ -7,14 +7,44 @@ local caller may use them, as any local user may run the CLI.
 from __future__ import annotations
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from orchestrator.api.auth import PRINCIPAL
-from orchestrator.api.bodies import read_object
+from orchestrator.api.bodies import answer, read_model
+from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import DATABASE, KEYS
-from orchestrator.errors import BodyInvalid, Forbidden
-from orchestrator.models import DEFAULT_TENANT
+from orchestrator.errors import Forbidden
+from orchestrator.models import DEFAULT_TENANT, NAME_RULE
 
 routes = web.RouteTableDef()
+
+
+class KeyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: StrictStr = Field(description="1 to 100 characters, unique")
+    tenant: StrictStr = Field(default=DEFAULT_TENANT, description=f"a name: {NAME_RULE}")
+    admin: StrictBool = Field(default=False, description="may manage keys over HTTP")
+
+
+class KeyRecord(BaseModel):
+    """A key as listed: never the raw key."""
+
+    name: str
+    tenant: str
+    masked: str = Field(description="its first 8 and last 4 characters")
+    admin: bool
+    created_at: str
+    last_used: str | None
+    revoked: bool
+
+
+class KeyList(BaseModel):
+    keys: list[KeyRecord]
+
+
+class NewKey(KeyRecord):
+    key: str = Field(description="the raw key (64 hex characters), shown this once")
 
 
 def _require_admin(request: web.Request) -> None:
@@ -26,33 +56,49 @@ def _require_admin(request: web.Request) -> None:
 
 
 @routes.get("/api/v1/keys")
+@operation(
+    "Every API key",
+    tag="keys",
+    answers={200: Answer("the keys, masked", KeyList)},
+    errors=("FORBIDDEN",),
+)
 async def list_keys(request: web.Request) -> web.Response:
+    """For admin keys; with auth off, for any local caller."""
     _require_admin(request)
     keys = await request.app[DATABASE].run(request.app[KEYS].list)
-    return web.json_response({"keys": [k.public() for k in keys]})
+    return answer(KeyList(keys=[KeyRecord(**k.public()) for k in keys]))
 
 
 @routes.post("/api/v1/keys")
+@operation(
+    "Create an API key",
+    tag="keys",
+    body=KeyRequest,
+    answers={201: Answer("the key's record and the raw key, shown this once", NewKey)},
+    errors=("FORBIDDEN", "API_KEY_INVALID", "API_KEY_EXISTS", *STORAGE_ERRORS),
+)
 async def create_key(request: web.Request) -> web.Response:
+    """For admin keys; with auth off, for any local caller."""
     _require_admin(request)
-    body = await read_object(request)
-    unknown = set(body) - {"name", "tenant", "admin"}
-    name, tenant, admin = body.get("name"), body.get("tenant", DEFAULT_TENANT), body.get("admin")
-    if unknown or not isinstance(name, str) or not isinstance(tenant, str):
-        raise BodyInvalid(
-            "BODY_MALFORMED", 'send {"name": "...", "tenant": "..." (optional), "admin": false}'
-        )
+    body = await read_model(request, KeyRequest)
     store = request.app[KEYS]
-    raw = await request.app[DATABASE].run(store.create, name, tenant, admin=bool(admin))
-    info = await request.app[DATABASE].run(store.get, name)
-    return web.json_response({**info.public(), "key": raw}, status=201)
+    raw = await request.app[DATABASE].run(store.create, body.name, body.tenant, admin=body.admin)
+    info = await request.app[DATABASE].run(store.get, body.name)
+    return answer(NewKey(**info.public(), key=raw), status=201)
 
 
 @routes.delete("/api/v1/keys/{name}")
+@operation(
+    "Revoke an API key",
+    tag="keys",
+    params={"name": "the key's name"},
+    answers={204: Answer("revoked: the key is refused from its next use")},
+    errors=("FORBIDDEN", "API_KEY_NOT_FOUND", *STORAGE_ERRORS),
+)
 async def revoke_key(request: web.Request) -> web.Response:
     _require_admin(request)
     await request.app[DATABASE].run(request.app[KEYS].revoke, request.match_info["name"])
     return web.Response(status=204)
 
 
-__all__ = ["routes"]
+__all__ = ["KeyList", "KeyRequest", "NewKey", "routes"]

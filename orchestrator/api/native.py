@@ -4,62 +4,176 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Annotated, Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_submission
+from orchestrator.api.bodies import YAML_TYPES, answer, read_submission
 from orchestrator.api.downloads import download_headers
+from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
 from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 from orchestrator.errors import BodyInvalid
+from orchestrator.models import (
+    FlowRun,
+    FlowSubmission,
+    LogRecord,
+    Node,
+    NodeDef,
+    RunStatus,
+    WireModel,
+)
+from orchestrator.registry import parse_id
+from orchestrator.validation.results import ValidationEntry
 
 routes = web.RouteTableDef()
 
-
-@routes.post("/api/v1/flow/test")
-async def test_flow(request: web.Request) -> web.Response:
-    submission = await read_submission(request)
-    run = await request.app[INVOCATIONS].submit(submission, tenant_of(request))
-    return web.json_response(text=run.model_dump_json())
+RUN_ID = {"run_id": "the run's ID (its execution_id in the other dialects)"}
+A_RUN = Answer("the FlowRun", FlowRun)
 
 
-@routes.post("/api/v1/flow/validate")
-async def validate_flow(request: web.Request) -> web.Response:
-    submission = await read_submission(request)
-    result = request.app[INVOCATIONS].validate(submission)
-    return web.json_response(
-        {
-            "valid": result.ok,
-            "errors": [e.model_dump(exclude_none=True) for e in result.errors],
-            "warnings": [w.model_dump(exclude_none=True) for w in result.warnings],
-        }
+class ValidationReport(BaseModel):
+    """``POST /api/v1/flow/validate``: every problem at once, nothing run."""
+
+    valid: bool
+    errors: list[ValidationEntry]
+    warnings: list[ValidationEntry]
+
+
+class LogLine(LogRecord):
+    """A node's log line, as an event of its run's stream."""
+
+    node: str
+
+
+class RunGraph(WireModel):
+    """A run's nodes and the edges between them: the Flow without its Stores."""
+
+    name: str
+    nodes: list[Node]
+
+
+class Catalog(WireModel):
+    node_defs: list[NodeDef]
+
+
+class RunSummary(WireModel):
+    id: str = Field(alias="ID")
+    flow: str
+    status: RunStatus
+    started_at: str | None
+    finished_at: str | None
+
+
+class RunList(BaseModel):
+    runs: list[RunSummary]
+
+
+class WorkerView(BaseModel):
+    """A live worker; its attempts are counted, not named (they are tenants')."""
+
+    id: str
+    name: str
+    tiers: list[str]
+    memory_mib: int
+    slots: int
+    running: int
+    last_heartbeat: str
+
+
+class Workers(BaseModel):
+    workers: list[WorkerView]
+    queued: dict[str, int] = Field(description="tier → tasks no worker has taken yet")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    docker: str | None = Field(
+        default=None,
+        description="the local worker's Docker engine: ok, or unreachable and why; absent "
+        "without a local worker",
     )
 
 
+@routes.post("/api/v1/flow/test")
+@operation(
+    "Validate and start a run of {Flow, NodeDefs}",
+    tag="native",
+    body=FlowSubmission,
+    body_media=YAML_TYPES,
+    answers={200: Answer("the FlowRun, its WaitingURLs to PUT the inputs to", FlowRun)},
+    errors=("FLOW_INVALID", "STORE_UNAVAILABLE", *STORAGE_ERRORS),
+)
+async def test_flow(request: web.Request) -> web.Response:
+    """Answered once the run is on disk."""
+    submission = await read_submission(request)
+    run = await request.app[INVOCATIONS].submit(submission, tenant_of(request))
+    return answer(run)
+
+
+@routes.post("/api/v1/flow/validate")
+@operation(
+    "Validate {Flow, NodeDefs} without running anything",
+    tag="native",
+    body=FlowSubmission,
+    body_media=YAML_TYPES,
+    answers={200: Answer("every error and warning", ValidationReport)},
+    errors=("FLOW_INVALID",),
+)
+async def validate_flow(request: web.Request) -> web.Response:
+    """A body that is not a submission at all is FLOW_INVALID (SCHEMA_001 entries)."""
+    submission = await read_submission(request)
+    result = request.app[INVOCATIONS].validate(submission)
+    report = ValidationReport(valid=result.ok, errors=result.errors, warnings=result.warnings)
+    return answer(report, exclude_none=True)
+
+
 @routes.get("/api/v1/flow/status/{run_id}")
+@operation(
+    "A run's status",
+    tag="native",
+    params=RUN_ID,
+    answers={200: A_RUN},
+    errors=("RUN_NOT_FOUND",),
+)
 async def flow_status(request: web.Request) -> web.Response:
+    """The FlowRun, live or finished."""
     run = await request.app[INVOCATIONS].get(request.match_info["run_id"], tenant_of(request))
-    return web.json_response(text=run.model_dump_json())
+    return answer(run)
 
 
 @routes.get("/api/v1/flow/graph/{run_id}")
+@operation(
+    "A run's graph",
+    tag="native",
+    params=RUN_ID,
+    answers={200: Answer("the run's Name and Nodes (flags applied)", RunGraph)},
+    errors=("RUN_NOT_FOUND",),
+)
 async def flow_graph(request: web.Request) -> web.Response:
     """The run's nodes and the edges between them (``{Name, Nodes}``), to draw its DAG.
 
     Only the graph: the Flow's Stores may hold a flow store's credentials.
     """
     flow = await request.app[INVOCATIONS].flow_of(request.match_info["run_id"], tenant_of(request))
-    nodes = [node.model_dump(mode="json") for node in flow.nodes]
-    return web.json_response({"Name": flow.name, "Nodes": nodes})
+    return answer(RunGraph(name=flow.name, nodes=flow.nodes))
 
 
 @routes.post("/api/v1/flow/cancel/{run_id}")
+@operation(
+    "Stop a run",
+    tag="native",
+    params=RUN_ID,
+    answers={200: Answer("the FlowRun, STOPPED", FlowRun)},
+    errors=("RUN_NOT_FOUND", "RUN_FINISHED"),
+)
 async def cancel_flow(request: web.Request) -> web.Response:
     """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""
     run = await request.app[INVOCATIONS].cancel(request.match_info["run_id"], tenant_of(request))
-    return web.json_response(text=run.model_dump_json())
+    return answer(run)
 
 
 #: Runs one listing answers at the most.
@@ -67,35 +181,79 @@ MAX_LISTED = 500
 
 
 @routes.get("/api/v1/flow/runs")
+@operation(
+    "Your newest runs",
+    tag="native",
+    query=(
+        Query(
+            "limit",
+            Annotated[int, Field(ge=1, le=MAX_LISTED)],
+            f"how many, 1 to {MAX_LISTED} (default 50)",
+        ),
+    ),
+    answers={200: Answer("the runs, newest first", RunList)},
+    errors=("LIMIT_INVALID",),
+)
 async def recent_runs(request: web.Request) -> web.Response:
     """The caller's newest runs, newest first: ``?limit=`` (default 50, at most 500)."""
-    raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LISTED:
+    limit = parse_id(request.query.get("limit", "50"))
+    if limit is None or not 1 <= limit <= MAX_LISTED:
         raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_LISTED}")
-    runs = await request.app[INVOCATIONS].recent(tenant_of(request), int(raw))
-    return web.json_response({"runs": runs})
+    runs = await request.app[INVOCATIONS].recent(tenant_of(request), limit)
+    return answer(RunList.model_validate({"runs": runs}))
 
 
 @routes.get("/api/v1/nodedefs")
+@operation(
+    "The built-in NodeDefs",
+    tag="native",
+    answers={200: Answer("the catalog, by Publisher/Name", Catalog)},
+)
 async def nodedefs(request: web.Request) -> web.Response:
-    """The built-in NodeDefs: a flow may name any of them in Uses without sending it."""
-    found = request.app[INVOCATIONS].nodedefs()
-    return web.json_response({"NodeDefs": [d.model_dump(mode="json") for d in found]})
+    """A flow may name any of them in Uses without sending it; a NodeDef it sends wins."""
+    return answer(Catalog(node_defs=request.app[INVOCATIONS].nodedefs()))
 
 
 @routes.get("/api/v1/nodedefs/{publisher}/{name}")
+@operation(
+    "One built-in NodeDef",
+    tag="native",
+    params={"publisher": "its Publisher", "name": "its Name"},
+    answers={200: Answer("the NodeDef", NodeDef)},
+    errors=("NODEDEF_NOT_FOUND",),
+)
 async def nodedef(request: web.Request) -> web.Response:
     uses = f"{request.match_info['publisher']}/{request.match_info['name']}"
-    return web.json_response(text=request.app[INVOCATIONS].nodedef(uses).model_dump_json())
+    return answer(request.app[INVOCATIONS].nodedef(uses))
 
 
 @routes.get("/api/v1/workers")
+@operation(
+    "Live workers and queued tasks",
+    tag="service",
+    answers={200: Answer("workers heard from within queue.reclaim_after", Workers)},
+)
 async def workers(request: web.Request) -> web.Response:
     """Live workers (tiers, capacity, running attempts, last heartbeat) and queue depth per tier."""
-    return web.json_response(await request.app[QUEUE].describe())
+    return answer(Workers.model_validate(await request.app[QUEUE].describe()))
 
 
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")
+@operation(
+    "An artifact's bytes",
+    tag="native",
+    params={**RUN_ID, "edge": "the edge the artifact is on"},
+    answers={
+        200: Answer(
+            "the bytes, with their stored Content-Type (never rendered as a page: "
+            "nosniff, `Content-Security-Policy: sandbox`, an attachment unless passive)",
+            media_types=("*/*",),
+            schema={},
+            headers={"Content-Disposition": "inline or attachment, with a safe filename"},
+        )
+    },
+    errors=("RUN_NOT_FOUND", "ARTIFACT_NOT_FOUND", "STORE_UNAVAILABLE"),
+)
 async def flow_artifact(request: web.Request) -> web.StreamResponse:
     """The artifact's bytes, streamed from its store through the service."""
     info, reader = await request.app[INVOCATIONS].open_artifact(
@@ -121,6 +279,20 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/api/v1/flow/events/{run_id}")
+@operation(
+    "A run's Server-Sent Events",
+    tag="native",
+    params=RUN_ID,
+    answers={
+        200: Answer(
+            "`event: status` (`data:` the FlowRun) on every change, `event: log` (one line, "
+            "with its node), then `event: end` with the final FlowRun; a `: keep-alive` "
+            "comment every 15 s of quiet",
+            events=(("status", FlowRun), ("log", LogLine), ("end", FlowRun)),
+        )
+    },
+    errors=("RUN_NOT_FOUND",),
+)
 async def flow_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``status`` (the FlowRun), ``log`` (one line), ``end``."""
     invocations = request.app[INVOCATIONS]
@@ -133,7 +305,8 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
         if update.name == "heartbeat":
             await keep_alive(response)
         elif update.name == "log":
-            await send(response, update.line, event="log")
+            line = LogLine.model_validate(update.line).model_dump(mode="json")
+            await send(response, line, event="log")
         else:
             await send(response, update.run.model_dump(mode="json"), event="status")
             if update.name == "end" or update.run.status.finished:
@@ -143,6 +316,17 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/metrics")
+@operation(
+    "Prometheus metrics",
+    tag="service",
+    answers={
+        200: Answer(
+            "Prometheus' text format (see docs/api.md for every metric)",
+            media_types=("text/plain",),
+            schema={"type": "string"},
+        )
+    },
+)
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus' text format: runs, attempts, durations, queue depth, bytes, HTTP latency."""
     recorded = request.app[METRICS]
@@ -154,17 +338,23 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/healthz")
+@operation(
+    "Whether the service takes work",
+    tag="service",
+    answers={
+        200: Answer("ok", Health),
+        503: Answer("degraded: the local worker's Docker engine does not answer", Health),
+    },
+)
 async def healthz(request: web.Request) -> web.Response:
     """ok, and the local worker's Docker engine; 503 while that engine does not answer."""
     worker = request.app.get(WORKER)
     if worker is None:  # worker.enabled: false, no engine of ours to report on
-        return web.json_response({"status": "ok"})
+        return answer(Health(status="ok"), exclude_none=True)
     problem = await worker.engine_problem()
     if problem is not None:
-        return web.json_response(
-            {"status": "degraded", "docker": f"unreachable: {problem}"}, status=503
-        )
-    return web.json_response({"status": "ok", "docker": "ok"})
+        return answer(Health(status="degraded", docker=f"unreachable: {problem}"), status=503)
+    return answer(Health(status="ok", docker="ok"))
 
 
-__all__ = ["routes"]
+__all__ = ["Health", "RunList", "ValidationReport", "Workers", "routes"]

@@ -22,6 +22,7 @@ from aiohttp import HttpVersion11, web
 
 from orchestrator.api.downloads import download_headers
 from orchestrator.api.errors import error_response, response_for
+from orchestrator.api.openapi import Answer, Query, operation
 from orchestrator.errors import Conflict, NotFound, StoreFull
 from storage import LocalStore, ObjectExists
 from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE
@@ -82,7 +83,27 @@ def add_object_routes(
         request.writer.output_size = 0  # as aiohttp's own handler: the body has not begun
         return None
 
+    @operation(
+        "Upload through a presigned URL (local store)",
+        tag="objects",
+        params=OBJECT,
+        query=(*SIGNED, CREATE_ONLY_QUERY),
+        raw_body={"application/octet-stream": {"description": "the exact bytes, of any type"}},
+        answers={200: Answer("stored", headers={"ETag": "this version of the object"})},
+        errors=(
+            "URL_INVALID",
+            "STORE_NOT_FOUND",
+            "KEY_INVALID",
+            "KEY_CONFLICT",
+            "OBJECT_EXISTS",
+            "EXPECTATION_FAILED",
+            "STORAGE_FULL",
+            "STORE_UNAVAILABLE",
+        ),
+    )
     async def put_object(request: web.Request) -> web.Response:
+        """The bytes are stored exactly as sent, whatever their Content-Type. A WaitingURL
+        (``X-Pipewell-Create-Only``) creates its object once: 409 after."""
         store, key = await resolve_put(request)
         content_type = request.headers.get("Content-Type")
         if content_type is not None and content_type.split(";")[0].strip() in _NOT_A_TYPE:
@@ -110,7 +131,23 @@ def add_object_routes(
         # Size and time identify this version of the object well enough.
         return web.Response(status=200, headers={"ETag": f'"{info.size:x}-{time.time_ns():x}"'})
 
+    @operation(
+        "Download through a presigned URL (local store)",
+        tag="objects",
+        params=OBJECT,
+        query=SIGNED,
+        answers={
+            200: Answer(
+                "the bytes, with the download headers: never rendered as a page of ours",
+                media_types=("*/*",),
+                schema={},
+                headers={"Content-Disposition": "inline or attachment, with a safe filename"},
+            )
+        },
+        errors=("URL_INVALID", "STORE_NOT_FOUND", "KEY_INVALID", "OBJECT_NOT_FOUND"),
+    )
     async def get_object(request: web.Request) -> web.StreamResponse:
+        """HEAD answers the same headers without the bytes."""
         store, key = resolve(request)
         info = await asyncio.get_running_loop().run_in_executor(None, store.stat, key)
         if info is None:
@@ -121,6 +158,14 @@ def add_object_routes(
 
     app.router.add_put("/objects/{store}/{key:.+}", put_object, expect_handler=expect_put)
     app.router.add_get("/objects/{store}/{key:.+}", get_object)  # HEAD too
+
+
+OBJECT = {"store": "a local store's name", "key": "the object's key (may hold '/')"}
+SIGNED = (
+    Query(EXPIRES, int, "when the URL stops working (seconds since the epoch)", required=True),
+    Query(SIGNATURE, str, "the URL's signature", required=True),
+)
+CREATE_ONLY_QUERY = Query(CREATE_ONLY, str, "a WaitingURL's: the object is created once (signed)")
 
 
 def uploaded_already(key: str) -> Conflict:

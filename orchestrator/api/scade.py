@@ -11,22 +11,83 @@ Status codes: 1 waiting, 2 in progress, 3 finished, 4 failed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_fields
-from orchestrator.api.flows import find_flow
+from orchestrator.api.bodies import answer, read_model
+from orchestrator.api.flows import REF, VERSION, find_flow
+from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import INVOCATIONS
-from orchestrator.errors import BodyInvalid, NotFound, RunNotFound
+from orchestrator.errors import NotFound, RunNotFound
 from orchestrator.invocations import Invocations
 from orchestrator.models import FlowRun, RunStatus
-from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, TaskRecord
+from orchestrator.registry import SavedFlow, TaskRecord, parse_id
 
 routes = web.RouteTableDef()
-FIELDS = ("start_node_id", "end_node_id", "result_node_id", "node_settings", "init_context")
-STATUS = {
+
+
+class NodeSetting(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    data: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the start node's: the input; any other node's: its Flags",
+    )
+
+
+class ExecuteRequest(BaseModel):
+    """Scade's execute body (the seed's fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_node_id: StrictStr | None = Field(default=None, description="a node of the flow")
+    end_node_id: StrictStr | None = Field(default=None, description="a node of the flow")
+    result_node_id: StrictStr | None = Field(
+        default=None, description="the node whose output is the result (else end_node_id)"
+    )
+    node_settings: dict[str, NodeSetting] | None = Field(
+        default=None, description="{node_id: {data: {...}}}"
+    )
+    init_context: dict[str, Any] | None = Field(default=None, description="echoed")
+
+
+class TaskData(BaseModel):
+    """The request, as Scade echoes it."""
+
+    node_id: str | None
+    start_node_id: str | None
+    end_node_id: str | None
+    result_node_id: str | None
+    init_context: dict[str, Any]
+    node_settings: dict[str, dict[str, Any]]
+
+
+class ScadeTask(BaseModel):
+    """Scade's task record."""
+
+    id: int
+    data: TaskData
+    status: Literal[1, 2, 3, 4] = Field(
+        description="1 waiting, 2 in progress, 3 finished, 4 failed"
+    )
+    created: str
+    finished: str | None
+    result: Any = Field(description='the output once finished; {"error": "..."} once failed')
+    execution_time: float | None = Field(description="seconds")
+    execution_cost: None
+    parent_id: None
+    ref_id: str
+    task_type: int
+    is_hide: bool
+    public_access_token: None
+    file_result_link: None
+    execution_id: str = Field(description="the run's id in every dialect (the native ID)")
+
+
+STATUS: dict[RunStatus, Literal[1, 2, 3, 4]] = {
     RunStatus.WAITING: 1,
     RunStatus.RUNNING: 2,
     RunStatus.COMPLETE: 3,
@@ -36,31 +97,40 @@ STATUS = {
 TASK_TYPE_FLOW = 4
 
 
-def _node_id(body: dict[str, Any], field: str, flow: SavedFlow) -> str | None:
-    value = body.get(field)
+def _node_id(value: str | None, field: str, flow: SavedFlow) -> str | None:
     if value is not None:
-        Invocations.node_outputs(flow, str(value), field=field)  # NODE_UNKNOWN if none
-    return None if value is None else str(value)
+        Invocations.node_outputs(flow, value, field=field)  # NODE_UNKNOWN if none
+    return value
 
 
 @routes.post("/api/v1/scade/flow/{flow_id}/execute")
+@operation(
+    "Run a saved flow as a task (Scade)",
+    tag="scade",
+    params={"flow_id": REF["ref"]},
+    query=(VERSION,),
+    body=ExecuteRequest,
+    answers={200: Answer("the task record: GET /api/v1/task/{id} follows it", ScadeTask)},
+    errors=(
+        "FLOW_NOT_FOUND",
+        "VERSION_INVALID",
+        "NODE_UNKNOWN",
+        "FLAGS_INVALID",
+        "INPUT_INVALID",
+        "STORE_UNAVAILABLE",
+        *STORAGE_ERRORS,
+    ),
+)
 async def execute(request: web.Request) -> web.Response:
-    body = await read_fields(request, FIELDS)
+    """``node_settings[start_node_id].data`` is the input; other nodes' ``data`` their Flags."""
+    body = await read_model(request, ExecuteRequest)
     flow = await find_flow(request, request.match_info["flow_id"])
-    start = _node_id(body, "start_node_id", flow)
-    _node_id(body, "end_node_id", flow)
-    _node_id(body, "result_node_id", flow)
-    settings = body.get("node_settings") or {}
-    if not isinstance(settings, dict) or not all(
-        isinstance(v, dict) and isinstance(v.get("data", {}), dict) for v in settings.values()
-    ):
-        raise BodyInvalid(
-            "BODY_MALFORMED",
-            "node_settings must be {node_id: {data: {...}}}",
-            field="node_settings",
-        )
-    input_value = settings.get(start, {}).get("data", {}) if start else {}
-    flags = {node: entry.get("data", {}) for node, entry in settings.items() if node != start}
+    start = _node_id(body.start_node_id, "start_node_id", flow)
+    _node_id(body.end_node_id, "end_node_id", flow)
+    _node_id(body.result_node_id, "result_node_id", flow)
+    settings = body.node_settings or {}
+    input_value = settings[start].data if start in settings else {}
+    flags = {node: entry.data for node, entry in settings.items() if node != start}
     tenant = tenant_of(request)
     invocations = request.app[INVOCATIONS]
     run = await invocations.start(
@@ -68,23 +138,33 @@ async def execute(request: web.Request) -> web.Response:
     )
     request_data = {
         "node_id": None,
-        "start_node_id": body.get("start_node_id"),
-        "end_node_id": body.get("end_node_id"),
-        "result_node_id": body.get("result_node_id"),
-        "init_context": body.get("init_context") or {},
-        "node_settings": settings,
+        "start_node_id": body.start_node_id,
+        "end_node_id": body.end_node_id,
+        "result_node_id": body.result_node_id,
+        "init_context": body.init_context or {},
+        "node_settings": {
+            node: entry.model_dump(mode="json", exclude_unset=True)
+            for node, entry in settings.items()
+        },
     }
     task = await invocations.add_task(tenant, run.id, flow.seq, request_data)
-    return web.json_response(await _record(request, task, flow, run))
+    return answer(await _record(request, task, flow, run))
 
 
 @routes.get("/api/v1/task/{task_id}")
+@operation(
+    "A task (Scade)",
+    tag="scade",
+    params={"task_id": "the task's integer id"},
+    answers={200: Answer("the task record, result filled once finished", ScadeTask)},
+    errors=("TASK_NOT_FOUND",),
+)
 async def get_task(request: web.Request) -> web.Response:
     raw = request.match_info["task_id"]
     tenant = tenant_of(request)
     invocations = request.app[INVOCATIONS]
-    is_id = raw.isdigit() and len(raw) <= MAX_ID_DIGITS
-    task = await invocations.task(tenant, int(raw)) if is_id else None
+    task_id = parse_id(raw)
+    task = await invocations.task(tenant, task_id) if task_id is not None else None
     if task is None:
         raise NotFound("TASK_NOT_FOUND", f"no task {raw!r}")
     flow = await invocations.flow_by_seq(tenant, task.flow_seq)
@@ -92,12 +172,12 @@ async def get_task(request: web.Request) -> web.Response:
         run = await request.app[INVOCATIONS].get(task.execution_id, tenant)
     except RunNotFound as exc:
         raise NotFound("TASK_NOT_FOUND", f"task {raw}'s run is gone") from exc
-    return web.json_response(await _record(request, task, flow, run))
+    return answer(await _record(request, task, flow, run))
 
 
 async def _record(
     request: web.Request, task: TaskRecord, flow: SavedFlow, run: FlowRun
-) -> dict[str, Any]:
+) -> ScadeTask:
     """The seed's task record, ``result`` filled once the run has finished."""
     result: Any = None
     status = STATUS[run.status]
@@ -110,23 +190,23 @@ async def _record(
     elapsed = None
     if run.finished_at is not None:
         elapsed = round((run.finished_at - run.started_at).total_seconds(), 3)
-    return {
-        "id": task.id,
-        "data": task.request,
-        "status": status,
-        "created": task.created_at.removesuffix("Z"),
-        "finished": run.finished_at.isoformat().removesuffix("+00:00") if run.finished_at else None,
-        "result": result,
-        "execution_time": elapsed,
-        "execution_cost": None,
-        "parent_id": None,
-        "ref_id": f"flow:{flow.seq};",
-        "task_type": TASK_TYPE_FLOW,
-        "is_hide": False,
-        "public_access_token": None,
-        "file_result_link": None,
-        "execution_id": run.id,
-    }
+    return ScadeTask(
+        id=task.id,
+        data=TaskData.model_validate(task.request),
+        status=status,
+        created=task.created_at.removesuffix("Z"),
+        finished=run.finished_at.isoformat().removesuffix("+00:00") if run.finished_at else None,
+        result=result,
+        execution_time=elapsed,
+        execution_cost=None,
+        parent_id=None,
+        ref_id=f"flow:{flow.seq};",
+        task_type=TASK_TYPE_FLOW,
+        is_hide=False,
+        public_access_token=None,
+        file_result_link=None,
+        execution_id=run.id,
+    )
 
 
-__all__ = ["routes"]
+__all__ = ["ExecuteRequest", "ScadeTask", "routes"]

@@ -22,6 +22,7 @@ from importlib import resources
 from aiohttp import web
 
 from orchestrator.api.auth import no_key_needed
+from orchestrator.api.openapi import Answer, operation
 
 routes = web.RouteTableDef()
 
@@ -79,37 +80,87 @@ def _answer(request: web.Request, name: str) -> web.Response:
 
 
 @routes.get("/")
-@routes.get("/ui")
+@operation(
+    "To the web UI",
+    tag="ui",
+    answers={302: Answer("to /ui/", media_types=(), headers={"Location": "/ui/"})},
+)
 @no_key_needed
-async def to_ui(request: web.Request) -> web.Response:
+async def root(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/")
+
+
+@routes.get("/ui")
+@operation(
+    "To the web UI",
+    tag="ui",
+    answers={302: Answer("to /ui/", media_types=(), headers={"Location": "/ui/"})},
+)
+@no_key_needed
+async def ui_without_slash(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui/")
 
 
 @routes.get("/ui/")
+@operation(
+    "The web UI: recent runs and saved flows",
+    tag="ui",
+    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+)
 @no_key_needed
 async def runs_page(request: web.Request) -> web.Response:
     return _answer(request, "index.html")
 
 
 @routes.get("/ui/runs/{run_id}")
+@operation(
+    "The web UI: one run's graph, states and logs",
+    params={"run_id": "the run's ID"},
+    tag="ui",
+    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+)
 @no_key_needed
 async def run_page(request: web.Request) -> web.Response:
     return _answer(request, "run.html")
 
 
 @routes.get("/ui/flows/{ref}")
+@operation(
+    "The web UI: a saved flow, a form to run it, its API calls",
+    params={"ref": "a graph_id, integer id or name"},
+    tag="ui",
+    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+)
 @no_key_needed
 async def flow_page(request: web.Request) -> web.Response:
     return _answer(request, "flow.html")
 
 
 @routes.get("/console/api-keys")
+@operation(
+    "The web UI: API keys (admin keys)",
+    tag="ui",
+    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+)
 @no_key_needed
 async def keys_page(request: web.Request) -> web.Response:
     return _answer(request, "keys.html")
 
 
 @routes.get("/ui/static/{name}")
+@operation(
+    "A file of the web UI",
+    tag="ui",
+    params={"name": "one of the UI's files, by its exact name"},
+    answers={
+        200: Answer(
+            "the file",
+            media_types=(*sorted(set(CONTENT_TYPES.values())),),
+            schema={},
+        )
+    },
+    errors=("ROUTE_NOT_FOUND",),
+)
 @no_key_needed
 async def asset(request: web.Request) -> web.Response:
     """One of the files read at start-up, by its exact name: no path reaches the disk."""

@@ -16,26 +16,73 @@ does not use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictStr
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import read_object
-from orchestrator.api.flows import find_flow
+from orchestrator.api.bodies import answer, read_model
+from orchestrator.api.flows import REF, VERSION, find_flow
+from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.errors import BodyInvalid
 from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
-from orchestrator.models import FlowRun, RunStatus, utcnow
+from orchestrator.models import FlowRun, NodeStatus, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
-FIELDS = ("input", "id")
 
-STATUS = {
+
+class WorkflowInvoke(BaseModel):
+    """xpander's invocation body; its other fields (think_mode, output_format, …) are
+    accepted and ignored, as xpander ignores what it does not use."""
+
+    model_config = ConfigDict(extra="allow")
+
+    # Not an object: INPUT_INVALID, from the service layer that every dialect shares.
+    input: SkipValidation[dict[str, Any]] = Field(
+        description='the invocation input, e.g. {"text": "..."}'
+    )
+    id: StrictStr | None = Field(
+        default=None, description="xpander's conversation id: accepted, not used"
+    )
+
+
+TaskStatus = Literal["pending", "executing", "completed", "failed", "stopped"]
+
+
+class Task(BaseModel):
+    """xpander's task record (what xpander-sdk's ``Task`` parses)."""
+
+    id: str = Field(description="the execution_id")
+    agent_id: str = Field(description="the flow's graph_id")
+    organization_id: str = Field(description="the tenant")
+    input: Any = Field(description="the input as sent")
+    status: TaskStatus
+    result: str | None = Field(
+        description="the output's text or compact JSON; the error once failed"
+    )
+    created_at: str
+    finished_at: str | None
+    source: Literal["api"]
+    nodes: dict[str, NodeStatus] = Field(description="each node's state")
+    error: str | None = Field(default=None, description="only when the wait ran out")
+
+
+class TaskEvent(BaseModel):
+    """One ``data:`` event of the stream (what xpander-sdk's ``TaskUpdateEvent`` parses)."""
+
+    type: Literal["task_created", "task_updated", "task_finished"]
+    task_id: str
+    organization_id: str
+    time: str
+    data: Task
+
+
+STATUS: dict[RunStatus, TaskStatus] = {
     RunStatus.WAITING: "pending",
     RunStatus.RUNNING: "executing",
     RunStatus.COMPLETE: "completed",
@@ -46,19 +93,14 @@ STATUS = {
 
 async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, Any]:
     flow = await find_flow(request, request.match_info["workflow_id"])
-    body = await read_object(request)
-    if "input" not in body:
-        raise BodyInvalid("BODY_MALFORMED", 'input is required, e.g. {"input": {"text": "..."}}')
-    ignored = sorted(set(body) - set(FIELDS))
-    if ignored:
-        log.debug("xpander_fields_ignored", fields=ignored)
-    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body["input"])
-    return flow, run, body["input"]
+    body = await read_model(request, WorkflowInvoke)
+    if body.model_extra:
+        log.debug("xpander_fields_ignored", fields=sorted(body.model_extra))
+    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body.input)
+    return flow, run, body.input
 
 
-def task_of(
-    flow: SavedFlow, run: FlowRun, given: Any, outcome: Outcome | None = None
-) -> dict[str, Any]:
+def task_of(flow: SavedFlow, run: FlowRun, given: Any, outcome: Outcome | None = None) -> Task:
     """xpander's task record; ``result`` is the output as text, or the error once failed."""
     result: str | None = None
     status = STATUS[run.status]
@@ -67,20 +109,20 @@ def task_of(
     elif outcome is not None and outcome.finished:
         result = outcome.error
         status = STATUS[RunStatus.ERROR] if run.status == RunStatus.COMPLETE else status
-    task = {
-        "id": run.id,
-        "agent_id": flow.graph_id,
-        "organization_id": flow.tenant,
-        "input": given,
-        "status": status,
-        "result": result,
-        "created_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at) if run.finished_at else None,
-        "source": "api",
-        "nodes": {node_id: state.status.value for node_id, state in run.node_state.items()},
-    }
+    task = Task(
+        id=run.id,
+        agent_id=flow.graph_id,
+        organization_id=flow.tenant,
+        input=given,
+        status=status,
+        result=result,
+        created_at=_iso(run.started_at),
+        finished_at=_iso(run.finished_at) if run.finished_at else None,
+        source="api",
+        nodes={node_id: state.status for node_id, state in run.node_state.items()},
+    )
     if outcome is not None and not outcome.finished:
-        task["error"] = TIMEOUT_ERROR
+        task.error = TIMEOUT_ERROR
     return task
 
 
@@ -93,29 +135,60 @@ def _iso(moment: Any) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
+WORKFLOW = {"workflow_id": REF["ref"]}
+INVOKE_ERRORS = ("FLOW_NOT_FOUND", "VERSION_INVALID", "INPUT_INVALID", "STORE_UNAVAILABLE")
+
+
 @routes.post("/v1/workflows/{workflow_id}/invoke")
+@operation(
+    "Run a saved flow and wait (xpander)",
+    tag="xpander",
+    params=WORKFLOW,
+    query=(VERSION,),
+    body=WorkflowInvoke,
+    answers={
+        200: Answer("the task record, as it stands when the run ends or the wait runs out", Task)
+    },
+    errors=(*INVOKE_ERRORS, *STORAGE_ERRORS),
+)
 async def invoke(request: web.Request) -> web.Response:
+    """Waits up to invocations.sync_timeout (300 s by default); the run goes on after."""
     flow, run, given = await _start(request)
     invocations = request.app[INVOCATIONS]
     outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
-    return web.json_response(task_of(flow, outcome.run, given, outcome))
+    return answer(task_of(flow, outcome.run, given, outcome), exclude_unset=True)
 
 
 @routes.post("/v1/workflows/{workflow_id}/invoke/stream")
+@operation(
+    "Run a saved flow, its task streamed (xpander)",
+    tag="xpander",
+    params=WORKFLOW,
+    query=(VERSION,),
+    body=WorkflowInvoke,
+    answers={
+        200: Answer(
+            "Server-Sent Events, `data:` lines of xpander-sdk's TaskUpdateEvent: `{type, "
+            "task_id, organization_id, time, data}` with `data` the Task record; `type` is "
+            "`task_created`, then `task_updated` whenever the run or a node changes state, "
+            "then `task_finished` with the result",
+            events=((None, TaskEvent),),
+        )
+    },
+    errors=(*INVOKE_ERRORS, *STORAGE_ERRORS),
+)
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
     flow, run, given = await _start(request)
     invocations = request.app[INVOCATIONS]
     response = await open_stream(request)
 
-    async def event(kind: str, task: dict[str, Any]) -> None:
-        data = {
-            "type": kind,
-            "task_id": run.id,
-            "organization_id": flow.tenant,
-            "time": _iso(utcnow()),
-            "data": task,
-        }
-        await send(response, data)
+    async def event(
+        kind: Literal["task_created", "task_updated", "task_finished"], task: Task
+    ) -> None:
+        data = TaskEvent(
+            type=kind, task_id=run.id, organization_id=flow.tenant, time=_iso(utcnow()), data=task
+        )
+        await send(response, data.model_dump(mode="json", exclude_unset=True))
 
     await event("task_created", task_of(flow, run, given))
     last = run
@@ -133,4 +206,4 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
     return response
 
 
-__all__ = ["routes", "task_of"]
+__all__ = ["Task", "TaskEvent", "WorkflowInvoke", "routes", "task_of"]

@@ -108,3 +108,47 @@ async def test_a_web_app_of_an_allowed_origin_can_call_the_api(start_service, br
     # The browser asked first (preflight), was answered for this origin, and may read the run.
     assert result["status"] == 200, result
     assert result["body"]["ID"] in client.server.app[SCHEDULER].runs
+
+
+async def test_the_docs_page_loads_and_tries_an_endpoint_out(start_service, browser):
+    """Swagger UI from the service's own files, under its CSP: it renders the document and
+    "Try it out" reaches the service from the page's own origin."""
+    client = await start_service()
+    page = await browser.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    foreign: list[str] = []
+    base = f"http://127.0.0.1:{client.port}"
+    page.on("request", lambda r: foreign.append(r.url) if not r.url.startswith(base) else None)
+
+    await page.goto(f"{base}/docs")
+    summary = page.locator("#operations-native-native_validate_flow")
+    await summary.wait_for(timeout=15_000)
+    assert "Validate {Flow, NodeDefs} without running anything" in await summary.inner_text()
+    described = await (await client.get("/openapi.json")).json()
+    operations = sum(len(methods) for methods in described["paths"].values())
+    assert operations >= 44 and await page.locator(".opblock").count() == operations
+
+    health = page.locator("#operations-service-native_healthz")
+    await health.locator(".opblock-summary").click()
+    await health.get_by_role("button", name="Try it out").click()
+    await health.get_by_role("button", name="Execute").click()
+    status = health.locator(".live-responses-table .response .response-col_status")
+    await status.wait_for(timeout=15_000)
+    assert (await status.inner_text()).strip() == "200"
+    answer = await health.locator(".live-responses-table .microlight").first.inner_text()
+    assert '"status": "ok"' in answer
+
+    # A request that changes something: the page is of the service's own origin, so the
+    # browser guard lets it through (Swagger UI sends the example body it made).
+    await summary.locator(".opblock-summary").click()
+    await summary.get_by_role("button", name="Try it out").click()
+    await summary.get_by_role("button", name="Execute").click()
+    status = summary.locator(".live-responses-table .response .response-col_status")
+    await status.wait_for(timeout=15_000)
+    assert (await status.inner_text()).strip() == "200"
+    answer = await summary.locator(".live-responses-table .microlight").first.inner_text()
+    assert '"valid": false' in answer and "NODE_001" in answer
+
+    assert problems == [] and foreign == []
