@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.helpers import artifact, submit, wait_for
 
-TRANSCODE = "pipewell/transcode:latest"
+MEDIA = "pipewell/media:latest"
 
 
 @dataclass
@@ -91,11 +91,11 @@ async def run_node(
 
 
 def probe(media: bytes) -> dict[str, Any]:
-    """ffprobe's streams (frames counted) and format of ``media``, run in pipewell/transcode
+    """ffprobe's streams (frames counted) and format of ``media``, run in pipewell/media
     with no network. The bytes are saved first: from a pipe, ffprobe cannot tell an MP3's
     duration."""
     done = subprocess.run(
-        ["docker", "run", "--rm", "-i", "--network", "none", TRANSCODE, "sh", "-c",
+        ["docker", "run", "--rm", "-i", "--network", "none", MEDIA, "sh", "-c",
          'cat > /tmp/media && exec ffprobe -v error -print_format json -show_streams'
          " -show_format -count_frames /tmp/media"],
         input=media,

@@ -2,7 +2,7 @@
 
 Images are drawn with Pillow (the dev extra); PDFs are written by hand, byte
 for byte, so that the text layer is exactly the text given; zips and CSVs with
-the standard library. Video is made inside pipewell/transcode (ffmpeg's
+the standard library. Video is made inside pipewell/media (ffmpeg's
 testsrc), see :func:`video`.
 """
 
@@ -14,7 +14,7 @@ import zipfile
 
 from PIL import Image, ImageDraw, ImageFont
 
-TRANSCODE = "pipewell/transcode:latest"
+MEDIA = "pipewell/media:latest"
 
 
 def picture(size: tuple[int, int], fmt: str = "PNG", **save: object) -> bytes:
@@ -90,14 +90,14 @@ def zip_of(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -
 
 def video(seconds: int = 2, size: str = "160x120", rate: int = 10, audio: bool = True) -> bytes:
     """An MP4 (H.264, and AAC unless ``audio`` is false) of ffmpeg's test pattern, made in
-    pipewell/transcode with no network."""
+    pipewell/media (ffmpeg) with no network."""
     sources = ["-f", "lavfi", "-i", f"testsrc=size={size}:rate={rate}:duration={seconds}"]
     if audio:
         sources += ["-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=22050:duration={seconds}"]
     codecs = ["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]
     codecs += ["-c:a", "aac"] if audio else []
     made = subprocess.run(
-        ["docker", "run", "--rm", "--network", "none", TRANSCODE, "sh", "-c",
+        ["docker", "run", "--rm", "--network", "none", MEDIA, "sh", "-c",
          'ffmpeg -v error "$@" -f mp4 -movflags frag_keyframe+empty_moov pipe:1', "ffmpeg",
          *sources, *codecs],
         capture_output=True,

@@ -1,6 +1,6 @@
 """pipewell/transcode through the service: the catalog's NodeDef and image together.
 
-The input video is made by ffmpeg in the transcode image (tests/samples.py),
+The input video is made by ffmpeg in the media image (tests/samples.py),
 and the outputs are measured by its ffprobe.
 """
 
