@@ -30,6 +30,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -69,18 +70,22 @@ def integer(name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-def decode(data: bytes, name: str) -> Image.Image:
+def decode(data: bytes, name: str, width: int) -> Image.Image:
+    """The picture, upright, in RGB, already shrunk to the tile's width (memory stays small)."""
     try:
         image = Image.open(io.BytesIO(data))
+        image.draft("RGB", (width, width))  # JPEG decodes at a fraction of its size
         image.load()
-        return ImageOps.exif_transpose(image).convert("RGB")
+        image = ImageOps.exif_transpose(image).convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputError(f"{name} is too large to decode: {exc}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InputError(f"{name} is not an image this node can read: {exc}") from None
+    image.thumbnail((width, 8 * width), Image.Resampling.LANCZOS)
+    return image
 
 
-def zip_images(path: str, count: int) -> list[Image.Image]:
+def zip_images(path: str, count: int, tile_width: int) -> list[Image.Image]:
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -113,7 +118,7 @@ def zip_images(path: str, count: int) -> list[Image.Image]:
             total += len(data)
             if total > MAX_TOTAL_BYTES:
                 raise InputError(f"the images unpack to over {MAX_TOTAL_BYTES} bytes")
-            images.append(decode(data, f"zip entry {info.filename!r}"))
+            images.append(decode(data, f"zip entry {info.filename!r}", tile_width))
         return images
 
 
@@ -131,8 +136,10 @@ def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     try:
         with archive.open(info) as stream:
             data = stream.read(MAX_IMAGE_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
         raise InputError(f"zip entry {name!r} cannot be read: {exc}") from None
+    except (NotImplementedError, RuntimeError) as exc:  # a compression zipfile lacks
+        raise InputError(f"zip entry {name!r} cannot be unpacked here: {exc}") from None
     if len(data) > min(MAX_IMAGE_BYTES, info.file_size):
         raise InputError(f"zip entry {name!r} unpacks to more than it declares")
     return data
@@ -169,7 +176,8 @@ def video_frames(path: str, count: int, tile_width: int) -> list[Image.Image]:
     with tempfile.TemporaryDirectory() as scratch:
         run(["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", path, "-map", "0:v:0",
              "-vf", filters, "-frames:v", str(count), str(Path(scratch) / "%05d.png")])  # fmt: skip
-        return [decode(p.read_bytes(), p.name) for p in sorted(Path(scratch).glob("*.png"))]
+        frames = sorted(Path(scratch).glob("*.png"))
+        return [decode(frame.read_bytes(), frame.name, tile_width) for frame in frames]
 
 
 def sheet(
@@ -211,7 +219,7 @@ def main() -> int:
             raise UsageError("background must be a colour name or #rrggbb") from None
         quality = integer("QUALITY", 85, 1, 100)
         if zipfile.is_zipfile(source):
-            images = zip_images(source, count)
+            images = zip_images(source, count, tile_width)
         else:
             images = video_frames(source, count, tile_width)
         if not images:
