@@ -75,10 +75,24 @@ def source_hash(client: docker.DockerClient, source: NodeSource) -> str:
             continue
         digest.update(f"{relative} {path.stat().st_mode & 0o777:o} ".encode())
         digest.update(hashlib.sha256(path.read_bytes()).digest())
-    dockerfile = (source.directory / "Dockerfile").read_text()
-    for base in re.findall(r"(?im)^\s*FROM\s+(\S+)", dockerfile):
+    for base in bases_of(source):
         digest.update(f"FROM {base} {_image_id(client, base)}".encode())
     return digest.hexdigest()
+
+
+def bases_of(source: NodeSource) -> list[str]:
+    """The images the Dockerfile builds FROM (earlier stages of its own aside)."""
+    stages: set[str] = set()
+    bases: list[str] = []
+    dockerfile = (source.directory / "Dockerfile").read_text()
+    for base, stage in re.findall(
+        r"(?im)^\s*FROM\s+(?:--\S+\s+)*(\S+)(?:\s+AS\s+(\S+))?", dockerfile
+    ):
+        if base.lower() not in stages:
+            bases.append(base)
+        if stage:
+            stages.add(stage.lower())
+    return bases
 
 
 def _ignored(relative: str) -> bool:
@@ -118,6 +132,13 @@ def build(
         replaced = current.id
     except docker.errors.ImageNotFound:
         pass
+    missing = [base for base in bases_of(source) if _image_id(client, base) == "missing"]
+    if missing:
+        # The engine would pull it from a registry, where anyone may own that name.
+        raise ImageBuildFailed(
+            f"building {source.image} needs {', '.join(missing)}, which is not on this host "
+            "(make setup builds it; a base is never pulled from a registry)"
+        )
     say(f"building {source.image} from {source.directory}")
     started = time.monotonic()
     last: list[str] = []

@@ -122,3 +122,17 @@ def test_sources_are_found_only_for_built_in_image_names():
     assert source_for("pipewell/resize:v2", nodes) is None
     assert source_for("evil/resize:latest", nodes) is None
     assert source_for("pipewell/../resize:latest", nodes) is None
+
+
+async def test_a_base_image_missing_here_is_never_pulled_for_a_build(start_service, node_source):
+    (node_source.directory / "Dockerfile").write_text(
+        'FROM pipewell/no-such-base:latest AS build\nFROM build\nCMD ["true"]\n'
+    )
+    client = await start_service()
+    done = await run_node_of(client, node_source)
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["n"]["Error"] == (
+        f"image {node_source.image} not found locally, and building {node_source.image} "
+        "needs pipewell/no-such-base:latest, which is not on this host (make setup builds "
+        "it; a base is never pulled from a registry)"
+    )
