@@ -136,3 +136,29 @@ async def test_a_base_image_missing_here_is_never_pulled_for_a_build(start_servi
         "needs pipewell/no-such-base:latest, which is not on this host (make setup builds "
         "it; a base is never pulled from a registry)"
     )
+
+
+async def test_a_nodedef_sent_with_the_flow_wins_over_the_catalogs(start_service):
+    client = await start_service()
+    own = {
+        "Publisher": "pipewell",
+        "Name": "checksum",
+        "Image": "pipewell/busybox:latest",
+        "Outputs": [{"Name": "checksums"}],
+        "Command": {"Name": "run", "Exec": "sh -c 'echo mine > ${checksums}'"},
+    }
+    flow = {
+        "Name": "own-checksum",
+        "Nodes": [
+            {
+                "ID": "sum",
+                "Uses": "pipewell/checksum",
+                "Outputs": [{"Name": "checksums", "Edge": "sums"}],
+            }
+        ],
+    }
+    run = await submit(client, flow, [own])
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done["NodeState"]["sum"]
+    made = await client.get(f"/api/v1/flow/artifact/{run['ID']}/sums")
+    assert await made.read() == b"mine\n"
