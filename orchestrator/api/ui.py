@@ -79,11 +79,16 @@ def _answer(request: web.Request, name: str) -> web.Response:
     return web.Response(body=asset.body, headers={**HEADERS, "Content-Type": asset.content_type})
 
 
+#: What a page answers, and what the two short paths to the UI answer, for the document.
+A_PAGE = {200: Answer("the page", media_types=("text/html",), schema={"type": "string"})}
+TO_UI = {302: Answer("to /ui/", media_types=(), headers={"Location": "/ui/"})}
+
+
 @routes.get("/")
 @operation(
     "To the web UI",
     tag="ui",
-    answers={302: Answer("to /ui/", media_types=(), headers={"Location": "/ui/"})},
+    answers=TO_UI,
 )
 @no_key_needed
 async def root(request: web.Request) -> web.Response:
@@ -94,7 +99,7 @@ async def root(request: web.Request) -> web.Response:
 @operation(
     "To the web UI",
     tag="ui",
-    answers={302: Answer("to /ui/", media_types=(), headers={"Location": "/ui/"})},
+    answers=TO_UI,
 )
 @no_key_needed
 async def ui_without_slash(request: web.Request) -> web.Response:
@@ -105,7 +110,7 @@ async def ui_without_slash(request: web.Request) -> web.Response:
 @operation(
     "The web UI: recent runs and saved flows",
     tag="ui",
-    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+    answers=A_PAGE,
 )
 @no_key_needed
 async def runs_page(request: web.Request) -> web.Response:
@@ -117,7 +122,7 @@ async def runs_page(request: web.Request) -> web.Response:
     "The web UI: one run's graph, states and logs",
     params={"run_id": "the run's ID"},
     tag="ui",
-    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+    answers=A_PAGE,
 )
 @no_key_needed
 async def run_page(request: web.Request) -> web.Response:
@@ -129,7 +134,7 @@ async def run_page(request: web.Request) -> web.Response:
     "The web UI: a saved flow, a form to run it, its API calls",
     params={"ref": "a graph_id, integer id or name"},
     tag="ui",
-    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+    answers=A_PAGE,
 )
 @no_key_needed
 async def flow_page(request: web.Request) -> web.Response:
@@ -140,7 +145,7 @@ async def flow_page(request: web.Request) -> web.Response:
 @operation(
     "The web UI: API keys (admin keys)",
     tag="ui",
-    answers={200: Answer("the page", media_types=("text/html",), schema={"type": "string"})},
+    answers=A_PAGE,
 )
 @no_key_needed
 async def keys_page(request: web.Request) -> web.Response:
