@@ -256,23 +256,44 @@ class Service:
 
     def containers(self) -> list[str]:
         """Ids of the containers (running or not) its worker labelled as its own."""
+        return [line.split()[0] for line in self._listing()]
+
+    def _listing(self) -> list[str]:
         result = subprocess.run(
-            ["docker", "ps", "-aq", "--filter", f"label=pipewell.worker={self.worker}"],
+            [
+                "docker",
+                "ps",
+                "-a",
+                "--filter",
+                f"label=pipewell.worker={self.worker}",
+                "--format",
+                "{{.ID}} {{.Names}} {{.State}}",
+            ],
             capture_output=True,
             text=True,
             timeout=30,
         )
-        return result.stdout.split()
+        return result.stdout.splitlines()
 
     def settle(self, timeout: float = 15) -> None:
-        """Wait until its containers are removed (removal may follow COMPLETE), so that
-        the next measurement does not share Docker with them."""
+        """Wait until its attempts' containers are removed (removal may follow COMPLETE)
+        and its warm containers are made, so that the next measurement does not share
+        Docker with them."""
         deadline = time.perf_counter() + timeout
-        while self.containers():
-            if time.perf_counter() > deadline:
-                progress(f"  warning: containers of {self.worker} still present after {timeout} s")
+        previous: list[str] | None = None
+        while True:
+            listing = sorted(self._listing())
+            settled = all(
+                name.startswith("pipewell-warm-") and state == "running"
+                for _, name, state in (line.split() for line in listing)
+            )
+            if settled and listing == previous:
                 return
-            time.sleep(0.05)
+            if time.perf_counter() > deadline:
+                progress(f"  warning: containers of {self.worker} still changing after {timeout} s")
+                return
+            previous = listing if settled else None
+            time.sleep(0.3)
 
     # ------------------------------------------------------------ the API
 

@@ -149,6 +149,10 @@ class ExecutorSettings(_Section):
     docker_timeout: float = Field(default=120, gt=0)
     transfer_timeout: float = Field(default=300, gt=0)
     log_lines_per_node: int = Field(default=1000, ge=10)
+    # Started containers held at a gate ahead of demand (orchestrator.warm_pool),
+    # per recently used image, tier and user; 0 turns them off.
+    warm_containers: int = Field(default=8, ge=0, le=64)
+    warm_idle: float = Field(default=60, gt=0)
 
 
 class RetrySettings(_Section):

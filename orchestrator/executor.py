@@ -43,6 +43,18 @@ from orchestrator.mime import extension_for, matches, sniff
 from orchestrator.models import NAME_RULE, LogRecord, is_name
 from orchestrator.node_images import ImageBuildFailed, MissingImageBuilder
 from orchestrator.tiers import TIERS, Tier
+from orchestrator.warm_pool import (
+    BUSYBOX,
+    GATE_DIR,
+    GATE_SCRIPT,
+    Shape,
+    Spare,
+    WarmPool,
+    gate_command,
+    open_gate,
+    prepare_gate,
+    static_busybox,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +183,11 @@ def container_user(image_user: str, *, run_as_root: bool) -> str | None:
     if image_user.split(":", 1)[0] in ("", "root", "0"):
         return UNPRIVILEGED_USER
     return None
+
+
+def container_name(task: Task, attempt_id: str) -> str:
+    """Whose attempt a container runs, for ``docker ps`` (unique: the attempt id ends it)."""
+    return f"pipewell-{task.run_id}-{task.node_id}-{task.attempt}-{attempt_id[:8]}"
 
 
 def connect_docker(settings: ExecutorSettings, connections: int) -> docker.DockerClient:
@@ -402,6 +419,17 @@ class DockerExecutor:
         # attempt checks this around its start, since a kill cannot reach a
         # container that is created but not started, nor one not created yet.
         self._ended_runs: OrderedDict[str, None] = OrderedDict()
+        # Gated containers (orchestrator.warm_pool) need the attempt's directory
+        # mounted, and a busybox that runs in any image.
+        self.busybox = static_busybox() if self.mount_root is not None else None
+        # Container id -> run id of the attempts running gated: a warm container
+        # was labelled before it had a run, so kill_run finds it here.
+        self._claimed: dict[str, str] = {}
+        self.pool: WarmPool | None = None
+        if self.busybox is not None and settings.warm_containers > 0:
+            self.pool = WarmPool(
+                self._make_spare, self._discard_spare, settings.warm_containers, settings.warm_idle
+            )
 
     # ------------------------------------------------------------ public
 
@@ -425,27 +453,35 @@ class DockerExecutor:
         attempt_dir = None
         try:
             _check_names(task)
-            attempt_dir = self._attempt_dir(attempt_id) if self.mount_root is not None else None
             with timings("input_transfer"):
                 opened = [self._open_input(spec) for spec in task.inputs]
             in_paths = {i.spec.name: command.input_path(i.spec.name, i.suffix) for i in opened}
             out_paths = {o.name: command.output_path(o.name, o.suffix) for o in task.outputs}
-            # Created before the input bodies land: Docker syncs the filesystem when
-            # it creates a container, and gigabytes of fresh dirty pages make that slow.
-            with timings("create"):
-                container = self._create(
-                    task, tier, in_paths, out_paths, attempt_dir, attempt_id, emit
-                )
-            with timings("input_transfer"):
-                if attempt_dir is None:
-                    self._copy_in(container, opened)
-                for item in opened if attempt_dir is not None else []:
-                    target = inside(attempt_dir / "in", f"{item.spec.name}{item.suffix}")
-                    self._download(item, target)
-            self._check_run_live(task)
-            with timings("start"):
-                pump = self._attach(container, emit, task.attempt)
-                self._start(container)
+            if self.busybox is not None:
+                with self._live_lock:
+                    self._live.discard(attempt_id)  # the gated container brings its own
+                spare = self._claim_or_make(task, tier, timings, emit)
+                container, attempt_dir = spare.container, spare.directory
+                attempt_id = spare.attempt_id
+                pump = self._start_gated(spare, task, opened, in_paths, out_paths, timings, emit)
+            else:
+                attempt_dir = self._attempt_dir(attempt_id) if self.mount_root is not None else None
+                # Created before the input bodies land: Docker syncs the filesystem when
+                # it creates a container, and gigabytes of fresh dirty pages make that slow.
+                with timings("create"):
+                    container = self._create(
+                        task, tier, in_paths, out_paths, attempt_dir, attempt_id, emit
+                    )
+                with timings("input_transfer"):
+                    if attempt_dir is None:
+                        self._copy_in(container, opened)
+                    for item in opened if attempt_dir is not None else []:
+                        target = inside(attempt_dir / "in", f"{item.spec.name}{item.suffix}")
+                        self._download(item, target)
+                self._check_run_live(task)
+                with timings("start"):
+                    pump = self._attach(container, emit, task.attempt)
+                    self._start(container)
             if task.run_id in self._ended_runs:
                 with contextlib.suppress(docker.errors.APIError, requests.RequestException):
                     container.kill()
@@ -489,6 +525,8 @@ class DockerExecutor:
             # once the engine answers again (remove_leftovers).
             with self._live_lock:
                 self._live.discard(attempt_id)
+                if container is not None:
+                    self._claimed.pop(container.id, None)
             return time.perf_counter() - began
 
         return result, cleanup
@@ -500,6 +538,9 @@ class DockerExecutor:
         nodes again when it resumes.
         """
         self._aborting.set()
+        if self.pool is not None:
+            for spare in self.pool.close():
+                self._discard_spare(spare)
         return self._kill_own()
 
     def kill_run(self, run_id: str) -> int:
@@ -507,7 +548,24 @@ class DockerExecutor:
         self._ended_runs[run_id] = None
         while len(self._ended_runs) > ENDED_RUNS_KEPT:
             self._ended_runs.popitem(last=False)
-        return self._kill_own(run_id)
+        with self._live_lock:
+            gated = [cid for cid, run in self._claimed.items() if run == run_id]
+        killed = 0
+        for container_id in gated:
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                self.client.api.kill(container_id)
+                killed += 1
+        # Labelled with the run: those created for an attempt (gated or not).
+        return killed + self._kill_own(run_id)
+
+    def close(self) -> int:
+        """Stop making warm containers and remove the unclaimed ones; how many."""
+        if self.pool is None:
+            return 0
+        spares = self.pool.close()
+        for spare in spares:
+            self._discard_spare(spare)
+        return len(spares)
 
     def _kill_own(self, run_id: str | None = None) -> int:
         try:
@@ -622,7 +680,7 @@ class DockerExecutor:
         return session
 
     def _pull(self, image: str) -> dict:  # type: ignore[type-arg]
-        """Pull a missing image; returns its config (User, Cmd, …)."""
+        """Pull a missing image; returns its inspect answer (Id, Config)."""
         registry = registry_of(image)
         if registry not in self.settings.pull_registries:
             # The engine would connect to whatever host the flow's image names.
@@ -652,7 +710,7 @@ class DockerExecutor:
                         f"image {image} not found locally and its pull took over "
                         f"{self.settings.pull_timeout:g} s (executor.pull_timeout)"
                     )
-            return self.client.images.get(image).attrs.get("Config") or {}
+            return self.client.images.get(image).attrs
         except docker.errors.APIError as exc:
             raise AttemptFailed(
                 f"image {image} not found locally and could not be pulled: {exc.explanation or exc}"
@@ -757,29 +815,33 @@ class DockerExecutor:
         attempt_id: str,
         emit: Emit,
     ):  # -> Container
-        env = command.node_environment(in_paths, out_paths, task.flags)
-        env.update(
-            PIPEWELL_RUN_ID=task.run_id,
-            PIPEWELL_NODE_ID=task.node_id,
-            PIPEWELL_ATTEMPT=str(task.attempt),
-        )
+        """A container of the attempt, ungated: archive transfers, or no static busybox."""
+        image = self._image(task, emit)
+        user = container_user(image["Config"].get("User") or "", run_as_root=task.run_as_root)
         argv = None
         if task.argv is not None:
             argv = command.expand_argv(
                 task.argv, command.placeholder_values(in_paths, out_paths, task.flags)
             )
-        options = dict(
+        options = self._sandbox(tier, user)
+        options.update(
             command=argv,
-            environment=env,
-            labels={
-                LABEL_RUN: task.run_id,
-                LABEL_NODE: task.node_id,
-                LABEL_ATTEMPT: str(task.attempt),
-                LABEL_WORKER: self.worker,
-                LABEL_WORKER_ID: self.worker_id,
-                LABEL_ATTEMPT_ID: attempt_id,
-            },
-            user=self._user(task, emit),
+            environment=self._environment(task, in_paths, out_paths),
+            labels=self._labels(attempt_id, task),
+            name=container_name(task, attempt_id),
+        )
+        if attempt_dir is not None:
+            options["volumes"] = {
+                str(attempt_dir / "in"): {"bind": command.INPUT_DIR, "mode": "ro"},
+                str(attempt_dir / "out"): {"bind": command.OUTPUT_DIR, "mode": "rw"},
+            }
+        with _step("create container", engine=True):
+            return self.client.containers.create(task.image, **options)
+
+    def _sandbox(self, tier: Tier, user: str | None) -> dict:  # type: ignore[type-arg]
+        """What every node container gets: its tier's limits, no network, no privileges."""
+        return dict(
+            user=user,
             nano_cpus=tier.cpus * 1_000_000_000,
             mem_limit=tier.memory,
             # Equal to mem_limit: no swap, so the limit is the limit.
@@ -792,24 +854,175 @@ class DockerExecutor:
             log_config=docker.types.LogConfig(type="json-file", config=dict(DOCKER_LOG_CAPS)),
             detach=True,
         )
-        if attempt_dir is not None:
-            options["volumes"] = {
-                str(attempt_dir / "in"): {"bind": command.INPUT_DIR, "mode": "ro"},
-                str(attempt_dir / "out"): {"bind": command.OUTPUT_DIR, "mode": "rw"},
-            }
-        with _step("create container", engine=True):
-            return self.client.containers.create(task.image, **options)
 
-    def _user(self, task: Task, emit: Emit) -> str | None:
-        """Who the node runs as (:func:`container_user`); gets the image if it is missing."""
+    def _labels(self, attempt_id: str, task: Task | None) -> dict[str, str]:
+        """A warm container's run is not known yet: its run label is empty."""
+        labels = {
+            LABEL_RUN: task.run_id if task else "",
+            LABEL_WORKER: self.worker,
+            LABEL_WORKER_ID: self.worker_id,
+            LABEL_ATTEMPT_ID: attempt_id,
+        }
+        if task is not None:
+            labels.update({LABEL_NODE: task.node_id, LABEL_ATTEMPT: str(task.attempt)})
+        return labels
+
+    @staticmethod
+    def _environment(
+        task: Task, in_paths: dict[str, str], out_paths: dict[str, str]
+    ) -> dict[str, str]:
+        env = command.node_environment(in_paths, out_paths, task.flags)
+        env.update(
+            PIPEWELL_RUN_ID=task.run_id,
+            PIPEWELL_NODE_ID=task.node_id,
+            PIPEWELL_ATTEMPT=str(task.attempt),
+        )
+        return env
+
+    def _image(self, task: Task, emit: Emit) -> dict:  # type: ignore[type-arg]
+        """The image's inspect answer (Id, Config); gets the image if it is missing."""
         try:
             with _step(f"inspect image {task.image}", engine=True):
-                config = self.client.images.get(task.image).attrs.get("Config") or {}
+                attrs = self.client.images.get(task.image).attrs
         except AttemptFailed as failure:
             if not isinstance(failure.__cause__, docker.errors.ImageNotFound):
                 raise
-            config = self._build_or_pull(task, emit)
-        return container_user(config.get("User") or "", run_as_root=task.run_as_root)
+            attrs = self._build_or_pull(task, emit)
+        attrs.setdefault("Config", {})
+        attrs["Config"] = attrs["Config"] or {}
+        return attrs
+
+    # ------------------------------------------------------------ gated containers
+
+    def _claim_or_make(self, task: Task, tier: Tier, timings: _Stopwatch, emit: Emit) -> Spare:
+        """A warm container of the task's shape, running and now this attempt's; else a new one."""
+        with timings("create"):
+            image = self._image(task, emit)
+            user = container_user(image["Config"].get("User") or "", run_as_root=task.run_as_root)
+            shape = Shape(task.image, image["Id"], tier.name, user)
+            while self.pool is not None and (spare := self.pool.claim(shape)) is not None:
+                if self._is_running(spare.container):
+                    spare.config = image["Config"]
+                    self._own(spare, task)
+                    return spare
+                # Killed while it waited (an engine restart, an operator): next one.
+                self._discard_spare(spare)
+        spare = self._make_spare(shape, task, timings)
+        spare.config = image["Config"]
+        self._own(spare, task)
+        return spare
+
+    def _own(self, spare: Spare, task: Task) -> None:
+        with self._live_lock:
+            self._claimed[spare.container.id] = task.run_id
+
+    def _start_gated(
+        self,
+        spare: Spare,
+        task: Task,
+        opened: list[_OpenInput],
+        in_paths: dict[str, str],
+        out_paths: dict[str, str],
+        timings: _Stopwatch,
+        emit: Emit,
+    ) -> _LogPump:
+        """Put the inputs in place, then open the gate: the node's program starts."""
+        with timings("input_transfer"):
+            for item in opened:
+                target = inside(spare.directory / "in", f"{item.spec.name}{item.suffix}")
+                self._download(item, target)
+        self._check_run_live(task)
+        argv = self._program(task, spare.config, in_paths, out_paths)
+        script = gate_command(self._environment(task, in_paths, out_paths), argv)
+        with timings("start"):
+            pump = self._attach(spare.container, emit, task.attempt)
+            with _step("open the container's gate"):
+                open_gate(
+                    spare.directory / "gate", script, lambda: self._is_running(spare.container)
+                )
+        if spare.made_for is None:
+            # Labels cannot change: the name says whose attempt a warm container runs.
+            with contextlib.suppress(docker.errors.APIError, requests.RequestException):
+                spare.container.rename(container_name(task, spare.attempt_id))
+        return pump
+
+    @staticmethod
+    def _program(
+        task: Task,
+        config: dict,  # type: ignore[type-arg]
+        in_paths: dict[str, str],
+        out_paths: dict[str, str],
+    ) -> list[str]:
+        """What Docker would run: the image's Entrypoint, then the command or its Cmd."""
+        if task.argv is not None:
+            args = command.expand_argv(
+                task.argv, command.placeholder_values(in_paths, out_paths, task.flags)
+            )
+        else:
+            args = list(config.get("Cmd") or [])
+        argv = list(config.get("Entrypoint") or []) + args
+        if not argv:
+            raise AttemptFailed(
+                f"image {task.image} names no command and the NodeDef's Exec is empty",
+                retryable=False,
+            )
+        return argv
+
+    def _make_spare(
+        self, shape: Shape, task: Task | None = None, timings: _Stopwatch | None = None
+    ) -> Spare:
+        """Create and start a container held at its gate; for ``task``, or a warm one."""
+        timings = timings or _Stopwatch()
+        assert self.busybox is not None
+        attempt_id = uuid.uuid4().hex
+        with self._live_lock:
+            self._live.add(attempt_id)
+        directory: Path | None = None
+        container = None
+        try:
+            directory = self._attempt_dir(attempt_id)
+            prepare_gate(directory / "gate")
+            options = self._sandbox(TIERS[shape.tier], shape.user)
+            options.update(
+                entrypoint=[BUSYBOX, "sh", "-c", GATE_SCRIPT],
+                command=["pipewell-gate"],
+                labels=self._labels(attempt_id, task),
+                name=container_name(task, attempt_id)
+                if task
+                else f"pipewell-warm-{attempt_id[:12]}",
+                volumes={
+                    str(directory / "in"): {"bind": command.INPUT_DIR, "mode": "ro"},
+                    str(directory / "out"): {"bind": command.OUTPUT_DIR, "mode": "rw"},
+                    str(directory / "gate"): {"bind": GATE_DIR, "mode": "ro"},
+                    str(self.busybox): {"bind": BUSYBOX, "mode": "ro"},
+                },
+            )
+            with timings("create"), _step("create container", engine=True):
+                container = self.client.containers.create(shape.image, **options)
+            with timings("start"):
+                self._start(container)
+            return Spare(shape, container, attempt_id, directory, made_for=task)
+        except BaseException:
+            if container is not None:
+                self._remove(container)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
+            with self._live_lock:
+                self._live.discard(attempt_id)
+            raise
+
+    def _discard_spare(self, spare: Spare) -> None:
+        self._remove(spare.container)
+        shutil.rmtree(spare.directory, ignore_errors=True)
+        with self._live_lock:
+            self._live.discard(spare.attempt_id)
+
+    def _is_running(self, container) -> bool:  # type: ignore[no-untyped-def]
+        try:
+            container.reload()
+        except (docker.errors.APIError, requests.RequestException):
+            return False
+        return container.status == "running"
 
     def _build_or_pull(self, task: Task, emit: Emit) -> dict:  # type: ignore[type-arg]
         """A built-in node's image is built from its source here, when that is here."""
@@ -826,7 +1039,7 @@ class DockerExecutor:
         except ImageBuildFailed as exc:
             raise AttemptFailed(f"image {task.image} not found locally, and {exc}") from exc
         with _step(f"inspect image {task.image}", engine=True):
-            return self.client.images.get(task.image).attrs.get("Config") or {}
+            return self.client.images.get(task.image).attrs
 
     def _copy_in(self, container, opened: list[_OpenInput]) -> None:  # type: ignore[no-untyped-def]
         root = command.CONTAINER_ROOT.lstrip("/")

@@ -177,6 +177,12 @@ class Worker:
             await asyncio.wait(self._running, timeout=grace)
         for task in self._running:
             task.cancel()
+        loop = asyncio.get_running_loop()
+        removing = loop.run_in_executor(None, self.executor.close)
+        try:
+            await asyncio.wait_for(removing, grace)
+        except TimeoutError:  # removed by the next start (remove_leftovers)
+            log.warning("warm_containers_left", worker=self.name)
         if self._sender_task is not None:
             self._sender_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

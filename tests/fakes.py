@@ -57,6 +57,9 @@ class FakeExecutor:
     def abort_all(self) -> int:
         return 0
 
+    def close(self) -> int:
+        return 0
+
     def ping(self) -> str | None:
         return None
 

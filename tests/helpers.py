@@ -144,11 +144,15 @@ async def run_chain(
 
 
 def labelled_containers(run_id: str) -> list:  # type: ignore[type-arg]
-    """The run's containers (sparse: one removed meanwhile must not fail the listing)."""
+    """The run's containers (sparse: one removed meanwhile must not fail the listing).
+
+    Found by name: a warm container was labelled before it had a run, and is
+    renamed ``pipewell-<run>-<node>-<attempt>-…`` when an attempt claims it.
+    """
     engine = docker.from_env()
     try:
         return engine.containers.list(
-            all=True, sparse=True, filters={"label": f"pipewell.run_id={run_id}"}
+            all=True, sparse=True, filters={"name": f"pipewell-{run_id}-"}
         )
     finally:
         engine.close()

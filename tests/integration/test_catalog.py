@@ -34,7 +34,11 @@ async def test_the_catalog_is_listed_and_each_nodedef_read(start_service):
 
 @pytest.fixture
 def node_source(tmp_path):  # type: ignore[no-untyped-def]
-    """A node source of its own (under a throwaway name) that the worker may build."""
+    """A node source of its own (under a throwaway name) that the worker may build.
+
+    Ask for it before start_service: its image is removed after the service (and
+    the warm containers of that image) stopped.
+    """
     name = f"ondemand-{uuid.uuid4().hex[:8]}"
     directory = tmp_path / "nodes" / name
     directory.mkdir(parents=True)
@@ -60,7 +64,7 @@ async def run_node_of(client, source: NodeSource) -> dict:  # type: ignore[no-un
 
 
 async def test_a_missing_built_in_image_is_built_from_its_source_when_a_node_needs_it(
-    start_service, node_source
+    node_source, start_service
 ):
     (node_source.directory / "Dockerfile").write_text(
         'FROM pipewell/busybox:latest\nCMD ["sh", "-c", "echo made here > $OUTPUT_OUT"]\n'
@@ -87,7 +91,7 @@ async def test_a_missing_built_in_image_is_built_from_its_source_when_a_node_nee
 
 
 async def test_an_image_that_does_not_build_fails_the_attempt_saying_why(
-    start_service, node_source
+    node_source, start_service
 ):
     (node_source.directory / "Dockerfile").write_text(
         "FROM pipewell/busybox:latest\nRUN echo cannot go on; exit 7\n"

@@ -105,9 +105,19 @@ def run_containers(run_id: str, state: str | None = None) -> list:  # type: igno
     engine = docker.DockerClient(base_url=f"unix://{ENGINE_SOCKET}")
     try:
         containers = engine.containers.list(
-            all=True, sparse=True, filters={"label": f"pipewell.run_id={run_id}"}
+            all=True, sparse=True, filters={"name": f"pipewell-{run_id}-"}
         )
         return [c for c in containers if state in (None, c.attrs["State"])]
+    finally:
+        engine.close()
+
+
+def warm_directories() -> set[str]:
+    """The attempt directories of the warm containers waiting for an attempt now."""
+    engine = docker.DockerClient(base_url=f"unix://{ENGINE_SOCKET}")
+    try:
+        containers = engine.containers.list(sparse=True, filters={"name": "pipewell-warm-"})
+        return {c.attrs["Labels"]["pipewell.attempt_id"] for c in containers}
     finally:
         engine.close()
 
@@ -177,8 +187,8 @@ async def test_an_engine_outage_pauses_the_worker_and_costs_the_node_no_attempt(
         # (whose removal follows its result).
         deadline = time.monotonic() + 10
         attempts = data_dir / "work" / "attempts"
-        while (left := await asyncio.to_thread(run_containers, run["ID"])) or any(
-            attempts.iterdir()
+        while (left := await asyncio.to_thread(run_containers, run["ID"])) or (
+            {p.name for p in attempts.iterdir()} - await asyncio.to_thread(warm_directories)
         ):
             assert time.monotonic() < deadline, (left, list(attempts.iterdir()))
             await asyncio.sleep(0.2)

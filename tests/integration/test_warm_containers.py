@@ -1,0 +1,246 @@
+"""Gated and warm containers: started ahead of demand, claimed by attempts, run as Docker would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+
+from orchestrator.api.resources import SETTINGS
+from orchestrator.warm_pool import _EXEC_BY_PATH, _is_static_elf, gate_command, static_busybox
+from tests.helpers import (
+    BUSYBOX,
+    artifact,
+    busybox_def,
+    chain_flow,
+    containers_left,
+    run_chain,
+    running_containers,
+    submit,
+    upload,
+    wait_for,
+)
+
+pytestmark = pytest.mark.docker
+
+BASE = "pipewell/base:bookworm"
+HOSTILE = 'it\'s "quoted" $(touch /tmp/pwned) `id` ; echo no\nsecond line\\'
+
+
+def warm_containers(worker: str) -> list[dict]:
+    """The worker's warm containers, as ``docker ps`` lists them."""
+    engine = docker.from_env()
+    try:
+        found = engine.containers.list(
+            all=True, sparse=True, filters={"label": f"pipewell.worker={worker}"}
+        )
+        return [c.attrs for c in found if c.attrs["Names"][0].startswith("/pipewell-warm-")]
+    finally:
+        engine.close()
+
+
+async def wait_warm(worker: str, count: int, seconds: float = 20) -> list[dict]:
+    deadline = time.monotonic() + seconds
+    while True:
+        warm = await asyncio.to_thread(warm_containers, worker)
+        if len([c for c in warm if c["State"] == "running"]) >= count:
+            return warm
+        assert time.monotonic() < deadline, warm
+        await asyncio.sleep(0.1)
+
+
+def worker_name(client) -> str:  # type: ignore[no-untyped-def]
+    return client.app[SETTINGS].worker.resolved_name()
+
+
+def test_the_static_busybox_is_found_and_a_dynamic_binary_is_not():
+    found = static_busybox()
+    assert found is not None and found.name == "busybox"
+    ls = Path(shutil.which("ls") or "/bin/ls")
+    assert not _is_static_elf(ls.read_bytes()[:4096], ls)
+
+
+def test_the_gate_command_passes_every_value_as_one_word(tmp_path: Path):
+    """What the container's busybox runs: hostile values stay data, argv arrives intact."""
+    busybox = static_busybox()
+    assert busybox is not None
+    script = gate_command(
+        {"FLAG_X": HOSTILE, "PIPEWELL_RUN_ID": "r1"},
+        ["printf", "%s|", HOSTILE, "", "two words", "${FLAG_X}"],
+    )
+    done = subprocess.run(
+        [str(busybox), "sh", "-c", script],
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        timeout=10,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode() == f"{HOSTILE}||two words|${{FLAG_X}}|"
+    assert not Path("/tmp/pwned").exists()
+    env = subprocess.run(
+        [str(busybox), "sh", "-c", gate_command({"FLAG_X": HOSTILE}, ["env"])],
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=10,
+    )
+    assert f"FLAG_X={HOSTILE}\n".encode() in env.stdout
+
+
+def test_a_program_missing_from_path_says_so(tmp_path: Path):
+    busybox = static_busybox()
+    assert busybox is not None
+    done = subprocess.run(
+        [str(busybox), "sh", "-c", "set -- no-such-program-here\n" + _EXEC_BY_PATH],
+        capture_output=True,
+        env={"PATH": str(tmp_path)},
+        timeout=10,
+    )
+    assert done.returncode == 127
+    assert b"no-such-program-here: executable file not found" in done.stderr
+
+
+async def test_an_attempt_runs_in_a_warm_container_with_its_own_values(start_service):
+    client = await start_service()
+    worker = worker_name(client)
+    echo = busybox_def(
+        "echo",
+        'sh -c \'printf "%s|%s|%s|%s" "$1" "$FLAG_MODE" "$PIPEWELL_NODE_ID" '
+        '"$(cat ${in})" > ${out}; sleep 1\' argv0 ${mode}',
+        Flags=[{"Name": "mode"}],
+    )
+    # A first run asks for warm containers of this image, tier and user.
+    first, done = await run_chain(client, [busybox_def("copy", "cp ${in} ${out}")], "copy")
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+    warm = await wait_warm(worker, 2)
+    assert all(c["Labels"]["pipewell.run_id"] == "" for c in warm)
+
+    flow = chain_flow("echo")
+    flow["Nodes"][0]["Flags"] = [{"Name": "mode", "Value": HOSTILE}]
+    run = await submit(client, flow, [echo])
+    await upload(client, run, "src", b"payload")
+    [container] = await running_containers(run["ID"])
+    # Made before the run existed: labelled without it, named for it once claimed.
+    assert container.attrs["Labels"]["pipewell.run_id"] == ""
+    assert container.attrs["Labels"]["pipewell.attempt_id"] in {
+        c["Labels"]["pipewell.attempt_id"] for c in warm
+    }
+    assert container.attrs["Names"][0].startswith(f"/pipewell-{run['ID']}-n0-1-")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+    assert await artifact(client, run["ID"], "out") == f"{HOSTILE}|{HOSTILE}|n0|payload".encode()
+    assert "create" in done["NodeState"]["n0"]["Timings"]
+    assert await containers_left(run["ID"], 15) == []
+
+
+async def test_a_gated_program_is_the_images_own_not_a_busybox_applet(start_service):
+    """Debian's busybox prefers its applets: the node's `sort` must be the image's."""
+    client = await start_service()
+    which = busybox_def(
+        "which",
+        "sh -c 'readlink /proc/$$/exe > ${out}; sort --version | head -1 >> ${out}'",
+        Image=BASE,
+    )
+    for _ in range(2):  # cold, then warm
+        run, done = await run_chain(client, [which], "which")
+        assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+        lines = (await artifact(client, run["ID"], "out")).decode().splitlines()
+        assert lines[0] == "/usr/bin/dash"
+        assert "GNU coreutils" in lines[1]
+        await wait_warm(worker_name(client), 1)
+
+
+async def test_cancelling_a_run_kills_the_warm_container_running_it(start_service):
+    client = await start_service()
+    worker = worker_name(client)
+    await run_chain(client, [busybox_def("copy", "cp ${in} ${out}")], "copy")
+    await wait_warm(worker, 2)
+    run = await submit(client, chain_flow("slow"), [busybox_def("slow", "sleep 60")])
+    await upload(client, run, "src", b"x")
+    [container] = await running_containers(run["ID"])
+    assert container.attrs["Labels"]["pipewell.run_id"] == ""  # a warm one
+    began = time.monotonic()
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert response.status == 200, await response.text()
+    done = await wait_for(client, run["ID"], {"STOPPED", "ERROR", "COMPLETE"})
+    assert done["Status"] == "STOPPED"
+    assert await containers_left(run["ID"], 15) == []
+    assert time.monotonic() - began < 15
+
+
+async def test_a_warm_container_killed_while_waiting_is_not_the_nodes_failure(start_service):
+    client = await start_service()
+    worker = worker_name(client)
+    copy = busybox_def("copy", "cp ${in} ${out}", MaxAttempts=1)
+    await run_chain(client, [copy], "copy")
+    warm = await wait_warm(worker, 2)
+    engine = docker.from_env()
+    try:
+        for attrs in warm:
+            engine.api.kill(attrs["Id"])
+    finally:
+        engine.close()
+    run, done = await run_chain(client, [copy], "copy", data=b"still fine")
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+    assert done["NodeState"]["n0"]["Attempt"] == 1
+    assert await artifact(client, run["ID"], "out") == b"still fine"
+
+
+async def test_warm_containers_expire_and_can_be_turned_off(start_service, tmp_path):
+    client = await start_service(executor={"warm_idle": 1})
+    worker = worker_name(client)
+    await run_chain(client, [busybox_def("copy", "cp ${in} ${out}")], "copy")
+    await wait_warm(worker, 1)
+    deadline = time.monotonic() + 15
+    while await asyncio.to_thread(warm_containers, worker):
+        assert time.monotonic() < deadline, "warm containers outlived executor.warm_idle"
+        await asyncio.sleep(0.2)
+
+    off = await start_service(tmp_path / "off", executor={"warm_containers": 0})
+    run, done = await run_chain(off, [busybox_def("copy", "cp ${in} ${out}")], "copy", data=b"c")
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+    assert await artifact(off, run["ID"], "out") == b"c"
+    await asyncio.sleep(1)
+    assert await asyncio.to_thread(warm_containers, worker_name(off)) == []
+
+
+@pytest.fixture(scope="module")
+def image_with_an_entrypoint():
+    """An image whose Entrypoint writes its arguments, with a Cmd as the default ones."""
+    import io
+
+    engine = docker.from_env()
+    tag = "pipewell/test-entrypoint:latest"
+    dockerfile = (
+        f"FROM {BUSYBOX}\n"
+        'ENTRYPOINT ["sh", "-c", "echo \\"$*\\" > $OUTPUT_OUT", "entry"]\n'
+        'CMD ["from", "cmd"]\n'
+    ).encode()
+    engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
+    yield tag
+    with contextlib.suppress(docker.errors.APIError):
+        engine.images.remove(tag)
+    engine.close()
+
+
+async def test_the_images_entrypoint_and_cmd_apply_as_docker_applies_them(
+    start_service, image_with_an_entrypoint
+):
+    client = await start_service()
+    given = busybox_def("given", "x 'y z'", Image=image_with_an_entrypoint)
+    default = busybox_def("default", Image=image_with_an_entrypoint)
+    for _ in range(2):  # cold, then warm
+        run, done = await run_chain(client, [given], "given")
+        assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+        assert await artifact(client, run["ID"], "out") == b"x y z\n"
+        run, done = await run_chain(client, [default], "default")
+        assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+        assert await artifact(client, run["ID"], "out") == b"from cmd\n"
+        await wait_warm(worker_name(client), 1)
