@@ -103,8 +103,9 @@ class Worker:
         self.executor = executor
         self.tiers = frozenset(t.name for t in settings.offered_tiers())
         self.capacity = Capacity(settings.resolved_memory(), settings.resolved_max_parallel())
-        # Each attempt holds one thread for its whole life (blocking Docker/HTTP calls).
-        self._pool = ThreadPoolExecutor(self.capacity.slots, thread_name_prefix="pipewell-exec")
+        # Each attempt holds one thread for its whole life (blocking Docker/HTTP calls);
+        # a slot is free again before its container's removal, which needs one too.
+        self._pool = ThreadPoolExecutor(self.capacity.slots * 2, thread_name_prefix="pipewell-exec")
         self._running: set[asyncio.Task[None]] = set()
         self._attempts: set[str] = set()  # Task.key of the attempts running here
         self._closing = False
@@ -259,7 +260,13 @@ class Worker:
             return None
         take = asyncio.create_task(self.queue.take_task(fitting))
         try:
-            await asyncio.wait({take, released}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                await asyncio.wait({take, released}, return_when=asyncio.FIRST_COMPLETED)
+                if take.done() or self.capacity.fitting(self.tiers) != fitting:
+                    break
+                # A release that lets no other tier fit: the take in flight stands
+                # (cancelling one may leave its task read but unrun).
+                released = asyncio.create_task(self.capacity.next_release().wait())
         finally:
             released.cancel()
             if not take.done():
@@ -343,6 +350,7 @@ class Worker:
             loop.call_soon_threadsafe(self._outbox.put_nowait, message)
 
         self._attempts.add(task.key)
+        released = False
         try:
             self._outbox.put_nowait(
                 AttemptStarted(
@@ -372,6 +380,9 @@ class Worker:
                 # Only once its result is out may the queue forget the task.
                 self._outbox.put_nowait(task)
             self._attempts.discard(task.key)
+            # The container has exited: its slot and memory are free while it is removed.
+            self.capacity.release(memory)
+            released = True
             remove_seconds = await loop.run_in_executor(
                 self._pool, contextvars.copy_context().run, cleanup
             )
@@ -385,7 +396,8 @@ class Worker:
             )
         finally:
             self._attempts.discard(task.key)
-            self.capacity.release(memory)
+            if not released:
+                self.capacity.release(memory)
 
 
 @contextlib.asynccontextmanager

@@ -20,8 +20,14 @@ Behaviour = Callable[[Task], str | None]
 class FakeExecutor:
     """Runs each task by its node's behaviour (success by default), in the worker's threads."""
 
-    def __init__(self, behaviours: dict[str, Behaviour] | None = None) -> None:
+    def __init__(
+        self,
+        behaviours: dict[str, Behaviour] | None = None,
+        cleanups: dict[str, Callable[[], float]] | None = None,
+    ) -> None:
         self.behaviours = behaviours or {}
+        # What removing a node's container does (instant by default).
+        self.cleanups = cleanups or {}
         self.worker_id = "0" * 32
         self.tasks: list[Task] = []
         self.killed_runs: list[str] = []
@@ -41,7 +47,7 @@ class FakeExecutor:
             }
         else:
             result.error = error
-        return result, lambda: 0.0
+        return result, self.cleanups.get(task.node_id, lambda: 0.0)
 
     def attempts_of(self, node_id: str) -> list[int]:
         with self._lock:

@@ -91,6 +91,9 @@ class RedisQueue:
         self._workers: dict[str, tuple[WorkerHeartbeat, float]] = {}
         # Worker side: the entries of the tasks this worker holds, and who to tell of cancels.
         self._held: dict[str, tuple[str, bytes]] = {}
+        # Entries a cancelled take had read: delivered to this consumer, so no one
+        # else gets them before reclaim_after; the next take returns them first.
+        self._read_late: list[tuple[str, bytes, Any]] = []
         self._cancel_callbacks: list[Callable[[str], None]] = []
         self._heartbeat: Callable[[], WorkerHeartbeat] | None = None
 
@@ -261,22 +264,44 @@ class RedisQueue:
 
     async def take_task(self, tiers: frozenset[str]) -> Task:
         while True:
+            wanted = {tasks_stream(t) for t in tiers}
+            for late in [e for e in self._read_late if e[0] in wanted]:
+                self._read_late.remove(late)
+                task = await self._hold(*late)
+                if task is not None:
+                    return task
             for tier in sorted(tiers):
                 task = await self._reclaim(tasks_stream(tier))
                 if task is not None:
                     return task
             streams = {tasks_stream(t): ">" for t in sorted(tiers)}
-            read = await self._call(
-                "take_task",
-                lambda streams=streams: self._redis.xreadgroup(
-                    WORKER_GROUP, self.consumer, streams, count=1, block=BLOCK_MS
-                ),
+            reading = asyncio.ensure_future(
+                self._call(
+                    "take_task",
+                    lambda streams=streams: self._redis.xreadgroup(
+                        WORKER_GROUP, self.consumer, streams, count=1, block=BLOCK_MS
+                    ),
+                )
             )
+            try:
+                # A take is cancelled when the worker's capacity changes; Redis may
+                # have delivered an entry by then, which must not wait for reclaim.
+                read = await asyncio.shield(reading)
+            except asyncio.CancelledError:
+                reading.add_done_callback(self._keep_late_read)
+                raise
             for stream, entries in read or []:
                 for entry_id, fields in entries:
                     task = await self._hold(stream.decode(), entry_id, fields)
                     if task is not None:
                         return task
+
+    def _keep_late_read(self, reading: asyncio.Future[Any]) -> None:
+        if reading.cancelled() or reading.exception() is not None:
+            return
+        for stream, entries in reading.result() or []:
+            for entry_id, fields in entries:
+                self._read_late.append((stream.decode(), entry_id, fields))
 
     async def _reclaim(self, stream: str) -> Task | None:
         """A task of this stream whose worker went silent, taken over (``XAUTOCLAIM``).

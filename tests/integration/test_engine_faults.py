@@ -229,6 +229,28 @@ async def test_a_task_that_does_not_fit_now_does_not_hold_up_smaller_ones(engine
     assert second.status == RunStatus.COMPLETE
 
 
+async def test_a_slot_is_free_again_while_its_container_is_being_removed(engine):
+    """Removal follows the result and may be slow (a busy engine): the next task
+    must not wait for it, since the container has already exited."""
+    removing = threading.Event()
+
+    def slow_removal() -> float:
+        removing.wait(10)
+        return 10.0
+
+    executor = FakeExecutor(cleanups={"a": slow_removal})
+    started = await engine(executor, worker={"max_parallel": 1})
+    try:
+        first = await started.run([node("a", [], ["o"])])
+        await started.settled(first, seconds=3)
+        second = await started.run([node("b", [], ["o"])])
+        await started.settled(second, seconds=3)
+        assert second.status == RunStatus.COMPLETE
+        assert not removing.is_set()  # a's container is still being removed
+    finally:
+        removing.set()
+
+
 async def test_a_store_that_cannot_take_an_invocations_input_leaves_no_run(engine):
     started = await engine()
 

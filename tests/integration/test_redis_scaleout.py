@@ -167,6 +167,38 @@ async def test_a_reclaimed_task_is_handed_over_before_its_log_line_is_sent(redis
             await queue.close()
 
 
+async def test_a_take_cancelled_as_its_entry_arrives_leaves_it_to_the_next_take(redis_server):
+    """The worker cancels a take when its capacity changes: an entry Redis delivered
+    meanwhile is this consumer's, and must not wait reclaim_after for anyone to run it."""
+    service = RedisQueue(redis_server.url, consumer="service")
+    taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=60)
+    delivered = asyncio.Event()
+    real_read = taker._redis.xreadgroup
+
+    async def slow_answer(*args: object, **kwargs: object) -> object:
+        answer = await real_read(*args, **kwargs)
+        if answer:
+            delivered.set()
+            await asyncio.sleep(0.3)  # the answer is still on its way when the take is cancelled
+        return answer
+
+    taker._redis.xreadgroup = slow_answer  # type: ignore[method-assign]
+    try:
+        take = asyncio.create_task(taker.take_task(frozenset({"c-small"})))
+        await asyncio.sleep(0.1)
+        await service.put_task(queued_task(7))
+        await asyncio.wait_for(delivered.wait(), 5)
+        take.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await take
+        await asyncio.sleep(0.5)
+        task = await asyncio.wait_for(taker.take_task(frozenset({"c-small"})), 2)
+        assert task.run_id == "r7"
+    finally:
+        for queue in (service, taker):
+            await queue.close()
+
+
 async def test_a_dead_workers_task_is_found_behind_many_live_ones(redis_server):
     """XAUTOCLAIM looks at ten pending entries per call: its cursor must be followed."""
     service = RedisQueue(redis_server.url, consumer="service")
