@@ -69,6 +69,6 @@ def run(quick: bool) -> list[dict[str, Any]]:
             ours,
             cli,
             baseline=f"{CALLS} x `docker run --rm -i` (stdin in, stdout out)",
-            target=None,
+            target=0.90,
         )
     ]

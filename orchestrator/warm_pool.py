@@ -67,6 +67,10 @@ exit 127
 GATE_WAIT = 10.0
 #: Seconds the replenisher pauses after it failed to make a spare.
 FAILURE_PAUSE = 2.0
+#: Seconds without a claim before spares are made for a shape that still has one
+#: ready: making one costs the engine what starting one does, which would slow
+#: the attempts of a burst that the ready spares serve.
+QUIET = 0.3
 
 
 def static_busybox() -> Path | None:
@@ -199,6 +203,7 @@ class WarmPool:
         self._ready: dict[Shape, deque[Spare]] = {}
         self._wanted: deque[Shape] = deque()
         self._making = 0
+        self._last_claim = 0.0
         self._closed = False
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._replenish, name="pipewell-warm", daemon=True)
@@ -207,11 +212,12 @@ class WarmPool:
     def claim(self, shape: Shape) -> Spare | None:
         """A ready spare of ``shape`` (now the caller's), or None; asks for replacements."""
         with self._changed:
+            self._last_claim = time.monotonic()
             ready = self._ready.get(shape)
             spare = ready.popleft() if ready else None
             if ready is not None and not ready:
                 del self._ready[shape]
-            wanted = 1 if spare is not None else 2
+            wanted = 0 if self._closed else 1 if spare is not None else 2
             room = self.size - self._count()
             self._wanted.extend([shape] * max(0, min(wanted, room)))
             self._changed.notify()
@@ -240,6 +246,15 @@ class WarmPool:
             self._ready.clear()
         return spares
 
+    def _next_wanted(self) -> Shape | None:
+        """The first shape asked for that has no spare ready, else (once quiet) the first."""
+        quiet = time.monotonic() - self._last_claim >= QUIET
+        for shape in self._wanted:
+            if quiet or not self._ready.get(shape):
+                self._wanted.remove(shape)
+                return shape
+        return None
+
     def _count(self) -> int:
         return sum(len(q) for q in self._ready.values()) + len(self._wanted) + self._making
 
@@ -267,7 +282,10 @@ class WarmPool:
                     expired = []
                 if self._closed:
                     return
-                shape = self._wanted.popleft() if self._wanted and not expired else None
+                shape = self._next_wanted() if not expired else None
+                if shape is None and not expired:
+                    self._changed.wait(timeout=QUIET)
+                    continue
                 if shape is not None:
                     self._making += 1
             for spare in expired:
