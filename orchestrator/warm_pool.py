@@ -47,7 +47,8 @@ GATE_SCRIPT = f"read -r _ < {GATE_DIR}/go && . {GATE_DIR}/command"
 
 # Debian's static busybox prefers its own applets over the image's programs
 # (``exec sort`` would run busybox's sort): the program is found in the image's
-# PATH here and executed by its absolute path, never by name.
+# PATH here and executed by its absolute path, never by name (argv[0] stays the
+# name, as Docker leaves it).
 _EXEC_BY_PATH = """\
 case $1 in */*) exec "$@" ;; esac
 program=$1
@@ -56,7 +57,7 @@ IFS=:
 for dir in ${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}; do
   if [ -n "$dir" ] && [ -f "$dir/$program" ] && [ -x "$dir/$program" ]; then
     unset IFS
-    exec "$dir/$program" "$@"
+    exec -a "$program" "$dir/$program" "$@"
   fi
 done
 echo "pipewell: $program: executable file not found in \\$PATH" >&2

@@ -94,6 +94,19 @@ def test_the_gate_command_passes_every_value_as_one_word(tmp_path: Path):
     assert f"FLAG_X={HOSTILE}\n".encode() in env.stdout
 
 
+def test_a_program_found_in_path_keeps_its_name_as_argv0():
+    busybox = static_busybox()
+    assert busybox is not None
+    first_arg = "import sys; print(open('/proc/self/cmdline').read().split(chr(0))[0])"
+    done = subprocess.run(
+        [str(busybox), "sh", "-c", gate_command({}, ["python3", "-c", first_arg])],
+        capture_output=True,
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+        timeout=10,
+    )
+    assert done.stdout == b"python3\n", done.stderr
+
+
 def test_a_program_missing_from_path_says_so(tmp_path: Path):
     busybox = static_busybox()
     assert busybox is not None
