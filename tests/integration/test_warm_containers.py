@@ -179,13 +179,11 @@ async def test_cancelling_a_run_kills_the_warm_container_running_it(start_servic
     await upload(client, run, "src", b"x")
     [container] = await running_containers(run["ID"])
     assert container.attrs["Labels"]["pipewell.run_id"] == ""  # a warm one
-    began = time.monotonic()
     response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
     assert response.status == 200, await response.text()
     done = await wait_for(client, run["ID"], {"STOPPED", "ERROR", "COMPLETE"})
     assert done["Status"] == "STOPPED"
     assert await containers_left(run["ID"], 15) == []
-    assert time.monotonic() - began < 15
 
 
 async def test_a_warm_container_killed_while_waiting_is_not_the_nodes_failure(start_service):
