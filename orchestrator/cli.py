@@ -29,7 +29,7 @@ from orchestrator.errors import (
     FlowInvalid,
     RequestRefused,
 )
-from orchestrator.flow_test.command import add_test_args, test_command
+from orchestrator.flow_test.args import add_test_args
 from orchestrator.logs import configure_logging
 from orchestrator.models import DEFAULT_TENANT
 from orchestrator.node_commands import add_nodes_args, nodes_command
@@ -408,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         return validate_command(args)
     if args.command == "test":
+        # Only here: the test client (httpx, httpx_sse, textual) would slow every start.
+        from orchestrator.flow_test.command import test_command
+
         return test_command(args)
     if args.command == "nodes":
         return nodes_command(args)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -34,54 +33,6 @@ from storage import StoreError
 
 #: The embedded service's own log, in its data directory.
 SERVICE_LOG = "service.log"
-
-
-def add_test_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("flow", type=Path, help="the flow file (YAML or JSON)")
-    parser.add_argument(
-        "--nodedefs", type=Path, action="append", default=[], help="a NodeDef file (repeatable)"
-    )
-    parser.add_argument(
-        "--input",
-        action="append",
-        default=[],
-        metavar="EDGE=PATH",
-        help="upload this file to the edge's WaitingURL (repeatable)",
-    )
-    parser.add_argument(
-        "--flag",
-        action="append",
-        default=[],
-        metavar="NODE.FLAG=VALUE",
-        help="set a node's flag for this run (repeatable)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("out"), help="where outputs go (default ./out)"
-    )
-    parser.add_argument(
-        "--server",
-        default=None,
-        help="a running service's URL (default: start one in this process, as pup test does)",
-    )
-    parser.add_argument(
-        "--key",
-        default=os.environ.get("PIPEWELL_API_KEY"),
-        help="an API key for --server (default $PIPEWELL_API_KEY)",
-    )
-    parser.add_argument(
-        "--config", type=Path, default=None, help="the embedded service's configuration"
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="the embedded service's data directory (default: a temporary one, removed after)",
-    )
-    parser.add_argument(
-        "--plain",
-        action="store_true",
-        help="print lines, not the live view (the default when not on a terminal)",
-    )
 
 
 def test_command(args: argparse.Namespace) -> int:
@@ -195,4 +146,4 @@ def summary(session: RunSession, outputs: list[Output] | None) -> list[str]:
     return said
 
 
-__all__ = ["add_test_args", "test_command"]
+__all__ = ["test_command"]

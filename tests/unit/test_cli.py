@@ -136,3 +136,39 @@ def test_every_command_says_what_it_does_with_an_example():
     assert "pipewell test examples/resize.json --input input-image=photo.png" in " ".join(
         helps["pipewell test"].split()
     )
+
+
+#: What `pipewell dev` imports before it answers, then opens its default (local) store
+#: and logs as JSON: it reports the libraries that only other commands or backends need.
+DEV_IMPORTS = """
+import sys
+from pathlib import Path
+
+import orchestrator.api.app
+import orchestrator.cli
+from orchestrator.config import load_settings
+from orchestrator.logs import configure_logging
+from orchestrator.stores import StoreRegistry
+
+configure_logging("info", "json")
+StoreRegistry(load_settings(None, data_dir=Path(sys.argv[1])), bytes(32)).close()
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+
+#: Only `pipewell test` (httpx, httpx_sse, textual) and s3 stores (boto3, botocore) use
+#: them. rich is not among them: `import structlog` imports it, whatever we need.
+NOT_FOR_DEV = {"boto3", "botocore", "httpx", "httpx_sse", "textual"}
+
+
+def test_dev_does_not_import_what_only_other_commands_need(tmp_path):
+    # In a fresh interpreter: this one has imported everything the other tests use.
+    done = subprocess.run(
+        [sys.executable, "-c", DEV_IMPORTS, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    imported = set(done.stdout.split())
+    assert {"aiohttp", "docker", "orchestrator", "pydantic", "storage"} <= imported
+    assert imported & NOT_FOR_DEV == set()
