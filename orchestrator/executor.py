@@ -51,6 +51,7 @@ from orchestrator.warm_pool import (
     Spare,
     WarmPool,
     gate_command,
+    hold_gate,
     open_gate,
     prepare_gate,
     static_busybox,
@@ -901,7 +902,7 @@ class DockerExecutor:
             user = container_user(image["Config"].get("User") or "", run_as_root=task.run_as_root)
             shape = Shape(task.image, image["Id"], tier.name, user)
             while self.pool is not None and (spare := self.pool.claim(shape)) is not None:
-                if self._is_running(spare.container):
+                if self._is_running(spare.container) and self._hold(spare):
                     spare.config = image["Config"]
                     self._own(spare, task)
                     return spare
@@ -911,6 +912,14 @@ class DockerExecutor:
         spare.config = image["Config"]
         self._own(spare, task)
         return spare
+
+    def _hold(self, spare: Spare) -> bool:
+        """Whether the warm container took its claim (it then waits for its gate)."""
+        try:
+            hold_gate(spare.directory / "gate", lambda: self._is_running(spare.container))
+        except OSError:
+            return False
+        return True
 
     def _own(self, spare: Spare, task: Task) -> None:
         with self._live_lock:
@@ -985,7 +994,9 @@ class DockerExecutor:
             options = self._sandbox(TIERS[shape.tier], shape.user)
             options.update(
                 entrypoint=[BUSYBOX, "sh", "-c", GATE_SCRIPT],
-                command=["pipewell-gate"],
+                # $0, then how long an unclaimed container waits: past warm_idle,
+                # by when the pool removes it; a container made for a task waits on.
+                command=["pipewell-gate", "0" if task else str(int(self.settings.warm_idle) + 60)],
                 labels=self._labels(attempt_id, task),
                 name=container_name(task, attempt_id)
                 if task

@@ -43,7 +43,18 @@ GATE_DIR = f"{GATE_ROOT}/gate"
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
 #: The entrypoint's script: wait for the gate, then run what the attempt wrote.
-GATE_SCRIPT = f"read -r _ < {GATE_DIR}/go && . {GATE_DIR}/command"
+#: ``$1``: seconds an unclaimed container waits before it exits (0: no limit), so
+#: that one its service never removed (killed with SIGKILL) does not run forever.
+#: A claim says "claimed" (the wait is then unlimited: its inputs may take long to
+#: land); "go" opens the gate. The FIFO is opened read-write so that opening it
+#: never blocks, and closed before the node's program runs.
+GATE_SCRIPT = f"""\
+exec 3<> {GATE_DIR}/go || exit 125
+if [ "$1" -gt 0 ]; then read -t "$1" -r word <&3 || exit 125; else read -r word <&3 || exit 125; fi
+[ "$word" = go ] || read -r word <&3 || exit 125
+exec 3<&-
+. {GATE_DIR}/command
+"""
 
 # Debian's static busybox prefers its own applets over the image's programs
 # (``exec sort`` would run busybox's sort): the program is found in the image's
@@ -116,22 +127,33 @@ def gate_command(environment: Mapping[str, str], argv: Sequence[str]) -> str:
 def prepare_gate(directory: Path) -> None:
     """The gate directory of one gated container: the FIFO its entrypoint waits on."""
     directory.mkdir()
-    os.mkfifo(directory / "go", 0o644)
-    # The container's user (often nobody) must read both the FIFO and the command.
-    (directory / "go").chmod(0o644)
+    os.mkfifo(directory / "go")
+    # The container's user (often nobody) opens the FIFO read-write and reads the
+    # command; only this container's processes can reach either.
+    (directory / "go").chmod(0o666)
     directory.chmod(0o755)
 
 
 def open_gate(directory: Path, script: str, alive: Callable[[], bool]) -> None:
-    """Write ``script`` and let the container waiting on ``directory``'s FIFO run it.
-
-    The FIFO is opened without blocking: no reader yet (a container just started)
-    is waited for, briefly; a container that died meanwhile fails the attempt via
-    ``alive`` instead of hanging it.
-    """
+    """Write ``script`` and let the container waiting on ``directory``'s FIFO run it."""
     command = directory / "command"
     command.write_text(script, encoding="utf-8")
     command.chmod(0o644)
+    _say(directory, b"go\n", alive)
+
+
+def hold_gate(directory: Path, alive: Callable[[], bool]) -> None:
+    """Tell a warm container it is claimed: it waits for its gate without a limit now."""
+    _say(directory, b"claimed\n", alive)
+
+
+def _say(directory: Path, word: bytes, alive: Callable[[], bool]) -> None:
+    """Write ``word`` to the gate's FIFO once the container holds it open.
+
+    Opened without blocking: no reader yet (a container just started) is waited
+    for, briefly; a container that died meanwhile raises via ``alive`` instead of
+    hanging the attempt.
+    """
     deadline = time.monotonic() + GATE_WAIT
     next_check = time.monotonic() + 0.5
     while True:
@@ -152,7 +174,7 @@ def open_gate(directory: Path, script: str, alive: Callable[[], bool]) -> None:
             time.sleep(0.002)
             continue
         try:
-            os.write(fd, b"go\n")
+            os.write(fd, word)
         finally:
             os.close(fd)
         return
@@ -320,6 +342,7 @@ __all__ = [
     "Spare",
     "WarmPool",
     "gate_command",
+    "hold_gate",
     "open_gate",
     "prepare_gate",
     "static_busybox",

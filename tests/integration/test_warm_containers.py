@@ -14,7 +14,18 @@ import docker.errors
 import pytest
 
 from orchestrator.api.resources import SETTINGS
-from orchestrator.warm_pool import _EXEC_BY_PATH, _is_static_elf, gate_command, static_busybox
+from orchestrator.warm_pool import (
+    _EXEC_BY_PATH,
+    GATE_DIR,
+    GATE_SCRIPT,
+    _is_static_elf,
+    gate_command,
+    hold_gate,
+    open_gate,
+    prepare_gate,
+    static_busybox,
+)
+from orchestrator.warm_pool import BUSYBOX as BUSYBOX_IN_CONTAINER
 from tests.helpers import (
     BUSYBOX,
     artifact,
@@ -118,6 +129,49 @@ def test_a_program_missing_from_path_says_so(tmp_path: Path):
     )
     assert done.returncode == 127
     assert b"no-such-program-here: executable file not found" in done.stderr
+
+
+def gated_container(engine: docker.DockerClient, gate: Path, limit: int):  # type: ignore[no-untyped-def]
+    busybox = static_busybox()
+    assert busybox is not None
+    prepare_gate(gate)
+    return engine.containers.run(
+        BUSYBOX,
+        entrypoint=[BUSYBOX_IN_CONTAINER, "sh", "-c", GATE_SCRIPT],
+        command=["pipewell-gate", str(limit)],
+        user="65534:65534",
+        network_mode="none",
+        volumes={
+            str(gate): {"bind": GATE_DIR, "mode": "ro"},
+            str(busybox): {"bind": BUSYBOX_IN_CONTAINER, "mode": "ro"},
+        },
+        detach=True,
+    )
+
+
+def test_an_unclaimed_gated_container_gives_up_and_a_claimed_one_waits(tmp_path: Path):
+    """A container its service never removed (SIGKILL) must not wait forever."""
+    engine = docker.from_env()
+    unclaimed = claimed = None
+    try:
+        unclaimed = gated_container(engine, tmp_path / "a", limit=1)
+        claimed = gated_container(engine, tmp_path / "b", limit=1)
+        alive = lambda: True  # noqa: E731
+        hold_gate(tmp_path / "b", alive)
+        assert unclaimed.wait(timeout=20)["StatusCode"] == 125
+        time.sleep(1)
+        claimed.reload()
+        assert claimed.status == "running"  # past its limit: claimed, it waits on
+        open_gate(
+            tmp_path / "b", gate_command({"WORD": "opened"}, ["sh", "-c", 'echo "$WORD"']), alive
+        )
+        assert claimed.wait(timeout=20)["StatusCode"] == 0
+        assert claimed.logs() == b"opened\n"
+    finally:
+        for container in (unclaimed, claimed):
+            if container is not None:
+                container.remove(force=True)
+        engine.close()
 
 
 async def test_an_attempt_runs_in_a_warm_container_with_its_own_values(start_service):
