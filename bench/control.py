@@ -1,5 +1,6 @@
 """control: many one-node runs from concurrent clients (all complete? none lost? how fast
-is POST?), then status reads under many concurrent pollers, and the service's CPU per run."""
+is POST?), then status reads under many concurrent pollers, the service's CPU per run, and
+its memory: VmRSS after the load and after a second load as large (it must stay flat)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from bench.service import Service, chain_flow, copy_def, median, percentile, pro
 
 POLL_INTERVAL = 0.25  # seconds between one client's status reads of its run
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+#: Status reads under the pollers: p99 below this (ms), for the newest and the oldest run.
+STATUS_P99_TARGET_MS = 50
+#: The service's VmRSS after the second load may exceed that after the first by this much.
+RSS_GROWTH_TARGET = 0.10
 
 
 async def _runs(
@@ -181,6 +186,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
         )
         if problem:
             progress(f"control: PROBLEM: {problem}")
+        service.settle(30)
+        figures["rss_after_load_mib"] = _rss_mib(service)
+        progress(f"control: service VmRSS {figures['rss_after_load_mib']} MiB after {runs} runs")
         # The newest completed run is what a client polls; the oldest one may have left
         # the scheduler's memory (it keeps the latest finished runs) and come from SQLite.
         phases = [
@@ -198,13 +206,31 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 f"{figures[prefix + '_p99_ms']} ms, {figures[prefix + '_per_s']} requests/s, "
                 f"{figures[prefix + '_service_cpu_us_per_request']} µs service CPU per request"
             )
-    all_done = figures["complete"] == runs
+        figures["rss_after_pollers_mib"] = _rss_mib(service)
+        # The same load again: what the service keeps of ended runs must be bounded.
+        progress(f"control: a second load of {runs} runs, for the service's memory")
+        second, problem2 = asyncio.run(_runs(service, runs, clients, budget))
+        figures["second_load"] = second
+        if problem2:
+            progress(f"control: PROBLEM in the second load: {problem2}")
+            problem = f"{problem}\n{problem2}" if problem else problem2
+        service.settle(30)
+        figures["rss_after_second_load_mib"] = _rss_mib(service)
+        growth = figures["rss_after_second_load_mib"] / figures["rss_after_load_mib"] - 1
+        figures["rss_growth"] = round(growth, 3)
+        progress(
+            f"control: service VmRSS {figures['rss_after_second_load_mib']} MiB after "
+            f"{2 * runs} runs ({growth:+.1%}; {figures['rss_after_pollers_mib']} MiB after "
+            "the pollers)"
+        )
+    all_done = figures["complete"] == runs and figures["second_load"]["complete"] == runs
     rows = [
         {
             "name": f"control: {runs} one-node runs, {clients} clients",
             "pipewell": f"{figures['complete']}/{runs} complete, {figures['lost']} lost, "
             f"{figures['wall_s']:.0f} s ({figures['runs_per_s']} runs/s), "
-            f"run p50 {figures['run_p50_s']} s",
+            f"run p50 {figures['run_p50_s']} s; the second load "
+            f"{figures['second_load']['complete']}/{runs} complete",
             "baseline": "",
             "target": "all complete, none lost",
             "ok": all_done,
@@ -227,12 +253,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 "name": f"control: GET status of the {label} run to complete, "
                 f"{pollers} concurrent pollers",
                 "pipewell": f"p50 {figures[prefix + '_p50_ms']} ms, "
-                f"p99 {figures[prefix + '_p99_ms']} ms, {figures[prefix + '_per_s']} requests/s",
+                f"p99 {figures[prefix + '_p99_ms']} ms, {figures[prefix + '_per_s']} requests/s, "
+                f"{figures[prefix + '_service_cpu_us_per_request']} µs service CPU per request",
                 "baseline": "",
-                "target": None,
-                "ok": None,
+                "target": f"p99 < {STATUS_P99_TARGET_MS} ms",
+                "ok": figures[prefix + "_p99_ms"] is not None
+                and figures[prefix + "_p99_ms"] < STATUS_P99_TARGET_MS,
             }
         )
+    rows.append(
+        {
+            "name": f"control: service RSS after {runs} runs / after {2 * runs} runs",
+            "pipewell": f"{figures['rss_after_load_mib']} MiB / "
+            f"{figures['rss_after_second_load_mib']} MiB ({figures['rss_growth']:+.1%}; "
+            f"{figures['rss_after_pollers_mib']} MiB after the pollers)",
+            "baseline": "",
+            "target": f"flat across the second {runs} (growth < {RSS_GROWTH_TARGET:.0%})",
+            "ok": figures["rss_growth"] < RSS_GROWTH_TARGET,
+        }
+    )
     rows.append(
         {
             "name": "control: service CPU per run",
@@ -244,3 +283,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def _rss_mib(service: Service) -> float:
+    return round(service.memory_kib("VmRSS") / 1024, 1)
