@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -63,6 +64,10 @@ OUTPUT_URL_TTL = 3600.0
 DEFAULT_WAIT_SECONDS = 30.0
 MAX_WAIT_SECONDS = 3600.0
 TIMEOUT_ERROR = "timeout waiting for pipeline result"
+#: Ended runs the scheduler no longer holds, kept as JSON once read back from the
+#: database (they cannot change any more): at most this many, and this many bytes.
+ENDED_RUNS_CACHED = 1000
+ENDED_RUNS_CACHED_BYTES = 16 * 1024 * 1024
 
 
 def text_of(output: Any) -> str:
@@ -171,6 +176,7 @@ class Invocations:
         self._db = db.run
         # Store calls block (boto3, the filesystem): here, bounded.
         self._io = ThreadPoolExecutor(4, thread_name_prefix="pipewell-reads")
+        self._ended = EndedRuns(ENDED_RUNS_CACHED, ENDED_RUNS_CACHED_BYTES)
 
     def close(self) -> None:
         self._io.shutdown(wait=False, cancel_futures=True)
@@ -211,10 +217,36 @@ class Invocations:
             if tenant is not None and run.plan.tenant != tenant:
                 raise RunNotFound(run_id)
             return run.run
-        snapshot = await self._snapshot(run_id)
-        if tenant is not None and snapshot["plan"].get("tenant", DEFAULT_TENANT) != tenant:
+        return FlowRun.model_validate_json(await self._stored_json(run_id, tenant))
+
+    async def status_json(self, run_id: str, tenant: str | None = None) -> bytes:
+        """``get`` as the JSON the API answers, made once per change of the run (for
+        a run the scheduler no longer holds, once): a poll costs a lookup."""
+        run = self.scheduler.runs.get(run_id)
+        if run is not None:
+            if tenant is not None and run.plan.tenant != tenant:
+                raise RunNotFound(run_id)
+            return run.json()
+        return await self._stored_json(run_id, tenant)
+
+    async def _stored_json(self, run_id: str, tenant: str | None) -> bytes:
+        """The FlowRun's JSON of a run the scheduler does not hold, from the database."""
+        cached = self._ended.get(run_id)
+        if cached is None:
+            snapshot = await self._snapshot(run_id)
+            run = FlowRun.model_validate(snapshot["run"])
+            cached = (
+                snapshot["plan"].get("tenant", DEFAULT_TENANT),
+                run.model_dump_json().encode(),
+            )
+            # Only an ended run is final: one read between its first write and the
+            # scheduler taking it up (a submission in progress) would go stale.
+            if run.status.finished and run_id not in self.scheduler.runs:
+                self._ended.put(run_id, cached)
+        owner, data = cached
+        if tenant is not None and owner != tenant:
             raise RunNotFound(run_id)
-        return FlowRun.model_validate(snapshot["run"])
+        return data
 
     async def flow_of(self, run_id: str, tenant: str | None = None) -> Flow:
         """The Flow a run runs (flags applied), for drawing it; another tenant's is RunNotFound."""
@@ -551,6 +583,38 @@ class Invocations:
                     return
 
 
+class EndedRuns:
+    """Run id → (tenant, FlowRun JSON) of ended runs, the least recently read dropped
+    first beyond ``limit`` runs or ``max_bytes`` of JSON."""
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._runs: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, run_id: str) -> tuple[str, bytes] | None:
+        found = self._runs.get(run_id)
+        if found is not None:
+            self._runs.move_to_end(run_id)
+        return found
+
+    def put(self, run_id: str, entry: tuple[str, bytes]) -> None:
+        if len(entry[1]) > self.max_bytes:
+            return
+        previous = self._runs.pop(run_id, None)
+        if previous is not None:
+            self.bytes -= len(previous[1])
+        self._runs[run_id] = entry
+        self.bytes += len(entry[1])
+        while len(self._runs) > self.limit or self.bytes > self.max_bytes:
+            _, (_, dropped) = self._runs.popitem(last=False)
+            self.bytes -= len(dropped)
+
+
 def _with_flags(submission: FlowSubmission, profile: FlagProfile) -> FlowSubmission:
     if not profile:
         return submission
@@ -569,6 +633,7 @@ def _looks_like_run_id(run_id: str) -> bool:
 __all__ = [
     "text_of",
     "DEFAULT_WAIT_SECONDS",
+    "EndedRuns",
     "TIMEOUT_ERROR",
     "InvalidInvocation",
     "Invocations",

@@ -7,10 +7,12 @@ delay). Everything here can be tested without Docker, a store or a loop.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from pydantic import BaseModel
 
@@ -124,6 +126,23 @@ def terminal_edges(flow: Flow) -> list[str]:
     return [o.edge for n in flow.nodes for o in n.outputs if o.edge not in read]
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _changes(
+    method: Callable[Concatenate[RunState, P], R],
+) -> Callable[Concatenate[RunState, P], R]:
+    """Marks a method that changes the run: the FlowRun's JSON is made again on next read."""
+
+    @functools.wraps(method)
+    def changing(self: RunState, *args: P.args, **kwargs: P.kwargs) -> R:
+        self._json = None
+        return method(self, *args, **kwargs)
+
+    return changing
+
+
 @dataclass
 class Transition:
     """What the scheduler must do after an event."""
@@ -157,6 +176,8 @@ class RunState:
             },
         )
         self._nodes = {node.id: node for node in plan.submission.flow.nodes}
+        # The FlowRun as JSON, made on the first read after a change (see ``json``).
+        self._json: bytes | None = None
 
     # ------------------------------------------------------------ queries
 
@@ -173,6 +194,21 @@ class RunState:
 
     def state(self, node_id: str) -> NodeState:
         return self.run.node_state[node_id]
+
+    def json(self) -> bytes:
+        """The FlowRun as the API answers it, serialized once per change of the run.
+
+        Many clients polling one run cost a lookup each, not a serialization: every
+        change goes through a method marked ``_changes`` (or ``changed``), which
+        drops it.
+        """
+        if self._json is None:
+            self._json = self.run.model_dump_json().encode()
+        return self._json
+
+    def changed(self) -> None:
+        """Drop the serialized FlowRun after a change made to ``run`` directly."""
+        self._json = None
 
     def upload_edges(self) -> list[str]:
         return [n for n in self.plan.edges if self.plan.edge(n).source == "upload"]
@@ -205,6 +241,7 @@ class RunState:
 
     # ------------------------------------------------------------ events
 
+    @_changes
     def start(self, waiting_urls: list[WaitingURL]) -> Transition:
         """Static edges are present from the start; uploads are awaited."""
         for name in self.plan.edges:
@@ -213,6 +250,7 @@ class RunState:
         self.run.waiting_urls = waiting_urls
         return self._advance()
 
+    @_changes
     def artifact_arrived(self, edge: str) -> Transition:
         if edge in self.run.artifacts or self.run.status.finished:
             return Transition()
@@ -220,6 +258,7 @@ class RunState:
         self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
         return self._advance()
 
+    @_changes
     def uploads_expired(self, expired: dict[str, datetime]) -> Transition:
         """Upload edges (edge → when their WaitingURL expired) that never came: the run ends.
 
@@ -253,6 +292,7 @@ class RunState:
         self.run.waiting_urls = []  # expired: of no use to anyone
         return Transition(finished=True)
 
+    @_changes
     def fail(self, reason: str) -> Transition:
         """The engine cannot go on with the run: it ends ERROR, saying why."""
         if self.run.status.finished:
@@ -264,6 +304,7 @@ class RunState:
         self.run.error = reason
         return Transition(finished=True)
 
+    @_changes
     def dispatched(self, node_id: str) -> int:
         """Mark the node queued for its next attempt; returns the attempt number."""
         state = self.state(node_id)
@@ -272,6 +313,7 @@ class RunState:
         self._refresh_status()
         return state.attempt
 
+    @_changes
     def redispatched(self, node_id: str) -> int:
         """After a service restart: the interrupted attempt runs again under its number."""
         state = self.state(node_id)
@@ -279,6 +321,7 @@ class RunState:
         state.attempt = max(state.attempt, 1)
         return state.attempt
 
+    @_changes
     def attempt_started(self, node_id: str, attempt: int) -> bool:
         state = self.state(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
@@ -287,6 +330,7 @@ class RunState:
         self._refresh_status()
         return True
 
+    @_changes
     def attempt_succeeded(self, node_id: str, attempt: int) -> Transition:
         state = self.state(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
@@ -297,6 +341,7 @@ class RunState:
             self.run.artifacts[out.edge] = self.artifact_for(out.edge)
         return self._advance()
 
+    @_changes
     def attempt_failed(
         self, node_id: str, attempt: int, error: str, *, retryable: bool, retry_delay: float
     ) -> Transition:
@@ -316,6 +361,7 @@ class RunState:
             self.state(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
         return Transition(finished=True)
 
+    @_changes
     def add_log(self, node_id: str, record: LogRecord) -> None:
         logs = self.state(node_id).logs
         logs.append(record)
@@ -324,6 +370,7 @@ class RunState:
             keep_head = self.max_log_lines // 4
             del logs[keep_head : len(logs) - (self.max_log_lines - keep_head)]
 
+    @_changes
     def cancel(self) -> Transition:
         """Stop the run on request: STOPPED; what was queued or running is cancelled."""
         if self.run.status.finished:
@@ -334,6 +381,22 @@ class RunState:
         self.run.status = RunStatus.STOPPED
         self.run.waiting_urls = []
         return Transition(finished=True)
+
+    @_changes
+    def record_timings(
+        self, node_id: str, timings: dict[str, float], *, replace: bool = False
+    ) -> None:
+        """Seconds per phase of the node's latest attempt (``replace``: a new attempt's)."""
+        state = self.state(node_id)
+        if replace:
+            state.timings = dict(timings)
+        else:
+            state.timings.update(timings)
+
+    @_changes
+    def mark_finished(self, now: datetime) -> None:
+        """When the run ended: set once, when it reaches COMPLETE, ERROR or STOPPED."""
+        self.run.finished_at = self.run.finished_at or now
 
     # ------------------------------------------------------------ internals
 

@@ -353,7 +353,8 @@ class Scheduler:
         try:
             task = await self._task_for(run, node_id, attempt)
             self._warn_if_no_worker(run, node_id)
-            run.state(node_id).timings = {"presign": round(time.perf_counter() - began, 4)}
+            presign = round(time.perf_counter() - began, 4)
+            run.record_timings(node_id, {"presign": presign}, replace=True)
             self._queued_at[(run.id, node_id)] = time.perf_counter()
             await self.queue.put_task(task)
         except Exception as exc:
@@ -426,7 +427,7 @@ class Scheduler:
     def _finish(self, run: RunState) -> None:
         if run.id in self._finished:
             return  # a failure while dispatching finished it already
-        run.run.finished_at = run.run.finished_at or utcnow()
+        run.mark_finished(utcnow())
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
@@ -442,8 +443,14 @@ class Scheduler:
             old, _ = self._finished.popitem(last=False)
             self.runs.pop(old, None)
 
-    def _save(self, run: RunState) -> None:
+    def _persist(self, run: RunState) -> None:
+        """Queue the run's write. Every change is followed by one: a change made to the
+        FlowRun directly, bypassing RunState's methods, still reaches status reads here."""
+        run.changed()
         self.state.save(run.id, run.snapshot)
+
+    def _save(self, run: RunState) -> None:
+        self._persist(run)
         flow_run = run.run.model_dump(mode="json")
         self.events.publish(run.id, "status", flow_run)
         if run.status.finished:
@@ -497,10 +504,9 @@ class Scheduler:
             return
         if isinstance(message, AttemptCleanedUp):
             # Arrives after the result, often after the run has finished.
-            state = run.state(message.node_id)
-            if message.attempt == state.attempt:
-                state.timings["remove"] = message.remove_seconds
-                self.state.save(run.id, run.snapshot)
+            if message.attempt == run.state(message.node_id).attempt:
+                run.record_timings(message.node_id, {"remove": message.remove_seconds})
+                self._persist(run)
             return
         if run.status.finished:
             return
@@ -512,13 +518,13 @@ class Scheduler:
                     "log",
                     {"node": message.node_id, **message.record.model_dump(mode="json")},
                 )
-                self.state.save(run.id, run.snapshot)
+                self._persist(run)
         elif isinstance(message, AttemptStarted):
             if run.attempt_started(message.node_id, message.attempt):
                 queued = self._queued_at.pop((run.id, message.node_id), None)
                 if queued is not None:
                     waited = time.perf_counter() - queued
-                    run.state(message.node_id).timings["queue_wait"] = round(waited, 4)
+                    run.record_timings(message.node_id, {"queue_wait": round(waited, 4)})
                     self.metrics.queue_wait_seconds.observe(waited)
                 self._log(
                     run,
@@ -530,7 +536,7 @@ class Scheduler:
         elif isinstance(message, AttemptResult):
             state = run.state(message.node_id)
             if message.attempt == state.attempt:
-                state.timings.update(message.timings)
+                run.record_timings(message.node_id, message.timings)
             # Counted once: a duplicate result comes after the node has ended.
             ended = state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR)
             if message.attempt == state.attempt and not ended:

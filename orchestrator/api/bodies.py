@@ -209,6 +209,11 @@ def answer(
     return web.json_response(text=text, status=status)
 
 
+def answer_json(data: bytes, *, status: int = 200) -> web.Response:
+    """JSON made already (a run's cached FlowRun): the same answer as ``answer``."""
+    return web.Response(body=data, status=status, content_type="application/json", charset="utf-8")
+
+
 async def read_submission(request: web.Request) -> FlowSubmission:
     """``{Flow, NodeDefs}`` as JSON or YAML."""
     body = await read_json(request, yaml_ok=True)
@@ -228,6 +233,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_YAML_NODES",
     "answer",
+    "answer_json",
     "body_kind",
     "parse_body",
     "read_fields",

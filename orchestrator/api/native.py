@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import YAML_TYPES, answer, read_submission
+from orchestrator.api.bodies import YAML_TYPES, answer, answer_json, read_submission
 from orchestrator.api.downloads import download_headers
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
 from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
@@ -141,8 +141,10 @@ async def validate_flow(request: web.Request) -> web.Response:
 )
 async def flow_status(request: web.Request) -> web.Response:
     """The FlowRun, live or finished."""
-    run = await request.app[INVOCATIONS].get(request.match_info["run_id"], tenant_of(request))
-    return answer(run)
+    invocations = request.app[INVOCATIONS]
+    return answer_json(
+        await invocations.status_json(request.match_info["run_id"], tenant_of(request))
+    )
 
 
 @routes.get("/api/v1/flow/graph/{run_id}")

@@ -266,7 +266,7 @@ async def test_a_pydantic_error_of_ours_is_a_500_not_the_callers_fault(start_ser
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         FlowRun.model_validate({"ID": 1})  # a bug: raises pydantic's ValidationError
 
-    monkeypatch.setattr(client.server.app[INVOCATIONS], "get", broken)
+    monkeypatch.setattr(client.server.app[INVOCATIONS], "status_json", broken)
     response = await client.get("/api/v1/flow/status/" + "0" * 32)
     assert response.status == 500
     assert (await response.json())["code"] == "INTERNAL_ERROR"

@@ -200,3 +200,57 @@ def test_an_upload_that_never_came_ends_the_run_with_its_reason():
     assert run.uploads_expired({"src2": expired}) == Transition()
     assert run.artifact_arrived("src2") == Transition()
     assert RunState.restore(run.snapshot()).run.error == run.run.error
+
+
+def _fresh(run):
+    """The FlowRun serialized now, as the status endpoint did before it was cached."""
+    return run.run.model_dump_json().encode()
+
+
+def test_the_cached_json_follows_every_change():
+    run = _state(_submission([_node("b", ["mid"], ["out"]), _node("a", ["src"], ["mid"])]))
+    steps = [
+        lambda: run.start([]),
+        lambda: run.artifact_arrived("src"),
+        lambda: run.dispatched("a"),
+        lambda: run.attempt_started("a", 1),
+        lambda: run.add_log("a", LogRecord(message="working", timestamp=NOW)),
+        lambda: run.record_timings("a", {"run": 0.5}),
+        lambda: run.attempt_failed("a", 1, "exit 1", retryable=True, retry_delay=1),
+        lambda: run.dispatched("a"),
+        lambda: run.record_timings("a", {"presign": 0.1}, replace=True),
+        lambda: run.attempt_started("a", 2),
+        lambda: run.attempt_succeeded("a", 2),
+        lambda: run.redispatched("b"),
+        lambda: run.cancel(),
+        lambda: run.mark_finished(NOW),
+    ]
+    seen = [run.json()]
+    for step in steps:
+        assert run.json() is seen[-1]  # unchanged: the same bytes, not made again
+        step()
+        assert run.json() == _fresh(run)
+        seen.append(run.json())
+    assert b'"working"' in seen[-1] and b'"STOPPED"' in seen[-1]
+    assert b'"presign":0.1' in seen[-1] and b'"run":0.5' not in seen[-1]
+
+
+def test_a_direct_change_shows_once_declared():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    before = run.json()
+    run.run.error = "set directly"
+    run.changed()
+    assert run.json() != before and run.json() == _fresh(run)
+
+
+def test_the_cached_json_follows_failures_and_expiry():
+    run = _state(_submission([_node("a", ["src"], ["out"])]))
+    run.start([])
+    before = run.json()
+    run.uploads_expired({"src": NOW})
+    assert run.json() != before and run.json() == _fresh(run)
+    other = _state(_submission([_node("a", ["src"], ["out"])]))
+    other.start([])
+    before = other.json()
+    other.fail("the engine gave up")
+    assert other.json() != before and other.json() == _fresh(other)
