@@ -103,6 +103,11 @@ class Metrics:
             self.queued.labels(tier).set(count)
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+        # (method, route, status) → its histogram: prometheus-client's labels() takes a
+        # lock and builds a key per call. Bounded as the labels are: methods, routes,
+        # statuses.
+        children: dict[tuple[str, str, int], Any] = {}
+
         @web.middleware
         async def timed(request: web.Request, handler: Handler) -> web.StreamResponse:
             started = time.perf_counter()
@@ -119,9 +124,11 @@ class Metrics:
                 # The pattern: a label per path would grow without bound.
                 name = route.canonical if route is not None else "unmatched"
                 method = request.method if request.method in METHODS else "other"
-                self.http_seconds.labels(method, name, str(status)).observe(
-                    time.perf_counter() - started
-                )
+                child = children.get((method, name, status))
+                if child is None:
+                    child = self.http_seconds.labels(method, name, str(status))
+                    children[(method, name, status)] = child
+                child.observe(time.perf_counter() - started)
 
         return timed
 
