@@ -121,6 +121,9 @@ def run(quick: bool) -> list[dict[str, Any]]:
                     f"scaleout fanout round {number + 1}/2: embedded "
                     f"{fans['embedded'][-1]:.2f} s, redis {fans['redis'][-1]:.2f} s"
                 )
+            # Before the service stops: what its workers hold (warm containers) is
+            # theirs to remove, and would otherwise look left behind by the service.
+            fleet.stop()
     finally:
         if fleet is not None:
             fleet.stop()
