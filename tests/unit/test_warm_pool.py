@@ -85,7 +85,10 @@ def test_replacements_wait_for_a_quiet_moment_while_spares_are_ready():
         assert pool.claim(A) is not None  # one still ready: its replacement waits
         time.sleep(QUIET / 3)
         assert len(maker.made) == made
-        time.sleep(QUIET + 0.3)
+        deadline = time.monotonic() + 10
+        while len(maker.made) == made:  # once quiet, made
+            assert time.monotonic() < deadline, pool.counts()
+            time.sleep(0.02)
         assert len(maker.made) == made + 1
     finally:
         pool.close()
