@@ -55,7 +55,8 @@ class Metrics:
         )
         self.container_start_seconds = Histogram(
             "pipewell_container_start_seconds",
-            "Creating and starting an attempt's container.",
+            "Getting an attempt's container running: creating and starting it, or "
+            "claiming a warm one (orchestrator.warm_pool) and opening its gate.",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
