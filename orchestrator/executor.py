@@ -427,6 +427,13 @@ class DockerExecutor:
         # was labelled before it had a run, so kill_run finds it here.
         self._claimed: dict[str, str] = {}
         self.pool: WarmPool | None = None
+        if self.mount_root is not None and self.busybox is None and settings.warm_containers:
+            log.warning(
+                "warm_containers_off",
+                reason="no statically linked busybox at /bin/busybox or /usr/bin/busybox",
+                fix="install Debian's busybox-static (make setup does), or set "
+                "executor.warm_containers: 0 to silence this",
+            )
         if self.busybox is not None and settings.warm_containers > 0:
             self.pool = WarmPool(
                 self._make_spare, self._discard_spare, settings.warm_containers, settings.warm_idle

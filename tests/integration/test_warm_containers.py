@@ -12,6 +12,8 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
+import structlog
+import structlog.testing
 
 from orchestrator.api.resources import SETTINGS
 from orchestrator.warm_pool import (
@@ -309,3 +311,21 @@ async def test_the_images_entrypoint_and_cmd_apply_as_docker_applies_them(
         assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
         assert await artifact(client, run["ID"], "out") == b"from cmd\n"
         await wait_warm(worker_name(client), 1)
+
+
+def test_without_a_static_busybox_attempts_run_ungated_and_the_log_says_why(tmp_path, monkeypatch):
+    import orchestrator.executor as executor_module
+    from orchestrator.config import ExecutorSettings
+
+    monkeypatch.setattr(executor_module, "static_busybox", lambda: None)
+    engine = docker.from_env()
+    try:
+        with structlog.testing.capture_logs() as logged:
+            made = executor_module.DockerExecutor(
+                engine, ExecutorSettings(), "w", "0" * 32, tmp_path / "work"
+            )
+    finally:
+        engine.close()
+    assert made.busybox is None and made.pool is None
+    [warning] = [e for e in logged if e["event"] == "warm_containers_off"]
+    assert "busybox-static" in warning["fix"]
