@@ -525,16 +525,7 @@ class DockerExecutor:
 
         def cleanup() -> float:
             began = time.perf_counter()
-            if container is not None:
-                self._remove(container)
-            if attempt_dir is not None:
-                shutil.rmtree(attempt_dir, ignore_errors=True)
-            # A container the engine could not remove now is a leftover: removed
-            # once the engine answers again (remove_leftovers).
-            with self._live_lock:
-                self._live.discard(attempt_id)
-                if container is not None:
-                    self._claimed.pop(container.id, None)
+            self._dispose(container, attempt_dir, attempt_id)
             return time.perf_counter() - began
 
         return result, cleanup
@@ -1021,19 +1012,26 @@ class DockerExecutor:
                 self._start(container)
             return Spare(shape, container, attempt_id, directory, made_for=task)
         except BaseException:
-            if container is not None:
-                self._remove(container)
-            if directory is not None:
-                shutil.rmtree(directory, ignore_errors=True)
-            with self._live_lock:
-                self._live.discard(attempt_id)
+            self._dispose(container, directory, attempt_id)
             raise
 
     def _discard_spare(self, spare: Spare) -> None:
-        self._remove(spare.container)
-        shutil.rmtree(spare.directory, ignore_errors=True)
+        self._dispose(spare.container, spare.directory, spare.attempt_id)
+
+    def _dispose(self, container, directory: Path | None, attempt_id: str) -> None:  # type: ignore[no-untyped-def]
+        """Remove an attempt's (or a spare's) container and directory; forget its id.
+
+        A container the engine could not remove now is a leftover: removed once
+        the engine answers again (remove_leftovers).
+        """
+        if container is not None:
+            self._remove(container)
+        if directory is not None:
+            shutil.rmtree(directory, ignore_errors=True)
         with self._live_lock:
-            self._live.discard(spare.attempt_id)
+            self._live.discard(attempt_id)
+            if container is not None:
+                self._claimed.pop(container.id, None)
 
     def _is_running(self, container) -> bool:  # type: ignore[no-untyped-def]
         try:
