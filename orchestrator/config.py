@@ -149,10 +149,27 @@ class ExecutorSettings(_Section):
     docker_timeout: float = Field(default=120, gt=0)
     transfer_timeout: float = Field(default=300, gt=0)
     log_lines_per_node: int = Field(default=1000, ge=10)
-    # Started containers held at a gate ahead of demand (orchestrator.warm_pool),
-    # per recently used image, tier and user; 0 turns them off.
+    # gated: each attempt runs in a container started ahead and held at a gate
+    # (needs the engine on this machine and a static busybox; a worker that has
+    # neither runs plain and logs why); plain: create and start one per attempt.
+    launch: Literal["gated", "plain"] = "gated"
+    # Gated only: spares, started ahead of demand per recently used image, tier
+    # and user (0: none, every attempt makes its own); removed after warm_idle s.
     warm_containers: int = Field(default=8, ge=0, le=64)
     warm_idle: float = Field(default=60, gt=0)
+
+    @model_validator(mode="after")
+    def _gated_needs_mounts(self) -> ExecutorSettings:
+        if self.launch == "gated" and self.transfer == "archive":
+            if "launch" not in self.model_fields_set:
+                self.launch = "plain"  # the operator chose archive, and only plain can do it
+                return self
+            raise ValueError(
+                "executor.launch: gated needs the attempt's files mounted, and "
+                "executor.transfer: archive copies them through the Engine API; set "
+                "launch: plain, or transfer: mount (or auto) on the engine's own machine"
+            )
+        return self
 
 
 class RetrySettings(_Section):

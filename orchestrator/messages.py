@@ -99,6 +99,14 @@ class AttemptCleanedUp(BaseModel):
 WorkerMessage = AttemptStarted | AttemptLog | AttemptResult | AttemptCleanedUp
 
 
+class SpareCount(BaseModel):
+    """Spares (started containers waiting for an attempt) a worker holds of one image and tier."""
+
+    image: str
+    tier: str
+    ready: int
+
+
 class WorkerHeartbeat(BaseModel):
     """A worker is alive: what it offers and holds (the queue keeps the live ones)."""
 
@@ -109,6 +117,9 @@ class WorkerHeartbeat(BaseModel):
     memory: int = 0
     slots: int = 0
     running: list[str] = Field(default_factory=list)  # Task.key of its attempts
+    # How its attempts start: "gated" (in containers started ahead) or "plain".
+    launch: str = "plain"
+    spares: list[SpareCount] = Field(default_factory=list)
     sent_at: float = 0.0  # time.time() on the worker
 
 
@@ -126,6 +137,7 @@ __all__ = [
     "AttemptResult",
     "AttemptStarted",
     "OutputInfo",
+    "SpareCount",
     "Task",
     "TaskInput",
     "TaskOutput",

@@ -72,6 +72,13 @@ class Metrics:
             ["tier"],
             registry=self.registry,
         )
+        self.spares = Gauge(
+            "pipewell_warm_containers",
+            "Spares ready on the live workers: containers started ahead of demand and "
+            "waiting at their gate (executor.launch: gated), by image and tier.",
+            ["image", "tier"],
+            registry=self.registry,
+        )
         self.store_bytes = Counter(
             "pipewell_store_bytes",
             "Bytes moved through the stores: 'local_put', received by the local store's "
@@ -98,10 +105,21 @@ class Metrics:
             self.container_start_seconds.observe(start)
 
     def set_queued(self, describe: dict[str, Any]) -> None:
-        """The queue's ``describe()``: a tier with nothing waiting reads 0, not stale."""
+        """The queue's ``describe()``: a tier with nothing waiting reads 0, not stale.
+
+        Spares are summed over the workers; an image and tier with none left is gone.
+        """
         self.queued.clear()
         for tier, count in describe.get("queued", {}).items():
             self.queued.labels(tier).set(count)
+        ready: dict[tuple[str, str], int] = {}
+        for worker in describe.get("workers", []):
+            for spare in worker.get("spares", []):
+                key = (spare["image"], spare["tier"])
+                ready[key] = ready.get(key, 0) + spare["ready"]
+        self.spares.clear()
+        for (image, tier), count in ready.items():
+            self.spares.labels(image, tier).set(count)
 
     def middleware(self) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
         # (method, route, status) → its histogram: prometheus-client's labels() takes a

@@ -21,7 +21,7 @@ import docker
 import structlog
 
 from orchestrator.config import Settings, WorkerSettings
-from orchestrator.executor import DockerExecutor, Emit
+from orchestrator.executor import DockerExecutor, Emit, Executor
 from orchestrator.identity import WorkerIdentity
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -92,7 +92,7 @@ class Worker:
         self,
         settings: WorkerSettings,
         queue: TaskQueue,
-        executor: DockerExecutor,
+        executor: Executor,
         *,
         sweep_every: float = 30.0,
     ):
@@ -129,6 +129,7 @@ class Worker:
         removed = await loop.run_in_executor(self._pool, self.executor.remove_leftovers)
         if removed:
             log.info("removed_leftover_containers", count=removed, worker=self.name)
+        self.executor.open()
         self.queue.register_worker(self.id, self.tiers, self.heartbeat)
         self.queue.on_cancel(self._cancel_run)
         self._loop_task = asyncio.create_task(self._take_loop(), name=f"worker-{self.name}")
@@ -141,6 +142,7 @@ class Worker:
             tiers=sorted(self.tiers),
             memory_mib=self.capacity.memory // 2**20,
             slots=self.capacity.slots,
+            launch=self.executor.launch,
         )
 
     def heartbeat(self) -> WorkerHeartbeat:
@@ -152,6 +154,8 @@ class Worker:
             memory=self.capacity.memory,
             slots=self.capacity.slots,
             running=sorted(self._attempts),
+            launch=self.executor.launch,
+            spares=self.executor.spares(),
         )
 
     async def close(self, grace: float = 10.0) -> None:
@@ -179,10 +183,11 @@ class Worker:
         for task in self._running:
             task.cancel()
         loop = asyncio.get_running_loop()
+        # Stops making spares, waits for one being made, removes them all.
         removing = loop.run_in_executor(None, self.executor.close)
         try:
-            await asyncio.wait_for(removing, grace)
-        except TimeoutError:  # removed by the next start (remove_leftovers)
+            await asyncio.wait_for(asyncio.shield(removing), grace)
+        except TimeoutError:  # their deadline, or the next start, removes them
             log.warning("warm_containers_left", worker=self.name)
         if self._sender_task is not None:
             self._sender_task.cancel()
@@ -280,11 +285,12 @@ class Worker:
             return None
 
     async def _sweep_loop(self) -> None:
-        """Remove the containers that dead workers on this Docker engine left behind."""
+        """Remove what dead workers on this Docker engine left: containers, expired spares."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._sweep_every)
             try:
+                await loop.run_in_executor(self._pool, self.executor.remove_expired_spares)
                 dead = await self.queue.dead_workers()
                 if dead:
                     removed = await loop.run_in_executor(

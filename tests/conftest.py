@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from moto.server import ThreadedMotoServer
 
 from orchestrator.api.app import create_app
-from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, service_settings
+from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, prewarm, service_settings
 
 StartService = Callable[..., Awaitable[TestClient]]
 
@@ -47,3 +49,47 @@ async def browser() -> AsyncIterator:  # type: ignore[type-arg]
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         await chromium.close()
+
+
+#: The launch modes every engine guarantee is tested in (executor settings of each).
+LAUNCHES: dict[str, dict[str, Any]] = {
+    "plain": {"launch": "plain"},
+    "gated": {"launch": "gated", "warm_containers": 0},  # each attempt makes its own
+    "gated-spare": {"launch": "gated"},  # a spare of the node's shape is ready first
+}
+
+
+class Launched:
+    """A service in one launch mode; ``ready`` makes sure a spare waits for the given defs."""
+
+    def __init__(self, mode: str, start_service: StartService) -> None:
+        self.mode = mode
+        self._start_service = start_service
+
+    async def start(self, data_dir: Path | None = None, **overrides: Any) -> TestClient:
+        executor = {**LAUNCHES[self.mode], **overrides.pop("executor", {})}
+        return await self._start_service(data_dir, executor=executor, **overrides)
+
+    async def ready(self, client: TestClient, *defs: dict[str, Any]) -> None:
+        """In gated-spare mode: a spare of each def's image, tier and user is ready."""
+        await self.ready_at(client.session, str(client.make_url("")).rstrip("/"), *defs)
+
+    async def ready_at(
+        self, session: aiohttp.ClientSession, base: str, *defs: dict[str, Any]
+    ) -> None:
+        """``ready`` for a service at ``base`` (a ``pipewell dev`` process)."""
+        if self.mode != "gated-spare":
+            return
+        for node_def in defs:
+            await prewarm(session, base, node_def)
+
+    def config_file(self, directory: Path) -> Path:
+        """A configuration file of this launch mode, for a ``pipewell dev`` process."""
+        path = directory / f"launch-{self.mode}.yaml"
+        path.write_text(yaml.safe_dump({"executor": LAUNCHES[self.mode]}))
+        return path
+
+
+@pytest.fixture(params=list(LAUNCHES))
+def launched(request, start_service: StartService) -> Launched:  # type: ignore[no-untyped-def]
+    return Launched(request.param, start_service)

@@ -10,15 +10,20 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from orchestrator.executor import Emit
-from orchestrator.messages import AttemptResult, OutputInfo, Task
+from orchestrator.executor import Cleanup, Emit, LaunchMode
+from orchestrator.messages import AttemptResult, OutputInfo, SpareCount, Task
 
 #: What a node does: return an error text to fail the attempt, None to succeed, or raise.
 Behaviour = Callable[[Task], str | None]
 
 
 class FakeExecutor:
-    """Runs each task by its node's behaviour (success by default), in the worker's threads."""
+    """Runs each task by its node's behaviour (success by default), in the worker's threads.
+
+    Implements orchestrator.executor.Executor (the worker takes it as one).
+    """
+
+    launch: LaunchMode = "plain"
 
     def __init__(
         self,
@@ -33,7 +38,7 @@ class FakeExecutor:
         self.killed_runs: list[str] = []
         self._lock = threading.Lock()
 
-    def run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
+    def run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Cleanup]:
         with self._lock:
             self.tasks.append(task)
         behaviour = self.behaviours.get(task.node_id, lambda _task: None)
@@ -53,8 +58,20 @@ class FakeExecutor:
         with self._lock:
             return [t.attempt for t in self.tasks if t.node_id == node_id]
 
+    def open(self) -> None:
+        pass
+
     def remove_leftovers(self) -> int:
         return 0
+
+    def remove_containers_of(self, worker_ids: set[str]) -> int:
+        return 0
+
+    def remove_expired_spares(self) -> int:
+        return 0
+
+    def spares(self) -> list[SpareCount]:
+        return []
 
     def kill_run(self, run_id: str) -> int:
         self.killed_runs.append(run_id)

@@ -226,3 +226,44 @@ async def read_events(response: aiohttp.ClientResponse) -> list[tuple[str | None
             if name == "end":
                 break
     return events
+
+
+async def prewarm(
+    session: aiohttp.ClientSession, base: str, node_def: dict[str, Any], seconds: float = 20
+) -> None:
+    """Run a node of ``node_def``'s image, tier and user once, then wait for its spare.
+
+    A claim asks for spares of its shape; the run's own result does not matter.
+    ``base``: the service's URL (a test client's, or a ``pipewell dev`` process's).
+    """
+    warm_up = {
+        "Publisher": "test",
+        "Name": "prewarm",
+        "Image": node_def.get("Image", BUSYBOX),
+        "Tier": node_def.get("Tier", "c-small"),
+        "RunAsRoot": node_def.get("RunAsRoot", False),
+        "MaxAttempts": 1,
+        "Command": {"Name": "run", "Exec": "cp ${in} ${out}"},
+    }
+    body = {"Flow": chain_flow("prewarm"), "NodeDefs": [warm_up]}
+    async with session.post(f"{base}/api/v1/flow/test", json=body) as response:
+        assert response.status == 200, await response.text()
+        run = await response.json()
+    async with session.put(run["WaitingURLs"][0]["PutURL"], data=b"x") as response:
+        assert response.status == 200, await response.text()
+    deadline = time.monotonic() + seconds
+    while True:
+        async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
+            ended = (await response.json())["Status"] in ("COMPLETE", "ERROR")
+        async with session.get(f"{base}/api/v1/workers") as response:
+            workers = (await response.json())["workers"]
+        ready = [
+            s
+            for w in workers
+            for s in w["spares"]
+            if s["image"] == warm_up["Image"] and s["tier"] == warm_up["Tier"] and s["ready"]
+        ]
+        if ended and ready:
+            return
+        assert time.monotonic() < deadline, f"no spare of {warm_up['Image']}: {workers}"
+        await asyncio.sleep(0.05)

@@ -72,6 +72,12 @@ class RunList(BaseModel):
     runs: list[RunSummary]
 
 
+class SpareView(BaseModel):
+    image: str
+    tier: str
+    ready: int = Field(description="containers of this image and tier started and waiting")
+
+
 class WorkerView(BaseModel):
     """A live worker; its attempts are counted, not named (they are tenants')."""
 
@@ -81,6 +87,11 @@ class WorkerView(BaseModel):
     memory_mib: int
     slots: int
     running: int
+    launch: Literal["gated", "plain"] = Field(
+        description="gated: attempts run in containers started ahead and held at a gate; "
+        "plain: a container is created per attempt (executor.launch)"
+    )
+    spares: list[SpareView] = Field(description="spares ready now (gated only), per image and tier")
     last_heartbeat: str
 
 

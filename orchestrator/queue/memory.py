@@ -117,6 +117,8 @@ def worker_view(beat: WorkerHeartbeat) -> dict[str, Any]:
         "memory_mib": beat.memory // 2**20,
         "slots": beat.slots,
         "running": len(beat.running),
+        "launch": beat.launch,
+        "spares": [spare.model_dump() for spare in beat.spares],
         "last_heartbeat": datetime.fromtimestamp(beat.sent_at, UTC).isoformat(),
     }
 

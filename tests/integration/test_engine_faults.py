@@ -55,7 +55,7 @@ class Engine:
         self.scheduler = Scheduler(
             self.settings, self.state, self.queue, EventBus(), self.stores, {}
         )
-        self.worker = Worker(self.settings.worker, self.queue, self.executor)  # type: ignore[arg-type]
+        self.worker = Worker(self.settings.worker, self.queue, self.executor)
         await self.worker.start()
         await self.scheduler.start()
 

@@ -142,18 +142,19 @@ async def health(client) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
 
 
 async def test_an_engine_outage_pauses_the_worker_and_costs_the_node_no_attempt(
-    unclosed_engine_sockets, start_service, tmp_path, monkeypatch
+    unclosed_engine_sockets, launched, tmp_path, monkeypatch
 ):
     proxy = DockerProxy(tmp_path / "docker.sock")
     proxy.start()
     monkeypatch.setenv("DOCKER_HOST", proxy.url)
     try:
         data_dir = tmp_path / "data"
-        client = await start_service(data_dir)
+        client = await launched.start(data_dir)
         status, body = await health(client)
         assert status == 200 and body["status"] == "ok", body
         # One attempt only: an attempt counted against it would end the run.
         defs = [busybox_def("slow", "sh -c 'sleep 8; cp ${in} ${out}'", MaxAttempts=1)]
+        await launched.ready(client, *defs)
         run = await submit(client, chain_flow("slow"), defs)
         await upload(client, run, "src", b"outlived")
         for _ in range(100):

@@ -21,7 +21,7 @@ async def status(session: aiohttp.ClientSession, base: str, run_id: str) -> dict
         return await response.json()
 
 
-async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path):
+async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path, launched):
     data_dir, port = tmp_path / "data", free_port()
     log = (tmp_path / "service.log").open("ab")
     base = f"http://127.0.0.1:{port}"
@@ -58,10 +58,12 @@ async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path):
         ],
     }
 
-    process = start_dev(data_dir, port, log)
+    config = str(launched.config_file(tmp_path))
+    process = start_dev(data_dir, port, log, "--config", config)
     try:
         async with aiohttp.ClientSession() as session:
             await wait_healthy(session, base)
+            await launched.ready_at(session, base, *defs)
             async with session.post(
                 f"{base}/api/v1/flow/test", json={"Flow": flow, "NodeDefs": defs}
             ) as response:
@@ -82,7 +84,7 @@ async def test_sigkill_then_restart_resumes_unfinished_runs(tmp_path):
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
 
-            process = start_dev(data_dir, port, log)
+            process = start_dev(data_dir, port, log, "--config", config)
             await wait_healthy(session, base)
             for _ in range(300):
                 current = await status(session, base, run["ID"])

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-
 import docker
 import docker.errors
 import pytest
 
 from tests.helpers import (
-    BUSYBOX,
     artifact,
     busybox_def,
     chain_flow,
@@ -29,9 +26,9 @@ def uid_logged(state: dict) -> str:
     return next(r["message"] for r in state["Logs"] if r["stream"] == "stdout")
 
 
-@pytest.mark.parametrize("transfer", ["mount", "archive"])
-async def test_a_node_runs_as_nobody_when_its_image_names_no_user(start_service, transfer):
-    client = await start_service(executor={"transfer": transfer})
+async def test_a_node_runs_as_nobody_when_its_files_go_through_the_engine_api(start_service):
+    # Mounted files, in each launch mode: test_launch_modes.
+    client = await start_service(executor={"transfer": "archive"})
     run, done = await run_chain(client, [busybox_def("plain", UID_AND_COPY)], "plain", data=b"in")
     assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
     assert uid_logged(done["NodeState"]["n0"]) == "65534"
@@ -39,38 +36,13 @@ async def test_a_node_runs_as_nobody_when_its_image_names_no_user(start_service,
     assert await artifact(client, run["ID"], "out") == b"in"
 
 
-@pytest.mark.parametrize("transfer", ["mount", "archive"])
-async def test_a_nodedef_may_ask_for_root(start_service, transfer):
-    client = await start_service(executor={"transfer": transfer})
+async def test_a_nodedef_may_ask_for_root_when_its_files_go_through_the_engine_api(start_service):
+    client = await start_service(executor={"transfer": "archive"})
     defs = [busybox_def("rooted", UID_AND_COPY, RunAsRoot=True)]
     run, done = await run_chain(client, defs, "rooted", data=b"in")
     assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
     assert uid_logged(done["NodeState"]["n0"]) == "0"
     assert await artifact(client, run["ID"], "out") == b"in"
-
-
-@pytest.fixture(scope="module")
-def image_with_a_user():
-    """An image whose config names its own unprivileged user."""
-    engine = docker.from_env()
-    tag = "pipewell/test-own-user:latest"
-    dockerfile = f"FROM {BUSYBOX}\nUSER 1234:1234\n".encode()
-    engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
-    yield tag
-    try:
-        engine.images.remove(tag)
-    except docker.errors.APIError:
-        pass  # a container of another test run may still use it; it is tiny
-    engine.close()
-
-
-async def test_an_image_with_its_own_user_keeps_it(start_service, image_with_a_user):
-    client = await start_service()
-    defs = [busybox_def("own", UID_AND_COPY, Image=image_with_a_user)]
-    run, done = await run_chain(client, defs, "own", data=b"mine")
-    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
-    assert uid_logged(done["NodeState"]["n0"]) == "1234"
-    assert await artifact(client, run["ID"], "out") == b"mine"
 
 
 async def test_docker_keeps_only_a_capped_copy_of_the_node_logs(start_service):

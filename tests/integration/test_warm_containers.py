@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import os
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import docker
 import docker.errors
 import pytest
 import structlog
 import structlog.testing
+import yaml
 
 from orchestrator.api.resources import SETTINGS
-from orchestrator.warm_pool import (
+from orchestrator.executor.gate import (
     _EXEC_BY_PATH,
     GATE_DIR,
     GATE_SCRIPT,
@@ -27,18 +30,21 @@ from orchestrator.warm_pool import (
     prepare_gate,
     static_busybox,
 )
-from orchestrator.warm_pool import BUSYBOX as BUSYBOX_IN_CONTAINER
+from orchestrator.executor.gate import BUSYBOX as BUSYBOX_IN_CONTAINER
 from tests.helpers import (
     BUSYBOX,
     artifact,
     busybox_def,
     chain_flow,
     containers_left,
+    free_port,
     run_chain,
     running_containers,
+    start_dev,
     submit,
     upload,
     wait_for,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.docker
@@ -226,22 +232,6 @@ async def test_a_gated_program_is_the_images_own_not_a_busybox_applet(start_serv
         await wait_warm(worker_name(client), 1)
 
 
-async def test_cancelling_a_run_kills_the_warm_container_running_it(start_service):
-    client = await start_service()
-    worker = worker_name(client)
-    await run_chain(client, [busybox_def("copy", "cp ${in} ${out}")], "copy")
-    await wait_warm(worker, 2)
-    run = await submit(client, chain_flow("slow"), [busybox_def("slow", "sleep 60")])
-    await upload(client, run, "src", b"x")
-    [container] = await running_containers(run["ID"])
-    assert container.attrs["Labels"]["pipewell.run_id"] == ""  # a warm one
-    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
-    assert response.status == 200, await response.text()
-    done = await wait_for(client, run["ID"], {"STOPPED", "ERROR", "COMPLETE"})
-    assert done["Status"] == "STOPPED"
-    assert await containers_left(run["ID"], 15) == []
-
-
 async def test_a_warm_container_killed_while_waiting_is_not_the_nodes_failure(start_service):
     client = await start_service()
     worker = worker_name(client)
@@ -278,43 +268,8 @@ async def test_warm_containers_expire_and_can_be_turned_off(start_service, tmp_p
     assert await asyncio.to_thread(warm_containers, worker_name(off)) == []
 
 
-@pytest.fixture(scope="module")
-def image_with_an_entrypoint():
-    """An image whose Entrypoint writes its arguments, with a Cmd as the default ones."""
-    import io
-
-    engine = docker.from_env()
-    tag = "pipewell/test-entrypoint:latest"
-    dockerfile = (
-        f"FROM {BUSYBOX}\n"
-        'ENTRYPOINT ["sh", "-c", "echo \\"$*\\" > $OUTPUT_OUT", "entry"]\n'
-        'CMD ["from", "cmd"]\n'
-    ).encode()
-    engine.images.build(fileobj=io.BytesIO(dockerfile), tag=tag, rm=True)
-    yield tag
-    with contextlib.suppress(docker.errors.APIError):
-        engine.images.remove(tag)
-    engine.close()
-
-
-async def test_the_images_entrypoint_and_cmd_apply_as_docker_applies_them(
-    start_service, image_with_an_entrypoint
-):
-    client = await start_service()
-    given = busybox_def("given", "x 'y z'", Image=image_with_an_entrypoint)
-    default = busybox_def("default", Image=image_with_an_entrypoint)
-    for _ in range(2):  # cold, then warm
-        run, done = await run_chain(client, [given], "given")
-        assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
-        assert await artifact(client, run["ID"], "out") == b"x y z\n"
-        run, done = await run_chain(client, [default], "default")
-        assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
-        assert await artifact(client, run["ID"], "out") == b"from cmd\n"
-        await wait_warm(worker_name(client), 1)
-
-
-def test_without_a_static_busybox_attempts_run_ungated_and_the_log_says_why(tmp_path, monkeypatch):
-    import orchestrator.executor as executor_module
+def test_without_a_static_busybox_attempts_run_plain_and_the_log_says_why(tmp_path, monkeypatch):
+    import orchestrator.executor.docker_executor as executor_module
     from orchestrator.config import ExecutorSettings
 
     monkeypatch.setattr(executor_module, "static_busybox", lambda: None)
@@ -326,6 +281,90 @@ def test_without_a_static_busybox_attempts_run_ungated_and_the_log_says_why(tmp_
             )
     finally:
         engine.close()
-    assert made.busybox is None and made.pool is None
-    [warning] = [e for e in logged if e["event"] == "warm_containers_off"]
-    assert "busybox-static" in warning["fix"]
+    assert made.launch == "plain" and made.spares() == []
+    [warning] = [e for e in logged if e["event"] == "launch_plain"]
+    assert "busybox-static" in warning["fix"] and "busybox" in warning["reason"]
+
+
+def worker_containers(worker: str) -> list[dict]:
+    """Every container of the worker named ``worker``, any state (sparse listing)."""
+    engine = docker.from_env()
+    try:
+        found = engine.containers.list(
+            all=True, sparse=True, filters={"label": f"pipewell.worker={worker}"}
+        )
+        return [c.attrs for c in found]
+    finally:
+        engine.close()
+
+
+async def run_copy_on(session: aiohttp.ClientSession, base: str, data: bytes = b"x") -> None:
+    body = {"Flow": chain_flow("copy"), "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}
+    async with session.post(f"{base}/api/v1/flow/test", json=body) as response:
+        run = await response.json()
+    async with session.put(run["WaitingURLs"][0]["PutURL"], data=data) as response:
+        assert response.status == 200
+    for _ in range(300):
+        async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
+            if (await response.json())["Status"] == "COMPLETE":
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the copy run did not complete")
+
+
+def dev_config(tmp_path: Path, worker: str, **executor: object) -> str:
+    config = tmp_path / f"{worker}.yaml"
+    config.write_text(yaml.safe_dump({"worker": {"name": worker}, "executor": executor}))
+    return str(config)
+
+
+async def test_a_graceful_stop_leaves_no_spare_behind(tmp_path):
+    """SIGTERM right after a run, while its replacement spares are being made."""
+    async with aiohttp.ClientSession() as session:
+        for attempt in range(3):
+            worker, port = f"test-stop-{attempt}-{free_port()}", free_port()
+            base = f"http://127.0.0.1:{port}"
+            with (tmp_path / f"service-{attempt}.log").open("ab") as log:
+                process = start_dev(
+                    tmp_path / f"data-{attempt}",
+                    port,
+                    log,
+                    "--config",
+                    dev_config(tmp_path, worker),
+                )
+                try:
+                    await wait_healthy(session, base)
+                    await run_copy_on(session, base)
+                finally:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    await asyncio.to_thread(process.wait, 30)
+            assert await asyncio.to_thread(worker_containers, worker) == []
+
+
+async def test_spares_of_a_killed_service_are_removed_by_any_other(start_service, tmp_path):
+    """Nobody restarts the killed service on its data dir: its spares must still go."""
+    worker, port = f"test-killed-{free_port()}", free_port()
+    base = f"http://127.0.0.1:{port}"
+    with (tmp_path / "service.log").open("ab") as log:
+        process = start_dev(
+            tmp_path / "killed", port, log, "--config", dev_config(tmp_path, worker, warm_idle=1)
+        )
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, base)
+                await run_copy_on(session, base)
+            spares = await wait_warm(worker, 1)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            await asyncio.to_thread(process.wait, 30)
+    # Each gives up at its deadline (warm_idle + 10 s) and exits...
+    deadline = time.monotonic() + 30
+    while any(c["State"] == "running" for c in await asyncio.to_thread(warm_containers, worker)):
+        assert time.monotonic() < deadline, "a spare of the killed service is still waiting"
+        await asyncio.sleep(0.5)
+    left = await asyncio.to_thread(warm_containers, worker)
+    assert {c["Id"] for c in spares} <= {c["Id"] for c in left}
+    assert all(c["State"] == "exited" for c in left), left
+    # ...and a service of another identity on the engine removes it when it starts.
+    await start_service(tmp_path / "other")
+    assert await asyncio.to_thread(worker_containers, worker) == []

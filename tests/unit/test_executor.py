@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.executor import UNPRIVILEGED_USER, container_user
+from orchestrator.executor.spec import UNPRIVILEGED_USER, container_user
 from orchestrator.models import NodeDef
 
 

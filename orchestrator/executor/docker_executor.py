@@ -1,0 +1,288 @@
+"""Runs one attempt of one node as a Docker container (the node contract).
+
+inputs opened → image → launched (gated or plain) → wait (killed at the
+timeout) → outputs up → container and files removed, whatever happened.
+
+Everything here blocks (the ``docker`` and ``requests`` clients do): the worker
+calls :meth:`DockerExecutor.run` from a bounded thread pool, never on the event
+loop. Errors become failed attempts (orchestrator.executor.errors), naming the
+component that failed (the Docker engine or the store); nothing here raises past
+``run``. An attempt whose Docker engine stopped answering comes back with
+``engine_down`` set: the worker then waits for the engine, and the attempt is not
+counted against the node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import docker
+import docker.errors
+import structlog
+
+from orchestrator import command
+from orchestrator.config import ExecutorSettings
+from orchestrator.errors import ConfigError
+from orchestrator.executor import spec
+from orchestrator.executor.errors import (
+    AttemptFailed,
+    EngineUnreachable,
+    step,
+    tolerated,
+)
+from orchestrator.executor.gate import static_busybox
+from orchestrator.executor.gated import GatedLauncher
+from orchestrator.executor.housekeeping import Housekeeping, InFlight
+from orchestrator.executor.images import Images
+from orchestrator.executor.launcher import Attempt, Launcher, LaunchKit
+from orchestrator.executor.plain import PlainLauncher
+from orchestrator.executor.protocol import Cleanup, Emit, LaunchMode
+from orchestrator.executor.transfers import OpenInput, Transfers
+from orchestrator.messages import AttemptResult, SpareCount, Task
+from orchestrator.tiers import TIERS, Tier
+
+log = structlog.get_logger(__name__)
+
+
+def connect_docker(settings: ExecutorSettings, connections: int) -> docker.DockerClient:
+    """A client of the Docker engine of ``DOCKER_HOST`` (or the local socket), checked.
+
+    Blocks: call it off the event loop. ConfigError saying what to do if unreachable.
+    """
+    try:
+        client = docker.from_env(timeout=int(settings.docker_timeout), max_pool_size=connections)
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise ConfigError(
+            f"cannot reach the Docker engine ({exc}); start dockerd (make setup does) "
+            "or set worker.enabled: false to run without a local worker"
+        ) from exc
+    return client
+
+
+def engine_is_local(client: docker.DockerClient) -> bool:
+    """Whether the engine shares our filesystem (a unix socket), so bind mounts see our files."""
+    return str(client.api.base_url).startswith("http+docker://")
+
+
+class DockerExecutor:
+    """Executes tasks on one Docker engine (implements orchestrator.executor.Executor)."""
+
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: ExecutorSettings,
+        worker: str,
+        worker_id: str,
+        work_dir: Path,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.worker_id = worker_id
+        # mount: each attempt's files live in a host directory bind-mounted into the
+        # container; archive: they are copied in and out through the Engine API.
+        transfer = settings.transfer
+        if transfer == "auto":
+            transfer = "mount" if engine_is_local(client) else "archive"
+        mount_root: Path | None = None
+        if transfer == "mount":
+            mount_root = work_dir.resolve() / "attempts"
+            mount_root.mkdir(parents=True, exist_ok=True)
+        self.in_flight = InFlight()
+        self.housekeeping = Housekeeping(client, worker_id, mount_root, self.in_flight)
+        self.transfers = Transfers(settings)
+        self.images = Images(client, settings)
+        kit = LaunchKit(
+            client, settings, worker, worker_id, mount_root, self.transfers, self.housekeeping
+        )
+        self.launcher = _launcher(kit)
+        self.launch: LaunchMode = self.launcher.mode
+        self._aborting = threading.Event()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def open(self) -> None:
+        self.launcher.open()
+
+    def close(self) -> int:
+        """Stop making spares and remove them (waiting for one being made); how many."""
+        return self.launcher.close()
+
+    def abort_all(self) -> int:
+        """Shutting down: kill this worker's containers so their attempts end now.
+
+        The aborted attempts report nothing; the scheduler dispatches their
+        nodes again when it resumes.
+        """
+        self._aborting.set()
+        self.launcher.close()
+        return self.housekeeping.kill_all()
+
+    def spares(self) -> list[SpareCount]:
+        ready: Counter[tuple[str, str]] = Counter()
+        for shape, count in self.launcher.spares().items():
+            ready[(shape.image, shape.tier)] += count
+        return [SpareCount(image=i, tier=t, ready=n) for (i, t), n in sorted(ready.items())]
+
+    # ------------------------------------------------------------ housekeeping
+
+    def kill_run(self, run_id: str) -> int:
+        """Kill this worker's containers of a run that has ended; their attempts then end."""
+        return self.housekeeping.kill_run(run_id)
+
+    def ping(self) -> str | None:
+        return self.housekeeping.ping()
+
+    def reconnect(self) -> str | None:
+        """After an outage: None once the engine answers and leftovers are removed, else why not."""
+        problem = self.ping()
+        if problem is not None:
+            return problem
+        try:
+            removed = self.remove_leftovers()
+        except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
+            return f"{type(exc).__name__}: {exc}"
+        log.info("docker_engine_back", removed_leftovers=removed)
+        return None
+
+    def remove_leftovers(self) -> int:
+        return self.housekeeping.remove_leftovers()
+
+    def remove_containers_of(self, worker_ids: set[str]) -> int:
+        return self.housekeeping.remove_containers_of(worker_ids)
+
+    def remove_expired_spares(self) -> int:
+        return self.housekeeping.remove_expired_spares()
+
+    # ------------------------------------------------------------ one attempt
+
+    def run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Cleanup]:
+        """Run one attempt to its end; never raises, the result says what happened.
+
+        Returns the result and a cleanup that removes the container and says how
+        long that took: the caller reports the result first, then cleans up, so
+        removal is not on the flow's critical path.
+        """
+        attempt = Attempt(task)
+        timings = attempt.timings
+        result = AttemptResult(
+            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
+        )
+        inputs: list[OpenInput] = []
+        try:
+            spec.check_names(task)
+            tier = TIERS[task.tier]
+            with timings("input_transfer"):
+                for input_spec in task.inputs:
+                    inputs.append(self.transfers.open_input(input_spec))
+            paths = spec.Paths(
+                inputs={i.spec.name: command.input_path(i.spec.name, i.suffix) for i in inputs},
+                outputs={o.name: command.output_path(o.name, o.suffix) for o in task.outputs},
+            )
+            with timings("create"):
+                image = self.images.get(task, emit)
+            self.launcher.launch(attempt, tier, image, inputs, paths, emit)
+            assert attempt.container_id is not None and attempt.workspace is not None
+            if self.in_flight.run_ended(task.run_id):
+                with tolerated("kill", "the container may have exited already"):
+                    self.client.api.kill(attempt.container_id)
+            with timings("run"):
+                exit_code = self._wait(attempt)
+            if self._aborting.is_set():
+                raise AttemptFailed("the worker is shutting down; the node will run again")
+            if exit_code != 0:
+                raise AttemptFailed(self._exit_message(attempt, exit_code, tier))
+            with timings("output_transfer"):
+                for output in task.outputs:
+                    result.outputs[output.name] = attempt.workspace.take_output(
+                        output, paths.outputs[output.name]
+                    )
+            result.ok = True
+        except AttemptFailed as failure:
+            result.error, result.retryable = failure.message, failure.retryable
+            # A Docker call got no answer. If the engine is down that is not the
+            # node's failure (and the node runs again once it is back); if it
+            # answers again, the failure counts like any other.
+            result.engine_down = isinstance(failure, EngineUnreachable) and self.ping() is not None
+        except Exception as exc:  # a bug of ours must still end the attempt, not the worker
+            log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
+            result.error = f"internal error in the worker: {type(exc).__name__}: {exc}"
+        finally:
+            for item in inputs:
+                item.close()
+        result.timings = timings.totals
+
+        def cleanup() -> float:
+            began = time.perf_counter()
+            directory = attempt.workspace.directory if attempt.workspace is not None else None
+            if attempt.attempt_id:
+                self.housekeeping.dispose(attempt.container_id, directory, attempt.attempt_id)
+            return time.perf_counter() - began
+
+        return result, cleanup
+
+    def _wait(self, attempt: Attempt) -> int:
+        task, container_id, pump = attempt.task, attempt.container_id, attempt.pump
+        assert container_id is not None and pump is not None
+        began = time.monotonic()
+        try:
+            with step("waiting for the container", engine=True):
+                status = self.client.api.wait(container_id, timeout=task.timeout)
+        except EngineUnreachable:
+            if time.monotonic() - began < task.timeout:
+                raise  # too early for our timeout: the connection to the engine broke
+            with tolerated("kill", "the container may have ended as its time ran out"):
+                self.client.api.kill(container_id)
+            pump.join(5)
+            raise AttemptFailed(
+                f"timed out after {task.timeout:g} s (the NodeDef's Timeout); container killed"
+            ) from None
+        pump.join(10)
+        return int(status.get("StatusCode", -1))
+
+    def _exit_message(self, attempt: Attempt, exit_code: int, tier: Tier) -> str:
+        assert attempt.container_id is not None and attempt.pump is not None
+        try:
+            # An engine going down kills its containers: their exit is not the node's
+            # failure, and an unanswered inspect says so (EngineUnreachable).
+            with step("inspect the exited container", engine=True):
+                state = self.client.api.inspect_container(attempt.container_id)["State"]
+            oom = bool(state.get("OOMKilled"))
+        except EngineUnreachable:
+            raise
+        except AttemptFailed:  # the engine no longer has it: the exit code says enough
+            oom = False
+        if oom:
+            return (
+                f"out of memory (limit {tier.memory_mib} MiB, tier {tier.name}); "
+                f"exit code {exit_code}"
+            )
+        message = f"command exited with code {exit_code}"
+        if exit_code == 137:
+            message += " (killed by SIGKILL)"
+        if attempt.pump.stderr_tail:
+            message += f": {attempt.pump.stderr_tail[-1][:500]}"
+        return message
+
+
+def _launcher(kit: LaunchKit) -> Launcher:
+    """The launcher ``executor.launch`` asks for; plain, saying why, when gated cannot work."""
+    if kit.settings.launch == "plain":
+        return PlainLauncher(kit)
+    busybox = static_busybox()
+    if kit.mount_root is not None and busybox is not None:
+        return GatedLauncher(kit, busybox)
+    if kit.mount_root is None:
+        reason = "the Docker engine is not on this machine (executor.transfer: archive)"
+        fix = "set executor.launch: plain for this worker to silence this"
+    else:
+        reason = "no statically linked busybox at /bin/busybox or /usr/bin/busybox"
+        fix = "install Debian's busybox-static (make setup does), or set executor.launch: plain"
+    log.warning("launch_plain", asked="gated", reason=reason, fix=fix)
+    return PlainLauncher(kit)
+
+
+__all__ = ["DockerExecutor", "connect_docker", "engine_is_local"]
