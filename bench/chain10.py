@@ -63,19 +63,25 @@ def run(quick: bool) -> list[dict[str, Any]]:
     engine = docker.from_env()
     ours: list[float] = []
     cold: list[float] = []
+    plain: list[float] = []
     cli: list[float] = []
     sdk: list[float] = []
     try:
         with (
             Service(label="chain10") as service,
             Service(config={"executor": {"warm_containers": 0}}, label="chain10-cold") as unwarmed,
+            Service(
+                config={"executor": {"launch": "plain"}}, label="chain10-plain"
+            ) as plain_service,
         ):
             # Warm-up, not counted: the first container of a process run pays for cold
             # caches in Docker and in the service alike.
             _pipewell(service, length=1)
             _pipewell(unwarmed, length=1)
+            _pipewell(plain_service, length=1)
             service.settle()
             unwarmed.settle()
+            plain_service.settle()
             _docker_cli(1)
             _docker_sdk(engine, 1)
             progress("chain10: warm-up done (one node each, one docker run, one SDK container)")
@@ -86,19 +92,24 @@ def run(quick: bool) -> list[dict[str, Any]]:
                 elapsed, last_cold = _pipewell(unwarmed)
                 cold.append(elapsed)
                 unwarmed.settle()
+                elapsed, last_plain = _pipewell(plain_service)
+                plain.append(elapsed)
+                plain_service.settle()
                 cli.append(_docker_cli())
                 sdk.append(_docker_sdk(engine))
                 progress(
                     f"chain10 round {number + 1}/{rounds}: pipewell {ours[-1]:.2f} s, "
-                    f"without warm containers {cold[-1]:.2f} s, "
+                    f"without warm containers {cold[-1]:.2f} s, plain {plain[-1]:.2f} s, "
                     f"docker run x10 {cli[-1]:.2f} s, SDK x10 {sdk[-1]:.2f} s"
                 )
             phases = _phases(service, last["ID"])
             cold_phases = _phases(unwarmed, last_cold["ID"])
+            plain_phases = _phases(plain_service, last_plain["ID"])
     finally:
         engine.close()
     progress(f"chain10: seconds per phase summed over the 10 nodes of the last run: {phases}")
     progress(f"chain10: the same without warm containers: {cold_phases}")
+    progress(f"chain10: the same launched plain: {plain_phases}")
     return [
         ratio_row(
             "chain10 (10 nodes, submit to COMPLETE)",
@@ -122,5 +133,13 @@ def run(quick: bool) -> list[dict[str, Any]]:
             baseline="10 x SDK create/start/wait/remove",
             target=None,
             phases_last_run=cold_phases,
+        ),
+        ratio_row(
+            "chain10 launched plain (executor.launch: plain) vs the Docker SDK",
+            plain,
+            sdk,
+            baseline="10 x SDK create/start/wait/remove",
+            target=None,
+            phases_last_run=plain_phases,
         ),
     ]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import docker
 import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
@@ -16,6 +18,40 @@ from orchestrator.api.app import create_app
 from tests.helpers import CHROMIUM, CHROMIUM_ARGS, free_port, prewarm, service_settings
 
 StartService = Callable[..., Awaitable[TestClient]]
+
+#: When this test session began (Unix seconds): containers made since are its own.
+SESSION_BEGAN = time.time()
+#: Seconds a container of the session may take to go once the last test ended.
+LEFTOVER_GRACE = 10.0
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session if its tests left a container of Pipewell's behind (any state).
+
+    Every service a test starts removes what it made when it stops, and spares of
+    a killed one are removed by the next service on the engine (their deadline):
+    a container still here means something leaks.
+    """
+    if not any(item.get_closest_marker("docker") for item in session.items):
+        return
+    deadline = time.monotonic() + LEFTOVER_GRACE
+    while (left := _session_containers()) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        names = ", ".join(f"{c['Names'][0].lstrip('/')} ({c['State']})" for c in left)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"containers left behind by the tests: {names}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def _session_containers() -> list[dict[str, Any]]:
+    engine = docker.from_env()
+    try:
+        found = engine.api.containers(all=True, filters={"name": "pipewell-"})
+    finally:
+        engine.close()
+    return [c for c in found if c["Created"] >= SESSION_BEGAN - 1]
 
 
 @pytest.fixture

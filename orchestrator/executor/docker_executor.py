@@ -115,10 +115,10 @@ class DockerExecutor:
         """Shutting down: kill this worker's containers so their attempts end now.
 
         The aborted attempts report nothing; the scheduler dispatches their
-        nodes again when it resumes.
+        nodes again when it resumes. Spares are killed too (they carry this
+        worker's identity); ``close`` then removes them.
         """
         self._aborting.set()
-        self.launcher.close()
         return self.housekeeping.kill_all()
 
     def spares(self) -> list[SpareCount]:

@@ -151,6 +151,7 @@ class Housekeeping:
         if container_id is not None:
             self.remove(container_id)
         if directory is not None:
+            # What cannot go now (a file still held open) goes with remove_leftovers.
             shutil.rmtree(directory, ignore_errors=True)
         self.in_flight.forget(attempt_id, container_id)
 
@@ -178,6 +179,7 @@ class Housekeeping:
         if self.mount_root is not None:
             for stale in self.mount_root.iterdir():
                 if stale.name not in live:
+                    # Best effort, as in dispose: the next clean-up tries again.
                     shutil.rmtree(stale, ignore_errors=True)
         removed = 0
         for container in self._own_containers():

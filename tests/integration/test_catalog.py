@@ -57,7 +57,7 @@ def flow_of(source: NodeSource) -> dict:
 
 
 async def run_node_of(client, source: NodeSource) -> dict:  # type: ignore[no-untyped-def]
-    client.server.app[WORKER].executor.images.nodes_dir = source.directory.parent
+    client.server.app[WORKER].executor.images.builder.nodes_dir = source.directory.parent
     defs = [{"Publisher": "test", "Name": "n", "Image": source.image, "MaxAttempts": 1}]
     run = await submit(client, flow_of(source), defs)
     return await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=100)

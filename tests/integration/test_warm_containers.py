@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ from tests.helpers import (
     chain_flow,
     containers_left,
     free_port,
+    prewarm,
     run_chain,
     running_containers,
     start_dev,
@@ -368,3 +370,24 @@ async def test_spares_of_a_killed_service_are_removed_by_any_other(start_service
     # ...and a service of another identity on the engine removes it when it starts.
     await start_service(tmp_path / "other")
     assert await asyncio.to_thread(worker_containers, worker) == []
+
+
+async def test_workers_and_metrics_show_the_launch_mode_and_the_spares(start_service, tmp_path):
+    gated = await start_service()
+    await prewarm(gated.session, str(gated.make_url("")).rstrip("/"), busybox_def("copy"))
+    [worker] = (await (await gated.get("/api/v1/workers")).json())["workers"]
+    assert worker["launch"] == "gated"
+    ready = {(s["image"], s["tier"]): s["ready"] for s in worker["spares"]}
+    assert ready[(BUSYBOX, "c-small")] >= 1
+    metrics = await (await gated.get("/metrics")).text()
+    gauge = re.search(
+        rf'^pipewell_warm_containers{{image="{BUSYBOX}",tier="c-small"}} (\S+)$', metrics, re.M
+    )
+    assert gauge is not None and float(gauge.group(1)) >= 1, metrics
+
+    plain = await start_service(tmp_path / "plain", executor={"launch": "plain"})
+    _run, done = await run_chain(plain, [busybox_def("copy", "cp ${in} ${out}")], "copy")
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+    [worker] = (await (await plain.get("/api/v1/workers")).json())["workers"]
+    assert worker["launch"] == "plain" and worker["spares"] == []
+    assert "\npipewell_warm_containers{" not in await (await plain.get("/metrics")).text()

@@ -17,6 +17,8 @@ from orchestrator.errors import ConfigError
         ({"storage": {"stores": {"default": {"type": "local"}}}}, "not 'default'"),
         ({"storage": {"stores": {"../up": {"type": "local"}}}}, "store name '../up'"),
         ({"worker": {"tiers": ["m-4xlarge"], "memory": "1g"}}, "cannot hold m-4xlarge"),
+        ({"executor": {"launch": "gated", "transfer": "archive"}}, "set launch: plain"),
+        ({"executor": {"launch": "warm"}}, "'gated' or 'plain'"),
     ],
 )
 def test_settings_that_cannot_work_are_refused(overrides, says):
@@ -29,3 +31,8 @@ def test_a_flag_section_merges_into_the_files(tmp_path):
     config.write_text("queue: {url: 'redis://a:6379/0', reclaim_after: 7}\n")
     settings = load_settings(config, queue={"url": "redis://b:6379/0"})
     assert (settings.queue.url, settings.queue.reclaim_after) == ("redis://b:6379/0", 7)
+
+
+def test_archive_transfers_alone_launch_plain():
+    assert load_settings(None, executor={"transfer": "archive"}).executor.launch == "plain"
+    assert load_settings(None).executor.launch == "gated"
