@@ -27,8 +27,8 @@ status.
         └── DataDirUnwritable  it cannot be written (immutable, read-only, permissions)
 
 Store errors live in ``storage`` (StoreError and children) and have their own
-rows in the API's table; Docker errors are translated inside the executor into
-failed attempts, never raised here.
+rows in the API's table; Docker errors are translated into failed attempts in
+one place, ``orchestrator.executor.errors``, and never raised here.
 """
 
 from __future__ import annotations

@@ -117,8 +117,8 @@ class WorkerHeartbeat(BaseModel):
     memory: int = 0
     slots: int = 0
     running: list[str] = Field(default_factory=list)  # Task.key of its attempts
-    # How its attempts start: "gated" (in containers started ahead) or "plain".
-    launch: str = "plain"
+    # How its attempts start: in containers started ahead, or one created per attempt.
+    launch: Literal["gated", "plain"] = "plain"
     spares: list[SpareCount] = Field(default_factory=list)
     sent_at: float = 0.0  # time.time() on the worker
 

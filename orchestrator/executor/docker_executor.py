@@ -81,6 +81,7 @@ class DockerExecutor:
     ) -> None:
         self.client = client
         self.settings = settings
+        self.worker = worker
         self.worker_id = worker_id
         # mount: each attempt's files live in a host directory bind-mounted into the
         # container; archive: they are copied in and out through the Engine API.
@@ -145,7 +146,7 @@ class DockerExecutor:
             removed = self.remove_leftovers()
         except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
             return f"{type(exc).__name__}: {exc}"
-        log.info("docker_engine_back", removed_leftovers=removed)
+        log.info("docker_engine_back", worker=self.worker, removed_leftovers=removed)
         return None
 
     def remove_leftovers(self) -> int:
