@@ -14,8 +14,32 @@ import sys
 from typing import Literal, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 LogFormat = Literal["auto", "json", "console"]
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a request its parser refused, at error level, with the raw line it
+    choked on: an API key (``Authorization``, ``x-api-key``) or a presigned URL's
+    signature may be in it. The line says what was wrong and from where, never what.
+
+    A client's malformed request is not the service's error: logged at info.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        refused = record.exc_info[1] if record.exc_info else None
+        if isinstance(refused, HttpProcessingError):
+            # The first line names the fault ("Invalid header value char"); the
+            # raw bytes follow it on the next ones.
+            reason = (refused.message or "").strip().split("\n", 1)[0].rstrip(": ")
+            remote = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg = "malformed request from %s refused: %s: %s"
+            record.args = (remote, type(refused).__name__, reason[:200])
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
 
 
 def configure_logging(
@@ -56,6 +80,9 @@ def configure_logging(
     # and urllib3's retry warnings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+        server.addFilter(_MalformedRequests())
 
 
 __all__ = ["LogFormat", "configure_logging"]

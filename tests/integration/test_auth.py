@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import os
 import re
+import signal
 
+import aiohttp
 import pytest
 
 from orchestrator.cli import main
-from tests.helpers import busybox_def, chain_flow, create_key
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    create_key,
+    free_port,
+    start_dev,
+    wait_healthy,
+)
 
 
 async def test_keys_guard_every_endpoint_but_health_and_presigned_urls(
@@ -158,3 +169,34 @@ async def test_another_tenants_flows_runs_and_tasks_are_not_found(start_service,
     assert (await client.get(f"/api/v1/task/{task['id']}", headers=acme)).status == 200
     response = await client.delete(f"/api/v1/flows/{graph}", headers=globex)
     assert response.status == 404
+
+
+async def test_a_key_in_a_malformed_request_never_reaches_the_log(tmp_path, capsys):
+    """aiohttp's parser logged the raw line it refused: a key, or a URL's signature."""
+    data_dir, port = tmp_path / "data", free_port()
+    raw = create_key(capsys, data_dir, "laptop")
+    requests = [
+        f"GET /api/v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {raw}\x00\r\n\r\n",
+        f"GET /api/v1/runs HTTP/1.1\r\nHost: x\r\nx-api-key: {raw}\rx\r\n\r\n",
+        f"GET /objects/k?signature={raw}\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ]
+    log_path = tmp_path / "service.log"
+    with log_path.open("ab") as log:
+        process = start_dev(data_dir, port, log, "--auth", "required")
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, f"http://127.0.0.1:{port}")
+            for request in requests:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(request.encode("latin-1"))
+                await writer.drain()
+                assert (await reader.readline()).startswith(b"HTTP/1.0 400")
+                writer.close()
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+    written = log_path.read_text(errors="replace")
+    assert raw not in written and raw[:16] not in written
+    refused = [json.loads(line) for line in written.splitlines() if "malformed request" in line]
+    assert [line["level"] for line in refused] == ["info"] * 3, written
+    assert "Invalid header value char" in refused[0]["event"]
