@@ -29,7 +29,8 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 MAX_YAML_NODES = 100_000
 #: Levels of nested objects and arrays a body may have.
 MAX_DEPTH = 64
-#: Bodies larger than this are parsed in a thread, so other requests go on meanwhile.
+#: JSON bodies larger than this (and every YAML one) are parsed in a thread, so other
+#: requests go on meanwhile.
 PARSE_INLINE_BYTES = 64 * 1024
 # Parsing is CPU-bound: two threads at most, whatever the number of requests.
 _parsers = ThreadPoolExecutor(2, thread_name_prefix="pipewell-parse")
@@ -85,9 +86,18 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number; send a finite number")
 
 
-def _check_depth(value: Any) -> None:
+def _check_shape(value: Any) -> None:
+    """Refuse nesting over MAX_DEPTH, and strings that are not text (lone surrogates).
+
+    JSON's ``\\ud800`` escape, alone, decodes to a string no file, argv or
+    database can hold: refused here, not when a node's attempt writes it.
+    """
     level: list[Any] = [value]
     for _ in range(MAX_DEPTH + 1):
+        for item in level:
+            for text in item.keys() if isinstance(item, dict) else (item,):
+                if isinstance(text, str) and not text.isascii():
+                    _check_text(text)
         level = [
             child
             for item in level
@@ -99,6 +109,17 @@ def _check_depth(value: Any) -> None:
     raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep")
 
 
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = f"\\u{ord(text[exc.start]):04x}"
+        raise ValueError(
+            f"a string holds a lone surrogate ({bad}), which is not text; send UTF-8, "
+            "or a surrogate pair for a character beyond U+FFFF"
+        ) from None
+
+
 def parse_body(body: bytes, kind: str) -> Any:
     """The JSON or YAML document in ``body``; ValueError saying why it cannot be read."""
     try:
@@ -108,7 +129,7 @@ def parse_body(body: bytes, kind: str) -> Any:
             value = json.loads(body, parse_constant=_no_constants)
     except RecursionError:
         raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep") from None
-    _check_depth(value)
+    _check_shape(value)
     return value
 
 
@@ -135,7 +156,9 @@ async def read_json(request: web.Request, *, yaml_ok: bool = False) -> Any:
     kind = body_kind(request, yaml_ok=yaml_ok)
     body = await request.read()
     try:
-        if len(body) <= PARSE_INLINE_BYTES:
+        # YAML's parser is pure Python and slow on a hostile document (deep nesting
+        # takes a second in 64 KiB): never on the event loop. JSON's is C.
+        if kind == "json" and len(body) <= PARSE_INLINE_BYTES:
             return parse_body(body, kind)
         return await asyncio.get_running_loop().run_in_executor(_parsers, parse_body, body, kind)
     except (yaml.YAMLError, ValueError) as exc:
