@@ -48,6 +48,10 @@ from orchestrator.validation.wells import (
 )
 from storage import S3_PARAMS
 
+#: How long a flow's own store may make the service wait: seconds to connect and to
+#: read, and tries per call (the service's own stores take what the operator sets).
+FLOW_STORE_BOUNDS = {"connect_timeout": 5, "read_timeout": 30, "max_attempts": 3}
+
 _TIER_EXAMPLES = ("c-nano", "c-small", "c-large", "m-small", "gn-small")
 
 
@@ -307,6 +311,7 @@ class _Validator:
                     field=f"{where}.Params.{secret}",
                     **about,
                 )
+        self.check_flow_store_bounds(store, where)
         for param in ("endpoint_url", "public_endpoint_url"):
             endpoint = params.get(param)
             if endpoint is None and param == "public_endpoint_url":
@@ -319,6 +324,38 @@ class _Validator:
                     field=f"{where}.Params.{param}",
                     **about,
                 )
+
+    def check_flow_store_bounds(self, store: StoreInput, where: str) -> None:
+        """A flow's store may not hold the service's threads (or its shutdown) for long.
+
+        Its calls run on the service's threads: each try is bounded, and so are the
+        tries; it may not create buckets (its owner does that, once).
+        """
+        params, about = store.params, {"store": store.name}
+        for param, most in FLOW_STORE_BOUNDS.items():
+            value = params.get(param)
+            if value is None:
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 < value <= most
+            ):
+                self.error(
+                    "STORE_006",
+                    f"s3 store {store.name!r}: Params.{param} must be a number over 0 and at most "
+                    f"{most:g} for a flow's own store (got {str(value)[:40]!r})",
+                    field=f"{where}.Params.{param}",
+                    **about,
+                )
+        if params.get("create_bucket") not in (None, False):
+            self.error(
+                "STORE_006",
+                f"s3 store {store.name!r}: a flow's own store may not create its bucket; create "
+                f"{params.get('bucket')!r} once with your own tools and leave out create_bucket",
+                field=f"{where}.Params.create_bucket",
+                **about,
+            )
 
     def store_choices(self) -> list[str]:
         operator = sorted(self.stores.operator_stores - {DEFAULT_STORE})

@@ -48,8 +48,9 @@ CODES: dict[str, str] = {
     "STORE_004": "a declared store is not used (warning)",
     "STORE_005": "two stores share one Name, or a flow's store takes the name of one of the "
     "service's (ours)",
-    "STORE_006": "a store the flow may not declare: local, without its own credentials, or on "
-    "an endpoint the operator does not allow (ours)",
+    "STORE_006": "a store the flow may not declare: local, without its own credentials, on "
+    "an endpoint the operator does not allow, creating its bucket, or with timeouts or tries "
+    "past the service's bounds (ours)",
     "TYPE_001": "invalid MIME type in a NodeDef's Type",
     "TYPE_002": "empty Type list in a NodeDef",
 }

@@ -688,6 +688,12 @@ def test_operator_stores_are_named_without_being_declared():
             "Params.public_endpoint_url",
             "must be one of the endpoints",
         ),
+        # A dead endpoint must not hold the service's threads (or its shutdown) for long.
+        (s3_store("s", max_attempts=1000000), FLOW_STORES, "Params.max_attempts", "at most 3"),
+        (s3_store("s", connect_timeout=1000), FLOW_STORES, "Params.connect_timeout", "at most 5"),
+        (s3_store("s", read_timeout="60"), FLOW_STORES, "Params.read_timeout", "a number"),
+        (s3_store("s", connect_timeout=0), FLOW_STORES, "Params.connect_timeout", "over 0"),
+        (s3_store("s", create_bucket=True), FLOW_STORES, "Params.create_bucket", "create"),
     ],
 )
 def test_store_006_what_a_flow_may_not_declare(store, policy, field, says):
@@ -812,3 +818,9 @@ def test_default_store_name():
     assert default_store_name(submission([]).flow) == "default"
     stores = [{"Name": "disk", "Type": "local"}]
     assert default_store_name(submission([], Stores=stores, DefaultStore="disk").flow) == "disk"
+
+
+def test_a_flow_store_within_the_bounds_is_accepted():
+    store = s3_store("s", connect_timeout=2, read_timeout=30, max_attempts=3, create_bucket=False)
+    sub = one_node_flow(UPLOAD, {**SINK, "Store": "s"}, Stores=[store])
+    assert check(sub, stores=FLOW_STORES).ok
