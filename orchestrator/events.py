@@ -1,51 +1,127 @@
 """Per-run event bus feeding Server-Sent Events.
 
-Subscribers get their own bounded queue; a subscriber too slow to keep up
-loses intermediate events, never the final one (``end``), and never slows the
-engine down.
+What one subscriber may hold is bounded in bytes, whatever the run's size and
+however slowly it reads: its log lines up to ``log_bytes`` (later ones are
+dropped, and counted), and of the run's snapshots only the latest (a reader that
+fell behind skips to the present, it does not replay every change), then the
+end. A slow subscriber never slows the engine down nor holds what the others
+have read. An event is made once for all subscribers, and only when the run
+has any: a run nobody watches costs no snapshot per change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+import json
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+#: Bytes of log lines one subscriber may have waiting before later ones are dropped.
+LOG_BYTES = 1024 * 1024
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
 class Event:
-    name: str  # "status" | "log" | "end"
-    data: dict[str, Any]
+    """One event, shared by every subscriber: its data, its JSON and its model made once."""
+
+    def __init__(self, name: str, data: dict[str, Any]) -> None:
+        self.name = name  # "status" | "log" | "end"
+        self.data = data
+        self._decoded: Any = None
+
+    def decoded(self, decode: Callable[[dict[str, Any]], T]) -> T:
+        """``decode(data)``, made by the first subscriber that asks (one decoder per bus)."""
+        if self._decoded is None:
+            self._decoded = decode(self.data)
+        return self._decoded  # type: ignore[no-any-return]
+
+    @cached_property
+    def json(self) -> str:
+        """The data as compact JSON, as every stream writes it (made once, for all)."""
+        return json.dumps(self.data, separators=(",", ":"), default=str)
+
+    @property
+    def size(self) -> int:
+        """What a log line weighs against LOG_BYTES (its text, and room for its fields)."""
+        return len(str(self.data.get("message", ""))) + 128
+
+
+class Subscriber:
+    """What one reader has not read yet: log lines in order, the latest snapshot, the end."""
+
+    def __init__(self, log_bytes: int) -> None:
+        self.log_bytes = log_bytes
+        self.dropped_lines = 0
+        self._lines: deque[Event] = deque()
+        self._line_bytes = 0
+        self._status: Event | None = None
+        self._end: Event | None = None
+        self._ready = asyncio.Event()
+
+    def offer(self, event: Event) -> None:
+        if event.name == "log":
+            if self._line_bytes + event.size > self.log_bytes:
+                self.dropped_lines += 1
+                return
+            self._lines.append(event)
+            self._line_bytes += event.size
+        elif event.name == "end":
+            self._end = event
+        else:
+            self._status = event  # an older snapshot not yet read is of no use now
+        self._ready.set()
+
+    async def get(self) -> Event:
+        """The next event: waiting lines first, then the latest snapshot, the end last."""
+        while True:
+            if self._lines:
+                event = self._lines.popleft()
+                self._line_bytes -= event.size
+                return event
+            if self._status is not None:
+                event, self._status = self._status, None
+                return event
+            if self._end is not None:
+                event, self._end = self._end, None
+                return event
+            self._ready.clear()
+            await self._ready.wait()
 
 
 class EventBus:
-    def __init__(self, queue_size: int = 1000) -> None:
-        self._subscribers: dict[str, set[asyncio.Queue[Event]]] = defaultdict(set)
-        self._queue_size = queue_size
+    def __init__(self, log_bytes: int = LOG_BYTES) -> None:
+        self._subscribers: dict[str, set[Subscriber]] = defaultdict(set)
+        self._log_bytes = log_bytes
 
-    def publish(self, run_id: str, name: str, data: dict[str, Any]) -> None:
-        event = Event(name, data)
-        for queue in self._subscribers.get(run_id, ()):
-            if queue.full() and name != "end":
-                continue
-            if queue.full():
-                with contextlib.suppress(asyncio.QueueEmpty):
-                    queue.get_nowait()
-            queue.put_nowait(event)
+    def watched(self, run_id: str) -> bool:
+        return run_id in self._subscribers
+
+    def publish(
+        self, run_id: str, name: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
+    ) -> None:
+        """Hand an event to the run's subscribers; ``data`` may be a function, called
+        (now, once) only when the run has any."""
+        subscribers = self._subscribers.get(run_id)
+        if not subscribers:
+            return
+        event = Event(name, data() if callable(data) else data)
+        for subscriber in subscribers:
+            subscriber.offer(event)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, run_id: str) -> AsyncIterator[asyncio.Queue[Event]]:
-        queue: asyncio.Queue[Event] = asyncio.Queue(self._queue_size)
-        self._subscribers[run_id].add(queue)
+    async def subscribe(self, run_id: str) -> AsyncIterator[Subscriber]:
+        subscriber = Subscriber(self._log_bytes)
+        self._subscribers[run_id].add(subscriber)
         try:
-            yield queue
+            yield subscriber
         finally:
-            self._subscribers[run_id].discard(queue)
+            self._subscribers[run_id].discard(subscriber)
             if not self._subscribers[run_id]:
                 del self._subscribers[run_id]
 
 
-__all__ = ["Event", "EventBus"]
+__all__ = ["LOG_BYTES", "Event", "EventBus", "Subscriber"]

@@ -38,7 +38,7 @@ from orchestrator.errors import (
     RunFinished,
     RunNotFound,
 )
-from orchestrator.events import EventBus
+from orchestrator.events import Event, EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import (
     DEFAULT_TENANT,
@@ -127,6 +127,8 @@ class Update:
     name: str
     run: FlowRun
     line: dict[str, Any] | None = None
+    #: The bus's event this update came from: its JSON is made once for every stream.
+    event: Event | None = None
 
 
 def wait_seconds(value: Any, default: float = DEFAULT_WAIT_SECONDS) -> float:
@@ -575,10 +577,10 @@ class Invocations:
                         continue
                     return
                 if event.name == "log":
-                    yield Update("log", run, event.data)
+                    yield Update("log", run, event.data, event)
                     continue
-                run = FlowRun.model_validate(event.data)
-                yield Update(event.name, run)
+                run = event.decoded(FlowRun.model_validate)
+                yield Update(event.name, run, event=event)
                 if event.name == "end":
                     return
 
