@@ -149,6 +149,20 @@ class ExecutorSettings(_Section):
     docker_timeout: float = Field(default=120, gt=0)
     transfer_timeout: float = Field(default=300, gt=0)
     log_lines_per_node: int = Field(default=1000, ge=10)
+    # The largest output any node may write (a NodeDef's MaxOutputBytes is held to it).
+    max_output_bytes: int = 16 * GIB
+
+    @field_validator("max_output_bytes", mode="before")
+    @classmethod
+    def _size(cls, value: str | int) -> int:
+        try:
+            size = parse_size(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a size; write bytes, or 512m, 16g") from None
+        if size <= 0:
+            raise ValueError("must be positive: the largest output a node may write")
+        return size
+
     # gated: each attempt runs in a container started ahead and held at a gate
     # (needs the engine on this machine and a static busybox; a worker that has
     # neither runs plain and logs why); plain: create and start one per attempt.

@@ -42,6 +42,8 @@ class Task(BaseModel):
     outputs: list[TaskOutput] = Field(default_factory=list)
     # The NodeDef's RunAsRoot: else the container runs unprivileged where the image allows.
     run_as_root: bool = False
+    # Bytes each output may have (the NodeDef's, its tier's, at most the operator's); None: any.
+    max_output_bytes: int | None = None
 
     @property
     def key(self) -> str:

@@ -25,6 +25,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Any other method a client invents is counted as "other": a label per value would
 #: let anyone grow the series without bound.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: The ``nodedef`` label of every NodeDef not in the built-in catalog: flows name
+#: their own, and a name one tenant chose is neither bounded nor others' to read.
+OTHER_NODEDEFS = "other"
 
 
 class Metrics:
@@ -48,7 +51,8 @@ class Metrics:
         )
         self.node_seconds = Histogram(
             "pipewell_node_duration_seconds",
-            "One attempt, inputs in to outputs out, by NodeDef (Publisher/Name).",
+            "One attempt, inputs in to outputs out, by NodeDef: a catalog NodeDef's "
+            "Publisher/Name, 'other' for every NodeDef a flow brings.",
             ["nodedef"],
             buckets=DURATION_BUCKETS,
             registry=self.registry,
@@ -152,4 +156,4 @@ class Metrics:
         return timed
 
 
-__all__ = ["Metrics"]
+__all__ = ["OTHER_NODEDEFS", "Metrics"]

@@ -199,6 +199,13 @@ class NodeDef(WireModel):
         description="Run the container as root. By default a node runs as nobody "
         "(65534:65534) unless its image names its own non-root User.",
     )
+    max_output_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Bytes each output may have; a larger one fails the attempt and is not "
+        "stored. Default: 4 times the tier's memory; at most the operator's "
+        "executor.max_output_bytes.",
+    )
 
     @property
     def uses(self) -> str:

@@ -39,7 +39,7 @@ from orchestrator.messages import (
     TaskOutput,
     WorkerMessage,
 )
-from orchestrator.metrics import Metrics
+from orchestrator.metrics import OTHER_NODEDEFS, Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
     DEFAULT_TENANT,
@@ -410,6 +410,10 @@ class Scheduler:
             inputs=inputs,
             outputs=outputs,
             run_as_root=node_def.run_as_root,
+            max_output_bytes=min(
+                node_def.max_output_bytes or TIERS[node_def.tier].output_bytes,
+                self.settings.executor.max_output_bytes,
+            ),
         )
 
     def _warn_if_no_worker(self, run: RunState, node_id: str) -> None:
@@ -451,6 +455,8 @@ class Scheduler:
 
     def _save(self, run: RunState) -> None:
         self._persist(run)
+        if not self.events.watched(run.id):
+            return  # no snapshot of the whole run per change for nobody
         flow_run = run.run.model_dump(mode="json")
         self.events.publish(run.id, "status", flow_run)
         if run.status.finished:
@@ -465,7 +471,9 @@ class Scheduler:
             attempt=run.state(node_id).attempt or None,
         )
         run.add_log(node_id, record)
-        self.events.publish(run.id, "log", {"node": node_id, **record.model_dump(mode="json")})
+        self.events.publish(
+            run.id, "log", lambda: {"node": node_id, **record.model_dump(mode="json")}
+        )
 
     # ------------------------------------------------------------ worker messages
 
@@ -516,7 +524,7 @@ class Scheduler:
                 self.events.publish(
                     run.id,
                     "log",
-                    {"node": message.node_id, **message.record.model_dump(mode="json")},
+                    lambda: {"node": message.node_id, **message.record.model_dump(mode="json")},
                 )
                 self._persist(run)
         elif isinstance(message, AttemptStarted):
@@ -547,7 +555,11 @@ class Scheduler:
                     seconds=round(sum(message.timings.values()), 3),
                     error=message.error or None,
                 )
-                self.metrics.attempt_ended(outcome, run.node(message.node_id).uses, message.timings)
+                uses = run.node(message.node_id).uses
+                # A label per flow-chosen name would grow /metrics without bound and
+                # show every tenant the names other tenants use: catalog names only.
+                nodedef = uses if uses in self.catalog else OTHER_NODEDEFS
+                self.metrics.attempt_ended(outcome, nodedef, message.timings)
                 written = sum(output.size for output in message.outputs.values())
                 self.metrics.store_bytes.labels("node_output").inc(written)
             await self._handle_result(run, message)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
+#: A tier's default output limit, in multiples of its memory: room for what a node
+#: of that size makes (a video re-encoded, an archive unpacked), never a disk's worth.
+OUTPUT_BYTES_PER_MEMORY = 4
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class Tier:
     @property
     def memory_mib(self) -> int:
         return self.memory // MIB
+
+    @property
+    def output_bytes(self) -> int:
+        """How large each output of a node of this tier may be, unless its NodeDef says."""
+        return OUTPUT_BYTES_PER_MEMORY * self.memory
 
     def describe(self) -> str:
         gpu = f", {self.gpus} {self.gpu_vendor} GPU" if self.gpus else ""

@@ -256,14 +256,22 @@ async def prewarm(
         async with session.get(f"{base}/api/v1/flow/status/{run['ID']}") as response:
             ended = (await response.json())["Status"] in ("COMPLETE", "ERROR")
         async with session.get(f"{base}/api/v1/workers") as response:
-            workers = (await response.json())["workers"]
-        ready = [
-            s
-            for w in workers
-            for s in w["spares"]
-            if s["image"] == warm_up["Image"] and s["tier"] == warm_up["Tier"] and s["ready"]
-        ]
+            workers = {w["name"] for w in (await response.json())["workers"]}
+        # Asked of the engine: the API names spares of images outside the catalog "other".
+        ready = await asyncio.to_thread(running_spares, workers, warm_up["Image"])
         if ended and ready:
             return
-        assert time.monotonic() < deadline, f"no spare of {warm_up['Image']}: {workers}"
+        assert time.monotonic() < deadline, f"no spare of {warm_up['Image']} on {workers}"
         await asyncio.sleep(0.05)
+
+
+def running_spares(workers: set[str], image: str) -> list[dict[str, Any]]:
+    """Spares of ``image`` waiting now on the workers named ``workers``."""
+    engine = docker.from_env()
+    try:
+        found = engine.api.containers(filters={"name": "pipewell-warm-", "status": "running"})
+    finally:
+        engine.close()
+    return [
+        c for c in found if c["Image"] == image and c["Labels"].get("pipewell.worker") in workers
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -72,6 +72,10 @@ class RunList(BaseModel):
     runs: list[RunSummary]
 
 
+#: How spares of an image outside the built-in catalog are named (a tenant's choice).
+OTHER_IMAGES = "other"
+
+
 class SpareView(BaseModel):
     image: str
     tier: str
@@ -91,7 +95,10 @@ class WorkerView(BaseModel):
         description="gated: attempts run in containers started ahead and held at a gate; "
         "plain: a container is created per attempt (executor.launch)"
     )
-    spares: list[SpareView] = Field(description="spares ready now (gated only), per image and tier")
+    spares: list[SpareView] = Field(
+        description="spares ready now (gated only), per image and tier; images outside the "
+        f"built-in catalog are counted as {OTHER_IMAGES!r}"
+    )
     last_heartbeat: str
 
 
@@ -248,7 +255,27 @@ async def nodedef(request: web.Request) -> web.Response:
 )
 async def workers(request: web.Request) -> web.Response:
     """Live workers (tiers, capacity, running attempts, last heartbeat) and queue depth per tier."""
-    return answer(Workers.model_validate(await request.app[QUEUE].describe()))
+    return answer(Workers.model_validate(await _describe_workers(request)))
+
+
+async def _describe_workers(request: web.Request) -> dict[str, Any]:
+    """The queue's view of the workers, spares named only by the catalog's images.
+
+    An image a flow names is a tenant's choice: other tenants read it here, so
+    every image outside the built-in catalog is counted as "other".
+    """
+    described = await request.app[QUEUE].describe()
+    shown = {node_def.image for node_def in request.app[INVOCATIONS].nodedefs()}
+    for worker in described.get("workers", []):
+        ready: dict[tuple[str, str], int] = {}
+        for spare in worker.get("spares", []):
+            image = spare["image"] if spare["image"] in shown else OTHER_IMAGES
+            ready[(image, spare["tier"])] = ready.get((image, spare["tier"]), 0) + spare["ready"]
+        worker["spares"] = [
+            {"image": image, "tier": tier, "ready": count}
+            for (image, tier), count in sorted(ready.items())
+        ]
+    return described
 
 
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")
@@ -321,9 +348,12 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             line = LogLine.model_validate(update.line).model_dump(mode="json")
             await send(response, line, event="log")
         else:
-            await send(response, update.run.model_dump(mode="json"), event="status")
+            # The run's JSON, made once for all its streams (for an event of the bus).
+            encoded = update.event.json if update.event is not None else None
+            run = update.run.model_dump(mode="json") if encoded is None else None
+            await send(response, run, event="status", encoded=encoded)
             if update.name == "end" or update.run.status.finished:
-                await send(response, update.run.model_dump(mode="json"), event="end")
+                await send(response, run, event="end", encoded=encoded)
                 break
     return response
 
@@ -343,7 +373,7 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus' text format: runs, attempts, durations, queue depth, bytes, HTTP latency."""
     recorded = request.app[METRICS]
-    recorded.set_queued(await request.app[QUEUE].describe())
+    recorded.set_queued(await _describe_workers(request))
     recorded.runs_active.set(request.app[INVOCATIONS].active_runs())
     return web.Response(
         body=generate_latest(recorded.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}

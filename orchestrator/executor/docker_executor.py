@@ -92,6 +92,9 @@ class DockerExecutor:
         if transfer == "mount":
             mount_root = work_dir.resolve() / "attempts"
             mount_root.mkdir(parents=True, exist_ok=True)
+            # A node that runs as root may leave a setuid file in its out/ (0777):
+            # no other user of this host may reach it while the attempt runs.
+            mount_root.chmod(0o700)
         self.in_flight = InFlight()
         self.housekeeping = Housekeeping(client, worker_id, mount_root, self.in_flight)
         self.transfers = Transfers(settings)
@@ -199,7 +202,7 @@ class DockerExecutor:
             with timings("output_transfer"):
                 for output in task.outputs:
                     result.outputs[output.name] = attempt.workspace.take_output(
-                        output, paths.outputs[output.name]
+                        output, paths.outputs[output.name], task.max_output_bytes
                     )
             result.ok = True
         except AttemptFailed as failure:

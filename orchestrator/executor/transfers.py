@@ -61,6 +61,27 @@ def inside(directory: Path, file_name: str) -> Path:
     return directory / file_name
 
 
+def check_output_size(name: str, size: int, limit: int | None) -> None:
+    """Refuse an output over its node's limit before a byte of it is copied.
+
+    A sparse file costs its node nothing to write and the store its whole size.
+    """
+    if limit is not None and size > limit:
+        raise AttemptFailed(
+            f"output '{name}' is {_size(size)}, over this node's limit of {_size(limit)} "
+            "(its NodeDef's MaxOutputBytes, else 4 times its tier's memory, at most the "
+            "operator's executor.max_output_bytes); it was not stored",
+            retryable=False,
+        )
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
 @dataclass
 class OpenInput:
     """An input whose download has begun: its size, first bytes and sniffed type known."""
@@ -169,7 +190,9 @@ class Transfers:
                 )
         target.chmod(0o644)
 
-    def upload_file(self, host_path: Path, path: str, name: str, url: str) -> OutputInfo:
+    def upload_file(
+        self, host_path: Path, path: str, name: str, url: str, limit: int | None
+    ) -> OutputInfo:
         """PUT an output the container wrote into its mounted directory.
 
         The container controls that directory: a symlink, a FIFO or a directory
@@ -188,6 +211,7 @@ class Transfers:
             os.close(fd)
             raise AttemptFailed(f"output '{name}': {path} is not a regular file")
         with os.fdopen(fd, "rb") as handle:
+            check_output_size(name, info.st_size, limit)
             head = handle.read(SNIFF_BYTES)
             return self.put(name, url, head, handle, info.st_size)
 
@@ -210,4 +234,4 @@ class Transfers:
         return OutputInfo(size=size, content_type=content_type)
 
 
-__all__ = ["CHUNK", "OpenInput", "Transfers", "input_type_ok", "inside"]
+__all__ = ["CHUNK", "OpenInput", "Transfers", "check_output_size", "input_type_ok", "inside"]

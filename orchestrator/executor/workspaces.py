@@ -21,7 +21,14 @@ import docker
 from orchestrator import command
 from orchestrator.executor.errors import AttemptFailed, EngineNotFound, step
 from orchestrator.executor.gate import prepare_gate
-from orchestrator.executor.transfers import CHUNK, SNIFF_BYTES, OpenInput, Transfers, inside
+from orchestrator.executor.transfers import (
+    CHUNK,
+    SNIFF_BYTES,
+    OpenInput,
+    Transfers,
+    check_output_size,
+    inside,
+)
 from orchestrator.messages import OutputInfo, TaskOutput
 
 
@@ -33,8 +40,9 @@ class Workspace(Protocol):
     def put_inputs(self, inputs: list[OpenInput]) -> None:
         """Every input where the node reads it (``command.input_path``)."""
 
-    def take_output(self, spec: TaskOutput, path: str) -> OutputInfo:
-        """Upload the output the node wrote at ``path`` (inside the container)."""
+    def take_output(self, spec: TaskOutput, path: str, limit: int | None) -> OutputInfo:
+        """Upload the output the node wrote at ``path`` (inside the container), if within
+        ``limit`` bytes."""
 
 
 class MountedWorkspace:
@@ -69,9 +77,9 @@ class MountedWorkspace:
         for item in inputs:
             self._transfers.download(item, inside(self.root / "in", item.file_name))
 
-    def take_output(self, spec: TaskOutput, path: str) -> OutputInfo:
+    def take_output(self, spec: TaskOutput, path: str, limit: int | None) -> OutputInfo:
         host_path = inside(self.root / "out", path.rsplit("/", 1)[1])
-        return self._transfers.upload_file(host_path, path, spec.name, spec.url)
+        return self._transfers.upload_file(host_path, path, spec.name, spec.url, limit)
 
 
 class ArchiveWorkspace:
@@ -100,7 +108,7 @@ class ArchiveWorkspace:
         with step(f"copy inputs ({names}) into the container", engine=True):
             self._api.put_archive(self._container_id, "/", _tar_entries(entries))
 
-    def take_output(self, spec: TaskOutput, path: str) -> OutputInfo:
+    def take_output(self, spec: TaskOutput, path: str, limit: int | None) -> OutputInfo:
         what = f"output '{spec.name}': copy out"
         try:
             with step(what, engine=True):
@@ -118,6 +126,7 @@ class ArchiveWorkspace:
             member = archive.next()
             if member is None or not member.isfile():
                 raise AttemptFailed(f"output '{spec.name}': {path} is not a regular file")
+            check_output_size(spec.name, member.size, limit)
             body = archive.extractfile(member)
             assert body is not None
             return self._transfers.put(

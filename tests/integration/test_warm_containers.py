@@ -34,6 +34,7 @@ from orchestrator.executor.gate import (
 from orchestrator.executor.gate import BUSYBOX as BUSYBOX_IN_CONTAINER
 from tests.helpers import (
     BUSYBOX,
+    RESIZE,
     artifact,
     busybox_def,
     chain_flow,
@@ -374,16 +375,22 @@ async def test_spares_of_a_killed_service_are_removed_by_any_other(start_service
 
 async def test_workers_and_metrics_show_the_launch_mode_and_the_spares(start_service, tmp_path):
     gated = await start_service()
-    await prewarm(gated.session, str(gated.make_url("")).rstrip("/"), busybox_def("copy"))
+    base = str(gated.make_url("")).rstrip("/")
+    await prewarm(gated.session, base, busybox_def("copy"))
+    await prewarm(gated.session, base, busybox_def("resize", Image=RESIZE))
     [worker] = (await (await gated.get("/api/v1/workers")).json())["workers"]
     assert worker["launch"] == "gated"
     ready = {(s["image"], s["tier"]): s["ready"] for s in worker["spares"]}
-    assert ready[(BUSYBOX, "c-small")] >= 1
+    # A catalog image by its name; any other is a tenant's choice, counted as "other".
+    assert ready[(RESIZE, "c-small")] >= 1 and ready[("other", "c-small")] >= 1, ready
+    assert not any(BUSYBOX in image for image, _tier in ready)
     metrics = await (await gated.get("/metrics")).text()
-    gauge = re.search(
-        rf'^pipewell_warm_containers{{image="{BUSYBOX}",tier="c-small"}} (\S+)$', metrics, re.M
-    )
-    assert gauge is not None and float(gauge.group(1)) >= 1, metrics
+    for image in (RESIZE, "other"):
+        gauge = re.search(
+            rf'^pipewell_warm_containers{{image="{image}",tier="c-small"}} (\S+)$', metrics, re.M
+        )
+        assert gauge is not None and float(gauge.group(1)) >= 1, metrics
+    assert BUSYBOX not in metrics
 
     plain = await start_service(tmp_path / "plain", executor={"launch": "plain"})
     _run, done = await run_chain(plain, [busybox_def("copy", "cp ${in} ${out}")], "copy")

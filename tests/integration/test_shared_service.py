@@ -1,0 +1,246 @@
+"""One tenant cannot degrade or spy on the shared service (the real service, engine, stores)."""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import busybox_def, chain_flow, create_key, run_chain, submit, upload, wait_for
+
+pytestmark = pytest.mark.docker
+
+
+async def test_metrics_name_no_nodedef_a_flow_brings_and_do_not_grow_with_them(
+    start_service, tmp_path, capsys
+):
+    data_dir = tmp_path / "data"
+    acme = create_key(capsys, data_dir, "acme", tenant="acme")
+    globex = create_key(capsys, data_dir, "globex", tenant="globex")
+    client = await start_service(data_dir, auth="required")
+    as_acme = {"Authorization": f"Bearer {acme}"}
+
+    async def failing_runs(count: int, prefix: str) -> None:
+        for number in range(count):
+            secret = {
+                "Publisher": "acme-confidential",
+                "Name": f"{prefix}-{number}",
+                # Refused at once, no container: its registry is not allowed.
+                "Image": "registry.invalid/merger:1",
+                "MaxAttempts": 1,
+                "Command": {"Name": "run", "Exec": "true"},
+            }
+            flow = chain_flow(secret["Name"])
+            flow["Nodes"][0]["Uses"] = f"acme-confidential/{secret['Name']}"
+            body = {"Flow": flow, "NodeDefs": [secret]}
+            response = await client.post("/api/v1/flow/test", json=body, headers=as_acme)
+            assert response.status == 200, await response.text()
+            run = await response.json()
+            await upload(client, run, "src", b"x")
+            await wait_for(client, run["ID"], {"ERROR"}, headers=as_acme)
+
+    async def scrape() -> str:
+        response = await client.get("/metrics", headers={"Authorization": f"Bearer {globex}"})
+        assert response.status == 200
+        return await response.text()
+
+    await failing_runs(3, "merger-target")
+    await scrape()  # the scrape's own route is a series from its second answer on
+    before = await scrape()
+    await failing_runs(30, "acquisition")
+    after = await scrape()
+    assert "acme-confidential" not in after
+    assert set(re.findall(r'nodedef="([^"]*)"', after)) == {"other"}
+    # Thirty more NodeDefs, not one more series.
+    assert len(after.splitlines()) == len(before.splitlines())
+
+
+async def test_a_lone_surrogate_is_refused_at_submission(start_service):
+    client = await start_service()
+    raw = (
+        '{"Flow": {"Name": "s", "Nodes": [{"ID": "n", "Uses": "test/echo", '
+        '"Flags": [{"Name": "word", "Value": "\\ud800"}], '
+        '"Inputs": [{"Name": "in", "Edge": "src"}], '
+        '"Outputs": [{"Name": "out", "Edge": "out"}]}]}, '
+        '"NodeDefs": [{"Publisher": "test", "Name": "echo", "Image": "pipewell/busybox:latest", '
+        '"Flags": [{"Name": "word"}], "Command": {"Name": "run", "Exec": "echo ${word}"}}]}'
+    )
+    response = await client.post(
+        "/api/v1/flow/test", data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert response.status == 400, await response.text()
+    body = await response.json()
+    assert body["code"] == "BODY_MALFORMED"
+    assert "lone surrogate (\\ud800)" in body["message"]
+
+
+async def test_a_hostile_yaml_body_does_not_stall_other_requests(start_service):
+    client = await start_service()
+    bomb = b"[" * 64 * 1024
+
+    async def post() -> int:
+        response = await client.post(
+            "/api/v1/flow/validate", data=bomb, headers={"Content-Type": "application/yaml"}
+        )
+        return response.status
+
+    posting = asyncio.gather(*(post() for _ in range(2)))
+    slowest = 0.0
+    while not posting.done():
+        began = time.monotonic()
+        assert (await client.get("/healthz")).status == 200
+        slowest = max(slowest, time.monotonic() - began)
+        await asyncio.sleep(0.02)
+    assert await posting == [400, 400]
+    # Parsed on the event loop, each stalled every request for about a second.
+    assert slowest < 0.5, slowest
+
+
+@pytest.fixture
+def open_directory() -> Iterator[Path]:
+    """A directory any user of the host may traverse (pytest's own are root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="pipewell-open-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_no_other_user_of_the_host_reaches_an_attempts_files(start_service, open_directory):
+    """A node running as root may leave a setuid file in its out/ while it runs."""
+    data_dir = open_directory / "data"
+    client = await start_service(data_dir)
+    # An operator loosened the data directory: the attempts must stay closed anyway.
+    data_dir.chmod(0o755)
+    (data_dir / "work").chmod(0o755)
+    planter = busybox_def(
+        "planter",
+        "sh -c 'cp /bin/busybox ${out}.sh; chmod 4755 ${out}.sh; sleep 4; cp ${in} ${out}'",
+        RunAsRoot=True,
+    )
+    run = await submit(client, chain_flow("planter"), [planter])
+    await upload(client, run, "src", b"x")
+    pattern = str(data_dir / "work" / "attempts" / "*" / "out" / "out.sh")
+    deadline = time.monotonic() + 20
+    while not (planted := glob.glob(pattern)):
+        assert time.monotonic() < deadline, "the node never wrote its setuid file"
+        await asyncio.sleep(0.1)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+    reached = await asyncio.to_thread(
+        subprocess.run,
+        [*as_nobody, "sh", "-c", f"cat {planted[0]} > /dev/null"],
+        capture_output=True,
+        timeout=10,
+    )
+    assert reached.returncode != 0 and b"Permission denied" in reached.stderr, reached
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done["NodeState"]["n0"]
+
+
+async def test_a_metrics_scrape_shows_catalog_nodedefs_by_name(start_service):
+    client = await start_service()
+    flow = chain_flow("checksum")
+    flow["Nodes"][0]["Uses"] = "pipewell/checksum"
+    flow["Nodes"][0]["Inputs"] = [{"Name": "file", "Edge": "src"}]
+    flow["Nodes"][0]["Outputs"] = [{"Name": "checksums", "Edge": "out"}]
+    run = await submit(client, flow, [])
+    await upload(client, run, "src", b"abc")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done["NodeState"]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'nodedef="pipewell/checksum"' in metrics
+    _run, _done = await run_chain(client, [busybox_def("copy", "cp ${in} ${out}")], "copy")
+    metrics = await (await client.get("/metrics")).text()
+    assert 'nodedef="other"' in metrics and "test/copy" not in metrics
+
+
+def stored_bytes(data_dir: Path) -> int:
+    """Disk blocks the local store's objects hold (a sparse file counts what it uses)."""
+    return sum(f.stat().st_blocks * 512 for f in (data_dir / "objects").rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("transfer", ["mount", "archive"])
+async def test_an_output_over_its_limit_fails_the_attempt_and_is_not_stored(
+    start_service, tmp_path, transfer
+):
+    data_dir = tmp_path / "data"
+    client = await start_service(data_dir, executor={"transfer": transfer})
+    # Free to write, 3 GiB to store: over c-nano's default (4 x 512 MiB).
+    sparse = busybox_def("sparse", "truncate -s 3G ${out}", Tier="c-nano")
+    _run, done = await run_chain(client, [sparse], "sparse")
+    state = done["NodeState"]["n0"]
+    assert done["Status"] == "ERROR" and state["Attempt"] == 1, state  # not retried
+    assert state["Error"].startswith(
+        "output 'out' is 3.0 GiB, over this node's limit of 2.0 GiB"
+    ), state["Error"]
+    assert stored_bytes(data_dir) < 2**20
+
+    own = busybox_def("own", "sh -c 'head -c ${size} /dev/zero > ${out}'", MaxOutputBytes=1024)
+    own["Flags"] = [{"Name": "size"}]
+    for size, status in (("2048", "ERROR"), ("1024", "COMPLETE")):
+        flow = chain_flow("own")
+        flow["Nodes"][0]["Flags"] = [{"Name": "size", "Value": size}]
+        run = await submit(client, flow, [own])
+        await upload(client, run, "src", b"x")
+        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+        assert done["Status"] == status, done["NodeState"]["n0"]
+    assert done["NodeState"]["n0"]["Status"] == "COMPLETE"
+
+
+async def test_the_operator_maximum_holds_a_nodedefs_limit(start_service):
+    client = await start_service(executor={"max_output_bytes": "1k"})
+    big = busybox_def("big", "sh -c 'head -c 2048 /dev/zero > ${out}'", MaxOutputBytes=2**30)
+    _run, done = await run_chain(client, [big], "big")
+    assert done["Status"] == "ERROR"
+    assert done["NodeState"]["n0"]["Error"].startswith(
+        "output 'out' is 2.0 KiB, over this node's limit of 1.0 KiB"
+    )
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) * 1024
+
+
+async def test_a_reader_that_never_reads_holds_bounded_memory(start_service):
+    """A 1,000-node run changes 200 times while an SSE reader with a 4 KB buffer reads nothing."""
+    client = await start_service()
+    nodes = [
+        {
+            "ID": f"n{i}",
+            "Uses": "test/big",
+            "Inputs": [{"Name": "in", "Edge": f"in{i}"}],
+            "Outputs": [{"Name": "out", "Edge": f"out{i}"}],
+        }
+        for i in range(1000)
+    ]
+    # A tier no worker offers: a node whose input arrives becomes ready and waits.
+    big = busybox_def("big", "cp ${in} ${out}", Tier="c-4xlarge")
+    run = await submit(client, {"Name": "wide", "Nodes": nodes}, [big])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host = f"127.0.0.1:{client.server.port}"
+    sock.connect(("127.0.0.1", client.server.port))
+    sock.sendall(f"GET /api/v1/flow/events/{run['ID']} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    try:
+        await asyncio.sleep(0.5)
+        before = rss_bytes()
+        # Each upload is a change, and each change a snapshot of the whole run (~0.5 MB).
+        for i in range(200):
+            await upload(client, run, f"in{i}", b"x")
+        await asyncio.sleep(1)
+        grown = rss_bytes() - before
+        assert grown < 100 * 2**20, f"RSS grew {grown / 2**20:.0f} MiB"
+    finally:
+        sock.close()
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert response.status == 200
