@@ -43,6 +43,7 @@ EXIT_SHUTDOWN_UNFINISHED = 3
 
 async def serve(settings: Settings) -> None:
     from orchestrator.api.app import create_app
+    from orchestrator.api.server import BoundedRunner
 
     if settings.auth == "none" and not settings.is_loopback():
         raise ConfigError(
@@ -53,7 +54,7 @@ async def serve(settings: Settings) -> None:
     # Should a fatal signal (SIGBUS, SIGSEGV) still strike, its traceback reaches the log.
     faulthandler.enable()
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=15)
+    runner = BoundedRunner(app, settings, access_log=None, shutdown_timeout=15)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

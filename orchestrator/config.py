@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -228,6 +228,11 @@ class Settings(_Section):
     # Origins (scheme://host[:port]) of web apps allowed to call the API from a browser.
     allowed_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Seconds a connection may take to send a request's headers, or stay idle
+    # between requests, before it is closed.
+    idle_timeout: float = Field(default=15, gt=0, le=3600)
+    # Connections held at once; auto: the process's file limit less 128.
+    max_connections: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
     storage: StorageSettings = Field(default_factory=StorageSettings)

@@ -11,12 +11,40 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import Literal, TextIO
 
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
 
 LogFormat = Literal["auto", "json", "console"]
+
+
+class _Once(logging.Filter):
+    """Lets a message through once per ``every`` seconds, saying how many were held back.
+
+    asyncio logs "socket.accept() out of system resource" each time an accept
+    fails for want of descriptors: a flood of connections made that hundreds of
+    thousands of lines a minute.
+    """
+
+    def __init__(self, starts: str, every: float = 60.0) -> None:
+        super().__init__()
+        self.starts, self.every = starts, every
+        self._last, self._held = -every, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.starts):
+            return True
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._held += 1
+            return False
+        if self._held:
+            record.msg = f"{record.msg} ({self._held} more like it in the last {self.every:g} s)"
+        self._last, self._held = now, 0
+        record.exc_info = record.exc_text = None
+        return True
 
 
 class _MalformedRequests(logging.Filter):
@@ -80,6 +108,9 @@ def configure_logging(
     # and urllib3's retry warnings.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)
+    running = logging.getLogger("asyncio")
+    if not any(isinstance(f, _Once) for f in running.filters):
+        running.addFilter(_Once("socket.accept() out of system resource"))
     server = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, _MalformedRequests) for f in server.filters):
         server.addFilter(_MalformedRequests())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import shutil
 import socket
 import subprocess
@@ -168,8 +169,18 @@ async def containers_left(run_id: str, seconds: float) -> list:  # type: ignore[
         await asyncio.sleep(0.1)
 
 
-def start_dev(data_dir: Path, port: int, log: BinaryIO, *flags: str) -> subprocess.Popen[bytes]:
-    """The real ``pipewell dev`` in a process of its own, for faults that kill a process."""
+def start_dev(
+    data_dir: Path, port: int, log: BinaryIO, *flags: str, open_files: int | None = None
+) -> subprocess.Popen[bytes]:
+    """The real ``pipewell dev`` in a process of its own, for faults that kill a process.
+
+    ``open_files``: the process's file limit (RLIMIT_NOFILE), when a test needs a small one.
+    """
+
+    def limit_files() -> None:
+        if open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
     return subprocess.Popen(
         [
             sys.executable,
@@ -185,6 +196,7 @@ def start_dev(data_dir: Path, port: int, log: BinaryIO, *flags: str) -> subproce
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=limit_files,
     )
 
 

@@ -21,6 +21,7 @@ from orchestrator.config import load_settings
 async def embedded_service(config: Path | None, data_dir: Path) -> AsyncIterator[str]:
     """Serve until the block ends; yields the service's URL."""
     from orchestrator.api.app import create_app
+    from orchestrator.api.server import BoundedRunner
 
     # Bound before the settings are made: presigned URLs carry the port.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -29,7 +30,7 @@ async def embedded_service(config: Path | None, data_dir: Path) -> AsyncIterator
     settings = load_settings(config, host="127.0.0.1", port=port, data_dir=data_dir, auth="none")
     # The config's public_url names the operator's service, not this one.
     settings = settings.model_copy(update={"public_url": None})
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
+    runner = BoundedRunner(create_app(settings), settings, access_log=None, shutdown_timeout=5)
     try:
         await runner.setup()
         await web.SockSite(runner, listener).start()
