@@ -43,6 +43,7 @@ from orchestrator.metrics import OTHER_NODEDEFS, Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
     DEFAULT_TENANT,
+    Flow,
     FlowRun,
     FlowSubmission,
     LogRecord,
@@ -98,6 +99,10 @@ class Scheduler:
         self._queued_at: dict[tuple[str, str], float] = {}
         # Store calls block (boto3, the filesystem): run them here, bounded.
         self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
+        # A flow's own stores (on endpoints the operator allowed, run by whoever sent
+        # the flow) get threads of their own: a dead one holds these, never the
+        # threads every tenant's runs need for the service's stores.
+        self._flow_io = ThreadPoolExecutor(4, thread_name_prefix="pipewell-flow-store")
         self._tasks: list[asyncio.Task[None]] = []
         # Retries and deadlines started by timers: tracked, so none is lost or left behind.
         self._background = Background()
@@ -127,9 +132,20 @@ class Scheduler:
         with contextlib.suppress(DataDirError):
             await asyncio.shield(self.state.flush())
         self._io.shutdown(wait=False, cancel_futures=True)
+        self._flow_io.shutdown(wait=False, cancel_futures=True)
 
-    async def _io_call(self, fn, *args):  # type: ignore[no-untyped-def]
-        return await asyncio.get_running_loop().run_in_executor(self._io, fn, *args)
+    async def _io_call(self, fn, *args, store: Store | None = None):  # type: ignore[no-untyped-def]
+        """``fn(*args)`` on a store thread: the flow stores' own when ``store`` is one."""
+        flows = store is not None and self.stores.is_flow_store(store)
+        pool = self._flow_io if flows else self._io
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    async def _prepare_stores(self, flow: Flow) -> None:
+        """Open the stores a flow declares (their clients, their buckets checked)."""
+        if flow.stores:
+            await asyncio.get_running_loop().run_in_executor(
+                self._flow_io, self.stores.prepare, flow
+            )
 
     # ------------------------------------------------------------ accepting runs
 
@@ -149,7 +165,7 @@ class Scheduler:
         once instead of handing out WaitingURLs; it must name each of them.
         """
         self.validate(submission).raise_if_invalid()
-        await self._io_call(self.stores.prepare, submission.flow)
+        await self._prepare_stores(submission.flow)
         run_id = uuid.uuid4().hex
         plan = plan_run(
             submission, run_id=run_id, now=utcnow(), catalog=self.catalog, tenant=tenant
@@ -170,7 +186,8 @@ class Scheduler:
                 await self._io_call(
                     lambda s=store, k=artifact.object_name, d=data, t=content_type: s.write(
                         k, io.BytesIO(d), content_type=t
-                    )
+                    ),
+                    store=store,
                 )
             waiting: list[WaitingURL] = []
         else:
@@ -205,7 +222,7 @@ class Scheduler:
                 continue
             artifact = run.artifact_for(edge)
             store = self._store(run, artifact.store_name)
-            if not await self._io_call(store.exists, artifact.object_name):
+            if not await self._io_call(store.exists, artifact.object_name, store=store):
                 missing.append(
                     ValidationEntry(
                         code="WELL_010",
@@ -251,7 +268,8 @@ class Scheduler:
             store = self._store(run, artifact.store_name)
             # Create-only: once the input is there, the URL cannot replace it.
             url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.put_url(k, ttl, create_only=True)
+                lambda s=store, k=artifact.object_name: s.put_url(k, ttl, create_only=True),
+                store=store,
             )
             urls.append(WaitingURL(artifact=artifact, put_url=url, ttl=expires))
         return urls
@@ -323,7 +341,7 @@ class Scheduler:
 
     async def _check_upload(self, store: Store, store_name: str, key: str) -> None:
         try:
-            present = await self._io_call(store.exists, key)
+            present = await self._io_call(store.exists, key, store=store)
         except Exception as exc:  # a store outage must not stop the poller
             log.warning("upload_check_failed", store=store_name, error=str(exc))
             return
@@ -379,7 +397,8 @@ class Scheduler:
             artifact = run.run.artifacts[binding.edge]
             store = self._store(run, artifact.store_name)
             url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.get_url(k, url_ttl, internal=True)
+                lambda s=store, k=artifact.object_name: s.get_url(k, url_ttl, internal=True),
+                store=store,
             )
             inputs.append(
                 TaskInput(name=binding.name, url=url, types=_types(node_def, binding.name, "in"))
@@ -389,7 +408,8 @@ class Scheduler:
             artifact = run.artifact_for(binding.edge)
             store = self._store(run, artifact.store_name)
             url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.put_url(k, url_ttl, internal=True)
+                lambda s=store, k=artifact.object_name: s.put_url(k, url_ttl, internal=True),
+                store=store,
             )
             outputs.append(
                 TaskOutput(
@@ -646,7 +666,7 @@ class Scheduler:
             log.exception("run_not_resumable", run_id=snapshot.get("run", {}).get("ID"))
             return
         try:
-            await self._io_call(self.stores.prepare, run.plan.submission.flow)
+            await self._prepare_stores(run.plan.submission.flow)
         except StoreError as exc:
             log.error("run_stores_unavailable", run_id=run.id, error=str(exc))
         self.runs[run.id] = run

@@ -89,6 +89,10 @@ class StoreRegistry:
             raise StoreError(f"store {name!r} is neither the flow's nor one of the service's")
         return store
 
+    def is_flow_store(self, store: Store) -> bool:
+        """Whether ``store`` is one a flow declared (not one of the operator's)."""
+        return all(store is not mine for mine in self.operator.values())
+
     def local(self, name: str) -> LocalStore | None:
         """The local store serving ``/objects/{name}/…``, if the operator has one by that name."""
         store = self.operator.get(name)
