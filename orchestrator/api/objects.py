@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import HttpVersion11, web
 
@@ -24,8 +24,9 @@ from orchestrator.api.downloads import download_headers
 from orchestrator.api.errors import error_response, response_for
 from orchestrator.api.openapi import Answer, Query, operation
 from orchestrator.errors import Conflict, NotFound, StoreFull
+from orchestrator.scheduler import UPLOAD_GRACE
 from storage import LocalStore, ObjectExists
-from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE
+from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE, SignatureInvalid
 
 StoreLookup = Callable[[str], LocalStore | None]
 OnWritten = Callable[[str, str, int], Awaitable[None]]
@@ -58,6 +59,18 @@ def add_object_routes(
             create_only=CREATE_ONLY in request.query,
         )
         return store, key
+
+    async def _until(chunks: AsyncIterator[bytes], cut_off: float) -> AsyncIterator[bytes]:
+        """The body's chunks, refused past ``cut_off``: a run waits for its input only
+        that long (then it ends ERROR), and bytes that would land later are kept by no one."""
+        async for chunk in chunks:
+            if time.time() > cut_off:
+                raise SignatureInvalid(
+                    "the URL expired while this upload was still being received: nothing of it "
+                    "was kept; ask for a new URL (TTL is storage.url_ttl) and send it faster",
+                    expired=True,
+                )
+            yield chunk
 
     async def resolve_put(request: web.Request) -> tuple[LocalStore, str]:
         store, key = resolve(request)
@@ -108,10 +121,12 @@ def add_object_routes(
         content_type = request.headers.get("Content-Type")
         if content_type is not None and content_type.split(";")[0].strip() in _NOT_A_TYPE:
             content_type = None
+        # verify() has checked the expiry is ours and a number.
+        cut_off = int(request.query[EXPIRES]) + UPLOAD_GRACE
         try:
             info = await store.write_chunks(
                 key,
-                request.content.iter_any(),
+                _until(request.content.iter_any(), cut_off),
                 content_type=content_type or None,
                 create_only=CREATE_ONLY in request.query,
             )
