@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from tests.helpers import busybox_def, chain_flow, create_key, run_chain, submit, upload, wait_for
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    create_key,
+    free_port,
+    run_chain,
+    start_dev,
+    submit,
+    upload,
+    wait_for,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -244,3 +258,114 @@ async def test_a_reader_that_never_reads_holds_bounded_memory(start_service):
         sock.close()
     response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
     assert response.status == 200
+
+
+class SilentEndpoint:
+    """An S3 endpoint that accepts connections and never answers (a dead store)."""
+
+    def __init__(self) -> None:
+        self.held: list[asyncio.StreamWriter] = []
+        self.url = ""
+
+    async def hold(self, _reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.held.append(writer)
+
+
+@pytest.fixture
+async def silent_endpoint() -> AsyncIterator[SilentEndpoint]:
+    endpoint = SilentEndpoint()
+    server = await asyncio.start_server(endpoint.hold, "127.0.0.1", 0)
+    endpoint.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    yield endpoint
+    server.close()
+    for writer in endpoint.held:
+        writer.close()  # the calls still waiting fail now, and their threads come back
+    await server.wait_closed()
+
+
+async def test_a_dead_flow_store_does_not_hold_other_tenants_submissions(
+    start_service, silent_endpoint
+):
+    client = await start_service(storage={"flow_store_endpoints": [silent_endpoint.url]})
+    dead = {
+        "Name": "dead",
+        "Type": "s3",
+        "Params": {"bucket": "b", "endpoint_url": silent_endpoint.url, "access_key_id": "k",
+                   "secret_access_key": "s", "read_timeout": 30, "max_attempts": 3},
+    }  # fmt: skip
+    flow = chain_flow("copy")
+    # A static input is looked for at submission: on the dead store, that call hangs.
+    flow["DataWells"] = [
+        {"Edge": "src", "Source": "static", "Store": "dead", "Key": "in.txt"},
+        {"Edge": "out", "Store": "dead"},
+    ]
+    flow["Stores"] = [dead]
+    copy = busybox_def("copy", "cp ${in} ${out}")
+    stuck = [
+        asyncio.create_task(
+            client.post("/api/v1/flow/test", json={"Flow": flow, "NodeDefs": [copy]})
+        )
+        for _ in range(8)
+    ]
+    deadline = time.monotonic() + 30
+    while len(silent_endpoint.held) < 4:  # waiting on the dead store, as many as may
+        assert time.monotonic() < deadline, len(silent_endpoint.held)
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    began = time.monotonic()
+    run, done = await run_chain(client, [copy], "copy", data=b"mine")
+    assert done["Status"] == "COMPLETE", done["NodeState"]
+    assert time.monotonic() - began < 10  # not the dead store's 90 s
+    finished = [await (await task).text() for task in stuck if task.done()]
+    assert finished == [], finished[:1]
+    for task in stuck:
+        task.cancel()
+
+
+async def test_half_sent_requests_cannot_exhaust_the_service(tmp_path):
+    """600 connections that send half a header and stop, against 512 open files."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "config.yaml"
+    config.write_text("idle_timeout: 3\n")
+    log_path = tmp_path / "service.log"
+    held: list[socket.socket] = []
+    with log_path.open("ab") as log:
+        process = start_dev(tmp_path / "data", port, log, "--config", str(config), open_files=512)
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, base)
+                for _ in range(600):
+                    sock = socket.create_connection(("127.0.0.1", port))
+                    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                    held.append(sock)
+                fds = len(os.listdir(f"/proc/{process.pid}/fd"))
+                assert fds < 512, fds
+                # Closed by the service once idle_timeout is over, not held for ever...
+                await asyncio.sleep(5)
+                closed = sum(1 for sock in held if _closed(sock))
+                assert closed == len(held), f"{len(held) - closed} still open"
+                # ...and it serves again.
+                await wait_healthy(session, base, timeout=5)
+                body = {"Flow": chain_flow("copy"), "NodeDefs": [busybox_def("copy", "true")]}
+                async with session.post(f"{base}/api/v1/flow/validate", json=body) as response:
+                    assert response.status == 200
+        finally:
+            for sock in held:
+                sock.close()
+            os.killpg(process.pid, signal.SIGTERM)
+            await asyncio.to_thread(process.wait, 30)
+    written = log_path.read_text(errors="replace")
+    assert "out of system resource" not in written
+    assert written.count("connections_refused") <= 2, written.count("connections_refused")
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the peer closed (or reset) the connection."""
+    try:
+        sock.settimeout(0.5)
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False

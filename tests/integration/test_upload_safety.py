@@ -155,3 +155,27 @@ async def test_stored_bytes_are_never_rendered_as_a_page(start_service):
             assert response.headers["X-Content-Type-Options"] == "nosniff"
             assert response.headers["Content-Disposition"] == f'{disposition}; filename="src"'
             assert response.headers["Content-Security-Policy"] == "sandbox"
+
+
+async def test_an_upload_still_streaming_past_its_urls_expiry_is_cut_off_and_not_kept(
+    start_service, tmp_path
+):
+    data_dir = tmp_path / "data"
+    client = await start_service(data_dir, storage={"url_ttl": 2})
+    run = await submit(client, chain_flow("copy"), [busybox_def("copy", "cp ${in} ${out}")])
+    url = run["WaitingURLs"][0]["PutURL"]
+
+    async def slowly():  # begun in time, still sending 6 s later
+        for _ in range(12):
+            yield b"x" * 1024
+            await asyncio.sleep(0.5)
+
+    async with client.session.put(url, data=slowly()) as response:
+        assert response.status == 403, await response.text()
+        body = await response.json()
+    assert body["code"] == "URL_INVALID" and body["expired"] is True
+    assert "still being received" in body["message"]
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=20)
+    assert done["Status"] == "ERROR"
+    stored = [p for p in (data_dir / "objects").rglob("*") if p.is_file()]
+    assert stored == [], stored
