@@ -228,6 +228,8 @@ class Settings(_Section):
     # Origins (scheme://host[:port]) of web apps allowed to call the API from a browser.
     allowed_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Nodes one flow may have; a larger one is refused (400 FLOW_003) before any work.
+    max_flow_nodes: int = Field(default=10_000, ge=1)
     # Seconds a connection may take to send a request's headers, or stay idle
     # between requests, before it is closed.
     idle_timeout: float = Field(default=15, gt=0, le=3600)

@@ -150,7 +150,12 @@ class Scheduler:
     # ------------------------------------------------------------ accepting runs
 
     def validate(self, submission: FlowSubmission):  # -> ValidationResult
-        return validate(submission, catalog=self.catalog, stores=self.store_policy)
+        return validate(
+            submission,
+            catalog=self.catalog,
+            stores=self.store_policy,
+            max_nodes=self.settings.max_flow_nodes,
+        )
 
     async def submit(
         self,

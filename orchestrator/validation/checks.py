@@ -855,14 +855,29 @@ def validate(
     catalog: Mapping[str, NodeDef] | None = EMPTY_CATALOG,
     store_types: Iterable[str] = STORE_TYPES,
     stores: StorePolicy | None = None,
+    max_nodes: int | None = None,
 ) -> ValidationResult:
     """Every problem of a submission, errors and warnings, in one result.
 
     NodeDefs are looked up in the submission's ``NodeDefs`` first, then in
     ``catalog`` (keys ``publisher/name``). ``store_types`` are the store Types
     this service can open; ``stores`` what flows may use here (by default: the
-    ``default`` store only, no store of their own).
+    ``default`` store only, no store of their own). A flow of over ``max_nodes``
+    nodes gets FLOW_003 alone: nothing else of it is checked, nor would run.
     """
+    nodes = len(submission.flow.nodes)
+    if max_nodes is not None and nodes > max_nodes:
+        return ValidationResult(
+            errors=[
+                ValidationEntry(
+                    code="FLOW_003",
+                    message=f"the flow has {nodes} nodes, over this service's limit of "
+                    f"{max_nodes} (max_flow_nodes); split it into flows of at most {max_nodes}, "
+                    "or ask its operator for a higher limit",
+                    field="Flow.Nodes",
+                )
+            ]
+        )
     return _Validator(
         submission, catalog or EMPTY_CATALOG, tuple(store_types), stores or StorePolicy()
     ).run()

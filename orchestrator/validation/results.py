@@ -14,6 +14,7 @@ from orchestrator.models import Node
 CODES: dict[str, str] = {
     "FLOW_001": "the nodes form a cycle",
     "FLOW_002": "the flow has no nodes",
+    "FLOW_003": "the flow has more nodes than the service takes (max_flow_nodes; ours)",
     "NODE_001": "no NodeDef for the node's Uses",
     "NODE_002": "a required input is not bound",
     "NODE_003": "a required output is not bound",

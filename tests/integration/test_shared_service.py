@@ -369,3 +369,17 @@ def _closed(sock: socket.socket) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+async def test_a_flow_over_the_node_limit_is_refused_with_what_to_do(start_service):
+    client = await start_service(max_flow_nodes=5)
+    copy = busybox_def("copy", "cp ${in} ${out}")
+    steps = ["copy"] * 6
+    for path in ("/api/v1/flow/test", "/api/v1/flow/validate"):
+        response = await client.post(path, json={"Flow": chain_flow(*steps), "NodeDefs": [copy]})
+        body = await response.json()
+        errors = body["errors"]
+        assert [(e["code"], e["field"]) for e in errors] == [("FLOW_003", "Flow.Nodes")], body
+        assert "6 nodes, over this service's limit of 5 (max_flow_nodes)" in errors[0]["message"]
+    run, done = await run_chain(client, [copy], *steps[:5])
+    assert done["Status"] == "COMPLETE", done["NodeState"]

@@ -824,3 +824,14 @@ def test_a_flow_store_within_the_bounds_is_accepted():
     store = s3_store("s", connect_timeout=2, read_timeout=30, max_attempts=3, create_bucket=False)
     sub = one_node_flow(UPLOAD, {**SINK, "Store": "s"}, Stores=[store])
     assert check(sub, stores=FLOW_STORES).ok
+
+
+def test_flow_003_a_flow_over_the_node_limit_is_refused_before_anything_else():
+    nodes = [
+        {"ID": f"n{i}", "Uses": "test/nope", "Inputs": [{"Name": "in", "Edge": f"e{i}"}]}
+        for i in range(4)
+    ]
+    result = validate(submission(nodes), max_nodes=3)
+    assert [(e.code, e.field) for e in result.errors] == [("FLOW_003", "Flow.Nodes")]
+    assert "4 nodes, over this service's limit of 3 (max_flow_nodes)" in result.errors[0].message
+    assert "FLOW_003" not in validate(submission(nodes), max_nodes=4).codes()
