@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -176,6 +177,11 @@ class RunState:
             },
         )
         self._nodes = {node.id: node for node in plan.submission.flow.nodes}
+        # Nodes per status, kept with every change (``_set_status``): the run's own
+        # status is then known without looking at each of its nodes again.
+        self._counts: Counter[NodeStatus] = Counter(
+            state.status for state in self.run.node_state.values()
+        )
         # The FlowRun as JSON, made on the first read after a change (see ``json``).
         self._json: bytes | None = None
 
@@ -272,14 +278,14 @@ class RunState:
         for node_id in self.plan.order:
             missing = [i for i in self.node(node_id).inputs if i.edge in late]
             if missing:
-                self.state(node_id).status = NodeStatus.ERROR
+                self._set_status(node_id, NodeStatus.ERROR)
                 self.state(node_id).error = "; ".join(
                     f"input '{i.name}' (edge '{i.edge}') was not uploaded before its URL "
                     f"expired at {_iso(late[i.edge])}"
                     for i in missing
                 )
         for other in self.active_nodes():
-            self.state(other).status = NodeStatus.ERROR
+            self._set_status(other, NodeStatus.ERROR)
             self.state(other).error = "cancelled: an input was not uploaded in time"
         self.run.status = RunStatus.ERROR
         self.run.error = (
@@ -298,7 +304,7 @@ class RunState:
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self.state(node_id).status = NodeStatus.ERROR
+            self._set_status(node_id, NodeStatus.ERROR)
             self.state(node_id).error = f"cancelled: {reason}"
         self.run.status = RunStatus.ERROR
         self.run.error = reason
@@ -309,7 +315,7 @@ class RunState:
         """Mark the node queued for its next attempt; returns the attempt number."""
         state = self.state(node_id)
         state.attempt += 1
-        state.status = NodeStatus.READY
+        self._set_status(node_id, NodeStatus.READY)
         self._refresh_status()
         return state.attempt
 
@@ -317,7 +323,7 @@ class RunState:
     def redispatched(self, node_id: str) -> int:
         """After a service restart: the interrupted attempt runs again under its number."""
         state = self.state(node_id)
-        state.status = NodeStatus.READY
+        self._set_status(node_id, NodeStatus.READY)
         state.attempt = max(state.attempt, 1)
         return state.attempt
 
@@ -326,7 +332,7 @@ class RunState:
         state = self.state(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
             return False
-        state.status = NodeStatus.RUNNING
+        self._set_status(node_id, NodeStatus.RUNNING)
         self._refresh_status()
         return True
 
@@ -335,7 +341,7 @@ class RunState:
         state = self.state(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
             return Transition()
-        state.status = NodeStatus.COMPLETE
+        self._set_status(node_id, NodeStatus.COMPLETE)
         state.error = ""
         for out in self.node(node_id).outputs:
             self.run.artifacts[out.edge] = self.artifact_for(out.edge)
@@ -350,14 +356,14 @@ class RunState:
             return Transition()
         state.error = error
         if retryable and attempt < state.max_attempts and not self.run.status.finished:
-            state.status = NodeStatus.RETRYING
+            self._set_status(node_id, NodeStatus.RETRYING)
             self._refresh_status()
             return Transition(retry_after=retry_delay)
-        state.status = NodeStatus.ERROR
+        self._set_status(node_id, NodeStatus.ERROR)
         self.run.status = RunStatus.ERROR
         # Siblings still queued or running are stopped with the run: say why.
         for other in self.active_nodes():
-            self.state(other).status = NodeStatus.ERROR
+            self._set_status(other, NodeStatus.ERROR)
             self.state(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
         return Transition(finished=True)
 
@@ -376,7 +382,7 @@ class RunState:
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self.state(node_id).status = NodeStatus.ERROR
+            self._set_status(node_id, NodeStatus.ERROR)
             self.state(node_id).error = "cancelled: the run was stopped on request"
         self.run.status = RunStatus.STOPPED
         self.run.waiting_urls = []
@@ -405,16 +411,22 @@ class RunState:
         self._refresh_status()
         return Transition(dispatch=ready, finished=self.run.status.finished)
 
+    def _set_status(self, node_id: str, status: NodeStatus) -> None:
+        state = self.state(node_id)
+        self._counts[state.status] -= 1
+        state.status = status
+        self._counts[status] += 1
+
     def _refresh_status(self) -> None:
         if self.run.status.finished:
             return
-        states = [self.state(n).status for n in self.plan.order]
-        if any(s == NodeStatus.ERROR for s in states):
+        counts, total = self._counts, len(self.run.node_state)
+        if counts[NodeStatus.ERROR]:
             self.run.status = RunStatus.ERROR
-        elif all(s == NodeStatus.COMPLETE for s in states):
+        elif counts[NodeStatus.COMPLETE] == total:
             self.run.status = RunStatus.COMPLETE
             self.run.waiting_urls = []
-        elif any(s != NodeStatus.IDLE and s != NodeStatus.COMPLETE for s in states):
+        elif counts[NodeStatus.IDLE] + counts[NodeStatus.COMPLETE] < total:
             self.run.status = RunStatus.RUNNING
         elif self.pending_uploads():
             self.run.status = RunStatus.WAITING

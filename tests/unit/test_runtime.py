@@ -254,3 +254,43 @@ def test_the_cached_json_follows_failures_and_expiry():
     before = other.json()
     other.fail("the engine gave up")
     assert other.json() != before and other.json() == _fresh(other)
+
+
+def _status_from_every_node(run):
+    """The run's status as the nodes say it, looking at each (what the counts stand for)."""
+    states = [run.state(n).status for n in run.plan.order]
+    if any(s == NodeStatus.ERROR for s in states):
+        return RunStatus.ERROR
+    if all(s == NodeStatus.COMPLETE for s in states):
+        return RunStatus.COMPLETE
+    if any(s not in (NodeStatus.IDLE, NodeStatus.COMPLETE) for s in states):
+        return RunStatus.RUNNING
+    return RunStatus.WAITING if run.pending_uploads() else RunStatus.RUNNING
+
+
+def test_the_runs_status_follows_its_nodes_through_every_event_and_a_restore():
+    nodes = [_node(f"n{i}", ["src"], [f"o{i}"]) for i in range(50)]
+    nodes.append(_node("last", ["o0"], ["end"]))
+    run = _state(_submission(nodes))
+    run.start([])
+    assert run.status == _status_from_every_node(run) == RunStatus.WAITING
+    for node_id in run.artifact_arrived("src").dispatch:
+        run.dispatched(node_id)
+        assert run.status == _status_from_every_node(run)
+    for i in range(50):
+        run.attempt_started(f"n{i}", 1)
+        if i % 2:
+            run.attempt_succeeded(f"n{i}", 1)
+        else:
+            run.attempt_failed(f"n{i}", 1, "flaky", retryable=True, retry_delay=1)
+        assert run.status == _status_from_every_node(run) == RunStatus.RUNNING
+    restored = RunState.restore(run.snapshot(), run.defs)
+    assert restored.status == _status_from_every_node(restored)
+    for i in range(0, 50, 2):  # the retries succeed
+        restored.dispatched(f"n{i}")
+        restored.attempt_started(f"n{i}", 2)
+        restored.attempt_succeeded(f"n{i}", 2)
+    restored.dispatched("last")
+    restored.attempt_started("last", 1)
+    assert restored.attempt_succeeded("last", 1).finished
+    assert restored.status == _status_from_every_node(restored) == RunStatus.COMPLETE
