@@ -182,6 +182,21 @@ class RunState:
         self._counts: Counter[NodeStatus] = Counter(
             state.status for state in self.run.node_state.values()
         )
+        # The ready set, kept as artifacts arrive: an event costs what it changes,
+        # not a look at every node. Per node, its input edges not there yet.
+        self._order = {node_id: index for index, node_id in enumerate(plan.order)}
+        self._consumers: dict[str, list[str]] = {}
+        self._missing: dict[str, int] = {}
+        for node in plan.submission.flow.nodes:
+            edges = {binding.edge for binding in node.inputs}
+            for edge in edges:
+                self._consumers.setdefault(edge, []).append(node.id)
+            self._missing[node.id] = len(edges - set(self.run.artifacts))
+        self._ready = {
+            node_id
+            for node_id, missing in self._missing.items()
+            if missing == 0 and self.state(node_id).status == NodeStatus.IDLE
+        }
         # The FlowRun as JSON, made on the first read after a change (see ``json``).
         self._json: bytes | None = None
 
@@ -233,12 +248,7 @@ class RunState:
         """IDLE nodes whose every input edge has an artifact, in topological order."""
         if self.run.status.finished:
             return []
-        return [
-            node_id
-            for node_id in self.plan.order
-            if self.state(node_id).status == NodeStatus.IDLE
-            and all(e.edge in self.run.artifacts for e in self.node(node_id).inputs)
-        ]
+        return sorted(self._ready, key=self._order.__getitem__)
 
     def active_nodes(self) -> list[str]:
         """Nodes dispatched or running: they need a worker (again, after a restart)."""
@@ -252,7 +262,7 @@ class RunState:
         """Static edges are present from the start; uploads are awaited."""
         for name in self.plan.edges:
             if self.plan.edge(name).source == "static":
-                self.run.artifacts[name] = self.artifact_for(name)
+                self._add_artifact(name)
         self.run.waiting_urls = waiting_urls
         return self._advance()
 
@@ -260,7 +270,7 @@ class RunState:
     def artifact_arrived(self, edge: str) -> Transition:
         if edge in self.run.artifacts or self.run.status.finished:
             return Transition()
-        self.run.artifacts[edge] = self.artifact_for(edge)
+        self._add_artifact(edge)
         self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
         return self._advance()
 
@@ -344,7 +354,7 @@ class RunState:
         self._set_status(node_id, NodeStatus.COMPLETE)
         state.error = ""
         for out in self.node(node_id).outputs:
-            self.run.artifacts[out.edge] = self.artifact_for(out.edge)
+            self._add_artifact(out.edge)
         return self._advance()
 
     @_changes
@@ -416,6 +426,18 @@ class RunState:
         self._counts[state.status] -= 1
         state.status = status
         self._counts[status] += 1
+        if status != NodeStatus.IDLE:
+            self._ready.discard(node_id)
+
+    def _add_artifact(self, edge: str) -> None:
+        if edge in self.run.artifacts:
+            self.run.artifacts[edge] = self.artifact_for(edge)
+            return
+        self.run.artifacts[edge] = self.artifact_for(edge)
+        for node_id in self._consumers.get(edge, ()):
+            self._missing[node_id] -= 1
+            if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:
+                self._ready.add(node_id)
 
     def _refresh_status(self) -> None:
         if self.run.status.finished:
