@@ -187,11 +187,12 @@ class RunState:
         self._order = {node_id: index for index, node_id in enumerate(plan.order)}
         self._consumers: dict[str, list[str]] = {}
         self._missing: dict[str, int] = {}
+        present = set(self.run.artifacts)
         for node in plan.submission.flow.nodes:
             edges = {binding.edge for binding in node.inputs}
             for edge in edges:
                 self._consumers.setdefault(edge, []).append(node.id)
-            self._missing[node.id] = len(edges - set(self.run.artifacts))
+            self._missing[node.id] = len(edges - present)
         self._ready = {
             node_id
             for node_id, missing in self._missing.items()
