@@ -233,7 +233,7 @@ class Settings(_Section):
     # Seconds a connection may take to send a request's headers, or stay idle
     # between requests, before it is closed.
     idle_timeout: float = Field(default=15, gt=0, le=3600)
-    # Connections held at once; auto: the process's file limit less 128.
+    # Connections held at once; auto: the process's file limit less 256 (or a quarter).
     max_connections: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     log_level: str = "info"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -37,7 +37,8 @@ REFUSED_LOG_EVERY = 60.0
 
 
 def max_connections(settings: Settings) -> int:
-    """``max_connections``, or (auto) the file limit less FD_RESERVE, at least 16."""
+    """``max_connections``, or (auto) the file limit less FD_RESERVE + ACCEPT_BURST (or
+    less a quarter of it, if more), at least 16."""
     if settings.max_connections != "auto":
         return settings.max_connections
     soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
