@@ -2,7 +2,7 @@
 
 What one subscriber may hold is bounded in bytes, whatever the run's size and
 however slowly it reads: its log lines up to ``log_bytes`` (later ones are
-dropped, and counted), and of the run's snapshots only the latest (a reader that
+dropped: the run's Logs still hold them), and of the run's snapshots only the latest (a reader that
 fell behind skips to the present, it does not replay every change), then the
 end. A slow subscriber never slows the engine down nor holds what the others
 have read. An event is made once for all subscribers, and only when the run
@@ -55,7 +55,6 @@ class Subscriber:
 
     def __init__(self, log_bytes: int) -> None:
         self.log_bytes = log_bytes
-        self.dropped_lines = 0
         self._lines: deque[Event] = deque()
         self._line_bytes = 0
         self._status: Event | None = None
@@ -65,8 +64,7 @@ class Subscriber:
     def offer(self, event: Event) -> None:
         if event.name == "log":
             if self._line_bytes + event.size > self.log_bytes:
-                self.dropped_lines += 1
-                return
+                return  # the run's Logs keep it: a reader behind reads it there
             self._lines.append(event)
             self._line_bytes += event.size
         elif event.name == "end":

@@ -431,10 +431,10 @@ class RunState:
             self._ready.discard(node_id)
 
     def _add_artifact(self, edge: str) -> None:
-        if edge in self.run.artifacts:
-            self.run.artifacts[edge] = self.artifact_for(edge)
-            return
+        arrived = edge not in self.run.artifacts
         self.run.artifacts[edge] = self.artifact_for(edge)
+        if not arrived:
+            return  # its consumers counted it already
         for node_id in self._consumers.get(edge, ()):
             self._missing[node_id] -= 1
             if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:

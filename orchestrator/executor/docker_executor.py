@@ -30,6 +30,7 @@ from orchestrator.executor import spec
 from orchestrator.executor.errors import (
     AttemptFailed,
     EngineUnreachable,
+    engine_problem,
     step,
     tolerated,
 )
@@ -148,7 +149,7 @@ class DockerExecutor:
         try:
             removed = self.remove_leftovers()
         except (docker.errors.DockerException, OSError) as exc:  # requests' errors are OSErrors
-            return f"{type(exc).__name__}: {exc}"
+            return engine_problem(exc)
         log.info("docker_engine_back", worker=self.worker, removed_leftovers=removed)
         return None
 
