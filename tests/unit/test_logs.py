@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -64,3 +65,24 @@ def test_on_a_terminal_lines_are_for_people_and_json_can_be_asked_for():
     configure_logging("info", "json", asked)
     structlog.get_logger("pipewell").info("listening")
     assert json.loads(asked.getvalue())["event"] == "listening"
+
+
+def test_asyncios_accept_error_is_written_once_a_minute_with_a_count(monkeypatch):
+    written = io.StringIO()
+    configure_logging("info", "json", written)
+    now = [time.monotonic() + 1e6]  # past anything the filter saw in this process
+    monkeypatch.setattr("orchestrator.logs.time.monotonic", lambda: now[0])
+    running = logging.getLogger("asyncio")
+    for _ in range(500):  # a flood of connections past the file limit
+        running.error("socket.accept() out of system resource", exc_info=OSError(24, "EMFILE"))
+    running.error("something else entirely")
+    now[0] += 61
+    running.error("socket.accept() out of system resource")
+    lines = [json.loads(line) for line in written.getvalue().splitlines()]
+    events = [line["event"] for line in lines]
+    assert events == [
+        "socket.accept() out of system resource",
+        "something else entirely",
+        "socket.accept() out of system resource (499 more like it in the last 60 s)",
+    ]
+    assert "exception" not in lines[0]
