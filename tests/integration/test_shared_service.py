@@ -383,3 +383,37 @@ async def test_a_flow_over_the_node_limit_is_refused_with_what_to_do(start_servi
         assert "6 nodes, over this service's limit of 5 (max_flow_nodes)" in errors[0]["message"]
     run, done = await run_chain(client, [copy], *steps[:5])
     assert done["Status"] == "COMPLETE", done["NodeState"]
+
+
+async def test_a_stream_whose_reader_takes_nothing_is_closed(start_service, monkeypatch):
+    monkeypatch.setattr("orchestrator.api.sse.WRITE_TIMEOUT", 1.0)
+    client = await start_service()
+    nodes = [
+        {"ID": f"n{i}", "Uses": "test/big", "Inputs": [{"Name": "in", "Edge": f"in{i}"}],
+         "Outputs": [{"Name": "out", "Edge": f"out{i}"}]}
+        for i in range(1000)
+    ]  # fmt: skip
+    big = busybox_def("big", "cp ${in} ${out}", Tier="c-4xlarge")
+    run = await submit(client, {"Name": "wide", "Nodes": nodes}, [big])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    host = f"127.0.0.1:{client.server.port}"
+    sock.connect(("127.0.0.1", client.server.port))
+    sock.sendall(f"GET /api/v1/flow/events/{run['ID']} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    try:
+        for i in range(50):  # snapshots of ~0.5 MB: far more than the socket holds
+            await upload(client, run, f"in{i}", b"x")
+        await asyncio.sleep(3)  # past WRITE_TIMEOUT with nothing taken
+        sock.setblocking(False)
+        deadline = time.monotonic() + 10
+        while True:  # what was sent before the close, then the end of the stream
+            try:
+                if not sock.recv(65536):
+                    break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the stream is still open"
+                await asyncio.sleep(0.05)
+    finally:
+        sock.close()
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert response.status == 200
