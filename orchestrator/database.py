@@ -121,6 +121,25 @@ MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] =
             finished_at = json_extract(snapshot, '$.run.FinishedAt')""",
         "CREATE INDEX runs_by_tenant ON runs (tenant, created_at)",
     ),
+    # 4: a run written by what changed. ``runs.plan`` is written once; ``snapshot`` then
+    # holds the FlowRun without its nodes and artifacts, which have rows of their own,
+    # written when they change. Runs written before keep all of it in ``snapshot``.
+    (
+        "ALTER TABLE runs ADD COLUMN plan TEXT",
+        """CREATE TABLE run_nodes (
+            run_id   TEXT NOT NULL,
+            node_id  TEXT NOT NULL,
+            state    TEXT NOT NULL,
+            PRIMARY KEY (run_id, node_id)
+        ) WITHOUT ROWID""",
+        # A rowid table: rowid keeps the order artifacts arrived in.
+        """CREATE TABLE run_artifacts (
+            run_id    TEXT NOT NULL,
+            edge      TEXT NOT NULL,
+            artifact  TEXT NOT NULL,
+            UNIQUE (run_id, edge)
+        )""",
+    ),
 )
 
 

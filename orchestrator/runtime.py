@@ -8,6 +8,7 @@ delay). Everything here can be tested without Docker, a store or a loop.
 from __future__ import annotations
 
 import functools
+import json
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -198,8 +199,17 @@ class RunState:
             for node_id, missing in self._missing.items()
             if missing == 0 and self.state(node_id).status == NodeStatus.IDLE
         }
-        # The FlowRun as JSON, made on the first read after a change (see ``json``).
+        # The FlowRun as JSON, made on the first read after a change (see ``json``),
+        # from each node's and artifact's own JSON, made again only when it changed.
         self._json: bytes | None = None
+        self._node_json: dict[str, bytes] = {}
+        self._artifact_json: dict[str, bytes] = {}
+        # What changed since the state store last took a write (``take_write``): a
+        # change costs a write of what it changed, not of the whole run. Everything,
+        # the plan included, until the first write.
+        self._unwritten_nodes: set[str] = set(self.run.node_state)
+        self._unwritten_artifacts: dict[str, None] = dict.fromkeys(self.run.artifacts)
+        self._plan_written = False
 
     # ------------------------------------------------------------ queries
 
@@ -222,15 +232,47 @@ class RunState:
 
         Many clients polling one run cost a lookup each, not a serialization: every
         change goes through a method marked ``_changes`` (or ``changed``), which
-        drops it.
+        drops it. Made again, it costs the nodes that changed (``_edit``) and a join.
         """
         if self._json is None:
-            self._json = self.run.model_dump_json().encode()
+            run = self.run
+            head = run.model_dump_json(include={"id", "status"}).encode()
+            tail = run.model_dump_json(exclude={"id", "status", "node_state", "artifacts"})
+            self._json = b"".join(
+                (
+                    head[:-1],
+                    b',"NodeState":{',
+                    b",".join(self._keyed(node_id) for node_id in run.node_state),
+                    b'},"Artifacts":{',
+                    b",".join(self._keyed_artifact(edge) for edge in run.artifacts),
+                    b"}," if len(tail) > 2 else b"}",
+                    tail[1:].encode(),
+                )
+            )
         return self._json
 
     def changed(self) -> None:
-        """Drop the serialized FlowRun after a change made to ``run`` directly."""
+        """Drop what was serialized after a change made to ``run`` directly (tests)."""
         self._json = None
+        self._node_json.clear()
+        self._artifact_json.clear()
+        self._unwritten_nodes.update(self.run.node_state)
+        self._unwritten_artifacts.update(dict.fromkeys(self.run.artifacts))
+
+    def _keyed(self, node_id: str) -> bytes:
+        """``"<node id>":<its NodeState>``, made again only after the node changed."""
+        fragment = self._node_json.get(node_id)
+        if fragment is None:
+            state = self.run.node_state[node_id].model_dump_json().encode()
+            fragment = self._node_json[node_id] = _key(node_id) + state
+        return fragment
+
+    def _keyed_artifact(self, edge: str) -> bytes:
+        fragment = self._artifact_json.get(edge)
+        if fragment is None:
+            artifact = self.run.artifacts[edge].model_dump_json().encode()
+            fragment = self._artifact_json[edge] = _key(edge) + artifact
+        return fragment
 
     def upload_edges(self) -> list[str]:
         return [n for n in self.plan.edges if self.plan.edge(n).source == "upload"]
@@ -290,14 +332,14 @@ class RunState:
             missing = [i for i in self.node(node_id).inputs if i.edge in late]
             if missing:
                 self._set_status(node_id, NodeStatus.ERROR)
-                self.state(node_id).error = "; ".join(
+                self._edit(node_id).error = "; ".join(
                     f"input '{i.name}' (edge '{i.edge}') was not uploaded before its URL "
                     f"expired at {_iso(late[i.edge])}"
                     for i in missing
                 )
         for other in self.active_nodes():
             self._set_status(other, NodeStatus.ERROR)
-            self.state(other).error = "cancelled: an input was not uploaded in time"
+            self._edit(other).error = "cancelled: an input was not uploaded in time"
         self.run.status = RunStatus.ERROR
         self.run.error = (
             "; ".join(
@@ -316,7 +358,7 @@ class RunState:
             return Transition()
         for node_id in self.active_nodes():
             self._set_status(node_id, NodeStatus.ERROR)
-            self.state(node_id).error = f"cancelled: {reason}"
+            self._edit(node_id).error = f"cancelled: {reason}"
         self.run.status = RunStatus.ERROR
         self.run.error = reason
         return Transition(finished=True)
@@ -324,7 +366,7 @@ class RunState:
     @_changes
     def dispatched(self, node_id: str) -> int:
         """Mark the node queued for its next attempt; returns the attempt number."""
-        state = self.state(node_id)
+        state = self._edit(node_id)
         state.attempt += 1
         self._set_status(node_id, NodeStatus.READY)
         self._refresh_status()
@@ -333,14 +375,14 @@ class RunState:
     @_changes
     def redispatched(self, node_id: str) -> int:
         """After a service restart: the interrupted attempt runs again under its number."""
-        state = self.state(node_id)
+        state = self._edit(node_id)
         self._set_status(node_id, NodeStatus.READY)
         state.attempt = max(state.attempt, 1)
         return state.attempt
 
     @_changes
     def attempt_started(self, node_id: str, attempt: int) -> bool:
-        state = self.state(node_id)
+        state = self._edit(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
             return False
         self._set_status(node_id, NodeStatus.RUNNING)
@@ -349,7 +391,7 @@ class RunState:
 
     @_changes
     def attempt_succeeded(self, node_id: str, attempt: int) -> Transition:
-        state = self.state(node_id)
+        state = self._edit(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
             return Transition()
         self._set_status(node_id, NodeStatus.COMPLETE)
@@ -362,7 +404,7 @@ class RunState:
     def attempt_failed(
         self, node_id: str, attempt: int, error: str, *, retryable: bool, retry_delay: float
     ) -> Transition:
-        state = self.state(node_id)
+        state = self._edit(node_id)
         if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
             return Transition()
         state.error = error
@@ -375,12 +417,12 @@ class RunState:
         # Siblings still queued or running are stopped with the run: say why.
         for other in self.active_nodes():
             self._set_status(other, NodeStatus.ERROR)
-            self.state(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
+            self._edit(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
         return Transition(finished=True)
 
     @_changes
     def add_log(self, node_id: str, record: LogRecord) -> None:
-        logs = self.state(node_id).logs
+        logs = self._edit(node_id).logs
         logs.append(record)
         if len(logs) > self.max_log_lines:
             # Keep the first lines (how it started) and the latest (how it ended).
@@ -394,7 +436,7 @@ class RunState:
             return Transition()
         for node_id in self.active_nodes():
             self._set_status(node_id, NodeStatus.ERROR)
-            self.state(node_id).error = "cancelled: the run was stopped on request"
+            self._edit(node_id).error = "cancelled: the run was stopped on request"
         self.run.status = RunStatus.STOPPED
         self.run.waiting_urls = []
         return Transition(finished=True)
@@ -404,7 +446,7 @@ class RunState:
         self, node_id: str, timings: dict[str, float], *, replace: bool = False
     ) -> None:
         """Seconds per phase of the node's latest attempt (``replace``: a new attempt's)."""
-        state = self.state(node_id)
+        state = self._edit(node_id)
         if replace:
             state.timings = dict(timings)
         else:
@@ -422,8 +464,14 @@ class RunState:
         self._refresh_status()
         return Transition(dispatch=ready, finished=self.run.status.finished)
 
+    def _edit(self, node_id: str) -> NodeState:
+        """The node's state, to be changed: its JSON is made and written again."""
+        self._node_json.pop(node_id, None)
+        self._unwritten_nodes.add(node_id)
+        return self.run.node_state[node_id]
+
     def _set_status(self, node_id: str, status: NodeStatus) -> None:
-        state = self.state(node_id)
+        state = self._edit(node_id)
         self._counts[state.status] -= 1
         state.status = status
         self._counts[status] += 1
@@ -431,10 +479,10 @@ class RunState:
             self._ready.discard(node_id)
 
     def _add_artifact(self, edge: str) -> None:
-        arrived = edge not in self.run.artifacts
-        self.run.artifacts[edge] = self.artifact_for(edge)
-        if not arrived:
+        if edge in self.run.artifacts:
             return  # its consumers counted it already
+        self.run.artifacts[edge] = self.artifact_for(edge)
+        self._unwritten_artifacts[edge] = None
         for node_id in self._consumers.get(edge, ()):
             self._missing[node_id] -= 1
             if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:
@@ -464,6 +512,30 @@ class RunState:
             "run": self.run.model_dump(mode="json", by_alias=True),
         }
 
+    def take_write(self) -> RunWrite:
+        """What changed since the last write taken: the run's own fields, always; the
+        nodes and artifacts that changed; the plan, the first time."""
+        run = self.run
+        own = run.model_dump(mode="json", exclude={"node_state", "artifacts"})
+        write = RunWrite(
+            run_id=self.id,
+            tenant=self.plan.tenant,
+            flow=self.plan.submission.flow.name,
+            created_at=self.plan.model_dump(mode="json", include={"created_at"})["created_at"],
+            status=own["Status"],
+            finished=run.status.finished,
+            started_at=own["StartedAt"],
+            finished_at=own["FinishedAt"],
+            run=json.dumps(own, separators=(",", ":")),
+            plan=None if self._plan_written else self.plan.model_dump_json(by_alias=True),
+            nodes={n: run.node_state[n].model_dump_json() for n in self._unwritten_nodes},
+            artifacts={e: run.artifacts[e].model_dump_json() for e in self._unwritten_artifacts},
+        )
+        self._plan_written = True
+        self._unwritten_nodes.clear()
+        self._unwritten_artifacts.clear()
+        return write
+
     @classmethod
     def restore(
         cls, data: dict[str, Any], catalog: dict[str, NodeDef] | None = None, **kwargs: Any
@@ -473,8 +545,47 @@ class RunState:
         return cls(plan, plan.defs(catalog), run, **kwargs)
 
 
+@dataclass
+class RunWrite:
+    """A run's changes as the state store writes them: JSON texts, columns for listing."""
+
+    run_id: str
+    tenant: str
+    flow: str
+    created_at: str
+    status: str
+    finished: bool
+    started_at: str | None
+    finished_at: str | None
+    run: str  # the FlowRun without its NodeState and Artifacts
+    plan: str | None  # the RunPlan, in the run's first write only
+    nodes: dict[str, str]  # node id → NodeState
+    artifacts: dict[str, str]  # edge → Artifact
+
+    def after(self, earlier: RunWrite | None) -> RunWrite:
+        """This write with what an earlier one that failed still had to write."""
+        if earlier is None:
+            return self
+        self.plan = self.plan or earlier.plan
+        self.nodes = earlier.nodes | self.nodes
+        self.artifacts = earlier.artifacts | self.artifacts
+        return self
+
+
+def _key(name: str) -> bytes:
+    return json.dumps(name).encode() + b":"
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-__all__ = ["EdgePlan", "RunPlan", "RunState", "Transition", "plan_run", "terminal_edges"]
+__all__ = [
+    "EdgePlan",
+    "RunPlan",
+    "RunState",
+    "RunWrite",
+    "Transition",
+    "plan_run",
+    "terminal_edges",
+]

@@ -203,7 +203,7 @@ class Scheduler:
         # Accepted only once on disk: a run answered 200 must survive a restart.
         # Nothing is dispatched or awaited before: a refused run (DataDirError) leaves
         # nothing running.
-        await self.state.save_now(run_id, run.snapshot)
+        await self.state.save_now(run_id, run)
         self.runs[run_id] = run
         if inputs is None:
             self._await_uploads(run)
@@ -473,10 +473,8 @@ class Scheduler:
             self.runs.pop(old, None)
 
     def _persist(self, run: RunState) -> None:
-        """Queue the run's write. Every change is followed by one: a change made to the
-        FlowRun directly, bypassing RunState's methods, still reaches status reads here."""
-        run.changed()
-        self.state.save(run.id, run.snapshot)
+        """Queue the run's write: of what changed since the last one (RunState.take_write)."""
+        self.state.save(run.id, run)
 
     def _save(self, run: RunState) -> None:
         self._persist(run)

@@ -15,21 +15,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
 from orchestrator import database
 from orchestrator.errors import DataDirError
-from orchestrator.models import DEFAULT_TENANT
+from orchestrator.runtime import RunWrite
 
 log = structlog.get_logger(__name__)
 
-Snapshot = Callable[[], dict[str, Any]]
+
+class Persisted(Protocol):
+    """A run as the state store takes it: its changes since the last write, or all of it."""
+
+    def take_write(self) -> RunWrite: ...
+
+    def snapshot(self) -> dict[str, Any]: ...
+
 
 #: Seconds before the first retry of a failed write, doubled up to the second.
 RETRY_FIRST, RETRY_MAX = 0.25, 5.0
@@ -41,11 +46,11 @@ class StateStore:
     def __init__(self, db: database.Database, flush_delay: float = 0.05) -> None:
         self.db = db
         self.flush_delay = flush_delay
-        # run id → (change number, how to snapshot it). The snapshot is taken at
-        # write time, once per batch; the number tells whether the run changed
-        # again while it was being written.
-        self._dirty: dict[str, tuple[int, Snapshot]] = {}
-        self._changes = itertools.count()
+        # Runs changed since their last write was taken; their changes are taken at
+        # write time, once per batch.
+        self._dirty: dict[str, Persisted] = {}
+        # Writes taken that failed: written again, with whatever came after them.
+        self._failed: dict[str, tuple[Persisted, RunWrite]] = {}
         self._wanted = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
@@ -68,45 +73,52 @@ class StateStore:
 
     # ------------------------------------------------------------ runs
 
-    def save(self, run_id: str, snapshot: Snapshot) -> None:
-        """Queue a write of the run (coalesced: many saves, one snapshot, one write)."""
-        self._dirty[run_id] = (next(self._changes), snapshot)
+    def save(self, run_id: str, run: Persisted) -> None:
+        """Queue a write of the run's changes (coalesced: many saves, one write)."""
+        self._dirty[run_id] = run
         self._wanted.set()
 
-    async def save_now(self, run_id: str, snapshot: Snapshot) -> None:
+    async def save_now(self, run_id: str, run: Persisted) -> None:
         """Write a new run at once, with every dirty one; DataDirError if it is not on disk.
 
         A run that failed here is not kept: its caller refuses it.
         """
-        await self.flush({run_id: snapshot})
+        await self.flush({run_id: run})
 
-    async def flush(self, new: dict[str, Snapshot] | None = None) -> None:
+    async def flush(self, new: dict[str, Persisted] | None = None) -> None:
         """Write every dirty run (and ``new``) in one transaction; raise DataDirError."""
         async with self._write_lock:
-            taken = dict(self._dirty)
-            batch = {run_id: take for run_id, (_, take) in taken.items()} | (new or {})
-            if not batch:
+            taken, self._dirty = {**self._dirty, **(new or {})}, {}
+            failed, self._failed = self._failed, {}
+            writes = {
+                run_id: run.take_write().after(failed.pop(run_id, (None, None))[1])
+                for run_id, run in taken.items()
+            } | {run_id: write for run_id, (_, write) in failed.items()}
+            if not writes:
                 return
-            rows = [_row(run_id, take()) for run_id, take in batch.items()]
             try:
-                await self.db.run(self._write_rows, rows)
+                await self.db.run(self._write, list(writes.values()))
             except DataDirError as exc:
+                sources = {**{r: s for r, (s, _) in failed.items()}, **taken}
+                refused = set(new or ())  # a new run refused is not kept
+                self._failed = {
+                    run_id: (sources[run_id], write)
+                    for run_id, write in writes.items()
+                    if run_id not in refused
+                }
                 if self._failing_since is None:
                     self._failing_since = self._reported_at = time.monotonic()
                     log.error(
                         "state_write_failed",
                         error=str(exc),
-                        unwritten_runs=len(taken),
+                        unwritten_runs=len(self._failed),
                         retry="with backoff until it succeeds",
                     )
                 raise
-            for run_id, (change, _) in taken.items():
-                if self._dirty.get(run_id, (None,))[0] == change:
-                    del self._dirty[run_id]
             if self._failing_since is not None:
                 log.info(
                     "state_writes_resumed",
-                    written_runs=len(batch),
+                    written_runs=len(writes),
                     failed_for_seconds=round(time.monotonic() - self._failing_since, 1),
                 )
                 self._failing_since = None
@@ -121,7 +133,7 @@ class StateStore:
                 await self.flush()
             except Exception as exc:  # the writer must outlive any failure
                 if not isinstance(exc, DataDirError):
-                    log.exception("state_write_crashed", unwritten_runs=len(self._dirty))
+                    log.exception("state_write_crashed", unwritten_runs=len(self._failed))
                 self._report_still_failing(exc)
                 self._wanted.set()  # the runs are still dirty
                 await asyncio.sleep(delay)
@@ -137,36 +149,68 @@ class StateStore:
                 "state_write_still_failing",
                 error=str(exc),
                 failing_for_seconds=round(now - self._failing_since),
-                unwritten_runs=len(self._dirty),
+                unwritten_runs=len(self._failed),
             )
 
-    def _write_rows(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, writes: list[RunWrite]) -> None:
         conn = self.db.connection
         with database.writing(self.db.path), conn:
             conn.execute("BEGIN")
             conn.executemany(
-                """INSERT INTO runs (id, status, finished, snapshot, created_at, tenant, flow,
-                                     started_at, finished_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """INSERT INTO runs (id, status, finished, snapshot, plan, created_at, tenant,
+                                     flow, started_at, finished_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET status=excluded.status,
                      finished=excluded.finished, snapshot=excluded.snapshot,
+                     plan=coalesce(excluded.plan, runs.plan),
                      finished_at=excluded.finished_at,
                      updated_at=strftime('%Y-%m-%dT%H:%M:%fZ', 'now')""",
-                rows,
+                [
+                    (w.run_id, w.status, int(w.finished), w.run, w.plan, w.created_at, w.tenant,
+                     w.flow, w.started_at, w.finished_at)
+                    for w in writes
+                ],
+            )  # fmt: skip
+            conn.executemany(
+                "INSERT OR REPLACE INTO run_nodes (run_id, node_id, state) VALUES (?, ?, ?)",
+                [(w.run_id, node, state) for w in writes for node, state in w.nodes.items()],
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_artifacts (run_id, edge, artifact) VALUES (?, ?, ?)",
+                [(w.run_id, edge, a) for w in writes for edge, a in w.artifacts.items()],
             )
 
+    def _read(self, run_id: str, run_text: str, plan_text: str | None) -> dict[str, Any]:
+        """A run's snapshot from its rows. One written before runs were written by their
+        changes (no plan column) holds all of it in ``snapshot``."""
+        if plan_text is None:
+            return json.loads(run_text)
+        conn = self.db.connection
+        run = json.loads(run_text)
+        plan = json.loads(plan_text)
+        rows = conn.execute("SELECT node_id, state FROM run_nodes WHERE run_id = ?", (run_id,))
+        states = dict(rows.fetchall())
+        # In the flow's order, as the FlowRun has them (rows come in key order).
+        order = [node["ID"] for node in plan["submission"]["Flow"]["Nodes"]]
+        run["NodeState"] = {n: json.loads(states[n]) for n in order if n in states}
+        rows = conn.execute(
+            "SELECT edge, artifact FROM run_artifacts WHERE run_id = ? ORDER BY rowid", (run_id,)
+        )
+        run["Artifacts"] = {edge: json.loads(artifact) for edge, artifact in rows}
+        return {"plan": plan, "run": run}
+
     async def load(self, run_id: str) -> dict[str, Any] | None:
-        if run_id in self._dirty:
-            return self._dirty[run_id][1]()
+        pending = self._dirty.get(run_id) or self._failed.get(run_id, (None,))[0]
+        if pending is not None:
+            return pending.snapshot()
 
-        def read() -> str | None:
+        def read() -> dict[str, Any] | None:
             row = self.db.connection.execute(
-                "SELECT snapshot FROM runs WHERE id = ?", (run_id,)
+                "SELECT snapshot, plan FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
-            return row[0] if row else None
+            return self._read(run_id, *row) if row else None
 
-        text = await self.db.run(read)
-        return json.loads(text) if text else None
+        return await self.db.run(read)
 
     async def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         """The tenant's newest runs, newest first: ID, Flow, Status, StartedAt, FinishedAt."""
@@ -185,15 +229,13 @@ class StateStore:
         return await self.db.run(read)
 
     async def unfinished(self) -> list[dict[str, Any]]:
-        def read() -> list[str]:
-            return [
-                row[0]
-                for row in self.db.connection.execute(
-                    "SELECT snapshot FROM runs WHERE finished = 0 ORDER BY created_at"
-                )
-            ]
+        def read() -> list[dict[str, Any]]:
+            rows = self.db.connection.execute(
+                "SELECT id, snapshot, plan FROM runs WHERE finished = 0 ORDER BY created_at"
+            ).fetchall()
+            return [self._read(*row) for row in rows]
 
-        return [json.loads(text) for text in await self.db.run(read)]
+        return await self.db.run(read)
 
     # ------------------------------------------------------------ meta
 
@@ -212,21 +254,6 @@ class StateStore:
                 return value
 
         return await self.db.run(get_or_create)
-
-
-def _row(run_id: str, snap: dict[str, Any]) -> tuple[Any, ...]:
-    run, plan = snap["run"], snap["plan"]
-    return (
-        run_id,
-        run["Status"],
-        int(run["Status"] in ("COMPLETE", "ERROR", "STOPPED")),
-        json.dumps(snap, separators=(",", ":")),
-        plan["created_at"],
-        plan.get("tenant", DEFAULT_TENANT),
-        plan["submission"]["Flow"]["Name"],
-        run.get("StartedAt"),
-        run.get("FinishedAt"),
-    )
 
 
 __all__ = ["StateStore"]

@@ -106,7 +106,9 @@ def stored_run(database: Path, run_id: str) -> dict | None:
     """The run as the database has it, read beside the service like an operator would."""
     with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
         row = conn.execute("SELECT snapshot FROM runs WHERE id = ?", (run_id,)).fetchone()
-    return json.loads(row[0])["run"] if row else None
+        nodes = conn.execute("SELECT node_id, state FROM run_nodes WHERE run_id = ?", (run_id,))
+        states = {node: json.loads(state) for node, state in nodes}
+    return {**json.loads(row[0]), "NodeState": states} if row else None
 
 
 def log_lines(run: dict, node: str) -> list[str]:

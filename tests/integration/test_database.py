@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from orchestrator.api_key_store import KeyStore
-from orchestrator.database import MIGRATIONS, connect
+from orchestrator.database import MIGRATIONS, Database, connect
 from orchestrator.errors import ConfigError
+from orchestrator.models import FlowSubmission
+from orchestrator.runtime import RunState, plan_run
+from orchestrator.state import StateStore
 
 
 def tables(path: Path) -> dict[str, set[str]]:
@@ -27,12 +31,13 @@ def version(path: Path) -> int:
 def test_a_new_database_gets_every_step(tmp_path: Path):
     path = tmp_path / "pipewell.sqlite3"
     connect(path).close()
-    assert version(path) == len(MIGRATIONS) == 3
+    assert version(path) == len(MIGRATIONS) == 4
     found = tables(path)
     assert {"runs", "meta", "flows", "flow_configs", "tasks", "api_keys"} <= set(found)
+    assert {"run_nodes", "run_artifacts"} <= set(found) and "plan" in found["runs"]
     assert "admin" in found["api_keys"]
     connect(path).close()  # again: nothing to do, nothing changes
-    assert version(path) == 3
+    assert version(path) == 4
 
 
 def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_path: Path, capsys):
@@ -53,7 +58,7 @@ def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_pa
         assert (key.name, key.tenant, key.admin) == ("old", "acme", False)
     finally:
         conn.close()
-    assert version(path) == 3
+    assert version(path) == 4
 
 
 def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
@@ -67,7 +72,9 @@ def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
     }  # fmt: skip
     with sqlite3.connect(path) as conn:  # as version 2 left it
         conn.execute("DROP INDEX runs_by_tenant")
-        for column in ("tenant", "flow", "started_at", "finished_at"):
+        conn.execute("DROP TABLE run_nodes")
+        conn.execute("DROP TABLE run_artifacts")
+        for column in ("tenant", "flow", "started_at", "finished_at", "plan"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute(
             "INSERT INTO runs (id, status, finished, snapshot, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -75,7 +82,7 @@ def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
         )
         conn.execute("PRAGMA user_version = 2")
     connect(path).close()
-    assert version(path) == 3
+    assert version(path) == 4
     with sqlite3.connect(path) as conn:
         row = conn.execute("SELECT tenant, flow, started_at, finished_at FROM runs").fetchone()
     assert row == ("acme", "thumbs", "2026-11-01T10:00:00Z", "2026-11-01T10:00:05Z")
@@ -87,3 +94,57 @@ def test_a_database_of_a_newer_pipewell_is_refused_saying_so(tmp_path: Path):
         conn.execute("PRAGMA user_version = 99")
     with pytest.raises(ConfigError, match="schema version 99, made by a newer Pipewell"):
         connect(path)
+
+
+async def test_a_run_written_whole_by_version_3_is_read_and_then_written_by_its_changes(
+    tmp_path: Path,
+):
+    path = tmp_path / "pipewell.sqlite3"
+    submission = FlowSubmission.model_validate(
+        {
+            "Flow": {
+                "Name": "two",
+                "Nodes": [
+                    {"ID": f"n{i}", "Uses": "t/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
+                     "Outputs": [{"Name": "out", "Edge": f"o{i}"}]}
+                    for i in range(2)
+                ],
+            },
+            "NodeDefs": [{"Publisher": "t", "Name": "copy", "Image": "pipewell/busybox:latest"}],
+        }
+    )  # fmt: skip
+    plan = plan_run(submission, run_id="a" * 32, now=datetime(2026, 11, 1, tzinfo=UTC))
+    run = RunState(plan, plan.defs())
+    run.start([])
+    run.artifact_arrived("src")
+    run.dispatched("n1")
+    old = run.snapshot()
+    connect(path).close()
+    with sqlite3.connect(path) as conn:  # as version 3 wrote it: all of it in snapshot
+        conn.execute(
+            "INSERT INTO runs (id, status, finished, snapshot, created_at, tenant, flow) "
+            "VALUES (?, 'RUNNING', 0, ?, '2026-11-01T00:00:00Z', 'default', 'two')",
+            (run.id, json.dumps(old)),
+        )
+    db = Database(path)
+    await db.open()
+    try:
+        state = StateStore(db)
+        assert await state.load(run.id) == old
+        [unfinished] = await state.unfinished()
+        assert unfinished == old
+
+        resumed = RunState.restore(unfinished)
+        await state.save_now(run.id, resumed)  # the first write: all of it, by rows
+        resumed.attempt_started("n1", 1)
+        state.save(run.id, resumed)
+        await state.flush()
+        assert await state.load(run.id) == resumed.snapshot()
+        with sqlite3.connect(path) as conn:
+            nodes = conn.execute("SELECT node_id FROM run_nodes ORDER BY node_id").fetchall()
+            artifacts = conn.execute("SELECT edge FROM run_artifacts").fetchall()
+            whole = conn.execute("SELECT plan IS NOT NULL, snapshot FROM runs").fetchone()
+        assert nodes == [("n0",), ("n1",)] and artifacts == [("src",)]
+        assert whole[0] and "NodeState" not in json.loads(whole[1])
+    finally:
+        await db.close()

@@ -294,3 +294,40 @@ def test_the_runs_status_follows_its_nodes_through_every_event_and_a_restore():
     restored.attempt_started("last", 1)
     assert restored.attempt_succeeded("last", 1).finished
     assert restored.status == _status_from_every_node(restored) == RunStatus.COMPLETE
+
+
+def test_a_change_is_written_and_serialized_by_what_it_changed():
+    """A 1,000-node fan-out: after the first write (all of it), one node's change writes
+    that node alone, and the FlowRun's JSON made from kept pieces is the whole run's."""
+    run = _state(_submission([_node(f"n{i}", ["src"], [f"o{i}"]) for i in range(1000)]))
+    run.start([])
+    first = run.take_write()
+    assert first.plan is not None and len(first.nodes) == 1000 and first.artifacts == {}
+    assert run.json() == run.run.model_dump_json().encode()
+
+    ready = run.artifact_arrived("src").dispatch
+    assert len(ready) == 1000
+    arrival = run.take_write()
+    assert (arrival.plan, arrival.nodes, list(arrival.artifacts)) == (None, {}, ["src"])
+
+    run.dispatched("n7")
+    run.attempt_started("n7", 1)
+    run.add_log("n7", LogRecord(message="hello"))
+    run.attempt_succeeded("n7", 1)
+    change = run.take_write()
+    assert set(change.nodes) == {"n7"} and list(change.artifacts) == ["o7"]
+    assert '"Status":"COMPLETE"' in change.nodes["n7"] and "hello" in change.nodes["n7"]
+    assert run.json() == run.run.model_dump_json().encode()
+    assert run.take_write().nodes == {}  # nothing changed since
+
+
+def test_a_write_that_failed_is_written_again_with_what_came_after():
+    run = _state(_submission([_node("a", ["src"], ["mid"]), _node("b", ["mid"], ["out"])]))
+    run.start([])
+    lost = run.take_write()  # as if its transaction failed
+    run.artifact_arrived("src")
+    run.dispatched("a")
+    merged = run.take_write().after(lost)
+    assert merged.plan == lost.plan
+    assert set(merged.nodes) == {"a", "b"} and '"Attempt":1' in merged.nodes["a"]
+    assert list(merged.artifacts) == ["src"]
