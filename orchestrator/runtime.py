@@ -199,6 +199,9 @@ class RunState:
             for node_id, missing in self._missing.items()
             if missing == 0 and self.state(node_id).status == NodeStatus.IDLE
         }
+        # Nodes that became ready since the last transition said so: a transition
+        # names those alone, so a result costs its own consumers, not the ready set.
+        self._newly_ready: list[str] = []
         # The FlowRun as JSON, made on the first read after a change (see ``json``),
         # from each node's and artifact's own JSON, made again only when it changed.
         self._json: bytes | None = None
@@ -460,9 +463,13 @@ class RunState:
     # ------------------------------------------------------------ internals
 
     def _advance(self) -> Transition:
-        ready = self.ready_nodes()
+        """The nodes that became ready with this change, in topological order."""
+        ready, self._newly_ready = self._newly_ready, []
         self._refresh_status()
-        return Transition(dispatch=ready, finished=self.run.status.finished)
+        if self.run.status.finished:
+            return Transition(finished=True)
+        ready = sorted((n for n in ready if n in self._ready), key=self._order.__getitem__)
+        return Transition(dispatch=ready)
 
     def _edit(self, node_id: str) -> NodeState:
         """The node's state, to be changed: its JSON is made and written again."""
@@ -487,6 +494,7 @@ class RunState:
             self._missing[node_id] -= 1
             if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:
                 self._ready.add(node_id)
+                self._newly_ready.append(node_id)
 
     def _refresh_status(self) -> None:
         if self.run.status.finished:

@@ -12,7 +12,7 @@ import contextlib
 import io
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -64,6 +64,9 @@ from storage import Store, StoreError
 log = structlog.get_logger(__name__)
 
 FINISHED_RUNS_KEPT = 500
+#: Attempts dispatched together: their URLs presigned in one trip to a store thread,
+#: their tasks queued in one round trip. Runs take turns, a batch each.
+DISPATCH_BATCH = 64
 #: Seconds past a WaitingURL's TTL before its run gives up on the upload: S3 rounds a
 #: URL's lifetime up to a whole second, and a PUT let in at the last moment must land.
 UPLOAD_GRACE = 1.0
@@ -103,6 +106,12 @@ class Scheduler:
         # the flow) get threads of their own: a dead one holds these, never the
         # threads every tenant's runs need for the service's stores.
         self._flow_io = ThreadPoolExecutor(4, thread_name_prefix="pipewell-flow-store")
+        # Attempts marked queued whose tasks are still to be made and queued, per run
+        # (run id → node, attempt, since when): the dispatch loop takes a batch of one
+        # run at a time, in turns, so a 10,000-node run never holds back another's node
+        # and no request waits for a run's dispatch.
+        self._to_dispatch: OrderedDict[str, deque[tuple[str, int, float]]] = OrderedDict()
+        self._dispatch_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Retries and deadlines started by timers: tracked, so none is lost or left behind.
         self._background = Background()
@@ -117,6 +126,7 @@ class Scheduler:
         self._tasks = [
             asyncio.create_task(self._consume(), name="scheduler-consume"),
             asyncio.create_task(self._poll_uploads(), name="scheduler-poll-uploads"),
+            asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch"),
         ]
 
     async def close(self) -> None:
@@ -357,41 +367,104 @@ class Scheduler:
 
     async def _apply(self, run: RunState, transition: Transition) -> None:
         for node_id in transition.dispatch:
-            await self._dispatch(run, node_id)
+            if run.state(node_id).status == NodeStatus.IDLE:  # not dispatched meanwhile
+                self._dispatch(run, node_id)
         if run.status.finished:
             self._finish(run)
         self._save(run)
 
-    async def _dispatch(self, run: RunState, node_id: str, *, again: bool = False) -> None:
-        """Queue the node's next attempt (its current one again, after a restart).
-
-        Whatever fails on the way (a store that cannot presign, the queue) fails
-        this attempt, which is retried like any other: the node never stays
-        READY with nothing queued.
-        """
+    def _dispatch(self, run: RunState, node_id: str, *, again: bool = False) -> None:
+        """Mark the node's next attempt queued (its current one again, after a restart)
+        and leave its task to the dispatch loop."""
         if run.status.finished:
             return
-        began = time.perf_counter()
         attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
-        try:
-            task = await self._task_for(run, node_id, attempt)
-            self._warn_if_no_worker(run, node_id)
-            presign = round(time.perf_counter() - began, 4)
-            run.record_timings(node_id, {"presign": presign}, replace=True)
-            self._queued_at[(run.id, node_id)] = time.perf_counter()
-            await self.queue.put_task(task)
-        except Exception as exc:
-            log.warning("dispatch_failed", run_id=run.id, node_id=node_id, error=_reason(exc))
-            failed = AttemptResult(
-                run_id=run.id,
-                node_id=node_id,
-                attempt=attempt,
-                ok=False,
-                error=f"could not dispatch the attempt: {_reason(exc)}",
-            )
-            await self._handle_result(run, failed)
+        self._warn_if_no_worker(run, node_id)
+        waiting = self._to_dispatch.setdefault(run.id, deque())
+        waiting.append((node_id, attempt, time.perf_counter()))
+        self._dispatch_wanted.set()
 
-    async def _task_for(self, run: RunState, node_id: str, attempt: int) -> Task:
+    async def _dispatch_loop(self) -> None:
+        while True:
+            await self._dispatch_wanted.wait()
+            if not self._to_dispatch:
+                self._dispatch_wanted.clear()
+                continue
+            run_id, waiting = self._to_dispatch.popitem(last=False)
+            batch = [waiting.popleft() for _ in range(min(DISPATCH_BATCH, len(waiting)))]
+            if waiting:
+                self._to_dispatch[run_id] = waiting  # to the back of the line
+            run = self.runs.get(run_id)
+            if run is None:
+                continue
+            try:
+                await self._send(run, batch)
+            except Exception as exc:  # the loop that queues every run's work must go on
+                log.exception("dispatch_crashed", run_id=run_id)
+                await self._fail_run(run_id, f"the service failed to dispatch nodes ({exc})")
+
+    def _still_queued(self, run: RunState, batch: list[tuple[str, int, float]]):  # type: ignore[no-untyped-def]
+        """The attempts of ``batch`` still to be queued (not cancelled, not superseded)."""
+        if run.status.finished:
+            return []
+        return [
+            item
+            for item in batch
+            if run.state(item[0]).attempt == item[1]
+            and run.state(item[0]).status == NodeStatus.READY
+        ]
+
+    async def _send(self, run: RunState, batch: list[tuple[str, int, float]]) -> None:
+        """Make the batch's tasks (URLs presigned on a store thread) and queue them.
+
+        Whatever fails on the way (a store that cannot presign, the queue) fails
+        these attempts, which are retried like any other: a node never stays
+        READY with nothing queued.
+        """
+        batch = self._still_queued(run, batch)
+        if not batch:
+            return
+        flow = run.plan.submission.flow
+        stores = {
+            name: self._store(run, name) for name in {e["store"] for e in run.plan.edges.values()}
+        }
+        pool = self._flow_io if flow.stores else self._io
+        attempts = [(node_id, attempt) for node_id, attempt, _ in batch]
+        try:
+            tasks = await asyncio.get_running_loop().run_in_executor(
+                pool, self._tasks_for, run, stores, attempts
+            )
+            batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
+            wanted = {(node_id, attempt) for node_id, attempt, _ in batch}
+            queued = time.perf_counter()
+            for node_id, _attempt, _since in batch:
+                self._queued_at[(run.id, node_id)] = queued
+            await self.queue.put_tasks([t for t in tasks if (t.node_id, t.attempt) in wanted])
+        except Exception as exc:
+            log.warning("dispatch_failed", run_id=run.id, attempts=len(batch), error=_reason(exc))
+            for node_id, attempt, _ in batch:
+                failed = AttemptResult(
+                    run_id=run.id,
+                    node_id=node_id,
+                    attempt=attempt,
+                    ok=False,
+                    error=f"could not dispatch the attempt: {_reason(exc)}",
+                )
+                await self._handle_result(run, failed)
+            return
+        for node_id, _attempt, since in batch:
+            run.record_timings(node_id, {"presign": round(queued - since, 4)}, replace=True)
+        self._save(run)
+
+    def _tasks_for(
+        self, run: RunState, stores: dict[str, Store], attempts: list[tuple[str, int]]
+    ) -> list[Task]:
+        """On a store thread: the attempts' Tasks, with their URLs presigned."""
+        return [self._task_for(run, stores, node_id, attempt) for node_id, attempt in attempts]
+
+    def _task_for(
+        self, run: RunState, stores: dict[str, Store], node_id: str, attempt: int
+    ) -> Task:
         """The attempt's Task, with presigned URLs for each input and output."""
         node = run.node(node_id)
         node_def = run.defs[node_id]
@@ -400,22 +473,14 @@ class Scheduler:
         inputs = []
         for binding in node.inputs:
             artifact = run.run.artifacts[binding.edge]
-            store = self._store(run, artifact.store_name)
-            url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.get_url(k, url_ttl, internal=True),
-                store=store,
-            )
+            url = stores[artifact.store_name].get_url(artifact.object_name, url_ttl, internal=True)
             inputs.append(
                 TaskInput(name=binding.name, url=url, types=_types(node_def, binding.name, "in"))
             )
         outputs = []
         for binding in node.outputs:
             artifact = run.artifact_for(binding.edge)
-            store = self._store(run, artifact.store_name)
-            url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.put_url(k, url_ttl, internal=True),
-                store=store,
-            )
+            url = stores[artifact.store_name].put_url(artifact.object_name, url_ttl, internal=True)
             outputs.append(
                 TaskOutput(
                     name=binding.name,
@@ -458,6 +523,7 @@ class Scheduler:
             return  # a failure while dispatching finished it already
         run.mark_finished(utcnow())
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
+        self._to_dispatch.pop(run.id, None)
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
         deadline = self._deadlines.pop(run.id, None)
@@ -646,7 +712,7 @@ class Scheduler:
             "engine answers (not counted against MaxAttempts)",
             level="warning",
         )
-        await self._dispatch(run, result.node_id, again=True)
+        self._dispatch(run, result.node_id, again=True)
         self._save(run)
 
     async def _retry(self, run_id: str, node_id: str) -> None:
@@ -655,7 +721,7 @@ class Scheduler:
         if run is None or run.status.finished:
             return
         if run.state(node_id).status == NodeStatus.RETRYING:
-            await self._dispatch(run, node_id)
+            self._dispatch(run, node_id)
             self._save(run)
 
     # ------------------------------------------------------------ resume
@@ -681,7 +747,7 @@ class Scheduler:
                 continue
             again = state.status != NodeStatus.RETRYING
             self._log(run, node_id, "service restarted: dispatching this node again")
-            await self._dispatch(run, node_id, again=again)
+            self._dispatch(run, node_id, again=again)
         await self._apply(run, Transition(dispatch=run.ready_nodes()))
         for (store_name, key), (run_id, _edge) in list(self._awaited.items()):
             if run_id == run.id:

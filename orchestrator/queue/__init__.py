@@ -22,6 +22,9 @@ from orchestrator.queue.memory import MemoryQueue
 class TaskQueue(Protocol):
     async def put_task(self, task: Task) -> None: ...
 
+    async def put_tasks(self, tasks: list[Task]) -> None:
+        """Queue several tasks at once, in order (one round trip where the queue is remote)."""
+
     async def take_task(self, tiers: frozenset[str]) -> Task: ...
 
     async def task_done(self, task: Task) -> None:

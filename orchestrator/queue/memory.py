@@ -31,8 +31,12 @@ class MemoryQueue:
         self._cancel_callbacks: list[Callable[[str], None]] = []
 
     async def put_task(self, task: Task) -> None:
+        await self.put_tasks([task])
+
+    async def put_tasks(self, tasks: list[Task]) -> None:
         async with self._task_added:
-            self._tasks.setdefault(task.tier, deque()).append((next(self._numbered), task))
+            for task in tasks:
+                self._tasks.setdefault(task.tier, deque()).append((next(self._numbered), task))
             self._task_added.notify_all()
 
     async def take_task(self, tiers: frozenset[str]) -> Task:

@@ -151,14 +151,23 @@ class RedisQueue:
     # ------------------------------------------------------------ the service's side
 
     async def put_task(self, task: Task) -> None:
-        stream = tasks_stream(task.tier)
-        entry = await self._call(
-            "put_task",
-            lambda: self._redis.xadd(
-                stream, {"task": task.model_dump_json()}, maxlen=MAX_ENTRIES, approximate=True
-            ),
-        )
-        self._queued[task.key] = (stream, entry)
+        await self.put_tasks([task])
+
+    async def put_tasks(self, tasks: list[Task]) -> None:
+        """Queue tasks in one round trip (a pipeline, not a transaction)."""
+        if not tasks:
+            return
+
+        async def send() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for task in tasks:
+                entry = {"task": task.model_dump_json()}
+                pipe.xadd(tasks_stream(task.tier), entry, maxlen=MAX_ENTRIES, approximate=True)
+            return await pipe.execute()
+
+        entries = await self._call("put_tasks", send)
+        for task, entry in zip(tasks, entries, strict=True):
+            self._queued[task.key] = (tasks_stream(task.tier), entry)
 
     async def next_message(self) -> WorkerMessage:
         while not self._buffer:

@@ -306,3 +306,21 @@ async def test_each_log_line_about_an_attempt_names_its_run_node_and_attempt(eng
     assert about_b[6:] == [(2, "run_finished", None)]
     failed = next(line for line in lines if line.get("outcome") == "failed")
     assert (failed["level"], failed["error"]) == ("info", "out of luck")
+
+
+async def test_a_wide_fan_out_dispatches_each_node_once_while_results_come_in(engine):
+    """The upload that makes 400 nodes ready is handled while the results of the first
+    ones come in: no node is dispatched twice (an attempt that no failure asked for)."""
+    started = await engine()
+    width = 400
+    nodes = [node(f"b{i}", ["src"], [f"o{i}"]) for i in range(width)]
+    run = await started.run(nodes, MaxAttempts=3)
+    artifact = run.artifact_for("src")
+    started.stores.default.write(artifact.object_name, io.BytesIO(b"x"))
+    await started.scheduler.object_written(artifact.store_name, artifact.object_name)
+    await started.settled(run, seconds=60)
+    assert run.status == RunStatus.COMPLETE
+    attempts = {node_id: state.attempt for node_id, state in run.run.node_state.items()}
+    assert set(attempts.values()) == {1}, {n: a for n, a in attempts.items() if a != 1}
+    assert sorted(started.executor.attempts_of("b7")) == [1]
+    assert len(started.executor.tasks) == width
