@@ -205,8 +205,8 @@ class Invocations:
 
     # ------------------------------------------------------------ runs, for every dialect
 
-    def validate(self, submission: FlowSubmission) -> ValidationResult:
-        return self.scheduler.validate(submission)
+    async def validate(self, submission: FlowSubmission) -> ValidationResult:
+        return await self.scheduler.validate(submission)
 
     async def submit(self, submission: FlowSubmission, tenant: str) -> FlowRun:
         """Start a run of an unsaved flow (the native dialect), handing out WaitingURLs."""
@@ -342,7 +342,7 @@ class Invocations:
     # ------------------------------------------------------------ saved flows
 
     async def save(self, tenant: str, submission: FlowSubmission) -> tuple[SavedFlow, bool]:
-        self.scheduler.validate(submission).raise_if_invalid()
+        (await self.scheduler.validate(submission)).raise_if_invalid()
         return await self._db(self.registry.save, tenant, self._compile(submission))
 
     def _compile(self, submission: FlowSubmission) -> FlowSubmission:

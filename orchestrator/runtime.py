@@ -8,6 +8,7 @@ delay). Everything here can be tested without Docker, a store or a loop.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import uuid
 from collections import Counter
@@ -42,6 +43,9 @@ from orchestrator.validation import (
 )
 
 UPLOAD_SOURCES = ("upload", "webhook")
+#: Nodes one write takes at most: serializing them is work on the event loop, so
+#: 10,000 nodes changed at once are written in slices, a batch apart.
+WRITE_SLICE = 1000
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,12 @@ class RunState:
             },
         )
         self._nodes = {node.id: node for node in plan.submission.flow.nodes}
+        if run is not None and len(run.node_state) < len(self._nodes):
+            # Written in slices and stopped before the last: the rest had not changed.
+            given = run.node_state
+            run.node_state = {
+                n: given.get(n) or NodeState(max_attempts=defs[n].max_attempts) for n in self._nodes
+            }
         # Nodes per status, kept with every change (``_set_status``): the run's own
         # status is then known without looking at each of its nodes again.
         self._counts: Counter[NodeStatus] = Counter(
@@ -207,6 +217,12 @@ class RunState:
         self._json: bytes | None = None
         self._node_json: dict[str, bytes] = {}
         self._artifact_json: dict[str, bytes] = {}
+        if run is None:  # a new run's nodes are alike: one JSON per MaxAttempts
+            alike: dict[int, bytes] = {}
+            for node_id, state in self.run.node_state.items():
+                if state.max_attempts not in alike:
+                    alike[state.max_attempts] = state.model_dump_json().encode()
+                self._node_json[node_id] = alike[state.max_attempts]
         # What changed since the state store last took a write (``take_write``): a
         # change costs a write of what it changed, not of the whole run. Everything,
         # the plan included, until the first write.
@@ -263,11 +279,15 @@ class RunState:
         self._unwritten_artifacts.update(dict.fromkeys(self.run.artifacts))
 
     def _keyed(self, node_id: str) -> bytes:
-        """``"<node id>":<its NodeState>``, made again only after the node changed."""
+        """``"<node id>":<its NodeState>``, its state made again only after it changed."""
+        return _key(node_id) + self._state_json(node_id)
+
+    def _state_json(self, node_id: str) -> bytes:
         fragment = self._node_json.get(node_id)
         if fragment is None:
-            state = self.run.node_state[node_id].model_dump_json().encode()
-            fragment = self._node_json[node_id] = _key(node_id) + state
+            fragment = self._node_json[node_id] = (
+                self.run.node_state[node_id].model_dump_json().encode()
+            )
         return fragment
 
     def _keyed_artifact(self, edge: str) -> bytes:
@@ -520,10 +540,17 @@ class RunState:
             "run": self.run.model_dump(mode="json", by_alias=True),
         }
 
-    def take_write(self) -> RunWrite:
+    def take_write(self, most_nodes: int = WRITE_SLICE) -> RunWrite:
         """What changed since the last write taken: the run's own fields, always; the
-        nodes and artifacts that changed; the plan, the first time."""
+        nodes (``most_nodes`` of them at most: ``partial`` says more are left) and
+        artifacts that changed; the plan, the first time."""
         run = self.run
+        nodes = self._unwritten_nodes
+        if len(nodes) > most_nodes:
+            taken = set(itertools.islice(nodes, most_nodes))
+            nodes -= taken
+        else:
+            taken, self._unwritten_nodes = nodes, set()
         own = run.model_dump(mode="json", exclude={"node_state", "artifacts"})
         write = RunWrite(
             run_id=self.id,
@@ -536,11 +563,11 @@ class RunState:
             finished_at=own["FinishedAt"],
             run=json.dumps(own, separators=(",", ":")),
             plan=None if self._plan_written else self.plan.model_dump_json(by_alias=True),
-            nodes={n: run.node_state[n].model_dump_json() for n in self._unwritten_nodes},
+            nodes={n: self._state_json(n).decode() for n in taken},
             artifacts={e: run.artifacts[e].model_dump_json() for e in self._unwritten_artifacts},
+            partial=bool(self._unwritten_nodes),
         )
         self._plan_written = True
-        self._unwritten_nodes.clear()
         self._unwritten_artifacts.clear()
         return write
 
@@ -569,6 +596,7 @@ class RunWrite:
     plan: str | None  # the RunPlan, in the run's first write only
     nodes: dict[str, str]  # node id → NodeState
     artifacts: dict[str, str]  # edge → Artifact
+    partial: bool = False  # more nodes changed than one write takes: another follows
 
     def after(self, earlier: RunWrite | None) -> RunWrite:
         """This write with what an earlier one that failed still had to write."""
@@ -580,7 +608,9 @@ class RunWrite:
         return self
 
 
+@functools.lru_cache(maxsize=65536)
 def _key(name: str) -> bytes:
+    """``"<name>":``, a JSON object's key (node IDs and edges recur in every read)."""
     return json.dumps(name).encode() + b":"
 
 

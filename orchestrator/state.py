@@ -115,6 +115,10 @@ class StateStore:
                         retry="with backoff until it succeeds",
                     )
                 raise
+            for run_id, write in writes.items():
+                if write.partial:  # the rest of its nodes in the next batch
+                    self._dirty.setdefault(run_id, taken.get(run_id) or failed[run_id][0])
+                    self._wanted.set()
             if self._failing_since is not None:
                 log.info(
                     "state_writes_resumed",

@@ -331,3 +331,23 @@ def test_a_write_that_failed_is_written_again_with_what_came_after():
     assert merged.plan == lost.plan
     assert set(merged.nodes) == {"a", "b"} and '"Attempt":1' in merged.nodes["a"]
     assert list(merged.artifacts) == ["src"]
+
+
+def test_many_nodes_changed_at_once_are_written_in_slices_and_restored_from_any():
+    run = _state(_submission([_node(f"n{i}", ["src"], [f"o{i}"]) for i in range(2500)]))
+    run.start([])
+    writes = [run.take_write(most_nodes=1000) for _ in range(3)]
+    assert [len(w.nodes) for w in writes] == [1000, 1000, 500]
+    assert [w.partial for w in writes] == [True, True, False]
+    assert set().union(*(w.nodes for w in writes)) == set(run.run.node_state)
+
+    # Stopped after the first slice: the nodes not written yet come back as they began.
+    run.dispatched("n3")
+    snapshot = run.snapshot()
+    kept = dict(list(snapshot["run"]["NodeState"].items())[:10])
+    snapshot["run"]["NodeState"] = kept
+    restored = RunState.restore(snapshot)
+    assert list(restored.run.node_state) == list(run.run.node_state)
+    assert restored.state("n3").status == NodeStatus.READY
+    assert restored.state("n2400").status == NodeStatus.IDLE
+    assert restored.state("n2400").max_attempts == 2
