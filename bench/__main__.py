@@ -26,7 +26,7 @@ from bench import service
 from bench.service import BenchError, error_row, progress
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("chain10", "fanout", "bytes", "control", "startup", "invoke", "scaleout")
+BENCHMARKS = ("chain10", "fanout", "bytes", "control", "startup", "invoke", "scaleout", "bigrun")
 COLUMNS = ("benchmark", "Pipewell", "baseline", "ratio median (min-max)", "target", "ok?")
 
 
@@ -112,7 +112,7 @@ def write_results(entry: dict[str, Any]) -> None:
         "## How to reproduce\n\n"
         "```sh\n"
         "make setup                      # venv, Docker, the pipewell/busybox image\n"
-        "make bench                      # full run, under 10 minutes on 2 cores\n"
+        "make bench                      # full run, about 12 minutes on 2 cores\n"
         "make bench ARGS=--quick         # fewer rounds and a smaller load, about 3 minutes\n"
         "make bench ARGS='--only chain10 bytes'\n"
         ".venv/bin/python -m bench --help\n"
