@@ -26,11 +26,24 @@ T = TypeVar("T")
 
 
 class Event:
-    """One event, shared by every subscriber: its data, its JSON and its model made once."""
+    """One event, shared by every subscriber: its data, its JSON and its model made once.
 
-    def __init__(self, name: str, data: dict[str, Any]) -> None:
+    A ``status`` event carries no snapshot of the run: which nodes changed and which
+    artifacts came (a reader takes the run as it is when it gets there).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        nodes: frozenset[str] = frozenset(),
+        edges: tuple[str, ...] = (),
+    ) -> None:
         self.name = name  # "status" | "log" | "end"
-        self.data = data
+        self.data = data or {}
+        self.nodes = nodes
+        self.edges = edges
         self._decoded: Any = None
 
     def decoded(self, decode: Callable[[dict[str, Any]], T]) -> T:
@@ -59,6 +72,10 @@ class Subscriber:
         self._line_bytes = 0
         self._status: Event | None = None
         self._end: Event | None = None
+        # What changed since this reader was last handed a status (``take_changes``):
+        # at most the run's nodes and edges, however far behind it is.
+        self._nodes: set[str] = set()
+        self._edges: dict[str, None] = {}
         self._ready = asyncio.Event()
 
     def offer(self, event: Event) -> None:
@@ -71,7 +88,15 @@ class Subscriber:
             self._end = event
         else:
             self._status = event  # an older snapshot not yet read is of no use now
+            self._nodes.update(event.nodes)
+            self._edges.update(dict.fromkeys(event.edges))
         self._ready.set()
+
+    def take_changes(self) -> tuple[set[str], list[str]]:
+        """The nodes changed and artifacts added since the last call (or the subscription)."""
+        nodes, edges = self._nodes, list(self._edges)
+        self._nodes, self._edges = set(), {}
+        return nodes, edges
 
     async def get(self) -> Event:
         """The next event: waiting lines first, then the latest snapshot, the end last."""
@@ -99,14 +124,20 @@ class EventBus:
         return run_id in self._subscribers
 
     def publish(
-        self, run_id: str, name: str, data: dict[str, Any] | Callable[[], dict[str, Any]]
+        self,
+        run_id: str,
+        name: str,
+        data: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        *,
+        nodes: frozenset[str] = frozenset(),
+        edges: tuple[str, ...] = (),
     ) -> None:
         """Hand an event to the run's subscribers; ``data`` may be a function, called
         (now, once) only when the run has any."""
         subscribers = self._subscribers.get(run_id)
         if not subscribers:
             return
-        event = Event(name, data() if callable(data) else data)
+        event = Event(name, data() if callable(data) else data, nodes=nodes, edges=edges)
         for subscriber in subscribers:
             subscriber.offer(event)
 

@@ -117,6 +117,11 @@ class Outcome:
         return self.run.finished_at
 
 
+#: A run with more nodes than this is streamed whole once, then as deltas (its nodes
+#: that changed), not whole on every change.
+DELTA_NODES = 200
+
+
 @dataclass(frozen=True)
 class Update:
     """One step of a watched execution.
@@ -127,8 +132,10 @@ class Update:
     name: str
     run: FlowRun
     line: dict[str, Any] | None = None
-    #: The bus's event this update came from: its JSON is made once for every stream.
+    #: The bus's event this update came from.
     event: Event | None = None
+    #: For ``status``: the nodes changed and artifacts added since the update before.
+    changes: tuple[set[str], list[str]] | None = None
 
 
 def wait_seconds(value: Any, default: float = DEFAULT_WAIT_SECONDS) -> float:
@@ -579,10 +586,21 @@ class Invocations:
                 if event.name == "log":
                     yield Update("log", run, event.data, event)
                     continue
-                run = event.decoded(FlowRun.model_validate)
-                yield Update(event.name, run, event=event)
+                # The run as it is now (the scheduler's own while it holds it): a reader
+                # behind skips to the present, and no snapshot is made per change.
+                run = await self.get(run_id)
+                changes = events.take_changes()
+                yield Update(event.name, run, event=event, changes=changes)
                 if event.name == "end":
                     return
+
+    def delta_json(self, run_id: str, changes: tuple[set[str], list[str]] | None) -> bytes | None:
+        """What changed in a big run (more than DELTA_NODES nodes) as a ``delta`` event's
+        JSON; None for a run a stream sends whole."""
+        run = self.scheduler.runs.get(run_id)
+        if run is None or changes is None or len(run.run.node_state) <= DELTA_NODES:
+            return None
+        return run.delta_json(*changes)
 
 
 class EndedRuns:

@@ -12,7 +12,7 @@ import itertools
 import json
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -227,6 +227,10 @@ class RunState:
         # change costs a write of what it changed, not of the whole run. Everything,
         # the plan included, until the first write.
         self._unwritten_nodes: set[str] = set(self.run.node_state)
+        # What changed since the last status event (``take_published``): a watcher of
+        # a big run is sent those nodes, not the whole run (``delta_json``).
+        self._unpublished_nodes: set[str] = set()
+        self._unpublished_edges: list[str] = []
         self._unwritten_artifacts: dict[str, None] = dict.fromkeys(self.run.artifacts)
         self._plan_written = False
 
@@ -277,6 +281,33 @@ class RunState:
         self._artifact_json.clear()
         self._unwritten_nodes.update(self.run.node_state)
         self._unwritten_artifacts.update(dict.fromkeys(self.run.artifacts))
+
+    def take_published(self) -> tuple[frozenset[str], tuple[str, ...]]:
+        """The nodes changed and the artifacts added since the last call."""
+        nodes, edges = frozenset(self._unpublished_nodes), tuple(self._unpublished_edges)
+        self._unpublished_nodes.clear()
+        self._unpublished_edges.clear()
+        return nodes, edges
+
+    def delta_json(self, nodes: Iterable[str], edges: Iterable[str]) -> bytes:
+        """The run's own fields, its nodes counted by status, and only the NodeStates
+        of ``nodes`` and the Artifacts of ``edges`` (a watcher of a big run merges
+        them into the whole run it was sent first)."""
+        own = self.run.model_dump_json(exclude={"node_state", "artifacts"}).encode()
+        counts = {status.value: n for status, n in self._counts.items() if n}
+        known = [n for n in nodes if n in self._order]
+        return b"".join(
+            (
+                own[:-1],
+                b',"Counts":',
+                json.dumps(counts, separators=(",", ":")).encode(),
+                b',"NodeState":{',
+                b",".join(self._keyed(n) for n in sorted(known, key=self._order.__getitem__)),
+                b'},"Artifacts":{',
+                b",".join(self._keyed_artifact(e) for e in edges if e in self.run.artifacts),
+                b"}}",
+            )
+        )
 
     def _keyed(self, node_id: str) -> bytes:
         """``"<node id>":<its NodeState>``, its state made again only after it changed."""
@@ -495,6 +526,7 @@ class RunState:
         """The node's state, to be changed: its JSON is made and written again."""
         self._node_json.pop(node_id, None)
         self._unwritten_nodes.add(node_id)
+        self._unpublished_nodes.add(node_id)
         return self.run.node_state[node_id]
 
     def _set_status(self, node_id: str, status: NodeStatus) -> None:
@@ -510,6 +542,7 @@ class RunState:
             return  # its consumers counted it already
         self.run.artifacts[edge] = self.artifact_for(edge)
         self._unwritten_artifacts[edge] = None
+        self._unpublished_edges.append(edge)
         for node_id in self._consumers.get(edge, ()):
             self._missing[node_id] -= 1
             if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:

@@ -563,12 +563,14 @@ class Scheduler:
 
     def _save(self, run: RunState) -> None:
         self._persist(run)
+        nodes, edges = run.take_published()
         if not self.events.watched(run.id):
-            return  # no snapshot of the whole run per change for nobody
-        flow_run = run.run.model_dump(mode="json")
-        self.events.publish(run.id, "status", flow_run)
+            return
+        # What changed, not a snapshot: each reader takes the run as it is when it
+        # gets there (invocations.watch), a big run's as a delta.
+        self.events.publish(run.id, "status", nodes=nodes, edges=edges)
         if run.status.finished:
-            self.events.publish(run.id, "end", flow_run)
+            self.events.publish(run.id, "end")
 
     def _log(self, run: RunState, node_id: str, message: str, level: str = "info") -> None:
         """A line of the engine's own in the node's Logs (stream ``pipewell``)."""

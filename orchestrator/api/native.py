@@ -49,6 +49,14 @@ class LogLine(LogRecord):
     node: str
 
 
+class RunDelta(FlowRun):
+    """A big run's change, as an event of its stream: NodeState and Artifacts hold only
+    what changed since the event before; merge them into the run sent whole first."""
+
+    #: Nodes per status (the statuses no node has are left out).
+    counts: dict[str, int]
+
+
 class RunGraph(WireModel):
     """A run's nodes and the edges between them: the Flow without its Stores."""
 
@@ -330,8 +338,15 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
         200: Answer(
             "`event: status` (`data:` the FlowRun) on every change, `event: log` (one line, "
             "with its node), then `event: end` with the final FlowRun; a `: keep-alive` "
-            "comment every 15 s of quiet",
-            events=(("status", FlowRun), ("log", LogLine), ("end", FlowRun)),
+            "comment every 15 s of quiet. A run of more than 200 nodes is sent whole once, "
+            "then as `event: delta`: the run's own fields, `Counts` (nodes per status), and "
+            "the NodeState and Artifacts that changed since the event before",
+            events=(
+                ("status", FlowRun),
+                ("delta", RunDelta),
+                ("log", LogLine),
+                ("end", FlowRun),
+            ),
         )
     },
     errors=("RUN_NOT_FOUND",),
@@ -343,6 +358,7 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
     # Raises RunNotFound (also for another tenant's run) before the stream opens.
     await invocations.get(run_id, tenant_of(request))
     response = await open_stream(request)
+    whole_sent = False
     # No end but the run's: a native stream lasts as long as its run.
     async for update in invocations.watch(run_id, math.inf, heartbeat=HEARTBEAT_SECONDS):
         if update.name == "heartbeat":
@@ -351,12 +367,16 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             line = LogLine.model_validate(update.line).model_dump(mode="json")
             await send(response, line, event="log")
         else:
-            # The run's JSON, made once for all its streams (for an event of the bus).
-            encoded = update.event.json if update.event is not None else None
-            run = update.run.model_dump(mode="json") if encoded is None else None
-            await send(response, run, event="status", encoded=encoded)
+            delta = invocations.delta_json(run_id, update.changes) if whole_sent else None
+            if delta is not None and update.name == "status":
+                await send(response, None, event="delta", encoded=delta.decode())
+                continue
+            # The run's JSON, made once per change for every stream and status read.
+            encoded = (await invocations.status_json(run_id)).decode()
+            await send(response, None, event="status", encoded=encoded)
+            whole_sent = True
             if update.name == "end" or update.run.status.finished:
-                await send(response, run, event="end", encoded=encoded)
+                await send(response, None, event="end", encoded=encoded)
                 break
     return response
 

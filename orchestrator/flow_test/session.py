@@ -244,6 +244,9 @@ class RunSession:
         if name in ("status", "end"):
             self._take(FlowRun.model_validate_json(text))
             return Update("status")
+        if name == "delta" and self.run is not None:  # a big run: what changed
+            self._take(merge_delta(self.run, json.loads(text)))
+            return Update("status")
         data: Any = json.loads(text) if name == "log" else None
         if isinstance(data, dict) and data.get("node") in self.nodes:
             record = LogRecord.model_validate(data)
@@ -363,6 +366,25 @@ def _refusal(response: httpx.Response) -> str:
     return f"{message} ({response.status_code})" + "".join(errors)
 
 
+def merge_delta(run: FlowRun, delta: dict[str, Any]) -> FlowRun:
+    """``run`` with a ``delta`` event merged in: its own fields, and the NodeStates and
+    Artifacts it carries (only those that changed)."""
+    whole = {k: v for k, v in delta.items() if k not in ("Counts", "NodeState", "Artifacts")}
+    changed = FlowRun.model_validate(
+        {**whole, "NodeState": delta.get("NodeState", {}), "Artifacts": delta.get("Artifacts", {})}
+    )
+    return run.model_copy(
+        update={
+            "status": changed.status,
+            "waiting_urls": changed.waiting_urls,
+            "finished_at": changed.finished_at,
+            "error": changed.error,
+            "node_state": {**run.node_state, **changed.node_state},
+            "artifacts": {**run.artifacts, **changed.artifacts},
+        }
+    )
+
+
 __all__ = [
     "FlowRejected",
     "NodeView",
@@ -371,4 +393,5 @@ __all__ = [
     "RunSession",
     "Update",
     "apply_flags",
+    "merge_delta",
 ]

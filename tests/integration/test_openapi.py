@@ -109,10 +109,15 @@ async def test_schemas_are_the_models_and_errors_are_the_fixed_bodies(start_serv
     # Event streams describe each event's JSON data by its model.
     events = document["paths"]["/api/v1/flow/events/{run_id}"]["get"]["responses"]["200"]
     variants = events["content"]["text/event-stream"]["schema"]["oneOf"]
-    assert [v["properties"]["event"]["const"] for v in variants] == ["status", "log", "end"]
+    names = [v["properties"]["event"]["const"] for v in variants]
+    assert names == ["status", "delta", "log", "end"]
     assert variants[0]["properties"]["data"]["contentSchema"] == {
         "$ref": "#/components/schemas/FlowRun"
     }
+    assert variants[1]["properties"]["data"]["contentSchema"] == {
+        "$ref": "#/components/schemas/RunDelta"
+    }
+    assert "Counts" in document["components"]["schemas"]["RunDelta"]["properties"]
 
 
 def test_every_code_has_the_status_of_the_error_catalog():

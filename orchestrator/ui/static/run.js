@@ -213,6 +213,18 @@ $("cancel").addEventListener("click", async () => {
 function onEvent(name, data) {
   if (name === "log") appendLog(data);
   else if (name === "status" || name === "end") render(data);
+  else if (name === "delta" && run) render(mergeDelta(run, data));
+}
+
+// A big run's change: its own fields, and only the nodes and artifacts that changed.
+function mergeDelta(whole, delta) {
+  const { NodeState, Artifacts, Counts, ...fields } = delta;
+  return {
+    ...whole,
+    ...fields,
+    NodeState: { ...whole.NodeState, ...NodeState },
+    Artifacts: { ...whole.Artifacts, ...Artifacts },
+  };
 }
 
 function onStreamState(state) {
