@@ -231,7 +231,7 @@ class Settings(_Section):
     # Nodes one flow may have; a larger one is refused (400 FLOW_003) before any work.
     max_flow_nodes: int = Field(default=10_000, ge=1)
     # Seconds a connection may take to send a request's headers, or stay idle
-    # between requests, before it is closed.
+    # between requests, before it is closed; a body that pauses this long, 408.
     idle_timeout: float = Field(default=15, gt=0, le=3600)
     # Connections held at once; auto: the process's file limit less 256 (or a quarter).
     max_connections: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"

@@ -20,7 +20,8 @@ status.
     │   ├── Conflict           what it would create exists, or is in the way
     │   │   └── KeyExists          a key of that name exists
     │   ├── KeyInvalid         a key name or tenant that cannot be
-    │   └── StoreFull          a store's disk is full: the upload was not kept
+    │   ├── StoreFull          a store's disk is full: the upload was not kept
+    │   └── BodyTimeout        the body stopped coming: nothing of it was kept
     ├── ConfigError        the service configuration cannot work
     └── DataDirError       the data directory refuses a write of the service's database
         ├── DataDirFull        its filesystem is full
@@ -84,6 +85,15 @@ class Conflict(RequestRefused):
 class StoreFull(RequestRefused):
     def __init__(self, message: str) -> None:
         super().__init__("STORAGE_FULL", message)
+
+
+class BodyTimeout(RequestRefused):
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            "BODY_TIMEOUT",
+            f"no byte of the request body came for {seconds:g} s (idle_timeout): nothing of "
+            "it was kept; send it again, without pauses",
+        )
 
 
 class KeyInvalid(RequestRefused):

@@ -176,7 +176,12 @@ def create_app(settings: Settings) -> web.Application:
         app[METRICS].store_bytes.labels("local_put").inc(size)
         await app[SCHEDULER].object_written(store, key)
 
-    add_object_routes(app, lambda name: app[STORES].local(name), on_written)
+    add_object_routes(
+        app,
+        lambda name: app[STORES].local(name),
+        on_written,
+        idle_timeout=settings.idle_timeout,
+    )
     return app
 
 

@@ -20,6 +20,8 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.api.errors import schema_errors
+from orchestrator.api.resources import SETTINGS
+from orchestrator.api.server import read_body
 from orchestrator.errors import BodyInvalid, ContentTypeUnsupported, FlowInvalid
 from orchestrator.models import FlowSubmission
 
@@ -153,10 +155,26 @@ def body_kind(request: web.Request, *, yaml_ok: bool) -> str:
     )
 
 
+#: Where a request keeps its body once read (the stream gives it only once).
+_BODY = web.RequestKey("pipewell.body", bytes)
+
+
+async def request_body(request: web.Request) -> bytes:
+    """The whole body: 413 past ``max_body_bytes``, 408 BODY_TIMEOUT when a pause in it
+    outlasts ``idle_timeout`` (aiohttp's own ``read`` would wait for ever)."""
+    body = request.get(_BODY)
+    if body is None:
+        settings = request.app[SETTINGS]
+        body = request[_BODY] = await read_body(
+            request.content.iter_any(), settings.idle_timeout, settings.max_body_bytes
+        )
+    return body
+
+
 async def read_json(request: web.Request, *, yaml_ok: bool = False) -> Any:
     """The body as JSON (or YAML when ``yaml_ok`` and sent as YAML), or a 4xx saying why."""
     kind = body_kind(request, yaml_ok=yaml_ok)
-    body = await request.read()
+    body = await request_body(request)
     try:
         # YAML's parser is pure Python and slow on a hostile document (deep nesting
         # takes a second in 64 KiB): never on the event loop. JSON's is C.
@@ -175,7 +193,7 @@ async def read_object(
     request: web.Request, *, empty_ok: bool = False, yaml_ok: bool = False
 ) -> dict[str, Any]:
     """The body as a JSON object; an empty body is ``{}`` when ``empty_ok``."""
-    if empty_ok and not await request.read():
+    if empty_ok and not await request_body(request):
         return {}
     body = await read_json(request, yaml_ok=yaml_ok)
     if not isinstance(body, dict):

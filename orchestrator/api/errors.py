@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orchestrator.api.resources import SETTINGS
 from orchestrator.errors import (
     ArtifactNotFound,
+    BodyTimeout,
     ConfigError,
     Conflict,
     ContentTypeUnsupported,
@@ -102,6 +103,7 @@ STATUS: tuple[tuple[type[Exception], int], ...] = (
     (FlowNotFound, 404),
     (Forbidden, 403),
     (ContentTypeUnsupported, 415),
+    (BodyTimeout, 408),
     (DataDirFull, 507),
     (StoreFull, 507),
     (DataDirUnwritable, 503),
@@ -135,7 +137,10 @@ def response_for(request: web.Request, exc: Exception) -> web.Response:
         if status >= 500:
             log.warning("request_refused", path=request.path, code=exc.code, error=str(exc))
         message, extra = exc.public()
-        return error_response(status, exc.code, message, **extra)
+        response = error_response(status, exc.code, message, **extra)
+        if isinstance(exc, BodyTimeout):
+            response.force_close()  # the rest of the body would be read as a request
+        return response
     if isinstance(exc, StoreError):
         status, code = next((s, c) for kind, s, c in STORE_STATUS if isinstance(exc, kind))
         if status >= 500:

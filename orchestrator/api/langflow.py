@@ -25,7 +25,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictBool, StrictStr
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import JSON_TYPES, answer, read_model, read_object
+from orchestrator.api.bodies import JSON_TYPES, answer, read_model, read_object, request_body
 from orchestrator.api.errors import error_response
 from orchestrator.api.flows import REF, VERSION, FlagsIn, find_flow
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
@@ -340,7 +340,7 @@ async def webhook(request: web.Request) -> web.Response:
 
 
 async def _webhook_input(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await request_body(request)
     if not raw:
         return {}
     if request.content_type in JSON_TYPES or request.content_type.endswith("+json"):

@@ -23,6 +23,7 @@ from aiohttp import HttpVersion11, web
 from orchestrator.api.downloads import download_headers
 from orchestrator.api.errors import error_response, response_for
 from orchestrator.api.openapi import Answer, Query, operation
+from orchestrator.api.server import arriving
 from orchestrator.errors import Conflict, NotFound, StoreFull
 from orchestrator.scheduler import UPLOAD_GRACE
 from storage import LocalStore, ObjectExists
@@ -36,7 +37,11 @@ _NOT_A_TYPE = {"application/x-www-form-urlencoded"}
 
 
 def add_object_routes(
-    app: web.Application, stores: StoreLookup, on_written: OnWritten | None = None
+    app: web.Application,
+    stores: StoreLookup,
+    on_written: OnWritten | None = None,
+    *,
+    idle_timeout: float = 15.0,
 ) -> None:
     """Serve the local stores ``stores(name)`` returns; ``on_written(store, key, size)``
     after a PUT.
@@ -112,6 +117,7 @@ def add_object_routes(
             "EXPECTATION_FAILED",
             "STORAGE_FULL",
             "STORE_UNAVAILABLE",
+            "BODY_TIMEOUT",
         ),
     )
     async def put_object(request: web.Request) -> web.Response:
@@ -126,7 +132,7 @@ def add_object_routes(
         try:
             info = await store.write_chunks(
                 key,
-                _until(request.content.iter_any(), cut_off),
+                _until(arriving(request.content.iter_any(), idle_timeout), cut_off),
                 content_type=content_type or None,
                 create_only=CREATE_ONLY in request.query,
             )

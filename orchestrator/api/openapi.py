@@ -40,6 +40,7 @@ CODES: dict[str, int] = {
     "ORIGIN_FORBIDDEN": 403,
     "HOST_FORBIDDEN": 403,
     "BODY_TOO_LARGE": 413,
+    "BODY_TIMEOUT": 408,
     "FLOW_INVALID": 400,
     "FLOW_NOT_FOUND": 404,
     "VERSION_INVALID": 400,
@@ -378,7 +379,7 @@ def _errors(
     """The error answers of an operation: its own codes and those every request may meet."""
     codes = list(op.errors)
     if has_body and op.body is not None:
-        codes += ["BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE"]
+        codes += ["BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE", "BODY_TIMEOUT"]
     if not op.tag == "objects":  # presigned URLs are left to their signatures
         if settings.auth == "none":
             codes.append("HOST_FORBIDDEN")

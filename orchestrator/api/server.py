@@ -1,5 +1,8 @@
 """The HTTP server around the app: how many connections it holds, and for how long.
 
+A request body that stops coming (``arriving``) is refused after ``idle_timeout``
+of silence, with nothing of it kept.
+
 A connection costs a file descriptor from the moment it is accepted. One that
 never finishes its request (half a header, then nothing) is closed after
 ``idle_timeout``, as is one idle between requests; past ``max_connections`` (by
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -22,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from orchestrator.config import Settings
+from orchestrator.errors import BodyTimeout
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +39,33 @@ FD_RESERVE = 128
 ACCEPT_BURST = 128
 #: Seconds between two log lines about connections refused at the limit.
 REFUSED_LOG_EVERY = 60.0
+
+
+async def arriving(chunks: AsyncIterator[bytes], idle: float) -> AsyncIterator[bytes]:
+    """A body's chunks; BodyTimeout when the next one does not come within ``idle`` s
+    (a client that sends headers and then a trickle, or nothing, holds a connection
+    and a handler for no one)."""
+    iterator = aiter(chunks)
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise BodyTimeout(idle) from None
+        yield chunk
+
+
+async def read_body(chunks: AsyncIterator[bytes], idle: float, limit: int) -> bytes:
+    """A whole body of ``limit`` bytes at most (413 past it), read as ``arriving``."""
+    parts, size = [], 0
+    async for chunk in arriving(chunks, idle):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def max_connections(settings: Settings) -> int:
@@ -99,7 +131,14 @@ class BoundedRunner(web.AppRunner):
     """An AppRunner whose connections are bounded in number and in idle time."""
 
     def __init__(self, app: web.Application, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(app, keepalive_timeout=settings.idle_timeout, **kwargs)
+        # lingering_time: after an answer given before its body was read (a 408, a 413),
+        # the rest of the body is read and dropped this long at most (aiohttp: 10 s).
+        super().__init__(
+            app,
+            keepalive_timeout=settings.idle_timeout,
+            lingering_time=settings.idle_timeout,
+            **kwargs,
+        )
         self._limit = max_connections(settings)
 
     async def _make_server(self) -> Server:

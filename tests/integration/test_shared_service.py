@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import glob
 import os
 import re
@@ -417,3 +418,59 @@ async def test_a_stream_whose_reader_takes_nothing_is_closed(start_service, monk
         sock.close()
     response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
     assert response.status == 200
+
+
+def _send_part_of(port: int, head: str, part: bytes) -> socket.socket:
+    """A request whose headers promise more body than is sent: then nothing."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(head.encode() + b"\r\n" + part)
+    return sock
+
+
+def _answer(sock: socket.socket, seconds: float) -> tuple[bytes, float]:
+    """What the service answers within ``seconds``, and when its first bytes came."""
+    sock.settimeout(seconds)
+    began, first, received = time.monotonic(), None, b""
+    with contextlib.suppress(TimeoutError):
+        while chunk := sock.recv(65536):
+            first = first or time.monotonic() - began
+            received += chunk
+            if b"\r\n\r\n" in received and b"}" in received:
+                break
+    return received, first or seconds
+
+
+async def test_a_body_that_stops_coming_is_refused_and_nothing_of_it_kept(start_service):
+    """JSON bodies and uploads alike: after idle_timeout of silence, 408 BODY_TIMEOUT."""
+    client = await start_service(idle_timeout=1)
+    port = client.port
+    sock = _send_part_of(
+        port,
+        "POST /api/v1/flow/validate HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\nContent-Length: 500\r\n",
+        b'{"Flow": {"Name": "x", ',
+    )
+    answer, after = await asyncio.to_thread(_answer, sock, 10)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"Connection: close" in answer
+    assert b'"code":"BODY_TIMEOUT"' in answer.replace(b" ", b"")
+    assert 0.9 < after < 3
+
+    run = await submit(client, chain_flow("copy"), [busybox_def("copy", "cp ${in} ${out}")])
+    url = run["WaitingURLs"][0]["PutURL"]
+    target = url.split(f":{port}", 1)[1]
+    sock = _send_part_of(
+        port,
+        f"PUT {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n",
+        b"x" * 10,
+    )
+    answer, after = await asyncio.to_thread(_answer, sock, 10)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 408") and after < 3, (answer[:200], after)
+    # Nothing of it was kept: the same create-only URL takes the whole input.
+    await upload(client, run, "src", b"whole input")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE"
+    async with client.get(f"/api/v1/flow/artifact/{run['ID']}/out") as response:
+        assert await response.read() == b"whole input"
