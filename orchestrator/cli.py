@@ -45,6 +45,7 @@ GIL_SWITCH_SECONDS = 0.001
 
 async def serve(settings: Settings) -> None:
     from orchestrator.api.app import create_app
+    from orchestrator.api.resources import SCHEDULER
     from orchestrator.api.server import BoundedRunner
 
     # The loop shares the interpreter with threads doing CPU work (planning a big
@@ -69,6 +70,16 @@ async def serve(settings: Settings) -> None:
     log = structlog.get_logger("pipewell")
     log.info("listening", url=settings.base_url, data_dir=str(settings.data_dir.resolve()))
     await _until_stopped_then(runner.cleanup)
+    stuck = app[SCHEDULER].store_calls_running
+    if stuck:
+        # Python joins every worker thread at exit: a call to a store that never
+        # answers (a flow's own, on an endpoint that accepts and says nothing) would
+        # hold the process for as long as the store's own timeouts allow. The run
+        # state is written already; what those calls were for was never accepted.
+        log.warning("shutdown_abandoned_store_calls", calls=stuck)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 async def _until_stopped_then(close: Callable[[], Awaitable[object]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import threading
 import time
 import uuid
 from collections import OrderedDict, deque
@@ -59,7 +60,7 @@ from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.tiers import TIERS
 from orchestrator.validation import ValidationEntry, resolve_defs, validate
-from storage import Store, StoreError
+from storage import Store, StoreError, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +112,12 @@ class Scheduler:
         # Validating and planning a big flow is pure CPU: on threads, so the loop (and
         # every other tenant's request) gets its turns meanwhile.
         self._planning = ThreadPoolExecutor(2, thread_name_prefix="pipewell-plan")
+        # Calls running on the store threads: a store that never answers holds one for
+        # ever, and the process must not wait for it to exit (cli.serve).
+        self._store_calls = 0
+        self._counting = threading.Lock()
+        self._store_waits: set[asyncio.Future[Any]] = set()
+        self._stopping = False
         # Attempts marked queued whose tasks are still to be made and queued, per run
         # (run id → node, attempt, since when): the dispatch loop takes a batch of one
         # run at a time, in turns, so a 10,000-node run never holds back another's node
@@ -150,18 +157,53 @@ class Scheduler:
         self._flow_io.shutdown(wait=False, cancel_futures=True)
         self._planning.shutdown(wait=False, cancel_futures=True)
 
+    @property
+    def store_calls_running(self) -> int:
+        """Store calls still running on a thread (after ``close``: ones that never return)."""
+        with self._counting:
+            return self._store_calls
+
+    def stop_waiting(self) -> None:
+        """The service is stopping: requests waiting on a store call are answered now
+        (503-like STORE_UNAVAILABLE), not when a store that never answers gives up."""
+        self._stopping = True
+        for waiting in list(self._store_waits):
+            waiting.cancel()
+
+    async def _on_store_thread(self, pool: ThreadPoolExecutor, fn, *args):  # type: ignore[no-untyped-def]
+        def counted():  # type: ignore[no-untyped-def]
+            with self._counting:
+                self._store_calls += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._counting:
+                    self._store_calls -= 1
+
+        waiting = asyncio.get_running_loop().run_in_executor(pool, counted)
+        self._store_waits.add(waiting)
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and not (task and task.cancelling()):
+                raise StoreUnavailable(
+                    "the service is shutting down while this waited on a store; send it "
+                    "again once the service is back"
+                ) from None
+            raise
+        finally:
+            self._store_waits.discard(waiting)
+
     async def _io_call(self, fn, *args, store: Store | None = None):  # type: ignore[no-untyped-def]
         """``fn(*args)`` on a store thread: the flow stores' own when ``store`` is one."""
         flows = store is not None and self.stores.is_flow_store(store)
-        pool = self._flow_io if flows else self._io
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        return await self._on_store_thread(self._flow_io if flows else self._io, fn, *args)
 
     async def _prepare_stores(self, flow: Flow) -> None:
         """Open the stores a flow declares (their clients, their buckets checked)."""
         if flow.stores:
-            await asyncio.get_running_loop().run_in_executor(
-                self._flow_io, self.stores.prepare, flow
-            )
+            await self._on_store_thread(self._flow_io, self.stores.prepare, flow)
 
     # ------------------------------------------------------------ accepting runs
 
@@ -450,9 +492,7 @@ class Scheduler:
         pool = self._flow_io if flow.stores else self._io
         attempts = [(node_id, attempt) for node_id, attempt, _ in batch]
         try:
-            tasks = await asyncio.get_running_loop().run_in_executor(
-                pool, self._tasks_for, run, stores, attempts
-            )
+            tasks = await self._on_store_thread(pool, self._tasks_for, run, stores, attempts)
             batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
             wanted = {(node_id, attempt) for node_id, attempt, _ in batch}
             queued = time.perf_counter()

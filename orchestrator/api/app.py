@@ -140,6 +140,11 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
     await scheduler.close()
 
 
+async def _stop_waiting(app: web.Application) -> None:
+    if SCHEDULER in app:
+        app[SCHEDULER].stop_waiting()
+
+
 async def _invocations(app: web.Application) -> AsyncIterator[None]:
     invocations = Invocations(
         app[SCHEDULER],
@@ -171,6 +176,8 @@ def create_app(settings: Settings) -> web.Application:
         app.add_routes(dialect.routes)
     docs.init_docs(app)
     app.on_startup.append(ui.load_assets)
+    # Before open requests are waited for: none of them waits on a dead store.
+    app.on_shutdown.append(_stop_waiting)
 
     async def on_written(store: str, key: str, size: int) -> None:
         app[METRICS].store_bytes.labels("local_put").inc(size)

@@ -474,3 +474,56 @@ async def test_a_body_that_stops_coming_is_refused_and_nothing_of_it_kept(start_
     assert done["Status"] == "COMPLETE"
     async with client.get(f"/api/v1/flow/artifact/{run['ID']}/out") as response:
         assert await response.read() == b"whole input"
+
+
+async def test_shutdown_is_not_held_by_a_flow_store_that_never_answers(tmp_path, silent_endpoint):
+    """SIGTERM while submissions wait on a dead flow store: they are answered and the
+    process ends at once, not when the store's calls give up (90 s each; before, the
+    process never ended on SIGTERM)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"storage:\n  flow_store_endpoints: ['{silent_endpoint.url}']\n")
+    dead = {
+        "Name": "dead",
+        "Type": "s3",
+        "Params": {"bucket": "b", "endpoint_url": silent_endpoint.url, "access_key_id": "k",
+                   "secret_access_key": "s", "read_timeout": 30, "max_attempts": 3},
+    }  # fmt: skip
+    flow = chain_flow("copy")
+    flow["DataWells"] = [
+        {"Edge": "src", "Source": "static", "Store": "dead", "Key": "in.txt"},
+        {"Edge": "out", "Store": "dead"},
+    ]
+    flow["Stores"] = [dead]
+    body = {"Flow": flow, "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}
+    log_path = tmp_path / "service.log"
+    with log_path.open("ab") as log:
+        process = start_dev(tmp_path / "data", port, log, "--config", str(config))
+        try:
+            async with aiohttp.ClientSession() as session:
+                await wait_healthy(session, base)
+                stuck = [
+                    asyncio.create_task(session.post(f"{base}/api/v1/flow/test", json=body))
+                    for _ in range(4)
+                ]
+                deadline = time.monotonic() + 30
+                while len(silent_endpoint.held) < 4:
+                    done = [await (await t).text() for t in stuck if t.done()]
+                    assert time.monotonic() < deadline and not done, done[:1]
+                    await asyncio.sleep(0.1)
+                began = time.monotonic()
+                os.killpg(process.pid, signal.SIGTERM)
+                code = await asyncio.to_thread(process.wait, 60)
+                took = time.monotonic() - began
+                answers = await asyncio.gather(*stuck, return_exceptions=True)
+                texts = [await a.text() for a in answers if isinstance(a, aiohttp.ClientResponse)]
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+    assert took < 10, (took, log_path.read_text(errors="replace")[-6000:])
+    assert code == 0, code
+    # Each waiting submission was told, not dropped.
+    assert len(texts) == 4 and all("STORE_UNAVAILABLE" in t and "shutting down" in t for t in texts)
+    assert "shutdown_abandoned_store_calls" in log_path.read_text(errors="replace")
