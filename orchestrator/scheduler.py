@@ -486,12 +486,11 @@ class Scheduler:
         if not batch:
             return
         flow = run.plan.submission.flow
-        stores = {
-            name: self._store(run, name) for name in {e["store"] for e in run.plan.edges.values()}
-        }
         pool = self._flow_io if flow.stores else self._io
         attempts = [(node_id, attempt) for node_id, attempt, _ in batch]
         try:
+            names = {edge["store"] for edge in run.plan.edges.values()}
+            stores = {name: self._store(run, name) for name in names}
             tasks = await self._on_store_thread(pool, self._tasks_for, run, stores, attempts)
             batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
             wanted = {(node_id, attempt) for node_id, attempt, _ in batch}
@@ -500,6 +499,8 @@ class Scheduler:
                 self._queued_at[(run.id, node_id)] = queued
             await self.queue.put_tasks([t for t in tasks if (t.node_id, t.attempt) in wanted])
         except Exception as exc:
+            if self._stopping:
+                return  # still READY: dispatched again when the service is back
             log.warning("dispatch_failed", run_id=run.id, attempts=len(batch), error=_reason(exc))
             for node_id, attempt, _ in batch:
                 failed = AttemptResult(
