@@ -27,10 +27,10 @@ from bench.service import (  # noqa: I001
     Service,
     copy_def,
     fan_flow,
-    free_port,
     median,
     percentile,
     progress,
+    redis_server,
 )
 
 PROBE_INTERVAL = 0.05
@@ -132,37 +132,28 @@ def _json(status: int, body: bytes, what: str) -> dict[str, Any]:
 
 
 def measure(width: int, budget: float) -> dict[str, Any]:
-    port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
     worker = None
-    try:
-        on_redis = {"queue": {"url": url}, "worker": {"enabled": False}}
-        with Service(on_redis, label="bigrun") as service:
-            log = (service.tmp / "instant-worker.log").open("ab")
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "bench.instant_worker", "--queue", url],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-            cpu_before = service.cpu_seconds()
-            with RSSSampler(service) as rss:
-                figures = asyncio.run(_fan_out(service, width, budget))
-            figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
-            figures["peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
-            worker.terminate()
-            worker.wait(30)
-    finally:
-        if worker is not None and worker.poll() is None:
-            worker.kill()
-        redis.terminate()
-        redis.wait(10)
+    with redis_server() as url:
+        try:
+            on_redis = {"queue": {"url": url}, "worker": {"enabled": False}}
+            with Service(on_redis, label="bigrun") as service:
+                log = (service.tmp / "instant-worker.log").open("ab")
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "bench.instant_worker", "--queue", url],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=ROOT,
+                )
+                cpu_before = service.cpu_seconds()
+                with RSSSampler(service) as rss:
+                    figures = asyncio.run(_fan_out(service, width, budget))
+                figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
+                figures["peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
+                worker.terminate()
+                worker.wait(30)
+        finally:
+            if worker is not None and worker.poll() is None:
+                worker.kill()
     return figures
 
 

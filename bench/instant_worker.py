@@ -19,18 +19,19 @@ import threading
 import requests
 
 from orchestrator.config import WorkerSettings
-from orchestrator.executor import Cleanup, Emit, LaunchMode
-from orchestrator.messages import AttemptResult, OutputInfo, SpareCount, Task
+from orchestrator.executor import Cleanup, Emit
+from orchestrator.messages import AttemptResult, OutputInfo, Task
 from orchestrator.queue import open_queue
 from orchestrator.worker import Worker
+from tests.fakes import FakeExecutor
 
 
-class InstantExecutor:
-    """orchestrator.executor.Executor without the engine: outputs written, nothing run."""
-
-    launch: LaunchMode = "plain"
+class InstantExecutor(FakeExecutor):
+    """The tests' fake executor (orchestrator.executor.Executor without the engine),
+    whose attempts write one byte to each output through its URL."""
 
     def __init__(self, worker_id: str) -> None:
+        super().__init__()
         self.worker_id = worker_id
         self._local = threading.local()
 
@@ -49,36 +50,6 @@ class InstantExecutor:
             run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=True, outputs=outputs
         )
         return result, lambda: 0.0
-
-    def open(self) -> None:
-        pass
-
-    def remove_leftovers(self) -> int:
-        return 0
-
-    def remove_containers_of(self, worker_ids: set[str]) -> int:
-        return 0
-
-    def remove_expired_spares(self) -> int:
-        return 0
-
-    def spares(self) -> list[SpareCount]:
-        return []
-
-    def kill_run(self, run_id: str) -> int:
-        return 0
-
-    def abort_all(self) -> int:
-        return 0
-
-    def close(self) -> int:
-        return 0
-
-    def ping(self) -> str | None:
-        return None
-
-    def reconnect(self) -> str | None:
-        return None
 
 
 async def serve(url: str, name: str, slots: int) -> None:

@@ -7,6 +7,7 @@ the two workers run on this machine's Docker engine, each with its own identity.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,9 +22,9 @@ from bench.service import (
     Service,
     copy_def,
     fan_flow,
-    free_port,
     progress,
     ratio_row,
+    redis_server,
 )
 
 FAN_WIDTH = 16
@@ -84,18 +85,12 @@ def _fanout(service: Service) -> float:
 
 def run(quick: bool) -> list[dict[str, Any]]:
     rounds = 3 if quick else 5
-    port = free_port()
-    redis = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"redis://127.0.0.1:{port}/0"
     chains = {"embedded": [], "redis": []}
     fans = {"embedded": [], "redis": []}
     fleet = None
-    try:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(redis_server())
+        stack.callback(lambda: fleet is not None and fleet.stop())
         on_redis = {"queue": {"url": url}, "worker": {"enabled": False}}
         with Service(label="embedded") as embedded, Service(on_redis, label="redis") as remote:
             fleet = RedisFleet(remote, url)
@@ -124,11 +119,6 @@ def run(quick: bool) -> list[dict[str, Any]]:
             # Before the service stops: what its workers hold (warm containers) is
             # theirs to remove, and would otherwise look left behind by the service.
             fleet.stop()
-    finally:
-        if fleet is not None:
-            fleet.stop()
-        redis.terminate()
-        redis.wait(10)
     return [
         ratio_row(
             "chain10 on Redis, two worker processes",

@@ -284,23 +284,29 @@ async def silent_endpoint() -> AsyncIterator[SilentEndpoint]:
     await server.wait_closed()
 
 
-async def test_a_dead_flow_store_does_not_hold_other_tenants_submissions(
-    start_service, silent_endpoint
-):
-    client = await start_service(storage={"flow_store_endpoints": [silent_endpoint.url]})
+def dead_store_flow(endpoint: str) -> dict:
+    """A one-node flow on a store of its own at ``endpoint``; its static input is looked
+    for at submission: on a dead store, that call hangs."""
     dead = {
         "Name": "dead",
         "Type": "s3",
-        "Params": {"bucket": "b", "endpoint_url": silent_endpoint.url, "access_key_id": "k",
+        "Params": {"bucket": "b", "endpoint_url": endpoint, "access_key_id": "k",
                    "secret_access_key": "s", "read_timeout": 30, "max_attempts": 3},
     }  # fmt: skip
     flow = chain_flow("copy")
-    # A static input is looked for at submission: on the dead store, that call hangs.
     flow["DataWells"] = [
         {"Edge": "src", "Source": "static", "Store": "dead", "Key": "in.txt"},
         {"Edge": "out", "Store": "dead"},
     ]
     flow["Stores"] = [dead]
+    return flow
+
+
+async def test_a_dead_flow_store_does_not_hold_other_tenants_submissions(
+    start_service, silent_endpoint
+):
+    client = await start_service(storage={"flow_store_endpoints": [silent_endpoint.url]})
+    flow = dead_store_flow(silent_endpoint.url)
     copy = busybox_def("copy", "cp ${in} ${out}")
     stuck = [
         asyncio.create_task(
@@ -484,18 +490,7 @@ async def test_shutdown_is_not_held_by_a_flow_store_that_never_answers(tmp_path,
     base = f"http://127.0.0.1:{port}"
     config = tmp_path / "config.yaml"
     config.write_text(f"storage:\n  flow_store_endpoints: ['{silent_endpoint.url}']\n")
-    dead = {
-        "Name": "dead",
-        "Type": "s3",
-        "Params": {"bucket": "b", "endpoint_url": silent_endpoint.url, "access_key_id": "k",
-                   "secret_access_key": "s", "read_timeout": 30, "max_attempts": 3},
-    }  # fmt: skip
-    flow = chain_flow("copy")
-    flow["DataWells"] = [
-        {"Edge": "src", "Source": "static", "Store": "dead", "Key": "in.txt"},
-        {"Edge": "out", "Store": "dead"},
-    ]
-    flow["Stores"] = [dead]
+    flow = dead_store_flow(silent_endpoint.url)
     body = {"Flow": flow, "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}
     log_path = tmp_path / "service.log"
     with log_path.open("ab") as log:
