@@ -351,3 +351,18 @@ def test_many_nodes_changed_at_once_are_written_in_slices_and_restored_from_any(
     assert restored.state("n3").status == NodeStatus.READY
     assert restored.state("n2400").status == NodeStatus.IDLE
     assert restored.state("n2400").max_attempts == 2
+
+
+def test_a_transition_names_the_nodes_its_change_made_ready_not_every_ready_one():
+    """An event costs what it changes: a result names its own consumers alone, even
+    while 999 other nodes wait, ready, to be dispatched."""
+    nodes = [_node("root", ["src"], ["mid"]), _node("tail", ["mid"], ["out"])]
+    nodes += [_node(f"w{i}", ["src"], [f"o{i}"]) for i in range(999)]
+    run = _state(_submission(nodes))
+    run.start([])
+    ready = run.artifact_arrived("src").dispatch
+    assert len(ready) == 1000 and ready[0] == "root"
+    run.dispatched("root")
+    run.attempt_started("root", 1)
+    assert run.attempt_succeeded("root", 1).dispatch == ["tail"]
+    assert len(run.ready_nodes()) == 1000  # the 999 not dispatched yet, and tail
