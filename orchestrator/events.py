@@ -1,12 +1,13 @@
 """Per-run event bus feeding Server-Sent Events.
 
-What one subscriber may hold is bounded in bytes, whatever the run's size and
-however slowly it reads: its log lines up to ``log_bytes`` (later ones are
-dropped: the run's Logs still hold them), and of the run's snapshots only the latest (a reader that
-fell behind skips to the present, it does not replay every change), then the
-end. A slow subscriber never slows the engine down nor holds what the others
-have read. An event is made once for all subscribers, and only when the run
-has any: a run nobody watches costs no snapshot per change.
+What one subscriber may hold is bounded, whatever the run's size and however
+slowly it reads: its log lines up to ``log_bytes`` (later ones are dropped: the
+run's Logs still hold them), the names of the nodes and edges that changed since
+it last took a status (at most the run's own), and the end. A status event is no
+snapshot: the reader takes the run as it is when it gets there, so one that fell
+behind skips to the present and nothing is serialized per change. A slow
+subscriber never slows the engine down nor holds what the others have read; a
+run nobody watches costs nothing per change.
 """
 
 from __future__ import annotations
