@@ -371,11 +371,14 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             if delta is not None and update.name == "status":
                 await send(response, None, event="delta", encoded=delta.decode())
                 continue
+            # Known before the JSON is taken: the run (the scheduler's own) may end
+            # meanwhile, and an end must never carry a run still RUNNING.
+            ended = update.name == "end" or update.run.status.finished
             # The run's JSON, made once per change for every stream and status read.
             encoded = (await invocations.status_json(run_id)).decode()
             await send(response, None, event="status", encoded=encoded)
             whole_sent = True
-            if update.name == "end" or update.run.status.finished:
+            if ended:
                 await send(response, None, event="end", encoded=encoded)
                 break
     return response
