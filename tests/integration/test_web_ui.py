@@ -316,6 +316,35 @@ async def test_the_upload_button_starts_a_waiting_run(start_service, browser, tm
     assert watched.problems == []
 
 
+async def test_a_big_runs_page_follows_its_changes_sent_as_deltas(start_service, browser):
+    """251 nodes: the stream sends the run whole once, then deltas, which the page
+    merges: the one node that runs turns COMPLETE, the others stay as they were."""
+    from playwright.async_api import expect
+
+    client = await start_service()
+    nodes = [
+        {"ID": "go", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
+         "Outputs": [{"Name": "out", "Edge": "result"}]},
+    ] + [
+        {"ID": f"w{i}", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "later"}],
+         "Outputs": [{"Name": "out", "Edge": f"o{i}"}]}
+        for i in range(250)
+    ]  # fmt: skip
+    copy = busybox_def("copy", "cp ${in} ${out}")
+    run = await submit(client, {"Name": "big", "Nodes": nodes}, [copy])
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    await expect(page.locator('[data-node="go"] .status')).to_have_text("IDLE", timeout=SLOW)
+    await upload(client, run, "src", b"x")
+    await expect(page.locator('[data-node="go"] .status')).to_have_text("COMPLETE", timeout=SLOW)
+    await expect(page.locator('[data-node="w7"] .status')).to_have_text("IDLE")
+    await expect(page.locator("#run-status")).to_have_text("WAITING")
+    response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert response.status == 200
+    await expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=SLOW)
+    assert watched.problems == []
+
+
 async def test_the_runs_page_lists_runs_and_saved_flows(start_service, browser):
     from playwright.async_api import expect
 
