@@ -2,8 +2,11 @@
 
 Reached through the service's ``Database`` (one connection, one thread). Writes
 are batched: ``save`` marks a run dirty and a writer task writes every dirty run in
-one transaction shortly after, so a burst of log lines costs one write.
-``flush`` forces it (shutdown, tests).
+one transaction shortly after, so a burst of log lines costs one write. A write
+is of what changed (``RunState.take_write``): the run's own fields, the nodes and
+artifacts that changed, each a row of its own, and the plan the first time; a
+10,000-node run whose one node changed writes that node. ``flush`` forces it
+(shutdown, tests).
 
 A run stays dirty until a write of its latest change succeeds. A write that
 fails (the disk is full, the directory was made immutable) is logged and
