@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Callable
-from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 #: Bytes of log lines one subscriber may have waiting before later ones are dropped.
 LOG_BYTES = 1024 * 1024
 
-T = TypeVar("T")
-
 
 class Event:
-    """One event, shared by every subscriber: its data, its JSON and its model made once.
+    """One event, shared by every subscriber.
 
     A ``status`` event carries no snapshot of the run: which nodes changed and which
     artifacts came (a reader takes the run as it is when it gets there).
@@ -45,18 +41,6 @@ class Event:
         self.data = data or {}
         self.nodes = nodes
         self.edges = edges
-        self._decoded: Any = None
-
-    def decoded(self, decode: Callable[[dict[str, Any]], T]) -> T:
-        """``decode(data)``, made by the first subscriber that asks (one decoder per bus)."""
-        if self._decoded is None:
-            self._decoded = decode(self.data)
-        return self._decoded  # type: ignore[no-any-return]
-
-    @cached_property
-    def json(self) -> str:
-        """The data as compact JSON, as every stream writes it (made once, for all)."""
-        return json.dumps(self.data, separators=(",", ":"), default=str)
 
     @property
     def size(self) -> int:

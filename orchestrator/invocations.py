@@ -38,7 +38,7 @@ from orchestrator.errors import (
     RunFinished,
     RunNotFound,
 )
-from orchestrator.events import Event, EventBus
+from orchestrator.events import EventBus
 from orchestrator.mime import JSON, essence
 from orchestrator.models import (
     DEFAULT_TENANT,
@@ -132,8 +132,6 @@ class Update:
     name: str
     run: FlowRun
     line: dict[str, Any] | None = None
-    #: The bus's event this update came from.
-    event: Event | None = None
     #: For ``status``: the nodes changed and artifacts added since the update before.
     changes: tuple[set[str], list[str]] | None = None
 
@@ -584,13 +582,13 @@ class Invocations:
                         continue
                     return
                 if event.name == "log":
-                    yield Update("log", run, event.data, event)
+                    yield Update("log", run, event.data)
                     continue
                 # The run as it is now (the scheduler's own while it holds it): a reader
                 # behind skips to the present, and no snapshot is made per change.
                 run = await self.get(run_id)
                 changes = events.take_changes()
-                yield Update(event.name, run, event=event, changes=changes)
+                yield Update(event.name, run, changes=changes)
                 if event.name == "end":
                     return
 

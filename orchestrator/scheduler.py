@@ -464,7 +464,9 @@ class Scheduler:
                 log.exception("dispatch_crashed", run_id=run_id)
                 await self._fail_run(run_id, f"the service failed to dispatch nodes ({exc})")
 
-    def _still_queued(self, run: RunState, batch: list[tuple[str, int, float]]):  # type: ignore[no-untyped-def]
+    def _still_queued(
+        self, run: RunState, batch: list[tuple[str, int, float]]
+    ) -> list[tuple[str, int, float]]:
         """The attempts of ``batch`` still to be queued (not cancelled, not superseded)."""
         if run.status.finished:
             return []
