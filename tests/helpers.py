@@ -114,6 +114,21 @@ def busybox_def(name: str, exec_line: str | None = None, **fields: Any) -> dict[
     return node_def
 
 
+async def submit_big_waiting_run(client: TestClient) -> dict[str, Any]:
+    """251 nodes: 'go' reads the upload edge 'src'; 250 more wait on 'later', which
+    never comes. Over the 200 nodes past which a run's stream sends deltas."""
+    nodes = [
+        {"ID": "go", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
+         "Outputs": [{"Name": "out", "Edge": "result"}]},
+    ] + [
+        {"ID": f"w{i}", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "later"}],
+         "Outputs": [{"Name": "out", "Edge": f"o{i}"}]}
+        for i in range(250)
+    ]  # fmt: skip
+    copy = busybox_def("copy", "cp ${in} ${out}")
+    return await submit(client, {"Name": "big", "Nodes": nodes}, [copy])
+
+
 def chain_flow(*steps: str, name: str = "chain") -> dict:
     """A linear flow: src → steps[0] → e1 → steps[1] → … → out."""
     nodes = []

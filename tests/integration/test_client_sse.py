@@ -39,20 +39,10 @@ async def test_a_big_runs_stream_sends_it_whole_once_then_what_changed(start_ser
     comes as deltas holding that node alone, which merged give the run's status."""
     from orchestrator.flow_test.session import merge_delta
     from orchestrator.models import FlowRun
-    from tests.helpers import busybox_def, submit, upload
+    from tests.helpers import submit_big_waiting_run, upload
 
     client = await start_service()
-    nodes = [
-        {"ID": "go", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
-         "Outputs": [{"Name": "out", "Edge": "result"}]},
-    ] + [
-        {"ID": f"w{i}", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "later"}],
-         "Outputs": [{"Name": "out", "Edge": f"o{i}"}]}
-        for i in range(250)
-    ]  # fmt: skip
-    run = await submit(
-        client, {"Name": "big", "Nodes": nodes}, [busybox_def("copy", "cp ${in} ${out}")]
-    )
+    run = await submit_big_waiting_run(client)
     base = f"http://127.0.0.1:{client.port}"
     events: list[tuple[str, str]] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:

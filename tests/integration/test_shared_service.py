@@ -226,19 +226,15 @@ def rss_bytes() -> int:
     return int(line.split()[1]) * 1024
 
 
-async def test_a_reader_that_never_reads_holds_bounded_memory(start_service):
-    """A 1,000-node run changes 200 times while an SSE reader with a 4 KB buffer reads nothing."""
-    client = await start_service()
+async def wide_run_with_an_unread_stream(client) -> tuple[dict, socket.socket]:  # type: ignore[no-untyped-def]
+    """A 1,000-node run (each node reads an upload edge of its own, on a tier no
+    worker offers, so a node whose input arrives becomes ready and waits), and a
+    socket with a 4 KB receive buffer on its event stream that reads nothing."""
     nodes = [
-        {
-            "ID": f"n{i}",
-            "Uses": "test/big",
-            "Inputs": [{"Name": "in", "Edge": f"in{i}"}],
-            "Outputs": [{"Name": "out", "Edge": f"out{i}"}],
-        }
+        {"ID": f"n{i}", "Uses": "test/big", "Inputs": [{"Name": "in", "Edge": f"in{i}"}],
+         "Outputs": [{"Name": "out", "Edge": f"out{i}"}]}
         for i in range(1000)
-    ]
-    # A tier no worker offers: a node whose input arrives becomes ready and waits.
+    ]  # fmt: skip
     big = busybox_def("big", "cp ${in} ${out}", Tier="c-4xlarge")
     run = await submit(client, {"Name": "wide", "Nodes": nodes}, [big])
     sock = socket.socket()
@@ -246,10 +242,17 @@ async def test_a_reader_that_never_reads_holds_bounded_memory(start_service):
     host = f"127.0.0.1:{client.server.port}"
     sock.connect(("127.0.0.1", client.server.port))
     sock.sendall(f"GET /api/v1/flow/events/{run['ID']} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return run, sock
+
+
+async def test_a_reader_that_never_reads_holds_bounded_memory(start_service):
+    """A 1,000-node run changes 200 times while an SSE reader with a 4 KB buffer reads nothing."""
+    client = await start_service()
+    run, sock = await wide_run_with_an_unread_stream(client)
     try:
         await asyncio.sleep(0.5)
         before = rss_bytes()
-        # Each upload is a change, and each change a snapshot of the whole run (~0.5 MB).
+        # Each upload is a change (each was once a snapshot of the whole run, ~0.5 MB).
         for i in range(200):
             await upload(client, run, f"in{i}", b"x")
         await asyncio.sleep(1)
@@ -395,20 +398,10 @@ async def test_a_flow_over_the_node_limit_is_refused_with_what_to_do(start_servi
 async def test_a_stream_whose_reader_takes_nothing_is_closed(start_service, monkeypatch):
     monkeypatch.setattr("orchestrator.api.sse.WRITE_TIMEOUT", 1.0)
     client = await start_service()
-    nodes = [
-        {"ID": f"n{i}", "Uses": "test/big", "Inputs": [{"Name": "in", "Edge": f"in{i}"}],
-         "Outputs": [{"Name": "out", "Edge": f"out{i}"}]}
-        for i in range(1000)
-    ]  # fmt: skip
-    big = busybox_def("big", "cp ${in} ${out}", Tier="c-4xlarge")
-    run = await submit(client, {"Name": "wide", "Nodes": nodes}, [big])
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    host = f"127.0.0.1:{client.server.port}"
-    sock.connect(("127.0.0.1", client.server.port))
-    sock.sendall(f"GET /api/v1/flow/events/{run['ID']} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    run, sock = await wide_run_with_an_unread_stream(client)
     try:
-        for i in range(50):  # snapshots of ~0.5 MB: far more than the socket holds
+        # The whole run first (~0.5 MB), then a delta per upload: more than the socket holds.
+        for i in range(50):
             await upload(client, run, f"in{i}", b"x")
         await asyncio.sleep(3)  # past WRITE_TIMEOUT with nothing taken
         sock.setblocking(False)

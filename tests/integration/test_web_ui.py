@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from orchestrator.cli import main
-from tests.helpers import busybox_def, chain_flow, create_key, submit, upload, wait_for
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    create_key,
+    submit,
+    submit_big_waiting_run,
+    upload,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("chromium") is None, reason="needs Debian's chromium (make setup installs it)"
@@ -322,16 +330,7 @@ async def test_a_big_runs_page_follows_its_changes_sent_as_deltas(start_service,
     from playwright.async_api import expect
 
     client = await start_service()
-    nodes = [
-        {"ID": "go", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
-         "Outputs": [{"Name": "out", "Edge": "result"}]},
-    ] + [
-        {"ID": f"w{i}", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "later"}],
-         "Outputs": [{"Name": "out", "Edge": f"o{i}"}]}
-        for i in range(250)
-    ]  # fmt: skip
-    copy = busybox_def("copy", "cp ${in} ${out}")
-    run = await submit(client, {"Name": "big", "Nodes": nodes}, [copy])
+    run = await submit_big_waiting_run(client)
     watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
     page = watched.page
     await expect(page.locator('[data-node="go"] .status')).to_have_text("IDLE", timeout=SLOW)
