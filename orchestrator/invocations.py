@@ -57,6 +57,7 @@ from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
 from orchestrator.validation import ValidationResult, resolve_defs
+from orchestrator.validation.flags import value_problem
 from storage import ObjectInfo, Store, StoreError
 
 #: How long a presigned URL in an output stays valid.
@@ -154,7 +155,7 @@ def failure_message(run: FlowRun) -> str:
     failed = [
         (node_id, state.error)
         for node_id, state in run.node_state.items()
-        if state.status == NodeStatus.ERROR and not state.error.startswith("cancelled:")
+        if state.status == NodeStatus.ERROR
     ]
     if failed:
         node_id, error = failed[0]
@@ -425,7 +426,7 @@ class Invocations:
                     f"{what}: the flow has no node {node_id!r}; its nodes are "
                     + ", ".join(map(repr, defs)),
                 )
-            declared = [f.name for f in defs[node_id].flags]
+            declared = {f.name: f for f in defs[node_id].flags}
             for name, value in values.items():
                 if name not in declared:
                     raise InvalidInvocation(
@@ -439,6 +440,11 @@ class Invocations:
                         f"{what}: {node_id}.{name} must be a string, number or boolean",
                     )
                 text = NodeFlag(name=name, value=value).value
+                problem = value_problem(declared[name], text)
+                if problem:
+                    raise InvalidInvocation(
+                        "FLAGS_INVALID", f"{what}: {node_id}.{name} is {text!r}, which {problem}"
+                    )
                 profile.setdefault(node_id, {})[name] = text
         return profile
 

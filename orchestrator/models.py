@@ -151,12 +151,67 @@ class EdgeDef(WireModel):
         return [value] if isinstance(value, str) else value
 
 
+class FlagType(StrEnum):
+    """What a flag's value must read as; every value still reaches the node as text."""
+
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+
+
+#: The words a boolean flag may be given, as the catalog's nodes read them.
+BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "on": True} | {
+    "false": False,
+    "no": False,
+    "0": False,
+    "off": False,
+}
+
+
 class FlagDef(WireModel):
     name: str
     description: str = ""
     required: bool = False
-    type: str = "string"
+    # Pupload leaves Type free text: anything but the four is DEF_002 at validation.
+    type: str = Field(
+        default=FlagType.STRING,
+        description="integer, number, boolean or string; values are checked against it "
+        "before a run starts.",
+    )
     default: str | None = None
+    values: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="The only values the flag takes (an addition to Pupload's shape).",
+    )
+    min: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Least value of an integer or number flag, inclusive (ours).",
+    )
+    max: float | None = Field(
+        default=None,
+        allow_inf_nan=False,
+        description="Greatest value of an integer or number flag, inclusive (ours).",
+    )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _type_name(cls, value: Any) -> Any:
+        # Go's zero value and "Integer" mean what they say.
+        if isinstance(value, str):
+            return value.strip().lower() or FlagType.STRING
+        return value
+
+    @field_validator(
+        "values", mode="before", json_schema_input_type=list[str | int | float | bool] | None
+    )
+    @classmethod
+    def _values_to_text(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [NodeFlag._scalar_to_text(v) for v in value]
+        return value
 
     @field_validator(
         "default", mode="before", json_schema_input_type=str | int | float | bool | None
@@ -244,6 +299,12 @@ class NodeStatus(StrEnum):
     RETRYING = "RETRYING"
     COMPLETE = "COMPLETE"
     ERROR = "ERROR"
+    # Ours: queued or running when its run was cancelled or ended by another node.
+    STOPPED = "STOPPED"
+
+    @property
+    def ended(self) -> bool:
+        return self in (NodeStatus.COMPLETE, NodeStatus.ERROR, NodeStatus.STOPPED)
 
 
 def utcnow() -> datetime:
@@ -313,7 +374,9 @@ __all__ = [
     "DataWell",
     "DataWellLifetime",
     "EdgeDef",
+    "BOOLEAN_WORDS",
     "FlagDef",
+    "FlagType",
     "Flow",
     "FlowRun",
     "FlowSubmission",

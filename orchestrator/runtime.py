@@ -392,8 +392,8 @@ class RunState:
                     for i in missing
                 )
         for other in self.active_nodes():
-            self._set_status(other, NodeStatus.ERROR)
-            self._edit(other).error = "cancelled: an input was not uploaded in time"
+            self._set_status(other, NodeStatus.STOPPED)
+            self._edit(other).error = "stopped: an input was not uploaded in time"
         self.run.status = RunStatus.ERROR
         self.run.error = (
             "; ".join(
@@ -411,8 +411,8 @@ class RunState:
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self._set_status(node_id, NodeStatus.ERROR)
-            self._edit(node_id).error = f"cancelled: {reason}"
+            self._set_status(node_id, NodeStatus.STOPPED)
+            self._edit(node_id).error = f"stopped: {reason}"
         self.run.status = RunStatus.ERROR
         self.run.error = reason
         return Transition(finished=True)
@@ -437,7 +437,7 @@ class RunState:
     @_changes
     def attempt_started(self, node_id: str, attempt: int) -> bool:
         state = self._edit(node_id)
-        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+        if attempt != state.attempt or state.status.ended:
             return False
         self._set_status(node_id, NodeStatus.RUNNING)
         self._refresh_status()
@@ -446,7 +446,7 @@ class RunState:
     @_changes
     def attempt_succeeded(self, node_id: str, attempt: int) -> Transition:
         state = self._edit(node_id)
-        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+        if attempt != state.attempt or state.status.ended:
             return Transition()
         self._set_status(node_id, NodeStatus.COMPLETE)
         state.error = ""
@@ -459,7 +459,7 @@ class RunState:
         self, node_id: str, attempt: int, error: str, *, retryable: bool, retry_delay: float
     ) -> Transition:
         state = self._edit(node_id)
-        if attempt != state.attempt or state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR):
+        if attempt != state.attempt or state.status.ended:
             return Transition()
         state.error = error
         if retryable and attempt < state.max_attempts and not self.run.status.finished:
@@ -470,8 +470,8 @@ class RunState:
         self.run.status = RunStatus.ERROR
         # Siblings still queued or running are stopped with the run: say why.
         for other in self.active_nodes():
-            self._set_status(other, NodeStatus.ERROR)
-            self._edit(other).error = f"cancelled: node '{node_id}' failed and the run stopped"
+            self._set_status(other, NodeStatus.STOPPED)
+            self._edit(other).error = f"stopped: node '{node_id}' failed, which ended the run"
         return Transition(finished=True)
 
     @_changes
@@ -485,12 +485,12 @@ class RunState:
 
     @_changes
     def cancel(self) -> Transition:
-        """Stop the run on request: STOPPED; what was queued or running is cancelled."""
+        """Stop the run on request: it and what was queued or running are STOPPED."""
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self._set_status(node_id, NodeStatus.ERROR)
-            self._edit(node_id).error = "cancelled: the run was stopped on request"
+            self._set_status(node_id, NodeStatus.STOPPED)
+            self._edit(node_id).error = "stopped: the run was cancelled on request"
         self.run.status = RunStatus.STOPPED
         self.run.waiting_urls = []
         return Transition(finished=True)

@@ -702,7 +702,7 @@ class Scheduler:
             if message.attempt == state.attempt:
                 run.record_timings(message.node_id, message.timings)
             # Counted once: a duplicate result comes after the node has ended.
-            ended = state.status in (NodeStatus.COMPLETE, NodeStatus.ERROR)
+            ended = state.status.ended
             if message.attempt == state.attempt and not ended:
                 outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
                 log.info(
@@ -767,10 +767,7 @@ class Scheduler:
         the same number (not counted against MaxAttempts); the task waits in the queue
         until a worker whose engine answers takes it."""
         state = run.state(result.node_id)
-        if result.attempt != state.attempt or state.status in (
-            NodeStatus.COMPLETE,
-            NodeStatus.ERROR,
-        ):
+        if result.attempt != state.attempt or state.status.ended:
             return
         self._log(
             run,

@@ -111,9 +111,11 @@ def main() -> int:
             raise UsageError("INPUT_IMAGE and OUTPUT_TEXT must be set (the node contract)")
         psm = integer("PSM", "3", 0, 13)
         dpi = integer("DPI", "300", 70, 2400)
-        require = flag("REQUIRE_TEXT", "true").lower()
-        if require not in ("true", "false"):
+        require = flag("REQUIRE_TEXT", "true").strip().lower()
+        # The words every catalog node reads as booleans (Pipewell's validation takes them).
+        if require not in ("true", "yes", "1", "on", "false", "no", "0", "off"):
             raise UsageError(f"require_text must be true or false, got {require!r}")
+        require_text = require in ("true", "yes", "1", "on")
         lang = languages(flag("LANG", "eng"))
         with tempfile.TemporaryDirectory() as scratch:
             page, resolution = grey_copy(source, Path(scratch), dpi)
@@ -121,7 +123,7 @@ def main() -> int:
                 [str(page), "stdout", "-l", lang, "--psm", str(psm), "--dpi", str(resolution)]
             )
         words = len(text.split())
-        if words == 0 and require == "true":
+        if words == 0 and require_text:
             raise InputError("no text was found in the image (set require_text=false to allow)")
         Path(target).write_text(text, encoding="utf-8")
     except UsageError as exc:

@@ -43,7 +43,7 @@ async def test_a_blank_page_a_corrupt_image_and_a_missing_language_fail_saying_w
         run_node(client, "pipewell/ocr", {"image": scan[:100]}, ["text"]),
         run_node(client, "pipewell/ocr", {"image": scan}, ["text"], flags={"lang": "deu"}),
         run_node(client, "pipewell/ocr", {"image": blank()}, ["text"],
-                 flags={"require_text": "false"}),
+                 flags={"require_text": "off"}),
     )  # fmt: skip
     assert empty.status == "ERROR"
     assert empty.error.endswith(

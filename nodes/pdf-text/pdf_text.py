@@ -94,10 +94,12 @@ def text(source: str) -> str:
     if not 1 <= first <= last <= pages:
         raise PdfError(f"pages {first} to {last} asked for, the PDF has {pages}")
     layout = os.environ.get("FLAG_LAYOUT", "").strip().lower()
-    if layout not in ("", "true", "false"):
+    # The words every catalog node reads as booleans (Pipewell's validation takes them).
+    if layout not in ("", "true", "yes", "1", "on", "false", "no", "0", "off"):
         raise UsageError(f"layout must be true or false, got {layout!r}")
     argv = ["pdftotext", "-enc", "UTF-8", "-f", str(first), "-l", str(last)]
-    poppler(argv + (["-layout"] if layout == "true" else []) + [source, target])
+    keep_layout = layout in ("true", "yes", "1", "on")
+    poppler(argv + (["-layout"] if keep_layout else []) + [source, target])
     words = len(Path(target).read_text(encoding="utf-8", errors="replace").split())
     if words == 0:
         raise PdfError(

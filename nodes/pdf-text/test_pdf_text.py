@@ -24,7 +24,7 @@ async def test_text_of_all_or_some_pages_and_a_page_as_png(start_service):
     whole, third, page = await asyncio.gather(
         run_node(client, "pipewell/pdf-text", {"pdf": REPORT}, ["text"], command="text"),
         run_node(client, "pipewell/pdf-text", {"pdf": REPORT}, ["text"], command="text",
-                 flags={"first_page": "3"}),
+                 flags={"first_page": "3", "layout": "yes"}),
         run_node(client, "pipewell/pdf-text", {"pdf": REPORT}, ["page"], command="page",
                  flags={"page": "2", "dpi": "36"}),
     )  # fmt: skip
@@ -35,7 +35,7 @@ async def test_text_of_all_or_some_pages_and_a_page_as_png(start_service):
     assert pages[0].split("\n")[:2] == ["Quarterly report (draft)", "Revenue grew by 12 percent"]
     assert pages[1].strip() == "" and pages[2].strip() == "Page three"
     assert any("10 word(s) from pages 1 to 3 of 3" in line for line in whole.logs)
-    assert third.text("text").strip("\f\n") == "Page three"
+    assert third.text("text").strip("\f\n ") == "Page three"  # "yes" reads as true
 
     png = Image.open(io.BytesIO(page.outputs["page"]))
     assert (png.format, png.size) == ("PNG", (306, 396))  # US letter at 36 dpi

@@ -28,6 +28,7 @@ STATE_STYLES = {
     "RETRYING": "bold magenta",
     "COMPLETE": "bold green",
     "ERROR": "bold red",
+    "STOPPED": "bold blue",
 }
 COLUMNS = ("node", "state", "attempt", "elapsed", "last line")
 
@@ -68,6 +69,33 @@ class FilePicker(ModalScreen[Path | None]):
 
     def action_give_up(self) -> None:
         self.dismiss(None)
+
+
+class ConfirmStop(ModalScreen[bool]):
+    """Stopping a run cannot be undone: y stops it, n or Esc goes back."""
+
+    BINDINGS = [
+        Binding("y", "answer(True)", "Stop it"),
+        Binding("n,escape", "answer(False)", "Keep it running"),
+    ]
+    DEFAULT_CSS = """
+    ConfirmStop { align: center middle; }
+    ConfirmStop > Vertical { width: 60; height: auto; border: thick $error; padding: 1 2;
+                             background: $surface; }
+    """
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.question, style="bold"))
+            yield Label("Nodes at work are stopped and the run ends STOPPED.")
+            yield Label("y: stop it   n or Esc: keep it running", classes="hint")
+
+    def action_answer(self, stop: bool) -> None:
+        self.dismiss(stop)
 
 
 class LiveView(App[list[Output] | None]):
@@ -160,7 +188,8 @@ class LiveView(App[list[Output] | None]):
     def _cells(self, node_id: str, view: NodeView) -> tuple[Text | str, ...]:
         attempt = f"{view.attempt}/{view.max_attempts}" if view.attempt else "-"
         elapsed = f"{view.elapsed():.1f} s" if view.attempt else ""
-        last = view.error if view.status == "ERROR" and view.error else view.last_line()
+        shows_error = view.status in ("ERROR", "STOPPED") and view.error
+        last = view.error if shows_error else view.last_line()
         return (
             Text(node_id),
             Text(view.status, style=STATE_STYLES.get(view.status, "")),
@@ -188,8 +217,11 @@ class LiveView(App[list[Output] | None]):
             where = ", ".join(f"{o.edge} -> {o.path}" for o in self.outputs) or "no outputs"
             return f"done: {where}  ·  q: quit"
         failed = [n for n, v in self.session.nodes.items() if v.status == "ERROR"]
-        who = f"node {', '.join(failed)} failed" if failed else "ended"
-        return f"{who}  ·  its log is below  ·  q: quit"
+        if failed:
+            return f"node {', '.join(failed)} failed  ·  its log is below  ·  q: quit"
+        if self.session.run is not None and self.session.run.status.value == "STOPPED":
+            return "stopped on request  ·  q: quit"
+        return "ended  ·  q: quit"
 
     @on(DataTable.RowHighlighted, "#nodes")
     def node_chosen(self, event: DataTable.RowHighlighted) -> None:
@@ -218,14 +250,29 @@ class LiveView(App[list[Output] | None]):
             )
         self._written = len(records)
 
-    async def action_cancel_run(self) -> None:
-        await self.session.cancel()
-        self._note = "cancelling"
+    def _run_goes_on(self) -> bool:
+        return self.session.run is not None and not self.session.run.status.finished
 
-    async def action_leave(self) -> None:
-        if self.session.run is not None and not self.session.run.status.finished:
+    def action_cancel_run(self) -> None:
+        if self._run_goes_on():
+            self.run_worker(self._confirm_then_stop(leave=False), name="cancel")
+
+    def action_leave(self) -> None:
+        if self._run_goes_on():
+            self.run_worker(self._confirm_then_stop(leave=True), name="leave")
+        else:
+            self.exit(self.outputs)
+
+    async def _confirm_then_stop(self, *, leave: bool) -> None:
+        question = "Quit and stop this run?" if leave else "Stop this run?"
+        if not await self.push_screen_wait(ConfirmStop(question)):
+            return
+        if self._run_goes_on():
+            self._note = "stopping"
+            self._tick()
             await self.session.cancel()
-        self.exit(self.outputs)
+        if leave:
+            self.exit(self.outputs)
 
 
 __all__ = ["LiveView"]

@@ -42,9 +42,9 @@ class PlainView:
             return
         line = f"{self._when()} {node_id:<16} {view.status:<9} attempt {view.attempt}/"
         line += str(view.max_attempts)
-        if view.status in ("COMPLETE", "ERROR"):
+        if view.status in ("COMPLETE", "ERROR", "STOPPED"):
             line += f"  {view.elapsed():.1f} s"
-        failed = view.status in ("RETRYING", "ERROR") and view.error
+        failed = view.status in ("RETRYING", "ERROR", "STOPPED") and view.error
         self.say(line + (f"  {view.error}" if failed else ""))
 
     def _when(self) -> str:

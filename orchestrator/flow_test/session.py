@@ -315,6 +315,8 @@ class RunSession:
         if self.run.error:
             said.append(f"  {self.run.error}")
         for node_id, view in self.nodes.items():
+            if view.status == "STOPPED":
+                said.append(f"  node {node_id} {view.error or 'stopped'}")
             if view.status != "ERROR":
                 continue
             said.append(f"  node {node_id} failed: {view.error or 'no error given'}")

@@ -21,6 +21,7 @@ from orchestrator.models import (
 )
 from orchestrator.tiers import TIERS
 from orchestrator.validation.defs import EMPTY_CATALOG, DefLookup
+from orchestrator.validation.flags import definition_problem, value_problem
 from orchestrator.validation.graph import Graph
 from orchestrator.validation.object_keys import (
     DEFAULT_KEY_TEMPLATE,
@@ -380,6 +381,14 @@ class _Validator:
                     )
             else:
                 first[node_def.uses] = i
+            for k, flag_def in enumerate(node_def.flags):
+                problem = definition_problem(flag_def)
+                if problem:
+                    self.error(
+                        "DEF_002",
+                        f"NodeDef {node_def.uses!r} flag {flag_def.name!r}: {problem}",
+                        field=f"{where}.Flags.{k}",
+                    )
             ok = True
             for direction, declared in (("Inputs", node_def.inputs), ("Outputs", node_def.outputs)):
                 for k, edge_def in enumerate(declared):
@@ -503,15 +512,28 @@ class _Validator:
                     field=f"{where}.Flags",
                 )
         if node_def.flags:
-            declared_flags = [f.name for f in node_def.flags]
+            declared_flags = {f.name: f for f in node_def.flags}
             for k, flag in enumerate(node.flags):
-                if flag.name not in declared_flags:
+                flag_def = declared_flags.get(flag.name)
+                if flag_def is None:
                     self.error(
                         "NODE_006",
                         f"{who} sets flag {flag.name!r}, which {uses!r} does not declare; use "
                         f"one of {quote_list(declared_flags)}",
                         node=node_id,
                         field=f"{where}.Flags.{k}.Name",
+                    )
+                    continue
+                problem = value_problem(flag_def, flag.value)
+                if problem is None and flag_def.required and not flag.value.strip():
+                    problem = "is empty, and the flag is required"
+                if problem:
+                    self.error(
+                        "NODE_012",
+                        f"{who} sets flag {flag.name!r} to {flag.value!r}, which {problem}"
+                        + (f" ({flag_def.description})" if flag_def.description else ""),
+                        node=node_id,
+                        field=f"{where}.Flags.{k}.Value",
                     )
         self.check_command(index, node, node_def)
 

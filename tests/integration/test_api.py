@@ -226,7 +226,8 @@ async def test_cancel_stops_a_run_and_its_containers(start_service):
     assert response.status == 200, await response.text()
     stopped = await response.json()
     assert stopped["Status"] == "STOPPED"
-    assert stopped["NodeState"]["n0"]["Error"] == "cancelled: the run was stopped on request"
+    assert stopped["NodeState"]["n0"]["Status"] == "STOPPED"
+    assert stopped["NodeState"]["n0"]["Error"] == "stopped: the run was cancelled on request"
     assert await containers_left(run["ID"], 15) == []
     await asyncio.sleep(0.5)
     after = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from orchestrator.cli import main
-from tests.helpers import busybox_def, chain_flow, free_port, run_chain, submit
+from tests.helpers import busybox_def, chain_flow, free_port, run_chain, submit, upload
 
 pytestmark = pytest.mark.docker
 
@@ -15,6 +15,28 @@ pytestmark = pytest.mark.docker
 async def pipewell(*argv: str) -> int:
     # The service answers on this loop: the blocking CLI runs in a thread.
     return await asyncio.to_thread(main, list(argv))
+
+
+async def test_a_cancelled_running_node_reads_stopped_not_failed(start_service, capsys):
+    client = await start_service()
+    server = str(client.make_url("")).rstrip("/")
+    sleepy = busybox_def("sleepy", "sh -c 'sleep 60; cp ${in} ${out}'")
+    run = await submit(client, chain_flow("sleepy", "sleepy"), [sleepy])
+    await upload(client, run, "src", b"x")
+    for _ in range(600):
+        status = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+        if status["NodeState"]["n0"]["Status"] == "RUNNING":
+            break
+        await asyncio.sleep(0.1)
+    capsys.readouterr()
+    assert await pipewell("cancel", run["ID"], "--server", server) == 0
+    assert await pipewell("status", run["ID"], "--server", server) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = len(lines) - 1 - lines[::-1].index(f"run {run['ID']}: STOPPED")  # status's, after cancel's
+    first, second = lines[at + 1].split(), lines[at + 2].split()
+    assert first[:2] == ["n0", "STOPPED"] and second[:2] == ["n1", "IDLE"]
+    assert "stopped: the run was cancelled on request" in lines[at + 1]
+    assert not any("ERROR" in line or "failed" in line for line in lines[at:])
 
 
 async def test_status_logs_and_cancel_of_real_runs(start_service, capsys):

@@ -219,9 +219,8 @@ async def test_a_failed_node_stops_its_running_siblings(start_service):
     done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=30)
     assert done["Status"] == "ERROR"
     assert done["NodeState"]["bad"]["Error"].startswith("command exited with code 4")
-    assert done["NodeState"]["slow"]["Status"] == "ERROR"
-    assert done["NodeState"]["slow"]["Error"] == (
-        "cancelled: node 'bad' failed and the run stopped"
-    )
+    assert done["NodeState"]["bad"]["Status"] == "ERROR"
+    assert done["NodeState"]["slow"]["Status"] == "STOPPED"
+    assert done["NodeState"]["slow"]["Error"] == "stopped: node 'bad' failed, which ended the run"
     # Well before the sibling's 60 s sleep would end.
     assert await containers_left(run["ID"], 10) == []

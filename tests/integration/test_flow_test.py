@@ -23,7 +23,7 @@ from textual.widgets import DataTable, RichLog
 from orchestrator.cli import main
 from orchestrator.flow_files import read_flow_file
 from orchestrator.flow_test import session as session_module
-from orchestrator.flow_test.live import FilePicker, LiveView
+from orchestrator.flow_test.live import ConfirmStop, FilePicker, LiveView
 from orchestrator.flow_test.session import RunSession
 from tests.helpers import busybox_def
 
@@ -276,6 +276,53 @@ async def test_the_live_view_picks_a_file_shows_states_and_logs(start_service, t
         assert app.return_value is not None
         [output] = app.return_value
         assert output.edge == "result" and output.path.read_bytes() == b"abab"
+    finally:
+        await session.aclose()
+
+
+async def test_the_live_view_asks_before_it_stops_a_run_and_shows_it_stopped(
+    start_service, tmp_path
+):
+    client = await start_service()
+    flow = tmp_path / "sleepy.yaml"
+    sleepy = {
+        "Flow": {**SLOW["Flow"], "Name": "sleepy"},
+        "NodeDefs": [
+            busybox_def("slow", "sh -c 'echo started work; sleep 60; cat ${in} > ${out}'"),
+            SLOW["NodeDefs"][1],
+        ],
+    }
+    flow.write_text(yaml.safe_dump(sleepy))
+    (tmp_path / "in.txt").write_bytes(b"ab")
+    session = RunSession(str(client.make_url("")), None, read_flow_file(flow))
+    await session.submit()
+    app = LiveView(session, {"text": tmp_path / "in.txt"}, tmp_path / "out")
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            table = app.query_one("#nodes", DataTable)
+            await until(lambda: str(table.get_cell("first", "state")) == "RUNNING")
+            await pilot.press("c")
+            await until(lambda: isinstance(app.screen, ConfirmStop))
+            assert app.screen.question == "Stop this run?"
+            await pilot.press("n")  # keep it running
+            await until(lambda: not isinstance(app.screen, ConfirmStop))
+            await asyncio.sleep(0.5)
+            assert str(table.get_cell("first", "state")) == "RUNNING"
+            await pilot.press("c")
+            await until(lambda: isinstance(app.screen, ConfirmStop))
+            await pilot.press("y")
+            await until(lambda: str(table.get_cell("first", "state")) == "STOPPED")
+            assert str(table.get_cell("second", "state")) == "IDLE"
+            assert "stopped: the run was cancelled on request" in str(
+                table.get_cell("first", "last line")
+            )
+            await until(lambda: "stopped on request" in str(app.query_one("#summary").render()))
+            assert "failed" not in str(app.query_one("#summary").render())
+            await pilot.press("q")  # the run has ended: no question
+        assert app.return_value is None
+        status = await (await client.get(f"/api/v1/flow/status/{session.run_id}")).json()
+        assert status["Status"] == "STOPPED"
+        assert status["NodeState"]["first"]["Status"] == "STOPPED"
     finally:
         await session.aclose()
 

@@ -324,6 +324,47 @@ async def test_the_upload_button_starts_a_waiting_run(start_service, browser, tm
     assert watched.problems == []
 
 
+async def test_cancel_asks_first_and_the_stopped_node_reads_stopped(start_service, browser):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    sleepy = busybox_def("sleepy", "sh -c 'echo asleep; sleep 60; cp ${in} ${out}'")
+    run = await submit(client, chain_flow("sleepy"), [sleepy])
+    await upload(client, run, "src", b"x")
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    node = page.locator('[data-node="n0"] .status')
+    await expect(node).to_have_text("RUNNING", timeout=SLOW)
+    asked: list[str] = []
+
+    async def answer(dialog: Any, accept: bool) -> None:
+        asked.append(dialog.message)
+        await (dialog.accept() if accept else dialog.dismiss())
+
+    page.once("dialog", lambda dialog: asyncio.ensure_future(answer(dialog, False)))
+    await page.locator("#cancel").click()
+    for _ in range(100):
+        if asked:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # a cancel sent anyway would have landed by now
+    assert (await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json())[
+        "Status"
+    ] == "RUNNING"
+    page.once("dialog", lambda dialog: asyncio.ensure_future(answer(dialog, True)))
+    await page.locator("#cancel").click()
+    await expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=SLOW)
+    await expect(node).to_have_text("STOPPED")
+    assert asked == [asked[0]] * 2 and asked[0].startswith("Stop this run?")
+    await page.locator('[data-node="n0"]').click()
+    await expect(page.locator("#node-error")).to_have_text(
+        "stopped: the run was cancelled on request"
+    )
+    status = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+    assert status["NodeState"]["n0"]["Status"] == "STOPPED"
+    assert watched.problems == []
+
+
 async def test_a_big_runs_page_follows_its_changes_sent_as_deltas(start_service, browser):
     """251 nodes: the stream sends the run whole once, then deltas, which the page
     merges: the one node that runs turns COMPLETE, the others stay as they were."""

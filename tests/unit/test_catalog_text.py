@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from orchestrator.catalog import BUILTIN_DIR, load_catalog
+from orchestrator.validation.flags import definition_problem
 
 DESCRIPTION = re.compile(r"^\s*-?\s*Description:\s*(.+?)\s*$")
 
@@ -32,3 +33,21 @@ def test_every_catalog_description_is_read_as_written():
     assert len(written) > 50
     cut = [(name, text) for name, text in written if text not in loaded]
     assert cut == []
+
+
+def test_every_catalog_flag_declaration_is_consistent():
+    """Types, Values, Min and Max fit together and every Default fits them."""
+    problems = [
+        (uses, flag.name, definition_problem(flag))
+        for uses, node_def in load_catalog().items()
+        for flag in node_def.flags
+        if definition_problem(flag)
+    ]
+    assert problems == []
+    declared = sum(
+        1
+        for node_def in load_catalog().values()
+        for flag in node_def.flags
+        if flag.values or flag.min is not None or flag.max is not None
+    )
+    assert declared > 40

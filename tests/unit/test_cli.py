@@ -121,6 +121,27 @@ def test_validate_finds_nodedefs_beside_the_flow_and_reports_schema_errors(capsy
     assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
 
 
+def test_validate_checks_catalog_flag_values_before_anything_runs(capsys, tmp_path):
+    flow = tmp_path / "photos.yaml"
+    flow.write_text(
+        "Name: photos\nNodes:\n"
+        "  - {ID: small, Uses: pipewell/resize, Inputs: [{Name: image, Edge: photo}],"
+        " Outputs: [{Name: resized, Edge: mid}], Flags: [{Name: width, Value: wide}]}\n"
+        "  - {ID: bmp, Uses: pipewell/convert-image, Inputs: [{Name: image, Edge: mid}],"
+        " Outputs: [{Name: converted, Edge: out}], Flags: [{Name: format, Value: bmp},"
+        " {Name: quality, Value: 90}]}\n"
+    )
+    assert main(["validate", str(flow)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(
+        "error NODE_012 (node 'small', field 'Flow.Nodes.0.Flags.0.Value'): node 'small' sets "
+        "flag 'width' to 'wide', which is not an integer"
+    )
+    assert lines[1].startswith("error NODE_012 (node 'bmp', field 'Flow.Nodes.1.Flags.0.Value')")
+    assert "'bmp', which is not one of the values it takes: 'png'" in lines[1]
+    assert lines[2] == f"{flow}: 2 error(s), 0 warning(s)"
+
+
 def test_every_command_says_what_it_does_with_an_example():
     def commands(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, str]]:
         yield path, parser.format_help()

@@ -100,7 +100,7 @@ def test_wait_seconds_and_messages():
         id="0" * 32,
         status=RunStatus.ERROR,
         node_state={
-            "a": NodeState(status=NodeStatus.ERROR, error="cancelled: node 'b' failed"),
+            "a": NodeState(status=NodeStatus.STOPPED, error="stopped: node 'b' failed"),
             "b": NodeState(status=NodeStatus.ERROR, error="command exited with code 3"),
         },
     )

@@ -162,8 +162,9 @@ def test_a_final_failure_cancels_active_siblings_but_not_finished_ones():
         run.dispatched(node)
     run.attempt_succeeded("z", 1)
     run.attempt_failed("x", 1, "boom", retryable=False, retry_delay=0)
-    assert run.state("y").status == NodeStatus.ERROR
-    assert run.state("y").error == "cancelled: node 'x' failed and the run stopped"
+    assert run.state("x").status == NodeStatus.ERROR
+    assert run.state("y").status == NodeStatus.STOPPED
+    assert run.state("y").error == "stopped: node 'x' failed, which ended the run"
     assert run.state("z").status == NodeStatus.COMPLETE
     assert run.active_nodes() == []
 
@@ -193,8 +194,8 @@ def test_an_upload_that_never_came_ends_the_run_with_its_reason():
     assert run.state("b").error == (
         "input 'in0' (edge 'src2') was not uploaded before its URL expired at 2026-03-03T11:30:05Z"
     )
-    assert run.state("a").status == NodeStatus.ERROR
-    assert run.state("a").error.startswith("cancelled:")
+    assert run.state("a").status == NodeStatus.STOPPED
+    assert run.state("a").error == "stopped: an input was not uploaded in time"
     assert run.run.waiting_urls == []
     # Recorded once; a finished run ignores later news, and the reason is persisted.
     assert run.uploads_expired({"src2": expired}) == Transition()

@@ -398,6 +398,91 @@ def test_node_011_same_name_bound_twice():
     assert entry.node == "a" and entry.field == "Flow.Nodes.0.Inputs.1.Name"
 
 
+TYPED = {
+    **COPY,
+    "Flags": [
+        {"Name": "width", "Type": "integer", "Min": 1, "Max": 8192, "Default": 800},
+        {"Name": "opacity", "Type": "Number", "Min": 0, "Max": 1},
+        {"Name": "strip", "Type": "boolean", "Default": "yes"},
+        {"Name": "format", "Values": ["png", "jpeg"], "Default": "png"},
+        {"Name": "level", "Type": "integer", "Values": [1, 5, 9]},
+        {"Name": "label", "Required": True},
+    ],
+}
+
+
+def flagged(**flags: Any) -> FlowSubmission:
+    values = {"label": "x", **flags}
+    sets = [{"Name": k, "Value": v} for k, v in values.items()]
+    return submission([node("a", {"in": "s"}, {"out": "o"}, Flags=sets)], [TYPED])
+
+
+def test_flag_values_that_fit_their_declaration_pass():
+    assert check(flagged()).ok
+    fits = dict(width="8192", opacity="0.25", strip="OFF", format="jpeg", level=5)
+    assert check(flagged(**fits)).ok
+    # JSON numbers and booleans are read as their text; an empty value means "not set".
+    assert check(flagged(width=1, opacity=1, strip=False, level="")).ok
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("width", "wide", "'wide', which is not an integer; write a whole number"),
+        ("width", "12.5", "is not an integer"),
+        ("width", "0", "is out of range; use 1 to 8192"),
+        ("width", 9000, "'9000', which is out of range; use 1 to 8192"),
+        ("opacity", "1e3", "is not a number; write a decimal"),
+        ("opacity", "nan", "is not a number"),
+        ("opacity", "-0.5", "is out of range; use 0 to 1"),
+        ("strip", "maybe", "is not a boolean; use true or false"),
+        ("format", "bmp", "'bmp', which is not one of the values it takes: 'png', 'jpeg'"),
+        ("format", "PNG", "not one of the values it takes"),
+        ("level", "3", "not one of the values it takes: '1', '5', '9'"),
+        ("label", " ", "is empty, and the flag is required"),
+    ],
+)
+def test_node_012_flag_value_that_does_not_fit(flag: str, value: Any, says: str):
+    entry = only(check(flagged(**{flag: value})), "NODE_012")
+    assert says in entry.message, entry.message
+    assert entry.node == "a" and entry.field.startswith("Flow.Nodes.0.Flags.")
+    assert entry.field.endswith(".Value")
+
+
+def test_node_012_reports_every_bad_flag_at_once():
+    result = check(flagged(width="wide", format="bmp", strip="2"))
+    assert result.codes() == ["NODE_012"] * 3
+    assert [e.field for e in result.errors] == [
+        f"Flow.Nodes.0.Flags.{k}.Value" for k in (1, 2, 3)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("declared", "says"),
+    [
+        ({"Type": "color"}, "Type 'color' is not a flag type; use one of string, integer"),
+        ({"Type": "string", "Max": 3}, "Min and Max apply to integer and number flags"),
+        ({"Type": "boolean", "Values": ["yes"]}, "Values does not apply to a boolean"),
+        ({"Type": "integer", "Min": 5, "Max": 1}, "Min 5 is greater than Max 1"),
+        ({"Type": "integer", "Values": ["one"]}, "Values include 'one', which is not an integer"),
+        ({"Type": "integer", "Min": 1, "Default": "0"}, "Default '0' is too small; use 1 or more"),
+        ({"Values": ["a", "b"], "Default": "c"}, "Default 'c' is not one of the values"),
+    ],
+)
+def test_def_002_inconsistent_flag_declaration(declared: dict[str, Any], says: str):
+    defs = [{**COPY, "Flags": [{"Name": "f", **declared}]}]
+    entry = only(check(submission([node("a", {"in": "s"}, {"out": "o"})], defs)), "DEF_002")
+    assert says in entry.message, entry.message
+    assert entry.field == "NodeDefs.0.Flags.0"
+
+
+def test_flag_type_defaults_to_string_and_reads_go_zero_value():
+    defs = [{**COPY, "Flags": [{"Name": "f", "Type": ""}, {"Name": "g"}]}]
+    sub = submission([node("a", {"in": "s"}, {"out": "o"}, Flags=[{"Name": "f", "Value": "x"}])], defs)
+    assert check(sub).ok
+    assert [f.type for f in sub.node_defs[0].flags] == ["string", "string"]
+
+
 def test_def_001_conflicting_duplicate_defs():
     nodes = [node("a", {"in": "s"}, {"out": "o"})]
     assert check(submission(nodes, [COPY, {**COPY, "ID": 7}])).ok  # the same def twice is fine

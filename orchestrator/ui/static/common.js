@@ -226,7 +226,7 @@ export function el(tag, attributes = {}, ...children) {
 }
 
 const RUN_STATES = new Set(["STOPPED", "WAITING", "RUNNING", "COMPLETE", "ERROR"]);
-const NODE_STATES = new Set(["IDLE", "READY", "RUNNING", "RETRYING", "COMPLETE", "ERROR"]);
+const NODE_STATES = new Set(["IDLE", "READY", "RUNNING", "RETRYING", "COMPLETE", "ERROR", "STOPPED"]);
 
 // A class name for a state the service sent; anything unexpected gets a neutral one.
 export function stateClass(state) {

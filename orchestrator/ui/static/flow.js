@@ -148,11 +148,21 @@ function showForm(flow) {
       input.value = fromProfile !== undefined ? String(fromProfile) : current.get(node).get(flag) || "";
     }
   };
+  // What a flag takes, as the service checks it (Type, Values, Min, Max).
+  const flagTakes = (declared) => {
+    if (declared.Values) return `one of ${declared.Values.join(", ")}`;
+    const type = declared.Type && declared.Type !== "string" ? declared.Type : "";
+    const low = declared.Min ?? null, high = declared.Max ?? null;
+    const range = low !== null && high !== null ? `${low} to ${high}`
+      : low !== null ? `${low} or more` : high !== null ? `${high} or less` : "";
+    return [type, range].filter(Boolean).join(", ");
+  };
   for (const node of flow.nodes.filter((n) => n.flags.length)) {
     const def = defs.get(node.uses) || { Flags: [] };
     const set = el("fieldset", {}, el("legend", {}, `Flags of ${node.id} (${node.uses})`));
     for (const flag of node.flags) {
       const declared = (def.Flags || []).find((f) => f.Name === flag) || {};
+      const hint = [declared.Description, flagTakes(declared)].filter(Boolean).join(" · ");
       set.append(el("div", { class: "field" },
         el("label", {}, flag),
         el("input", {
@@ -160,7 +170,7 @@ function showForm(flow) {
           placeholder: declared.Default !== undefined && declared.Default !== null
             ? `default: ${declared.Default}` : "",
         }),
-        declared.Description ? el("div", { class: "hint" }, declared.Description) : null));
+        hint ? el("div", { class: "hint" }, hint) : null));
     }
     $("flags").append(set);
   }

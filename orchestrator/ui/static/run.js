@@ -50,7 +50,7 @@ function finished() {
 
 function defaultNode() {
   const states = run ? run.NodeState || {} : {};
-  for (const wanted of ["RUNNING", "RETRYING", "ERROR"]) {
+  for (const wanted of ["RUNNING", "RETRYING", "ERROR", "STOPPED"]) {
     for (const id of nodes.keys()) if (states[id] && states[id].Status === wanted) return id;
   }
   return nodes.keys().next().value;
@@ -200,6 +200,8 @@ function renderArtifacts() {
 // ------------------------------------------------------------------ start
 
 $("cancel").addEventListener("click", async () => {
+  // Stopping cannot be undone: ask first.
+  if (!window.confirm("Stop this run? Nodes at work are stopped and the run ends STOPPED.")) return;
   $("cancel").disabled = true;
   try {
     render(await api(`/api/v1/flow/cancel/${enc(runId)}`, { method: "POST" }));
