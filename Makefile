@@ -37,9 +37,10 @@ docker:
 	@$(SCRIPT_ENV) scripts/ensure-docker.sh
 
 # Installed, not started: the tests start their own redis-server. Chromium is the
-# real browser the tests drive (through Playwright) to act as a web page would.
+# real browser the tests drive (through Playwright) to act as a web page would. jq
+# is in the commands the README and the web UI give users; the tests paste them.
 packages:
-	@$(SCRIPT_ENV) bash -c '. scripts/lib.sh && apt_install redis-server chromium'
+	@$(SCRIPT_ENV) bash -c '. scripts/lib.sh && apt_install redis-server chromium jq'
 
 images: venv docker
 	@$(SCRIPT_ENV) scripts/build-images.sh

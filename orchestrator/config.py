@@ -200,6 +200,9 @@ class InvocationSettings(_Section):
     sync_timeout: float = Field(default=300, gt=0, le=3600)
     # Outputs up to this size are returned inline, bigger ones as a presigned URL.
     inline_output_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # Largest file an invocation may send as a body of its own (Langflow's upload,
+    # a webhook's non-JSON body); base64 in JSON is bounded by max_body_bytes.
+    max_file_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
 
 
 class QueueSettings(_Section):

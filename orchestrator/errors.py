@@ -21,6 +21,7 @@ status.
     │   │   └── KeyExists          a key of that name exists
     │   ├── KeyInvalid         a key name or tenant that cannot be
     │   ├── StoreFull          a store's disk is full: the upload was not kept
+    │   ├── FileTooLarge       a file sent as a body of its own is over the limit
     │   └── BodyTimeout        the body stopped coming: nothing of it was kept
     ├── ConfigError        the service configuration cannot work
     └── DataDirError       the data directory refuses a write of the service's database
@@ -85,6 +86,15 @@ class Conflict(RequestRefused):
 class StoreFull(RequestRefused):
     def __init__(self, message: str) -> None:
         super().__init__("STORAGE_FULL", message)
+
+
+class FileTooLarge(RequestRefused):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "FILE_TOO_LARGE",
+            f"the file is over the limit of {limit} bytes (invocations.max_file_bytes): "
+            "nothing of it was kept",
+        )
 
 
 class BodyTimeout(RequestRefused):

@@ -20,17 +20,21 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from orchestrator.config import InvocationSettings
 from orchestrator.database import Database
 from orchestrator.errors import (
     ArtifactNotFound,
+    FileTooLarge,
     FlowNotFound,
     NotFound,
     PipewellError,
@@ -39,7 +43,18 @@ from orchestrator.errors import (
     RunNotFound,
 )
 from orchestrator.events import EventBus
-from orchestrator.mime import JSON, essence
+from orchestrator.invocation_files import (
+    FileForm,
+    content_type_of,
+    decode_base64,
+    describe,
+    file_form,
+    file_types,
+    spool,
+    takes_json,
+    upload_name,
+)
+from orchestrator.mime import JSON, OCTET_STREAM, essence, matches
 from orchestrator.models import (
     DEFAULT_TENANT,
     Flow,
@@ -56,12 +71,14 @@ from orchestrator.runtime import plan_run, terminal_edges
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreRegistry
-from orchestrator.validation import ValidationResult, resolve_defs
+from orchestrator.validation import ValidationResult, resolve_defs, tenant_prefix
 from orchestrator.validation.flags import value_problem
-from storage import ObjectInfo, Store, StoreError
+from storage import ObjectInfo, Store, StoreError, check_key
 
 #: How long a presigned URL in an output stays valid.
 OUTPUT_URL_TTL = 3600.0
+#: Under a tenant's namespace in the default store: files uploaded for invocations.
+UPLOADS = "uploads"
 DEFAULT_WAIT_SECONDS = 30.0
 MAX_WAIT_SECONDS = 3600.0
 TIMEOUT_ERROR = "timeout waiting for pipeline result"
@@ -374,9 +391,16 @@ class Invocations:
         """What a caller needs to invoke it: entry edges, results, nodes and their flags."""
         submission = flow.submission
         defs = resolve_defs(submission, self.scheduler.catalog)
+        entry = self.entry_edges(submission)
+        readers = self.entry_types(submission)
         return {
             **flow.summary(),
-            "entry_edges": self.entry_edges(submission),
+            "entry_edges": entry,
+            "entry_files": {
+                edge: file_types(readers.get(edge, []))
+                for edge in entry
+                if not takes_json(readers.get(edge, []))
+            },
             "terminal_edges": terminal_edges(submission.flow),
             "nodes": [
                 {"id": n.id, "uses": n.uses, "flags": [f.name for f in defs[n.id].flags]}
@@ -476,11 +500,13 @@ class Invocations:
         config_id: str | None = None,
         flags: Any = None,
         flags_field: str = "flags",
+        files: dict[str, Any] | None = None,
     ) -> FlowRun:
         """Run a saved flow on ``input_value``.
 
         ``flags`` (``{node_id: {flag: value}}``, named ``flags_field`` in errors)
-        win over the values of the config profile ``config_id``.
+        win over the values of the config profile ``config_id``. ``files`` (edge → a
+        file's form) fill entry edges besides ``input_value`` (Langflow's tweaks).
         """
         if not isinstance(input_value, dict):
             raise InvalidInvocation("INPUT_INVALID", "input must be a JSON object")
@@ -493,28 +519,141 @@ class Invocations:
             profile[node_id] = {**profile.get(node_id, {}), **values}
         submission = _with_flags(flow.submission, profile)
         entry = self.entry_edges(submission)
+        files = files or {}
         if not entry:
-            if input_value:
+            if input_value or files:
                 raise InvalidInvocation(
                     "INPUT_INVALID", "this flow has no entry edge: send an empty input {}"
                 )
             inputs: dict[str, Any] = {}
         elif len(entry) == 1:
-            inputs = {entry[0]: input_value}
+            inputs = {entry[0]: files.get(entry[0], input_value)}
         else:
-            unknown = [k for k in input_value if k not in entry]
+            unknown = [k for k in (*input_value, *files) if k not in entry]
             if unknown:
                 raise InvalidInvocation(
                     "INPUT_INVALID",
                     f"input key(s) {', '.join(map(repr, unknown))} name no entry edge of the flow;"
                     f" its entry edges are {', '.join(map(repr, entry)) or 'none'}",
                 )
-            inputs = input_value
+            inputs = {**input_value, **files}
+        readers = self.entry_types(submission)
         encoded = {
-            edge: (json.dumps(value, separators=(",", ":")).encode(), JSON)
+            edge: await self._input_payload(
+                tenant, edge, value, readers.get(edge, []), is_file=edge in files
+            )
             for edge, value in inputs.items()
         }
         return await self.scheduler.submit(submission, tenant=tenant, inputs=encoded)
+
+    async def upload(
+        self,
+        tenant: str,
+        flow: SavedFlow,
+        name: str,
+        chunks: AsyncIterator[bytes],
+        content_type: str,
+    ) -> str:
+        """Keep a file sent for a later invocation of ``flow``; its ``file_path``."""
+        file_path = f"{flow.graph_id}/{uuid.uuid4().hex}_{upload_name(name)}"
+        key = f"{tenant_prefix(tenant)}/{UPLOADS}/{file_path}"
+        work = Path(self.stores.settings.data_dir) / "work" / UPLOADS
+        try:
+            spooled = await spool(chunks, self.settings.max_file_bytes, work, self._io_call)
+        except ValueError:
+            raise FileTooLarge(self.settings.max_file_bytes) from None
+        store = self.stores.default
+        with spooled:
+            await self._io_call(
+                partial(store.write, key, spooled, content_type=essence(content_type))
+            )
+        return file_path
+
+    def entry_types(self, submission: FlowSubmission) -> dict[str, list[list[str] | None]]:
+        """Each edge's readers' ``Type`` lists (None: the input takes anything)."""
+        defs = resolve_defs(submission, self.scheduler.catalog)
+        readers: dict[str, list[list[str] | None]] = {}
+        for node in submission.flow.nodes:
+            declared = {d.name: d.type for d in defs[node.id].inputs}
+            for binding in node.inputs:
+                readers.setdefault(binding.edge, []).append(declared.get(binding.name))
+        return readers
+
+    async def _input_payload(
+        self,
+        tenant: str,
+        edge: str,
+        value: Any,
+        readers: list[list[str] | None],
+        *,
+        is_file: bool,
+    ) -> tuple[bytes | Callable[[], BinaryIO], str]:
+        """What an entry edge is given: a file in one of the forms of ``invocation_files``
+        where the dialect says it is one (``is_file``) or the edge's nodes do not take
+        JSON; else the value as JSON (a node that takes anything gets JSON as JSON)."""
+        where = f"input for edge {edge!r}"
+        form = file_form(value) if is_file or not takes_json(readers) else None
+        if form is None:
+            if is_file or not takes_json(readers):
+                wanted = describe(readers)
+                example = next((t for t in wanted.split(", ") if "*" not in t), "application/zip")
+                raise InvalidInvocation(
+                    "INPUT_INVALID",
+                    f"{where} must be a file ({wanted}), not JSON: send "
+                    f'{{"base64": "…", "content_type": "{example}"}}, {{"url": "…"}} with a URL '
+                    "the service gave for one of your objects, or an uploaded file's "
+                    '{"file_path": "…"} (docs/api.md, "Files as inputs")',
+                )
+            return json.dumps(value, separators=(",", ":")).encode(), JSON
+        try:
+            payload, content_type = await self._read_file(tenant, form, where)
+        except ValueError as exc:
+            raise InvalidInvocation("INPUT_INVALID", str(exc)) from None
+        if content_type != OCTET_STREAM and not all(matches(content_type, t) for t in readers):
+            raise InvalidInvocation(
+                "INPUT_INVALID",
+                f"{where} is {content_type}, but its nodes take {describe(readers)}",
+            )
+        return payload, content_type
+
+    async def _read_file(
+        self, tenant: str, form: FileForm, where: str
+    ) -> tuple[bytes | Callable[[], BinaryIO], str]:
+        if form.base64 is not None:
+            return decode_base64(form, where), content_type_of(form, where)
+        own = f"{tenant_prefix(tenant)}/"
+        if form.file_path is not None:
+            store = self.stores.default
+            try:
+                key = check_key(f"{own}{UPLOADS}/{form.file_path}")
+            except StoreError:
+                raise ValueError(
+                    f"{where}: file_path {form.file_path!r} is not one the service gave"
+                ) from None
+        else:
+            assert form.url is not None
+            store, key = await self._io_call(self._object_of_url, form.url, where)
+            if not key.startswith(own):
+                raise ValueError(f"{where}: the URL names an object outside your namespace")
+        info = await self._io_call(store.stat, key)
+        if info is None:
+            raise ValueError(f"{where}: the file is not in its store (deleted, or never uploaded)")
+        return partial(store.open_read, key), content_type_of(form, where, info.content_type)
+
+    def _object_of_url(self, url: str, where: str) -> tuple[Store, str]:
+        """The service's store and key a URL names; ValueError for any other URL."""
+        for store in self.stores.operator.values():
+            try:
+                key = store.key_of_url(url)
+            except StoreError as exc:
+                raise ValueError(f"{where}: the URL cannot be used: {exc}") from None
+            if key is not None:
+                return store, key
+        raise ValueError(
+            f"{where}: the URL is not one the service gave out for its own stores; the service "
+            "reads no other URLs: send the file as base64, or upload it first "
+            '(docs/api.md, "Files as inputs")'
+        )
 
     async def outcome(self, run: FlowRun, edges: list[str] | None = None) -> Outcome:
         if run.status == RunStatus.COMPLETE:

@@ -14,9 +14,11 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from functools import partial
+from typing import Any, BinaryIO
 
 import structlog
 
@@ -238,12 +240,13 @@ class Scheduler:
         submission: FlowSubmission,
         *,
         tenant: str = DEFAULT_TENANT,
-        inputs: dict[str, tuple[bytes, str]] | None = None,
+        inputs: dict[str, tuple[bytes | Callable[[], BinaryIO], str]] | None = None,
     ) -> FlowRun:
         """Validate, plan, hand out WaitingURLs and dispatch what can start now.
 
-        ``inputs`` (edge → bytes and content type) fills the upload edges at
-        once instead of handing out WaitingURLs; it must name each of them.
+        ``inputs`` (edge → bytes, or what opens a stream of them, and content type)
+        fills the upload edges at once instead of handing out WaitingURLs; it must
+        name each of them.
         """
         loop = asyncio.get_running_loop()
         run = await loop.run_in_executor(self._planning, self._plan, submission, tenant)
@@ -258,9 +261,7 @@ class Scheduler:
                 artifact = run.artifact_for(edge)
                 store = self._store(run, artifact.store_name)
                 await self._io_call(
-                    lambda s=store, k=artifact.object_name, d=data, t=content_type: s.write(
-                        k, io.BytesIO(d), content_type=t
-                    ),
+                    partial(_write_input, store, artifact.object_name, data, content_type),
                     store=store,
                 )
             waiting: list[WaitingURL] = []
@@ -866,6 +867,14 @@ def _flags(node_def: NodeDef, node: Any) -> dict[str, str]:
 def _tier_order(name: str) -> tuple[int, int]:
     tier = TIERS[name]
     return (tier.gpus, tier.memory)
+
+
+def _write_input(
+    store: Store, key: str, data: bytes | Callable[[], BinaryIO], content_type: str
+) -> None:
+    """An invocation's input into its edge's object: bytes, or a stream another store opens."""
+    with io.BytesIO(data) if isinstance(data, bytes) else data() as source:
+        store.write(key, source, content_type=content_type)
 
 
 __all__ = ["Scheduler"]

@@ -76,6 +76,14 @@ def check_key(key: str) -> str:
     return key
 
 
+class SignatureInvalid(StoreError):
+    """A presigned URL that is missing, altered or expired."""
+
+    def __init__(self, message: str, *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
 class Store(ABC):
     """An object store addressed by keys, handing out presigned URLs."""
 
@@ -116,6 +124,12 @@ class Store(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
+
+    def key_of_url(self, url: str) -> str | None:
+        """The key of an object this store's GET URL ``url`` names, or None when the URL
+        is not one of this store's; raises SignatureInvalid for one of ours that has
+        expired or was altered, where the store can tell."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; safe to call twice."""

@@ -34,9 +34,17 @@ import time
 from collections.abc import AsyncIterable
 from pathlib import Path
 from typing import BinaryIO
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
-from storage.base import ObjectExists, ObjectInfo, ObjectNotFound, Store, StoreError, check_key
+from storage.base import (
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    SignatureInvalid,
+    Store,
+    StoreError,
+    check_key,
+)
 
 EXPIRES = "X-Pipewell-Expires"
 SIGNATURE = "X-Pipewell-Signature"
@@ -47,14 +55,6 @@ WRITE_BLOCK = 1024 * 1024
 _TEMP_PREFIX = ".upload-"
 #: Uploads a crashed process left in tmp/ are removed when a store opens, once this old.
 _STALE_TEMP_SECONDS = 3600.0
-
-
-class SignatureInvalid(StoreError):
-    """A presigned URL that is missing, altered or expired."""
-
-    def __init__(self, message: str, *, expired: bool = False) -> None:
-        super().__init__(message)
-        self.expired = expired
 
 
 class KeyConflict(StoreError):
@@ -157,6 +157,18 @@ class LocalStore(Store):
                 "the URL has expired: ask for a new one (TTL is storage.url_ttl)", expired=True
             )
         check_key(key)  # we never sign a bad key; defence in depth
+
+    def key_of_url(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        prefix = f"/objects/{quote(self.name, safe='')}/"
+        if parts.scheme not in ("http", "https") or not parts.path.startswith(prefix):
+            return None
+        # Any host: clients reach the service under names of their own. The signature
+        # is what says the URL is ours.
+        key = unquote(parts.path[len(prefix) :])
+        query = dict(parse_qsl(parts.query))
+        self.verify("GET", key, query.get(EXPIRES), query.get(SIGNATURE))
+        return key
 
     # ------------------------------------------------------------ objects
 

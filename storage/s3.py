@@ -12,8 +12,11 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import boto3
 from boto3.exceptions import Boto3Error
@@ -25,6 +28,7 @@ from s3transfer.exceptions import RetriesExceededError, S3UploadFailedError
 from storage.base import (
     ObjectInfo,
     ObjectNotFound,
+    SignatureInvalid,
     Store,
     StoreError,
     StoreUnavailable,
@@ -180,6 +184,27 @@ class S3Store(Store):
 
     def get_url(self, key: str, ttl: float, *, internal: bool = False) -> str:
         return self._presign("get_object", key, ttl, internal)
+
+    def key_of_url(self, url: str) -> str | None:
+        # Path-style, as _presign makes them: <endpoint>/<bucket>/<prefix><key>?X-Amz-…
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        bucket_path = f"/{self.bucket}/{self.prefix}"
+        ours = {
+            urlsplit(client.meta.endpoint_url).netloc for client in (self._client, self._public)
+        }
+        if parts.netloc not in ours or not parts.path.startswith(bucket_path):
+            return None
+        if "X-Amz-Signature" not in query:
+            raise SignatureInvalid("the URL is not signed: ask the service for a presigned URL")
+        try:
+            signed = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            expires = signed.timestamp() + int(query["X-Amz-Expires"])
+        except (KeyError, ValueError) as exc:
+            raise SignatureInvalid("the URL's date or expiry cannot be read") from exc
+        if expires < time.time():
+            raise SignatureInvalid("the URL has expired: ask for a new one", expired=True)
+        return check_key(unquote(parts.path[len(bucket_path) :]))
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:

@@ -51,6 +51,10 @@ class FlowDescription(FlowSummary):
     """What a caller needs to invoke a saved flow."""
 
     entry_edges: list[str] = Field(description="where an invocation's input goes")
+    entry_files: dict[str, list[str]] = Field(
+        description="the entry edges whose nodes take a file, not JSON, and the types they "
+        "take (docs/api.md, Files as inputs)"
+    )
     terminal_edges: list[str] = Field(description="what an invocation answers with")
     nodes: list[NodeSummary]
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictBool, StrictStr
 
 from orchestrator.api.auth import tenant_of
@@ -30,10 +32,21 @@ from orchestrator.api.errors import error_response
 from orchestrator.api.flows import REF, VERSION, FlagsIn, find_flow
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
+from orchestrator.api.server import arriving
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream
-from orchestrator.invocations import TIMEOUT_ERROR, Invocations, Outcome, text_of
+from orchestrator.errors import BodyInvalid, ContentTypeUnsupported
+from orchestrator.invocation_files import file_form, takes_json
+from orchestrator.invocations import (
+    TIMEOUT_ERROR,
+    InvalidInvocation,
+    Invocations,
+    Outcome,
+    text_of,
+)
+from orchestrator.mime import OCTET_STREAM
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
+from orchestrator.validation import resolve_defs
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -137,8 +150,10 @@ async def _start(
     text = body.input_value if "input_value" in body.model_fields_set else body.message
     edges = Invocations.node_outputs(flow, body.output_component or None, field="output_component")
     input_value = {"text": text} if text is not None else {}
-    run = await request.app[INVOCATIONS].start(
-        tenant_of(request), flow, input_value, flags=body.tweaks, flags_field="tweaks"
+    invocations = request.app[INVOCATIONS]
+    files, tweaks = file_tweaks(flow, body.tweaks, invocations.entry_edges(flow.submission))
+    run = await invocations.start(
+        tenant_of(request), flow, input_value, flags=tweaks, flags_field="tweaks", files=files
     )
     stream = body.stream or request.query.get("stream", "").lower() in ("true", "1")
     return flow, run, {"text": text, "session_id": body.session_id or run.id}, edges, stream
@@ -156,6 +171,137 @@ def _message(flow: SavedFlow, run: FlowRun, session: str, text: str, node: str) 
             source=MessageSource(id=node, display_name=node, source=flow.name)
         ),
         component_id=node,
+    )
+
+
+#: Where Langflow's File and Chat Input components take an uploaded file's path.
+FILE_TWEAKS = ("path", "files", "file_path")
+
+
+def file_tweaks(flow: SavedFlow, tweaks: Any, entry: list[str]) -> tuple[dict[str, Any], Any]:
+    """The files among ``tweaks`` (entry edge → its file) and the flag tweaks left.
+
+    Langflow sends an uploaded file's ``file_path`` as a tweak of the component
+    that reads it: ``{"File-x": {"path": "…"}}`` or ``{"ChatInput-x": {"files":
+    "…"}}``. Here that component is an entry edge, or the node that reads one;
+    a name the node declares as a flag stays a flag.
+    """
+    if not isinstance(tweaks, dict):
+        return {}, tweaks
+    submission = flow.submission
+    defs = resolve_defs(submission, {})
+    files: dict[str, Any] = {}
+    rest: dict[str, Any] = {}
+    for key, values in tweaks.items():
+        if not isinstance(values, dict):
+            rest[key] = values
+            continue
+        node = next((n for n in submission.flow.nodes if n.id == key), None)
+        flags = {f.name for f in defs[key].flags} if node is not None else set()
+        named = [k for k in FILE_TWEAKS if k in values and k not in flags]
+        if key in entry or (node is not None and named):
+            edges = [key] if key in entry else [b.edge for b in node.inputs if b.edge in entry]
+            if len(edges) != 1 or len(named) != 1:
+                raise InvalidInvocation(
+                    "INPUT_INVALID",
+                    f'tweaks: {key!r} takes one file, as {{"path": file_path}}; '
+                    f"the flow's entry edges are {', '.join(map(repr, entry)) or 'none'}",
+                )
+            files[edges[0]] = _file_value(values[named[0]], f"tweaks: {key}.{named[0]}")
+            left = {k: v for k, v in values.items() if k != named[0]}
+            if left and key not in entry:
+                rest[key] = left
+            continue
+        rest[key] = values
+    return files, (rest or None) if tweaks else tweaks
+
+
+def _file_value(value: Any, where: str) -> Any:
+    """A tweak's file: a file_path from the upload (or a list of one), a URL or data URL."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    if not isinstance(value, str) or not value:
+        raise InvalidInvocation("INPUT_INVALID", f"{where} must be one file_path (a string)")
+    return value if file_form(value) is not None else {"file_path": value}
+
+
+class UploadAnswer(BaseModel):
+    """Langflow's upload answer: give ``file_path`` back in a run's tweaks."""
+
+    flowId: str = Field(description="the flow's graph_id")  # noqa: N815 - Langflow's name
+    file_path: str = Field(
+        description='the file, for tweaks: {"<entry edge or node>": {"path": file_path}}'
+    )
+
+
+@routes.post("/api/v1/files/upload/{flow_id}")
+@operation(
+    "Upload a file for a saved flow's runs (Langflow)",
+    tag="langflow",
+    params=FLOW,
+    query=(VERSION,),
+    raw_body={
+        "multipart/form-data": {
+            "type": "object",
+            "properties": {"file": {"type": "string", "format": "binary"}},
+            "required": ["file"],
+        }
+    },
+    answers={201: Answer("kept; name its file_path in a run's tweaks", UploadAnswer)},
+    errors=(
+        "FLOW_NOT_FOUND",
+        "VERSION_INVALID",
+        "BODY_MALFORMED",
+        "CONTENT_TYPE_UNSUPPORTED",
+        "FILE_TOO_LARGE",
+        "BODY_TIMEOUT",
+        "STORE_UNAVAILABLE",
+        *STORAGE_ERRORS,
+    ),
+)
+async def upload_file(request: web.Request) -> web.Response:
+    """``curl -F file=@photos.zip``, as Langflow's: the file is streamed into the store."""
+    flow = await find_flow(request, request.match_info["flow_id"])
+    if request.content_type != "multipart/form-data":
+        raise ContentTypeUnsupported(
+            "this endpoint takes multipart/form-data with the file in a field named 'file' "
+            "(curl -F file=@photo.png)"
+        )
+    settings = request.app[SETTINGS]
+    try:
+        reader = await request.multipart()
+        while True:
+            part = await reader.next()
+            if part is None:
+                raise BodyInvalid("BODY_MALFORMED", "the form has no field named 'file'")
+            if isinstance(part, BodyPartReader) and part.name == "file":
+                break
+            await part.release()
+    except (ValueError, HttpProcessingError) as exc:
+        raise _unreadable_form(exc) from None
+    chunks = arriving(_part_chunks(part), settings.idle_timeout)
+    content_type = part.headers.get("Content-Type", OCTET_STREAM)
+    file_path = await request.app[INVOCATIONS].upload(
+        tenant_of(request), flow, part.filename or "file", chunks, content_type
+    )
+    return answer(UploadAnswer(flowId=flow.graph_id, file_path=file_path), status=201)
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    try:
+        while chunk := await part.read_chunk(1 << 16):
+            yield chunk
+    except (ValueError, HttpProcessingError) as exc:
+        raise _unreadable_form(exc) from None
+
+
+def _unreadable_form(exc: Exception) -> BodyInvalid:
+    # aiohttp's message names the header or boundary at fault; it holds no secret.
+    reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return BodyInvalid(
+        "BODY_MALFORMED",
+        f"the multipart form cannot be read ({reason!s:.200}): send it as curl -F "
+        "file=@photo.png does",
     )
 
 
@@ -311,10 +457,19 @@ async def _stream(
     "Start a saved flow from a webhook (Langflow)",
     tag="langflow",
     params=FLOW,
-    query=(VERSION,),
+    query=(
+        VERSION,
+        Query("filename", str, "the name of a file sent as the body (default 'file')"),
+    ),
     raw_body={
         "application/json": {"type": "object", "description": "the input"},
-        "text/plain": {"type": "string", "description": 'any other body: {"text": body}'},
+        "text/plain": {"type": "string", "description": 'text: {"text": body}'},
+        "application/octet-stream": {
+            "type": "string",
+            "format": "binary",
+            "description": "a file (any type but JSON and text), or any body where the "
+            "flow's entry edge takes a file: the file",
+        },
     },
     body_required=False,
     answers={202: Answer("started; follow the execution_id natively", WebhookAccepted)},
@@ -324,19 +479,50 @@ async def _stream(
         "BODY_MALFORMED",
         "INPUT_INVALID",
         "BODY_TOO_LARGE",
+        "FILE_TOO_LARGE",
+        "BODY_TIMEOUT",
         "STORE_UNAVAILABLE",
         *STORAGE_ERRORS,
     ),
 )
 async def webhook(request: web.Request) -> web.Response:
-    """Any body, as Langflow: a JSON object is the input; anything else is ``{"text": body}``."""
+    """Any body, as Langflow: a JSON object is the input; a file, where the flow's entry
+    edge takes one, is the file; anything else is ``{"text": body}``."""
     flow = await find_flow(request, request.match_info["flow_id"])
-    input_value = await _webhook_input(request)
-    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, input_value)
+    invocations = request.app[INVOCATIONS]
+    files: dict[str, Any] = {}
+    edge = _file_entry(invocations, flow, request.content_type)
+    if edge is not None and request.body_exists:
+        settings = request.app[SETTINGS]
+        given = request.content_type
+        content_type = OCTET_STREAM if given in _NOT_A_TYPE else given
+        chunks = arriving(request.content.iter_chunked(1 << 16), settings.idle_timeout)
+        name = request.query.get("filename", "file")
+        file_path = await invocations.upload(tenant_of(request), flow, name, chunks, content_type)
+        files[edge] = {"file_path": file_path}
+        input_value: dict[str, Any] = {}
+    else:
+        input_value = await _webhook_input(request)
+    run = await invocations.start(tenant_of(request), flow, input_value, files=files)
     accepted = WebhookAccepted(
         message="Task started in the background", status="in progress", execution_id=run.id
     )
     return answer(accepted, status=202)
+
+
+#: What curl --data-binary sends without -H: it says nothing of the bytes.
+_NOT_A_TYPE = {"application/x-www-form-urlencoded", ""}
+
+
+def _file_entry(invocations: Invocations, flow: SavedFlow, content_type: str) -> str | None:
+    """The entry edge a webhook body is the file of: the flow's one entry edge, when its
+    nodes do not take JSON, or when the body is neither JSON nor text."""
+    entry = invocations.entry_edges(flow.submission)
+    if len(entry) != 1 or content_type in JSON_TYPES or content_type.endswith("+json"):
+        return None
+    readers = invocations.entry_types(flow.submission).get(entry[0], [])
+    binary = not content_type.startswith("text/") and content_type not in _NOT_A_TYPE
+    return entry[0] if not takes_json(readers) or binary else None
 
 
 async def _webhook_input(request: web.Request) -> dict[str, Any]:

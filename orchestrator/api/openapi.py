@@ -41,6 +41,7 @@ CODES: dict[str, int] = {
     "HOST_FORBIDDEN": 403,
     "BODY_TOO_LARGE": 413,
     "BODY_TIMEOUT": 408,
+    "FILE_TOO_LARGE": 413,
     "FLOW_INVALID": 400,
     "FLOW_NOT_FOUND": 404,
     "VERSION_INVALID": 400,

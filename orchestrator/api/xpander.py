@@ -28,7 +28,8 @@ from orchestrator.api.flows import REF, VERSION, find_flow
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import INVOCATIONS, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.invocations import TIMEOUT_ERROR, Outcome, text_of
+from orchestrator.invocation_files import takes_only_json
+from orchestrator.invocations import TIMEOUT_ERROR, InvalidInvocation, Invocations, Outcome, text_of
 from orchestrator.models import FlowRun, NodeStatus, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
 
@@ -44,7 +45,8 @@ class WorkflowInvoke(BaseModel):
 
     # Not an object: INPUT_INVALID, from the service layer that every dialect shares.
     input: SkipValidation[dict[str, Any]] = Field(
-        description='the invocation input, e.g. {"text": "..."}'
+        description='the invocation input, e.g. {"text": "..."}; `files` (URLs the service '
+        "gave for your objects, or data URLs) fill the flow's entry edges that take files"
     )
     id: StrictStr | None = Field(
         default=None, description="xpander's conversation id: accepted, not used"
@@ -96,8 +98,35 @@ async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, Any]:
     body = await read_model(request, WorkflowInvoke)
     if body.model_extra:
         log.debug("xpander_fields_ignored", fields=sorted(body.model_extra))
-    run = await request.app[INVOCATIONS].start(tenant_of(request), flow, body.input)
+    invocations = request.app[INVOCATIONS]
+    input_value, files = body.input, {}
+    if isinstance(input_value, dict) and input_value.get("files"):
+        input_value, files = _files(invocations, flow, input_value)
+    run = await invocations.start(tenant_of(request), flow, input_value, files=files)
     return flow, run, body.input
+
+
+def _files(
+    invocations: Invocations, flow: SavedFlow, given: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """xpander's ``input.files`` (URLs; here also data URLs) fill the flow's entry edges
+    that take files, in the order of their names; other input keys naming entry edges
+    fill those."""
+    urls = given["files"]
+    if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
+        raise InvalidInvocation("INPUT_INVALID", "input.files must be a list of URLs")
+    entry = invocations.entry_edges(flow.submission)
+    readers = invocations.entry_types(flow.submission)
+    takers = [edge for edge in entry if not takes_only_json(readers.get(edge, []))]
+    if len(urls) != len(takers):
+        raise InvalidInvocation(
+            "INPUT_INVALID",
+            f"input.files has {len(urls)} file(s); this flow takes {len(takers)}"
+            + (f" (entry edges {', '.join(map(repr, takers))}, in this order)" if takers else ""),
+        )
+    files = dict(zip(takers, urls, strict=True))
+    rest = {k: v for k, v in given.items() if k in entry and k not in files}
+    return rest, files
 
 
 def task_of(flow: SavedFlow, run: FlowRun, given: Any, outcome: Outcome | None = None) -> Task:

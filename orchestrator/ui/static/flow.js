@@ -14,10 +14,22 @@ function quote(text) {
   return `'${text.replace(/'/g, "'\\''")}'`;
 }
 
-function sampleInput(entries) {
+function sampleInput(entries, files) {
+  // An edge that takes a file gets the shape of one in JSON: base64 the caller fills in.
+  const sample = (edge) => (files[edge]
+    ? { base64: "<the file in base64>", content_type: files[edge].find((t) => !t.includes("*")) }
+    : { text: "hello" });
   if (entries.length === 0) return {};
-  if (entries.length === 1) return { text: "hello" };
-  return Object.fromEntries(entries.map((edge) => [edge, { text: "hello" }]));
+  if (entries.length === 1) return sample(entries[0]);
+  return Object.fromEntries(entries.map((edge) => [edge, sample(edge)]));
+}
+
+function commandCard(command) {
+  return el("div", { class: "command", "data-dialect": command.dialect },
+    el("div", { class: "card-head" }, el("h3", {}, command.title),
+      copyButton(() => command.text)),
+    el("pre", {}, el("code", {}, command.text)),
+    el("p", { class: "muted small" }, command.note));
 }
 
 // The commands of every dialect for `input`, as {dialect, title, note, text}.
@@ -92,10 +104,132 @@ function commands(flow, input) {
   ];
 }
 
+// A file extension for a MIME type, for the sample file name of a flow that takes one.
+const EXTENSIONS = {
+  "application/zip": "zip", "application/pdf": "pdf", "application/json": "json",
+  "application/gzip": "gz", "application/x-tar": "tar", "text/csv": "csv", "text/plain": "txt",
+  "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif",
+  "image/tiff": "tiff", "image/bmp": "bmp", "video/mp4": "mp4", "audio/mpeg": "mp3",
+};
+const FAMILIES = { image: "png", video: "mp4", audio: "mp3", text: "txt" };
+
+function sampleFile(types) {
+  const type = types.find((t) => !t.includes("*")) || types[0] || "";
+  const extension = EXTENSIONS[type] || FAMILIES[type.split("/")[0]] || "bin";
+  return `input.${extension}`;
+}
+
+// The commands of every dialect sending the file at `path` to a flow whose one entry
+// edge takes files of `types`: base64 in JSON (a here-document, so no argument limit
+// applies to a large file), a multipart upload, the file as a webhook's body.
+function fileCommands(flow, path, types) {
+  const origin = location.origin;
+  const gid = flow.graph_id;
+  const edge = flow.entry_edges[0];
+  const type = types.find((t) => !t.includes("*"));
+  const sent = type || "application/octet-stream";
+  const name = path.split("/").pop();
+  const bearer = "Authorization: Bearer $PIPEWELL_API_KEY";
+  const apiKey = "x-api-key: $PIPEWELL_API_KEY";
+  const basic = "Authorization: Basic $PIPEWELL_API_KEY";
+  const encoded = `$(base64 < ${quote(path)} | tr -d '\\n')`;
+  const MARK = "@@BASE64@@";
+  // JSON in an unquoted here-document: its $, ` and \ are escaped, then the one
+  // command substitution that reads the file goes in.
+  const heredoc = (route, auth, value, stream = false) => [
+    `curl ${stream ? "-N " : ""}-X POST ${quote(origin + route)} \\`,
+    `  -H "${auth}" \\`,
+    "  -H 'Content-Type: application/json' \\",
+    "  --data-binary @- <<EOF",
+    JSON.stringify(value).replace(/[\\$`]/g, "\\$&").replace(MARK, encoded),
+    "EOF",
+  ].join("\n");
+  const file = { base64: MARK, ...(type ? { content_type: type } : {}), name };
+  const dataUrl = `data:${sent};base64,${MARK}`;
+  const nodes = flow.Flow.Nodes || [];
+  const start = nodes.find((n) => (n.Inputs || []).some((i) => i.Edge === edge));
+  const end = nodes.find((n) => (n.Outputs || []).some((o) => o.Edge === flow.terminal_edges[0]));
+  const scade = { start_node_id: start.ID, node_settings: { [start.ID]: { data: { file: dataUrl } } } };
+  if (end) scade.end_node_id = end.ID;
+  return [
+    {
+      dialect: "axiom", title: "Axiom: invoke and wait",
+      note: "The file goes as base64 in the input. 202 with execution_id and result.",
+      text: heredoc("/invocations/v1/flows/invoke", bearer, { graph_id: gid, input: file, wait: true }),
+    },
+    {
+      dialect: "axiom-stream", title: "Axiom: stream",
+      note: "Server-Sent Events: one frame per output, then a final frame.",
+      text: heredoc("/invocations/v1/flows/invoke/stream", bearer, { graph_id: gid, input: file }, true),
+    },
+    {
+      dialect: "xpander", title: "xpander",
+      note: "input.files takes URLs: here a data URL. Waits, then answers the task record.",
+      text: heredoc(`/v1/workflows/${enc(gid)}/invoke`, apiKey, { input: { files: [dataUrl] } }),
+    },
+    {
+      dialect: "scade", title: "Scade",
+      note: "The start node's data holds the file as a data URL. Poll the task it answers.",
+      text: `${heredoc(`/api/v1/scade/flow/${flow.id}/execute`, basic, scade)}\n` +
+        `# then: curl ${quote(`${origin}/api/v1/task/TASK_ID`)} -H "${basic}"`,
+    },
+    {
+      dialect: "langflow", title: "Langflow",
+      note: "Upload the file (multipart, as Langflow's files API), then run with its " +
+        "file_path in tweaks. Needs jq.",
+      text: [
+        `FILE_PATH=$(curl -s -X POST ${quote(`${origin}/api/v1/files/upload/${enc(gid)}`)} \\`,
+        `  -H "${apiKey}" -F ${quote(`file=@${path}${type ? `;type=${type}` : ""}`)} | jq -r .file_path)`,
+        `curl -X POST ${quote(`${origin}/api/v1/run/${enc(gid)}`)} \\`,
+        `  -H "${apiKey}" \\`,
+        "  -H 'Content-Type: application/json' \\",
+        `  -d "{\\"tweaks\\": {\\"${edge}\\": {\\"path\\": \\"$FILE_PATH\\"}}}"`,
+      ].join("\n"),
+    },
+    {
+      dialect: "langflow-webhook", title: "Langflow: webhook",
+      note: "The body is the file. 202 with the execution_id; follow it on the run's page.",
+      text: [
+        `curl -X POST ${quote(`${origin}/api/v1/webhook/${enc(gid)}`)} \\`,
+        `  -H "${apiKey}" -H ${quote(`Content-Type: ${sent}`)} \\`,
+        `  --data-binary ${quote(`@${path}`)}`,
+      ].join("\n"),
+    },
+    {
+      dialect: "native", title: "Native (Pupload's Flow API)",
+      note: "Submits this version, then PUTs the file to its WaitingURL. Needs jq.",
+      text: [
+        `RUN=$(curl -s ${quote(`${origin}/api/v1/flows/${enc(gid)}`)} -H "${bearer}" \\`,
+        "  | jq '{Flow, NodeDefs}' \\",
+        `  | curl -s -X POST ${quote(`${origin}/api/v1/flow/test`)} -H "${bearer}" \\`,
+        "      -H 'Content-Type: application/json' --data-binary @-)",
+        `curl -T ${quote(path)} "$(jq -r '.WaitingURLs[0].PutURL' <<<"$RUN")"`,
+        "jq -r .ID <<<\"$RUN\"",
+      ].join("\n"),
+    },
+  ];
+}
+
 // ------------------------------------------------------------------ Use via API
 
 function showCommands(flow) {
   const area = $("api-input");
+  const fileEdges = Object.keys(flow.entry_files || {});
+  if (flow.entry_edges.length === 1 && fileEdges.length === 1) {
+    // The input is a file: the commands read it from a path on the caller's machine.
+    const types = flow.entry_files[fileEdges[0]];
+    area.hidden = true;
+    $("api-input-label").hidden = true;
+    const field = $("api-file");
+    $("api-file-label").hidden = false;
+    $("api-file-takes").textContent = types.length ? ` (it takes ${types.join(", ")})` : "";
+    field.value = sampleFile(types);
+    const renderFile = () => $("commands").replaceChildren(
+      ...fileCommands(flow, field.value.trim() || sampleFile(types), types).map(commandCard));
+    field.addEventListener("input", renderFile);
+    renderFile();
+    return;
+  }
   const render = () => {
     let input;
     try {
@@ -109,16 +243,9 @@ function showCommands(flow) {
       return;
     }
     $("api-input-error").hidden = true;
-    $("commands").replaceChildren(...commands(flow, input).map((command) => {
-      const pre = el("pre", {}, el("code", {}, command.text));
-      return el("div", { class: "command", "data-dialect": command.dialect },
-        el("div", { class: "card-head" }, el("h3", {}, command.title),
-          copyButton(() => command.text)),
-        pre,
-        el("p", { class: "muted small" }, command.note));
-    }));
+    $("commands").replaceChildren(...commands(flow, input).map(commandCard));
   };
-  area.value = JSON.stringify(sampleInput(flow.entry_edges));
+  area.value = JSON.stringify(sampleInput(flow.entry_edges, flow.entry_files || {}));
   area.addEventListener("input", render);
   render();
 }
