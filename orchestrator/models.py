@@ -10,6 +10,7 @@ This module is a leaf: it imports nothing of ours.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -101,6 +102,17 @@ class NodeEdge(WireModel):
     edge: str
 
 
+def _refused_below(**bounds: int) -> Callable[[dict[str, Any]], None]:
+    """A field's schema with the bounds validation holds it to, and no default: the
+    model's default is there to let validation name the problem, not a value to send."""
+
+    def declare(schema: dict[str, Any]) -> None:
+        schema.pop("default", None)
+        schema.update(bounds)
+
+    return declare
+
+
 class NodeFlag(WireModel):
     name: str
     value: str
@@ -119,9 +131,10 @@ class NodeFlag(WireModel):
 
 
 class Node(WireModel):
-    # Empty defaults let validation report NODE_008 instead of a schema error.
-    id: str = Field(default="", alias="ID")
-    uses: str = ""
+    # Empty defaults let validation report NODE_008 instead of a schema error; the
+    # document still says what validation refuses, for generated clients.
+    id: str = Field(default="", alias="ID", json_schema_extra=_refused_below(minLength=1))
+    uses: str = Field(default="", json_schema_extra=_refused_below(minLength=1))
     inputs: list[NodeEdge] = Field(default_factory=list)
     outputs: list[NodeEdge] = Field(default_factory=list)
     flags: list[NodeFlag] = Field(default_factory=list)
@@ -135,7 +148,8 @@ class Flow(WireModel):
     # Pupload's name for a well template applied to edges without a well.
     default_data_well: DataWell | None = None
     data_wells: list[DataWell] = Field(default_factory=list)
-    nodes: list[Node] = Field(default_factory=list)
+    # Validation refuses an empty list as FLOW_002 (with every other problem at once).
+    nodes: list[Node] = Field(default_factory=list, json_schema_extra=_refused_below(minItems=1))
 
 
 class EdgeDef(WireModel):
@@ -184,6 +198,8 @@ class FlagDef(WireModel):
         default=None,
         min_length=1,
         description="The only values the flag takes (an addition to Pupload's shape).",
+        # The input type given below replaces the schema pydantic would derive.
+        json_schema_extra=lambda schema: schema["anyOf"][0].update(minItems=1),
     )
     min: float | None = Field(
         default=None,

@@ -14,7 +14,7 @@ from orchestrator.api.bodies import answer, read_model
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import DATABASE, KEYS
 from orchestrator.errors import Forbidden
-from orchestrator.models import DEFAULT_TENANT, NAME_RULE
+from orchestrator.models import DEFAULT_TENANT, NAME_PATTERN, NAME_RULE
 
 routes = web.RouteTableDef()
 
@@ -22,8 +22,16 @@ routes = web.RouteTableDef()
 class KeyRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: StrictStr = Field(description="1 to 100 characters, unique")
-    tenant: StrictStr = Field(default=DEFAULT_TENANT, description=f"a name: {NAME_RULE}")
+    # Checked by the key store (KEY_INVALID); declared here for generated clients.
+    name: StrictStr = Field(
+        description="1 to 100 characters, unique",
+        json_schema_extra={"minLength": 1, "maxLength": 100, "pattern": "\\S"},
+    )
+    tenant: StrictStr = Field(
+        default=DEFAULT_TENANT,
+        description=f"a name: {NAME_RULE}",
+        json_schema_extra={"pattern": f"^{NAME_PATTERN.pattern}$"},
+    )
     admin: StrictBool = Field(default=False, description="may manage keys over HTTP")
 
 

@@ -120,6 +120,27 @@ async def test_schemas_are_the_models_and_errors_are_the_fixed_bodies(start_serv
     assert "Counts" in document["components"]["schemas"]["RunDelta"]["properties"]
 
 
+async def test_the_document_declares_what_the_handlers_refuse(start_service):
+    """A generated client learns the bounds the service holds a body to: each one
+    declared is also refused, with the service's own code."""
+    client = await start_service()
+    schemas = (await (await client.get("/openapi.json")).json())["components"]["schemas"]
+    # Request bodies are the models' input schemas.
+    assert schemas["Flow-Input"]["properties"]["Nodes"]["minItems"] == 1
+    assert schemas["Node-Input"]["properties"]["ID"]["minLength"] == 1
+    key = schemas["KeyRequest"]["properties"]
+    assert (key["name"]["minLength"], key["name"]["maxLength"]) == (1, 100)
+    assert key["tenant"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+    flag = schemas["FlagDef-Input"]["properties"]
+    assert flag["Values"]["anyOf"][0]["minItems"] == 1 and "Min" in flag and "Max" in flag
+
+    empty = await client.post("/api/v1/flow/test", json={"Flow": {"Name": "f", "Nodes": []}})
+    assert [e["code"] for e in (await empty.json())["errors"]] == ["FLOW_002"]
+    for body in ({"name": "", "tenant": "t"}, {"name": "x" * 101}, {"name": "k", "tenant": "a b"}):
+        refused = await client.post("/api/v1/keys", json=body)
+        assert refused.status == 400 and (await refused.json())["code"] == "API_KEY_INVALID", body
+
+
 def test_every_code_has_the_status_of_the_error_catalog():
     catalog = dict(re.findall(r"^\| `([A-Z_]+)` \| (\d{3}) \|", API_MD.read_text(), re.M))
     assert {code: int(status) for code, status in catalog.items()} == CODES
