@@ -1,6 +1,6 @@
 """The ``pipewell`` command: the service (``dev``, ``serve``, ``worker``), flow files
-(``validate``, ``test``), a service's runs (``runs``, ``status``, ``logs``, ``cancel``)
-and API keys (``keys``)."""
+(``validate``, ``test``), a service's runs and flows (``runs``, ``status``, ``logs``,
+``cancel``, ``download``, ``flows``) and API keys (``keys``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,12 @@ from aiohttp import web
 
 from orchestrator.api_key_store import KeyStore
 from orchestrator.background import describe_pending
-from orchestrator.client import add_client_args, run_client_command
+from orchestrator.client import (
+    DATA_DIR_ENV,
+    add_client_args,
+    data_dir_given,
+    run_client_command,
+)
 from orchestrator.config import Settings, load_settings
 from orchestrator.database import connect
 from orchestrator.errors import (
@@ -41,6 +46,11 @@ SHUTDOWN_LIMIT = 45.0
 EXIT_SHUTDOWN_UNFINISHED = 3
 #: How long a thread may hold the GIL before the event loop gets it (Python: 5 ms).
 GIL_SWITCH_SECONDS = 0.001
+#: A command whose reader went away (``pipewell logs ID | head``) ends as a shell
+#: reports one killed by SIGPIPE: 128 + 13.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+#: How --data-dir's default reads, for dev, serve and keys alike.
+DATA_DIR_DEFAULT = f"${DATA_DIR_ENV}, else the config file's data_dir, else ./.pipewell"
 
 
 async def serve(settings: Settings) -> None:
@@ -148,10 +158,21 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
     parser.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 1234)")
     parser.add_argument(
-        "--data-dir", type=Path, default=None, help="state, objects and logs (default ./.pipewell)"
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"state, API keys, objects and logs (default {DATA_DIR_DEFAULT})",
     )
-    parser.add_argument("--auth", choices=["none", "required"], default=None)
-    parser.add_argument("--log-level", default=None)
+    parser.add_argument(
+        "--auth",
+        choices=["none", "required"],
+        default=None,
+        help="required: every call needs a key from 'pipewell keys create' (default none; "
+        "listening beyond loopback needs required)",
+    )
+    parser.add_argument(
+        "--log-level", default=None, help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
@@ -190,7 +211,9 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
         help="the worker's identity and attempt files (default ./.pipewell-worker)",
     )
     parser.add_argument("--config", type=Path, default=None, help="YAML configuration file")
-    parser.add_argument("--log-level", default=None)
+    parser.add_argument(
+        "--log-level", default=None, help="debug, info, warning or error (default info)"
+    )
     parser.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
@@ -200,9 +223,34 @@ def _add_worker_args(parser: argparse.ArgumentParser) -> None:
 
 
 def keys_command(args: argparse.Namespace) -> int:
+    """The keys live in the service's database: the data directory is found as ``dev``
+    and ``serve`` find theirs, and said, since a key made in any other directory is
+    one the service will refuse."""
     from orchestrator.api.app import STATE_DB
 
-    path = args.data_dir / STATE_DB
+    try:
+        data_dir = load_settings(args.config, data_dir=data_dir_given(args.data_dir)).data_dir
+    except ConfigError as exc:
+        print(f"pipewell: {exc}", file=sys.stderr)
+        return 2
+    path = data_dir / STATE_DB
+    where = data_dir.resolve()
+    choose = f"--data-dir, ${DATA_DIR_ENV} or --config"
+    if not path.exists():
+        if args.keys_command != "create":
+            print(
+                f"pipewell: no service database in {where}, so no keys there; name the "
+                f"service's data directory with {choose}",
+                file=sys.stderr,
+            )
+            return 2
+        print(
+            f"pipewell: warning: {where} holds no service database yet: it is made now for "
+            f"this key, which only a service started on that directory will accept "
+            f"(pipewell dev --data-dir {where}); for a service already running elsewhere, "
+            f"name its data directory with {choose}",
+            file=sys.stderr,
+        )
     try:
         conn = connect(path)
     except (DataDirError, ConfigError) as exc:
@@ -215,11 +263,12 @@ def keys_command(args: argparse.Namespace) -> int:
             print(raw)
             role = "admin key" if args.admin else "key"
             print(
-                f"{role} {args.name!r} for tenant {args.tenant!r}: copy it now, "
-                "it is not shown again",
+                f"{role} {args.name!r} for tenant {args.tenant!r} written to the data "
+                f"directory {where}: copy it now, it is not shown again",
                 file=sys.stderr,
             )
         elif args.keys_command == "list":
+            print(f"keys of the data directory {where}", file=sys.stderr)
             print(
                 f"{'NAME':<20} {'TENANT':<12} {'KEY':<14} {'CREATED':<21} {'LAST USED':<21} STATE"
             )
@@ -232,7 +281,10 @@ def keys_command(args: argparse.Namespace) -> int:
                 )
         else:
             store.revoke(args.name)
-            print(f"revoked {args.name!r}: refused from its next use on", file=sys.stderr)
+            print(
+                f"revoked {args.name!r} in {where}: refused from its next use on",
+                file=sys.stderr,
+            )
     except (RequestRefused, DataDirError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
@@ -290,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pipewell dev, then pipewell test examples/greeter.yaml "
         "--input request=in.json",
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_service_args(
         commands.add_parser(
@@ -341,14 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
             "--flag resize.width=400 --out resized/",
         )
     )
+    run_id = "the run's ID, as POST /api/v1/flow/test (or pipewell runs) gave it"
     status = commands.add_parser(
         "status",
         help="a run's state, node by node",
+        description="A run of a running service (--server): its status, then each node's "
+        "state, attempt and error, and the edges it still waits for an upload on.",
         epilog="example: pipewell status 3f0e… --server http://10.0.0.5:1234",
     )
     logs = commands.add_parser(
         "logs",
         help="a run's log lines, node by node (--follow: until it ends)",
+        description="A run's log lines, each with its time, node and stream (stdout, "
+        "stderr, or pipewell's own); --follow prints new ones until the run ends.",
         epilog="example: pipewell logs 3f0e… --node resize --follow",
     )
     logs.add_argument("--node", default=None, help="only this node's lines")
@@ -356,48 +414,117 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = commands.add_parser(
         "cancel",
         help="stop a run (its containers are killed)",
+        description="Stop a run: it ends STOPPED and its containers are killed wherever they "
+        "run. Exit 1 when it had ended already.",
         epilog="example: pipewell cancel 3f0e…",
     )
-    for sub in (status, logs, cancel):
-        sub.add_argument("run_id", help="the run's ID, as POST /api/v1/flow/test answered it")
-        add_client_args(sub)
+    download = commands.add_parser(
+        "download",
+        help="save an artifact of a run (an output, or an uploaded input) to a file",
+        description="Stream the artifact of one of a run's edges to disk. Named by default "
+        "as pipewell test names outputs: the edge, with the object's extension or else its "
+        "content type's (output-image.png).",
+        epilog="example: pipewell download 3f0e… output-image -o resized/",
+    )
+    for sub in (status, logs, cancel, download):
+        sub.add_argument("run_id", help=run_id)
+    download.add_argument("edge", help="the edge the artifact is on")
+    download.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="a file, a directory to put it in under its own name, or - for stdout "
+        "(default: its own name, here)",
+    )
     runs = commands.add_parser(
         "runs",
         help="your newest runs: ID, status, flow, started, duration",
+        description="The newest runs of your tenant (your key's) on a running service, "
+        "newest first.",
         epilog="example: pipewell runs --limit 10 --server http://10.0.0.5:1234",
     )
     runs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
-    add_client_args(runs)
+    flows = commands.add_parser(
+        "flows",
+        help="save a flow file on a running service, list the saved flows",
+        description="Saved flows of a running service (--server): each saved version has a "
+        "graph_id, which the invocation dialects (Axiom, xpander, Scade, Langflow) run.",
+        epilog="example: pipewell flows save examples/greeter.yaml",
+    )
+    flow_commands = flows.add_subparsers(dest="flows_command", required=True)
+    save = flow_commands.add_parser(
+        "save",
+        help="save a flow file (a new version when it changed)",
+        description="Save a flow file (YAML or JSON; {Flow, NodeDefs} or a bare Flow, with "
+        "NodeDefs found as validate finds them) on the service; print its graph_id, id, "
+        "version and edges. Saving a changed flow under the same name makes a new version.",
+        epilog="example: pipewell flows save examples/greeter.yaml --name greeter",
+    )
+    save.add_argument("file", type=Path, help="the flow file")
+    save.add_argument("--name", default=None, help="save it under this name, not the file's")
+    save.add_argument(
+        "--nodedefs", type=Path, action="append", default=[], help="a NodeDef file (repeatable)"
+    )
+    saved = flow_commands.add_parser(
+        "list",
+        help="every saved version: graph_id, id, name, version, created",
+        description="Your tenant's saved flows, every version, oldest first.",
+        epilog="example: pipewell flows list --name greeter",
+    )
+    saved.add_argument("--name", default=None, help="only the versions of this name")
+    for sub in (status, logs, cancel, download, runs, save, saved):
+        add_client_args(sub)
     keys = commands.add_parser(
         "keys",
         help="create, list and revoke API keys",
-        description="API keys of the service whose data directory this is (run it there).",
+        description="API keys of the service whose data directory this is: found as dev and "
+        f"serve find theirs (--data-dir, else {DATA_DIR_DEFAULT}, in the current "
+        "directory), and said on stderr.",
         epilog="example: pipewell keys create --name laptop --tenant demo",
     )
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser(
         "create",
         help="make a key and print it, once",
+        description="Make a key, print it (once: only its SHA-256 is kept) and say on stderr "
+        "which data directory it was written to.",
         epilog="example: KEY=$(pipewell keys create --name ci --tenant builds)",
     )
-    create.add_argument("--name", required=True)
-    create.add_argument("--tenant", default=DEFAULT_TENANT)
+    create.add_argument("--name", required=True, help="the key's name, to list and revoke it by")
+    create.add_argument(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        help=f"whose runs and flows the key sees and makes (default {DEFAULT_TENANT})",
+    )
     create.add_argument(
         "--admin", action="store_true", help="may also manage keys over HTTP (/api/v1/keys)"
     )
-    listing = key_commands.add_parser(
+    key_listing = key_commands.add_parser(
         "list",
         help="name, tenant, created, last used, masked key",
+        description="Every key of the data directory: name, tenant, masked key, created, "
+        "last used, and whether it is revoked or admin.",
         epilog="example: pipewell keys list --data-dir /srv/pipewell",
     )
     revoke = key_commands.add_parser(
         "revoke",
         help="refuse the key from its next use on",
+        description="Revoke a key: the service refuses it from its very next use.",
         epilog="example: pipewell keys revoke laptop",
     )
-    revoke.add_argument("name")
-    for sub in (create, listing, revoke):
-        sub.add_argument("--data-dir", type=Path, default=Path(".pipewell"))
+    revoke.add_argument("name", help="the key's name, as keys list shows it")
+    for sub in (create, key_listing, revoke):
+        sub.add_argument(
+            "--data-dir",
+            type=Path,
+            default=None,
+            help=f"the service's data directory (default {DATA_DIR_DEFAULT})",
+        )
+        sub.add_argument(
+            "--config", type=Path, default=None, help="the service's configuration (its data_dir)"
+        )
     add_nodes_args(
         commands.add_parser(
             "nodes",
@@ -418,11 +545,58 @@ def build_parser() -> argparse.ArgumentParser:
             "c-small,c-large --concurrency 8",
         )
     )
+    _describe_every_command(parser)
     return parser
 
 
+def _describe_every_command(parser: argparse.ArgumentParser) -> None:
+    """A command's own --help opens with what it does: its one-line help, when it was
+    given no description of its own (the nodes commands)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            said = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                sub.description = sub.description or said.get(name)
+                _describe_every_command(sub)
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked for
+    (reading package metadata at every start would slow every command)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:
+        super().__init__(
+            option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, help=help
+        )
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("pipewell")
+        except PackageNotFoundError:
+            found = "unknown (the package is not installed)"
+        print(f"pipewell {found}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        try:
+            return _command(build_parser().parse_args(argv))
+        finally:
+            # What stdout still buffers is written now (--version and --help too, which
+            # exit), while a reader gone away can still be caught here.
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit; on /dev/null that flush cannot fail
+        # and print "Exception ignored … BrokenPipeError".
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "keys":
         return keys_command(args)
     if args.command == "validate":
@@ -434,8 +608,10 @@ def main(argv: list[str] | None = None) -> int:
         return test_command(args)
     if args.command == "nodes":
         return nodes_command(args)
-    if args.command in ("runs", "status", "logs", "cancel"):
+    if args.command in ("runs", "status", "logs", "cancel", "download"):
         return run_client_command(args.command, args)
+    if args.command == "flows":
+        return run_client_command(f"flows {args.flows_command}", args)
     try:
         if args.command == "worker":
             settings = load_settings(
@@ -457,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             args.config,
             host=args.host,
             port=args.port,
-            data_dir=args.data_dir,
+            data_dir=data_dir_given(args.data_dir),
             auth=args.auth,
             log_level=args.log_level,
             log_format=args.log_format,

@@ -1,18 +1,22 @@
-"""``pipewell runs``, ``status``, ``logs`` and ``cancel``: a running service's runs.
+"""``pipewell runs``, ``status``, ``logs``, ``cancel``, ``download`` and ``flows``: a
+running service's runs and saved flows.
 
 They talk to the service's native API (``--server``, or ``PIPEWELL_URL``) with
 the key in ``--key`` or ``PIPEWELL_API_KEY`` (sent as a Bearer token, never
 printed). Exit codes: 0 done, 1 the service refused (unknown run, a run that
-has ended), 2 the service could not be reached or answered with an error.
+has ended, a key it does not know, an invalid flow), 2 the service could not be
+reached or answered with an error, or a file could not be read or written.
 """
 
 from __future__ import annotations
 
 import argparse
+import mimetypes
 import os
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
@@ -23,8 +27,14 @@ from orchestrator.models import FlowRun, LogRecord
 DEFAULT_SERVER = "http://127.0.0.1:1234"
 #: Seconds between two looks at a followed run (its status, with every log line).
 FOLLOW_EVERY = 1.0
-#: Seconds a call to the service may take.
+#: Seconds a call to the service may take (a download: between two chunks).
 CALL_TIMEOUT = 30.0
+CHUNK = 1024 * 1024
+#: The data directory of ``dev``, ``serve`` and ``keys`` when --data-dir is not given.
+DATA_DIR_ENV = "PIPEWELL_DATA_DIR"
+#: Where the service keeps its state when neither --data-dir, DATA_DIR_ENV nor a
+#: configuration file says (config.yaml's data_dir).
+DEFAULT_DATA_DIR = Path(".pipewell")
 
 
 class ServiceRefused(Exception):
@@ -33,6 +43,36 @@ class ServiceRefused(Exception):
 
 class ServiceUnreachable(Exception):
     """No answer, or an answer that is not the API's."""
+
+
+class LocalFileError(Exception):
+    """A file of this machine could not be read or written (the message says which)."""
+
+
+def data_dir_given(flag: Path | None) -> Path | None:
+    """The data directory named by --data-dir, else by $PIPEWELL_DATA_DIR (None: neither)."""
+    if flag is not None:
+        return flag
+    named = os.environ.get(DATA_DIR_ENV)
+    return Path(named) if named else None
+
+
+def key_refusal(key_given: bool) -> str:
+    """What a 401 means for the person at the terminal: no key, or a key the service
+    does not know (the usual cause: made in another data directory than the service's)."""
+    if not key_given:
+        return (
+            "the service asks for an API key and none was given: pass --key KEY or set "
+            "PIPEWELL_API_KEY (make one with 'pipewell keys create --name NAME' on the "
+            "service's data directory)"
+        )
+    keys_dir = (data_dir_given(None) or DEFAULT_DATA_DIR).resolve()
+    return (
+        "the service refused the API key given (401): it does not know it, or it was "
+        "revoked. A service knows the keys of its own data directory; 'pipewell keys "
+        f"create' here writes to {keys_dir} (--data-dir, ${DATA_DIR_ENV} or --config "
+        "choose another), which must be the one the service was started on"
+    )
 
 
 def add_client_args(parser: argparse.ArgumentParser) -> None:
@@ -48,24 +88,50 @@ def add_client_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def call(args: argparse.Namespace, method: str, path: str) -> Any:
+def _request(args: argparse.Namespace, method: str, path: str, **options: Any) -> Any:
+    """The service's answer to one call, refusals raised (the body left unread when
+    ``stream`` is asked for and the answer is a success)."""
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
     url = args.server.rstrip("/") + path
     try:
-        response = requests.request(method, url, headers=headers, timeout=CALL_TIMEOUT)
+        response = requests.request(method, url, headers=headers, timeout=CALL_TIMEOUT, **options)
     except requests.RequestException as exc:
         raise ServiceUnreachable(f"no answer from {args.server}: {type(exc).__name__}") from exc
     if response.status_code == 401:
-        raise ServiceRefused("the service wants an API key: --key or PIPEWELL_API_KEY")
+        response.close()
+        raise ServiceRefused(key_refusal(bool(args.key)))
     if 400 <= response.status_code < 500:
-        try:
-            message = response.json().get("message", response.text)
-        except ValueError:  # the unknown run's answer is plain text (the seed's)
-            message = response.text
-        raise ServiceRefused(f"{message} ({response.status_code})")
+        raise ServiceRefused(_refusal(response))
     if response.status_code >= 300:
+        response.close()
         raise ServiceUnreachable(f"{args.server} answered {response.status_code}")
-    return response.json()
+    return response
+
+
+def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
+    """The JSON answer of one call (``body``, when given, sent as JSON)."""
+    response = _request(args, method, path, json=body)
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ServiceUnreachable(f"{args.server} answered something else than JSON") from exc
+
+
+def _refusal(response: requests.Response) -> str:
+    """The service's own words: its message, and each validation problem on a line."""
+    try:
+        body = response.json()
+    except ValueError:  # the unknown run's answer is plain text (the seed's)
+        return f"{response.text.strip()[:500]} ({response.status_code})"
+    if not isinstance(body, dict):
+        return f"HTTP {response.status_code}"
+    message = str(body.get("message") or body.get("error") or response.reason)
+    problems = [
+        f"\n  {e.get('code')}: {e.get('message')}"
+        for e in body.get("errors") or []
+        if isinstance(e, dict)
+    ]
+    return f"{message} ({response.status_code})" + "".join(problems)
 
 
 def run_call(args: argparse.Namespace, method: str, action: str) -> FlowRun:
@@ -138,18 +204,128 @@ def cancel_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def output_file_name(edge: str, object_name: str, content_type: str) -> str:
+    """An artifact's file name: its edge, with the object's own extension, else the
+    one its content type usually has (``pipewell test`` and ``download`` alike)."""
+    suffix = PurePosixPath(object_name).suffix
+    if not suffix:
+        kind = content_type.split(";")[0].strip()
+        if kind not in ("", "application/octet-stream"):
+            suffix = mimetypes.guess_extension(kind) or ""
+    return edge + suffix
+
+
+def download_command(args: argparse.Namespace) -> int:
+    run = run_call(args, "GET", "status")
+    artifact = run.artifacts.get(args.edge)
+    if artifact is None:
+        has = ", ".join(run.artifacts) or "none yet"
+        raise ServiceRefused(
+            f"run {run.id} ({run.status.value}) has no artifact on edge {args.edge!r}; "
+            f"its artifacts: {has}"
+        )
+    path = f"/api/v1/flow/artifact/{quote(run.id, safe='')}/{quote(args.edge, safe='')}"
+    with _request(args, "GET", path, stream=True) as response:
+        if str(args.output) == "-":
+            _copy(args, response, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return 0
+        name = output_file_name(
+            args.edge, artifact.object_name, response.headers.get("Content-Type", "")
+        )
+        target = Path(name) if args.output is None else args.output
+        if target.is_dir():
+            target = target / name
+        # Written aside, then renamed: an interrupted download leaves no file that
+        # looks whole under the name asked for.
+        partial = target.with_name(target.name + ".part")
+        try:
+            with partial.open("wb") as file:
+                size = _copy(args, response, file)
+            partial.replace(target)
+        except OSError as exc:
+            raise LocalFileError(f"writing {target}: {exc.strerror or exc}") from exc
+        finally:
+            partial.unlink(missing_ok=True)
+    print(f"{args.edge} -> {target} ({size} bytes)")
+    return 0
+
+
+def _copy(args: argparse.Namespace, response: requests.Response, file: Any) -> int:
+    size = 0
+    try:
+        for chunk in response.iter_content(CHUNK):
+            file.write(chunk)
+            size += len(chunk)
+    except requests.RequestException as exc:
+        raise ServiceUnreachable(
+            f"the download from {args.server} broke off after {size} bytes: {type(exc).__name__}"
+        ) from exc
+    return size
+
+
+def save_flow_command(args: argparse.Namespace) -> int:
+    # Only here: reading a flow file loads the API's body parsers and models.
+    from orchestrator.errors import FlowFileUnreadable, FlowInvalid
+    from orchestrator.flow_files import read_flow_file
+
+    try:
+        submission = read_flow_file(args.file, args.nodedefs)
+    except FlowInvalid as exc:
+        for entry in exc.errors:
+            print(f"error {entry.get('code')}: {entry.get('message')}", file=sys.stderr)
+        return 1
+    except FlowFileUnreadable as exc:
+        raise LocalFileError(str(exc)) from exc
+    if args.name is not None:
+        submission.flow.name = args.name
+    body = submission.model_dump(mode="json", by_alias=True, exclude_none=True)
+    saved = call(args, "POST", "/api/v1/flows", body)
+    ids = f"graph_id {saved['graph_id']}, id {saved['id']}"
+    if saved["created"]:
+        print(f"saved {saved['name']!r} as version {saved['version']}: {ids}")
+    else:
+        print(f"{saved['name']!r} version {saved['version']} is the same flow, kept: {ids}")
+    print(f"  entry edges: {', '.join(saved['entry_edges']) or 'none'}")
+    print(f"  terminal edges: {', '.join(saved['terminal_edges']) or 'none'}")
+    return 0
+
+
+def list_flows_command(args: argparse.Namespace) -> int:
+    path = "/api/v1/flows" + (f"?name={quote(args.name, safe='')}" if args.name else "")
+    flows = call(args, "GET", path)["flows"]
+    print(f"{'GRAPH_ID':<26}  {'ID':>4}  {'NAME':<24} {'VERSION':>7}  CREATED")
+    for flow in flows:
+        print(
+            f"{flow['graph_id']:<26}  {flow['id']:>4}  {flow['name']:<24} "
+            f"{flow['version']:>7}  {flow['created_at']}"
+        )
+    return 0
+
+
 def run_client_command(command: str, args: argparse.Namespace) -> int:
     handlers = {
         "runs": runs_command,
         "status": status_command,
         "logs": logs_command,
         "cancel": cancel_command,
+        "download": download_command,
+        "flows save": save_flow_command,
+        "flows list": list_flows_command,
     }
     try:
         return handlers[command](args)
-    except (ServiceRefused, ServiceUnreachable) as exc:
+    except (ServiceRefused, ServiceUnreachable, LocalFileError) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, ServiceRefused) else 2
 
 
-__all__ = ["add_client_args", "run_client_command"]
+__all__ = [
+    "DATA_DIR_ENV",
+    "DEFAULT_DATA_DIR",
+    "add_client_args",
+    "data_dir_given",
+    "key_refusal",
+    "output_file_name",
+    "run_client_command",
+]

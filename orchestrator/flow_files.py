@@ -20,7 +20,8 @@ from pydantic import ValidationError
 from orchestrator.api.bodies import parse_body
 from orchestrator.api.errors import schema_errors
 from orchestrator.errors import FlowFileUnreadable, FlowInvalid
-from orchestrator.models import FlowSubmission
+from orchestrator.models import Flow, FlowSubmission
+from orchestrator.validation.wells import effective_wells
 
 
 def read_flow_file(path: Path, nodedef_files: Sequence[Path] = ()) -> FlowSubmission:
@@ -42,6 +43,19 @@ def read_flow_file(path: Path, nodedef_files: Sequence[Path] = ()) -> FlowSubmis
         return FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
     except ValidationError as exc:
         raise FlowInvalid(schema_errors(exc)) from exc
+
+
+def upload_edges(flow: Flow) -> list[str]:
+    """The edges a run of ``flow`` waits for a file on (its WaitingURLs), in node order:
+    read by a node, produced by none, and not filled from a store (a static well)."""
+    produced = {o.edge for node in flow.nodes for o in node.outputs}
+    static = {w.edge for w in effective_wells(flow) if w.source == "static"}
+    edges: dict[str, None] = {}
+    for node in flow.nodes:
+        for binding in node.inputs:
+            if binding.edge not in produced and binding.edge not in static:
+                edges[binding.edge] = None
+    return list(edges)
 
 
 def _read(path: Path) -> Any:
@@ -69,4 +83,4 @@ def _uses(node_def: dict[str, Any]) -> str:
     return f"{node_def.get('Publisher')}/{node_def.get('Name')}"
 
 
-__all__ = ["read_flow_file"]
+__all__ = ["read_flow_file", "upload_edges"]

@@ -258,12 +258,28 @@ def answer_json(data: bytes, *, status: int = 200) -> web.Response:
 
 
 async def read_submission(request: web.Request) -> FlowSubmission:
-    """``{Flow, NodeDefs}`` as JSON or YAML."""
+    """``{Flow, NodeDefs}`` as JSON or YAML; a bare Flow (``Name`` and ``Nodes`` at the
+    top, no ``Flow``) is ``{Flow: body, NodeDefs: []}``, as ``pipewell validate`` reads a
+    flow file: the same file is taken by the CLI and the API."""
     body = await read_json(request, yaml_ok=True)
     if not isinstance(body, dict):
-        raise BodyInvalid("BODY_MALFORMED", "request body must be an object with Flow and NodeDefs")
+        raise BodyInvalid(
+            "BODY_MALFORMED",
+            "request body must be an object: {Flow, NodeDefs}, or a bare Flow {Name, Nodes}",
+        )
     if "Flow" not in body:
-        raise BodyInvalid("BODY_MALFORMED", "request body has no 'Flow': send {Flow, NodeDefs}")
+        if "NodeDefs" in body:
+            raise BodyInvalid(
+                "BODY_MALFORMED",
+                "request body has NodeDefs but no 'Flow': send {Flow: {Name, Nodes}, NodeDefs}",
+            )
+        if "Name" not in body or "Nodes" not in body:
+            raise BodyInvalid(
+                "BODY_MALFORMED",
+                "request body has no 'Flow': send {Flow, NodeDefs}, or a bare Flow with "
+                "Name and Nodes",
+            )
+        body = {"Flow": body, "NodeDefs": []}
     try:
         nodes = body["Flow"].get("Nodes") if isinstance(body["Flow"], dict) else None
         if not isinstance(nodes, list) or len(nodes) <= CHECK_INLINE_NODES:

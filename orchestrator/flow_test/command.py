@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 
 from orchestrator.errors import ConfigError, DataDirError, FlowFileUnreadable, FlowInvalid
-from orchestrator.flow_files import read_flow_file
+from orchestrator.flow_files import read_flow_file, upload_edges
 from orchestrator.flow_test.embedded import embedded_service
 from orchestrator.flow_test.plain import PlainView
 from orchestrator.flow_test.session import (
@@ -36,10 +36,12 @@ SERVICE_LOG = "service.log"
 
 
 def test_command(args: argparse.Namespace) -> int:
+    live = not args.plain and sys.stdin.isatty() and sys.stdout.isatty()
     try:
         submission = read_flow_file(args.flow, args.nodedefs)
         apply_flags(submission, args.flag)
         files = parse_inputs(args.input)
+        check_inputs(files, upload_edges(submission.flow), ask_for_missing=live)
     except FlowInvalid as exc:
         for entry in exc.errors:
             print(f"error {entry.get('code')}: {entry.get('message')}", file=sys.stderr)
@@ -47,7 +49,6 @@ def test_command(args: argparse.Namespace) -> int:
     except (FlowFileUnreadable, CannotTest) as exc:
         print(f"pipewell: {exc}", file=sys.stderr)
         return 2
-    live = not args.plain and sys.stdin.isatty() and sys.stdout.isatty()
     with ExitStack() as stack:
         data_dir = args.data_dir
         if args.server is None:
@@ -93,12 +94,6 @@ async def _test(
         run = await session.submit()
         print(f"run {run.id}: {submission.flow.name}, {len(submission.flow.nodes)} node(s)")
         try:
-            unknown = sorted(set(files) - set(session.waiting_edges()))
-            if unknown:
-                raise CannotTest(
-                    f"--input {', '.join(unknown)}: the run waits for files on "
-                    f"{', '.join(session.waiting_edges()) or 'no edge'} only"
-                )
             if live:
                 from orchestrator.flow_test.live import LiveView
 
@@ -116,7 +111,34 @@ async def _test(
         return session.status
 
 
+def check_inputs(files: dict[str, Path], edges: list[str], *, ask_for_missing: bool) -> None:
+    """Refuse, before anything is submitted, an --input on an edge the flow does not
+    wait for and, without a terminal to ask on, an edge it waits for with no --input:
+    found after submitting, either would leave a run behind, stopped."""
+    unknown = [edge for edge in files if edge not in edges]
+    if unknown:
+        raise CannotTest(
+            f"--input {', '.join(unknown)}: the flow waits for files on "
+            + (", ".join(f"edge {e!r}" for e in edges) if edges else "no edge")
+            + " only"
+        )
+    for edge, path in files.items():
+        try:
+            path.open("rb").close()
+        except OSError as exc:
+            raise CannotTest(f"--input {edge}={path}: {exc.strerror or exc}") from exc
+    missing = [edge for edge in edges if edge not in files]
+    if missing and not ask_for_missing:
+        raise CannotTest(
+            "the flow waits for a file on "
+            + ", ".join(f"edge {e!r}" for e in missing)
+            + ": pass "
+            + " ".join(f"--input {e}=PATH" for e in missing)
+        )
+
+
 async def _plain(session: RunSession, files: dict[str, Path], out: Path) -> list[Output] | None:
+    # Checked against the flow before it was submitted; the service has the last word.
     missing = [e for e in session.waiting_edges() if e not in files]
     if missing:
         raise CannotTest(

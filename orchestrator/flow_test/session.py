@@ -23,6 +23,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
+from orchestrator.client import key_refusal, output_file_name
 from orchestrator.models import (
     FlowRun,
     FlowSubmission,
@@ -128,6 +129,7 @@ class RunSession:
         self.server = server.rstrip("/")
         self.submission = submission
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.key_given = bool(key)
         self.http = httpx.AsyncClient(base_url=self.server, headers=headers, timeout=CALL_TIMEOUT)
         # WaitingURLs are presigned, perhaps for another host (S3): our key never goes there.
         self.uploads = httpx.AsyncClient(timeout=CALL_TIMEOUT)
@@ -154,6 +156,8 @@ class RunSession:
             response = await self.http.post("/api/v1/flow/test", json=body)
         except httpx.HTTPError as exc:
             raise CannotTest(f"no answer from {self.server}: {type(exc).__name__}") from exc
+        if response.status_code == 401:
+            raise CannotTest(key_refusal(self.key_given))
         if response.status_code == 400:
             raise FlowRejected(_refusal(response))
         if response.status_code != 200:
@@ -288,7 +292,8 @@ class RunSession:
                     if response.status_code != 200:
                         await response.aread()
                         raise CannotTest(f"downloading edge {edge!r}: {_refusal(response)}")
-                    target = out / (edge + _suffix(artifact.object_name, response))
+                    kind = response.headers.get("Content-Type", "")
+                    target = out / output_file_name(edge, artifact.object_name, kind)
                     file = await asyncio.to_thread(target.open, "wb")
                     try:
                         async for chunk in response.aiter_bytes(CHUNK):
@@ -337,17 +342,6 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         file.close()
-
-
-def _suffix(object_name: str, response: httpx.Response) -> str:
-    """The object's own extension, else the one its content type usually has."""
-    suffix = Path(object_name).suffix
-    if suffix:
-        return suffix
-    kind = response.headers.get("Content-Type", "").split(";")[0].strip()
-    if kind in ("", "application/octet-stream"):
-        return ""
-    return mimetypes.guess_extension(kind) or ""
 
 
 def _refusal(response: httpx.Response) -> str:

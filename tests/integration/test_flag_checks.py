@@ -128,9 +128,7 @@ async def test_config_profiles_and_langflow_tweaks_are_checked(start_service):
         assert "tweaks: pick.time_limit is 'abc', which is not a number" in refused.value.detail
     finally:
         sdk.close()
-    raw = await client.post(
-        f"/api/v1/run/{graph}", json={"tweaks": {"pick": {"collect": "maybe"}}}
-    )
+    raw = await client.post(f"/api/v1/run/{graph}", json={"tweaks": {"pick": {"collect": "maybe"}}})
     error = await raw.json()
     assert raw.status == 400 and error["code"] == "FLAGS_INVALID"
     assert "tweaks: pick.collect is 'maybe', which is not a boolean" in error["message"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,10 +171,12 @@ def test_what_the_test_cannot_do_is_said_with_exit_2(tmp_path):
     (tmp_path / "words.txt").write_text("x")
     missing = pipewell_test(str(flow), cwd=tmp_path)
     assert missing.returncode == 2
-    assert "the run waits for a file on edge 'text': pass --input text=PATH" in missing.stderr
+    assert "the flow waits for a file on edge 'text': pass --input text=PATH" in missing.stderr
     unknown = pipewell_test(str(flow), "--input", "txt=words.txt", cwd=tmp_path)
     assert unknown.returncode == 2
-    assert "--input txt: the run waits for files on text only" in unknown.stderr
+    assert "--input txt: the flow waits for files on edge 'text' only" in unknown.stderr
+    # Found before the run was submitted: nothing started, nothing to stop.
+    assert not missing.stdout and not unknown.stdout
     no_file = pipewell_test(str(flow), "--input", "text=absent.txt", cwd=tmp_path)
     assert no_file.returncode == 2 and "absent.txt is not a file" in no_file.stderr
     no_node = pipewell_test(str(flow), "--flag", "shout.x=1", cwd=tmp_path)
@@ -187,6 +190,110 @@ def test_what_the_test_cannot_do_is_said_with_exit_2(tmp_path):
     assert "(400)" in refused.stderr
     assert "\n  NODE_001: node 'upper' uses 'test/upper'" in refused.stderr
     assert "\n  NODE_001: node 'mark' uses 'test/mark'" in refused.stderr
+
+
+async def test_inputs_are_checked_against_the_flow_before_anything_is_submitted(
+    start_service, tmp_path, capsys
+):
+    client = await start_service()
+    server = str(client.make_url("")).rstrip("/")
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    (tmp_path / "words.txt").write_text("x")
+    argv = ["test", str(flow), "--server", server, "--plain", "--out", str(tmp_path / "o")]
+    cases = {
+        "--input txt: the flow waits for files on edge 'text' only": [
+            "--input",
+            f"txt={tmp_path / 'words.txt'}",
+        ],
+        "the flow waits for a file on edge 'text': pass --input text=PATH": [],
+        f"--input 'text={tmp_path / 'gone.txt'}': {tmp_path / 'gone.txt'} is not a file": [
+            "--input",
+            f"text={tmp_path / 'gone.txt'}",
+        ],
+        f"--input 'text={tmp_path}': {tmp_path} is not a file": ["--input", f"text={tmp_path}"],
+    }
+    for said, inputs in cases.items():
+        assert await asyncio.to_thread(main, argv + inputs) == 2, said
+        assert said in capsys.readouterr().err
+    # No run was made: none left behind, STOPPED or waiting.
+    runs = await (await client.get("/api/v1/flow/runs")).json()
+    assert runs == {"runs": []}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_an_unreadable_input_is_refused_before_the_run(tmp_path):
+    flow = tmp_path / "shout.yaml"
+    flow.write_text(yaml.safe_dump(SHOUT))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("x")
+    secret.chmod(0)
+    done = pipewell_test(str(flow), "--input", "text=secret.txt", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "--input text=secret.txt: Permission denied" in done.stderr
+    assert not done.stdout
+
+
+async def test_a_bare_flow_is_taken_by_the_api_as_by_the_cli(start_service):
+    """The body ``pipewell validate`` and ``test`` take as a file: a Flow without its
+    {Flow, NodeDefs} envelope, its NodeDefs from the catalog."""
+    client = await start_service()
+    bare = {
+        "Name": "bare",
+        "Nodes": [
+            {
+                "ID": "small",
+                "Uses": "pipewell/resize",
+                "Inputs": [{"Name": "image", "Edge": "photo"}],
+                "Outputs": [{"Name": "resized", "Edge": "thumb"}],
+            }
+        ],
+    }
+    response = await client.post("/api/v1/flow/test", json=bare)
+    assert response.status == 200, await response.text()
+    run = await response.json()
+    assert run["Status"] == "WAITING"
+    assert [w["Artifact"]["EdgeName"] for w in run["WaitingURLs"]] == ["photo"]
+    graph = await (await client.get(f"/api/v1/flow/graph/{run['ID']}")).json()
+    assert graph["Name"] == "bare" and graph["Nodes"][0]["Uses"] == "pipewell/resize"
+    cancelled = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
+    assert (await cancelled.json())["Status"] == "STOPPED"
+
+    as_yaml = {"Content-Type": "application/yaml"}
+    response = await client.post("/api/v1/flows", data=yaml.safe_dump(bare), headers=as_yaml)
+    assert response.status == 201, await response.text()
+    saved = await response.json()
+    assert (saved["name"], saved["entry_edges"], saved["terminal_edges"]) == (
+        "bare",
+        ["photo"],
+        ["thumb"],
+    )
+    response = await client.post("/api/v1/flow/validate", json=bare)
+    assert (await response.json())["valid"] is True
+
+    # Its schema errors say where, as the envelope's do.
+    broken = {**bare, "Nodes": [{**bare["Nodes"][0], "Typo": 1}]}
+    response = await client.post("/api/v1/flow/test", json=broken)
+    assert response.status == 400
+    body = await response.json()
+    assert body["code"] == "FLOW_INVALID"
+    assert "Flow.Nodes.0.Typo" in {e["field"] for e in body["errors"]}
+    # Neither an envelope nor a bare Flow: refused, saying what to send.
+    refusals = {
+        "request body has no 'Flow': send {Flow, NodeDefs}, or a bare Flow with Name and Nodes": {
+            "Nodes": bare["Nodes"]
+        },
+        "request body has NodeDefs but no 'Flow'": {**bare, "NodeDefs": []},
+        "request body must be an object: {Flow, NodeDefs}, or a bare Flow {Name, Nodes}": [bare],
+    }
+    for said, body in refusals.items():
+        for path in ("/api/v1/flow/test", "/api/v1/flows"):
+            response = await client.post(path, json=body)
+            assert response.status == 400, (path, said)
+            answer = await response.json()
+            assert answer["code"] == "BODY_MALFORMED" and said in answer["message"], answer
+    runs = await (await client.get("/api/v1/flow/runs")).json()
+    assert [r["ID"] for r in runs["runs"]] == [run["ID"]]
 
 
 async def test_a_running_service_is_used_with_server(start_service, tmp_path, capsys):
@@ -336,13 +443,23 @@ async def test_a_service_that_stops_answering_ends_the_test_with_exit_2(
     asked: list[str] = []
 
     async def accepted(request: web.Request) -> web.Response:
+        waiting = {
+            "Artifact": {"StoreName": "default", "ObjectName": "text", "EdgeName": "text"},
+            "PutURL": str(request.url.with_path("/upload")),
+            "TTL": "2026-11-28T01:00:00Z",
+        }
         run = {
             "ID": "a" * 32,
-            "Status": "RUNNING",
+            "Status": "WAITING",
             "NodeState": {},
+            "WaitingURLs": [waiting],
             "StartedAt": "2026-11-28T00:00:00Z",
         }
         return web.json_response(run)
+
+    async def uploaded(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response()
 
     async def failing(request: web.Request) -> web.Response:
         asked.append(request.path)
@@ -350,13 +467,16 @@ async def test_a_service_that_stops_answering_ends_the_test_with_exit_2(
 
     app = web.Application()
     app.router.add_post("/api/v1/flow/test", accepted)
+    app.router.add_put("/upload", uploaded)
     app.router.add_get("/api/v1/flow/events/{id}", failing)
     app.router.add_get("/api/v1/flow/status/{id}", failing)
     app.router.add_post("/api/v1/flow/cancel/{id}", failing)
     server = await aiohttp_server(app)
     flow = tmp_path / "shout.yaml"
     flow.write_text(yaml.safe_dump(SHOUT))
+    (tmp_path / "words.txt").write_text("x")
     argv = ["test", str(flow), "--server", str(server.make_url("")), "--plain"]
+    argv += ["--input", f"text={tmp_path / 'words.txt'}"]
     assert await asyncio.to_thread(main, argv) == 2
     err = capsys.readouterr().err
     assert f"no answer for 1.5 s; the run {'a' * 32} may still be going" in err, err

@@ -1,6 +1,7 @@
 """The CLI refuses configurations that would expose the service, saying why."""
 
 import argparse
+import importlib.metadata
 import signal
 import subprocess
 import sys
@@ -151,12 +152,141 @@ def test_every_command_says_what_it_does_with_an_example():
                     yield from commands(sub, f"{path} {name}")
 
     helps = dict(commands(cli.build_parser(), "pipewell"))
-    assert len(helps) == 17  # pipewell, its 11 commands, the 3 of keys, the 2 of nodes
+    # pipewell, its 13 commands, the 3 of keys, the 2 of nodes, the 2 of flows
+    assert len(helps) == 21
     for path, text in helps.items():
         assert "\nexample: " in text, f"{path} --help has no example"
     assert "pipewell test examples/resize.json --input input-image=photo.png" in " ".join(
         helps["pipewell test"].split()
     )
+
+
+def test_every_command_has_a_description_and_every_option_its_help():
+    def parsers(
+        parser: argparse.ArgumentParser, path: str
+    ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from parsers(sub, f"{path} {name}")
+
+    every = dict(parsers(cli.build_parser(), "pipewell"))
+    for path, parser in every.items():
+        assert parser.description, f"{path} has no description"
+        assert " ".join(parser.description.split()) in " ".join(parser.format_help().split())
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                continue
+            name = "/".join(action.option_strings) or action.dest
+            assert action.help and action.help != argparse.SUPPRESS, f"{path} {name}: no help"
+    described = " ".join(every["pipewell status"].format_help().split())
+    assert "each node's state, attempt and error" in described
+    # The nodes commands were given one line of help only: it is their description too.
+    assert every["pipewell nodes list"].description.startswith("each built-in node: its image")
+
+
+def test_version_is_the_installed_packages(capsys):
+    with pytest.raises(SystemExit) as ended:
+        main(["--version"])
+    assert ended.value.code == 0
+    assert capsys.readouterr().out == f"pipewell {importlib.metadata.version('pipewell')}\n"
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """A current directory of its own, with no data directory named in the environment."""
+    monkeypatch.delenv("PIPEWELL_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_keys_create_says_where_it_wrote_and_warns_of_a_new_database(elsewhere, capsys):
+    assert main(["keys", "create", "--name", "laptop", "--tenant", "demo"]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.strip()) == 64
+    where = elsewhere / ".pipewell"
+    assert f"warning: {where} holds no service database yet" in err
+    assert f"(pipewell dev --data-dir {where})" in err
+    assert f"key 'laptop' for tenant 'demo' written to the data directory {where}: " in err
+    assert (where / "pipewell.sqlite3").is_file()
+    # The database is there now: no warning for the next key.
+    assert main(["keys", "create", "--name", "ci"]) == 0
+    err = capsys.readouterr().err
+    assert "warning" not in err and f"written to the data directory {where}" in err
+    assert main(["keys", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"keys of the data directory {where}\n"
+    assert sorted(line.split()[0] for line in out.splitlines()[1:]) == ["ci", "laptop"]
+    assert main(["keys", "revoke", "ci"]) == 0
+    assert f"revoked 'ci' in {where}: " in capsys.readouterr().err
+
+
+def test_keys_find_the_data_directory_as_dev_and_serve_do(elsewhere, capsys, monkeypatch):
+    from orchestrator.config import load_settings
+
+    named = elsewhere / "named"
+    monkeypatch.setenv("PIPEWELL_DATA_DIR", str(named))
+    assert main(["keys", "create", "--name", "env"]) == 0
+    assert f"written to the data directory {named}: " in capsys.readouterr().err
+    # dev and serve resolve it the same way: the flag, the variable, the config, the default.
+    assert load_settings(None, data_dir=cli.data_dir_given(None)).data_dir == named
+    flag = elsewhere / "flag"
+    assert cli.data_dir_given(flag) == flag
+    monkeypatch.delenv("PIPEWELL_DATA_DIR")
+    config = elsewhere / "config.yaml"
+    config.write_text(f"data_dir: {elsewhere / 'configured'}\n")
+    assert main(["keys", "create", "--name", "conf", "--config", str(config)]) == 0
+    assert f"written to the data directory {elsewhere / 'configured'}: " in (
+        capsys.readouterr().err
+    )
+    assert main(["keys", "create", "--name", "flag", "--data-dir", str(flag)]) == 0
+    assert f"written to the data directory {flag}: " in capsys.readouterr().err
+
+
+def test_keys_list_and_revoke_make_no_database_where_there_is_none(elsewhere, capsys):
+    for argv in (["keys", "list"], ["keys", "revoke", "laptop"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"no service database in {elsewhere / '.pipewell'}, so no keys there" in err
+        assert "--data-dir, $PIPEWELL_DATA_DIR or --config" in err
+    assert not (elsewhere / ".pipewell").exists()
+
+
+def test_a_refusal_of_the_service_says_whether_a_key_was_given(elsewhere, monkeypatch):
+    from orchestrator.client import key_refusal
+
+    assert "none was given: pass --key KEY or set PIPEWELL_API_KEY" in key_refusal(False)
+    refused = key_refusal(True)
+    assert "does not know it, or it was revoked" in refused
+    assert f"writes to {elsewhere / '.pipewell'}" in refused
+    monkeypatch.setenv("PIPEWELL_DATA_DIR", "/srv/pipewell")
+    assert "writes to /srv/pipewell (--data-dir" in key_refusal(True)
+
+
+def test_upload_edges_are_those_a_run_waits_for():
+    from orchestrator.flow_files import upload_edges
+    from orchestrator.models import DataWell, Flow
+
+    flow = Flow.model_validate(
+        {
+            "Name": "f",
+            "Nodes": [
+                {"ID": "a", "Uses": "t/x", "Inputs": [{"Name": "i", "Edge": "photo"},
+                 {"Name": "j", "Edge": "logo"}], "Outputs": [{"Name": "o", "Edge": "mid"}]},
+                {"ID": "b", "Uses": "t/x", "Inputs": [{"Name": "i", "Edge": "mid"},
+                 {"Name": "j", "Edge": "photo"}], "Outputs": [{"Name": "o", "Edge": "out"}]},
+            ],
+        }
+    )  # fmt: skip
+    assert upload_edges(flow) == ["photo", "logo"]
+    # A static well's object is in its store already: no file is waited for there.
+    flow.data_wells = [
+        DataWell(edge="photo", source="upload"),
+        DataWell(edge="logo", source="static", key="brand/logo.png"),
+        DataWell(edge="out"),
+    ]
+    assert upload_edges(flow) == ["photo"]
 
 
 #: What `pipewell dev` imports before it answers, then opens its default (local) store

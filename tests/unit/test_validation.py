@@ -452,9 +452,7 @@ def test_node_012_flag_value_that_does_not_fit(flag: str, value: Any, says: str)
 def test_node_012_reports_every_bad_flag_at_once():
     result = check(flagged(width="wide", format="bmp", strip="2"))
     assert result.codes() == ["NODE_012"] * 3
-    assert [e.field for e in result.errors] == [
-        f"Flow.Nodes.0.Flags.{k}.Value" for k in (1, 2, 3)
-    ]
+    assert [e.field for e in result.errors] == [f"Flow.Nodes.0.Flags.{k}.Value" for k in (1, 2, 3)]
 
 
 @pytest.mark.parametrize(
@@ -478,7 +476,9 @@ def test_def_002_inconsistent_flag_declaration(declared: dict[str, Any], says: s
 
 def test_flag_type_defaults_to_string_and_reads_go_zero_value():
     defs = [{**COPY, "Flags": [{"Name": "f", "Type": ""}, {"Name": "g"}]}]
-    sub = submission([node("a", {"in": "s"}, {"out": "o"}, Flags=[{"Name": "f", "Value": "x"}])], defs)
+    sub = submission(
+        [node("a", {"in": "s"}, {"out": "o"}, Flags=[{"Name": "f", "Value": "x"}])], defs
+    )
     assert check(sub).ok
     assert [f.type for f in sub.node_defs[0].flags] == ["string", "string"]
 
