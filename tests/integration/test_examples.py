@@ -112,3 +112,32 @@ async def test_every_example_command_of_the_readme_runs_and_its_outputs_are_righ
         {"city": "Lyon", "visits": 340},
         {"city": "Turku", "visits": 101},
     ]
+
+
+def first_flow_lines() -> list[str]:
+    """The shell lines of the README's "Your first flow", in order, as a reader pastes them."""
+    section = (REPO / "README.md").read_text().split("\n## Your first flow\n", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in section.split("```sh\n")[1:]]
+    return [line for block in blocks for line in block.replace("\\\n", "").splitlines() if line]
+
+
+async def test_the_readmes_first_flow_pasted_line_by_line_resizes_a_photo(
+    start_service, workdir
+):
+    client = await start_service()
+    shutil.copy2(REPO / "examples" / "resize.json", workdir / "examples" / "resize.json")
+    lines = first_flow_lines()
+    assert any(line.startswith("RUN_ID=$(jq") for line in lines)
+    assert sum("$PUT_URL" in line and line.startswith("curl") for line in lines) == 1
+    # One shell, as a terminal keeps its variables from line to line; the service is
+    # the test's, on a port of its own.
+    script = "set -e\n" + "\n".join(lines).replace("127.0.0.1:1234", f"127.0.0.1:{client.port}")
+    process = await asyncio.create_subprocess_exec(
+        "bash", "-c", script, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert "event: end" in out.decode()
+    resized = image(workdir / "resized.jpg")
+    assert resized.format == "JPEG" and resized.size == (800, 533)
