@@ -65,10 +65,26 @@ class WireModel(BaseModel):
 
 
 class StoreInput(WireModel):
-    name: str
-    type: str
+    name: str = Field(
+        description="The store's name, which `DefaultStore` and a DataWell's `Store` use. An "
+        "identifier, unique among `Stores`, and not one of the service's own stores (`default` "
+        "and those its operator configured), which a flow names without declaring them.",
+    )
+    type: str = Field(
+        description="`s3`: a bucket behind an S3 API. A flow may declare one only on an "
+        "endpoint the operator allows (`storage.flow_store_endpoints`); `local` is refused: "
+        "name one of the service's stores in a DataWell instead.",
+    )
     # Scalars only: a store's Params are settings (bucket, endpoint_url, ...).
-    params: dict[str, StrictBool | StrictInt | StrictFloat | str] = Field(default_factory=dict)
+    params: dict[str, StrictBool | StrictInt | StrictFloat | str] = Field(
+        default_factory=dict,
+        description="The store's settings, each a string, number or boolean. For `s3`: "
+        "`bucket`, `endpoint_url` (one of the allowed endpoints), `access_key_id` and "
+        "`secret_access_key` are required (the service never lends a flow its own "
+        "credentials); `public_endpoint_url` (also an allowed endpoint), `region`, `prefix`, "
+        "`connect_timeout` (seconds, at most 5), `read_timeout` (seconds, at most 30) and "
+        "`max_attempts` (at most 3) are optional; `create_bucket` may only be `false`.",
+    )
 
 
 class DataWellLifetime(WireModel):
@@ -84,22 +100,66 @@ class DataWell(WireModel):
     """Binds an edge to a store: where its object lives and where it comes from.
 
     ``Source`` is ``upload`` (the client PUTs it to a WaitingURL), ``static``
-    (an object already in the store at ``Key``), or ``none``/absent (the well
-    only says where a produced edge is stored).
+    (an object already in the store at ``Key``), ``webhook`` (filled as ``upload``
+    is), or ``none``/absent (the well only says where a produced edge is stored).
     """
 
     # Empty in a Pupload DefaultDataWell, which applies to every edge.
-    edge: str = ""
-    store: str | None = None
-    source: str | None = None
-    key: str | None = None
-    # Accepted for compatibility with Pupload flows; not used yet.
-    lifetime: DataWellLifetime | None = None
+    edge: str = Field(
+        default="",
+        description="The edge this well is for: an `Edge` some node's `Inputs` or `Outputs` "
+        "names (one well per edge). Left empty in `DefaultDataWell`, which applies to every "
+        "edge.",
+    )
+    store: str | None = Field(
+        default=None,
+        description="The store the edge's object lives in: one of the flow's `Stores` or one "
+        "of the service's own (`default`, and those its operator configured). Absent: "
+        "`DefaultDataWell`'s `Store`, else the flow's `DefaultStore`, else `default`.",
+    )
+    source: str | None = Field(
+        default=None,
+        description="Where the edge's data comes from: `upload` (the run waits for a client "
+        "to PUT it to the WaitingURL the FlowRun lists in `WaitingURLs`), `static` (an object "
+        "already in the store at `Key`; it must exist when the run starts), `webhook` (filled "
+        "as `upload` is), or `none`/absent (nothing fills it: the well only says where a "
+        "node's output is stored). An edge a node produces takes no `upload`, `static` or "
+        "`webhook` well. Not used in `DefaultDataWell`.",
+    )
+    key: str | None = Field(
+        default=None,
+        description="The object's key in the store, a template filled in when the run "
+        "starts: `${RUN_ID}`, `${FLOW_NAME}`, `${EDGE}`, `${TIMESTAMP}` (UTC, "
+        "`2026-03-03T10:30:05Z`), `${DATE}` (`2026-03-03`), `${YEAR}`, `${MONTH}`, `${DAY}` "
+        "and `${UUID}` (32 hex digits, new for each edge of each run); `$NAME` without "
+        "braces works too. In a value, any character but letters, digits, `.`, `_`, `:` and "
+        "`-` becomes `_`. Absent: `DefaultDataWell`'s `Key`, else `${RUN_ID}/${EDGE}`. In the "
+        "service's stores a key is relative to the tenant's `tenants/<tenant>/`. A relative "
+        "path of at most 768 characters once filled in: no leading `/`, no `.`, `..` or empty "
+        "segment, segments of at most 255 characters, and outside variables only letters, "
+        "digits, spaces and `/ . _ - + = @ , : ~`. A `static` well needs a Key, written "
+        "literally (no variables); an `upload` or "
+        "`webhook` Key must use a variable, and `${RUN_ID}` or `${UUID}` keeps runs from "
+        "overwriting each other's objects.",
+    )
+    lifetime: DataWellLifetime | None = Field(
+        default=None,
+        description="Pupload's lifetime of the well's data: accepted so Pupload flows parse, "
+        "not used yet (its content is ignored).",
+    )
 
 
 class NodeEdge(WireModel):
-    name: str
-    edge: str
+    name: str = Field(
+        description="The name of an input (in `Inputs`) or output (in `Outputs`) the node's "
+        "NodeDef declares; any identifier when it declares none. Each name at most once per "
+        "node.",
+    )
+    edge: str = Field(
+        description="The edge it is bound to, an identifier. An edge joins the one node "
+        "output that produces it to the node inputs that read it; an edge no node produces "
+        "is filled through a DataWell (an upload unless the flow says otherwise).",
+    )
 
 
 def _refused_below(**bounds: int) -> Callable[[dict[str, Any]], None]:
@@ -114,8 +174,17 @@ def _refused_below(**bounds: int) -> Callable[[dict[str, Any]], None]:
 
 
 class NodeFlag(WireModel):
-    name: str
-    value: str
+    name: str = Field(
+        description="The name of a flag the node's NodeDef declares; any identifier when it "
+        "declares none. Each name at most once per node.",
+    )
+    value: str = Field(
+        description="The flag's value, as text: a JSON number or boolean is taken as its text "
+        "(`800`, `0.5`, `true`). Checked against the flag's `Type`, `Values`, `Min` and `Max` "
+        "before the run starts; an empty value passes unless the flag is `Required`, and "
+        "reaches the node empty (the built-in nodes read it as not set). The node gets it in "
+        "its command's `${Name}` and in the environment as `FLAG_<NAME>`.",
+    )
 
     # The schema says what is accepted: the validator turns it into text.
     @field_validator("value", mode="before", json_schema_input_type=str | int | float | bool)
@@ -133,31 +202,104 @@ class NodeFlag(WireModel):
 class Node(WireModel):
     # Empty defaults let validation report NODE_008 instead of a schema error; the
     # document still says what validation refuses, for generated clients.
-    id: str = Field(default="", alias="ID", json_schema_extra=_refused_below(minLength=1))
-    uses: str = Field(default="", json_schema_extra=_refused_below(minLength=1))
-    inputs: list[NodeEdge] = Field(default_factory=list)
-    outputs: list[NodeEdge] = Field(default_factory=list)
-    flags: list[NodeFlag] = Field(default_factory=list)
-    command: str | None = None
+    id: str = Field(
+        default="",
+        alias="ID",
+        json_schema_extra=_refused_below(minLength=1),
+        description="The node's ID, an identifier unique in the flow; it names the node in "
+        "`NodeState`, logs and container names.",
+    )
+    uses: str = Field(
+        default="",
+        json_schema_extra=_refused_below(minLength=1),
+        description="The NodeDef the node runs, as `publisher/name`: one of the request's "
+        "`NodeDefs` (which win), else a built-in one (`GET /api/v1/nodedefs`).",
+    )
+    inputs: list[NodeEdge] = Field(
+        default_factory=list,
+        description="Binds the NodeDef's inputs to edges; every `Required` input must be bound.",
+    )
+    outputs: list[NodeEdge] = Field(
+        default_factory=list,
+        description="Binds the NodeDef's outputs to edges; every `Required` output must be bound.",
+    )
+    flags: list[NodeFlag] = Field(
+        default_factory=list,
+        description="Values of the NodeDef's flags. A flag not given takes its `Default`; a "
+        "`Required` flag without one must be given.",
+    )
+    command: str | None = Field(
+        default=None,
+        description="The `Name` of the NodeDef's command to run. Needed when the NodeDef has "
+        "several; optional with one (that one runs); refused with none (the image's own "
+        "command runs).",
+    )
 
 
 class Flow(WireModel):
-    name: str = Field(max_length=128)
-    stores: list[StoreInput] = Field(default_factory=list)
-    default_store: str | None = None
+    name: str = Field(
+        max_length=128,
+        description="The flow's name: `${FLOW_NAME}` in object keys, and the name a saved "
+        "flow is found by.",
+    )
+    stores: list[StoreInput] = Field(
+        default_factory=list,
+        description="Stores of the flow's own, where the operator allows them. Usually "
+        "empty: the service's stores (`default`, and those its operator configured) are "
+        "named in DataWells without being declared.",
+    )
+    default_store: str | None = Field(
+        default=None,
+        description="The store of every edge whose well names none (edges without a well "
+        "included), unless `DefaultDataWell` names one: one of `Stores` or of the service's "
+        "own. Absent: `default`.",
+    )
     # Pupload's name for a well template applied to edges without a well.
-    default_data_well: DataWell | None = None
-    data_wells: list[DataWell] = Field(default_factory=list)
+    default_data_well: DataWell | None = Field(
+        default=None,
+        description="A well template: its `Store` and `Key` apply to every edge whose own "
+        "well does not set them, and to edges without a well. Its `Edge` and `Source` are "
+        "not used.",
+    )
+    data_wells: list[DataWell] = Field(
+        default_factory=list,
+        description="Binds edges to stores and sources. With none, every edge no node "
+        "produces gets an `upload` well and every output no node reads is stored in the "
+        "default store. Once one is declared nothing is implied: every such edge needs its "
+        "own.",
+    )
     # Validation refuses an empty list as FLOW_002 (with every other problem at once).
-    nodes: list[Node] = Field(default_factory=list, json_schema_extra=_refused_below(minItems=1))
+    nodes: list[Node] = Field(
+        default_factory=list,
+        json_schema_extra=_refused_below(minItems=1),
+        description="The flow's steps, each a container run of a NodeDef, at least one (at "
+        "most the service's `max_flow_nodes`, 10,000 by default). Their edges must form a "
+        "DAG.",
+    )
 
 
 class EdgeDef(WireModel):
-    name: str
-    description: str = ""
-    required: bool = False
+    name: str = Field(
+        description="The name nodes bind in `Inputs` or `Outputs` and the command reads as "
+        "`${Name}`, an identifier. An input is at `/pipewell/in/<Name><ext>` (the extension "
+        "of the type sniffed from its bytes), read-only; an output is read from "
+        "`/pipewell/out/<Name>` (with its type's extension when `Type` is one concrete type) "
+        "after the program exits 0, and must be a regular file. The paths are also in the "
+        "environment as `INPUT_<NAME>` and `OUTPUT_<NAME>`.",
+    )
+    description: str = Field(default="", description="What it is, for people and catalogs.")
+    required: bool = Field(
+        default=False,
+        description="Whether every node using the NodeDef must bind it.",
+    )
     # None: untyped (anything goes). An explicit empty list is TYPE_002.
-    type: list[str] | None = None
+    type: list[str] | None = Field(
+        default=None,
+        description="The MIME types it takes or makes: `type/subtype`, a family (`image/*`) "
+        "or `*/*`; a list, or one such string. Absent: anything. An input whose sniffed type "
+        "is not listed fails its node without retries; an output and the inputs it feeds "
+        "must have a type in common. An empty list is refused.",
+    )
 
     @field_validator("type", mode="before", json_schema_input_type=str | list[str] | None)
     @classmethod
@@ -184,32 +326,52 @@ BOOLEAN_WORDS = {"true": True, "yes": True, "1": True, "on": True} | {
 
 
 class FlagDef(WireModel):
-    name: str
-    description: str = ""
-    required: bool = False
+    name: str = Field(
+        description="The name nodes set in `Flags`, an identifier. The command reads the "
+        "value as `${Name}`, the environment as `FLAG_<NAME>` (upper case, any character but "
+        "letters and digits as `_`).",
+    )
+    description: str = Field(
+        default="",
+        description="What the flag means, for people; errors about its values quote it.",
+    )
+    required: bool = Field(
+        default=False,
+        description="Whether a node must give it: without a `Default`, a node that does not "
+        "set it is refused, and an empty value is refused either way.",
+    )
     # Pupload leaves Type free text: anything but the four is DEF_002 at validation.
     type: str = Field(
         default=FlagType.STRING,
         description="integer, number, boolean or string; values are checked against it "
-        "before a run starts.",
+        "before a run starts. Read case-insensitively; empty means `string`. An integer is "
+        "whole digits (`800`, `-3`), a number plain decimals (`0.5`, not `1e3`), a boolean "
+        "`true` or `false` (`yes`/`no`, `on`/`off` and `1`/`0` work too).",
     )
-    default: str | None = None
+    default: str | None = Field(
+        default=None,
+        description="The value a node gets when it does not set the flag (a JSON number or "
+        "boolean is taken as its text); it must fit `Type`, `Values`, `Min` and `Max`. "
+        "Absent: such a node gets no `FLAG_<NAME>`, and `${Name}` stays as written.",
+    )
     values: list[str] | None = Field(
         default=None,
         min_length=1,
-        description="The only values the flag takes (an addition to Pupload's shape).",
+        description="The only values the flag takes (an addition to Pupload's shape), "
+        "matched exactly; each must fit `Type`, `Min` and `Max`. Not for boolean flags.",
         # The input type given below replaces the schema pydantic would derive.
         json_schema_extra=lambda schema: schema["anyOf"][0].update(minItems=1),
     )
     min: float | None = Field(
         default=None,
         allow_inf_nan=False,
-        description="Least value of an integer or number flag, inclusive (ours).",
+        description="Least value of an integer or number flag, inclusive (ours); at most `Max`.",
     )
     max: float | None = Field(
         default=None,
         allow_inf_nan=False,
-        description="Greatest value of an integer or number flag, inclusive (ours).",
+        description="Greatest value of an integer or number flag, inclusive (ours); at least "
+        "`Min`.",
     )
 
     @field_validator("type", mode="before")
@@ -238,32 +400,93 @@ class FlagDef(WireModel):
 
 
 class CommandDef(WireModel):
-    name: str = "default"
-    description: str = ""
-    exec: str
+    name: str = Field(
+        default="default",
+        description="The name a node gives in its `Command` to run this one, an identifier.",
+    )
+    description: str = Field(default="", description="What the command does, for people.")
+    exec: str = Field(
+        description="The program and its arguments, which replace the image's `Cmd` (after "
+        "its `Entrypoint`). Split into arguments as a POSIX shell would (quotes respected) "
+        "but run without one; then `${InputName}`, `${OutputName}` and `${FlagName}` are "
+        "replaced inside each argument by the input's path (`/pipewell/in/…`), the output's "
+        "path (`/pipewell/out/…`) or the flag's value, so a value never splits into several "
+        "arguments and no shell reads it unless the Exec runs one. Where names clash, an "
+        "input wins over an output and an output over a flag; other `${…}` (and names that "
+        "start with a digit) stay as written. The environment has the same values as "
+        "`INPUT_<NAME>`, `OUTPUT_<NAME>` and `FLAG_<NAME>`, with `PIPEWELL_RUN_ID`, "
+        "`PIPEWELL_NODE_ID` and `PIPEWELL_ATTEMPT`. Must not be empty, nor have an "
+        "unbalanced quote.",
+    )
 
 
 class NodeDef(WireModel):
-    # Pupload's database id; accepted and ignored.
-    id: int | None = Field(default=None, alias="ID")
-    publisher: str
-    name: str
-    # What the node does, for catalogs and people (an addition to Pupload's shape).
-    description: str = ""
-    image: str
-    inputs: list[EdgeDef] = Field(default_factory=list)
-    outputs: list[EdgeDef] = Field(default_factory=list)
-    flags: list[FlagDef] = Field(default_factory=list)
-    command: CommandDef | None = None
-    commands: list[CommandDef] = Field(default_factory=list)
-    tier: str = DEFAULT_TIER
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
+    id: int | None = Field(
+        default=None, alias="ID", description="Pupload's database id: accepted and ignored."
+    )
+    publisher: str = Field(
+        description="Who publishes the NodeDef; a node's `Uses` names it as `Publisher/Name`.",
+    )
+    name: str = Field(description="The NodeDef's name among its publisher's.")
+    description: str = Field(
+        default="",
+        description="What the node does, for catalogs and people (an addition to Pupload's shape).",
+    )
+    image: str = Field(
+        description="The Docker image its nodes run. A missing image is pulled only "
+        "from the registries the operator allows (`executor.pull_registries`, Docker Hub by "
+        "default).",
+    )
+    inputs: list[EdgeDef] = Field(
+        default_factory=list,
+        description="The files the node reads. When any is declared, a node may bind only these.",
+    )
+    outputs: list[EdgeDef] = Field(
+        default_factory=list,
+        description="The files the node writes. When any is declared, a node may bind only these.",
+    )
+    flags: list[FlagDef] = Field(
+        default_factory=list,
+        description="The settings the node takes. When any is declared, a node may set only these.",
+    )
+    command: CommandDef | None = Field(
+        default=None,
+        description="The command to run (Pupload's one command); with `Commands` it is the "
+        "first of them.",
+    )
+    commands: list[CommandDef] = Field(
+        default_factory=list,
+        description="Commands a node chooses from by `Name` in its `Command`. With neither "
+        "`Command` nor `Commands`, the image's own command runs.",
+    )
+    tier: str = Field(
+        default=DEFAULT_TIER,
+        description="The container's size, a Pupload tier name: `c-nano` … `c-4xlarge` (1 "
+        "CPU, 512 MiB up to 64 CPUs, 64 GiB), `m-small` … `m-4xlarge` (more memory per CPU, "
+        "up to 256 GiB), `g-micro` … `g-2xlarge` (one GPU of any vendor), `gn-*` (NVIDIA), "
+        "`ga-*` (AMD) or `gi-*` (Intel). It sets the container's CPU, memory and process "
+        "limits and the default `MaxOutputBytes`. An unknown name is refused; a node whose "
+        "tier no worker offers waits, saying so.",
+    )
+    max_attempts: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS,
+        ge=1,
+        le=100,
+        description="How many times a node runs before it fails, the first attempt "
+        "included. A failed attempt (a non-zero exit, out of memory, `Timeout`, a missing "
+        "output) is retried after a backoff (1 s, doubling, at most 60 s unless the operator "
+        "says otherwise); once none is left the node and its run are `ERROR`. An input of "
+        "the wrong type or an output over `MaxOutputBytes` is not retried, and an attempt "
+        "lost with its worker's Docker engine is not counted.",
+    )
     timeout: float | None = Field(
         default=None,
         gt=0,
         le=MAX_TIMEOUT_SECONDS,
         allow_inf_nan=False,
-        description="Seconds before the container is killed (at most a week).",
+        description="Seconds before the container is killed (at most a week); fractions "
+        "allowed. The attempt then fails, and is retried while attempts remain. Absent: the "
+        "service's `executor.default_timeout` (3600 s unless the operator says otherwise).",
     )
     run_as_root: bool = Field(
         default=False,
@@ -289,8 +512,15 @@ class NodeDef(WireModel):
 class FlowSubmission(WireModel):
     """Body of ``POST /api/v1/flow/test``."""
 
-    flow: Flow
-    node_defs: list[NodeDef] = Field(default_factory=list)
+    flow: Flow = Field(
+        description="The flow to run. The API also takes a bare Flow (`Name` and `Nodes` at "
+        "the top) as this one, with no NodeDefs.",
+    )
+    node_defs: list[NodeDef] = Field(
+        default_factory=list,
+        description="NodeDefs the flow's nodes use; they win over the built-in ones, which "
+        "need not be sent. Two that differ may not share a `Publisher` and `Name`.",
+    )
 
 
 # ---------------------------------------------------------------- run output
