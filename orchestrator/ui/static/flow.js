@@ -113,6 +113,20 @@ const EXTENSIONS = {
 };
 const FAMILIES = { image: "png", video: "mp4", audio: "mp3", text: "txt" };
 
+// The type of the file at `path` by its extension, when the flow takes that type; else
+// the one concrete type the flow takes; else none (the service reads the bytes).
+function typeOf(path, types) {
+  const extension = path.split(".").pop().toLowerCase();
+  const aliases = { jpeg: "image/jpeg", tif: "image/tiff" };
+  const named = aliases[extension]
+    || Object.keys(EXTENSIONS).find((type) => EXTENSIONS[type] === extension);
+  const taken = (type) => types.some((t) => t === type || t === "*/*"
+    || (t.endsWith("/*") && type.startsWith(t.slice(0, -1))));
+  if (named && taken(named)) return named;
+  const concrete = types.filter((t) => !t.includes("*"));
+  return concrete.length === 1 ? concrete[0] : null;
+}
+
 function sampleFile(types) {
   const type = types.find((t) => !t.includes("*")) || types[0] || "";
   const extension = EXTENSIONS[type] || FAMILIES[type.split("/")[0]] || "bin";
@@ -126,7 +140,7 @@ function fileCommands(flow, path, types) {
   const origin = location.origin;
   const gid = flow.graph_id;
   const edge = flow.entry_edges[0];
-  const type = types.find((t) => !t.includes("*"));
+  const type = typeOf(path, types);
   const sent = type || "application/octet-stream";
   const name = path.split("/").pop();
   const bearer = "Authorization: Bearer $PIPEWELL_API_KEY";
