@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from orchestrator.catalog import load_catalog
 from tests.helpers import artifact, submit, wait_for
 
 MEDIA = "pipewell/media:latest"
@@ -65,10 +66,16 @@ async def run_node(
     flags: dict[str, str] | None = None,
     command: str | None = None,
     timeout: float = 90.0,
+    unchecked_flags: bool = False,
 ) -> NodeRun:
-    """Submit a one-node flow (no NodeDefs: the catalog's), upload its inputs, wait for its end."""
+    """Submit a one-node flow (no NodeDefs: the catalog's), upload its inputs, wait for its end.
+
+    ``unchecked_flags`` sends the catalog's NodeDef without its flags' Values, Min and
+    Max, so a value validation would refuse reaches the node: its own check is tested.
+    """
     flow = one_node_flow(uses, list(inputs), outputs, flags, command)
-    run = await submit(client, flow, [])
+    defs = [_unchecked(uses)] if unchecked_flags else []
+    run = await submit(client, flow, defs)
     for name, data in inputs.items():
         url = next(
             w["PutURL"] for w in run["WaitingURLs"] if w["Artifact"]["EdgeName"] == f"in-{name}"
@@ -88,6 +95,26 @@ async def run_node(
         for name in outputs:
             result.outputs[name] = await artifact(client, run["ID"], f"out-{name}")
     return result
+
+
+def _unchecked(uses: str) -> dict[str, Any]:
+    node_def = load_catalog()[uses].model_dump(mode="json", by_alias=True, exclude_none=True)
+    for flag in node_def["Flags"]:
+        for bound in ("Values", "Min", "Max"):
+            flag.pop(bound, None)
+    return node_def
+
+
+async def refused_flags(
+    client: TestClient, uses: str, inputs: list[str], outputs: list[str], flags: dict[str, str]
+) -> list[str]:
+    """The NODE_012 messages with which the service refuses the flow before it runs."""
+    flow = one_node_flow(uses, inputs, outputs, flags)
+    response = await client.post("/api/v1/flow/test", json={"Flow": flow, "NodeDefs": []})
+    assert response.status == 400, await response.text()
+    errors = (await response.json())["errors"]
+    assert {e["code"] for e in errors} == {"NODE_012"}, errors
+    return [e["message"] for e in errors]
 
 
 def probe(media: bytes) -> dict[str, Any]:

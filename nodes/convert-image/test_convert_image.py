@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image, ImageDraw
 
-from tests.catalog import run_node
+from tests.catalog import refused_flags, run_node
 
 pytestmark = pytest.mark.docker
 
@@ -76,7 +76,7 @@ async def test_a_corrupt_image_and_an_unknown_format_fail_saying_why(start_servi
         run_node(client, "pipewell/convert-image", {"image": b"GIF89a" + bytes(40)},
                  ["converted"]),
         run_node(client, "pipewell/convert-image", {"image": animation()}, ["converted"],
-                 flags={"format": "bmp"}),
+                 flags={"format": "bmp"}, unchecked_flags=True),
     )  # fmt: skip
     assert corrupt.status == "ERROR"
     assert "code 1: convert-image: input /pipewell/in/image.gif is not an image" in corrupt.error
@@ -84,3 +84,8 @@ async def test_a_corrupt_image_and_an_unknown_format_fail_saying_why(start_servi
     assert "code 2: convert-image: format must be one of png, jpeg, webp, gif, tiff" in (
         unknown.error
     )
+    # With the catalog's NodeDef the service refuses it before anything runs.
+    [refusal] = await refused_flags(
+        client, "pipewell/convert-image", ["image"], ["converted"], {"format": "bmp"}
+    )
+    assert "'bmp', which is not one of the values it takes: 'png', 'jpeg'" in refusal

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image
 
-from tests.catalog import run_node
+from tests.catalog import refused_flags, run_node
 from tests.samples import picture
 
 pytestmark = pytest.mark.docker
@@ -62,7 +62,7 @@ async def test_a_corrupt_image_and_a_bad_mode_fail_saying_why(start_service):
         # A PNG cut short: its signature passes the type check, its pixels are gone.
         run_node(client, "pipewell/thumbnail", {"image": whole[:200]}, ["thumbnail"]),
         run_node(client, "pipewell/thumbnail", {"image": whole}, ["thumbnail"],
-                 flags={"mode": "stretch"}),
+                 flags={"mode": "stretch"}, unchecked_flags=True),
     )  # fmt: skip
     assert corrupt.status == "ERROR"
     assert "command exited with code 1: thumbnail: input /pipewell/in/image.png" in corrupt.error
@@ -71,3 +71,8 @@ async def test_a_corrupt_image_and_a_bad_mode_fail_saying_why(start_service):
     assert bad_mode.error.endswith(
         "command exited with code 2: thumbnail: mode must be one of crop, pad, got 'stretch'"
     )
+    # With the catalog's NodeDef the service refuses it before anything runs.
+    [refusal] = await refused_flags(
+        client, "pipewell/thumbnail", ["image"], ["thumbnail"], {"mode": "stretch"}
+    )
+    assert "'stretch', which is not one of the values it takes: 'crop', 'pad'" in refusal
