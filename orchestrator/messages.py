@@ -23,6 +23,9 @@ class TaskOutput(BaseModel):
     url: str  # presigned PUT, internal address
     # Extension for the file inside the container, e.g. ".png", from the output's Type.
     suffix: str = ""
+    # The one concrete type the output's Type declares, if so: sniffing cannot tell
+    # CSV or YAML from plain text, so what the node says it writes is stored.
+    type: str | None = None
 
 
 class Task(BaseModel):

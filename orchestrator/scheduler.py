@@ -544,11 +544,13 @@ class Scheduler:
         for binding in node.outputs:
             artifact = run.artifact_for(binding.edge)
             url = stores[artifact.store_name].put_url(artifact.object_name, url_ttl, internal=True)
+            declared = _single_type(_types(node_def, binding.name, "out"))
             outputs.append(
                 TaskOutput(
                     name=binding.name,
                     url=url,
-                    suffix=_suffix(_types(node_def, binding.name, "out")),
+                    suffix=extension_for(declared) if declared else "",
+                    type=declared,
                 )
             )
         return Task(
@@ -842,11 +844,12 @@ def _about(message: WorkerMessage) -> dict[str, object]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _suffix(types: list[str] | None) -> str:
-    """A concrete single output type names the file's extension; anything else, none."""
+def _single_type(types: list[str] | None) -> str | None:
+    """The output's type when its Type is one concrete type; a choice or a family says
+    nothing of which the node wrote."""
     if types and len(types) == 1 and "*" not in types[0]:
-        return extension_for(types[0])
-    return ""
+        return types[0].strip()
+    return None
 
 
 def _argv(node_def: NodeDef, command_name: str | None) -> list[str] | None:

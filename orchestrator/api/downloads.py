@@ -19,6 +19,9 @@ as the service (its API, its cookies). So the browser is told three things:
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
+
+from orchestrator.mime import extension_for
 
 OCTET_STREAM = "application/octet-stream"
 
@@ -51,13 +54,25 @@ def shows_inline(content_type: str | None) -> bool:
     return essence in _INLINE_TYPES or essence.startswith(_INLINE_FAMILIES)
 
 
+def download_name(filename: str, content_type: str | None) -> str:
+    """``filename`` made safe to quote, with the extension of ``content_type`` when it
+    has none of its own (an edge ``csv`` of ``text/csv`` saves as ``csv.csv``).
+
+    Reduced to letters, digits and ``. _ -``: the quoted value cannot be broken out of.
+    """
+    safe_name = _FILENAME_UNSAFE.sub("_", filename).lstrip(".") or "download"
+    if not PurePosixPath(safe_name).suffix and _ONE_TYPE.match(content_type or ""):
+        safe_name += extension_for(content_type or "")
+    return safe_name
+
+
 def download_headers(content_type: str | None, filename: str) -> dict[str, str]:
     """Content-Type, nosniff, Content-Disposition and CSP for stored bytes.
 
-    ``filename`` (an edge name, a key's last segment) is reduced to letters,
-    digits and ``. _ -`` so the quoted value cannot be broken out of.
+    ``filename`` (an edge name, a key's last segment) is named as ``download_name``
+    says: a saved file opens in what fits its type.
     """
-    safe_name = _FILENAME_UNSAFE.sub("_", filename).lstrip(".") or "download"
+    safe_name = download_name(filename, content_type)
     disposition = "inline" if shows_inline(content_type) else "attachment"
     return {
         "Content-Type": content_type or OCTET_STREAM,
@@ -67,4 +82,4 @@ def download_headers(content_type: str | None, filename: str) -> dict[str, str]:
     }
 
 
-__all__ = ["download_headers", "shows_inline"]
+__all__ = ["download_headers", "download_name", "shows_inline"]

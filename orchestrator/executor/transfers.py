@@ -51,6 +51,18 @@ def input_type_ok(actual: str, accepted: list[str] | None) -> bool:
     return False
 
 
+def output_type(sniffed: str, declared: str | None) -> str:
+    """What an output is stored and served as: the one type its NodeDef declares,
+    unless its bytes contradict it (the rule an input is held to), else the sniffed one.
+
+    The sniffer names plain text where a node writes CSV, YAML or Markdown: the
+    node's word is the better one then, and a client saves ``.csv``, not ``.txt``.
+    """
+    if declared is not None and input_type_ok(sniffed, [declared]):
+        return declared
+    return sniffed
+
+
 def inside(directory: Path, file_name: str) -> Path:
     """``directory / file_name``, refused unless it is a plain file name in that directory."""
     if not file_name or file_name in (".", "..") or "/" in file_name or "\0" in file_name:
@@ -191,7 +203,13 @@ class Transfers:
         target.chmod(0o644)
 
     def upload_file(
-        self, host_path: Path, path: str, name: str, url: str, limit: int | None
+        self,
+        host_path: Path,
+        path: str,
+        name: str,
+        url: str,
+        limit: int | None,
+        declared: str | None = None,
     ) -> OutputInfo:
         """PUT an output the container wrote into its mounted directory.
 
@@ -213,13 +231,20 @@ class Transfers:
         with os.fdopen(fd, "rb") as handle:
             check_output_size(name, info.st_size, limit)
             head = handle.read(SNIFF_BYTES)
-            return self.put(name, url, head, handle, info.st_size)
+            return self.put(name, url, head, handle, info.st_size, declared)
 
     def put(
-        self, name: str, url: str, head: bytes, rest: BinaryIO | io.BufferedIOBase, size: int
+        self,
+        name: str,
+        url: str,
+        head: bytes,
+        rest: BinaryIO | io.BufferedIOBase,
+        size: int,
+        declared: str | None = None,
     ) -> OutputInfo:
-        """PUT ``head`` then ``rest`` (``size`` bytes in all) to an output's presigned URL."""
-        content_type = sniff(head)
+        """PUT ``head`` then ``rest`` (``size`` bytes in all) to an output's presigned URL,
+        as its ``declared`` type when its bytes do not contradict it."""
+        content_type = output_type(sniff(head), declared)
         with step(f"output '{name}': upload"):
             response = self._session().put(
                 url,
@@ -234,4 +259,12 @@ class Transfers:
         return OutputInfo(size=size, content_type=content_type)
 
 
-__all__ = ["CHUNK", "OpenInput", "Transfers", "check_output_size", "input_type_ok", "inside"]
+__all__ = [
+    "CHUNK",
+    "OpenInput",
+    "Transfers",
+    "check_output_size",
+    "input_type_ok",
+    "inside",
+    "output_type",
+]

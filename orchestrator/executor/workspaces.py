@@ -79,7 +79,7 @@ class MountedWorkspace:
 
     def take_output(self, spec: TaskOutput, path: str, limit: int | None) -> OutputInfo:
         host_path = inside(self.root / "out", path.rsplit("/", 1)[1])
-        return self._transfers.upload_file(host_path, path, spec.name, spec.url, limit)
+        return self._transfers.upload_file(host_path, path, spec.name, spec.url, limit, spec.type)
 
 
 class ArchiveWorkspace:
@@ -130,7 +130,7 @@ class ArchiveWorkspace:
             body = archive.extractfile(member)
             assert body is not None
             return self._transfers.put(
-                spec.name, spec.url, body.read(SNIFF_BYTES), body, member.size
+                spec.name, spec.url, body.read(SNIFF_BYTES), body, member.size, spec.type
             )
 
 

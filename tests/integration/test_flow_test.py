@@ -312,6 +312,29 @@ async def test_a_running_service_is_used_with_server(start_service, tmp_path, ca
     assert status["Status"] == "COMPLETE"
 
 
+async def test_an_output_is_saved_with_the_extension_of_its_declared_type(
+    start_service, tmp_path, capsys
+):
+    """json-to-csv declares text/csv, which a sniffer takes for plain text: saved as .csv."""
+    client = await start_service()
+    flow = tmp_path / "to-csv.yaml"
+    node = {
+        "ID": "tabulate",
+        "Uses": "pipewell/json-to-csv",
+        "Inputs": [{"Name": "json", "Edge": "rows"}],
+        "Outputs": [{"Name": "csv", "Edge": "table"}],
+    }
+    flow.write_text(yaml.safe_dump({"Flow": {"Name": "to-csv", "Nodes": [node]}}))
+    (tmp_path / "rows.json").write_bytes(b'[{"name": "Ada", "age": 36}]')
+    argv = ["test", str(flow), "--server", str(client.make_url("")).rstrip("/"), "--plain"]
+    argv += ["--out", str(tmp_path / "o"), "--input", f"rows={tmp_path / 'rows.json'}"]
+    assert await asyncio.to_thread(main, argv) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["table.csv"]
+    assert (tmp_path / "o" / "table.csv").read_bytes() == b"name,age\nAda,36\n"
+    said = capsys.readouterr().out.splitlines()
+    assert said[-1] == f"  table -> {tmp_path / 'o' / 'table.csv'} (16 bytes)", said
+
+
 SLOW = {
     "Flow": {
         "Name": "slow",

@@ -135,8 +135,8 @@ async def test_stored_bytes_are_never_rendered_as_a_page(start_service):
     client = await start_service(worker={"enabled": False})
     store = client.server.app[STORES].local("default")
     for body, content_type, disposition in (
-        (HTML, "text/html; charset=utf-8", "attachment"),
-        (PNG, "image/png", "inline"),
+        (HTML, "text/html; charset=utf-8", 'attachment; filename="src.html"'),
+        (PNG, "image/png", 'inline; filename="src.png"'),
     ):
         run = await submit(client, chain_flow("t"), COPY)
         url = run["WaitingURLs"][0]["PutURL"]
@@ -153,7 +153,7 @@ async def test_stored_bytes_are_never_rendered_as_a_page(start_service):
             assert await response.read() == body
             assert response.headers["Content-Type"] == content_type
             assert response.headers["X-Content-Type-Options"] == "nosniff"
-            assert response.headers["Content-Disposition"] == f'{disposition}; filename="src"'
+            assert response.headers["Content-Disposition"] == disposition
             assert response.headers["Content-Security-Policy"] == "sandbox"
 
 

@@ -180,18 +180,28 @@ async function readStream(body, onEvent) {
   }
 }
 
-// Download a file of the API: a plain link without a key (the browser streams it);
-// with a key, fetched with its header into memory first, as a link cannot send one.
+// The file name a download's Content-Disposition gives (the service's own, which
+// carries the extension of the bytes' type), else null.
+export function dispositionName(header) {
+  const match = /filename="([^"]+)"/.exec(header || "");
+  return match ? match[1] : null;
+}
+
+// Download a file of the API: a plain link without a key (the browser streams it,
+// and names it as the service's Content-Disposition says); with a key, fetched with
+// its header into memory first, as a link cannot send one, and named the same way.
 export async function download(path, filename) {
   let href = path;
   let blobUrl = null;
+  let name = filename;
   if (storedKey()) {
     const response = await apiFetch(path);
     if (!response.ok) throw new ApiError(response.status, await response.text());
+    name = dispositionName(response.headers.get("Content-Disposition")) || filename;
     blobUrl = URL.createObjectURL(await response.blob());
     href = blobUrl;
   }
-  const link = el("a", { href, download: filename, hidden: "" });
+  const link = el("a", { href, download: name, hidden: "" });
   document.body.append(link);
   link.click();
   link.remove();
