@@ -8,14 +8,17 @@ the API says, and downloads and uploads against the bytes.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from orchestrator.cli import main
 from tests.helpers import (
@@ -33,6 +36,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 VIEWPORT = {"width": 1280, "height": 800}
+# A desktop, and a phone held upright: the widths the layout is checked at.
+WIDE = {"width": 1400, "height": 900}
+NARROW = {"width": 420, "height": 900}
 SLOW = 60_000  # ms: a node's container starting on a busy machine
 
 # A diamond: src → shout → loud → (count → size, mirror → mirrored) → report.
@@ -125,8 +131,8 @@ class Watched:
         )
 
 
-async def open_page(browser: Any, url: str) -> Watched:
-    context = await browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+async def open_page(browser: Any, url: str, viewport: dict[str, int] = VIEWPORT) -> Watched:
+    context = await browser.new_context(viewport=viewport, accept_downloads=True)
     watched = Watched(await context.new_page())
     await watched.page.goto(url)
     return watched
@@ -151,18 +157,53 @@ async def keep_screenshot(page: Any, tmp_path: Path, name: str) -> Path:
 
 
 async def downloaded(page: Any, link: Any) -> bytes:
+    return (await downloaded_as(page, link))[1]
+
+
+async def downloaded_as(page: Any, link: Any) -> tuple[str, bytes]:
+    """The name the browser saves a download under, and its bytes."""
     async with page.expect_download() as info:
         await link.click()
     download = await info.value
-    return await asyncio.to_thread(Path(await download.path()).read_bytes)
+    body = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    return download.suggested_filename, body
 
 
-async def run_command(command: str, key: str) -> str:
+async def scroll_width(page: Any) -> tuple[int, int]:
+    """The page's scrolling width and its visible width: equal when nothing goes sideways."""
+    widths = await page.evaluate(
+        "() => [document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
+    )
+    return widths[0], widths[1]
+
+
+async def shot_width(page: Any, tmp_path: Path, name: str) -> int:
+    """The width in pixels of a whole-page screenshot (kept as keep_screenshot keeps it)."""
+    path = await keep_screenshot(page, tmp_path, name)
+    with Image.open(path) as image:
+        return image.size[0]
+
+
+async def node_artifacts(page: Any) -> list[tuple[str | None, str | None, str | None]]:
+    """The node panel's artifacts: (input or output, edge, its link's href or None)."""
+    rows = page.locator("#artifacts li[data-edge]")
+    listed = []
+    for i in range(await rows.count()):
+        row = rows.nth(i)
+        link = row.locator("a")
+        href = await link.get_attribute("href") if await link.count() else None
+        way, edge = await row.get_attribute("data-way"), await row.get_attribute("data-edge")
+        listed.append((way, edge, href))
+    return listed
+
+
+async def run_command(command: str, key: str, cwd: Path | None = None) -> str:
     """A command the page shows, run by bash as a user pasting it would."""
     process = await asyncio.create_subprocess_exec(
         "bash",
         "-c",
         command,
+        cwd=cwd,
         env={**os.environ, "PIPEWELL_API_KEY": key},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -213,14 +254,30 @@ async def test_run_page_draws_the_dag_with_final_states_and_artifacts(
     await expect(page.locator('[data-fact="attempt"]')).to_have_text("1 of 3")
     await expect(page.locator("#timings")).to_contain_text("run")
     await expect(page.locator("#log")).to_contain_text("shouting now")
+    # Its artifacts are the edges it reads and writes, not every one of the run.
+    artifact_path = f"/api/v1/flow/artifact/{run['ID']}"
+    await expect(page.locator("#artifacts li")).to_have_count(2)
+    assert await node_artifacts(page) == [
+        ("input", "src", f"{artifact_path}/src"),
+        ("output", "loud", f"{artifact_path}/loud"),
+    ]
+    await page.locator('[data-node="report"]').click()
+    await expect(page.locator("#node-title")).to_have_text("Node report")
+    await expect(page.locator("#artifacts li")).to_have_count(3)
+    assert await node_artifacts(page) == [
+        ("input", "size", f"{artifact_path}/size"),
+        ("input", "mirrored", f"{artifact_path}/mirrored"),
+        ("output", "report", f"{artifact_path}/report"),
+    ]
 
-    # The terminal artifact downloads from the page with the bytes the API serves.
-    link = page.locator("#artifacts a", has_text="report")
-    await expect(link).to_have_attribute("href", f"/api/v1/flow/artifact/{run['ID']}/report")
-    body = await downloaded(page, link)
-    api_body = await (await client.get(f"/api/v1/flow/artifact/{run['ID']}/report")).read()
-    assert body == api_body
+    # The terminal artifact downloads from the page with the bytes the API serves, named
+    # with the extension of its type (sniffed: its NodeDef declares none).
+    name, body = await downloaded_as(page, page.locator("#artifacts a", has_text="report"))
+    api_answer = await client.get(f"{artifact_path}/report")
+    assert body == await api_answer.read()
     assert body.split() == [b"13", b"IU", b"BEW", b"OLLEH"]
+    assert api_answer.headers["Content-Type"] == "text/plain"
+    assert name == "report.txt"
 
     shot = await keep_screenshot(page, tmp_path, "ui-run.png")
     assert shot.read_bytes().startswith(b"\x89PNG")
@@ -284,9 +341,10 @@ async def test_a_log_line_shows_while_its_node_runs(start_service, browser, tmp_
     lines = await log.inner_text()
     assert lines.index("first-line") < lines.index("second-line")
     assert lines.count("second-line") == 1  # the live line and the final status agree
-    # A link cannot send the key: the page fetches the artifact with it, then saves it.
-    out = await downloaded(page, page.locator("#artifacts a", has_text="out"))
-    assert out == b"x"
+    # A link cannot send the key: the page fetches the artifact with it, then saves it
+    # under the name the service gives.
+    name, out = await downloaded_as(page, page.locator("#artifacts a", has_text="out"))
+    assert (name, out) == ("out.txt", b"x")
     assert watched.problems == []
 
 
@@ -303,6 +361,7 @@ async def test_the_upload_button_starts_a_waiting_run(start_service, browser, tm
     await expect(page.locator("#run-status")).to_have_text("WAITING")
     await expect(page.locator('[data-port="src"]')).to_have_class(re.compile(r"\bwaiting\b"))
     await expect(page.locator('[data-node="n0"] .status')).to_have_text("IDLE")
+    await expect(page.locator("#waiting")).to_be_visible()
 
     content = b"bytes from the browser\n"
     source = tmp_path / "input.txt"
@@ -314,6 +373,8 @@ async def test_the_upload_button_starts_a_waiting_run(start_service, browser, tm
     )
     await expect(page.locator("#run-status")).to_have_text("COMPLETE", timeout=SLOW)
     await expect(page.locator('[data-node="n0"] .status')).to_have_text("COMPLETE")
+    # Nothing is left to upload: the panel is gone.
+    await expect(page.locator("#waiting")).to_be_hidden()
 
     # The upload stored the file's exact bytes, and the node's output is theirs.
     uploaded = await client.get(f"/api/v1/flow/artifact/{run['ID']}/src")
@@ -379,9 +440,187 @@ async def test_a_big_runs_page_follows_its_changes_sent_as_deltas(start_service,
     await expect(page.locator('[data-node="go"] .status')).to_have_text("COMPLETE", timeout=SLOW)
     await expect(page.locator('[data-node="w7"] .status')).to_have_text("IDLE")
     await expect(page.locator("#run-status")).to_have_text("WAITING")
+    # 'later' still waits for its upload; 'src' is done with.
+    await expect(page.locator("#waiting")).to_be_visible()
+    await expect(page.locator("#waiting-list li")).to_have_count(1)
+    await expect(page.locator("#waiting-list li")).to_have_attribute("data-edge", "later")
     response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
     assert response.status == 200
     await expect(page.locator("#run-status")).to_have_text("STOPPED", timeout=SLOW)
+    await expect(page.locator("#waiting")).to_be_hidden()
+    assert watched.problems == []
+
+
+@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1400px", "420px"])
+async def test_the_run_page_fits_a_desktop_and_a_phone(start_service, browser, tmp_path, viewport):
+    """Side by side on a desktop as before; one column on a phone, nothing wider than the
+    screen and the log pane as wide as the page with room for its lines."""
+    from playwright.async_api import expect
+
+    client = await start_service()
+    run = await submit(client, DIAMOND, DIAMOND_DEFS)
+    await upload(client, run, "src", b"hello web ui\n")
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    width = viewport["width"]
+    url = f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}"
+    watched = await open_page(browser, url, viewport)
+    page = watched.page
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE")
+    await page.locator('[data-node="shout"]').click()
+    await expect(page.locator("#log")).to_contain_text("shouting now")
+
+    assert await scroll_width(page) == (width, width)
+    cards = page.locator("main .card:visible")
+    for i in range(await cards.count()):
+        box = await cards.nth(i).bounding_box()
+        assert box is not None and 0 <= box["x"] and box["x"] + box["width"] <= width, i
+    graph_card = await page.locator("section.card", has=page.locator("#graph")).bounding_box()
+    graph = await page.locator("#graph").bounding_box()
+    assert graph["x"] + graph["width"] <= graph_card["x"] + graph_card["width"]
+    details = await page.locator("#node-details").bounding_box()
+    logs = await page.locator("section.logs").bounding_box()
+    log = await page.locator("#log").bounding_box()
+    assert log["height"] >= 200
+    first_line = page.locator("#log .line").first
+    time_box = await first_line.locator(".time").bounding_box()
+    message_box = await first_line.locator(".message").bounding_box()
+    if width == WIDE["width"]:
+        # As it was laid out for a desktop: the node's 380 px column, the logs beside it.
+        assert details["width"] == pytest.approx(380)
+        assert logs["y"] == pytest.approx(details["y"])
+        assert logs["x"] > details["x"] + details["width"]
+        assert log["height"] >= 400 and log["width"] >= 800
+        assert message_box["y"] == pytest.approx(time_box["y"])  # a line is one row
+    else:
+        # One column: the logs under the node, as wide as it, not a sliver beside it.
+        assert logs["y"] >= details["y"] + details["height"]
+        assert logs["x"] == pytest.approx(details["x"])
+        assert logs["width"] == pytest.approx(details["width"])
+        assert log["width"] >= 340
+        # Time, attempt and stream on a row, the message under them at full width.
+        assert message_box["y"] >= time_box["y"] + time_box["height"]
+        assert message_box["width"] >= log["width"] - 40
+    assert await shot_width(page, tmp_path, f"ui-run-{width}.png") == width
+    assert watched.problems == []
+
+
+async def test_an_unknown_run_shows_only_its_error_and_the_way_back(
+    start_service, browser, tmp_path
+):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    unknown = "0" * 32
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{unknown}", NARROW)
+    page = watched.page
+    alert = page.locator("#errors [role=alert]")
+    await expect(alert).to_contain_text(f"Run {unknown}: Flow run does not exist.")
+    await expect(page.locator("#run-view")).to_be_hidden()
+    # Nothing under the error: no empty run, graph, node or log pane.
+    shown = await page.locator("main > *").evaluate_all(
+        "items => items.filter((e) => e.getClientRects().length).map((e) => e.id)"
+    )
+    assert shown == ["errors"]
+    assert await scroll_width(page) == (NARROW["width"], NARROW["width"])
+    await keep_screenshot(page, tmp_path, "ui-run-unknown.png")
+    back = alert.get_by_role("link", name="Back to the runs")
+    await expect(back).to_have_attribute("href", "/ui/")
+    await back.click()
+    await expect(page).to_have_url(re.compile(r"/ui/$"))
+    await expect(page.locator("h1")).to_have_text("Recent runs")
+    assert watched.problems == []
+
+
+async def test_a_csv_output_downloads_from_its_nodes_panel_as_csv(start_service, browser):
+    """json-to-csv declares text/csv: the service serves it so, and the page saves
+    `table.csv`, from the node's panel and from the graph's output alike."""
+    from playwright.async_api import expect
+
+    client = await start_service()
+    node = {
+        "ID": "tabulate",
+        "Uses": "pipewell/json-to-csv",
+        "Inputs": [{"Name": "json", "Edge": "rows"}],
+        "Outputs": [{"Name": "csv", "Edge": "table"}],
+    }
+    run = await submit(client, {"Name": "to-csv", "Nodes": [node]}, [])
+    await upload(client, run, "rows", b'[{"name": "Ada", "age": 36}]')
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    served = await client.get(f"/api/v1/flow/artifact/{run['ID']}/table")
+    assert served.headers["Content-Type"] == "text/csv"
+    assert served.headers["Content-Disposition"] == 'inline; filename="table.csv"'
+
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    await expect(page.locator("#run-status")).to_have_text("COMPLETE")
+    await expect(page.locator("#node-title")).to_have_text("Node tabulate")
+    artifact_path = f"/api/v1/flow/artifact/{run['ID']}"
+    await expect(page.locator("#artifacts li")).to_have_count(2)
+    assert await node_artifacts(page) == [
+        ("input", "rows", f"{artifact_path}/rows"),
+        ("output", "table", f"{artifact_path}/table"),
+    ]
+    saved = await downloaded_as(page, page.locator("#artifacts a", has_text="table"))
+    assert saved == ("table.csv", b"name,age\nAda,36\n")
+    port = page.locator('[data-port="table"]')
+    await expect(port).to_have_class(re.compile(r"\bavailable\b"))
+    assert await downloaded_as(page, port) == saved
+    assert watched.problems == []
+
+
+@pytest.mark.parametrize("viewport", [WIDE, NARROW], ids=["1400px", "420px"])
+async def test_no_page_scrolls_sideways(start_service, browser, tmp_path, capsys, viewport):
+    """Every page, full of what it shows (the key prompt, runs, saved flows, keys with
+    long names, a run waiting for its input), as wide as the screen and no wider."""
+    from playwright.async_api import expect
+
+    data_dir = tmp_path / "data"
+    assert main(["keys", "create", "--name", "root", "--admin", "--data-dir", str(data_dir)]) == 0
+    admin = capsys.readouterr().out.strip()
+    create_key(capsys, data_dir, "the-build-server-of-the-night-shift", tenant="acme-industries")
+    client = await start_service(data_dir, auth="required")
+    headers = {"Authorization": f"Bearer {admin}"}
+    saved = await (await client.post("/api/v1/flows", json=GREETER, headers=headers)).json()
+    started = []
+    for _ in range(2):
+        body = {"Flow": chain_flow("copy", name="a-flow-with-a-long-name"),
+                "NodeDefs": [busybox_def("copy", "cp ${in} ${out}")]}  # fmt: skip
+        response = await client.post("/api/v1/flow/test", json=body, headers=headers)
+        started.append(await response.json())
+    done, waiting = started
+    async with client.session.put(done["WaitingURLs"][0]["PutURL"], data=b"x") as response:
+        assert response.status == 200
+    await wait_for(client, done["ID"], {"COMPLETE"}, headers=headers)
+
+    width = viewport["width"]
+    origin = f"http://127.0.0.1:{client.port}"
+    watched = await open_page(browser, f"{origin}/ui/", viewport)
+    page = watched.page
+    await expect(page.locator("#key-prompt")).to_be_visible()
+    assert await scroll_width(page) == (width, width), "key prompt"
+    assert await shot_width(page, tmp_path, f"ui-key-prompt-{width}.png") == width
+    await enter_key(page, admin)
+
+    shown_when = {
+        "index": ("/ui/", f'#runs tr[data-run="{done["ID"]}"]'),
+        "flow": (f"/ui/flows/{saved['graph_id']}", '[data-dialect="native"] pre'),
+        "keys": ("/console/api-keys", '#keys tr[data-key="the-build-server-of-the-night-shift"]'),
+        "run": (f"/ui/runs/{done['ID']}", '#artifacts a[href$="/out"]'),
+        "waiting": (f"/ui/runs/{waiting['ID']}", "#waiting-list input[type=file]"),
+    }
+    for name, (path, marker) in shown_when.items():
+        if page.url != origin + path:
+            await page.goto(origin + path)
+        await expect(page.locator(marker)).to_be_visible()
+        await expect(page.locator("#key-state")).to_contain_text("API key set")
+        assert await scroll_width(page) == (width, width), name
+        cards = page.locator("main .card:visible")
+        for i in range(await cards.count()):
+            box = await cards.nth(i).bounding_box()
+            assert box is not None and box["x"] + box["width"] <= width, (name, i)
+        assert await shot_width(page, tmp_path, f"ui-page-{name}-{width}.png") == width, name
     assert watched.problems == []
 
 
@@ -487,6 +726,74 @@ async def test_the_flow_page_gives_working_curl_commands_and_runs_the_flow(
     await expect(page.locator("#run-status")).to_have_text("COMPLETE", timeout=SLOW)
     reply = await client.get(f"/api/v1/flow/artifact/{run_id}/reply", headers=headers)
     assert await reply.read() == b'hi {"text": "from a file"}'
+    assert watched.problems == []
+
+
+async def test_a_flow_that_takes_a_file_gets_commands_that_send_one(
+    start_service, browser, tmp_path, capsys
+):
+    """Every command the page shows for a flow whose input is a PNG, run by bash from a
+    directory holding the file, sends it whole: the flow answers its byte count."""
+    from playwright.async_api import expect
+
+    data_dir = tmp_path / "data"
+    key = create_key(capsys, data_dir, "files")
+    client = await start_service(data_dir, auth="required")
+    headers = {"Authorization": f"Bearer {key}"}
+    measure = busybox_def(
+        "measure",
+        "sh -c 'wc -c < ${image} | tr -d \" \" > ${size}'",
+        Inputs=[{"Name": "image", "Required": True, "Type": ["image/png"]}],
+        Outputs=[{"Name": "size", "Type": ["text/plain"]}],
+        MaxAttempts=1,
+    )
+    flow = {"Flow": chain_flow("measure", name="measure"), "NodeDefs": [measure]}
+    flow["Flow"]["Nodes"][0]["Inputs"][0]["Name"] = "image"
+    flow["Flow"]["Nodes"][0]["Outputs"][0]["Name"] = "size"
+    saved = await (await client.post("/api/v1/flows", json=flow, headers=headers)).json()
+    assert saved["entry_files"] == {"src": ["image/png"]}, saved
+    graph_id, origin = saved["graph_id"], f"http://127.0.0.1:{client.port}"
+
+    watched = await open_page(browser, f"{origin}/ui/flows/{graph_id}")
+    page = watched.page
+    await enter_key(page, key)
+    await expect(page.locator("#api-file")).to_have_value("input.png")
+    assert await page.locator("#api-input").is_hidden()
+    await page.locator("#api-file").fill("red square.png")
+    await expect(page.locator('[data-dialect="axiom"] pre')).to_contain_text("red square.png")
+    picture = Image.new("RGB", (50, 40), (200, 0, 0))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    (tmp_path / "red square.png").write_bytes(buffer.getvalue())
+    size = f"{len(buffer.getvalue())}\n"
+
+    command = {}
+    for dialect in ("axiom", "axiom-stream", "xpander", "scade", "langflow",
+                    "langflow-webhook", "native"):  # fmt: skip
+        command[dialect] = await page.locator(f'[data-dialect="{dialect}"] pre').inner_text()
+        assert origin in command[dialect], dialect
+    run = partial(run_command, key=key, cwd=tmp_path)
+    answer = json.loads(await run(command["axiom"]))
+    assert answer["result"]["output"] == {"text": size}, answer
+    frames = [
+        json.loads(line[6:])
+        for line in (await run(command["axiom-stream"])).splitlines()
+        if line.startswith("data: ")
+    ]
+    assert frames[0]["payload"] == {"text": size}
+    task = json.loads(await run(command["xpander"]))
+    assert task["status"] == "completed" and task["result"] == size, task
+    langflow = json.loads(await run(command["langflow"]))
+    assert langflow["outputs"][0]["outputs"][0]["results"]["message"]["text"] == size
+    started = [
+        json.loads(await run(command["scade"].split("\n# then")[0]))["execution_id"],
+        json.loads(await run(command["langflow-webhook"]))["execution_id"],
+        (await run(command["native"])).split()[-1],
+    ]
+    for run_id in started:
+        await wait_for(client, run_id, {"COMPLETE"}, headers=headers)
+        artifact = await client.get(f"/api/v1/flow/artifact/{run_id}/out", headers=headers)
+        assert (await artifact.read()).decode() == size
     assert watched.problems == []
 
 

@@ -1,5 +1,6 @@
 // /ui/runs/{id}: the run's graph, coloured live from its event stream; per node its
-// attempts, timings, error and log lines; uploads to its WaitingURLs; its artifacts.
+// attempts, timings, error, log lines and the artifacts it reads and writes; uploads
+// to its WaitingURLs while it waits for them.
 
 import {
   api, badge, download, downloadLink, duration, el, enc, followEvents, formatClock,
@@ -38,7 +39,6 @@ function render(next) {
   $("cancel").hidden = finished();
   for (const [id, state] of Object.entries(run.NodeState || {})) logs.set(id, [...(state.Logs || [])]);
   renderWaiting();
-  renderArtifacts();
   graph.update(run);
   if (selected === null && nodes.size) select(defaultNode());
   else renderNode();
@@ -85,6 +85,7 @@ function renderNode() {
     el("tr", {}, el("td", {}, phase.replace(/_/g, " ")), el("td", { class: "num" }, formatSeconds(timings[phase]))));
   if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted" }, "none yet")));
   $("timings").tBodies[0].replaceChildren(...rows);
+  renderArtifacts();
   renderLogs();
 }
 
@@ -138,7 +139,9 @@ function renderWaiting() {
     if (!waiting.has(li.dataset.edge) && !uploaded.has(li.dataset.edge)) li.remove();
   }
   for (const [edge, entry] of waiting) if (!rowFor(list, edge)) list.append(uploadRow(entry));
-  $("waiting").hidden = list.children.length === 0;
+  // Rows of inputs uploaded from here stay while others wait, to say it worked; once
+  // nothing waits, or the run is over, there is nothing left to upload.
+  $("waiting").hidden = finished() || waiting.size === 0;
 }
 
 function uploadRow(entry) {
@@ -188,12 +191,29 @@ function uploadRow(entry) {
   return row;
 }
 
+// The selected node's inputs and outputs, as its graph binds them: each links its
+// artifact once the run has it.
 function renderArtifacts() {
-  const edges = Object.keys(run.Artifacts || {});
-  if (edges.join("\n") === artifactsShown) return;
-  artifactsShown = edges.join("\n");
-  const items = edges.map((edge) => el("li", {}, downloadLink(artifactPath(edge), edge, edge)));
-  if (!items.length) items.push(el("li", { class: "muted" }, "none yet"));
+  const node = nodes.get(selected) || {};
+  const produced = (run && run.Artifacts) || {};
+  const bound = [
+    ...(node.Inputs || []).map((binding) => ["input", binding]),
+    ...(node.Outputs || []).map((binding) => ["output", binding]),
+  ];
+  const shownNow = JSON.stringify([selected, ...bound.map(([way, b]) => [way, b.Edge, b.Edge in produced])]);
+  if (shownNow === artifactsShown) return;
+  artifactsShown = shownNow;
+  const items = bound.map(([way, binding]) => {
+    const edge = binding.Edge;
+    const port = `${way} ${binding.Name} of ${selected}, on edge ${edge}`;
+    return el("li", { "data-edge": edge, "data-way": way, title: port },
+      el("span", { class: "direction" }, way),
+      edge in produced
+        ? downloadLink(artifactPath(edge), edge, edge)
+        : el("span", { class: "edge" }, edge),
+      edge in produced ? null : el("span", { class: "muted small" }, "not yet available"));
+  });
+  if (!items.length) items.push(el("li", { class: "muted" }, "none: this node reads and writes no edge"));
   $("artifacts").replaceChildren(...items);
 }
 
@@ -233,14 +253,25 @@ function onStreamState(state) {
   $("stream-state").textContent = state === "live" ? "● live" : "reconnecting…";
 }
 
+// A run that cannot be read: why, and the way back; no empty page under it.
+function showUnreadable(error) {
+  $("run-view").hidden = true;
+  document.title = `${error.status === 404 ? "Run not found" : "Run"} · Pipewell`;
+  $("errors").replaceChildren(el("div", { class: "error", role: "alert" },
+    el("p", { class: "reason" }, `Run ${runId}: ${error.message}`),
+    el("a", { href: "/ui/", class: "back" }, "← Back to the runs")));
+}
+
 async function start() {
   let flow;
   try {
     flow = await api(`/api/v1/flow/graph/${enc(runId)}`);
   } catch (error) {
-    showError(error);
+    showUnreadable(error);
     return;
   }
+  // Shown before the graph is drawn: its labels are sized from the laid-out text.
+  $("run-view").hidden = false;
   $("flow-name").textContent = flow.Name;
   document.title = `${flow.Name} · run · Pipewell`;
   nodes = new Map(flow.Nodes.map((node) => [node.ID, node]));
