@@ -35,8 +35,11 @@ The other helpers a run needs (:func:`resolve_defs`, :func:`topological_order`,
 :func:`effective_wells`, :func:`default_store_name`, :func:`expand_key`) are
 pure and expect a flow that validated.
 
-The package's modules: ``results`` (entries, codes), ``wells``, ``keys``,
-``defs`` (NodeDef lookup), ``graph`` (order, cycles) and ``checks`` (the pass).
+The package's modules: ``results`` (entries, codes), ``wells`` (stores, effective
+wells), ``object_keys`` (Key templates), ``defs`` (NodeDef lookup), ``flags`` (flag
+declarations and values), ``graph`` (order, cycles) and the ``checks`` package (the
+pass): ``checks.context`` (the submission as every check reads it) and one module per
+topic, ``names``, ``stores``, ``nodedefs``, ``nodes``, ``edges`` and ``wells``.
 """
 
 from orchestrator.validation.checks import validate
