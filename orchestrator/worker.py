@@ -43,6 +43,8 @@ HEALTH_PING_LIMIT = 3.0
 #: Seconds between pings of an unreachable Docker engine: doubling, up to the second.
 ENGINE_RETRY_FIRST = 0.5
 ENGINE_RETRY_MAX = 10.0
+#: Seconds before taking again once the queue failed a take (a fault that may last).
+TAKE_RETRY = 1.0
 
 
 class Capacity:
@@ -240,7 +242,7 @@ class Worker:
                 task = await self._take_fitting()
             except Exception:  # a queue fault must not stop this worker for good
                 log.exception("take_failed", worker=self.name)
-                await asyncio.sleep(1)
+                await asyncio.sleep(TAKE_RETRY)
                 continue
             if task is None:
                 continue
@@ -313,15 +315,26 @@ class Worker:
         loop.run_in_executor(None, self.executor.kill_run, run_id)
 
     async def _send_loop(self) -> None:
+        # Attempts whose result the queue refused: their task is not marked done, so a
+        # durable queue hands it out again (reclaim) instead of the node waiting for
+        # ever on a result nobody will send.
+        unsent: set[tuple[str, str, int]] = set()
         while True:
             item = await self._outbox.get()
+            key = (item.run_id, item.node_id, item.attempt)
             try:
                 if isinstance(item, Task):
+                    if key in unsent:
+                        unsent.discard(key)
+                        log.warning("task_left_for_reclaim", run_id=item.run_id, node=item.node_id)
+                        continue
                     await self.queue.task_done(item)
                 else:
                     await self.queue.put_message(item)
             except Exception:
                 log.exception("worker_message_lost", kind=item.kind, run_id=item.run_id)
+                if isinstance(item, AttemptResult):
+                    unsent.add(key)
 
     async def _run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
         """The executor's result; an executor that raises fails the attempt, saying so."""

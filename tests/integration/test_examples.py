@@ -122,9 +122,7 @@ def first_flow_lines() -> list[str]:
     return [line for block in blocks for line in block.replace("\\\n", "").splitlines() if line]
 
 
-async def test_the_readmes_first_flow_pasted_line_by_line_resizes_a_photo(
-    start_service, workdir
-):
+async def test_the_readmes_first_flow_pasted_line_by_line_resizes_a_photo(start_service, workdir):
     client = await start_service()
     shutil.copy2(REPO / "examples" / "resize.json", workdir / "examples" / "resize.json")
     lines = first_flow_lines()

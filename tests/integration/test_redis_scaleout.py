@@ -12,10 +12,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 
 from orchestrator.cli import SHUTDOWN_LIMIT
 from orchestrator.messages import Task
@@ -125,6 +126,19 @@ async def redis_service(start_service, redis_server: RedisServer):  # type: igno
     )
 
 
+async def workers_once(
+    client: TestClient, what: Callable[[dict[str, Any]], bool], seconds: float = 15.0
+) -> dict[str, Any]:
+    """``GET /api/v1/workers`` once ``what`` holds of it; AssertionError after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        body = await (await client.get("/api/v1/workers")).json()
+        if what(body):
+            return body
+        assert time.monotonic() < deadline, body
+        await asyncio.sleep(0.1)
+
+
 async def settled(session: aiohttp.ClientSession, base: str, run_id: str) -> dict:  # type: ignore[type-arg]
     """The run once COMPLETE or ERROR (or as it stands after a minute), from a service by URL."""
     deadline = time.monotonic() + 60
@@ -172,10 +186,11 @@ async def test_a_take_cancelled_as_its_entry_arrives_leaves_it_to_the_next_take(
     meanwhile is this consumer's, and must not wait reclaim_after for anyone to run it."""
     service = RedisQueue(redis_server.url, consumer="service")
     taker = RedisQueue(redis_server.url, consumer="taker", reclaim_after=60)
-    delivered = asyncio.Event()
+    reading, delivered = asyncio.Event(), asyncio.Event()
     real_read = taker._redis.xreadgroup
 
     async def slow_answer(*args: object, **kwargs: object) -> object:
+        reading.set()
         answer = await real_read(*args, **kwargs)
         if answer:
             delivered.set()
@@ -185,12 +200,14 @@ async def test_a_take_cancelled_as_its_entry_arrives_leaves_it_to_the_next_take(
     taker._redis.xreadgroup = slow_answer  # type: ignore[method-assign]
     try:
         take = asyncio.create_task(taker.take_task(frozenset({"c-small"})))
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(reading.wait(), 5)
         await service.put_task(queued_task(7))
         await asyncio.wait_for(delivered.wait(), 5)
         take.cancel()
         with pytest.raises(asyncio.CancelledError):
             await take
+        # The read goes on, shielded, for its 0.3 s: a take started before it ends
+        # misses its entry until its own blocking read returns (BLOCK_MS).
         await asyncio.sleep(0.5)
         task = await asyncio.wait_for(taker.take_task(frozenset({"c-small"})), 2)
         assert task.run_id == "r7"
@@ -284,26 +301,20 @@ async def test_cancel_reaches_a_worker_process_and_workers_are_listed(
     run = await submit(client, chain_flow("slow"), long)
     await upload(client, run, "src", b"x")
     await running_containers(run["ID"], seconds=30)
-    for _ in range(50):  # the next heartbeat says it holds the task
-        body = await (await client.get("/api/v1/workers")).json()
-        if [(w["name"], w["running"]) for w in body["workers"]] == [("w1", 1)]:
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError(f"w1 never said it runs the task: {body}")
+    # The next heartbeat says it holds the task.
+    await workers_once(
+        client, lambda body: [(w["name"], w["running"]) for w in body["workers"]] == [("w1", 1)]
+    )
     # A tier no live worker takes waits in its stream, and is counted there.
     big = [busybox_def("big", "true", Tier="m-xlarge")]
     waiting = await submit(client, chain_flow("big", name="big"), big)
     await upload(client, waiting, "src", b"x")
-    await asyncio.sleep(0.5)
-    body = await (await client.get("/api/v1/workers")).json()
-    assert body["queued"] == {"m-xlarge": 1}
+    await workers_once(client, lambda body: body["queued"] == {"m-xlarge": 1})
     response = await client.post(f"/api/v1/flow/cancel/{run['ID']}")
     assert (await response.json())["Status"] == "STOPPED"
     assert await containers_left(run["ID"], 15) == []
     await client.post(f"/api/v1/flow/cancel/{waiting['ID']}")
-    await asyncio.sleep(0.5)
-    assert (await (await client.get("/api/v1/workers")).json())["queued"] == {}
+    await workers_once(client, lambda body: body["queued"] == {})
 
 
 async def test_twenty_runs_over_two_workers_survive_losing_one(
@@ -315,7 +326,15 @@ async def test_twenty_runs_over_two_workers_survive_losing_one(
     runs = [await submit(client, chain_flow("slow", name=f"r{i}"), SLOW) for i in range(20)]
     for i, run in enumerate(runs):
         await upload(client, run, "src", f"run {i}".encode())
-    await asyncio.sleep(2)  # both workers hold some
+    # Both workers hold some, as their heartbeats say.
+    await workers_once(
+        client,
+        lambda body: (
+            sorted((w["name"], w["running"] > 0) for w in body["workers"])
+            == [("w1", True), ("w2", True)]
+        ),
+        seconds=60,
+    )
     os.killpg(doomed.pid, signal.SIGKILL)
     for i, run in enumerate(runs):
         done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=120)

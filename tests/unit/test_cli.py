@@ -5,7 +5,6 @@ import importlib.metadata
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +35,7 @@ def test_bad_config_file_names_the_problem(capsys, tmp_path):
 
 
 HANGING_SHUTDOWN = """
-import asyncio, sys
+import asyncio, signal, sys
 from orchestrator import cli
 
 cli.SHUTDOWN_LIMIT = float(sys.argv[1])
@@ -47,7 +46,8 @@ async def never_finishes() -> None:
 
 async def main() -> None:
     waiting = asyncio.create_task(cli._until_stopped_then(never_finishes))
-    await asyncio.sleep(0.1)
+    await asyncio.sleep(0)  # one step of it: up to its wait for a signal
+    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
     print("ready", flush=True)
     await waiting
 
@@ -67,12 +67,19 @@ def test_a_shutdown_that_hangs_ends_the_process_saying_what_it_waited_for(
         stderr=subprocess.PIPE,
     )
     assert process.stdout is not None and process.stdout.readline() == b"ready\n"
-    for _ in range(signals):
+    assert process.stderr is not None
+    seen = b""
+    for sent in range(1, signals + 1):
         process.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
+        if sent < signals:
+            # Two signals sent before the first is handled would count as one.
+            while b"shutting_down" not in seen:
+                line = process.stderr.readline()
+                assert line, "the process ended before it said it was shutting down"
+                seen += line
     _, err = process.communicate(timeout=10)
     assert process.returncode == cli.EXIT_SHUTDOWN_UNFINISHED
-    log = err.decode()
+    log = (seen + err).decode()
     assert "shutdown_unfinished" in log and reason in log, log
     # Where it hung: the close coroutine, down to the await that never returned.
     assert "never_finishes" in log, log
