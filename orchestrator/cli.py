@@ -55,7 +55,7 @@ DATA_DIR_DEFAULT = f"${DATA_DIR_ENV}, else the config file's data_dir, else ./.p
 
 async def serve(settings: Settings) -> None:
     from orchestrator.api.app import create_app
-    from orchestrator.api.resources import SCHEDULER
+    from orchestrator.api.resources import STORE_CALLS
     from orchestrator.api.server import BoundedRunner
 
     # The loop shares the interpreter with threads doing CPU work (planning a big
@@ -80,7 +80,7 @@ async def serve(settings: Settings) -> None:
     log = structlog.get_logger("pipewell")
     log.info("listening", url=settings.base_url, data_dir=str(settings.data_dir.resolve()))
     await _until_stopped_then(runner.cleanup)
-    stuck = app[SCHEDULER].store_calls_running
+    stuck = app[STORE_CALLS].running
     if stuck:
         # Python joins every worker thread at exit: a call to a store that never
         # answers (a flow's own, on an endpoint that accepts and says nothing) would
@@ -226,7 +226,7 @@ def keys_command(args: argparse.Namespace) -> int:
     """The keys live in the service's database: the data directory is found as ``dev``
     and ``serve`` find theirs, and said, since a key made in any other directory is
     one the service will refuse."""
-    from orchestrator.api.app import STATE_DB
+    from orchestrator.database import STATE_DB
 
     try:
         data_dir = load_settings(args.config, data_dir=data_dir_given(args.data_dir)).data_dir

@@ -170,6 +170,8 @@ def migrate(conn: sqlite3.Connection) -> int:
     return found
 
 
+#: The service's database under the data directory: runs, secrets, API keys, saved flows.
+STATE_DB = "pipewell.sqlite3"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 #: How long a connection waits for another one's lock before its statement fails.
@@ -289,6 +291,7 @@ class Database:
 
 
 __all__ = [
+    "STATE_DB",
     "BUSY_TIMEOUT",
     "Database",
     "DIR_MODE",

@@ -16,17 +16,24 @@ status.
     │   ├── BodyInvalid        the body cannot be read as what the endpoint takes
     │   ├── ContentTypeUnsupported  the body is of a type the endpoint does not take
     │   ├── NotFound           what it names is not there (a config, a task, a key, an object)
+    │   │   ├── NodeDefNotFound    no built-in NodeDef of that Publisher/Name
+    │   │   └── ConfigNotFound     the saved flow has no config profile of that id
     │   ├── Forbidden          the caller (or the page calling) may not do it
     │   ├── Conflict           what it would create exists, or is in the way
     │   │   └── KeyExists          a key of that name exists
     │   ├── KeyInvalid         a key name or tenant that cannot be
     │   ├── StoreFull          a store's disk is full: the upload was not kept
+    │   ├── InvalidInvocation  an invocation of a saved flow that cannot run as sent
     │   ├── FileTooLarge       a file sent as a body of its own is over the limit
     │   └── BodyTimeout        the body stopped coming: nothing of it was kept
     ├── ConfigError        the service configuration cannot work
     └── DataDirError       the data directory refuses a write of the service's database
         ├── DataDirFull        its filesystem is full
         └── DataDirUnwritable  it cannot be written (immutable, read-only, permissions)
+
+What is not there (FlowNotFound, NodeDefNotFound, ConfigNotFound) is said apart
+from what to do instead (:class:`Missing`), so that the API layer can name the
+route that lists what there is between the two: routes are not the engine's.
 
 Store errors live in ``storage`` (StoreError and children) and have their own
 rows in the API's table; Docker errors are translated into failed attempts in
@@ -47,6 +54,19 @@ class PipewellError(Exception):
     def public(self) -> tuple[str, dict[str, Any]]:
         """What a caller may read: the message and any extra fields."""
         return str(self), {}
+
+
+class Missing:
+    """Mixed into an error of a thing that is not there: ``what`` is missing, and the
+    ``advice`` (if any) of what to do instead."""
+
+    what: str
+    advice: str | None = None
+
+    def said(self, listed_at: str | None = None) -> str:
+        """The message; ``listed_at``, where what there is is listed, goes after ``what``."""
+        where = f" (see {listed_at})" if listed_at else ""
+        return "; ".join(part for part in (self.what + where, self.advice) if part)
 
 
 class RequestRefused(PipewellError):
@@ -75,6 +95,23 @@ class NotFound(RequestRefused):
     pass
 
 
+class NodeDefNotFound(Missing, NotFound):
+    advice = "a flow may send its own in NodeDefs"
+
+    def __init__(self, uses: str) -> None:
+        self.uses = uses
+        self.what = f"no built-in NodeDef {uses!r}"
+        super().__init__("NODEDEF_NOT_FOUND", self.said())
+
+
+class ConfigNotFound(Missing, NotFound):
+    def __init__(self, graph_id: str, config_id: str) -> None:
+        self.graph_id = graph_id
+        self.config_id = config_id
+        self.what = f"flow {graph_id} has no config {config_id!r}"
+        super().__init__("CONFIG_NOT_FOUND", self.said())
+
+
 class Forbidden(RequestRefused):
     pass
 
@@ -86,6 +123,10 @@ class Conflict(RequestRefused):
 class StoreFull(RequestRefused):
     def __init__(self, message: str) -> None:
         super().__init__("STORAGE_FULL", message)
+
+
+class InvalidInvocation(RequestRefused):
+    """An invocation the service refuses, with a stable code and what to fix."""
 
 
 class FileTooLarge(RequestRefused):
@@ -176,12 +217,13 @@ class InputMismatch(PipewellError):
         self.missing = missing
 
 
-class FlowNotFound(PipewellError):
+class FlowNotFound(Missing, PipewellError):
     code = "FLOW_NOT_FOUND"
 
     def __init__(self, ref: str) -> None:
-        super().__init__(f"no saved flow {ref!r} (see GET /api/v1/flows)")
         self.ref = ref
+        self.what = f"no saved flow {ref!r}"
+        super().__init__(self.said())
 
 
 class FlowFileUnreadable(PipewellError):
@@ -274,8 +316,13 @@ __all__ = [
     "DataDirFull",
     "DataDirUnwritable",
     "FlowInvalid",
+    "FileTooLarge",
     "FlowNotFound",
     "InputMismatch",
+    "InvalidInvocation",
+    "ConfigNotFound",
+    "Missing",
+    "NodeDefNotFound",
     "PipewellError",
     "RunFinished",
     "RunNotFound",

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -42,7 +42,6 @@ from orchestrator.validation import (
     topological_order,
 )
 
-UPLOAD_SOURCES = ("upload", "webhook")
 #: Nodes one write takes at most: serializing them is work on the event loop, so
 #: 10,000 nodes changed at once are written in slices, a batch apart.
 WRITE_SLICE = 1000
@@ -82,7 +81,6 @@ def plan_run(
     *,
     run_id: str,
     now: datetime,
-    catalog: dict[str, NodeDef] | None = None,
     tenant: str = DEFAULT_TENANT,
 ) -> RunPlan:
     """Decide each edge's store, object key and source for a validated submission."""
@@ -115,7 +113,6 @@ def plan_run(
             source, producer = "upload", None
         edges[name] = EdgePlan(name, store, key, source, producer).__dict__
     order = topological_order(flow)
-    resolve_defs(submission, catalog or {})  # raises early if a def is missing
     return RunPlan(
         run_id=run_id,
         submission=submission,
@@ -124,6 +121,15 @@ def plan_run(
         order=order,
         tenant=tenant,
     )
+
+
+def entry_edges(flow: Flow) -> list[str]:
+    """Edges a run waits for an upload on (no node produces them, no static well fills
+    them): where an invocation's input goes. Sorted, as ``plan_run`` plans them."""
+    produced = {out.edge for node in flow.nodes for out in node.outputs}
+    static = {w.edge for w in effective_wells(flow) if w.source == "static"}
+    used = {e.edge for n in flow.nodes for e in (*n.inputs, *n.outputs)}
+    return sorted(edge for edge in used if edge not in produced and edge not in static)
 
 
 def terminal_edges(flow: Flow) -> list[str]:
@@ -243,6 +249,14 @@ class RunState:
     @property
     def status(self) -> RunStatus:
         return self.run.status
+
+    @property
+    def tenant(self) -> str:
+        return self.plan.tenant
+
+    @property
+    def flow(self) -> Flow:
+        return self.plan.submission.flow
 
     def node(self, node_id: str):  # -> models.Node
         return self._nodes[node_id]
@@ -651,12 +665,32 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class LiveRun(Protocol):
+    """What the service layer may read of a run the scheduler holds: nothing to change."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def status(self) -> RunStatus: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def flow(self) -> Flow: ...
+    @property
+    def run(self) -> FlowRun: ...
+    def json(self) -> bytes: ...
+    def delta_json(self, nodes: Iterable[str], edges: Iterable[str]) -> bytes: ...
+    def terminal_edges(self) -> list[str]: ...
+
+
 __all__ = [
     "EdgePlan",
+    "LiveRun",
     "RunPlan",
     "RunState",
     "RunWrite",
     "Transition",
+    "entry_edges",
     "plan_run",
     "terminal_edges",
 ]

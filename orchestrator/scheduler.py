@@ -1,24 +1,20 @@
-"""Drives runs: accepts submissions, dispatches ready nodes, handles results and retries.
+"""Drives runs: takes runs the service layer made ready, dispatches ready nodes, handles
+results and retries, resumes after a restart. Nothing else: validating, planning and
+reading runs are the service layer's (``orchestrator.service``).
 
 The scheduler owns every unfinished run's ``RunState`` in memory, persists it
 through ``StateStore`` after each change, and talks to workers only through
 the queue. On start it resumes every unfinished run found in the state store.
+Readers see a run it holds through ``live``, as a read-only ``LiveRun``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import threading
 import time
-import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
-from functools import partial
-from typing import Any, BinaryIO
+from typing import Any
 
 import structlog
 
@@ -27,8 +23,6 @@ from orchestrator.command import split_exec
 from orchestrator.config import Settings
 from orchestrator.errors import (
     DataDirError,
-    FlowInvalid,
-    InputMismatch,
     RunFinished,
 )
 from orchestrator.events import EventBus
@@ -45,10 +39,7 @@ from orchestrator.messages import (
 from orchestrator.metrics import OTHER_NODEDEFS, Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
-    DEFAULT_TENANT,
-    Flow,
     FlowRun,
-    FlowSubmission,
     LogRecord,
     NodeDef,
     NodeStatus,
@@ -57,12 +48,11 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.queue import TaskQueue
-from orchestrator.runtime import RunState, Transition, plan_run
+from orchestrator.runtime import LiveRun, RunState, Transition
 from orchestrator.state import StateStore
-from orchestrator.stores import StoreRegistry
+from orchestrator.stores import UPLOAD_GRACE, StoreCalls, StoreRegistry
 from orchestrator.tiers import TIERS
-from orchestrator.validation import ValidationEntry, resolve_defs, validate
-from storage import Store, StoreError, StoreUnavailable
+from storage import Store, StoreError
 
 log = structlog.get_logger(__name__)
 
@@ -72,9 +62,6 @@ FINISHED_RUNS_KEPT = 500
 DISPATCH_BATCH = 64
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
-#: Seconds past a WaitingURL's TTL before its run gives up on the upload: S3 rounds a
-#: URL's lifetime up to a whole second, and a PUT let in at the last moment must land.
-UPLOAD_GRACE = 1.0
 
 
 class Scheduler:
@@ -85,6 +72,7 @@ class Scheduler:
         queue: TaskQueue,
         events: EventBus,
         stores: StoreRegistry,
+        calls: StoreCalls,
         catalog: dict[str, NodeDef],
         metrics: Metrics | None = None,
     ) -> None:
@@ -94,8 +82,8 @@ class Scheduler:
         self.queue = queue
         self.events = events
         self.stores = stores
+        self.calls = calls
         self.catalog = catalog
-        self.store_policy = settings.storage.policy()
         self.runs: dict[str, RunState] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         # (store name, object key) → (run id, edge) for uploads still awaited.
@@ -105,21 +93,6 @@ class Scheduler:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         # (run id, node id) → when its current attempt was queued (monotonic).
         self._queued_at: dict[tuple[str, str], float] = {}
-        # Store calls block (boto3, the filesystem): run them here, bounded.
-        self._io = ThreadPoolExecutor(8, thread_name_prefix="pipewell-store")
-        # A flow's own stores (on endpoints the operator allowed, run by whoever sent
-        # the flow) get threads of their own: a dead one holds these, never the
-        # threads every tenant's runs need for the service's stores.
-        self._flow_io = ThreadPoolExecutor(4, thread_name_prefix="pipewell-flow-store")
-        # Validating and planning a big flow is pure CPU: on threads, so the loop (and
-        # every other tenant's request) gets its turns meanwhile.
-        self._planning = ThreadPoolExecutor(2, thread_name_prefix="pipewell-plan")
-        # Calls running on the store threads: a store that never answers holds one for
-        # ever, and the process must not wait for it to exit (cli.serve).
-        self._store_calls = 0
-        self._counting = threading.Lock()
-        self._store_waits: set[asyncio.Future[Any]] = set()
-        self._stopping = False
         # Attempts marked queued whose tasks are still to be made and queued, per run
         # (run id → node, attempt, since when): the dispatch loop takes a batch of one
         # run at a time, in turns, so a 10,000-node run never holds back another's node
@@ -155,166 +128,54 @@ class Scheduler:
         # A write that fails here is reported by StateStore.close, which tries once more.
         with contextlib.suppress(DataDirError):
             await asyncio.shield(self.state.flush())
-        self._io.shutdown(wait=False, cancel_futures=True)
-        self._flow_io.shutdown(wait=False, cancel_futures=True)
-        self._planning.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def store_calls_running(self) -> int:
-        """Store calls still running on a thread (after ``close``: ones that never return)."""
-        with self._counting:
-            return self._store_calls
-
-    def stop_waiting(self) -> None:
-        """The service is stopping: requests waiting on a store call are answered now
-        (503-like STORE_UNAVAILABLE), not when a store that never answers gives up."""
-        self._stopping = True
-        for waiting in list(self._store_waits):
-            waiting.cancel()
-
-    async def _on_store_thread(self, pool: ThreadPoolExecutor, fn, *args):  # type: ignore[no-untyped-def]
-        def counted():  # type: ignore[no-untyped-def]
-            with self._counting:
-                self._store_calls += 1
-            try:
-                return fn(*args)
-            finally:
-                with self._counting:
-                    self._store_calls -= 1
-
-        waiting = asyncio.get_running_loop().run_in_executor(pool, counted)
-        self._store_waits.add(waiting)
-        try:
-            return await waiting
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._stopping and not (task and task.cancelling()):
-                raise StoreUnavailable(
-                    "the service is shutting down while this waited on a store; send it "
-                    "again once the service is back"
-                ) from None
-            raise
-        finally:
-            self._store_waits.discard(waiting)
 
     async def _io_call(self, fn, *args, store: Store | None = None):  # type: ignore[no-untyped-def]
-        """``fn(*args)`` on a store thread: the flow stores' own when ``store`` is one."""
-        flows = store is not None and self.stores.is_flow_store(store)
-        return await self._on_store_thread(self._flow_io if flows else self._io, fn, *args)
-
-    async def _prepare_stores(self, flow: Flow) -> None:
-        """Open the stores a flow declares (their clients, their buckets checked)."""
-        if flow.stores:
-            await self._on_store_thread(self._flow_io, self.stores.prepare, flow)
+        return await self.calls.call(fn, *args, store=store)
 
     # ------------------------------------------------------------ accepting runs
 
-    async def validate(self, submission: FlowSubmission):  # -> ValidationResult
-        """Validate off the event loop: 10,000 nodes take half a second."""
-        return await asyncio.get_running_loop().run_in_executor(
-            self._planning, self._validate, submission
-        )
-
-    def _validate(self, submission: FlowSubmission):  # -> ValidationResult
-        return validate(
-            submission,
-            catalog=self.catalog,
-            stores=self.store_policy,
-            max_nodes=self.settings.max_flow_nodes,
-        )
-
-    def _plan(self, submission: FlowSubmission, tenant: str) -> RunState:
-        """Validate and plan a new run: on a planning thread (a second for 10,000 nodes)."""
-        self._validate(submission).raise_if_invalid()
-        plan = plan_run(
-            submission, run_id=uuid.uuid4().hex, now=utcnow(), catalog=self.catalog, tenant=tenant
-        )
-        return RunState(
-            plan,
-            resolve_defs(submission, self.catalog),
-            max_log_lines=self.settings.executor.log_lines_per_node,
-        )
-
-    async def submit(
-        self,
-        submission: FlowSubmission,
-        *,
-        tenant: str = DEFAULT_TENANT,
-        inputs: dict[str, tuple[bytes | Callable[[], BinaryIO], str]] | None = None,
+    async def accept(
+        self, run: RunState, waiting: list[WaitingURL], *, arrived: list[str] | None = None
     ) -> FlowRun:
-        """Validate, plan, hand out WaitingURLs and dispatch what can start now.
+        """Take a run the service layer made ready: planned, its stores open, its
+        WaitingURLs handed out (``waiting``) or its inputs written (``arrived``).
 
-        ``inputs`` (edge → bytes, or what opens a stream of them, and content type)
-        fills the upload edges at once instead of handing out WaitingURLs; it must
-        name each of them.
+        Accepted only once on disk: a run answered 200 must survive a restart. Nothing
+        is dispatched or awaited before: a refused run (DataDirError) leaves nothing
+        running.
         """
-        loop = asyncio.get_running_loop()
-        run = await loop.run_in_executor(self._planning, self._plan, submission, tenant)
-        plan, run_id = run.plan, run.id
-        await self._prepare_stores(submission.flow)
-        await self._check_static_objects(run)
-        if inputs is not None:
-            expected = set(run.upload_edges())
-            if set(inputs) != expected:
-                raise InputMismatch(sorted(expected), sorted(inputs))
-            for edge, (data, content_type) in inputs.items():
-                artifact = run.artifact_for(edge)
-                store = self._store(run, artifact.store_name)
-                await self._io_call(
-                    partial(_write_input, store, artifact.object_name, data, content_type),
-                    store=store,
-                )
-            waiting: list[WaitingURL] = []
-        else:
-            waiting = await self._waiting_urls(run)
         run.start(waiting)
-        for edge in inputs or ():
+        for edge in arrived or ():
             run.artifact_arrived(edge)
-        # Accepted only once on disk: a run answered 200 must survive a restart.
-        # Nothing is dispatched or awaited before: a refused run (DataDirError) leaves
-        # nothing running.
-        await self.state.save_now(run_id, run)
-        self.runs[run_id] = run
-        if inputs is None:
-            self._await_uploads(run)
+        await self.state.save_now(run.id, run)
+        self.runs[run.id] = run
+        self._await_uploads(run)
         log.info(
             "run_submitted",
-            run_id=run_id,
-            flow=submission.flow.name,
-            nodes=len(plan.order),
+            run_id=run.id,
+            flow=run.flow.name,
+            nodes=len(run.plan.order),
             uploads=len(waiting),
-            inputs=len(inputs or ()),
+            inputs=len(arrived or ()),
         )
         await self._apply(run, Transition(dispatch=run.ready_nodes()))
         self._arm_upload_deadline(run)
         return run.run
 
-    async def _check_static_objects(self, run: RunState) -> None:
-        """WELL_010: a static well's object must be there (in the tenant's namespace)."""
-        missing = []
-        for edge in run.plan.edges:
-            if run.plan.edge(edge).source != "static":
-                continue
-            artifact = run.artifact_for(edge)
-            store = self._store(run, artifact.store_name)
-            if not await self._io_call(store.exists, artifact.object_name, store=store):
-                missing.append(
-                    ValidationEntry(
-                        code="WELL_010",
-                        message=f"the static DataWell on edge {edge!r} names an object that is "
-                        f"not in store {artifact.store_name!r} (looked for "
-                        f"{artifact.object_name!r}: in the service's stores, Keys are relative "
-                        "to your tenant's namespace); store it there first, or fix the Key",
-                        edge=edge,
-                        well=edge,
-                        store=artifact.store_name,
-                    ).model_dump()
-                )
-        if missing:
-            raise FlowInvalid(missing)
+    def live(self, run_id: str) -> LiveRun | None:
+        """A run the scheduler holds, to read: running, or ended a moment ago."""
+        return self.runs.get(run_id)
 
-    async def cancel(self, run: RunState) -> FlowRun:
-        """Stop a run: STOPPED, queued tasks dropped, containers killed wherever they run."""
+    def live_runs(self) -> int:
+        """How many runs have not finished (every tenant's)."""
+        return sum(1 for run in self.runs.values() if not run.status.finished)
+
+    async def cancel(self, run_id: str) -> FlowRun | None:
+        """Stop a run: STOPPED, queued tasks dropped, containers killed wherever they run.
+        None for a run the scheduler no longer holds."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return None
         if run.status.finished:
             raise RunFinished(run.id, run.status.value)
         log.info("run_cancelled", run_id=run.id)
@@ -333,21 +194,6 @@ class Scheduler:
 
     def _store(self, run: RunState, store_name: str) -> Store:
         return self.stores.get(store_name, run.plan.submission.flow)
-
-    async def _waiting_urls(self, run: RunState) -> list[WaitingURL]:
-        ttl = self.settings.storage.url_ttl
-        expires = utcnow() + timedelta(seconds=ttl)
-        urls = []
-        for edge in run.pending_uploads():
-            artifact = run.artifact_for(edge)
-            store = self._store(run, artifact.store_name)
-            # Create-only: once the input is there, the URL cannot replace it.
-            url = await self._io_call(
-                lambda s=store, k=artifact.object_name: s.put_url(k, ttl, create_only=True),
-                store=store,
-            )
-            urls.append(WaitingURL(artifact=artifact, put_url=url, ttl=expires))
-        return urls
 
     def _await_uploads(self, run: RunState) -> None:
         for edge in run.pending_uploads():
@@ -488,13 +334,11 @@ class Scheduler:
         batch = self._still_queued(run, batch)
         if not batch:
             return
-        flow = run.plan.submission.flow
-        pool = self._flow_io if flow.stores else self._io
         attempts = [(node_id, attempt) for node_id, attempt, _ in batch]
         try:
             names = {edge["store"] for edge in run.plan.edges.values()}
             stores = {name: self._store(run, name) for name in names}
-            tasks = await self._on_store_thread(pool, self._tasks_for, run, stores, attempts)
+            tasks = await self.calls.call_for(run.flow, self._tasks_for, run, stores, attempts)
             batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
             wanted = {(node_id, attempt) for node_id, attempt, _ in batch}
             queued = time.perf_counter()
@@ -502,7 +346,7 @@ class Scheduler:
                 self._queued_at[(run.id, node_id)] = queued
             await self.queue.put_tasks([t for t in tasks if (t.node_id, t.attempt) in wanted])
         except Exception as exc:
-            if self._stopping:
+            if self.calls.stopping:
                 return  # still READY: dispatched again when the service is back
             log.warning("dispatch_failed", run_id=run.id, attempts=len(batch), error=_reason(exc))
             for node_id, attempt, _ in batch:
@@ -802,7 +646,7 @@ class Scheduler:
             log.exception("run_not_resumable", run_id=snapshot.get("run", {}).get("ID"))
             return
         try:
-            await self._prepare_stores(run.plan.submission.flow)
+            await self.calls.prepare(run.flow)
         except StoreError as exc:
             log.error("run_stores_unavailable", run_id=run.id, error=str(exc))
         self.runs[run.id] = run
@@ -870,14 +714,6 @@ def _flags(node_def: NodeDef, node: Any) -> dict[str, str]:
 def _tier_order(name: str) -> tuple[int, int]:
     tier = TIERS[name]
     return (tier.gpus, tier.memory)
-
-
-def _write_input(
-    store: Store, key: str, data: bytes | Callable[[], BinaryIO], content_type: str
-) -> None:
-    """An invocation's input into its edge's object: bytes, or a stream another store opens."""
-    with io.BytesIO(data) if isinstance(data, bytes) else data() as source:
-        store.write(key, source, content_type=content_type)
 
 
 __all__ = ["Scheduler"]

@@ -13,17 +13,26 @@ so submissions that vary a parameter cannot grow the service without end.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from orchestrator.config import Settings
 from orchestrator.models import Flow, StoreInput
-from storage import LocalStore, Store, StoreError, open_store
+from storage import LocalStore, Store, StoreError, StoreUnavailable, open_store
+
+T = TypeVar("T")
 
 DEFAULT_STORE = "default"
+#: Seconds past a WaitingURL's TTL before its run gives up on the upload: S3 rounds a
+#: URL's lifetime up to a whole second, and a PUT let in at the last moment must land.
+UPLOAD_GRACE = 1.0
 
 
 class StoreRegistry:
@@ -109,4 +118,88 @@ class StoreRegistry:
         self._flow_stores.clear()
 
 
-__all__ = ["DEFAULT_STORE", "StoreRegistry"]
+class StoreCalls:
+    """Calls to stores, which block (boto3, the filesystem): on bounded threads.
+
+    A flow's own stores (on endpoints the operator allowed, run by whoever sent the
+    flow) get threads of their own: a dead one holds those, never the threads every
+    tenant's runs need for the service's stores. Calls are counted: a store that
+    never answers holds its thread for ever, and the process must not wait for it
+    to exit (``cli.serve``).
+    """
+
+    def __init__(
+        self, stores: StoreRegistry, *, threads: int = 8, flow_threads: int = 4, name: str
+    ) -> None:
+        self.stores = stores
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
+        self._flow_pool = ThreadPoolExecutor(flow_threads, thread_name_prefix=f"{name}-flow")
+        self._running = 0
+        self._counting = threading.Lock()
+        self._waits: set[asyncio.Future[Any]] = set()
+        self._stopping = False
+
+    async def call(self, fn: Callable[..., T], *args: Any, store: Store | None = None) -> T:
+        """``fn(*args)`` on a store thread: the flow stores' own when ``store`` is one."""
+        flows = store is not None and self.stores.is_flow_store(store)
+        return await self._on_thread(self._flow_pool if flows else self._pool, fn, *args)
+
+    async def call_for(self, flow: Flow, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` touching any of a flow's stores: on the flow stores' threads
+        when the flow declares stores of its own."""
+        return await self._on_thread(self._flow_pool if flow.stores else self._pool, fn, *args)
+
+    async def prepare(self, flow: Flow) -> None:
+        """Open the stores a flow declares (their clients, their buckets checked)."""
+        if flow.stores:
+            await self._on_thread(self._flow_pool, self.stores.prepare, flow)
+
+    async def _on_thread(self, pool: ThreadPoolExecutor, fn: Callable[..., T], *args: Any) -> T:
+        def counted() -> T:
+            with self._counting:
+                self._running += 1
+            try:
+                return fn(*args)
+            finally:
+                with self._counting:
+                    self._running -= 1
+
+        waiting = asyncio.get_running_loop().run_in_executor(pool, counted)
+        self._waits.add(waiting)
+        try:
+            return await waiting
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and not (task and task.cancelling()):
+                raise StoreUnavailable(
+                    "the service is shutting down while this waited on a store; send it "
+                    "again once the service is back"
+                ) from None
+            raise
+        finally:
+            self._waits.discard(waiting)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the service is shutting down (calls still waiting were given up)."""
+        return self._stopping
+
+    @property
+    def running(self) -> int:
+        """Calls still running on a thread (after ``close``: ones that never return)."""
+        with self._counting:
+            return self._running
+
+    def stop_waiting(self) -> None:
+        """The service is stopping: requests waiting on a store call are answered now
+        (STORE_UNAVAILABLE), not when a store that never answers gives up."""
+        self._stopping = True
+        for waiting in list(self._waits):
+            waiting.cancel()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._flow_pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["DEFAULT_STORE", "UPLOAD_GRACE", "StoreCalls", "StoreRegistry"]

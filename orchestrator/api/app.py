@@ -1,9 +1,9 @@
 """The application factory used by ``pipewell dev``, ``pipewell serve`` and the tests.
 
 One ``cleanup_ctx`` per resource, opened in order and closed in reverse:
-database (its one connection and thread; API keys) → state → stores → queue and
-events → Docker → engine (worker, then scheduler) → invocations (saved flows
-and the dialects' service layer).
+database (its one connection and thread; API keys) → state → stores (and the
+threads their calls run on) → queue and events → Docker → engine (worker, then
+scheduler) → the service layer every dialect calls.
 """
 
 from __future__ import annotations
@@ -25,34 +25,32 @@ from orchestrator.api.resources import (
     DATABASE,
     DOCKER,
     EVENTS,
-    INVOCATIONS,
     KEYS,
     METRICS,
     QUEUE,
     SCHEDULER,
+    SERVICE,
     SETTINGS,
     STATE,
+    STORE_CALLS,
     STORES,
     WORKER,
 )
 from orchestrator.api_key_store import KeyStore
 from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
-from orchestrator.database import Database
+from orchestrator.database import STATE_DB, Database
 from orchestrator.events import EventBus
 from orchestrator.executor import connect_docker
-from orchestrator.invocations import Invocations
 from orchestrator.metrics import Metrics
 from orchestrator.queue import open_queue
 from orchestrator.scheduler import Scheduler
+from orchestrator.service import Service
 from orchestrator.state import StateStore
-from orchestrator.stores import StoreRegistry
+from orchestrator.stores import StoreCalls, StoreRegistry
 from orchestrator.worker import running_worker
 
 log = structlog.get_logger(__name__)
-
-#: Runs, secrets and API keys, under the data directory.
-STATE_DB = "pipewell.sqlite3"
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -85,7 +83,9 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
         None, StoreRegistry, app[SETTINGS], secret
     )
     app[STORES] = stores
+    calls = app[STORE_CALLS] = StoreCalls(stores, name="pipewell-store")
     yield
+    calls.close()
     stores.close()
 
 
@@ -131,6 +131,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
             app[QUEUE],
             app[EVENTS],
             app[STORES],
+            app[STORE_CALLS],
             load_catalog(),
             app[METRICS],
         )
@@ -141,22 +142,26 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _stop_waiting(app: web.Application) -> None:
-    if SCHEDULER in app:
-        app[SCHEDULER].stop_waiting()
+    if STORE_CALLS in app:
+        app[STORE_CALLS].stop_waiting()
 
 
-async def _invocations(app: web.Application) -> AsyncIterator[None]:
-    invocations = Invocations(
-        app[SCHEDULER],
-        app[EVENTS],
+async def _service(app: web.Application) -> AsyncIterator[None]:
+    scheduler = app[SCHEDULER]
+    service = Service(
+        app[SETTINGS],
+        scheduler,
         app[STATE],
         app[STORES],
+        app[STORE_CALLS],
+        app[EVENTS],
+        app[QUEUE],
         app[DATABASE],
-        app[SETTINGS].invocations,
+        scheduler.catalog,
     )
-    app[INVOCATIONS] = invocations
+    app[SERVICE] = service
     yield
-    invocations.close()
+    service.close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -171,7 +176,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_cors_headers)
     app[SETTINGS] = settings
     app[METRICS] = metrics
-    app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _invocations])
+    app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _service])
     for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow, docs, ui):
         app.add_routes(dialect.routes)
     docs.init_docs(app)
@@ -181,7 +186,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def on_written(store: str, key: str, size: int) -> None:
         app[METRICS].store_bytes.labels("local_put").inc(size)
-        await app[SCHEDULER].object_written(store, key)
+        await app[SERVICE].object_written(store, key)
 
     add_object_routes(
         app,

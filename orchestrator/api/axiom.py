@@ -14,17 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictBool, S
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import answer, read_model
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
-from orchestrator.api.resources import INVOCATIONS
+from orchestrator.api.openapi import RUN_START_ERRORS, Answer, operation
+from orchestrator.api.resources import SERVICE
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.invocations import (
+from orchestrator.models import FlowRun, RunStatus
+from orchestrator.service.executions import (
     MAX_WAIT_SECONDS,
     TIMEOUT_ERROR,
     Outcome,
     failure_message,
     wait_seconds,
 )
-from orchestrator.models import FlowRun, RunStatus
 
 routes = web.RouteTableDef()
 
@@ -83,18 +83,17 @@ INVOKE_ERRORS = (
     "FLAGS_INVALID",
     "INPUT_INVALID",
     "TIMEOUT_INVALID",
-    "STORE_UNAVAILABLE",
-    *STORAGE_ERRORS,
+    *RUN_START_ERRORS,
 )
 
 
 async def _start(request: web.Request, *, stream: bool) -> tuple[FlowRun, float, bool]:
     body = await read_model(request, InvokeRequest)
     timeout = wait_seconds(body.timeout_seconds)
-    invocations = request.app[INVOCATIONS]
+    service = request.app[SERVICE]
     tenant = tenant_of(request)
-    flow = await invocations.find(tenant, body.graph_id)
-    run = await invocations.start(tenant, flow, body.input, config_id=body.config_id)
+    flow = await service.flows.find(tenant, body.graph_id)
+    run = await service.executions.start(tenant, flow, body.input, config_id=body.config_id)
     return run, timeout, body.wait and not stream
 
 
@@ -125,7 +124,7 @@ async def invoke(request: web.Request) -> web.Response:
     run, timeout, wait = await _start(request, stream=False)
     body = InvokeAccepted(accepted=True, execution_id=run.id)
     if wait:
-        outcome = await request.app[INVOCATIONS].wait(run.id, timeout)
+        outcome = await request.app[SERVICE].executions.wait(run.id, timeout)
         body.result = result_of(outcome)
     return answer(body, status=202, exclude_unset=True)
 
@@ -148,14 +147,14 @@ async def invoke(request: web.Request) -> web.Response:
 )
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
     run, timeout, _ = await _start(request, stream=True)
-    invocations = request.app[INVOCATIONS]
-    terminal = await request.app[INVOCATIONS].terminal_edges(run.id)
+    service = request.app[SERVICE]
+    terminal = await service.runs.terminal_edges(run.id)
     response = await open_stream(request)
     sent: set[str] = set()
     index = 0
     last = run
     unreadable = None
-    updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
+    updates = service.runs.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
     async for update in run_changes(response, updates):
         last = update.run
         for edge in terminal:
@@ -163,7 +162,7 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
                 continue
             sent.add(edge)
             # The stream is open: its final frame is the only way left to say it failed.
-            payload, unreadable = await invocations.read_output(run.id, edge)
+            payload, unreadable = await service.executions.read_output(run.id, edge)
             if unreadable is not None:
                 break
             frame = Frame(execution_id=run.id, frame_index=index, payload=payload, is_final=False)

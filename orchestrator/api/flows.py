@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import YAML_TYPES, answer, read_model, read_submission
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
-from orchestrator.api.resources import INVOCATIONS
+from orchestrator.api.openapi import FIND_FLOW_ERRORS, STORAGE_ERRORS, Answer, Query, operation
+from orchestrator.api.resources import SERVICE
 from orchestrator.errors import BodyInvalid
 from orchestrator.models import Flow, FlowSubmission, NodeDef
 from orchestrator.registry import MAX_ID_DIGITS, SavedFlow, parse_id
@@ -98,7 +98,6 @@ VERSION = Query(
     Annotated[int, Field(ge=1, le=10**MAX_ID_DIGITS - 1)] | Literal["latest", ""],
     "with a name as ref: that version rather than the latest (empty or latest: the latest)",
 )
-FIND = ("FLOW_NOT_FOUND", "VERSION_INVALID")
 
 
 def version_param(request: web.Request) -> int | None:
@@ -115,7 +114,7 @@ def version_param(request: web.Request) -> int | None:
 
 
 async def find_flow(request: web.Request, ref: str) -> SavedFlow:
-    return await request.app[INVOCATIONS].find(tenant_of(request), ref, version_param(request))
+    return await request.app[SERVICE].flows.find(tenant_of(request), ref, version_param(request))
 
 
 @routes.post("/api/v1/flows")
@@ -132,9 +131,9 @@ async def find_flow(request: web.Request, ref: str) -> SavedFlow:
 )
 async def save_flow(request: web.Request) -> web.Response:
     """The flow is compiled: every NodeDef it uses is written into it."""
-    invocations = request.app[INVOCATIONS]
-    flow, created = await invocations.save(tenant_of(request), await read_submission(request))
-    body = SavedFlowAnswer(**invocations.describe(flow), created=created)
+    flows = request.app[SERVICE].flows
+    flow, created = await flows.save(tenant_of(request), await read_submission(request))
+    body = SavedFlowAnswer(**flows.describe(flow), created=created)
     return answer(body, status=201 if created else 200)
 
 
@@ -146,7 +145,7 @@ async def save_flow(request: web.Request) -> web.Response:
     answers={200: Answer("every version, oldest first", FlowList)},
 )
 async def list_flows(request: web.Request) -> web.Response:
-    flows = await request.app[INVOCATIONS].list(tenant_of(request), request.query.get("name"))
+    flows = await request.app[SERVICE].flows.list(tenant_of(request), request.query.get("name"))
     return answer(FlowList(flows=[FlowSummary(**f.summary()) for f in flows]))
 
 
@@ -157,14 +156,14 @@ async def list_flows(request: web.Request) -> web.Response:
     params=REF,
     query=(VERSION,),
     answers={200: Answer("its summary, edges, nodes, configs, Flow and NodeDefs", FlowDetail)},
-    errors=FIND,
+    errors=FIND_FLOW_ERRORS,
 )
 async def get_flow(request: web.Request) -> web.Response:
-    invocations = request.app[INVOCATIONS]
+    flows = request.app[SERVICE].flows
     flow = await find_flow(request, request.match_info["ref"])
     body = FlowDetail(
-        **invocations.describe(flow),
-        configs=await invocations.configs(flow),
+        **flows.describe(flow),
+        configs=await flows.configs(flow),
         flow=flow.submission.flow,
         node_defs=flow.submission.node_defs,
     )
@@ -178,12 +177,12 @@ async def get_flow(request: web.Request) -> web.Response:
     params=REF,
     query=(VERSION,),
     answers={204: Answer("deleted: its invocations answer 404 from now on")},
-    errors=(*FIND, *STORAGE_ERRORS),
+    errors=(*FIND_FLOW_ERRORS, *STORAGE_ERRORS),
 )
 async def delete_flow(request: web.Request) -> web.Response:
     """Other versions of the flow keep working."""
     flow = await find_flow(request, request.match_info["ref"])
-    await request.app[INVOCATIONS].delete(tenant_of(request), flow.graph_id)
+    await request.app[SERVICE].flows.delete(tenant_of(request), flow.graph_id)
     return web.Response(status=204)
 
 
@@ -194,11 +193,11 @@ async def delete_flow(request: web.Request) -> web.Response:
     params=REF,
     query=(VERSION,),
     answers={200: Answer("config_id → flags", ConfigList)},
-    errors=FIND,
+    errors=FIND_FLOW_ERRORS,
 )
 async def list_configs(request: web.Request) -> web.Response:
     flow = await find_flow(request, request.match_info["ref"])
-    configs = await request.app[INVOCATIONS].configs(flow)
+    configs = await request.app[SERVICE].flows.configs(flow)
     return answer(ConfigList(graph_id=flow.graph_id, configs=configs))
 
 
@@ -209,12 +208,12 @@ async def list_configs(request: web.Request) -> web.Response:
     params=CONFIG,
     query=(VERSION,),
     answers={200: Answer("the profile's flags", ConfigAnswer)},
-    errors=(*FIND, "CONFIG_NOT_FOUND"),
+    errors=(*FIND_FLOW_ERRORS, "CONFIG_NOT_FOUND"),
 )
 async def get_config(request: web.Request) -> web.Response:
     flow = await find_flow(request, request.match_info["ref"])
     config_id = request.match_info["config_id"]
-    flags = await request.app[INVOCATIONS].config(flow, config_id)
+    flags = await request.app[SERVICE].flows.config(flow, config_id)
     return answer(ConfigAnswer(graph_id=flow.graph_id, config_id=config_id, flags=flags))
 
 
@@ -229,14 +228,14 @@ async def get_config(request: web.Request) -> web.Response:
         201: Answer("created", ConfigAnswer),
         200: Answer("replaced", ConfigAnswer),
     },
-    errors=(*FIND, "CONFIG_INVALID", "FLAGS_INVALID", *STORAGE_ERRORS),
+    errors=(*FIND_FLOW_ERRORS, "CONFIG_INVALID", "FLAGS_INVALID", *STORAGE_ERRORS),
 )
 async def put_config(request: web.Request) -> web.Response:
     """Flags are checked against the flow's nodes and their NodeDefs."""
     flow = await find_flow(request, request.match_info["ref"])
     body = await read_model(request, ConfigBody)
     config_id = request.match_info["config_id"]
-    flags, created = await request.app[INVOCATIONS].put_config(flow, config_id, body.flags)
+    flags, created = await request.app[SERVICE].flows.put_config(flow, config_id, body.flags)
     return answer(
         ConfigAnswer(graph_id=flow.graph_id, config_id=config_id, flags=flags),
         status=201 if created else 200,
@@ -250,11 +249,11 @@ async def put_config(request: web.Request) -> web.Response:
     params=CONFIG,
     query=(VERSION,),
     answers={204: Answer("deleted")},
-    errors=(*FIND, "CONFIG_NOT_FOUND", *STORAGE_ERRORS),
+    errors=(*FIND_FLOW_ERRORS, "CONFIG_NOT_FOUND", *STORAGE_ERRORS),
 )
 async def delete_config(request: web.Request) -> web.Response:
     flow = await find_flow(request, request.match_info["ref"])
-    await request.app[INVOCATIONS].delete_config(flow, request.match_info["config_id"])
+    await request.app[SERVICE].flows.delete_config(flow, request.match_info["config_id"])
     return web.Response(status=204)
 
 

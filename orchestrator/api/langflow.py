@@ -30,22 +30,25 @@ from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import JSON_TYPES, answer, read_model, read_object, request_body
 from orchestrator.api.errors import error_response
 from orchestrator.api.flows import REF, VERSION, FlagsIn, find_flow
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
-from orchestrator.api.resources import INVOCATIONS, SETTINGS
+from orchestrator.api.openapi import (
+    FIND_FLOW_ERRORS,
+    RUN_START_ERRORS,
+    STORAGE_ERRORS,
+    Answer,
+    Query,
+    operation,
+)
+from orchestrator.api.resources import SERVICE, SETTINGS
 from orchestrator.api.server import arriving
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream
-from orchestrator.errors import BodyInvalid, ContentTypeUnsupported
-from orchestrator.invocation_files import file_form, takes_json
-from orchestrator.invocations import (
-    TIMEOUT_ERROR,
-    InvalidInvocation,
-    Invocations,
-    Outcome,
-    text_of,
-)
+from orchestrator.errors import BodyInvalid, ContentTypeUnsupported, InvalidInvocation
 from orchestrator.mime import OCTET_STREAM
 from orchestrator.models import FlowRun, utcnow
 from orchestrator.registry import SavedFlow
+from orchestrator.runtime import entry_edges
+from orchestrator.service.executions import TIMEOUT_ERROR, Executions, Outcome, text_of
+from orchestrator.service.inputs import file_form, takes_json
+from orchestrator.service.saved_flows import node_outputs
 from orchestrator.validation import resolve_defs
 
 log = structlog.get_logger(__name__)
@@ -148,11 +151,11 @@ async def _start(
         # Langflow ignores body fields it does not use.
         log.debug("langflow_fields_ignored", fields=sorted(body.model_extra))
     text = body.input_value if "input_value" in body.model_fields_set else body.message
-    edges = Invocations.node_outputs(flow, body.output_component or None, field="output_component")
+    edges = node_outputs(flow, body.output_component or None, field="output_component")
     input_value = {"text": text} if text is not None else {}
-    invocations = request.app[INVOCATIONS]
-    files, tweaks = file_tweaks(flow, body.tweaks, invocations.entry_edges(flow.submission))
-    run = await invocations.start(
+    executions = request.app[SERVICE].executions
+    files, tweaks = file_tweaks(flow, body.tweaks, entry_edges(flow.submission.flow))
+    run = await executions.start(
         tenant_of(request), flow, input_value, flags=tweaks, flags_field="tweaks", files=files
     )
     stream = body.stream or request.query.get("stream", "").lower() in ("true", "1")
@@ -249,8 +252,7 @@ class UploadAnswer(BaseModel):
     },
     answers={201: Answer("kept; name its file_path in a run's tweaks", UploadAnswer)},
     errors=(
-        "FLOW_NOT_FOUND",
-        "VERSION_INVALID",
+        *FIND_FLOW_ERRORS,
         "BODY_MALFORMED",
         "CONTENT_TYPE_UNSUPPORTED",
         "FILE_TOO_LARGE",
@@ -281,7 +283,7 @@ async def upload_file(request: web.Request) -> web.Response:
         raise _unreadable_form(exc) from None
     chunks = arriving(_part_chunks(part), settings.idle_timeout)
     content_type = part.headers.get("Content-Type", OCTET_STREAM)
-    file_path = await request.app[INVOCATIONS].upload(
+    file_path = await request.app[SERVICE].executions.upload(
         tenant_of(request), flow, part.filename or "file", chunks, content_type
     )
     return answer(UploadAnswer(flowId=flow.graph_id, file_path=file_path), status=201)
@@ -333,15 +335,13 @@ def _producer(flow: SavedFlow, edge: str) -> str:
         )
     },
     errors=(
-        "FLOW_NOT_FOUND",
-        "VERSION_INVALID",
+        *FIND_FLOW_ERRORS,
         "NODE_UNKNOWN",
         "FLAGS_INVALID",
         "INPUT_INVALID",
-        "STORE_UNAVAILABLE",
         "RUN_FAILED",
         "RUN_TIMEOUT",
-        *STORAGE_ERRORS,
+        *RUN_START_ERRORS,
     ),
 )
 async def run_flow(request: web.Request) -> web.StreamResponse:
@@ -349,12 +349,10 @@ async def run_flow(request: web.Request) -> web.StreamResponse:
     flow, run, fields, edges, stream = await _start(request)
     if stream:
         return await _stream(request, flow, run, fields, edges)
-    invocations = request.app[INVOCATIONS]
     timeout = request.app[SETTINGS].invocations.sync_timeout
-    outcome = await invocations.wait(run.id, timeout, edges)
+    outcome = await request.app[SERVICE].executions.wait(run.id, timeout, edges)
     if not outcome.finished:
         return error_response(
-            504,
             "RUN_TIMEOUT",
             f"{TIMEOUT_ERROR}; the run goes on: GET /api/v1/flow/status/{run.id}",
             detail=TIMEOUT_ERROR,
@@ -362,7 +360,7 @@ async def run_flow(request: web.Request) -> web.StreamResponse:
         )
     if not outcome.success:
         return error_response(
-            500, "RUN_FAILED", outcome.error or "", detail=outcome.error, execution_id=run.id
+            "RUN_FAILED", outcome.error or "", detail=outcome.error, execution_id=run.id
         )
     return answer(_run_response(flow, outcome, fields))
 
@@ -393,7 +391,7 @@ async def _stream(
     fields: dict[str, Any],
     edges: list[str] | None,
 ) -> web.StreamResponse:
-    invocations = request.app[INVOCATIONS]
+    service = request.app[SERVICE]
     session = fields["session_id"]
     response = await open_stream(request)
 
@@ -421,7 +419,7 @@ async def _stream(
     last = run
     replayed = False
     timeout = request.app[SETTINGS].invocations.sync_timeout
-    async for update in invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS):
+    async for update in service.runs.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS):
         if update.name == "heartbeat":
             # A blank line: Langflow's line format has no comment; readers skip blank lines.
             await response.write(b"\n")
@@ -437,7 +435,7 @@ async def _stream(
                     chunk = f"[{node_id}] {record.message}\n"
                     await line("token", {"chunk": chunk, "id": reply_id, "timestamp": stamp()})
         last = update.run
-    outcome = await invocations.outcome(last, edges)
+    outcome = await service.executions.outcome(last, edges)
     if outcome.success:
         text = text_of(outcome.output)
         for start in range(0, len(text), CHUNK_CHARACTERS):
@@ -474,36 +472,34 @@ async def _stream(
     body_required=False,
     answers={202: Answer("started; follow the execution_id natively", WebhookAccepted)},
     errors=(
-        "FLOW_NOT_FOUND",
-        "VERSION_INVALID",
+        *FIND_FLOW_ERRORS,
         "BODY_MALFORMED",
         "INPUT_INVALID",
         "BODY_TOO_LARGE",
         "FILE_TOO_LARGE",
         "BODY_TIMEOUT",
-        "STORE_UNAVAILABLE",
-        *STORAGE_ERRORS,
+        *RUN_START_ERRORS,
     ),
 )
 async def webhook(request: web.Request) -> web.Response:
     """Any body, as Langflow: a JSON object is the input; a file, where the flow's entry
     edge takes one, is the file; anything else is ``{"text": body}``."""
     flow = await find_flow(request, request.match_info["flow_id"])
-    invocations = request.app[INVOCATIONS]
+    executions = request.app[SERVICE].executions
     files: dict[str, Any] = {}
-    edge = _file_entry(invocations, flow, request.content_type)
+    edge = _file_entry(executions, flow, request.content_type)
     if edge is not None and request.body_exists:
         settings = request.app[SETTINGS]
         given = request.content_type
         content_type = OCTET_STREAM if given in _NOT_A_TYPE else given
         chunks = arriving(request.content.iter_chunked(1 << 16), settings.idle_timeout)
         name = request.query.get("filename", "file")
-        file_path = await invocations.upload(tenant_of(request), flow, name, chunks, content_type)
+        file_path = await executions.upload(tenant_of(request), flow, name, chunks, content_type)
         files[edge] = {"file_path": file_path}
         input_value: dict[str, Any] = {}
     else:
         input_value = await _webhook_input(request)
-    run = await invocations.start(tenant_of(request), flow, input_value, files=files)
+    run = await executions.start(tenant_of(request), flow, input_value, files=files)
     accepted = WebhookAccepted(
         message="Task started in the background", status="in progress", execution_id=run.id
     )
@@ -514,13 +510,13 @@ async def webhook(request: web.Request) -> web.Response:
 _NOT_A_TYPE = {"application/x-www-form-urlencoded", ""}
 
 
-def _file_entry(invocations: Invocations, flow: SavedFlow, content_type: str) -> str | None:
+def _file_entry(executions: Executions, flow: SavedFlow, content_type: str) -> str | None:
     """The entry edge a webhook body is the file of: the flow's one entry edge, when its
     nodes do not take JSON, or when the body is neither JSON nor text."""
-    entry = invocations.entry_edges(flow.submission)
+    entry = entry_edges(flow.submission.flow)
     if len(entry) != 1 or content_type in JSON_TYPES or content_type.endswith("+json"):
         return None
-    readers = invocations.entry_types(flow.submission).get(entry[0], [])
+    readers = executions.entry_types(flow).get(entry[0], [])
     binary = not content_type.startswith("text/") and content_type not in _NOT_A_TYPE
     return entry[0] if not takes_json(readers) or binary else None
 

@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import YAML_TYPES, answer, answer_json, read_submission
 from orchestrator.api.downloads import download_headers
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, Query, operation
-from orchestrator.api.resources import INVOCATIONS, METRICS, QUEUE, WORKER
+from orchestrator.api.openapi import RUN_START_ERRORS, Answer, Query, operation
+from orchestrator.api.resources import METRICS, SERVICE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 from orchestrator.errors import BodyInvalid
 from orchestrator.models import (
@@ -27,6 +27,7 @@ from orchestrator.models import (
     WireModel,
 )
 from orchestrator.registry import parse_id
+from orchestrator.service import OTHER_IMAGES
 from orchestrator.validation.results import ValidationEntry
 
 routes = web.RouteTableDef()
@@ -80,10 +81,6 @@ class RunList(BaseModel):
     runs: list[RunSummary]
 
 
-#: How spares of an image outside the built-in catalog are named (a tenant's choice).
-OTHER_IMAGES = "other"
-
-
 class SpareView(BaseModel):
     image: str
     tier: str
@@ -131,16 +128,16 @@ class Health(BaseModel):
     body=FlowSubmission,
     body_media=YAML_TYPES,
     answers={200: Answer("the FlowRun, its WaitingURLs to PUT the inputs to", FlowRun)},
-    errors=("FLOW_INVALID", "STORE_UNAVAILABLE", *STORAGE_ERRORS),
+    errors=("FLOW_INVALID", *RUN_START_ERRORS),
 )
 async def test_flow(request: web.Request) -> web.Response:
     """Answered once the run is on disk."""
     submission = await read_submission(request)
-    invocations, tenant = request.app[INVOCATIONS], tenant_of(request)
-    run = await invocations.submit(submission, tenant)
+    service, tenant = request.app[SERVICE], tenant_of(request)
+    run = await service.submissions.submit(submission, tenant=tenant)
     # The run's own JSON, joined from its nodes' (a 10,000-node FlowRun made anew
     # would take the loop for 50 ms).
-    return answer_json(await invocations.status_json(run.id, tenant))
+    return answer_json(await service.runs.status_json(run.id, tenant))
 
 
 @routes.post("/api/v1/flow/validate")
@@ -155,7 +152,7 @@ async def test_flow(request: web.Request) -> web.Response:
 async def validate_flow(request: web.Request) -> web.Response:
     """A body that is not a submission at all is FLOW_INVALID (SCHEMA_001 entries)."""
     submission = await read_submission(request)
-    result = await request.app[INVOCATIONS].validate(submission)
+    result = await request.app[SERVICE].submissions.validate(submission)
     report = ValidationReport(valid=result.ok, errors=result.errors, warnings=result.warnings)
     return answer(report, exclude_none=True)
 
@@ -170,9 +167,9 @@ async def validate_flow(request: web.Request) -> web.Response:
 )
 async def flow_status(request: web.Request) -> web.Response:
     """The FlowRun, live or finished."""
-    invocations = request.app[INVOCATIONS]
+    runs = request.app[SERVICE].runs
     return answer_json(
-        await invocations.status_json(request.match_info["run_id"], tenant_of(request))
+        await runs.status_json(request.match_info["run_id"], tenant_of(request))
     )
 
 
@@ -189,7 +186,7 @@ async def flow_graph(request: web.Request) -> web.Response:
 
     Only the graph: the Flow's Stores may hold a flow store's credentials.
     """
-    flow = await request.app[INVOCATIONS].flow_of(request.match_info["run_id"], tenant_of(request))
+    flow = await request.app[SERVICE].runs.flow_of(request.match_info["run_id"], tenant_of(request))
     return answer(RunGraph(name=flow.name, nodes=flow.nodes))
 
 
@@ -203,7 +200,7 @@ async def flow_graph(request: web.Request) -> web.Response:
 )
 async def cancel_flow(request: web.Request) -> web.Response:
     """Stop a run: 200 with the STOPPED FlowRun; 409 RUN_FINISHED when it has ended."""
-    run = await request.app[INVOCATIONS].cancel(request.match_info["run_id"], tenant_of(request))
+    run = await request.app[SERVICE].runs.cancel(request.match_info["run_id"], tenant_of(request))
     return answer(run)
 
 
@@ -230,7 +227,7 @@ async def recent_runs(request: web.Request) -> web.Response:
     limit = parse_id(request.query.get("limit", "50"))
     if limit is None or not 1 <= limit <= MAX_LISTED:
         raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_LISTED}")
-    runs = await request.app[INVOCATIONS].recent(tenant_of(request), limit)
+    runs = await request.app[SERVICE].runs.recent(tenant_of(request), limit)
     return answer(RunList.model_validate({"runs": runs}))
 
 
@@ -242,7 +239,7 @@ async def recent_runs(request: web.Request) -> web.Response:
 )
 async def nodedefs(request: web.Request) -> web.Response:
     """A flow may name any of them in Uses without sending it; a NodeDef it sends wins."""
-    return answer(Catalog(node_defs=request.app[INVOCATIONS].nodedefs()))
+    return answer(Catalog(node_defs=request.app[SERVICE].nodedefs()))
 
 
 @routes.get("/api/v1/nodedefs/{publisher}/{name}")
@@ -255,7 +252,7 @@ async def nodedefs(request: web.Request) -> web.Response:
 )
 async def nodedef(request: web.Request) -> web.Response:
     uses = f"{request.match_info['publisher']}/{request.match_info['name']}"
-    return answer(request.app[INVOCATIONS].nodedef(uses))
+    return answer(request.app[SERVICE].nodedef(uses))
 
 
 @routes.get("/api/v1/workers")
@@ -270,23 +267,7 @@ async def workers(request: web.Request) -> web.Response:
 
 
 async def _describe_workers(request: web.Request) -> dict[str, Any]:
-    """The queue's view of the workers, spares named only by the catalog's images.
-
-    An image a flow names is a tenant's choice: other tenants read it here, so
-    every image outside the built-in catalog is counted as "other".
-    """
-    described = await request.app[QUEUE].describe()
-    shown = {node_def.image for node_def in request.app[INVOCATIONS].nodedefs()}
-    for worker in described.get("workers", []):
-        ready: dict[tuple[str, str], int] = {}
-        for spare in worker.get("spares", []):
-            image = spare["image"] if spare["image"] in shown else OTHER_IMAGES
-            ready[(image, spare["tier"])] = ready.get((image, spare["tier"]), 0) + spare["ready"]
-        worker["spares"] = [
-            {"image": image, "tier": tier, "ready": count}
-            for (image, tier), count in sorted(ready.items())
-        ]
-    return described
+    return await request.app[SERVICE].workers()
 
 
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")
@@ -307,9 +288,9 @@ async def _describe_workers(request: web.Request) -> dict[str, Any]:
 )
 async def flow_artifact(request: web.Request) -> web.StreamResponse:
     """The artifact's bytes, streamed from its store through the service."""
-    info, reader = await request.app[INVOCATIONS].open_artifact(
-        request.match_info["run_id"], request.match_info["edge"], tenant_of(request)
-    )
+    runs = request.app[SERVICE].runs
+    record = await runs.resolve(request.match_info["run_id"], tenant_of(request))
+    info, reader, _, _ = await runs.open_artifact(record, request.match_info["edge"])
     loop = asyncio.get_running_loop()
     response = web.StreamResponse(
         headers={
@@ -353,21 +334,21 @@ async def flow_artifact(request: web.Request) -> web.StreamResponse:
 )
 async def flow_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``status`` (the FlowRun), ``log`` (one line), ``end``."""
-    invocations = request.app[INVOCATIONS]
+    runs = request.app[SERVICE].runs
     run_id = request.match_info["run_id"]
     # Raises RunNotFound (also for another tenant's run) before the stream opens.
-    await invocations.get(run_id, tenant_of(request))
+    await runs.get(run_id, tenant_of(request))
     response = await open_stream(request)
     whole_sent = False
     # No end but the run's: a native stream lasts as long as its run.
-    async for update in invocations.watch(run_id, math.inf, heartbeat=HEARTBEAT_SECONDS):
+    async for update in runs.watch(run_id, math.inf, heartbeat=HEARTBEAT_SECONDS):
         if update.name == "heartbeat":
             await keep_alive(response)
         elif update.name == "log":
             line = LogLine.model_validate(update.line).model_dump(mode="json")
             await send(response, line, event="log")
         else:
-            delta = invocations.delta_json(run_id, update.changes) if whole_sent else None
+            delta = runs.delta_json(run_id, update.changes) if whole_sent else None
             if delta is not None and update.name == "status":
                 await send(response, None, event="delta", encoded=delta.decode())
                 continue
@@ -375,7 +356,7 @@ async def flow_events(request: web.Request) -> web.StreamResponse:
             # meanwhile, and an end must never carry a run still RUNNING.
             ended = update.name == "end" or update.run.status.finished
             # The run's JSON, made once per change for every stream and status read.
-            encoded = (await invocations.status_json(run_id)).decode()
+            encoded = (await runs.status_json(run_id)).decode()
             await send(response, None, event="status", encoded=encoded)
             whole_sent = True
             if ended:
@@ -400,7 +381,7 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus' text format: runs, attempts, durations, queue depth, bytes, HTTP latency."""
     recorded = request.app[METRICS]
     recorded.set_queued(await _describe_workers(request))
-    recorded.runs_active.set(request.app[INVOCATIONS].active_runs())
+    recorded.runs_active.set(request.app[SERVICE].runs.active_runs())
     return web.Response(
         body=generate_latest(recorded.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -25,7 +25,7 @@ from orchestrator.api.errors import error_response, response_for
 from orchestrator.api.openapi import Answer, Query, operation
 from orchestrator.api.server import arriving
 from orchestrator.errors import Conflict, NotFound, StoreFull
-from orchestrator.scheduler import UPLOAD_GRACE
+from orchestrator.stores import UPLOAD_GRACE
 from storage import LocalStore, ObjectExists
 from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE, SignatureInvalid
 
@@ -96,7 +96,7 @@ def add_object_routes(
         if request.version != HttpVersion11:
             return None
         if request.headers.get("Expect", "").lower() != "100-continue":
-            return error_response(417, "EXPECTATION_FAILED", "only Expect: 100-continue is known")
+            return error_response("EXPECTATION_FAILED", "only Expect: 100-continue is known")
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp's own handler: the body has not begun
         return None

@@ -2,7 +2,9 @@
 
 Each handler says what it takes and answers with ``@operation(...)`` right
 under its route: the pydantic models it parses its body with and shapes its
-answer with, its query parameters, and the error codes it can answer. The
+answer with, its query parameters, and the error codes it can answer (each a
+row of the error table, :data:`orchestrator.api.errors.ERRORS`, which gives it
+its status: naming any other fails at import). The
 document is built from the application's router, so an endpoint appears with
 the method and path it is really served at, and its schemas are those models'
 JSON Schemas (``model_json_schema``'s, with ``#/components/schemas/{model}``
@@ -27,69 +29,43 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from orchestrator.api.auth import QUERY_KEY_PREFIXES, Unauthorized, is_public
-from orchestrator.api.errors import UNKNOWN_RUN_TEXT, ErrorBody
+from orchestrator.api.errors import (
+    CODES,
+    ERRORS,
+    HTTP_UNREADABLE,
+    RUN_NOT_FOUND,
+    TABLE,
+    UNAUTHORIZED,
+    UNKNOWN_RUN_TEXT,
+    ErrorBody,
+    ErrorCode,
+)
 from orchestrator.config import Settings
 
 REF_TEMPLATE = "#/components/schemas/{model}"
 OPENAPI_VERSION = "3.1.0"
 
-#: The status of every error code (the catalog of docs/api.md; a test holds them equal).
-CODES: dict[str, int] = {
-    "BODY_MALFORMED": 400,
-    "CONTENT_TYPE_UNSUPPORTED": 415,
-    "ORIGIN_FORBIDDEN": 403,
-    "HOST_FORBIDDEN": 403,
-    "BODY_TOO_LARGE": 413,
-    "BODY_TIMEOUT": 408,
-    "FILE_TOO_LARGE": 413,
-    "FLOW_INVALID": 400,
-    "FLOW_NOT_FOUND": 404,
-    "VERSION_INVALID": 400,
-    "CONFIG_NOT_FOUND": 404,
-    "CONFIG_INVALID": 400,
-    "FLAGS_INVALID": 400,
-    "INPUT_INVALID": 400,
-    "TIMEOUT_INVALID": 400,
-    "LIMIT_INVALID": 400,
-    "NODE_UNKNOWN": 400,
-    "TASK_NOT_FOUND": 404,
-    "NODEDEF_NOT_FOUND": 404,
-    "RUN_FAILED": 500,
-    "RUN_TIMEOUT": 504,
-    "RUN_FINISHED": 409,
-    "ARTIFACT_NOT_FOUND": 404,
-    "FORBIDDEN": 403,
-    "API_KEY_INVALID": 400,
-    "API_KEY_EXISTS": 409,
-    "API_KEY_NOT_FOUND": 404,
-    "URL_INVALID": 403,
-    "STORE_NOT_FOUND": 404,
-    "KEY_INVALID": 400,
-    "KEY_CONFLICT": 409,
-    "OBJECT_EXISTS": 409,
-    "OBJECT_NOT_FOUND": 404,
-    "EXPECTATION_FAILED": 417,
-    "STORE_UNAVAILABLE": 502,
-    "STORAGE_FULL": 507,
-    "STORAGE_UNWRITABLE": 503,
-    "ROUTE_NOT_FOUND": 404,
-    "METHOD_NOT_ALLOWED": 405,
-    "INTERNAL_ERROR": 500,
-}
-#: The native API's unknown run: plain text, as the Pupload seed fixes it.
-RUN_NOT_FOUND = "RUN_NOT_FOUND"
-#: aiohttp's own answer to a request its HTTP parser cannot read (a request line or a
-#: header over 8190 bytes, malformed HTTP): plain text, before any code of ours runs, so
-#: it cannot be our JSON. Any operation may meet it.
-HTTP_UNREADABLE = "HTTP_UNREADABLE"
-#: The answers in plain text, and what each is.
-TEXT_ANSWERS = {
-    RUN_NOT_FOUND: f"`{UNKNOWN_RUN_TEXT}` (text: an unknown run, or another tenant's)",
-    HTTP_UNREADABLE: "a request line or header over 8190 bytes, or malformed HTTP (text, "
-    "from the HTTP server before any endpoint)",
-}
+
+def codes(*names: str) -> tuple[str, ...]:
+    """``names``, each the code of a row of the error table: any other fails here, at
+    import, rather than leave an operation's answer undocumented."""
+    unknown = [name for name in names if name not in TABLE]
+    if unknown:
+        raise ValueError(
+            f"no row of the error table (ERRORS of orchestrator.api.errors) for {unknown}"
+        )
+    return names
+
+
+# The groups of codes several operations answer, for the same reason each.
 #: A write of the data directory's database that failed: any request that stores something.
-STORAGE_ERRORS = ("STORAGE_FULL", "STORAGE_UNWRITABLE")
+STORAGE_ERRORS = codes("STORAGE_FULL", "STORAGE_UNWRITABLE")
+#: A saved flow named in the path, at the ``?version=`` given.
+FIND_FLOW_ERRORS = codes("FLOW_NOT_FOUND", "VERSION_INVALID")
+#: A run started: its flow's stores opened, the run written.
+RUN_START_ERRORS = codes("STORE_UNAVAILABLE", *STORAGE_ERRORS)
+#: A body read into a model: every operation that takes one.
+BODY_ERRORS = codes("BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE", "BODY_TIMEOUT")
 
 SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
     "bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
@@ -154,6 +130,9 @@ class Operation:
     query: tuple[Query, ...] = ()
     params: dict[str, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        codes(*self.errors)
+
 
 H = TypeVar("H", bound=Callable[..., Any])
 _ATTRIBUTE = "__openapi__"
@@ -163,9 +142,10 @@ def operation(
     summary: str, *, tag: str, answers: dict[int, Answer], **fields: Any
 ) -> Callable[[H], H]:
     """Describe the handler below for the document (its docstring is the description)."""
+    described_as = Operation(summary, tag, answers, **fields)
 
     def describe(handler: H) -> H:
-        setattr(handler, _ATTRIBUTE, Operation(summary, tag, answers, **fields))
+        setattr(handler, _ATTRIBUTE, described_as)
         return handler
 
     return describe
@@ -316,8 +296,9 @@ def _operation(
     for status, entry in _errors(method, op, settings, refs, has_body=has_body).items():
         responses.setdefault(str(status), entry)
     if secured:
-        responses["401"] = {
-            "description": "no API key, or an unknown or revoked one",
+        unauthorized = TABLE[UNAUTHORIZED]
+        responses[str(unauthorized.status)] = {
+            "description": unauthorized.when,
             "content": {"application/json": {"schema": refs[(Unauthorized, "serialization")]}},
         }
         if path.startswith(QUERY_KEY_PREFIXES):
@@ -378,41 +359,53 @@ def _errors(
     has_body: bool,
 ) -> dict[int, Any]:
     """The error answers of an operation: its own codes and those every request may meet."""
-    codes = list(op.errors)
+    named = list(op.errors)
     if has_body and op.body is not None:
-        codes += ["BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE", "BODY_TIMEOUT"]
+        named += BODY_ERRORS
     if not op.tag == "objects":  # presigned URLs are left to their signatures
         if settings.auth == "none":
-            codes.append("HOST_FORBIDDEN")
+            named.append("HOST_FORBIDDEN")
         if method not in ("get", "head"):
-            codes.append("ORIGIN_FORBIDDEN")
-    codes += ["INTERNAL_ERROR", HTTP_UNREADABLE]
-    by_status: dict[int, list[str]] = {}
-    for code in dict.fromkeys(codes):
-        by_status.setdefault(400 if code in TEXT_ANSWERS else CODES[code], []).append(code)
+            named.append("ORIGIN_FORBIDDEN")
+    named += ["INTERNAL_ERROR", HTTP_UNREADABLE]
+    by_status: dict[int, list[ErrorCode]] = {}
+    for row in ERRORS:  # the catalog's order, whatever the operation's
+        if row.code in named:
+            by_status.setdefault(row.status, []).append(row)
     errors: dict[int, Any] = {}
     for status, listed in by_status.items():
         content: dict[str, Any] = {}
-        if any(code not in TEXT_ANSWERS for code in listed):
+        if any(not row.text for row in listed):
             content["application/json"] = {"schema": refs[(ErrorBody, "serialization")]}
-        if RUN_NOT_FOUND in listed:
+        if TABLE[RUN_NOT_FOUND] in listed:
             text = {"type": "string", "examples": [UNKNOWN_RUN_TEXT]}
             content["text/plain"] = {"schema": text}
-        elif HTTP_UNREADABLE in listed:
+        elif any(row.text for row in listed):
             content["text/plain"] = {"schema": {"type": "string"}}
-        names = ", ".join(TEXT_ANSWERS.get(code, f"`{code}`") for code in listed)
-        errors[status] = {"description": names, "content": content}
+        errors[status] = {"description": _described(listed), "content": content}
     return errors
 
 
+def _described(rows: list[ErrorCode]) -> str:
+    """The codes, then each answer without one with when it is given (a client has no
+    code to look up in the catalog)."""
+    coded = ", ".join(f"`{row.code}`" for row in rows if row.body is None)
+    uncoded = [f"{row.body}: {row.when}" for row in rows if row.body is not None]
+    return "; ".join([coded, *uncoded] if coded else uncoded)
+
+
 __all__ = [
+    "BODY_ERRORS",
     "CODES",
+    "FIND_FLOW_ERRORS",
     "HTTP_UNREADABLE",
     "RUN_NOT_FOUND",
+    "RUN_START_ERRORS",
     "STORAGE_ERRORS",
     "Answer",
     "Operation",
     "Query",
+    "codes",
     "described",
     "document",
     "operation",

@@ -19,12 +19,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import answer, read_model
 from orchestrator.api.flows import REF, VERSION, find_flow
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
-from orchestrator.api.resources import INVOCATIONS
+from orchestrator.api.openapi import FIND_FLOW_ERRORS, RUN_START_ERRORS, Answer, operation
+from orchestrator.api.resources import SERVICE
 from orchestrator.errors import NotFound, RunNotFound
-from orchestrator.invocations import Invocations
 from orchestrator.models import FlowRun, RunStatus
 from orchestrator.registry import SavedFlow, TaskRecord, parse_id
+from orchestrator.service.saved_flows import node_outputs
 
 routes = web.RouteTableDef()
 
@@ -99,7 +99,7 @@ TASK_TYPE_FLOW = 4
 
 def _node_id(value: str | None, field: str, flow: SavedFlow) -> str | None:
     if value is not None:
-        Invocations.node_outputs(flow, value, field=field)  # NODE_UNKNOWN if none
+        node_outputs(flow, value, field=field)  # NODE_UNKNOWN if none
     return value
 
 
@@ -111,15 +111,7 @@ def _node_id(value: str | None, field: str, flow: SavedFlow) -> str | None:
     query=(VERSION,),
     body=ExecuteRequest,
     answers={200: Answer("the task record: GET /api/v1/task/{id} follows it", ScadeTask)},
-    errors=(
-        "FLOW_NOT_FOUND",
-        "VERSION_INVALID",
-        "NODE_UNKNOWN",
-        "FLAGS_INVALID",
-        "INPUT_INVALID",
-        "STORE_UNAVAILABLE",
-        *STORAGE_ERRORS,
-    ),
+    errors=(*FIND_FLOW_ERRORS, "NODE_UNKNOWN", "FLAGS_INVALID", "INPUT_INVALID", *RUN_START_ERRORS),
 )
 async def execute(request: web.Request) -> web.Response:
     """``node_settings[start_node_id].data`` is the input; other nodes' ``data`` their Flags."""
@@ -132,8 +124,8 @@ async def execute(request: web.Request) -> web.Response:
     input_value = settings[start].data if start in settings else {}
     flags = {node: entry.data for node, entry in settings.items() if node != start}
     tenant = tenant_of(request)
-    invocations = request.app[INVOCATIONS]
-    run = await invocations.start(
+    service = request.app[SERVICE]
+    run = await service.executions.start(
         tenant, flow, input_value, flags=flags or None, flags_field="node_settings"
     )
     request_data = {
@@ -147,7 +139,7 @@ async def execute(request: web.Request) -> web.Response:
             for node, entry in settings.items()
         },
     }
-    task = await invocations.add_task(tenant, run.id, flow.seq, request_data)
+    task = await service.tasks.add(tenant, run.id, flow.seq, request_data)
     return answer(await _record(request, task, flow, run))
 
 
@@ -162,14 +154,14 @@ async def execute(request: web.Request) -> web.Response:
 async def get_task(request: web.Request) -> web.Response:
     raw = request.match_info["task_id"]
     tenant = tenant_of(request)
-    invocations = request.app[INVOCATIONS]
+    service = request.app[SERVICE]
     task_id = parse_id(raw)
-    task = await invocations.task(tenant, task_id) if task_id is not None else None
+    task = await service.tasks.get(tenant, task_id) if task_id is not None else None
     if task is None:
         raise NotFound("TASK_NOT_FOUND", f"no task {raw!r}")
-    flow = await invocations.flow_by_seq(tenant, task.flow_seq)
+    flow = await service.flows.by_seq(tenant, task.flow_seq)
     try:
-        run = await request.app[INVOCATIONS].get(task.execution_id, tenant)
+        run = await service.runs.get(task.execution_id, tenant)
     except RunNotFound as exc:
         raise NotFound("TASK_NOT_FOUND", f"task {raw}'s run is gone") from exc
     return answer(await _record(request, task, flow, run))
@@ -183,8 +175,8 @@ async def _record(
     status = STATUS[run.status]
     if run.status.finished:
         result_node = task.request.get("result_node_id") or task.request.get("end_node_id")
-        edges = Invocations.node_outputs(flow, result_node, field="result_node_id")
-        outcome = await request.app[INVOCATIONS].outcome(run, edges)
+        edges = node_outputs(flow, result_node, field="result_node_id")
+        outcome = await request.app[SERVICE].executions.outcome(run, edges)
         result = outcome.output if outcome.success else {"error": outcome.error}
         status = status if outcome.success else STATUS[RunStatus.ERROR]
     elapsed = None

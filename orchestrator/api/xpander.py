@@ -25,13 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StrictStr
 from orchestrator.api.auth import tenant_of
 from orchestrator.api.bodies import answer, read_model
 from orchestrator.api.flows import REF, VERSION, find_flow
-from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
-from orchestrator.api.resources import INVOCATIONS, SETTINGS
+from orchestrator.api.openapi import FIND_FLOW_ERRORS, RUN_START_ERRORS, Answer, operation
+from orchestrator.api.resources import SERVICE, SETTINGS
 from orchestrator.api.sse import HEARTBEAT_SECONDS, open_stream, run_changes, send
-from orchestrator.invocation_files import takes_only_json
-from orchestrator.invocations import TIMEOUT_ERROR, InvalidInvocation, Invocations, Outcome, text_of
+from orchestrator.errors import InvalidInvocation
 from orchestrator.models import FlowRun, NodeStatus, RunStatus, utcnow
 from orchestrator.registry import SavedFlow
+from orchestrator.runtime import entry_edges
+from orchestrator.service.executions import TIMEOUT_ERROR, Executions, Outcome, text_of
+from orchestrator.service.inputs import takes_only_json
 
 log = structlog.get_logger(__name__)
 routes = web.RouteTableDef()
@@ -98,16 +100,16 @@ async def _start(request: web.Request) -> tuple[SavedFlow, FlowRun, Any]:
     body = await read_model(request, WorkflowInvoke)
     if body.model_extra:
         log.debug("xpander_fields_ignored", fields=sorted(body.model_extra))
-    invocations = request.app[INVOCATIONS]
+    executions = request.app[SERVICE].executions
     input_value, files = body.input, {}
     if isinstance(input_value, dict) and input_value.get("files"):
-        input_value, files = _files(invocations, flow, input_value)
-    run = await invocations.start(tenant_of(request), flow, input_value, files=files)
+        input_value, files = _files(executions, flow, input_value)
+    run = await executions.start(tenant_of(request), flow, input_value, files=files)
     return flow, run, body.input
 
 
 def _files(
-    invocations: Invocations, flow: SavedFlow, given: dict[str, Any]
+    executions: Executions, flow: SavedFlow, given: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """xpander's ``input.files`` (URLs; here also data URLs) fill the flow's entry edges
     that take files, in the order of their names; other input keys naming entry edges
@@ -115,8 +117,8 @@ def _files(
     urls = given["files"]
     if not isinstance(urls, list) or not all(isinstance(u, str) for u in urls):
         raise InvalidInvocation("INPUT_INVALID", "input.files must be a list of URLs")
-    entry = invocations.entry_edges(flow.submission)
-    readers = invocations.entry_types(flow.submission)
+    entry = entry_edges(flow.submission.flow)
+    readers = executions.entry_types(flow)
     takers = [edge for edge in entry if not takes_only_json(readers.get(edge, []))]
     if len(urls) != len(takers):
         raise InvalidInvocation(
@@ -165,7 +167,7 @@ def _iso(moment: Any) -> str:
 
 
 WORKFLOW = {"workflow_id": REF["ref"]}
-INVOKE_ERRORS = ("FLOW_NOT_FOUND", "VERSION_INVALID", "INPUT_INVALID", "STORE_UNAVAILABLE")
+INVOKE_ERRORS = (*FIND_FLOW_ERRORS, "INPUT_INVALID", *RUN_START_ERRORS)
 
 
 @routes.post("/v1/workflows/{workflow_id}/invoke")
@@ -178,13 +180,13 @@ INVOKE_ERRORS = ("FLOW_NOT_FOUND", "VERSION_INVALID", "INPUT_INVALID", "STORE_UN
     answers={
         200: Answer("the task record, as it stands when the run ends or the wait runs out", Task)
     },
-    errors=(*INVOKE_ERRORS, *STORAGE_ERRORS),
+    errors=INVOKE_ERRORS,
 )
 async def invoke(request: web.Request) -> web.Response:
     """Waits up to invocations.sync_timeout (300 s by default); the run goes on after."""
     flow, run, given = await _start(request)
-    invocations = request.app[INVOCATIONS]
-    outcome = await invocations.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
+    executions = request.app[SERVICE].executions
+    outcome = await executions.wait(run.id, request.app[SETTINGS].invocations.sync_timeout)
     return answer(task_of(flow, outcome.run, given, outcome), exclude_unset=True)
 
 
@@ -204,11 +206,11 @@ async def invoke(request: web.Request) -> web.Response:
             events=((None, TaskEvent),),
         )
     },
-    errors=(*INVOKE_ERRORS, *STORAGE_ERRORS),
+    errors=INVOKE_ERRORS,
 )
 async def invoke_stream(request: web.Request) -> web.StreamResponse:
     flow, run, given = await _start(request)
-    invocations = request.app[INVOCATIONS]
+    service = request.app[SERVICE]
     response = await open_stream(request)
 
     async def event(
@@ -223,14 +225,14 @@ async def invoke_stream(request: web.Request) -> web.StreamResponse:
     last = run
     last_seen = _states(run)
     timeout = request.app[SETTINGS].invocations.sync_timeout
-    updates = invocations.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
+    updates = service.runs.watch(run.id, timeout, heartbeat=HEARTBEAT_SECONDS)
     async for update in run_changes(response, updates):
         last = update.run
         seen = _states(last)
         if seen != last_seen and not last.status.finished:
             await event("task_updated", task_of(flow, last, given))
         last_seen = seen
-    await event("task_finished", task_of(flow, last, given, await invocations.outcome(last)))
+    await event("task_finished", task_of(flow, last, given, await service.executions.outcome(last)))
     await response.write_eof()
     return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.api.resources import INVOCATIONS, SCHEDULER
+from orchestrator.api.resources import SCHEDULER, SERVICE
 from orchestrator.models import FlowRun
 from tests.helpers import (
     busybox_def,
@@ -267,7 +267,7 @@ async def test_a_pydantic_error_of_ours_is_a_500_not_the_callers_fault(start_ser
     async def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
         FlowRun.model_validate({"ID": 1})  # a bug: raises pydantic's ValidationError
 
-    monkeypatch.setattr(client.server.app[INVOCATIONS], "status_json", broken)
+    monkeypatch.setattr(client.server.app[SERVICE].runs, "status_json", broken)
     response = await client.get("/api/v1/flow/status/" + "0" * 32)
     assert response.status == 500
     assert (await response.json())["code"] == "INTERNAL_ERROR"

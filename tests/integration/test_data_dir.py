@@ -26,8 +26,8 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.api.app import STATE_DB
 from orchestrator.cli import main
+from orchestrator.database import STATE_DB
 from tests.helpers import (
     busybox_def,
     chain_flow,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orchestrator.api.resources import INVOCATIONS
+from orchestrator.api.resources import SERVICE
 from tests.helpers import busybox_def, running_containers, wait_for
 
 pytestmark = pytest.mark.docker
@@ -254,10 +254,10 @@ async def test_axiom_timeout_returns_what_is_known_and_the_run_goes_on(start_ser
     assert run["Status"] == "COMPLETE"
 
     # A quiet stretch yields heartbeats (the streams write them as SSE comments).
-    invocations = client.server.app[INVOCATIONS]
-    flow = await invocations.find("default", graph)
-    started = await invocations.start("default", flow, {"v": 3})
-    names = [u.name async for u in invocations.watch(started.id, 30, heartbeat=0.4)]
+    service = client.server.app[SERVICE]
+    flow = await service.flows.find("default", graph)
+    started = await service.executions.start("default", flow, {"v": 3})
+    names = [u.name async for u in service.runs.watch(started.id, 30, heartbeat=0.4)]
     assert names[0] == "status" and names[-1] == "end"
     assert names.count("heartbeat") >= 3
 

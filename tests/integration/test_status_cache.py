@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.api.resources import INVOCATIONS, QUEUE, SCHEDULER
-from orchestrator.invocations import EndedRuns
+from orchestrator.api.resources import QUEUE, SCHEDULER, SERVICE
 from orchestrator.messages import AttemptCleanedUp, AttemptLog
 from orchestrator.models import LogRecord
+from orchestrator.service.runs import EndedRuns
 from tests.helpers import busybox_def, chain_flow, create_key, submit, upload, wait_for
 
 pytestmark = pytest.mark.docker
@@ -137,14 +137,14 @@ async def test_a_run_read_back_from_the_database_answers_the_same(start_service,
     await upload(client, run, "src", b"x")
     await wait_for(client, run["ID"], {"COMPLETE"}, headers=acme)
     live = await status(client, run["ID"], acme)
-    flow_run = await client.server.app[INVOCATIONS].get(run["ID"])
+    flow_run = await client.server.app[SERVICE].runs.get(run["ID"])
 
     # The scheduler keeps only its latest finished runs: this one is read from SQLite,
     # then from the cache of ended runs.
     client.server.app[SCHEDULER].runs.pop(run["ID"])
     for _ in range(3):
         assert await status(client, run["ID"], acme) == live
-        assert await client.server.app[INVOCATIONS].get(run["ID"]) == flow_run
+        assert await client.server.app[SERVICE].runs.get(run["ID"]) == flow_run
         other = await client.get(f"/api/v1/flow/status/{run['ID']}", headers=globex)
         assert other.status == 400
         assert await other.text() == "Flow run does not exist."

@@ -6,9 +6,10 @@ import sqlite3
 
 from orchestrator.api_key_store import KeyStore
 from orchestrator.database import connect
-from orchestrator.invocations import InvalidInvocation, failure_message, text_of, wait_seconds
+from orchestrator.errors import InvalidInvocation
 from orchestrator.models import FlowRun, FlowSubmission, NodeState, NodeStatus, RunStatus
 from orchestrator.registry import FlowRegistry
+from orchestrator.service.executions import failure_message, text_of, wait_seconds
 
 
 def submission(name: str, image: str = "x:1") -> FlowSubmission:

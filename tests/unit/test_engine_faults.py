@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,14 +26,14 @@ from orchestrator.events import EventBus
 from orchestrator.logs import configure_logging
 from orchestrator.messages import AttemptResult, Task
 from orchestrator.models import FlowSubmission, RunStatus
-from orchestrator.queue import MemoryQueue
 from orchestrator.runtime import RunState
 from orchestrator.scheduler import Scheduler
+from orchestrator.service.submissions import Submissions
 from orchestrator.state import StateStore
-from orchestrator.stores import StoreRegistry
+from orchestrator.stores import StoreCalls, StoreRegistry
 from orchestrator.worker import Worker
 from storage import StoreUnavailable
-from tests.fakes import FakeExecutor
+from tests.fakes import FakeExecutor, ObservedQueue
 from tests.helpers import service_settings
 
 
@@ -51,10 +50,13 @@ class Engine:
         self.state = StateStore(self.db)
         self.state.start()
         self.stores = StoreRegistry(self.settings, b"k" * 32)
-        self.queue = MemoryQueue()
+        self.calls = StoreCalls(self.stores, name="test-store")
+        self.queue = ObservedQueue()
+        self.events = EventBus()
         self.scheduler = Scheduler(
-            self.settings, self.state, self.queue, EventBus(), self.stores, {}
+            self.settings, self.state, self.queue, self.events, self.stores, self.calls, {}
         )
+        self.submissions = Submissions(self.settings, self.scheduler, self.stores, self.calls, {})
         self.worker = Worker(self.settings.worker, self.queue, self.executor)
         await self.worker.start()
         await self.scheduler.start()
@@ -62,6 +64,8 @@ class Engine:
     async def close(self) -> None:
         await self.worker.close(grace=1)
         await self.scheduler.close()
+        self.submissions.close()
+        self.calls.close()
         await self.state.close()
         await self.db.close()
         self.stores.close()
@@ -70,17 +74,29 @@ class Engine:
         flow = {"Name": "faults", "Nodes": nodes}
         defs = [{"Publisher": "t", "Name": "n", "Image": "fake", **def_fields}]
         submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
-        flow_run = await self.scheduler.submit(submission)
+        flow_run = await self.submissions.submit(submission)
         return self.scheduler.runs[flow_run.id]
 
     async def settled(self, run: RunState, seconds: float = 10.0) -> RunState:
         """The run once it is finished; AssertionError if it is not within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while not run.status.finished:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"run stuck in {run.status}: {run.run.node_state}")
-            await asyncio.sleep(0.02)
+        await self.until(run, lambda: run.status.finished, seconds)
         return run
+
+    async def until(
+        self, run: RunState, predicate: Callable[[], bool], seconds: float = 10.0
+    ) -> None:
+        """Wait until ``predicate()`` holds, checked at each event the run publishes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        # Subscribed before the first check: a change in between is not missed.
+        async with self.events.subscribe(run.id) as changes:
+            while not predicate():
+                try:
+                    await asyncio.wait_for(changes.get(), deadline - loop.time())
+                except TimeoutError:
+                    raise AssertionError(
+                        f"not within {seconds} s; run in {run.status}: {run.run.node_state}"
+                    ) from None
 
 
 def node(node_id: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
@@ -172,7 +188,7 @@ async def test_duplicate_and_late_results_change_nothing(engine):
         await started.queue.put_message(
             AttemptResult(run_id=run.id, node_id="a", attempt=attempt, ok=ok, error="late")
         )
-    await asyncio.sleep(0.2)
+    await started.queue.caught_up()
     assert run.status == RunStatus.COMPLETE
     assert run.state("a").error == ""
     assert started.executor.attempts_of("b") == [1]  # b was not run again
@@ -194,9 +210,16 @@ async def test_a_failure_while_handling_a_result_ends_the_run_saying_why(engine,
 async def test_a_tier_no_worker_offers_waits_with_a_reason(engine):
     started = await engine(worker={"tiers": ["c-nano"]})
     run = await started.run([node("a", [], ["out"])], Tier="c-small")
-    await asyncio.sleep(0.2)
+
+    def said_and_queued() -> bool:
+        # Said before the task is queued: both are waited for.
+        said = any("no worker offers tier c-small" in x.message for x in run.state("a").logs)
+        return said and started.queue.pending() == 1
+
+    await started.until(run, said_and_queued)
     assert run.status == RunStatus.RUNNING
-    assert any("no worker offers tier c-small" in line.message for line in run.state("a").logs)
+    assert run.state("a").status == "READY"
+    assert await started.queue.queued_keys() == {f"{run.id}/a/1"}  # waiting, not dropped
 
 
 def test_a_worker_refuses_tiers_it_cannot_hold(tmp_path):
@@ -205,25 +228,20 @@ def test_a_worker_refuses_tiers_it_cannot_hold(tmp_path):
 
 
 async def test_a_task_that_does_not_fit_now_does_not_hold_up_smaller_ones(engine):
-    release = threading.Event()
-
-    def hold(task: Task) -> str | None:
-        release.wait(10)
-        return None
-
-    executor = FakeExecutor({"big1": hold})
+    executor = FakeExecutor(hold={"big1"})
     # 3 GiB: one c-small (2 GiB) at a time, and room for c-nano (0.5 GiB) beside it.
     started = await engine(executor, worker={"memory": "3g", "tiers": ["c-nano", "c-small"]})
     first = await started.run([node("big1", [], ["o"])], Tier="c-small")
-    await asyncio.sleep(0.1)
-    second = await started.run([node("big2", [], ["o"])], Tier="c-small")
-    small = await started.run([node("small", [], ["o"])], Tier="c-nano")
     try:
+        await executor.until(lambda: [t.node_id for t in executor.running.values()] == ["big1"])
+        second = await started.run([node("big2", [], ["o"])], Tier="c-small")
+        small = await started.run([node("small", [], ["o"])], Tier="c-nano")
         await started.settled(small, seconds=3)
         assert small.status == RunStatus.COMPLETE
         assert second.state("big2").status == "READY"  # still queued: it fits later
+        assert await started.queue.queued_keys() == {f"{second.id}/big2/1"}
     finally:
-        release.set()
+        executor.open_gate()
     await started.settled(first)
     await started.settled(second)
     assert second.status == RunStatus.COMPLETE
@@ -262,7 +280,7 @@ async def test_a_store_that_cannot_take_an_invocations_input_leaves_no_run(engin
     defs = [{"Publisher": "t", "Name": "n", "Image": "fake"}]
     submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
     with pytest.raises(StoreUnavailable, match="write failed"):
-        await started.scheduler.submit(submission, inputs={"src": (b"{}", "application/json")})
+        await started.submissions.submit(submission, inputs={"src": (b"{}", "application/json")})
     assert started.scheduler.runs == {}
     assert started.executor.tasks == []
 

@@ -1,0 +1,108 @@
+"""The service layer: what every API dialect calls, and nothing below it knows of HTTP.
+
+``Service`` is the one façade, made once per app, with a part per concern:
+
+- ``submissions``: a flow made a run (validated, NodeDefs resolved once, planned once,
+  stores opened, static objects checked, inputs in place) and handed to the scheduler;
+- ``runs``: one run resolved live-or-stored once; its status, graph, artifacts, events;
+- ``flows``: saved flows, what a caller needs to invoke one, config profiles;
+- ``executions``: a saved flow run on an invocation's input, its outcome decoded;
+- ``tasks``: Scade's integer task ids.
+
+The ``Scheduler`` beneath only schedules: it takes ready runs (``accept``), dispatches,
+reacts to results and resumes, and shows the runs it holds through a read-only view.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator.config import Settings
+from orchestrator.database import Database
+from orchestrator.errors import NodeDefNotFound
+from orchestrator.events import EventBus
+from orchestrator.models import NodeDef
+from orchestrator.queue import TaskQueue
+from orchestrator.scheduler import Scheduler
+from orchestrator.service.executions import Executions
+from orchestrator.service.runs import Runs
+from orchestrator.service.saved_flows import SavedFlows
+from orchestrator.service.submissions import Submissions
+from orchestrator.service.tasks import Tasks
+from orchestrator.state import StateStore
+from orchestrator.stores import StoreCalls, StoreRegistry
+
+#: How /api/v1/workers names a spare of an image outside the built-in catalog.
+OTHER_IMAGES = "other"
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        scheduler: Scheduler,
+        state: StateStore,
+        stores: StoreRegistry,
+        calls: StoreCalls,
+        events: EventBus,
+        queue: TaskQueue,
+        db: Database,
+        catalog: dict[str, NodeDef],
+    ) -> None:
+        self.catalog = catalog
+        self.queue = queue
+        self.scheduler = scheduler
+        self.submissions = Submissions(settings, scheduler, stores, calls, catalog)
+        self.runs = Runs(scheduler, state, stores, events)
+        self.flows = SavedFlows(db, self.submissions, catalog)
+        self.executions = Executions(
+            settings.invocations,
+            Path(settings.data_dir),
+            self.submissions,
+            self.flows,
+            self.runs,
+            stores,
+        )
+        self.tasks = Tasks(db, self.flows)
+
+    def close(self) -> None:
+        self.submissions.close()
+        self.runs.close()
+
+    async def workers(self) -> dict[str, Any]:
+        """The queue's view of the workers, spares named only by the catalog's images.
+
+        An image a flow names is a tenant's choice: other tenants read it here, so
+        every image outside the built-in catalog is counted as "other".
+        """
+        described = await self.queue.describe()
+        shown = {node_def.image for node_def in self.catalog.values()}
+        for worker in described.get("workers", []):
+            ready: dict[tuple[str, str], int] = {}
+            for spare in worker.get("spares", []):
+                image = spare["image"] if spare["image"] in shown else OTHER_IMAGES
+                key = (image, spare["tier"])
+                ready[key] = ready.get(key, 0) + spare["ready"]
+            worker["spares"] = [
+                {"image": image, "tier": tier, "ready": count}
+                for (image, tier), count in sorted(ready.items())
+            ]
+        return described
+
+    async def object_written(self, store_name: str, key: str) -> None:
+        """A local store received an object: maybe an upload a run waits for."""
+        await self.scheduler.object_written(store_name, key)
+
+    def nodedefs(self) -> list[NodeDef]:
+        """The built-in catalog, by Publisher/Name: what a flow may use without sending."""
+        return [self.catalog[uses] for uses in sorted(self.catalog)]
+
+    def nodedef(self, uses: str) -> NodeDef:
+        found = self.catalog.get(uses)
+        if found is None:
+            raise NodeDefNotFound(uses)
+        return found
+
+
+__all__ = ["OTHER_IMAGES", "Service"]
