@@ -297,12 +297,13 @@ def validate_command(args: argparse.Namespace) -> int:
     """``pipewell validate``: every problem of a flow file, offline; 1 on any error."""
     from orchestrator.catalog import load_catalog
     from orchestrator.flow_files import read_flow_file
+    from orchestrator.stores import store_policy
     from orchestrator.validation import validate
 
     try:
         settings = load_settings(args.config)
         submission = read_flow_file(args.flow, args.nodedefs)
-        result = validate(submission, catalog=load_catalog(), stores=settings.storage.policy())
+        result = validate(submission, catalog=load_catalog(), stores=store_policy(settings.storage))
         errors, warnings = result.errors, result.warnings
     except FlowInvalid as exc:  # the file's schema
         errors, warnings = exc.errors, exc.warnings

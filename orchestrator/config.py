@@ -25,7 +25,6 @@ from pydantic import (
 from orchestrator.errors import ConfigError
 from orchestrator.models import NAME_RULE, is_name
 from orchestrator.tiers import GIB, TIERS, Tier
-from orchestrator.validation.wells import StorePolicy
 
 
 def _origins_only(values: list[str], what: str, example: str) -> list[str]:
@@ -76,13 +75,6 @@ class StorageSettings(_Section):
     def operator_stores(self) -> dict[str, StoreSettings]:
         """Every store of the operator's by name, ``default`` first."""
         return {"default": self.default, **self.stores}
-
-    def policy(self) -> StorePolicy:
-        """What validation checks a flow's stores against."""
-        return StorePolicy(
-            operator_stores=frozenset(self.operator_stores()),
-            flow_store_endpoints=frozenset(self.flow_store_endpoints),
-        )
 
 
 class WorkerSettings(_Section):

@@ -17,8 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.api.bodies import parse_body
-from orchestrator.api.errors import schema_errors
+from orchestrator.documents import parse_body, schema_errors
 from orchestrator.errors import FlowFileUnreadable, FlowInvalid
 from orchestrator.models import Flow, FlowSubmission
 from orchestrator.validation.wells import effective_wells

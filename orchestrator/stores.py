@@ -23,8 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.config import Settings
+from orchestrator.config import Settings, StorageSettings
 from orchestrator.models import Flow, StoreInput
+from orchestrator.validation import StorePolicy
 from storage import LocalStore, Store, StoreError, StoreUnavailable, open_store
 
 T = TypeVar("T")
@@ -118,6 +119,14 @@ class StoreRegistry:
         self._flow_stores.clear()
 
 
+def store_policy(storage: StorageSettings) -> StorePolicy:
+    """What validation checks a flow's stores against, from the operator's settings."""
+    return StorePolicy(
+        operator_stores=frozenset(storage.operator_stores()),
+        flow_store_endpoints=frozenset(storage.flow_store_endpoints),
+    )
+
+
 class StoreCalls:
     """Calls to stores, which block (boto3, the filesystem): on bounded threads.
 
@@ -202,4 +211,4 @@ class StoreCalls:
         self._flow_pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["DEFAULT_STORE", "UPLOAD_GRACE", "StoreCalls", "StoreRegistry"]
+__all__ = ["DEFAULT_STORE", "UPLOAD_GRACE", "StoreCalls", "StoreRegistry", "store_policy"]

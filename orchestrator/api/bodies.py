@@ -11,7 +11,6 @@ what to send instead.
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -19,18 +18,14 @@ import yaml
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from orchestrator.api.errors import schema_errors
 from orchestrator.api.resources import SETTINGS
 from orchestrator.api.server import read_body
+from orchestrator.documents import MAX_DEPTH, MAX_YAML_NODES, parse_body, schema_errors
 from orchestrator.errors import BodyInvalid, ContentTypeUnsupported, FlowInvalid
 from orchestrator.models import FlowSubmission
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-#: Nodes a YAML document may hold once its aliases are expanded.
-MAX_YAML_NODES = 100_000
-#: Levels of nested objects and arrays a body may have.
-MAX_DEPTH = 64
 #: JSON bodies larger than this (and every YAML one) are parsed in a thread, so other
 #: requests go on meanwhile.
 PARSE_INLINE_BYTES = 64 * 1024
@@ -38,103 +33,6 @@ PARSE_INLINE_BYTES = 64 * 1024
 CHECK_INLINE_NODES = 100
 # Parsing is CPU-bound: two threads at most, whatever the number of requests.
 _parsers = ThreadPoolExecutor(2, thread_name_prefix="pipewell-parse")
-
-
-class _TooLarge(ValueError):
-    pass
-
-
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that refuses recursive aliases and alias expansion beyond MAX_YAML_NODES."""
-
-    def compose_document(self):  # type: ignore[no-untyped-def]
-        node = super().compose_document()
-        _check_expansion(node)
-        return node
-
-
-def _check_expansion(root: yaml.Node) -> None:
-    """Count the nodes of ``root`` as if every alias were copied out (an alias bomb's size)."""
-    sizes: dict[int, int] = {}
-    open_nodes: set[int] = set()  # the ancestors of the node being visited
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, finished = stack.pop()
-        children = _children(node)
-        if finished:
-            open_nodes.discard(id(node))
-            size = 1 + sum(sizes[id(c)] for c in children)
-            if size > MAX_YAML_NODES:
-                raise _TooLarge(
-                    f"its aliases expand to over {MAX_YAML_NODES} values; write the document "
-                    "without aliases, or with fewer"
-                )
-            sizes[id(node)] = size
-        elif id(node) in open_nodes:
-            raise _TooLarge("an alias refers to a node that contains it (a recursive document)")
-        elif id(node) not in sizes:
-            open_nodes.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in children)
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.MappingNode):
-        return [part for pair in node.value for part in pair]
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    return []
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number; send a finite number")
-
-
-def _check_shape(value: Any) -> None:
-    """Refuse nesting over MAX_DEPTH, and strings that are not text (lone surrogates).
-
-    JSON's ``\\ud800`` escape, alone, decodes to a string no file, argv or
-    database can hold: refused here, not when a node's attempt writes it.
-    """
-    level: list[Any] = [value]
-    for _ in range(MAX_DEPTH + 1):
-        for item in level:
-            for text in item.keys() if isinstance(item, dict) else (item,):
-                if isinstance(text, str) and not text.isascii():
-                    _check_text(text)
-        level = [
-            child
-            for item in level
-            if isinstance(item, dict | list)
-            for child in (item.values() if isinstance(item, dict) else item)
-        ]
-        if not level:
-            return
-    raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep")
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        bad = f"\\u{ord(text[exc.start]):04x}"
-        raise ValueError(
-            f"a string holds a lone surrogate ({bad}), which is not text; send UTF-8, "
-            "or a surrogate pair for a character beyond U+FFFF"
-        ) from None
-
-
-def parse_body(body: bytes, kind: str) -> Any:
-    """The JSON or YAML document in ``body``; ValueError saying why it cannot be read."""
-    try:
-        if kind == "yaml":
-            value = yaml.load(body, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
-        else:
-            value = json.loads(body, parse_constant=_no_constants)
-    except RecursionError:
-        raise ValueError(f"it nests objects and arrays over {MAX_DEPTH} levels deep") from None
-    _check_shape(value)
-    return value
 
 
 def body_kind(request: web.Request, *, yaml_ok: bool) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.api.resources import SETTINGS
 from orchestrator.errors import (
@@ -297,17 +297,6 @@ def error_response(
     )
 
 
-def schema_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """pydantic's errors as validation entries: where, and what to fix."""
-    entries = []
-    for error in exc.errors(include_url=False):
-        where = ".".join(str(part) for part in error["loc"])
-        entries.append(
-            {"code": "SCHEMA_001", "message": f"{where}: {error['msg']}", "field": where}
-        )
-    return entries
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -419,5 +408,4 @@ __all__ = [
     "error_response",
     "public",
     "response_for",
-    "schema_errors",
 ]

@@ -20,7 +20,7 @@ from orchestrator.errors import FlowInvalid, InputMismatch
 from orchestrator.models import DEFAULT_TENANT, FlowRun, FlowSubmission, NodeDef, WaitingURL, utcnow
 from orchestrator.runtime import RunState, plan_run
 from orchestrator.scheduler import Scheduler
-from orchestrator.stores import StoreCalls, StoreRegistry
+from orchestrator.stores import StoreCalls, StoreRegistry, store_policy
 from orchestrator.validation import ValidationEntry, ValidationResult, resolve_defs, validate
 from storage import Store
 
@@ -45,7 +45,7 @@ class Submissions:
         self.stores = stores
         self.calls = calls
         self.catalog = catalog
-        self.store_policy = settings.storage.policy()
+        self.store_policy = store_policy(settings.storage)
         # Validating and planning a big flow is pure CPU: on threads, so the loop (and
         # every other tenant's request) gets its turns meanwhile.
         self._planning = ThreadPoolExecutor(2, thread_name_prefix="pipewell-plan")
