@@ -165,11 +165,14 @@ class Executions:
         """
         if not isinstance(input_value, dict):
             raise InvalidInvocation("INPUT_INVALID", "input must be a JSON object")
-        overrides = self.flows.check_flags(flow.submission, flags, what=flags_field)
+        # Resolved once for the whole start: flags, input types and the run's plan.
+        defs = resolve_defs(flow.submission, self.flows.catalog)
+        check = partial(self.flows.check_flags, flow.submission, defs=defs)
+        overrides = check(flags, what=flags_field)
         profile: FlagProfile = {}
         if config_id:
             stored = await self.flows.config(flow, config_id)
-            profile = self.flows.check_flags(flow.submission, stored, what=f"config {config_id!r}")
+            profile = check(stored, what=f"config {config_id!r}")
         for node_id, values in overrides.items():
             profile[node_id] = {**profile.get(node_id, {}), **values}
         submission = with_flags(flow.submission, profile)
@@ -192,12 +195,14 @@ class Executions:
                     f" its entry edges are {', '.join(map(repr, entry)) or 'none'}",
                 )
             inputs = {**input_value, **files}
-        readers = self.entry_types(flow)
+        readers = edge_readers(flow.submission, defs)
         encoded = {
             edge: await self._input(tenant, edge, value, readers.get(edge, []), edge in files)
             for edge, value in inputs.items()
         }
-        return await self.submissions.submit(submission, tenant=tenant, inputs=encoded)
+        return await self.submissions.submit(
+            submission, tenant=tenant, inputs=encoded, defs=defs
+        )
 
     def entry_types(self, flow: SavedFlow) -> dict[str, list[list[str] | None]]:
         """Each edge's readers' ``Type`` lists (a saved flow's NodeDefs are in it)."""

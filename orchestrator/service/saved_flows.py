@@ -99,15 +99,23 @@ class SavedFlows:
         if not await self._db(self.registry.delete_config, flow.graph_id, config_id):
             await self.config(flow, config_id)  # raises CONFIG_NOT_FOUND
 
-    def check_flags(self, submission: FlowSubmission, flags: Any, *, what: str) -> FlagProfile:
-        """``{node_id: {flag: value}}`` checked against the flow's nodes and their NodeDefs."""
+    def check_flags(
+        self,
+        submission: FlowSubmission,
+        flags: Any,
+        *,
+        what: str,
+        defs: dict[str, NodeDef] | None = None,
+    ) -> FlagProfile:
+        """``{node_id: {flag: value}}`` checked against the flow's nodes and their NodeDefs
+        (``defs``, node ID → NodeDef, when the caller has them resolved already)."""
         if flags is None:
             return {}
         if not isinstance(flags, dict) or not all(isinstance(v, dict) for v in flags.values()):
             raise InvalidInvocation(
                 "FLAGS_INVALID", f"{what} must be an object {{node_id: {{flag: value}}}}"
             )
-        defs = resolve_defs(submission, self.catalog)
+        defs = defs if defs is not None else resolve_defs(submission, self.catalog)
         profile: FlagProfile = {}
         for node_id, values in flags.items():
             if node_id not in defs:

@@ -72,14 +72,17 @@ class Submissions:
         *,
         tenant: str = DEFAULT_TENANT,
         inputs: dict[str, Input] | None = None,
+        defs: dict[str, NodeDef] | None = None,
     ) -> FlowRun:
         """A new run of ``submission``, accepted by the scheduler.
 
         ``inputs`` (edge → input) fills the upload edges at once instead of handing
-        out WaitingURLs; it must name each of them.
+        out WaitingURLs; it must name each of them. ``defs`` (node ID → NodeDef) when
+        the caller has resolved them already.
         """
         loop = asyncio.get_running_loop()
-        run = await loop.run_in_executor(self._planning, self._plan, submission, tenant)
+        plan = partial(self._plan, submission, tenant, defs)
+        run = await loop.run_in_executor(self._planning, plan)
         await self.calls.prepare(submission.flow)
         await self._check_static_objects(run)
         if inputs is not None:
@@ -94,11 +97,13 @@ class Submissions:
             return await self.scheduler.accept(run, [], arrived=list(inputs))
         return await self.scheduler.accept(run, await self._waiting_urls(run))
 
-    def _plan(self, submission: FlowSubmission, tenant: str) -> RunState:
-        """Validate, resolve the NodeDefs and plan a new run: on a planning thread (a
-        second for 10,000 nodes)."""
+    def _plan(
+        self, submission: FlowSubmission, tenant: str, defs: dict[str, NodeDef] | None
+    ) -> RunState:
+        """Validate, resolve the NodeDefs (unless given) and plan a new run: on a planning
+        thread (a second for 10,000 nodes)."""
         self._validate(submission).raise_if_invalid()
-        defs = resolve_defs(submission, self.catalog)
+        defs = defs if defs is not None else resolve_defs(submission, self.catalog)
         plan = plan_run(submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant)
         return RunState(plan, defs, max_log_lines=self.settings.executor.log_lines_per_node)
 
