@@ -440,6 +440,10 @@ class Scheduler:
             deadline.cancel()
         for key in [k for k, v in self._awaited.items() if v[0] == run.id]:
             del self._awaited[key]
+        # Attempts still queued, or whose dispatch kept failing, never start: their
+        # queue times would stay for as long as the service runs.
+        for node_id in run.plan.order:
+            self._queued_at.pop((run.id, node_id), None)
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
         self.metrics.runs_finished.labels(run.status.value).inc()
         self._finished[run.id] = None

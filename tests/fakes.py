@@ -256,7 +256,8 @@ class ObservedQueue(MemoryQueue):
     - ``caught_up()``: waits until the reader of messages (the scheduler) has
       handled every message put so far, and asks for the next.
     - ``unregistered``: workers that left, ``worker_left`` set as one does.
-    - ``refuse_message`` / ``refuse_takes``: faults, raised as ``QueueRefused``.
+    - ``refuse_message`` / ``refuse_takes`` / ``refuse_puts``: faults, raised as
+      ``QueueRefused`` (the next ``refuse_takes`` takes, the next ``refuse_puts`` puts).
     """
 
     def __init__(self) -> None:
@@ -266,6 +267,7 @@ class ObservedQueue(MemoryQueue):
         self.history: list[str] = []
         self.refuse_message: Callable[[WorkerMessage], bool] = lambda _message: False
         self.refuse_takes = 0
+        self.refuse_puts = 0
         self.refused: list[WorkerMessage] = []
         self.unregistered: list[str] = []
         self.worker_left = asyncio.Event()
@@ -279,6 +281,12 @@ class ObservedQueue(MemoryQueue):
             self.refuse_takes -= 1
             raise QueueRefused("take refused")
         return await super().take_task(tiers)
+
+    async def put_tasks(self, tasks: list[Task]) -> None:
+        if self.refuse_puts > 0:
+            self.refuse_puts -= 1
+            raise QueueRefused("put refused")
+        await super().put_tasks(tasks)
 
     async def task_done(self, task: Task) -> None:
         self.done.append(task.key)

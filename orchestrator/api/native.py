@@ -168,9 +168,7 @@ async def validate_flow(request: web.Request) -> web.Response:
 async def flow_status(request: web.Request) -> web.Response:
     """The FlowRun, live or finished."""
     runs = request.app[SERVICE].runs
-    return answer_json(
-        await runs.status_json(request.match_info["run_id"], tenant_of(request))
-    )
+    return answer_json(await runs.status_json(request.match_info["run_id"], tenant_of(request)))
 
 
 @routes.get("/api/v1/flow/graph/{run_id}")

@@ -200,9 +200,7 @@ class Executions:
             edge: await self._input(tenant, edge, value, readers.get(edge, []), edge in files)
             for edge, value in inputs.items()
         }
-        return await self.submissions.submit(
-            submission, tenant=tenant, inputs=encoded, defs=defs
-        )
+        return await self.submissions.submit(submission, tenant=tenant, inputs=encoded, defs=defs)
 
     def entry_types(self, flow: SavedFlow) -> dict[str, list[list[str] | None]]:
         """Each edge's readers' ``Type`` lists (a saved flow's NodeDefs are in it)."""

@@ -8,124 +8,23 @@ reason, and a worker never stalls on a task it cannot hold.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import structlog
 
-from orchestrator.config import Settings
-from orchestrator.database import Database
-from orchestrator.events import EventBus
 from orchestrator.logs import configure_logging
 from orchestrator.messages import AttemptResult, Task
-from orchestrator.models import FlowSubmission, RunStatus
-from orchestrator.runtime import RunState
-from orchestrator.scheduler import Scheduler
-from orchestrator.service.submissions import Submissions
-from orchestrator.state import StateStore
-from orchestrator.stores import StoreCalls, StoreRegistry
-from orchestrator.worker import Worker
+from orchestrator.models import RunStatus
 from storage import StoreUnavailable
-from tests.fakes import FakeExecutor, ObservedQueue
+from tests.engine import CHAIN, Engine, node
+from tests.fakes import FakeExecutor
 from tests.helpers import service_settings
-
-
-class Engine:
-    """Scheduler and one worker over a memory queue, as ``pipewell dev`` wires them."""
-
-    def __init__(self, settings: Settings, executor: FakeExecutor) -> None:
-        self.settings = settings
-        self.executor = executor
-
-    async def start(self) -> None:
-        self.db = Database(self.settings.data_dir / "state.sqlite3")
-        await self.db.open()
-        self.state = StateStore(self.db)
-        self.state.start()
-        self.stores = StoreRegistry(self.settings, b"k" * 32)
-        self.calls = StoreCalls(self.stores, name="test-store")
-        self.queue = ObservedQueue()
-        self.events = EventBus()
-        self.scheduler = Scheduler(
-            self.settings, self.state, self.queue, self.events, self.stores, self.calls, {}
-        )
-        self.submissions = Submissions(self.settings, self.scheduler, self.stores, self.calls, {})
-        self.worker = Worker(self.settings.worker, self.queue, self.executor)
-        await self.worker.start()
-        await self.scheduler.start()
-
-    async def close(self) -> None:
-        await self.worker.close(grace=1)
-        await self.scheduler.close()
-        self.submissions.close()
-        self.calls.close()
-        await self.state.close()
-        await self.db.close()
-        self.stores.close()
-
-    async def run(self, nodes: list[dict[str, Any]], **def_fields: Any) -> RunState:
-        flow = {"Name": "faults", "Nodes": nodes}
-        defs = [{"Publisher": "t", "Name": "n", "Image": "fake", **def_fields}]
-        submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
-        flow_run = await self.submissions.submit(submission)
-        return self.scheduler.runs[flow_run.id]
-
-    async def settled(self, run: RunState, seconds: float = 10.0) -> RunState:
-        """The run once it is finished; AssertionError if it is not within ``seconds``."""
-        await self.until(run, lambda: run.status.finished, seconds)
-        return run
-
-    async def until(
-        self, run: RunState, predicate: Callable[[], bool], seconds: float = 10.0
-    ) -> None:
-        """Wait until ``predicate()`` holds, checked at each event the run publishes."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        # Subscribed before the first check: a change in between is not missed.
-        async with self.events.subscribe(run.id) as changes:
-            while not predicate():
-                try:
-                    await asyncio.wait_for(changes.get(), deadline - loop.time())
-                except TimeoutError:
-                    raise AssertionError(
-                        f"not within {seconds} s; run in {run.status}: {run.run.node_state}"
-                    ) from None
-
-
-def node(node_id: str, inputs: list[str], outputs: list[str]) -> dict[str, Any]:
-    return {
-        "ID": node_id,
-        "Uses": "t/n",
-        "Inputs": [{"Name": f"in{i}", "Edge": e} for i, e in enumerate(inputs)],
-        "Outputs": [{"Name": f"out{i}", "Edge": e} for i, e in enumerate(outputs)],
-    }
-
-
-CHAIN = [node("a", [], ["mid"]), node("b", ["mid"], ["out"])]
-
-
-@pytest.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[Engine] = []
-
-    async def start(executor: FakeExecutor | None = None, **overrides: Any) -> Engine:
-        overrides.setdefault("retry", {"backoff_base": 0.01, "backoff_max": 0.05})
-        settings = service_settings(tmp_path / f"data{len(started)}", **overrides)
-        made = Engine(settings, executor or FakeExecutor())
-        await made.start()
-        started.append(made)
-        return made
-
-    yield start
-    for made in started:
-        await made.close()
 
 
 def fail_presign_of(engine: Engine, edge: str, times: int) -> list[int]:
@@ -267,22 +166,6 @@ async def test_a_slot_is_free_again_while_its_container_is_being_removed(engine)
         assert not removing.is_set()  # a's container is still being removed
     finally:
         removing.set()
-
-
-async def test_a_store_that_cannot_take_an_invocations_input_leaves_no_run(engine):
-    started = await engine()
-
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise StoreUnavailable("store 'default': write failed: the backend is down")
-
-    started.stores.default.write = refuse  # type: ignore[method-assign]
-    flow = {"Name": "faults", "Nodes": [node("a", ["src"], ["out"])]}
-    defs = [{"Publisher": "t", "Name": "n", "Image": "fake"}]
-    submission = FlowSubmission.model_validate({"Flow": flow, "NodeDefs": defs})
-    with pytest.raises(StoreUnavailable, match="write failed"):
-        await started.submissions.submit(submission, inputs={"src": (b"{}", "application/json")})
-    assert started.scheduler.runs == {}
-    assert started.executor.tasks == []
 
 
 @pytest.fixture
