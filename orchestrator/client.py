@@ -11,6 +11,7 @@ reached or answered with an error, or a file could not be read or written.
 from __future__ import annotations
 
 import argparse
+import json
 import mimetypes
 import os
 import sys
@@ -118,20 +119,25 @@ def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> 
 
 
 def _refusal(response: requests.Response) -> str:
-    """The service's own words: its message, and each validation problem on a line."""
+    return refusal_text(response.status_code, response.reason, response.text)
+
+
+def refusal_text(status: int, reason: str, text: str) -> str:
+    """The service's own words for a refusal: its message, and each validation problem
+    on a line of its own."""
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:  # the unknown run's answer is plain text (the seed's)
-        return f"{response.text.strip()[:500]} ({response.status_code})"
+        return f"{text.strip()[:500] or reason or 'no reason given'} ({status})"
     if not isinstance(body, dict):
-        return f"HTTP {response.status_code}"
-    message = str(body.get("message") or body.get("error") or response.reason)
+        return f"HTTP {status}"
+    message = str(body.get("message") or body.get("error") or reason)
     problems = [
         f"\n  {e.get('code')}: {e.get('message')}"
         for e in body.get("errors") or []
         if isinstance(e, dict)
     ]
-    return f"{message} ({response.status_code})" + "".join(problems)
+    return f"{message} ({status})" + "".join(problems)
 
 
 def run_call(args: argparse.Namespace, method: str, action: str) -> FlowRun:

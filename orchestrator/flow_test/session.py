@@ -23,7 +23,7 @@ import httpx
 from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
-from orchestrator.client import key_refusal, output_file_name
+from orchestrator.client import key_refusal, output_file_name, refusal_text
 from orchestrator.models import (
     FlowRun,
     FlowSubmission,
@@ -346,20 +346,7 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
 
 def _refusal(response: httpx.Response) -> str:
     """The service's own words for a refusal: its message (and every validation error)."""
-    try:
-        body = response.json()
-    except ValueError:
-        text = response.text.strip()[:500] or response.reason_phrase or "no reason given"
-        return f"{text} ({response.status_code})"
-    if not isinstance(body, dict):
-        return f"HTTP {response.status_code}"
-    message = str(body.get("message") or body.get("error") or response.reason_phrase)
-    errors = [
-        f"\n  {e.get('code')}: {e.get('message')}"
-        for e in body.get("errors") or []
-        if isinstance(e, dict)
-    ]
-    return f"{message} ({response.status_code})" + "".join(errors)
+    return refusal_text(response.status_code, response.reason_phrase, response.text)
 
 
 def merge_delta(run: FlowRun, delta: dict[str, Any]) -> FlowRun:
