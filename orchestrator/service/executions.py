@@ -29,7 +29,7 @@ from orchestrator.errors import FileTooLarge, InvalidInvocation, PipewellError
 from orchestrator.mime import JSON, OCTET_STREAM, essence, matches
 from orchestrator.models import FlowRun, NodeStatus, RunStatus
 from orchestrator.registry import FlagProfile, SavedFlow
-from orchestrator.runtime import entry_edges
+from orchestrator.runtime import entry_edges, terminal_edges
 from orchestrator.service.inputs import (
     FileForm,
     content_type_of,
@@ -304,7 +304,7 @@ class Executions:
     async def outcome(self, run: FlowRun, edges: list[str] | None = None) -> Outcome:
         if run.status == RunStatus.COMPLETE:
             record = await self.runs.resolve(run.id)
-            edges = edges or await self.runs.terminal_edges(run.id)
+            edges = edges or terminal_edges(record.flow)
             outputs = {}
             for edge in edges:
                 try:
