@@ -81,6 +81,11 @@ CHECKS = [
     response_schema_conformance,
     negative_data_rejection,
 ]
+#: Operations that answer a body the document calls invalid with 200 on purpose.
+#: /flow/validate reports every problem of a submission, the bounds the document
+#: declares for generated clients (a node's ID and Uses not empty, at least one node)
+#: among them, in its 200 report; a body that is not a submission at all is its 400.
+REPORTS_INVALID_BODIES = {("POST", "/api/v1/flow/validate")}
 #: Cases per operation and mode: 34 operations, twice, in about a minute on two cores.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 AUTH_HEADERS = ("authorization", "x-api-key")
@@ -248,6 +253,9 @@ def test_every_answer_is_declared_and_none_is_a_server_error(
 ):
     operation = api_schema[path][method]
     hooks = seeding(service["ids"]) if mode == GenerationMode.POSITIVE else None
+    checks = CHECKS
+    if (method, path) in REPORTS_INVALID_BODIES:
+        checks = [check for check in CHECKS if check is not negative_data_rejection]
 
     @given(case=operation.as_strategy(generation_mode=mode, hooks=hooks))
     @settings(
@@ -270,7 +278,7 @@ def test_every_answer_is_declared_and_none_is_a_server_error(
         case.call_and_validate(
             base_url=service["base"],
             headers={"Authorization": f"Bearer {service['key']}"},
-            checks=CHECKS,
+            checks=checks,
             timeout=REQUEST_TIMEOUT,
         )
         assert time.monotonic() - started < REQUEST_TIMEOUT
