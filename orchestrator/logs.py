@@ -86,7 +86,12 @@ def configure_logging(
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=terminal)
+        # Without locals: a frame's locals may hold a presigned URL or an API key,
+        # and rendering them costs long enough to stall the loop under a burst.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=terminal,
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     numeric = logging.getLevelName(level.upper())
     structlog.configure(
         processors=[*shared, renderer],

@@ -95,7 +95,7 @@ class FakeExecutor:
             self._open = True
             self._changed.notify_all()
 
-    async def until(self, predicate: Callable[[], bool], seconds: float = 1.0) -> None:
+    async def until(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
         """Wait until ``predicate()`` holds of this executor (checked at each change of it).
 
         The predicate runs in a thread under the executor's lock: it may read
@@ -320,7 +320,7 @@ class ObservedQueue(MemoryQueue):
         return message
 
     async def read(
-        self, until: Callable[[list[WorkerMessage]], bool], seconds: float = 1.0
+        self, until: Callable[[list[WorkerMessage]], bool], seconds: float = 5.0
     ) -> list[WorkerMessage]:
         """Messages taken in order until ``until(taken)``; AssertionError after ``seconds``."""
         taken: list[WorkerMessage] = []
@@ -332,7 +332,7 @@ class ObservedQueue(MemoryQueue):
             raise AssertionError(f"not within {seconds} s; taken: {taken}") from None
         return taken
 
-    async def caught_up(self, seconds: float = 1.0) -> None:
+    async def caught_up(self, seconds: float = 5.0) -> None:
         """Once every message put so far is handled; AssertionError after ``seconds``."""
         try:
             await asyncio.wait_for(self._reader_waits.wait(), seconds)

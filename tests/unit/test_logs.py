@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import re
+import secrets
 import time
 from collections.abc import Iterator
 
@@ -65,6 +66,26 @@ def test_on_a_terminal_lines_are_for_people_and_json_can_be_asked_for():
     configure_logging("info", "json", asked)
     structlog.get_logger("pipewell").info("listening")
     assert json.loads(asked.getvalue())["event"] == "listening"
+
+
+def test_a_traceback_on_a_terminal_shows_no_local_values():
+    """A frame's locals may hold a presigned URL or an API key."""
+    screen = Terminal()
+    configure_logging("info", "auto", screen)
+
+    signature = secrets.token_hex(16)  # made here, so no source line shown holds it
+
+    def presign() -> None:
+        url = f"http://127.0.0.1/bucket/key?X-Amz-Signature={signature}"  # noqa: F841
+        raise RuntimeError("store refused")
+
+    try:
+        presign()
+    except RuntimeError:
+        structlog.get_logger("pipewell").exception("presign_failed")
+    shown = screen.getvalue()
+    assert "presign_failed" in shown and "store refused" in shown
+    assert signature not in shown
 
 
 def test_asyncios_accept_error_is_written_once_a_minute_with_a_count(monkeypatch):

@@ -139,7 +139,8 @@ async def test_a_take_the_queue_fails_is_tried_again(start, monkeypatch):
     executor = FakeExecutor()
     await start(executor, queue)
     await queue.put_task(task("r1", "a"))
-    messages = await queue.read(lambda m: any(isinstance(x, AttemptResult) for x in m))
+    # Each refusal logs a traceback, which a loaded machine can take a while to render.
+    messages = await queue.read(lambda m: any(isinstance(x, AttemptResult) for x in m), 20)
     assert [(m.node_id, m.ok) for m in messages if isinstance(m, AttemptResult)] == [("a", True)]
     assert queue.refuse_takes == 0  # both refusals were met on the way
     assert executor.attempts_of("a") == [1]
