@@ -12,10 +12,20 @@ from pydantic import BaseModel, Field
 from orchestrator.models import LogRecord
 
 
+class ItemURL(BaseModel):
+    """One item of a collection input: its name (a relative path) and presigned GET."""
+
+    name: str
+    url: str
+
+
 class TaskInput(BaseModel):
     name: str
-    url: str  # presigned GET, internal address
+    url: str = ""  # presigned GET, internal address ("" for a collection)
     types: list[str] | None = None  # accepted MIME types; None accepts anything
+    # A collection input (a gather): every item, put in the directory /pipewell/in/<name>/
+    # under its name. None for a file input.
+    items: list[ItemURL] | None = None
 
 
 class TaskOutput(BaseModel):
@@ -26,6 +36,9 @@ class TaskOutput(BaseModel):
     # The one concrete type the output's Type declares, if so: sniffing cannot tell
     # CSV or YAML from plain text, so what the node says it writes is stored.
     type: str | None = None
+    # A collection output: /pipewell/out/<name>/ is a directory; the worker PUTs a tar of
+    # its regular files (paths relative to it) to ``url``, which the service expands.
+    collection: bool = False
 
 
 class Task(BaseModel):
@@ -47,10 +60,19 @@ class Task(BaseModel):
     run_as_root: bool = False
     # Bytes each output may have (the NodeDef's, its tier's, at most the operator's); None: any.
     max_output_bytes: int | None = None
+    # The item of a mapped node this attempt is for; None for a node's own attempt.
+    item: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.run_id}/{self.node_id}/{self.attempt}"
+        return attempt_key(self.run_id, self.node_id, self.attempt, self.item)
+
+
+def attempt_key(run_id: str, node_id: str, attempt: int, item: str | None = None) -> str:
+    """An attempt's key: of a node, or of one item of a mapped node."""
+    if item is None:
+        return f"{run_id}/{node_id}/{attempt}"
+    return f"{run_id}/{node_id}[{item}]/{attempt}"
 
 
 class AttemptStarted(BaseModel):
@@ -58,6 +80,7 @@ class AttemptStarted(BaseModel):
     run_id: str
     node_id: str
     attempt: int
+    item: str | None = None
     worker: str
 
 
@@ -66,12 +89,14 @@ class AttemptLog(BaseModel):
     run_id: str
     node_id: str
     attempt: int
+    item: str | None = None
     record: LogRecord
 
 
 class OutputInfo(BaseModel):
     size: int
     content_type: str
+    sha256: str = ""  # of the bytes PUT, hashed as they were sent
 
 
 class AttemptResult(BaseModel):
@@ -79,6 +104,7 @@ class AttemptResult(BaseModel):
     run_id: str
     node_id: str
     attempt: int
+    item: str | None = None
     ok: bool
     error: str = ""
     # False for failures a retry cannot fix (an input of the wrong type).
@@ -98,6 +124,7 @@ class AttemptCleanedUp(BaseModel):
     run_id: str
     node_id: str
     attempt: int
+    item: str | None = None
     remove_seconds: float
 
 
@@ -136,6 +163,8 @@ class CancelRun(BaseModel):
 
 
 __all__ = [
+    "ItemURL",
+    "attempt_key",
     "AttemptCleanedUp",
     "CancelRun",
     "AttemptLog",

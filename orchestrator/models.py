@@ -199,6 +199,24 @@ class NodeFlag(WireModel):
         return value
 
 
+class MapSpec(WireModel):
+    concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000,
+        description="Most items of this node queued or running at once. Absent: no bound "
+        "of the node's own (the workers' slots bound it).",
+    )
+    min_success: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="The share of items that must succeed for the node to end COMPLETE, "
+        "its failed items listed; below it the node ends ERROR, and its run with it. 1.0 "
+        "(the default): the first item that fails for good ends the run.",
+    )
+
+
 class Node(WireModel):
     # Empty defaults let validation report NODE_008 instead of a schema error; the
     # document still says what validation refuses, for generated clients.
@@ -234,6 +252,15 @@ class Node(WireModel):
         "several; optional with one (that one runs); refused with none (the image's own "
         "command runs).",
     )
+    map: MapSpec | None = Field(
+        default=None,
+        description="How the node is mapped: a file input (one not declared `Collection`) "
+        "bound to a collection edge runs the node once per item, the item as that input, "
+        "and each output becomes a collection keyed by the item's name. Items of the next "
+        "mapped node start as soon as their own item is there, not when the whole "
+        "collection is. Optional on a mapped node (for `Concurrency` and `MinSuccess`); "
+        "refused on a node that is not mapped.",
+    )
 
 
 class Flow(WireModel):
@@ -268,6 +295,13 @@ class Flow(WireModel):
         "default store. Once one is declared nothing is implied: every such edge needs its "
         "own.",
     )
+    collections: list[str] = Field(
+        default_factory=list,
+        description="Edges no node produces that carry a collection: its WaitingURL takes "
+        "a zip or tar that the service expands into items (or items are put one by one, "
+        "then the collection is closed). An edge a node produces is a collection when that "
+        "output is declared `Collection` or its node is mapped, and may be listed here too.",
+    )
     # Validation refuses an empty list as FLOW_002 (with every other problem at once).
     nodes: list[Node] = Field(
         default_factory=list,
@@ -299,6 +333,16 @@ class EdgeDef(WireModel):
         "or `*/*`; a list, or one such string. Absent: anything. An input whose sniffed type "
         "is not listed fails its node without retries; an output and the inputs it feeds "
         "must have a type in common. An empty list is refused.",
+    )
+
+    collection: bool = Field(
+        default=False,
+        description="Whether it is a collection: a named set of items, not one file. An "
+        "input gets every item of the collection bound to it in the directory "
+        "`/pipewell/in/<Name>/`, by item name (a gather); an output is the directory "
+        "`/pipewell/out/<Name>/`, whose every regular file becomes an item named by its path "
+        "in it. `Type` is then each item's type. A file input (not a collection) bound to a "
+        "collection edge maps the node over the items instead (see `Node.Map`).",
     )
 
     @field_validator("type", mode="before", json_schema_input_type=str | list[str] | None)
@@ -579,12 +623,51 @@ class NodeState(WireModel):
     # Seconds per phase of the latest attempt, to explain a slow node: queue_wait,
     # presign, input_transfer, create, start, run, output_transfer, remove.
     timings: dict[str, float] = Field(default_factory=dict)
+    # A mapped node's: its items counted by status.
+    items: ItemProgress | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Artifact(WireModel):
     store_name: str
     object_name: str
     edge_name: str
+    # A collection's: how many items it holds (its objects are under ObjectName/).
+    items: int | None = Field(default=None, exclude_if=lambda v: v is None)
+
+
+class ItemProgress(WireModel):
+    """A mapped node's items, counted: the items themselves are paged from their endpoint."""
+
+    total: int | None = Field(
+        default=None,
+        description="How many items the node maps over; absent until its input collection "
+        "is complete.",
+    )
+    counts: dict[str, int] = Field(
+        default_factory=dict, description="Items per status (IDLE, READY, RUNNING, ...)."
+    )
+    min_success: float = 1.0
+
+
+class ItemState(WireModel):
+    """One item of a mapped node, as its items endpoint pages it."""
+
+    name: str
+    status: NodeStatus = NodeStatus.IDLE
+    attempt: int = 0
+    error: str = ""
+    logs: list[LogRecord] = Field(default_factory=list)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+class CollectionItem(WireModel):
+    """One item of a collection: an object of its own."""
+
+    name: str
+    object_name: str
+    size: int = 0
+    content_type: str = ""
+    sha256: str = ""
 
 
 class WaitingURL(WireModel):
@@ -616,6 +699,7 @@ __all__ = [
     "NAME_PATTERN",
     "NAME_RULE",
     "Artifact",
+    "CollectionItem",
     "CommandDef",
     "DataWell",
     "DataWellLifetime",
@@ -626,7 +710,10 @@ __all__ = [
     "Flow",
     "FlowRun",
     "FlowSubmission",
+    "ItemProgress",
+    "ItemState",
     "LogRecord",
+    "MapSpec",
     "Node",
     "NodeDef",
     "NodeEdge",
