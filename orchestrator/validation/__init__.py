@@ -35,11 +35,18 @@ The other helpers a run needs (:func:`resolve_defs`, :func:`topological_order`,
 :func:`effective_wells`, :func:`default_store_name`, :func:`expand_key`) are
 pure and expect a flow that validated.
 
+Collections
+-----------
+Which edges carry collections and which nodes map over them is decided by
+:func:`~orchestrator.validation.collections.collection_shape`, for validation and
+planning alike; the ``COLL_`` codes report what a flow asks for that does not fit it.
+
 The package's modules: ``results`` (entries, codes), ``wells`` (stores, effective
 wells), ``object_keys`` (Key templates), ``defs`` (NodeDef lookup), ``flags`` (flag
-declarations and values), ``graph`` (order, cycles) and the ``checks`` package (the
-pass): ``checks.context`` (the submission as every check reads it) and one module per
-topic, ``names``, ``stores``, ``nodedefs``, ``nodes``, ``edges`` and ``wells``.
+declarations and values), ``graph`` (order, cycles), ``collections`` (collection edges,
+mapped nodes) and the ``checks`` package (the pass): ``checks.context`` (the submission
+as every check reads it) and one module per topic, ``names``, ``stores``, ``nodedefs``,
+``nodes``, ``edges``, ``wells`` and ``collections``.
 """
 
 from orchestrator.validation.checks import validate

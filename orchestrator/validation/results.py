@@ -57,6 +57,15 @@ CODES: dict[str, str] = {
     "past the service's bounds (ours)",
     "TYPE_001": "invalid MIME type in a NodeDef's Type",
     "TYPE_002": "empty Type list in a NodeDef",
+    "COLL_001": "Collections lists an edge no node binds (ours)",
+    "COLL_002": "Collections lists an edge a node produces as one file: its output is not "
+    "declared Collection and the node is not mapped (ours)",
+    "COLL_003": "an input declared Collection is bound to an edge that carries one file (ours)",
+    "COLL_004": "a node binds more than one file input to collections; it maps over one (ours)",
+    "COLL_005": "Map on a node that is not mapped (ours)",
+    "COLL_006": "a collection filled by a static or webhook DataWell, not supported yet (ours)",
+    "COLL_007": "a mapped node with an output declared Collection: a collection of "
+    "collections (ours)",
 }
 
 

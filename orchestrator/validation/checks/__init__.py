@@ -4,7 +4,7 @@
 checks read, and the result they add to) and runs the topics over it, in the
 order their entries are reported: ``names`` (NAME_001), ``stores`` (STORE_*),
 ``nodedefs`` (DEF_*, TYPE_*), ``nodes`` (FLOW_002, NODE_*), ``edges`` (EDGE_*,
-FLOW_001) and ``wells`` (WELL_*).
+FLOW_001), ``wells`` (WELL_*) and ``collections`` (COLL_*; FLOW_001 comes last).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from orchestrator.models import FlowSubmission, NodeDef
-from orchestrator.validation.checks import edges, names, nodedefs, nodes, wells
+from orchestrator.validation.checks import collections, edges, names, nodedefs, nodes, wells
 from orchestrator.validation.checks import stores as store_checks  # validate() takes `stores`
 from orchestrator.validation.checks.context import CheckContext
 from orchestrator.validation.checks.stores import FLOW_STORE_BOUNDS
@@ -31,6 +31,7 @@ CHECKS: tuple[Callable[[CheckContext], None], ...] = (
     edges.check,
     wells.check,
     wells.check_key_collisions,
+    collections.check,
     edges.check_cycles,
 )
 
