@@ -31,6 +31,7 @@ from orchestrator.messages import (
     Task,
     WorkerHeartbeat,
     WorkerMessage,
+    attempt_key,
 )
 from orchestrator.models import LogRecord
 from orchestrator.queue import TaskQueue, open_queue
@@ -317,23 +318,28 @@ class Worker:
     async def _send_loop(self) -> None:
         # Attempts whose result the queue refused: their task is not marked done, so a
         # durable queue hands it out again (reclaim) instead of the node waiting for
-        # ever on a result nobody will send.
-        unsent: set[tuple[str, str, int]] = set()
+        # ever on a result nobody will send. Keyed as Task.key: items of one node apart.
+        unsent: set[str] = set()
         while True:
-            item = await self._outbox.get()
-            key = (item.run_id, item.node_id, item.attempt)
+            entry = await self._outbox.get()
+            key = attempt_key(entry.run_id, entry.node_id, entry.attempt, entry.item)
             try:
-                if isinstance(item, Task):
+                if isinstance(entry, Task):
                     if key in unsent:
                         unsent.discard(key)
-                        log.warning("task_left_for_reclaim", run_id=item.run_id, node=item.node_id)
+                        log.warning(
+                            "task_left_for_reclaim",
+                            run_id=entry.run_id,
+                            node=entry.node_id,
+                            item=entry.item,
+                        )
                         continue
-                    await self.queue.task_done(item)
+                    await self.queue.task_done(entry)
                 else:
-                    await self.queue.put_message(item)
+                    await self.queue.put_message(entry)
             except Exception:
-                log.exception("worker_message_lost", kind=item.kind, run_id=item.run_id)
-                if isinstance(item, AttemptResult):
+                log.exception("worker_message_lost", kind=entry.kind, run_id=entry.run_id)
+                if isinstance(entry, AttemptResult):
                     unsent.add(key)
 
     async def _run(self, task: Task, emit: Emit) -> tuple[AttemptResult, Callable[[], float]]:
@@ -350,6 +356,7 @@ class Worker:
                 run_id=task.run_id,
                 node_id=task.node_id,
                 attempt=task.attempt,
+                item=task.item,
                 ok=False,
                 error=f"internal error in the worker: {type(exc).__name__}: {exc}",
             )
@@ -361,10 +368,16 @@ class Worker:
         structlog.contextvars.bind_contextvars(
             run_id=task.run_id, node_id=task.node_id, attempt=task.attempt
         )
+        if task.item is not None:
+            structlog.contextvars.bind_contextvars(item=task.item)
 
         def emit(record: LogRecord) -> None:
             message = AttemptLog(
-                run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, record=record
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                item=task.item,
+                record=record,
             )
             loop.call_soon_threadsafe(self._outbox.put_nowait, message)
 
@@ -376,6 +389,7 @@ class Worker:
                     run_id=task.run_id,
                     node_id=task.node_id,
                     attempt=task.attempt,
+                    item=task.item,
                     worker=self.name,
                 )
             )
@@ -392,6 +406,7 @@ class Worker:
                     run_id=task.run_id,
                     node_id=task.node_id,
                     attempt=task.attempt,
+                    item=task.item,
                     error=result.error,
                 )
             else:
@@ -410,6 +425,7 @@ class Worker:
                     run_id=task.run_id,
                     node_id=task.node_id,
                     attempt=task.attempt,
+                    item=task.item,
                     remove_seconds=round(remove_seconds, 4),
                 )
             )

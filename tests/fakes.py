@@ -18,7 +18,14 @@ from collections import Counter
 from collections.abc import Callable, Collection
 
 from orchestrator.executor import Cleanup, Emit, LaunchMode
-from orchestrator.messages import AttemptResult, OutputInfo, SpareCount, Task, WorkerMessage
+from orchestrator.messages import (
+    AttemptResult,
+    OutputInfo,
+    SpareCount,
+    Task,
+    WorkerMessage,
+    attempt_key,
+)
 from orchestrator.models import LogRecord
 from orchestrator.queue import MemoryQueue
 
@@ -185,6 +192,7 @@ class FakeExecutor:
             run_id=task.run_id,
             node_id=task.node_id,
             attempt=task.attempt,
+            item=task.item,
             ok=False,
             error=error,
             retryable=retryable,
@@ -200,6 +208,7 @@ class FakeExecutor:
             run_id=task.run_id,
             node_id=task.node_id,
             attempt=task.attempt,
+            item=task.item,
             ok=True,
             outputs={o.name: OutputInfo(size=1, content_type="text/plain") for o in task.outputs},
         )
@@ -251,7 +260,8 @@ class ObservedQueue(MemoryQueue):
     """The real memory queue, with what a test needs to see and break at its seam.
 
     - ``sent``: every message put, ``done``: keys of the tasks marked done, in order;
-      ``history``: both as one sequence ("result r/n/1", "done r/n/1").
+      ``history``: both as one sequence ("result r/n/1", "done r/n/1"; an item's
+      attempt as its Task.key, "result r/n[a.jpg]/1").
     - ``read()``: takes messages as the scheduler would, until the test has what it waits for.
     - ``caught_up()``: waits until the reader of messages (the scheduler) has
       handled every message put so far, and asks for the next.
@@ -307,7 +317,8 @@ class ObservedQueue(MemoryQueue):
 
     def _count_put(self, message: WorkerMessage) -> None:
         self.sent.append(message)
-        self.history.append(f"{message.kind} {message.run_id}/{message.node_id}/{message.attempt}")
+        key = attempt_key(message.run_id, message.node_id, message.attempt, message.item)
+        self.history.append(f"{message.kind} {key}")
         self._put += 1
         self._reader_waits.clear()
 

@@ -7,6 +7,7 @@ per responsibility:
 - ``spec``: what a node's container is (sandbox, user, labels, mounts, env, argv)
 - ``images``: the node's image, inspected, built from its source or pulled
 - ``transfers``: inputs from and outputs to the stores, streamed over HTTP
+- ``tars``: a collection output's directory as the tar its upload sends
 - ``workspaces``: where an attempt's files are (mounted, or copied through the API)
 - ``logs``: the container's output cut into live log lines
 - ``housekeeping``: whose containers are whose; kills, leftovers, expired spares

@@ -41,7 +41,7 @@ from orchestrator.executor.images import Images
 from orchestrator.executor.launcher import Attempt, Launcher, LaunchKit
 from orchestrator.executor.plain import PlainLauncher
 from orchestrator.executor.protocol import Cleanup, Emit, LaunchMode
-from orchestrator.executor.transfers import OpenInput, Transfers
+from orchestrator.executor.transfers import Input, Transfers
 from orchestrator.messages import AttemptResult, SpareCount, Task
 from orchestrator.tiers import TIERS, Tier
 
@@ -174,18 +174,22 @@ class DockerExecutor:
         attempt = Attempt(task)
         timings = attempt.timings
         result = AttemptResult(
-            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=False
+            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, item=task.item, ok=False
         )
-        inputs: list[OpenInput] = []
+        inputs: list[Input] = []
         try:
             spec.check_names(task)
             tier = TIERS[task.tier]
             with timings("input_transfer"):
                 for input_spec in task.inputs:
                     inputs.append(self.transfers.open_input(input_spec))
+            # A collection's path is its directory: ${Name} and INPUT_/OUTPUT_<NAME> name it.
             paths = spec.Paths(
-                inputs={i.spec.name: command.input_path(i.spec.name, i.suffix) for i in inputs},
-                outputs={o.name: command.output_path(o.name, o.suffix) for o in task.outputs},
+                inputs={i.spec.name: i.container_path for i in inputs},
+                outputs={
+                    o.name: command.output_path(o.name, "" if o.collection else o.suffix)
+                    for o in task.outputs
+                },
             )
             with timings("create"):
                 image = self.images.get(task, emit)
@@ -216,8 +220,8 @@ class DockerExecutor:
             log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
             result.error = f"internal error in the worker: {type(exc).__name__}: {exc}"
         finally:
-            for item in inputs:
-                item.close()
+            for opened in inputs:
+                opened.close()
         result.timings = timings.totals
 
         def cleanup() -> float:

@@ -21,7 +21,7 @@ from orchestrator.executor.launcher import Attempt, LaunchKit, Stopwatch
 from orchestrator.executor.logs import LogPump
 from orchestrator.executor.protocol import Emit, LaunchMode
 from orchestrator.executor.spec import Image, Paths
-from orchestrator.executor.transfers import OpenInput
+from orchestrator.executor.transfers import Input
 from orchestrator.executor.warm_pool import UNCLAIMED_GRACE, Shape, Spare, WarmPool
 from orchestrator.executor.workspaces import MountedWorkspace
 from orchestrator.messages import Task
@@ -57,7 +57,7 @@ class GatedLauncher:
         return self.pool.ready() if self.pool is not None else {}
 
     def launch(
-        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[OpenInput], paths: Paths,
+        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[Input], paths: Paths,
         emit: Emit,
     ) -> None:  # fmt: skip
         kit, task, timings = self.kit, attempt.task, attempt.timings
@@ -71,7 +71,7 @@ class GatedLauncher:
         attempt.workspace = workspace
         kit.housekeeping.in_flight.own(spare.container_id, task.run_id)
         with timings("input_transfer"):
-            workspace.put_inputs(inputs)
+            workspace.prepare(inputs, task.outputs)
         kit.housekeeping.in_flight.check_run_live(task)
         script = gate_command(spec.environment(task, paths), spec.program(task, image, paths))
         with timings("start"):

@@ -23,7 +23,7 @@ from orchestrator.executor.housekeeping import Housekeeping
 from orchestrator.executor.logs import LogPump
 from orchestrator.executor.protocol import Emit, LaunchMode
 from orchestrator.executor.spec import Image, Paths
-from orchestrator.executor.transfers import OpenInput, Transfers
+from orchestrator.executor.transfers import Input, Transfers
 from orchestrator.executor.warm_pool import Shape
 from orchestrator.executor.workspaces import Workspace
 from orchestrator.messages import Task
@@ -89,10 +89,11 @@ class Launcher(Protocol):
         """Containers ready ahead of demand, per shape."""
 
     def launch(
-        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[OpenInput], paths: Paths,
+        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[Input], paths: Paths,
         emit: Emit,
     ) -> None:  # fmt: skip
-        """Get the attempt's program running with its inputs in place and its output attached.
+        """Get the attempt's program running with its inputs in place (and an empty directory
+        for each collection output), its output attached.
 
         Fills ``attempt`` as it goes (container, workspace, log pump); raises
         AttemptFailed, leaving what it made in ``attempt`` for clean-up.

@@ -14,7 +14,7 @@ from orchestrator.executor.launcher import Attempt, LaunchKit
 from orchestrator.executor.logs import LogPump
 from orchestrator.executor.protocol import Emit, LaunchMode
 from orchestrator.executor.spec import Image, Paths
-from orchestrator.executor.transfers import OpenInput
+from orchestrator.executor.transfers import Input
 from orchestrator.executor.warm_pool import Shape
 from orchestrator.executor.workspaces import ArchiveWorkspace, MountedWorkspace
 from orchestrator.tiers import Tier
@@ -36,7 +36,7 @@ class PlainLauncher:
         return {}
 
     def launch(
-        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[OpenInput], paths: Paths,
+        self, attempt: Attempt, tier: Tier, image: Image, inputs: list[Input], paths: Paths,
         emit: Emit,
     ) -> None:  # fmt: skip
         kit, task, timings = self.kit, attempt.task, attempt.timings
@@ -67,7 +67,7 @@ class PlainLauncher:
         workspace = mounted or ArchiveWorkspace(kit.client, container_id, kit.transfers)
         attempt.workspace = workspace
         with timings("input_transfer"):
-            workspace.put_inputs(inputs)
+            workspace.prepare(inputs, task.outputs)
         in_flight.check_run_live(task)
         with timings("start"):
             attempt.pump = LogPump.attach(kit.client, container_id, emit, task.attempt)

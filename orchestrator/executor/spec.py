@@ -7,6 +7,7 @@ program starts.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from orchestrator.tiers import Tier
 LABEL_RUN = "pipewell.run_id"
 LABEL_NODE = "pipewell.node_id"
 LABEL_ATTEMPT = "pipewell.attempt"
+#: The item of a mapped node an attempt is for (absent on a node's own attempt).
+LABEL_ITEM = "pipewell.item"
 #: The worker's display name (worker.name), shared by the services of one host.
 LABEL_WORKER = "pipewell.worker"
 #: The worker's identity (orchestrator.identity): what leftover clean-up matches.
@@ -40,6 +43,15 @@ UNPRIVILEGED_USER = "65534:65534"
 DOCKER_LOG_CAPS = {"max-size": "10m", "max-file": "1"}
 
 ImageConfig = dict[str, Any]
+
+#: An item of a collection input: a relative path of plain parts.
+_ITEM_PART = re.compile(r"[A-Za-z0-9._-]+")
+ITEM_NAME_RULE = (
+    "a relative path of parts made of letters, digits, '.', '_' and '-', joined by '/' "
+    "(no empty, '.' or '..' part)"
+)
+#: The longest file name a Linux file system takes: a longer part could never be written.
+MAX_ITEM_PART = 255
 
 
 @dataclass(frozen=True)
@@ -60,10 +72,12 @@ class Paths:
 
 
 def check_names(task: Task) -> None:
-    """Refuse a task whose input, output or flag names are not identifiers.
+    """Refuse a task whose input, output or flag names are not identifiers, or whose
+    collection inputs name items that are not safe relative paths.
 
     Validation refuses such flows; a task also comes from a queue, so the worker
-    checks again before any name becomes a path or an environment variable.
+    checks again before any name becomes a path or an environment variable, and
+    before anything is downloaded.
     """
     for kind, names in (
         ("input", [i.name for i in task.inputs]),
@@ -76,6 +90,49 @@ def check_names(task: Task) -> None:
                     f"{kind} name {name[:80]!r} is not a valid name: {NAME_RULE}",
                     retryable=False,
                 )
+    for collection in task.inputs:
+        if collection.items is not None:
+            check_item_names(collection.name, [item.name for item in collection.items])
+
+
+def is_item_name(name: str) -> bool:
+    """Whether ``name`` is an item name of :data:`ITEM_NAME_RULE`."""
+    parts = name.split("/")
+    return all(
+        part not in (".", "..") and len(part) <= MAX_ITEM_PART and _ITEM_PART.fullmatch(part)
+        for part in parts
+    )
+
+
+def check_item_names(input_name: str, names: list[str]) -> None:
+    """Refuse a collection input whose items could not each be a file of their own.
+
+    Item names become paths under the input's directory: nothing may climb out of
+    it, and no two items may want one place (the same name twice, or ``a`` as a
+    file and ``a/b`` needing it as a directory).
+    """
+    seen: set[str] = set()
+    directories: set[str] = set()
+    for name in names:
+        if not is_item_name(name):
+            raise AttemptFailed(
+                f"input '{input_name}': item name {name[:80]!r} is not valid: {ITEM_NAME_RULE}",
+                retryable=False,
+            )
+        if name in seen:
+            raise AttemptFailed(
+                f"input '{input_name}': item {name[:80]!r} is listed twice", retryable=False
+            )
+        seen.add(name)
+        parts = name.split("/")
+        directories.update("/".join(parts[:end]) for end in range(1, len(parts)))
+    clashes = sorted(seen & directories)
+    if clashes:
+        raise AttemptFailed(
+            f"input '{input_name}': item {clashes[0][:80]!r} is a file, and other items are "
+            "in a directory of that name",
+            retryable=False,
+        )
 
 
 def container_user(image_user: str, *, run_as_root: bool) -> str | None:
@@ -121,6 +178,8 @@ def labels(
     }
     if task is not None:
         found.update({LABEL_NODE: task.node_id, LABEL_ATTEMPT: str(task.attempt)})
+        if task.item is not None:
+            found[LABEL_ITEM] = task.item
     if deadline is not None:
         found[LABEL_DEADLINE] = str(int(deadline))
     return found
@@ -190,8 +249,10 @@ def program(task: Task, image: Image, paths: Paths) -> list[str]:
 
 
 __all__ = [
+    "ITEM_NAME_RULE",
     "LABEL_ATTEMPT_ID",
     "LABEL_DEADLINE",
+    "LABEL_ITEM",
     "LABEL_RUN",
     "LABEL_WORKER",
     "LABEL_WORKER_ID",
@@ -199,10 +260,12 @@ __all__ = [
     "UNPRIVILEGED_USER",
     "Image",
     "Paths",
+    "check_item_names",
     "check_names",
     "container_name",
     "container_user",
     "environment",
+    "is_item_name",
     "labels",
     "mounts",
     "node_args",

@@ -1,17 +1,21 @@
 """Bytes between the stores and an attempt: presigned GETs of inputs, PUTs of outputs.
 
 Streamed both ways (no whole file in memory); each input's type is sniffed from
-its first bytes and checked against what the node accepts before the node runs.
+its first bytes and checked against what the node accepts before the node runs,
+and so is each item of a collection input. Every PUT hashes its bytes (sha256)
+as they are sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import stat
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,9 +23,18 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from orchestrator import command
 from orchestrator.config import ExecutorSettings
 from orchestrator.executor.errors import AttemptFailed, step
-from orchestrator.messages import OutputInfo, TaskInput
+from orchestrator.executor.tars import (
+    END_OF_ARCHIVE,
+    TAR_TYPE,
+    Member,
+    directory_members,
+    directory_tar,
+    open_directory,
+)
+from orchestrator.messages import ItemURL, OutputInfo, TaskInput
 from orchestrator.mime import extension_for, matches, sniff
 
 CHUNK = 1024 * 1024
@@ -73,14 +86,16 @@ def inside(directory: Path, file_name: str) -> Path:
     return directory / file_name
 
 
-def check_output_size(name: str, size: int, limit: int | None) -> None:
+def check_output_size(name: str, size: int, limit: int | None, *, at_least: bool = False) -> None:
     """Refuse an output over its node's limit before a byte of it is copied.
 
     A sparse file costs its node nothing to write and the store its whole size.
+    ``at_least``: ``size`` is what was counted so far, of an output still being listed.
     """
     if limit is not None and size > limit:
+        measure = "at least " if at_least else ""
         raise AttemptFailed(
-            f"output '{name}' is {_size(size)}, over this node's limit of {_size(limit)} "
+            f"output '{name}' is {measure}{_size(size)}, over this node's limit of {_size(limit)} "
             "(its NodeDef's MaxOutputBytes, else 4 times its tier's memory, at most the "
             "operator's executor.max_output_bytes); it was not stored",
             retryable=False,
@@ -96,7 +111,8 @@ def _size(count: int) -> str:
 
 @dataclass
 class OpenInput:
-    """An input whose download has begun: its size, first bytes and sniffed type known."""
+    """An input (or one item of a collection input) whose download has begun: its size,
+    first bytes and sniffed type known."""
 
     spec: TaskInput
     response: requests.Response
@@ -104,10 +120,22 @@ class OpenInput:
     head: bytes
     content_type: str
     suffix: str
+    #: The item of the collection input this is; None for a file input.
+    item: str | None = None
+
+    @property
+    def what(self) -> str:
+        """How messages name it."""
+        return _input_label(self.spec.name, self.item)
 
     @property
     def file_name(self) -> str:
         return f"{self.spec.name}{self.suffix}"
+
+    @property
+    def container_path(self) -> str:
+        """Where the node reads it (``${Name}``, ``INPUT_<NAME>``)."""
+        return command.input_path(self.spec.name, self.suffix)
 
     def chunks(self) -> Iterator[bytes]:
         yield self.head
@@ -117,22 +145,97 @@ class OpenInput:
         self.response.close()
 
 
-class SizedBody:
-    """Head bytes then the rest of a stream, with a length so requests sends Content-Length."""
+class OpenCollection:
+    """A collection input (a gather): a directory of items, each opened as it is put there.
 
-    def __init__(self, head: bytes, rest: BinaryIO | io.BufferedIOBase, size: int) -> None:
-        self._head = head
-        self._rest = rest
+    Opened one at a time, not all before the launch as file inputs are: a thousand
+    downloads begun at once would hold a thousand connections. Each item's type is
+    checked as it is opened, before a byte of it is kept.
+    """
+
+    def __init__(self, spec: TaskInput, transfers: Transfers) -> None:
+        assert spec.items is not None, "a collection input lists its items"
+        self.spec = spec
+        self.items: list[ItemURL] = spec.items
+        self._transfers = transfers
+        self._open: OpenInput | None = None
+
+    @property
+    def container_path(self) -> str:
+        """The directory the node reads its items in (``${Name}``, ``INPUT_<NAME>``)."""
+        return command.input_path(self.spec.name, "")
+
+    def opened(self) -> Iterator[OpenInput]:
+        """Each item, its download begun; closed once the caller asks for the next."""
+        for item in self.items:
+            self._open = self._transfers.open_item(self.spec, item)
+            try:
+                yield self._open
+            finally:
+                self.close()
+
+    def close(self) -> None:
+        if self._open is not None:
+            self._open.close()
+            self._open = None
+
+
+#: An input as the workspaces put it in place.
+Input = OpenInput | OpenCollection
+
+
+def _input_label(name: str, item: str | None) -> str:
+    return f"input '{name}'" if item is None else f"input '{name}' item '{item}'"
+
+
+class HashedBody:
+    """An upload's body: chunks sent as the connection asks for them, hashed and counted.
+
+    Its length is announced, so requests sends Content-Length (a presigned S3 PUT
+    needs one); a source that ends before it fails the upload instead of leaving the
+    store waiting for bytes that never come, and one that goes on past it fails too.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], size: int, what: str) -> None:
+        self._chunks = chunks
         self._size = size
+        self._what = what
+        self._hash = hashlib.sha256()
+        self.sent = 0
+        self._ended = False
 
     def __len__(self) -> int:
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        if self._head:
-            data, self._head = self._head, b""
-            return data
-        return self._rest.read(CHUNK if n is None or n < 0 else max(n, CHUNK))
+        while self.sent < self._size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise AttemptFailed(
+                    f"{self._what}: only {self.sent} of the {self._size} bytes announced were "
+                    "there to send"
+                )
+            if chunk:
+                self.sent += len(chunk)
+                if self.sent > self._size:
+                    raise AttemptFailed(f"{self._what}: more than the {self._size} bytes announced")
+                self._hash.update(chunk)
+                return chunk
+        if not self._ended:
+            # Run the source to its end: its last checks come after its last byte.
+            self._ended = True
+            if any(self._chunks):
+                raise AttemptFailed(f"{self._what}: more than the {self._size} bytes announced")
+        return b""
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Let the source go (its files, its connection), also when the upload stopped."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
 
 
 class Transfers:
@@ -162,44 +265,55 @@ class Transfers:
             session.mount("https://", HTTPAdapter(max_retries=retry))
         return session
 
-    def open_input(self, spec: TaskInput) -> OpenInput:
-        """Start an input's download and check its type; the caller closes it."""
-        with step(f"input '{spec.name}': download"):
+    def open_input(self, spec: TaskInput) -> Input:
+        """Start an input's download and check its type; the caller closes it.
+
+        A collection input downloads nothing yet: its items are opened one by one
+        as they are put in place (:meth:`OpenCollection.opened`).
+        """
+        if spec.items is not None:
+            return OpenCollection(spec, self)
+        return self._open(spec, spec.url, None)
+
+    def open_item(self, spec: TaskInput, item: ItemURL) -> OpenInput:
+        """Start the download of one item of a collection input and check its type."""
+        return self._open(spec, item.url, item.name)
+
+    def _open(self, spec: TaskInput, url: str, item: str | None) -> OpenInput:
+        what = _input_label(spec.name, item)
+        with step(f"{what}: download"):
             response = self._session().get(
-                spec.url, stream=True, timeout=(10, self.settings.transfer_timeout)
+                url, stream=True, timeout=(10, self.settings.transfer_timeout)
             )
             if response.status_code != 200:
                 response.close()
-                raise AttemptFailed(
-                    f"input '{spec.name}': the store answered HTTP {response.status_code}"
-                )
+                raise AttemptFailed(f"{what}: the store answered HTTP {response.status_code}")
             length = response.headers.get("Content-Length")
             if length is None:
                 response.close()
-                raise AttemptFailed(f"input '{spec.name}': the store sent no Content-Length")
+                raise AttemptFailed(f"{what}: the store sent no Content-Length")
             size = int(length)
             head = response.raw.read(min(size, SNIFF_BYTES), decode_content=True)
         content_type = sniff(head)
         if not input_type_ok(content_type, spec.types):
             response.close()
             raise AttemptFailed(
-                f"input '{spec.name}' is {content_type}, but this node accepts "
-                f"{', '.join(spec.types or [])}",
+                f"{what} is {content_type}, but this node accepts {', '.join(spec.types or [])}",
                 retryable=False,
             )
-        return OpenInput(spec, response, size, head, content_type, extension_for(content_type))
+        # An item keeps its own name: only a file input gets an extension from its type.
+        suffix = extension_for(content_type) if item is None else ""
+        return OpenInput(spec, response, size, head, content_type, suffix, item)
 
     def download(self, item: OpenInput, target: Path) -> None:
         """The rest of an input into ``target``, every announced byte or a failure."""
-        with step(f"input '{item.spec.name}': download"), target.open("wb") as handle:
+        with step(f"{item.what}: download"), target.open("wb") as handle:
             received = 0
             for chunk in item.chunks():
                 received += len(chunk)
                 handle.write(chunk)
             if received != item.size:
-                raise AttemptFailed(
-                    f"input '{item.spec.name}': the store sent {received} of {item.size} bytes"
-                )
+                raise AttemptFailed(f"{item.what}: the store sent {received} of {item.size} bytes")
         target.chmod(0o644)
 
     def upload_file(
@@ -233,6 +347,24 @@ class Transfers:
             head = handle.read(SNIFF_BYTES)
             return self.put(name, url, head, handle, info.st_size, declared)
 
+    def upload_directory(
+        self, host_path: Path, path: str, name: str, url: str, limit: int | None
+    ) -> OutputInfo:
+        """PUT a collection output, the directory the container wrote, as a tar of its
+        regular files (orchestrator.executor.tars), if within ``limit`` bytes."""
+        fd = open_directory(host_path, name, path)
+        try:
+            members: list[Member] = []
+            size = len(END_OF_ARCHIVE)
+            for member in directory_members(fd, name):
+                members.append(member)
+                size += member.stored_size
+                # Refused as soon as it is over: a node may write a million files.
+                check_output_size(name, size, limit, at_least=True)
+            return self.put_stream(name, url, directory_tar(fd, name, members), size, TAR_TYPE)
+        finally:
+            os.close(fd)
+
     def put(
         self,
         name: str,
@@ -245,22 +377,41 @@ class Transfers:
         """PUT ``head`` then ``rest`` (``size`` bytes in all) to an output's presigned URL,
         as its ``declared`` type when its bytes do not contradict it."""
         content_type = output_type(sniff(head), declared)
-        with step(f"output '{name}': upload"):
-            response = self._session().put(
-                url,
-                data=SizedBody(head, rest, size),
-                headers={"Content-Type": content_type},
-                timeout=(10, self.settings.transfer_timeout),
-            )
-            if response.status_code not in (200, 201, 204):
-                raise AttemptFailed(
-                    f"output '{name}': the store refused the upload (HTTP {response.status_code})"
+        rest_chunks = iter(lambda: rest.read(CHUNK), b"")
+        return self.put_stream(name, url, chain([head], rest_chunks), size, content_type)
+
+    def put_stream(
+        self, name: str, url: str, chunks: Iterator[bytes], size: int, content_type: str
+    ) -> OutputInfo:
+        """PUT ``chunks`` (``size`` bytes in all) to an output's presigned URL as they come,
+        hashing them as they are sent."""
+        what = f"output '{name}': upload"
+        body = HashedBody(chunks, size, what)
+        try:
+            with step(what):
+                response = self._session().put(
+                    url,
+                    data=body,
+                    headers={"Content-Type": content_type},
+                    timeout=(10, self.settings.transfer_timeout),
                 )
-        return OutputInfo(size=size, content_type=content_type)
+                if response.status_code not in (200, 201, 204):
+                    raise AttemptFailed(
+                        f"output '{name}': the store refused the upload "
+                        f"(HTTP {response.status_code})"
+                    )
+        finally:
+            body.close()
+        if body.sent != size:  # the store answered before it had every byte
+            raise AttemptFailed(f"{what}: the store took {body.sent} of {size} bytes")
+        return OutputInfo(size=size, content_type=content_type, sha256=body.sha256())
 
 
 __all__ = [
     "CHUNK",
+    "HashedBody",
+    "Input",
+    "OpenCollection",
     "OpenInput",
     "Transfers",
     "check_output_size",

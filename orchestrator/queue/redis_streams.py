@@ -358,7 +358,11 @@ class RedisQueue:
         )
         await self.put_message(
             AttemptLog(
-                run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, record=record
+                run_id=task.run_id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                item=task.item,
+                record=record,
             )
         )
 

@@ -28,6 +28,7 @@ from orchestrator.messages import (
     Task,
     TaskOutput,
     WorkerMessage,
+    attempt_key,
 )
 from orchestrator.worker import Worker
 from tests.fakes import KILLED, REFUSED, FakeExecutor, ObservedQueue
@@ -35,7 +36,13 @@ from tests.fakes import KILLED, REFUSED, FakeExecutor, ObservedQueue
 StartWorker = Callable[..., Awaitable[Worker]]
 
 
-def task(run_id: str, node_id: str, tier: str = "c-nano", outputs: tuple[str, ...] = ()) -> Task:
+def task(
+    run_id: str,
+    node_id: str,
+    tier: str = "c-nano",
+    outputs: tuple[str, ...] = (),
+    item: str | None = None,
+) -> Task:
     return Task(
         run_id=run_id,
         node_id=node_id,
@@ -44,13 +51,16 @@ def task(run_id: str, node_id: str, tier: str = "c-nano", outputs: tuple[str, ..
         tier=tier,
         timeout=60,
         outputs=[TaskOutput(name=name, url=f"http://store/{name}") for name in outputs],
+        item=item,
     )
 
 
 def results(messages: list[WorkerMessage]) -> dict[str, AttemptResult]:
-    """The results among ``messages``, by their attempt's key."""
+    """The results among ``messages``, by their attempt's key (Task.key)."""
     return {
-        f"{m.run_id}/{m.node_id}/{m.attempt}": m for m in messages if isinstance(m, AttemptResult)
+        attempt_key(m.run_id, m.node_id, m.attempt, m.item): m
+        for m in messages
+        if isinstance(m, AttemptResult)
     }
 
 
@@ -123,6 +133,49 @@ async def test_an_attempt_reports_its_start_lines_result_and_removal_in_order(st
     kinds = ["started", "log", "log", "result", "done", "cleaned"]
     assert queue.history == [f"{kind} r1/a/1" for kind in kinds]
     assert worker.heartbeat().running == []
+
+
+async def test_each_item_of_a_node_is_an_attempt_of_its_own_and_every_message_names_it(start):
+    """Items of one mapped node share its run, node and attempt number: only the item
+    tells their messages, their slots and their done marks apart."""
+    items = ["photos/a.jpg", "photos/b.jpg"]
+    executor = FakeExecutor(
+        {"m": lambda t: "bad frame" if t.item == "photos/b.jpg" else None},
+        hold={"m"},
+        logs={"m": ["working"]},
+    )
+    queue = ObservedQueue()
+    worker = await start(executor, queue)
+    await queue.put_tasks([task("r1", "m", outputs=("out",), item=item) for item in items])
+    await executor.until(lambda: len(executor.running) == 2)
+    keys = ["r1/m[photos/a.jpg]/1", "r1/m[photos/b.jpg]/1"]
+    assert sorted(executor.running) == keys == worker.heartbeat().running
+    executor.open_gate()
+
+    messages = await queue.read(lambda m: sum(isinstance(x, AttemptCleanedUp) for x in m) == 2)
+    for item in items:
+        own = [m for m in messages if m.item == item]
+        assert [m.kind for m in own] == ["started", "log", "result", "cleaned"]
+    assert all(m.item in items for m in messages)
+    reported = results(messages)
+    assert sorted(reported) == keys
+    assert reported[keys[0]].ok and reported[keys[0]].item == "photos/a.jpg"
+    failed = reported[keys[1]]
+    assert (failed.ok, failed.error, failed.item) == (False, "bad frame", "photos/b.jpg")
+    assert sorted(queue.done) == keys
+    assert [t.item for t in executor.tasks] == items
+
+
+async def test_an_executor_that_raises_on_an_item_fails_that_item(start):
+    def explode(_task: Task) -> str | None:
+        raise RuntimeError("bug in the executor")
+
+    queue = ObservedQueue()
+    await start(FakeExecutor({"m": explode}), queue)
+    await queue.put_task(task("r1", "m", item="a.jpg"))
+    failed = results(await queue.read(has_results(1)))["r1/m[a.jpg]/1"]
+    assert (failed.ok, failed.item) == (False, "a.jpg")
+    assert failed.error == "internal error in the worker: RuntimeError: bug in the executor"
 
 
 async def test_a_node_without_a_behaviour_succeeds_with_each_declared_output(start):
