@@ -197,6 +197,18 @@ class InvocationSettings(_Section):
     max_file_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
 
 
+class CollectionSettings(_Section):
+    # Items one collection may hold: an archive with more entries, a node writing
+    # more files, or more item names asked for are refused (COLLECTION_TOO_LARGE).
+    max_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    # An archive (an upload's zip or tar, a node's collection output) expands to at
+    # most this many bytes in all, and each item to at most max_item_bytes.
+    max_total_bytes: int = Field(default=1024 * 1024 * 1024, gt=0)
+    max_item_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # An entry over 1 MiB may not shrink more than this when compressed (zip bombs).
+    max_ratio: int = Field(default=100, ge=1)
+
+
 class QueueSettings(_Section):
     # redis://[:password@]host:6379/0 for workers on other hosts; None: in-process.
     url: str | None = None
@@ -238,6 +250,7 @@ class Settings(_Section):
     retry: RetrySettings = Field(default_factory=RetrySettings)
     invocations: InvocationSettings = Field(default_factory=InvocationSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
+    collections: CollectionSettings = Field(default_factory=CollectionSettings)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Settings:

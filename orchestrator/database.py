@@ -140,6 +140,25 @@ MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] =
             UNIQUE (run_id, edge)
         )""",
     ),
+    # 5: collections. A collection's items (one object each) and a mapped node's items
+    # (one state each), rows of their own written when they change; rowid keeps the
+    # order they came in, the order items are paged in.
+    (
+        """CREATE TABLE run_members (
+            run_id  TEXT NOT NULL,
+            edge    TEXT NOT NULL,
+            item    TEXT NOT NULL,
+            info    TEXT NOT NULL,
+            UNIQUE (run_id, edge, item)
+        )""",
+        """CREATE TABLE run_items (
+            run_id   TEXT NOT NULL,
+            node_id  TEXT NOT NULL,
+            item     TEXT NOT NULL,
+            state    TEXT NOT NULL,
+            UNIQUE (run_id, node_id, item)
+        )""",
+    ),
 )
 
 

@@ -17,12 +17,16 @@ status.
     │   ├── ContentTypeUnsupported  the body is of a type the endpoint does not take
     │   ├── NotFound           what it names is not there (a config, a task, a key, an object)
     │   │   ├── NodeDefNotFound    no built-in NodeDef of that Publisher/Name
+    │   │   ├── CollectionNotFound no collection on that edge of the run
+    │   │   ├── NodeNotMapped      the run maps no node of that ID
     │   │   └── ConfigNotFound     the saved flow has no config profile of that id
     │   ├── Forbidden          the caller (or the page calling) may not do it
     │   ├── Conflict           what it would create exists, or is in the way
-    │   │   └── KeyExists          a key of that name exists
+    │   │   ├── KeyExists          a key of that name exists
+    │   │   └── CollectionClosed   the collection is complete: no item can be added
     │   ├── KeyInvalid         a key name or tenant that cannot be
     │   ├── StoreFull          a store's disk is full: the upload was not kept
+    │   ├── CollectionRefused  an upload that cannot become a collection's items
     │   ├── InvalidInvocation  an invocation of a saved flow that cannot run as sent
     │   ├── FileTooLarge       a file sent as a body of its own is over the limit
     │   └── BodyTimeout        the body stopped coming: nothing of it was kept
@@ -123,6 +127,42 @@ class Conflict(RequestRefused):
 class StoreFull(RequestRefused):
     def __init__(self, message: str) -> None:
         super().__init__("STORAGE_FULL", message)
+
+
+class CollectionRefused(RequestRefused):
+    """An archive that cannot become a collection's items (``reason``: the archive's own
+    code, such as ARCHIVE_TOO_MANY_ENTRIES). Nothing of it is kept."""
+
+    def __init__(self, edge: str, reason: str, message: str) -> None:
+        self.edge, self.reason = edge, reason
+        super().__init__(
+            "COLLECTION_INVALID",
+            f"edge {edge!r}: {message} ({reason}); nothing of it was kept: send it again, "
+            "fixed, to the same URL",
+        )
+
+
+class CollectionNotFound(Missing, NotFound):
+    """The run has no collection on that edge (of the kind asked for)."""
+
+    def __init__(self, run_id: str, edge: str, why: str, collections: list[str]) -> None:
+        self.what = f"run {run_id} has no {why} on edge {edge!r}"
+        self.advice = (
+            f"its collections: {', '.join(collections)}" if collections else "it has none"
+        )
+        super().__init__("COLLECTION_NOT_FOUND", self.said())
+
+
+class NodeNotMapped(Missing, NotFound):
+    def __init__(self, run_id: str, node_id: str, mapped: list[str]) -> None:
+        self.what = f"run {run_id} has no mapped node {node_id!r}"
+        self.advice = f"its mapped nodes: {', '.join(mapped)}" if mapped else "it maps none"
+        super().__init__("NODE_NOT_MAPPED", self.said())
+
+
+class CollectionClosed(Conflict):
+    def __init__(self, edge: str, why: str) -> None:
+        super().__init__("COLLECTION_CLOSED", f"edge {edge!r}: {why}")
 
 
 class InvalidInvocation(RequestRefused):

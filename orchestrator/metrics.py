@@ -83,6 +83,13 @@ class Metrics:
             ["image", "tier"],
             registry=self.registry,
         )
+        self.items_ended = Counter(
+            "pipewell_items",
+            "Attempts of mapped nodes' items ended, by outcome (also counted in "
+            "pipewell_node_attempts): succeeded, failed, lost.",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.store_bytes = Counter(
             "pipewell_store_bytes",
             "Bytes moved through the stores: 'local_put', received by the local store's "

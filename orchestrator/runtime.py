@@ -11,21 +11,26 @@ import functools
 import itertools
 import json
 import uuid
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from orchestrator.collections.bundles import bundle_key
 from orchestrator.models import (
     DEFAULT_TENANT,
     Artifact,
+    CollectionItem,
     Flow,
     FlowRun,
     FlowSubmission,
+    ItemProgress,
+    ItemState,
     LogRecord,
+    MapSpec,
     NodeDef,
     NodeState,
     NodeStatus,
@@ -41,10 +46,17 @@ from orchestrator.validation import (
     tenant_prefix,
     topological_order,
 )
+from orchestrator.validation.collections import collection_shape
 
 #: Nodes one write takes at most: serializing them is work on the event loop, so
 #: 10,000 nodes changed at once are written in slices, a batch apart.
 WRITE_SLICE = 1000
+#: Items one write takes at most (an item's row is a few hundred bytes).
+ITEM_WRITE_SLICE = 5000
+#: Log lines kept per item: the first and the latest, as for nodes.
+ITEM_LOG_LINES = 40
+#: Item statuses that hold a place under a mapped node's Concurrency.
+ITEM_ACTIVE = frozenset({NodeStatus.READY, NodeStatus.RUNNING, NodeStatus.RETRYING})
 
 
 @dataclass(frozen=True)
@@ -56,6 +68,8 @@ class EdgePlan:
     key: str
     source: str  # "upload" | "static" | "node"
     producer: str | None = None  # node ID for source "node"
+    # A collection: its items are objects under ``key``/ (collections.bundles).
+    collection: bool = False
 
 
 class RunPlan(BaseModel):
@@ -68,6 +82,8 @@ class RunPlan(BaseModel):
     order: list[str]
     # The tenant of the key that started the run; another tenant sees no such run.
     tenant: str = DEFAULT_TENANT
+    # Mapped node ID → the input Name it maps over (validation.collections).
+    mapped: dict[str, str] = Field(default_factory=dict)
 
     def edge(self, name: str) -> EdgePlan:
         return EdgePlan(**self.edges[name])
@@ -82,9 +98,13 @@ def plan_run(
     run_id: str,
     now: datetime,
     tenant: str = DEFAULT_TENANT,
+    defs: Mapping[str, NodeDef] | None = None,
 ) -> RunPlan:
-    """Decide each edge's store, object key and source for a validated submission."""
+    """Decide each edge's store, object key and source for a validated submission
+    (``defs``: node ID → NodeDef, resolved once by the caller; needed for collections)."""
     flow = submission.flow
+    order = topological_order(flow)
+    shape = collection_shape(flow, defs if defs is not None else {}, order)
     wells = {w.edge: w for w in effective_wells(flow)}
     default_store = default_store_name(flow)
     template_well = flow.default_data_well
@@ -111,8 +131,8 @@ def plan_run(
             source, producer = "static", None
         else:
             source, producer = "upload", None
-        edges[name] = EdgePlan(name, store, key, source, producer).__dict__
-    order = topological_order(flow)
+        plan = EdgePlan(name, store, key, source, producer, name in shape.edges)
+        edges[name] = {k: v for k, v in plan.__dict__.items() if k != "collection" or v}
     return RunPlan(
         run_id=run_id,
         submission=submission,
@@ -120,6 +140,7 @@ def plan_run(
         edges=edges,
         order=order,
         tenant=tenant,
+        mapped=dict(shape.mapped),
     )
 
 
@@ -162,6 +183,86 @@ class Transition:
     dispatch: list[str] = field(default_factory=list)
     retry_after: float | None = None
     finished: bool = False
+    # Items of mapped nodes marked queued: (node ID, item, attempt), to be sent.
+    items: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Item:
+    """One item of a mapped node: an attempt at a time, like a node."""
+
+    status: NodeStatus = NodeStatus.IDLE
+    attempt: int = 0
+    error: str = ""
+    logs: list[LogRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def wire(self, name: str) -> ItemState:
+        return ItemState(
+            name=name,
+            status=self.status,
+            attempt=self.attempt,
+            error=self.error,
+            logs=self.logs,
+            timings=self.timings,
+        )
+
+    def row(self) -> str:
+        return json.dumps(
+            {
+                "Status": self.status.value,
+                "Attempt": self.attempt,
+                "Error": self.error,
+                "Logs": [r.model_dump(mode="json") for r in self.logs],
+                "Timings": self.timings,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def of_row(cls, data: dict[str, Any]) -> Item:
+        return cls(
+            status=NodeStatus(data["Status"]),
+            attempt=data["Attempt"],
+            error=data["Error"],
+            logs=[LogRecord.model_validate(r) for r in data.get("Logs", ())],
+            timings=data.get("Timings") or {},
+        )
+
+
+@dataclass
+class Collection:
+    """An edge's items as they arrive; complete once no more can come."""
+
+    items: dict[str, CollectionItem] = field(default_factory=dict)
+    complete: bool = False
+
+
+@dataclass
+class MapState:
+    """A mapped node's items: each known item, counted by status, and those ready but
+    held back (the node's other inputs not there yet, or its Concurrency reached)."""
+
+    edge: str
+    concurrency: int | None
+    min_success: float
+    items: dict[str, Item] = field(default_factory=dict)
+    counts: Counter[NodeStatus] = field(default_factory=Counter)
+    waiting: deque[str] = field(default_factory=deque)
+    active: int = 0
+    total: int | None = None  # known once the collection is complete
+
+    def progress(self) -> ItemProgress:
+        counts = {status.value: n for status, n in self.counts.items() if n}
+        return ItemProgress(total=self.total, counts=counts, min_success=self.min_success)
+
+    def allowed_failures(self) -> int | None:
+        """Items that may fail with the node still COMPLETE; None: not known yet."""
+        if self.min_success >= 1.0:
+            return 0
+        if self.total is None:
+            return None
+        return self.total - _ceil(self.min_success * self.total)
 
 
 class RunState:
@@ -174,7 +275,11 @@ class RunState:
         run: FlowRun | None = None,
         *,
         max_log_lines: int = 1000,
+        members: Mapping[str, Iterable[CollectionItem]] | None = None,
+        items: Mapping[str, Mapping[str, Item]] | None = None,
     ) -> None:
+        """``members`` (edge → items) and ``items`` (mapped node → item → Item): what a
+        resumed run's collections and mapped nodes held."""
         self.plan = plan
         self.defs = defs
         self.max_log_lines = max_log_lines
@@ -204,17 +309,38 @@ class RunState:
         self._order = {node_id: index for index, node_id in enumerate(plan.order)}
         self._consumers: dict[str, list[str]] = {}
         self._missing: dict[str, int] = {}
+        # Collections by edge, and mapped nodes (by node, and by the edge they map over):
+        # a mapped node waits for its other inputs only; its items then go as they come.
+        self.collections = {e: Collection() for e in plan.edges if plan.edges[e].get("collection")}
+        self.maps: dict[str, MapState] = {}
+        self._mappers: dict[str, list[str]] = {}
+        for node_id, input_name in plan.mapped.items():
+            node = self._nodes[node_id]
+            edge = next(b.edge for b in node.inputs if b.name == input_name)
+            spec = node.map or MapSpec()
+            self.maps[node_id] = MapState(edge, spec.concurrency, spec.min_success)
+            self._mappers.setdefault(edge, []).append(node_id)
         present = set(self.run.artifacts)
         for node in plan.submission.flow.nodes:
             edges = {binding.edge for binding in node.inputs}
+            if node.id in self.maps:
+                edges.discard(self.maps[node.id].edge)
             for edge in edges:
                 self._consumers.setdefault(edge, []).append(node.id)
             self._missing[node.id] = len(edges - present)
         self._ready = {
             node_id
             for node_id, missing in self._missing.items()
-            if missing == 0 and self.state(node_id).status == NodeStatus.IDLE
+            if missing == 0
+            and self.state(node_id).status == NodeStatus.IDLE
+            and node_id not in self.maps
         }
+        # Items marked queued since the last transition said so.
+        self._newly_ready_items: list[tuple[str, str, int]] = []
+        # Mapped nodes whose item counts changed: their NodeState's Items is made again.
+        self._progress_changed: set[str] = set()
+        self._unwritten_items: set[tuple[str, str]] = set()
+        self._unwritten_members: dict[tuple[str, str], None] = {}
         # Nodes that became ready since the last transition said so: a transition
         # names those alone, so a result costs its own consumers, not the ready set.
         self._newly_ready: list[str] = []
@@ -239,6 +365,13 @@ class RunState:
         self._unpublished_edges: list[str] = []
         self._unwritten_artifacts: dict[str, None] = dict.fromkeys(self.run.artifacts)
         self._plan_written = False
+        if members or items:
+            self._restore_items(members or {}, items or {})
+        for node_id in self.maps:
+            if self._open(node_id):
+                self._pump(node_id)
+                self._check_map_done(node_id)
+        self._flush_progress()
 
     # ------------------------------------------------------------ queries
 
@@ -353,7 +486,62 @@ class RunState:
 
     def artifact_for(self, edge: str) -> Artifact:
         plan = self.plan.edge(edge)
-        return Artifact(store_name=plan.store, object_name=plan.key, edge_name=edge)
+        collection = self.collections.get(edge)
+        return Artifact(
+            store_name=plan.store,
+            object_name=plan.key,
+            edge_name=edge,
+            items=None if collection is None else len(collection.items),
+        )
+
+    def is_collection(self, edge: str) -> bool:
+        return edge in self.collections
+
+    def upload_key(self, edge: str) -> tuple[str, str]:
+        """Where an upload edge's bytes land (store, key): its object, or the archive a
+        collection's items come in (expanded into them when it is there)."""
+        artifact = self.artifact_for(edge)
+        if edge in self.collections:
+            return artifact.store_name, bundle_key(artifact.object_name)
+        return artifact.store_name, artifact.object_name
+
+    def item(self, node_id: str, name: str) -> Item | None:
+        mapping = self.maps.get(node_id)
+        return None if mapping is None else mapping.items.get(name)
+
+    def active_items(self) -> list[tuple[str, str, Item]]:
+        """Items dispatched or running: they need a worker (again, after a restart)."""
+        return [
+            (node_id, name, item)
+            for node_id, mapping in self.maps.items()
+            for name, item in mapping.items.items()
+            if item.status in ITEM_ACTIVE
+        ]
+
+    def item_page(
+        self, node_id: str, status: NodeStatus | None, after: str | None, limit: int
+    ) -> tuple[list[ItemState], str | None]:
+        """A page of a mapped node's items in arrival order, from after ``after``; and
+        the name to ask the next page after (None: no more)."""
+        mapping = self.maps[node_id]
+        names = iter(mapping.items)
+        if after is not None:
+            for name in names:
+                if name == after:
+                    break
+        page: list[ItemState] = []
+        for name in names:
+            item = mapping.items[name]
+            if status is None or item.status == status:
+                if len(page) == limit:
+                    return page, page[-1].name
+                page.append(item.wire(name))
+        return page, None
+
+    def take_ready_items(self) -> list[tuple[str, str, int]]:
+        """Items marked queued that no transition named yet (a resumed run's)."""
+        ready, self._newly_ready_items = self._newly_ready_items, []
+        return ready
 
     def ready_nodes(self) -> list[str]:
         """IDLE nodes whose every input edge has an artifact, in topological order."""
@@ -406,8 +594,7 @@ class RunState:
                     for i in missing
                 )
         for other in self.active_nodes():
-            self._set_status(other, NodeStatus.STOPPED)
-            self._edit(other).error = "stopped: an input was not uploaded in time"
+            self._stop(other, "stopped: an input was not uploaded in time")
         self.run.status = RunStatus.ERROR
         self.run.error = (
             "; ".join(
@@ -425,8 +612,7 @@ class RunState:
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self._set_status(node_id, NodeStatus.STOPPED)
-            self._edit(node_id).error = f"stopped: {reason}"
+            self._stop(node_id, f"stopped: {reason}")
         self.run.status = RunStatus.ERROR
         self.run.error = reason
         return Transition(finished=True)
@@ -458,15 +644,129 @@ class RunState:
         return True
 
     @_changes
-    def attempt_succeeded(self, node_id: str, attempt: int) -> Transition:
+    def attempt_succeeded(
+        self,
+        node_id: str,
+        attempt: int,
+        collections: Mapping[str, list[CollectionItem]] | None = None,
+    ) -> Transition:
+        """The node's attempt succeeded; ``collections``: the items of each of its
+        collection outputs (by edge), stored already."""
         state = self._edit(node_id)
         if attempt != state.attempt or state.status.ended:
             return Transition()
         self._set_status(node_id, NodeStatus.COMPLETE)
         state.error = ""
         for out in self.node(node_id).outputs:
-            self._add_artifact(out.edge)
+            if out.edge in self.collections:
+                for member in (collections or {}).get(out.edge, ()):
+                    self._add_member(out.edge, member)
+                self._complete_collection(out.edge)
+            else:
+                self._add_artifact(out.edge)
         return self._advance()
+
+    # ------------------------------------------------------------ items
+
+    @_changes
+    def collection_arrived(self, edge: str, members: list[CollectionItem]) -> Transition:
+        """An upload edge's collection is in, whole: its items stored already."""
+        if edge in self.run.artifacts or self.run.status.finished:
+            return Transition()
+        for member in members:
+            self._add_member(edge, member)
+        self._complete_collection(edge)
+        self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
+        return self._advance()
+
+    @_changes
+    def item_started(self, node_id: str, name: str, attempt: int) -> bool:
+        item = self.item(node_id, name)
+        if item is None or attempt != item.attempt or item.status not in ITEM_ACTIVE:
+            return False
+        self._set_item(node_id, name, NodeStatus.RUNNING)
+        return True
+
+    @_changes
+    def item_succeeded(
+        self, node_id: str, name: str, attempt: int, produced: Mapping[str, CollectionItem]
+    ) -> Transition:
+        """An item's attempt succeeded; ``produced``: its output item, by output edge."""
+        item = self.item(node_id, name)
+        if item is None or attempt != item.attempt or item.status not in ITEM_ACTIVE:
+            return Transition()
+        item.error = ""
+        self._set_item(node_id, name, NodeStatus.COMPLETE)
+        for edge, member in produced.items():
+            self._add_member(edge, member)
+        self._pump(node_id)
+        self._check_map_done(node_id)
+        return self._advance()
+
+    @_changes
+    def item_failed(
+        self,
+        node_id: str,
+        name: str,
+        attempt: int,
+        error: str,
+        *,
+        retryable: bool,
+        retry_delay: float,
+    ) -> Transition:
+        item = self.item(node_id, name)
+        if item is None or attempt != item.attempt or item.status not in ITEM_ACTIVE:
+            return Transition()
+        item.error = error
+        self._unwritten_items.add((node_id, name))
+        max_attempts = self.state(node_id).max_attempts
+        if retryable and attempt < max_attempts and not self.run.status.finished:
+            self._set_item(node_id, name, NodeStatus.RETRYING)
+            return Transition(retry_after=retry_delay)
+        self._set_item(node_id, name, NodeStatus.ERROR)
+        mapping = self.maps[node_id]
+        allowed = mapping.allowed_failures()
+        if allowed is not None and mapping.counts[NodeStatus.ERROR] > allowed:
+            return self._map_failed(node_id)
+        self._pump(node_id)
+        self._check_map_done(node_id)
+        return self._advance()
+
+    @_changes
+    def item_retry(self, node_id: str, name: str, *, again: bool = False) -> Transition:
+        """The item's next attempt is due (``again``: its current one, lost with its engine)."""
+        item = self.item(node_id, name)
+        if item is None or self.run.status.finished or self.state(node_id).status.ended:
+            return Transition()
+        if again:
+            if item.status not in ITEM_ACTIVE:
+                return Transition()
+            item.attempt = max(item.attempt, 1)
+        else:
+            if item.status != NodeStatus.RETRYING:
+                return Transition()
+            item.attempt += 1
+        self._set_item(node_id, name, NodeStatus.READY)
+        self._newly_ready_items.append((node_id, name, item.attempt))
+        return self._advance()
+
+    @_changes
+    def add_item_log(self, node_id: str, name: str, record: LogRecord) -> None:
+        item = self.item(node_id, name)
+        if item is None:
+            return
+        item.logs.append(record)
+        if len(item.logs) > ITEM_LOG_LINES:
+            keep_head = ITEM_LOG_LINES // 4
+            del item.logs[keep_head : len(item.logs) - (ITEM_LOG_LINES - keep_head)]
+        self._unwritten_items.add((node_id, name))
+
+    @_changes
+    def record_item_timings(self, node_id: str, name: str, timings: dict[str, float]) -> None:
+        item = self.item(node_id, name)
+        if item is not None:
+            item.timings.update(timings)
+            self._unwritten_items.add((node_id, name))
 
     @_changes
     def attempt_failed(
@@ -483,9 +783,7 @@ class RunState:
         self._set_status(node_id, NodeStatus.ERROR)
         self.run.status = RunStatus.ERROR
         # Siblings still queued or running are stopped with the run: say why.
-        for other in self.active_nodes():
-            self._set_status(other, NodeStatus.STOPPED)
-            self._edit(other).error = f"stopped: node '{node_id}' failed, which ended the run"
+        self._stop_all_but(node_id, f"stopped: node '{node_id}' failed, which ended the run")
         return Transition(finished=True)
 
     @_changes
@@ -503,8 +801,7 @@ class RunState:
         if self.run.status.finished:
             return Transition()
         for node_id in self.active_nodes():
-            self._set_status(node_id, NodeStatus.STOPPED)
-            self._edit(node_id).error = "stopped: the run was cancelled on request"
+            self._stop(node_id, "stopped: the run was cancelled on request")
         self.run.status = RunStatus.STOPPED
         self.run.waiting_urls = []
         return Transition(finished=True)
@@ -528,13 +825,15 @@ class RunState:
     # ------------------------------------------------------------ internals
 
     def _advance(self) -> Transition:
-        """The nodes that became ready with this change, in topological order."""
+        """The nodes and items that became ready with this change, nodes in topological order."""
         ready, self._newly_ready = self._newly_ready, []
+        items, self._newly_ready_items = self._newly_ready_items, []
+        self._flush_progress()
         self._refresh_status()
         if self.run.status.finished:
             return Transition(finished=True)
         ready = sorted((n for n in ready if n in self._ready), key=self._order.__getitem__)
-        return Transition(dispatch=ready)
+        return Transition(dispatch=ready, items=items)
 
     def _edit(self, node_id: str) -> NodeState:
         """The node's state, to be changed: its JSON is made and written again."""
@@ -560,8 +859,191 @@ class RunState:
         for node_id in self._consumers.get(edge, ()):
             self._missing[node_id] -= 1
             if self._missing[node_id] == 0 and self.state(node_id).status == NodeStatus.IDLE:
-                self._ready.add(node_id)
-                self._newly_ready.append(node_id)
+                if node_id in self.maps:
+                    self._open_map(node_id)
+                else:
+                    self._ready.add(node_id)
+                    self._newly_ready.append(node_id)
+
+    def _stop(self, node_id: str, reason: str) -> None:
+        """A node queued or running stops with its run; a mapped node's items with it."""
+        self._set_status(node_id, NodeStatus.STOPPED)
+        self._edit(node_id).error = reason
+        mapping = self.maps.get(node_id)
+        if mapping is None:
+            return
+        mapping.waiting.clear()
+        for name, item in mapping.items.items():
+            if item.status in ITEM_ACTIVE:
+                self._set_item(node_id, name, NodeStatus.STOPPED)
+                item.error = reason
+
+    def _stop_all_but(self, failed: str, reason: str) -> None:
+        for node_id in self.active_nodes():
+            if node_id != failed:
+                self._stop(node_id, reason)
+
+    def _open(self, node_id: str) -> bool:
+        """Whether a mapped node's items may go: its other inputs are there."""
+        return (
+            self._missing[node_id] == 0
+            and not self.state(node_id).status.ended
+            and not self.run.status.finished
+        )
+
+    def _open_map(self, node_id: str) -> None:
+        mapping = self.maps[node_id]
+        mapping.waiting.extend(
+            name for name, item in mapping.items.items() if item.status == NodeStatus.IDLE
+        )
+        self._pump(node_id)
+        self._check_map_done(node_id)
+
+    def _offer(self, node_id: str, name: str) -> None:
+        """An item of the collection the node maps over is there."""
+        mapping = self.maps[node_id]
+        if name in mapping.items or self.state(node_id).status.ended:
+            return
+        mapping.items[name] = Item()
+        mapping.counts[NodeStatus.IDLE] += 1
+        self._unwritten_items.add((node_id, name))
+        self._progress_changed.add(node_id)
+        if self._open(node_id):
+            mapping.waiting.append(name)
+            self._pump(node_id)
+
+    def _pump(self, node_id: str) -> None:
+        """Mark waiting items queued, as many as the node's Concurrency lets through."""
+        mapping = self.maps[node_id]
+        if not self._open(node_id):
+            return
+        bound = mapping.concurrency
+        while mapping.waiting and (bound is None or mapping.active < bound):
+            name = mapping.waiting.popleft()
+            item = mapping.items[name]
+            if item.status != NodeStatus.IDLE:
+                continue
+            item.attempt += 1
+            self._set_item(node_id, name, NodeStatus.READY)
+            self._newly_ready_items.append((node_id, name, item.attempt))
+        if mapping.active and self.state(node_id).status == NodeStatus.IDLE:
+            self._set_status(node_id, NodeStatus.RUNNING)
+
+    def _set_item(self, node_id: str, name: str, status: NodeStatus) -> None:
+        mapping = self.maps[node_id]
+        item = mapping.items[name]
+        was_active = item.status in ITEM_ACTIVE
+        mapping.counts[item.status] -= 1
+        item.status = status
+        mapping.counts[status] += 1
+        mapping.active += (status in ITEM_ACTIVE) - was_active
+        self._unwritten_items.add((node_id, name))
+        self._progress_changed.add(node_id)
+
+    def _add_member(self, edge: str, member: CollectionItem) -> None:
+        collection = self.collections[edge]
+        if member.name in collection.items or collection.complete:
+            return
+        collection.items[member.name] = member
+        self._unwritten_members[(edge, member.name)] = None
+        for node_id in self._mappers.get(edge, ()):
+            self._offer(node_id, member.name)
+
+    def _complete_collection(self, edge: str) -> None:
+        """No more items can come: the edge is there for gathers, its maps know their total."""
+        collection = self.collections[edge]
+        if collection.complete:
+            return
+        collection.complete = True
+        self._add_artifact(edge)
+        for node_id in self._mappers.get(edge, ()):
+            self.maps[node_id].total = len(collection.items)
+            self._progress_changed.add(node_id)
+            self._check_map_done(node_id)
+
+    def _check_map_done(self, node_id: str) -> None:
+        """A mapped node ends once every item of its complete collection has ended."""
+        mapping = self.maps[node_id]
+        if mapping.total is None or not self._open(node_id):
+            return
+        succeeded, failed = mapping.counts[NodeStatus.COMPLETE], mapping.counts[NodeStatus.ERROR]
+        if succeeded + failed < mapping.total:
+            return
+        allowed = mapping.allowed_failures()
+        if allowed is not None and failed > allowed:
+            self._map_failed(node_id)
+            return
+        self._set_status(node_id, NodeStatus.COMPLETE)
+        self._edit(node_id).error = self._failed_items(node_id) if failed else ""
+        for out in self.node(node_id).outputs:
+            self._complete_collection(out.edge)
+
+    def _map_failed(self, node_id: str) -> Transition:
+        """Too many items failed for the node's MinSuccess: it and the run end ERROR."""
+        self._flush_progress()
+        self._set_status(node_id, NodeStatus.ERROR)
+        self._edit(node_id).error = self._failed_items(node_id)
+        mapping = self.maps[node_id]
+        mapping.waiting.clear()
+        reason = f"stopped: node '{node_id}' failed, which ended the run"
+        for name, item in mapping.items.items():
+            if item.status in ITEM_ACTIVE:
+                self._set_item(node_id, name, NodeStatus.STOPPED)
+                item.error = reason
+        self.run.status = RunStatus.ERROR
+        self._stop_all_but(node_id, reason)
+        self._flush_progress()
+        return Transition(finished=True)
+
+    def _failed_items(self, node_id: str) -> str:
+        """What a mapped node says of its failed items: how many, and the first few."""
+        mapping = self.maps[node_id]
+        failed = [
+            (name, item) for name, item in mapping.items.items() if item.status == NodeStatus.ERROR
+        ]
+        total = mapping.total if mapping.total is not None else len(mapping.items)
+        shown = "; ".join(f"{name}: {item.error}" for name, item in failed[:3])
+        more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+        need = f"{_percent(mapping.min_success)} must succeed"
+        return (
+            f"{len(failed)} of {total} items failed ({need}; each is listed with its reason "
+            f"and log at the node's items): {shown}{more}"
+        )
+
+    def _flush_progress(self) -> None:
+        for node_id in self._progress_changed:
+            self._edit(node_id).items = self.maps[node_id].progress()
+        self._progress_changed.clear()
+
+    def _restore_items(
+        self,
+        members: Mapping[str, Iterable[CollectionItem]],
+        items: Mapping[str, Mapping[str, Item]],
+    ) -> None:
+        for edge, given in members.items():
+            collection = self.collections.get(edge)
+            if collection is None:
+                continue
+            for member in given:
+                collection.items[member.name] = member
+            collection.complete = edge in self.run.artifacts
+        for node_id, mapping in self.maps.items():
+            for name, item in items.get(node_id, {}).items():
+                mapping.items[name] = item
+                mapping.counts[item.status] += 1
+                mapping.active += item.status in ITEM_ACTIVE
+            # Items that came in a write that stopped before their own rows: new.
+            for name in self.collections[mapping.edge].items:
+                if name not in mapping.items:
+                    mapping.items[name] = Item()
+                    mapping.counts[NodeStatus.IDLE] += 1
+            if self.collections[mapping.edge].complete:
+                mapping.total = len(self.collections[mapping.edge].items)
+            if self._open(node_id):
+                mapping.waiting.extend(
+                    name for name, item in mapping.items.items() if item.status == NodeStatus.IDLE
+                )
+            self._progress_changed.add(node_id)
 
     def _refresh_status(self) -> None:
         if self.run.status.finished:
@@ -599,6 +1081,12 @@ class RunState:
         else:
             taken, self._unwritten_nodes = nodes, set()
         own = run.model_dump(mode="json", exclude={"node_state", "artifacts"})
+        items = self._unwritten_items
+        if len(items) > ITEM_WRITE_SLICE:
+            taken_items = set(itertools.islice(items, ITEM_WRITE_SLICE))
+            items -= taken_items
+        else:
+            taken_items, self._unwritten_items = items, set()
         write = RunWrite(
             run_id=self.id,
             tenant=self.plan.tenant,
@@ -612,19 +1100,35 @@ class RunState:
             plan=None if self._plan_written else self.plan.model_dump_json(by_alias=True),
             nodes={n: self._state_json(n).decode() for n in taken},
             artifacts={e: run.artifacts[e].model_dump_json() for e in self._unwritten_artifacts},
-            partial=bool(self._unwritten_nodes),
+            partial=bool(self._unwritten_nodes or self._unwritten_items),
+            items={key: self.maps[key[0]].items[key[1]].row() for key in taken_items},
+            members={
+                (edge, name): self.collections[edge].items[name].model_dump_json()
+                for edge, name in self._unwritten_members
+            },
         )
         self._plan_written = True
         self._unwritten_artifacts.clear()
+        self._unwritten_members.clear()
         return write
 
     @classmethod
     def restore(
         cls, data: dict[str, Any], catalog: dict[str, NodeDef] | None = None, **kwargs: Any
     ) -> RunState:
+        """A run from its snapshot: ``plan`` and ``run``; with ``members`` (edge → list of
+        CollectionItem JSON objects) and ``items`` (node → item → row) when it has any."""
         plan = RunPlan.model_validate(data["plan"])
         run = FlowRun.model_validate(data["run"])
-        return cls(plan, plan.defs(catalog), run, **kwargs)
+        members = {
+            edge: [CollectionItem.model_validate(m) for m in given]
+            for edge, given in data.get("members", {}).items()
+        }
+        items = {
+            node: {name: Item.of_row(row) for name, row in rows.items()}
+            for node, rows in data.get("items", {}).items()
+        }
+        return cls(plan, plan.defs(catalog), run, members=members, items=items, **kwargs)
 
 
 @dataclass
@@ -644,6 +1148,8 @@ class RunWrite:
     nodes: dict[str, str]  # node id → NodeState
     artifacts: dict[str, str]  # edge → Artifact
     partial: bool = False  # more nodes changed than one write takes: another follows
+    items: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, item) → row
+    members: dict[tuple[str, str], str] = field(default_factory=dict)  # (edge, item) → item
 
     def after(self, earlier: RunWrite | None) -> RunWrite:
         """This write with what an earlier one that failed still had to write."""
@@ -652,6 +1158,8 @@ class RunWrite:
         self.plan = self.plan or earlier.plan
         self.nodes = earlier.nodes | self.nodes
         self.artifacts = earlier.artifacts | self.artifacts
+        self.items = earlier.items | self.items
+        self.members = earlier.members | self.members
         return self
 
 
@@ -659,6 +1167,16 @@ class RunWrite:
 def _key(name: str) -> bytes:
     """``"<name>":``, a JSON object's key (node IDs and edges recur in every read)."""
     return json.dumps(name).encode() + b":"
+
+
+def _ceil(value: float) -> int:
+    """The least whole number at or above ``value``, forgiving float's last bit."""
+    whole = int(value)
+    return whole if value - whole < 1e-9 else whole + 1
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:g}%"
 
 
 def _iso(moment: datetime) -> str:
@@ -678,13 +1196,26 @@ class LiveRun(Protocol):
     def flow(self) -> Flow: ...
     @property
     def run(self) -> FlowRun: ...
+    @property
+    def plan(self) -> RunPlan: ...
+    @property
+    def maps(self) -> Mapping[str, MapState]: ...
+    @property
+    def collections(self) -> Mapping[str, Collection]: ...
     def json(self) -> bytes: ...
     def delta_json(self, nodes: Iterable[str], edges: Iterable[str]) -> bytes: ...
     def terminal_edges(self) -> list[str]: ...
+    def artifact_for(self, edge: str) -> Artifact: ...
+    def item_page(
+        self, node_id: str, status: NodeStatus | None, after: str | None, limit: int
+    ) -> tuple[list[ItemState], str | None]: ...
 
 
 __all__ = [
+    "Collection",
     "EdgePlan",
+    "Item",
+    "MapState",
     "LiveRun",
     "RunPlan",
     "RunState",

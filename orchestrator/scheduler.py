@@ -19,9 +19,12 @@ from typing import Any
 import structlog
 
 from orchestrator.background import Background
+from orchestrator.collections.archives import ArchiveLimits, ArchiveRefused
+from orchestrator.collections.bundles import bundle_key, drop_bundle, expand_bundle, item_key
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
 from orchestrator.errors import (
+    CollectionRefused,
     DataDirError,
     RunFinished,
 )
@@ -31,14 +34,17 @@ from orchestrator.messages import (
     AttemptLog,
     AttemptResult,
     AttemptStarted,
+    ItemURL,
     Task,
     TaskInput,
     TaskOutput,
     WorkerMessage,
+    attempt_key,
 )
 from orchestrator.metrics import OTHER_NODEDEFS, Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
+    CollectionItem,
     FlowRun,
     LogRecord,
     NodeDef,
@@ -62,6 +68,9 @@ FINISHED_RUNS_KEPT = 500
 DISPATCH_BATCH = 64
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
+
+#: An attempt waiting to be sent: node, attempt, since when (perf_counter), item or None.
+Pending = tuple[str, int, float, str | None]
 
 
 class Scheduler:
@@ -88,16 +97,19 @@ class Scheduler:
         self._finished: OrderedDict[str, None] = OrderedDict()
         # (store name, object key) → (run id, edge) for uploads still awaited.
         self._awaited: dict[tuple[str, str], tuple[str, str]] = {}
-        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        # (run id, node id, item or None) → its retry's timer.
+        self._timers: dict[tuple[str, str, str | None], asyncio.TimerHandle] = {}
         # run id → when to check the run's WaitingURLs that are about to expire unused.
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
-        # (run id, node id) → when its current attempt was queued (monotonic).
-        self._queued_at: dict[tuple[str, str], float] = {}
+        # (run id, node id, item or None) → when its current attempt was queued (monotonic).
+        self._queued_at: dict[tuple[str, str, str | None], float] = {}
         # Attempts marked queued whose tasks are still to be made and queued, per run
         # (run id → node, attempt, since when): the dispatch loop takes a batch of one
         # run at a time, in turns, so a 10,000-node run never holds back another's node
         # and no request waits for a run's dispatch.
-        self._to_dispatch: OrderedDict[str, deque[tuple[str, int, float]]] = OrderedDict()
+        self._to_dispatch: OrderedDict[str, deque[Pending]] = OrderedDict()
+        # (run id, mapped node) warned of no worker for its tier: once, not per item.
+        self._warned: set[tuple[str, str]] = set()
         self._dispatch_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         # Retries and deadlines started by timers: tracked, so none is lost or left behind.
@@ -138,15 +150,27 @@ class Scheduler:
         self, run: RunState, waiting: list[WaitingURL], *, arrived: list[str] | None = None
     ) -> FlowRun:
         """Take a run the service layer made ready: planned, its stores open, its
-        WaitingURLs handed out (``waiting``) or its inputs written (``arrived``).
+        WaitingURLs handed out (``waiting``) or its inputs written (``arrived``; a
+        collection's archive is expanded into its items here: CollectionRefused if it
+        cannot be, and the run is not taken).
 
         Accepted only once on disk: a run answered 200 must survive a restart. Nothing
         is dispatched or awaited before: a refused run (DataDirError) leaves nothing
         running.
         """
-        run.start(waiting)
+        expanded = {}
         for edge in arrived or ():
-            run.artifact_arrived(edge)
+            if run.is_collection(edge):
+                try:
+                    expanded[edge] = await self._expand(run, edge)
+                except ArchiveRefused as exc:
+                    raise CollectionRefused(edge, exc.code, str(exc)) from None
+        items = run.start(waiting).items
+        for edge in arrived or ():
+            if edge in expanded:
+                items += run.collection_arrived(edge, expanded[edge]).items
+            else:
+                items += run.artifact_arrived(edge).items
         await self.state.save_now(run.id, run)
         self.runs[run.id] = run
         self._await_uploads(run)
@@ -158,7 +182,7 @@ class Scheduler:
             uploads=len(waiting),
             inputs=len(arrived or ()),
         )
-        await self._apply(run, Transition(dispatch=run.ready_nodes()))
+        await self._apply(run, Transition(dispatch=run.ready_nodes(), items=items))
         self._arm_upload_deadline(run)
         return run.run
 
@@ -182,23 +206,82 @@ class Scheduler:
         await self._apply(run, run.cancel())
         return run.run
 
-    async def object_written(self, store_name: str, key: str) -> None:
-        """A local store received an object: maybe an upload a run waits for."""
+    async def object_written(
+        self, store_name: str, key: str, *, tell_uploader: bool = False
+    ) -> None:
+        """A store received an object: maybe an upload a run waits for.
+
+        A collection's upload is expanded into its items first. One that cannot be
+        (not an archive, over a limit) is dropped: with ``tell_uploader`` (the upload's
+        own request is waiting) CollectionRefused says why and the run waits on, its URL
+        good for the fixed upload; else (found by polling) the run ends ERROR saying why.
+        """
         target = self._awaited.pop((store_name, key), None)
         if target is None:
             return
         run = self.runs.get(target[0])
-        if run is not None:
-            log.info("upload_received", run_id=run.id, edge=target[1])
-            await self._apply(run, run.artifact_arrived(target[1]))
+        if run is None:
+            return
+        edge = target[1]
+        log.info("upload_received", run_id=run.id, edge=edge)
+        if not run.is_collection(edge):
+            await self._apply(run, run.artifact_arrived(edge))
+            return
+        try:
+            members = await self._expand(run, edge)
+        except ArchiveRefused as exc:
+            refused = CollectionRefused(edge, exc.code, str(exc))
+            log.warning("collection_refused", run_id=run.id, edge=edge, reason=exc.code)
+            if tell_uploader and not run.status.finished:
+                self._awaited[(store_name, key)] = target  # the same URL may try again
+                raise refused from None
+            await self._apply(run, run.fail(str(refused)))
+            return
+        await self._apply(run, run.collection_arrived(edge, members))
+
+    async def collection_filled(
+        self, run_id: str, edge: str, members: list[CollectionItem]
+    ) -> None:
+        """A collection's items were put one by one and it was closed: it is complete."""
+        run = self.runs.get(run_id)
+        if run is None or run.status.finished:
+            return
+        self._awaited.pop(run.upload_key(edge), None)
+        log.info("collection_closed", run_id=run.id, edge=edge, items=len(members))
+        await self._apply(run, run.collection_arrived(edge, members))
+
+    def limits(self) -> ArchiveLimits:
+        limits = self.settings.collections
+        return ArchiveLimits(
+            max_entries=limits.max_items,
+            max_total_bytes=limits.max_total_bytes,
+            max_entry_bytes=limits.max_item_bytes,
+            max_ratio=limits.max_ratio,
+        )
+
+    async def _expand(self, run: RunState, edge: str) -> list[CollectionItem]:
+        """The archive on a collection edge, expanded into its items' objects and dropped
+        (on a store thread). ArchiveRefused: nothing of it is kept."""
+        artifact = run.artifact_for(edge)
+        store = self._store(run, artifact.store_name)
+        limits = self.limits()
+
+        def expand_and_drop() -> list[CollectionItem]:
+            try:
+                return expand_bundle(store, artifact.object_name, limits)
+            finally:
+                drop_bundle(store, artifact.object_name)
+
+        members = await self._io_call(expand_and_drop, store=store)
+        log.info("collection_expanded", run_id=run.id, edge=edge, items=len(members))
+        return members
 
     def _store(self, run: RunState, store_name: str) -> Store:
         return self.stores.get(store_name, run.plan.submission.flow)
 
     def _await_uploads(self, run: RunState) -> None:
         for edge in run.pending_uploads():
-            artifact = run.artifact_for(edge)
-            self._awaited[(artifact.store_name, artifact.object_name)] = (run.id, edge)
+            self._awaited[run.upload_key(edge)] = (run.id, edge)
 
     def _arm_upload_deadline(self, run: RunState) -> None:
         """Wake when the first of the run's WaitingURLs still awaited expires.
@@ -233,13 +316,13 @@ class Scheduler:
         }
         for edge in due:
             # An upload that landed in time may not have been polled yet (S3): ask.
-            artifact = run.artifact_for(edge)
+            store_name, key = run.upload_key(edge)
             try:
-                store = self._store(run, artifact.store_name)
+                store = self._store(run, store_name)
             except StoreError as exc:
-                log.warning("upload_check_failed", store=artifact.store_name, error=str(exc))
+                log.warning("upload_check_failed", store=store_name, error=str(exc))
                 continue
-            await self._check_upload(store, artifact.store_name, artifact.object_name)
+            await self._check_upload(store, store_name, key)
         if not run.status.finished:
             late = {edge: ttl for edge, ttl in due.items() if edge in run.pending_uploads()}
             if late:
@@ -277,6 +360,16 @@ class Scheduler:
                 self._dispatch(run, node_id)
             if number % DISPATCH_SLICE == 0:
                 await asyncio.sleep(0)  # 10,000 nodes made ready at once: in slices
+        if transition.items and not run.status.finished:
+            # Marked queued by the run already (its Concurrency counted them): sent as nodes are.
+            waiting = self._to_dispatch.setdefault(run.id, deque())
+            since = time.perf_counter()
+            for node_id, item, attempt in transition.items:
+                waiting.append((node_id, attempt, since, item))
+                if (run.id, node_id) not in self._warned:
+                    self._warned.add((run.id, node_id))
+                    self._warn_if_no_worker(run, node_id)
+            self._dispatch_wanted.set()
         if run.status.finished:
             self._finish(run)
         self._save(run)
@@ -289,7 +382,7 @@ class Scheduler:
         attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
         self._warn_if_no_worker(run, node_id)
         waiting = self._to_dispatch.setdefault(run.id, deque())
-        waiting.append((node_id, attempt, time.perf_counter()))
+        waiting.append((node_id, attempt, time.perf_counter(), None))
         self._dispatch_wanted.set()
 
     async def _dispatch_loop(self) -> None:
@@ -311,20 +404,13 @@ class Scheduler:
                 log.exception("dispatch_crashed", run_id=run_id)
                 await self._fail_run(run_id, f"the service failed to dispatch nodes ({exc})")
 
-    def _still_queued(
-        self, run: RunState, batch: list[tuple[str, int, float]]
-    ) -> list[tuple[str, int, float]]:
+    def _still_queued(self, run: RunState, batch: list[Pending]) -> list[Pending]:
         """The attempts of ``batch`` still to be queued (not cancelled, not superseded)."""
         if run.status.finished:
             return []
-        return [
-            item
-            for item in batch
-            if run.state(item[0]).attempt == item[1]
-            and run.state(item[0]).status == NodeStatus.READY
-        ]
+        return [pending for pending in batch if _still_ready(run, pending)]
 
-    async def _send(self, run: RunState, batch: list[tuple[str, int, float]]) -> None:
+    async def _send(self, run: RunState, batch: list[Pending]) -> None:
         """Make the batch's tasks (URLs presigned on a store thread) and queue them.
 
         Whatever fails on the way (a store that cannot presign, the queue) fails
@@ -334,67 +420,108 @@ class Scheduler:
         batch = self._still_queued(run, batch)
         if not batch:
             return
-        attempts = [(node_id, attempt) for node_id, attempt, _ in batch]
+        attempts = [(node_id, attempt, item) for node_id, attempt, _, item in batch]
         try:
             names = {edge["store"] for edge in run.plan.edges.values()}
             stores = {name: self._store(run, name) for name in names}
             tasks = await self.calls.call_for(run.flow, self._tasks_for, run, stores, attempts)
             batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
-            wanted = {(node_id, attempt) for node_id, attempt, _ in batch}
+            wanted = {(node_id, attempt, item) for node_id, attempt, _, item in batch}
             queued = time.perf_counter()
-            for node_id, _attempt, _since in batch:
-                self._queued_at[(run.id, node_id)] = queued
-            await self.queue.put_tasks([t for t in tasks if (t.node_id, t.attempt) in wanted])
+            for node_id, _attempt, _since, item in batch:
+                self._queued_at[(run.id, node_id, item)] = queued
+            await self.queue.put_tasks(
+                [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
+            )
         except Exception as exc:
             if self.calls.stopping:
                 return  # still READY: dispatched again when the service is back
             log.warning("dispatch_failed", run_id=run.id, attempts=len(batch), error=_reason(exc))
-            for node_id, attempt, _ in batch:
+            for node_id, attempt, _, item in batch:
                 failed = AttemptResult(
                     run_id=run.id,
                     node_id=node_id,
                     attempt=attempt,
+                    item=item,
                     ok=False,
                     error=f"could not dispatch the attempt: {_reason(exc)}",
                 )
                 await self._handle_result(run, failed)
             return
-        for node_id, _attempt, since in batch:
-            run.record_timings(node_id, {"presign": round(queued - since, 4)}, replace=True)
+        for node_id, _attempt, since, item in batch:
+            presign = {"presign": round(queued - since, 4)}
+            if item is None:
+                run.record_timings(node_id, presign, replace=True)
+            else:
+                run.record_item_timings(node_id, item, presign)
         self._save(run)
 
     def _tasks_for(
-        self, run: RunState, stores: dict[str, Store], attempts: list[tuple[str, int]]
+        self,
+        run: RunState,
+        stores: dict[str, Store],
+        attempts: list[tuple[str, int, str | None]],
     ) -> list[Task]:
         """On a store thread: the attempts' Tasks, with their URLs presigned."""
-        return [self._task_for(run, stores, node_id, attempt) for node_id, attempt in attempts]
+        return [
+            self._task_for(run, stores, node_id, attempt, item)
+            for node_id, attempt, item in attempts
+        ]
 
     def _task_for(
-        self, run: RunState, stores: dict[str, Store], node_id: str, attempt: int
+        self,
+        run: RunState,
+        stores: dict[str, Store],
+        node_id: str,
+        attempt: int,
+        item: str | None = None,
     ) -> Task:
-        """The attempt's Task, with presigned URLs for each input and output."""
+        """The attempt's Task, with presigned URLs for each input and output: of the node,
+        or of one item of a mapped node (its item as the mapped input, its outputs as
+        that item of each output collection)."""
         node = run.node(node_id)
         node_def = run.defs[node_id]
         timeout = node_def.timeout or self.settings.executor.default_timeout
         url_ttl = self.settings.storage.url_ttl + timeout
+        mapped = run.maps.get(node_id)
         inputs = []
         for binding in node.inputs:
-            artifact = run.run.artifacts[binding.edge]
-            url = stores[artifact.store_name].get_url(artifact.object_name, url_ttl, internal=True)
-            inputs.append(
-                TaskInput(name=binding.name, url=url, types=_types(node_def, binding.name, "in"))
-            )
+            types = _types(node_def, binding.name, "in")
+            artifact = run.artifact_for(binding.edge)
+            store = stores[artifact.store_name]
+            if mapped is not None and item is not None and binding.edge == mapped.edge:
+                key = run.collections[binding.edge].items[item].object_name
+                url = store.get_url(key, url_ttl, internal=True)
+                inputs.append(TaskInput(name=binding.name, url=url, types=types))
+            elif run.is_collection(binding.edge):  # a gather: every item
+                members = run.collections[binding.edge].items.values()
+                items = [
+                    ItemURL(name=m.name, url=store.get_url(m.object_name, url_ttl, internal=True))
+                    for m in members
+                ]
+                inputs.append(TaskInput(name=binding.name, types=types, items=items))
+            else:
+                url = store.get_url(artifact.object_name, url_ttl, internal=True)
+                inputs.append(TaskInput(name=binding.name, url=url, types=types))
         outputs = []
         for binding in node.outputs:
             artifact = run.artifact_for(binding.edge)
-            url = stores[artifact.store_name].put_url(artifact.object_name, url_ttl, internal=True)
+            store = stores[artifact.store_name]
             declared = _single_type(_types(node_def, binding.name, "out"))
+            collection = run.is_collection(binding.edge) and item is None
+            if item is not None:
+                key = item_key(artifact.object_name, item)
+            elif collection:
+                key = bundle_key(artifact.object_name)
+            else:
+                key = artifact.object_name
             outputs.append(
                 TaskOutput(
                     name=binding.name,
-                    url=url,
-                    suffix=extension_for(declared) if declared else "",
+                    url=store.put_url(key, url_ttl, internal=True),
+                    suffix=extension_for(declared) if declared and not collection else "",
                     type=declared,
+                    collection=collection,
                 )
             )
         return Task(
@@ -413,6 +540,7 @@ class Scheduler:
                 node_def.max_output_bytes or TIERS[node_def.tier].output_bytes,
                 self.settings.executor.max_output_bytes,
             ),
+            item=item,
         )
 
     def _warn_if_no_worker(self, run: RunState, node_id: str) -> None:
@@ -442,8 +570,9 @@ class Scheduler:
             del self._awaited[key]
         # Attempts still queued, or whose dispatch kept failing, never start: their
         # queue times would stay for as long as the service runs.
-        for node_id in run.plan.order:
-            self._queued_at.pop((run.id, node_id), None)
+        for key in [k for k in self._queued_at if k[0] == run.id]:
+            del self._queued_at[key]
+        self._warned = {k for k in self._warned if k[0] != run.id}
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
         self.metrics.runs_finished.labels(run.status.value).inc()
         self._finished[run.id] = None
@@ -517,6 +646,9 @@ class Scheduler:
         run = self.runs.get(message.run_id)
         if run is None:
             return
+        if message.item is not None:
+            await self._handle_item(run, message)
+            return
         if isinstance(message, AttemptCleanedUp):
             # Arrives after the result, often after the run has finished.
             if message.attempt == run.state(message.node_id).attempt:
@@ -536,7 +668,7 @@ class Scheduler:
                 self._persist(run)
         elif isinstance(message, AttemptStarted):
             if run.attempt_started(message.node_id, message.attempt):
-                queued = self._queued_at.pop((run.id, message.node_id), None)
+                queued = self._queued_at.pop((run.id, message.node_id, None), None)
                 if queued is not None:
                     waited = time.perf_counter() - queued
                     run.record_timings(message.node_id, {"queue_wait": round(waited, 4)})
@@ -571,17 +703,112 @@ class Scheduler:
                 self.metrics.store_bytes.labels("node_output").inc(written)
             await self._handle_result(run, message)
 
+    async def _handle_item(self, run: RunState, message: WorkerMessage) -> None:
+        """A message about one item of a mapped node: the item's state, not the node's."""
+        node_id, name = message.node_id, message.item
+        assert name is not None
+        item = run.item(node_id, name)
+        if item is None or message.attempt != item.attempt:
+            return
+        if isinstance(message, AttemptCleanedUp):
+            run.record_item_timings(node_id, name, {"remove": message.remove_seconds})
+            self._persist(run)
+            return
+        if run.status.finished:
+            return
+        if isinstance(message, AttemptLog):
+            run.add_item_log(node_id, name, message.record)
+            self._persist(run)
+        elif isinstance(message, AttemptStarted):
+            if run.item_started(node_id, name, message.attempt):
+                queued = self._queued_at.pop((run.id, node_id, name), None)
+                if queued is not None:
+                    waited = time.perf_counter() - queued
+                    run.record_item_timings(node_id, name, {"queue_wait": round(waited, 4)})
+                    self.metrics.queue_wait_seconds.observe(waited)
+                self._save(run)
+        elif isinstance(message, AttemptResult):
+            run.record_item_timings(node_id, name, message.timings)
+            if not item.status.ended:
+                outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
+                uses = run.node(node_id).uses
+                nodedef = uses if uses in self.catalog else OTHER_NODEDEFS
+                self.metrics.attempt_ended(outcome, nodedef, message.timings)
+                self.metrics.items_ended.labels(outcome).inc()
+            await self._handle_item_result(run, message)
+
+    async def _handle_item_result(self, run: RunState, result: AttemptResult) -> None:
+        node_id, name = result.node_id, result.item
+        assert name is not None
+        if result.ok:
+            produced = {}
+            for binding in run.node(node_id).outputs:
+                info = result.outputs.get(binding.name)
+                key = item_key(run.artifact_for(binding.edge).object_name, name)
+                produced[binding.edge] = CollectionItem(
+                    name=name,
+                    object_name=key,
+                    size=info.size if info else 0,
+                    content_type=info.content_type if info else "",
+                    sha256=info.sha256 if info else "",
+                )
+            await self._apply(run, run.item_succeeded(node_id, name, result.attempt, produced))
+            return
+        if result.engine_down:
+            await self._apply(run, run.item_retry(node_id, name, again=True))
+            return
+        delay = self.settings.retry.delay(result.attempt)
+        transition = run.item_failed(
+            node_id, name, result.attempt, result.error,
+            retryable=result.retryable, retry_delay=delay,
+        )  # fmt: skip
+        if transition.retry_after is not None:
+            key = (run.id, node_id, name)
+            spawn = self._background.spawn
+            self._timers[key] = asyncio.get_running_loop().call_later(
+                delay, lambda: spawn(self._retry_item(*key), f"retry-{run.id}-{node_id}")
+            )
+        await self._apply(run, transition)
+
+    async def _retry_item(self, run_id: str, node_id: str, name: str) -> None:
+        self._timers.pop((run_id, node_id, name), None)
+        run = self.runs.get(run_id)
+        if run is None or run.status.finished:
+            return
+        await self._apply(run, run.item_retry(node_id, name))
+
     async def _handle_result(self, run: RunState, result: AttemptResult) -> None:
         node_id = result.node_id
+        if result.item is not None:
+            await self._handle_item_result(run, result)
+            return
         if result.ok:
             sizes = ", ".join(f"{k} {v.size} B {v.content_type}" for k, v in result.outputs.items())
-            self._log(
-                run,
-                node_id,
-                f"attempt {result.attempt} succeeded" + (f": {sizes}" if sizes else ""),
-            )
-            await self._apply(run, run.attempt_succeeded(node_id, result.attempt))
-            return
+            try:
+                collections = await self._expand_outputs(run, node_id, result.attempt)
+            except (ArchiveRefused, StoreError) as exc:
+                refused = isinstance(exc, ArchiveRefused)
+                code = f" ({exc.code})" if isinstance(exc, ArchiveRefused) else ""
+                result = result.model_copy(
+                    update={
+                        "ok": False,
+                        "retryable": not refused,
+                        "error": f"its collection output could not be taken: {exc}{code}",
+                    }
+                )
+            else:
+                counted = "".join(
+                    f", {edge} {len(items)} items" for edge, items in collections.items()
+                )
+                self._log(
+                    run,
+                    node_id,
+                    f"attempt {result.attempt} succeeded"
+                    + (f": {sizes}" if sizes else "")
+                    + counted,
+                )
+                await self._apply(run, run.attempt_succeeded(node_id, result.attempt, collections))
+                return
         if result.engine_down:
             await self._attempt_lost(run, result)
             return
@@ -600,7 +827,7 @@ class Scheduler:
             )
             loop = asyncio.get_running_loop()
             name = f"retry-{run.id}-{node_id}"
-            self._timers[(run.id, node_id)] = loop.call_later(
+            self._timers[(run.id, node_id, None)] = loop.call_later(
                 delay, lambda: self._background.spawn(self._retry(run.id, node_id), name)
             )
         elif state.status == NodeStatus.ERROR:
@@ -630,8 +857,18 @@ class Scheduler:
         self._dispatch(run, result.node_id, again=True)
         self._save(run)
 
+    async def _expand_outputs(
+        self, run: RunState, node_id: str, attempt: int
+    ) -> dict[str, list[CollectionItem]]:
+        """The node's collection outputs, each expanded from the tar its worker put."""
+        collections: dict[str, list[CollectionItem]] = {}
+        for binding in run.node(node_id).outputs:
+            if run.is_collection(binding.edge) and node_id not in run.maps:
+                collections[binding.edge] = await self._expand(run, binding.edge)
+        return collections
+
     async def _retry(self, run_id: str, node_id: str) -> None:
-        self._timers.pop((run_id, node_id), None)
+        self._timers.pop((run_id, node_id, None), None)
         run = self.runs.get(run_id)
         if run is None or run.status.finished:
             return
@@ -656,6 +893,8 @@ class Scheduler:
         self.runs[run.id] = run
         self._await_uploads(run)
         for node_id in run.active_nodes():
+            if node_id in run.maps:
+                continue  # a mapped node runs as its items, below
             state = run.state(node_id)
             if f"{run.id}/{node_id}/{state.attempt}" in in_queue:
                 self._log(run, node_id, "service restarted: this attempt is still in the queue")
@@ -663,12 +902,33 @@ class Scheduler:
             again = state.status != NodeStatus.RETRYING
             self._log(run, node_id, "service restarted: dispatching this node again")
             self._dispatch(run, node_id, again=again)
-        await self._apply(run, Transition(dispatch=run.ready_nodes()))
+        items = run.take_ready_items()
+        marked = {(node_id, name) for node_id, name, _attempt in items}
+        for node_id, name, item in run.active_items():
+            if (node_id, name) in marked:
+                continue
+            if attempt_key(run.id, node_id, item.attempt, name) in in_queue:
+                continue
+            if item.status == NodeStatus.RETRYING:
+                items.extend(run.item_retry(node_id, name).items)
+            else:
+                items.extend(run.item_retry(node_id, name, again=True).items)
+        await self._apply(run, Transition(dispatch=run.ready_nodes(), items=items))
         for (store_name, key), (run_id, _edge) in list(self._awaited.items()):
             if run_id == run.id:
                 await self._check_upload(self._store(run, store_name), store_name, key)
         self._arm_upload_deadline(run)
         log.info("run_resumed", run_id=run.id, status=run.status.value)
+
+
+def _still_ready(run: RunState, pending: Pending) -> bool:
+    """Whether a pending attempt is still the one to send (not cancelled or superseded)."""
+    node_id, attempt, _since, item = pending
+    if item is None:
+        state = run.state(node_id)
+        return state.attempt == attempt and state.status == NodeStatus.READY
+    found = run.item(node_id, item)
+    return found is not None and found.attempt == attempt and found.status == NodeStatus.READY
 
 
 def _reason(exc: Exception) -> str:

@@ -186,10 +186,23 @@ class StateStore:
                 "INSERT OR IGNORE INTO run_artifacts (run_id, edge, artifact) VALUES (?, ?, ?)",
                 [(w.run_id, edge, a) for w in writes for edge, a in w.artifacts.items()],
             )
+            conn.executemany(
+                "INSERT OR IGNORE INTO run_members (run_id, edge, item, info) VALUES (?, ?, ?, ?)",
+                [(w.run_id, e, i, info) for w in writes for (e, i), info in w.members.items()],
+            )
+            conn.executemany(
+                """INSERT INTO run_items (run_id, node_id, item, state) VALUES (?, ?, ?, ?)
+                   ON CONFLICT (run_id, node_id, item) DO UPDATE SET state = excluded.state""",
+                [(w.run_id, n, i, state) for w in writes for (n, i), state in w.items.items()],
+            )
 
-    def _read(self, run_id: str, run_text: str, plan_text: str | None) -> dict[str, Any]:
+    def _read(
+        self, run_id: str, run_text: str, plan_text: str | None, *, items: bool = False
+    ) -> dict[str, Any]:
         """A run's snapshot from its rows. One written before runs were written by their
-        changes (no plan column) holds all of it in ``snapshot``."""
+        changes (no plan column) holds all of it in ``snapshot``. With ``items``, its
+        collections' and mapped nodes' items too (what resuming it needs; a status read
+        does not)."""
         if plan_text is None:
             return json.loads(run_text)
         conn = self.db.connection
@@ -204,7 +217,23 @@ class StateStore:
             "SELECT edge, artifact FROM run_artifacts WHERE run_id = ? ORDER BY rowid", (run_id,)
         )
         run["Artifacts"] = {edge: json.loads(artifact) for edge, artifact in rows}
-        return {"plan": plan, "run": run}
+        snapshot: dict[str, Any] = {"plan": plan, "run": run}
+        if items:
+            members: dict[str, list[Any]] = {}
+            rows = conn.execute(
+                "SELECT edge, info FROM run_members WHERE run_id = ? ORDER BY rowid", (run_id,)
+            )
+            for edge, info in rows:
+                members.setdefault(edge, []).append(json.loads(info))
+            states: dict[str, dict[str, Any]] = {}
+            rows = conn.execute(
+                "SELECT node_id, item, state FROM run_items WHERE run_id = ? ORDER BY rowid",
+                (run_id,),
+            )
+            for node_id, item, state in rows:
+                states.setdefault(node_id, {})[item] = json.loads(state)
+            snapshot.update(members=members, items=states)
+        return snapshot
 
     async def load(self, run_id: str) -> dict[str, Any] | None:
         pending = self._dirty.get(run_id) or self._failed.get(run_id, (None,))[0]
@@ -235,12 +264,60 @@ class StateStore:
 
         return await self.db.run(read)
 
+    async def item_page(
+        self, run_id: str, node_id: str, status: str | None, after: str | None, limit: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """A mapped node's items as last written, in the order they came, after ``after``:
+        (name, row) pairs, at most ``limit``."""
+        with contextlib.suppress(DataDirError):
+            await self.flush()
+
+        def read() -> list[tuple[str, dict[str, Any]]]:
+            query = "SELECT item, state FROM run_items WHERE run_id = ? AND node_id = ?"
+            args: list[Any] = [run_id, node_id]
+            if after is not None:
+                query += (
+                    " AND rowid > coalesce((SELECT rowid FROM run_items WHERE run_id = ? AND "
+                    "node_id = ? AND item = ?), 0)"
+                )
+                args += [run_id, node_id, after]
+            if status is not None:
+                query += " AND json_extract(state, '$.Status') = ?"
+                args.append(status)
+            query += " ORDER BY rowid LIMIT ?"
+            rows = self.db.connection.execute(query, (*args, limit))
+            return [(item, json.loads(state)) for item, state in rows]
+
+        return await self.db.run(read)
+
+    async def member_page(
+        self, run_id: str, edge: str, after: str | None, limit: int
+    ) -> list[dict[str, Any]]:
+        """A collection's items as last written, in the order they came, after ``after``."""
+        with contextlib.suppress(DataDirError):
+            await self.flush()
+
+        def read() -> list[dict[str, Any]]:
+            query = "SELECT info FROM run_members WHERE run_id = ? AND edge = ?"
+            args: list[Any] = [run_id, edge]
+            if after is not None:
+                query += (
+                    " AND rowid > coalesce((SELECT rowid FROM run_members WHERE run_id = ? AND "
+                    "edge = ? AND item = ?), 0)"
+                )
+                args += [run_id, edge, after]
+            query += " ORDER BY rowid LIMIT ?"
+            rows = self.db.connection.execute(query, (*args, limit))
+            return [json.loads(info) for (info,) in rows]
+
+        return await self.db.run(read)
+
     async def unfinished(self) -> list[dict[str, Any]]:
         def read() -> list[dict[str, Any]]:
             rows = self.db.connection.execute(
                 "SELECT id, snapshot, plan FROM runs WHERE finished = 0 ORDER BY created_at"
             ).fetchall()
-            return [self._read(*row) for row in rows]
+            return [self._read(*row, items=True) for row in rows]
 
         return await self.db.run(read)
 

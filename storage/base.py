@@ -125,6 +125,11 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
 
+    @abstractmethod
+    def list(self, prefix: str, limit: int) -> list[ObjectInfo]:
+        """The objects under ``prefix/`` (keys in full, content types unknown), in key
+        order, at most ``limit``: a caller that gets ``limit`` may have more to see."""
+
     def key_of_url(self, url: str) -> str | None:
         """The key of an object this store's GET URL ``url`` names, or None when the URL
         is not one of this store's; raises SignatureInvalid for one of ours that has

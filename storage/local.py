@@ -201,6 +201,19 @@ class LocalStore(Store):
             return None  # a directory: the prefix of other keys, not an object
         return ObjectInfo(key=key, size=status.st_size, content_type=self._content_type(key))
 
+    def list(self, prefix: str, limit: int) -> list[ObjectInfo]:
+        folder = self.path(prefix)
+        found: list[ObjectInfo] = []
+        for directory, folders, files in os.walk(folder):
+            folders.sort()
+            base = Path(directory).relative_to(self.objects).as_posix()
+            for name in sorted(files):
+                status = os.stat(Path(directory, name), follow_symlinks=False)
+                if stat_mode.S_ISREG(status.st_mode):
+                    found.append(ObjectInfo(key=f"{base}/{name}", size=status.st_size))
+        found.sort(key=lambda info: info.key)  # a walk visits a folder's files first
+        return found[:limit]
+
     def open_read(self, key: str) -> BinaryIO:
         try:
             return self.path(key).open("rb")

@@ -232,6 +232,19 @@ class S3Store(Store):
             raise StoreError(f"store {self.name!r}: {key!r} missing right after writing it")
         return info
 
+    def list(self, prefix: str, limit: int) -> list[ObjectInfo]:
+        found: list[ObjectInfo] = []
+        start = self._key(prefix) + "/"
+        pages = self._client.get_paginator("list_objects_v2")
+        with self._translated("list", prefix):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=start):
+                for entry in page.get("Contents", ()):
+                    key = entry["Key"][len(self.prefix) :]
+                    found.append(ObjectInfo(key=key, size=int(entry["Size"])))
+                    if len(found) >= limit:
+                        return found
+        return found
+
     def delete(self, key: str) -> None:
         try:
             with self._translated("delete", key):

@@ -108,6 +108,47 @@ ERRORS: tuple[ErrorCode, ...] = (
         "was kept, send it again",
     ),
     ErrorCode(
+        "COLLECTION_INVALID",
+        400,
+        "an upload to a collection's WaitingURL that cannot become its items: not a zip or tar, "
+        "over a limit of `collections` (items, bytes, compression ratio), or two entries that "
+        "would be one item; the message names the archive's own code (`ARCHIVE_...`). Nothing "
+        "of it was kept: the same URL takes the fixed upload",
+    ),
+    ErrorCode(
+        "COLLECTION_NOT_FOUND",
+        404,
+        "the run has no collection on that edge (for item PutURLs: none that uploads fill); the "
+        "message lists the ones it has",
+    ),
+    ErrorCode(
+        "COLLECTION_CLOSED",
+        409,
+        "the collection is complete (closed, or filled by its archive) or its run has ended: "
+        "no item can be added",
+    ),
+    ErrorCode(
+        "COLLECTION_TOO_LARGE",
+        400,
+        "more item names than `collections.max_items` (10,000) for one collection",
+    ),
+    ErrorCode(
+        "ITEM_NAME_INVALID",
+        400,
+        "an item name that is not a relative path of letters, digits, `.`, `_` and `-` parts "
+        "(the message gives the name it would be)",
+    ),
+    ErrorCode(
+        "NODE_NOT_MAPPED",
+        404,
+        "the run has no mapped node of that ID; the message lists the ones it has",
+    ),
+    ErrorCode(
+        "STATUS_INVALID",
+        400,
+        "`status` is not one of IDLE, READY, RUNNING, RETRYING, COMPLETE, ERROR, STOPPED",
+    ),
+    ErrorCode(
         "FILE_TOO_LARGE",
         413,
         "a file sent as a body of its own (Langflow's upload, a webhook's file) is over "

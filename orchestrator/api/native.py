@@ -11,23 +11,34 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from orchestrator.api.auth import tenant_of
-from orchestrator.api.bodies import YAML_TYPES, answer, answer_json, read_submission
+from orchestrator.api.bodies import (
+    YAML_TYPES,
+    answer,
+    answer_json,
+    read_model,
+    read_submission,
+)
 from orchestrator.api.downloads import download_headers
 from orchestrator.api.openapi import RUN_START_ERRORS, Answer, Query, operation
 from orchestrator.api.resources import METRICS, SERVICE, WORKER
 from orchestrator.api.sse import HEARTBEAT_SECONDS, keep_alive, open_stream, send
 from orchestrator.errors import BodyInvalid
 from orchestrator.models import (
+    CollectionItem,
     FlowRun,
     FlowSubmission,
+    ItemProgress,
+    ItemState,
     LogRecord,
     Node,
     NodeDef,
+    NodeStatus,
     RunStatus,
     WireModel,
 )
 from orchestrator.registry import parse_id
 from orchestrator.service import OTHER_IMAGES
+from orchestrator.service.collections import MAX_PAGE
 from orchestrator.validation.results import ValidationEntry
 
 routes = web.RouteTableDef()
@@ -227,6 +238,188 @@ async def recent_runs(request: web.Request) -> web.Response:
         raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_LISTED}")
     runs = await request.app[SERVICE].runs.recent(tenant_of(request), limit)
     return answer(RunList.model_validate({"runs": runs}))
+
+
+class ItemPageView(WireModel):
+    """A page of a mapped node's items, in the order they came."""
+
+    node: str
+    progress: ItemProgress | None = Field(description="the node's items counted by status")
+    items: list[ItemState]
+    next: str | None = Field(
+        description="the item to ask the next page `after`; null on the last page"
+    )
+
+
+class CollectionItemView(CollectionItem):
+    url: str = Field(alias="URL", description="a presigned GET of the item's bytes")
+
+
+class CollectionPage(WireModel):
+    """A page of a collection's items, in the order they came."""
+
+    edge: str
+    complete: bool = Field(description="whether more items may still come")
+    count: int = Field(description="items in the collection so far")
+    items: list[CollectionItemView]
+    next: str | None = Field(
+        description="the item to ask the next page `after`; null on the last page"
+    )
+
+
+class ItemNames(WireModel):
+    names: list[str] = Field(
+        min_length=1,
+        description="item names: relative paths of letters, digits, '.', '_' and '-' parts "
+        "(such as `photos/cat.jpg`)",
+    )
+
+
+class ItemPutURLs(WireModel):
+    put_urls: dict[str, str] = Field(
+        alias="PutURLs", description="item name → a presigned PUT, good once"
+    )
+    ttl: str = Field(alias="TTL", description="when the URLs stop working")
+
+
+class CollectionClosedView(WireModel):
+    edge: str
+    count: int = Field(description="the items the collection holds, now complete")
+
+
+PAGE_QUERY = (
+    Query("after", str, "the name of the last item of the page before (`Next`)"),
+    Query(
+        "limit",
+        Annotated[int, Field(ge=1, le=MAX_PAGE)],
+        f"items per page, 1 to {MAX_PAGE} (default 100)",
+    ),
+)
+
+
+def _page_limit(request: web.Request) -> int:
+    limit = parse_id(request.query.get("limit", "100"))
+    if limit is None or not 1 <= limit <= MAX_PAGE:
+        raise BodyInvalid("LIMIT_INVALID", f"limit is a whole number from 1 to {MAX_PAGE}")
+    return limit
+
+
+@routes.get("/api/v1/flow/items/{run_id}/{node_id}")
+@operation(
+    "A mapped node's items",
+    tag="native",
+    params={**RUN_ID, "node_id": "a node the run maps over a collection"},
+    query=(
+        Query("status", NodeStatus, "only the items in this status (ERROR: the failed ones)"),
+        *PAGE_QUERY,
+    ),
+    answers={200: Answer("a page of its items, each with its reason and log", ItemPageView)},
+    errors=("RUN_NOT_FOUND", "NODE_NOT_MAPPED", "STATUS_INVALID", "LIMIT_INVALID"),
+)
+async def flow_items(request: web.Request) -> web.Response:
+    """Each item's status, attempt, error, log lines and timings, by page (the run's
+    status counts them only)."""
+    status_text = request.query.get("status")
+    try:
+        status = NodeStatus(status_text) if status_text else None
+    except ValueError:
+        raise BodyInvalid(
+            "STATUS_INVALID",
+            f"status {status_text!r} is none of {', '.join(s.value for s in NodeStatus)}",
+        ) from None
+    page = await request.app[SERVICE].collections.items(
+        request.match_info["run_id"],
+        tenant_of(request),
+        request.match_info["node_id"],
+        status,
+        request.query.get("after"),
+        _page_limit(request),
+    )
+    return answer(
+        ItemPageView(node=page.node, progress=page.progress, items=page.items, next=page.next_after)
+    )
+
+
+@routes.get("/api/v1/flow/collection/{run_id}/{edge}")
+@operation(
+    "A collection's items",
+    tag="native",
+    params={**RUN_ID, "edge": "an edge that carries a collection"},
+    query=PAGE_QUERY,
+    answers={200: Answer("a page of its items, each with a download URL", CollectionPage)},
+    errors=("RUN_NOT_FOUND", "COLLECTION_NOT_FOUND", "LIMIT_INVALID", "STORE_UNAVAILABLE"),
+)
+async def flow_collection(request: web.Request) -> web.Response:
+    """A collection's items (name, size, type, sha256, and a presigned GET), by page."""
+    page = await request.app[SERVICE].collections.members(
+        request.match_info["run_id"],
+        tenant_of(request),
+        request.match_info["edge"],
+        request.query.get("after"),
+        _page_limit(request),
+    )
+    return answer(
+        CollectionPage.model_validate(
+            {
+                "Edge": page.edge,
+                "Complete": page.complete,
+                "Count": page.count,
+                "Items": page.items,
+                "Next": page.next_after,
+            }
+        )
+    )
+
+
+@routes.post("/api/v1/flow/collection/{run_id}/{edge}/items")
+@operation(
+    "PutURLs for a collection's items",
+    tag="native",
+    params={**RUN_ID, "edge": "an upload edge that carries a collection"},
+    body=ItemNames,
+    answers={200: Answer("a PutURL per item name", ItemPutURLs)},
+    errors=(
+        "RUN_NOT_FOUND",
+        "COLLECTION_NOT_FOUND",
+        "COLLECTION_CLOSED",
+        "COLLECTION_TOO_LARGE",
+        "ITEM_NAME_INVALID",
+        "BODY_MALFORMED",
+        "STORE_UNAVAILABLE",
+    ),
+)
+async def collection_put_urls(request: web.Request) -> web.Response:
+    """For a client that puts items one by one instead of a zip: a PutURL per name
+    (asked for in as many requests as it likes), then ``close`` once they are put."""
+    body = await read_model(request, ItemNames)
+    urls, expires = await request.app[SERVICE].collections.put_urls(
+        request.match_info["run_id"], tenant_of(request), request.match_info["edge"], body.names
+    )
+    return answer(ItemPutURLs(put_urls=urls, ttl=expires.isoformat().replace("+00:00", "Z")))
+
+
+@routes.post("/api/v1/flow/collection/{run_id}/{edge}/close")
+@operation(
+    "Close a collection filled item by item",
+    tag="native",
+    params={**RUN_ID, "edge": "an upload edge that carries a collection"},
+    answers={200: Answer("the collection, complete", CollectionClosedView)},
+    errors=(
+        "RUN_NOT_FOUND",
+        "COLLECTION_NOT_FOUND",
+        "COLLECTION_CLOSED",
+        "COLLECTION_TOO_LARGE",
+        "STORE_UNAVAILABLE",
+    ),
+)
+async def collection_close(request: web.Request) -> web.Response:
+    """The collection is complete with the items put so far: its nodes learn their
+    total, and a gather of it may run."""
+    edge = request.match_info["edge"]
+    count = await request.app[SERVICE].collections.close(
+        request.match_info["run_id"], tenant_of(request), edge
+    )
+    return answer(CollectionClosedView(edge=edge, count=count))
 
 
 @routes.get("/api/v1/nodedefs")

@@ -251,13 +251,55 @@ def _named(
     return named
 
 
+def check_names(names: list[str], limits: ArchiveLimits | None = None) -> None:
+    """Item names a client gives one by one: each already the item it would be (its
+    safe form), none twice, none a folder of another. ArchiveRefused otherwise."""
+    seen: dict[str, str] = {}
+    for name in names:
+        safe = item_name(name, limits) if isinstance(name, str) else None
+        if safe != name:
+            hint = f"; it would be {safe!r}" if safe else ""
+            raise ArchiveRefused(
+                "ITEM_NAME_INVALID",
+                f"item name {name!r} is not a relative path of letters, digits, '.', '_' and "
+                f"'-' parts (none starting with '.'){hint}",
+            )
+        _clash(seen, name, name)
+
+
 def _clash(seen: dict[str, str], name: str, path: str) -> None:
+    """Refuse a second entry of the same item name, or a file where another entry has a
+    folder (``a`` and ``a/b``): an item is an object whose key may not be both."""
     earlier = seen.setdefault(name, path)
     if earlier is not path:  # a second entry, even of the very same path
         raise ArchiveRefused(
             "ARCHIVE_NAME_CLASH",
             f"entries {earlier!r} and {path!r} would both be item {name!r}; rename one",
         )
+    folder = "/" + name  # folders are noted under a leading "/": no item name has one
+    if folder in seen:
+        raise ArchiveRefused(
+            "ARCHIVE_NAME_CLASH",
+            f"entry {path!r} is a file where entry {seen[folder]!r} has a folder; rename one",
+        )
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if parent in seen:
+            raise ArchiveRefused(
+                "ARCHIVE_NAME_CLASH",
+                f"entry {path!r} is inside {parent!r}, which entry {seen[parent]!r} has as a "
+                "file; rename one",
+            )
+        seen.setdefault("/" + parent, path)
 
 
-__all__ = ["ArchiveLimits", "ArchiveRefused", "Entry", "expand", "item_name", "kind_of"]
+__all__ = [
+    "ArchiveLimits",
+    "ArchiveRefused",
+    "Entry",
+    "check_names",
+    "expand",
+    "item_name",
+    "kind_of",
+]

@@ -180,6 +180,13 @@ class Runs:
         artifact = record.run.artifacts.get(edge)
         if artifact is None:
             raise ArtifactNotFound(record.run.id, edge, "no such edge or not produced yet")
+        if artifact.items is not None:
+            raise ArtifactNotFound(
+                record.run.id,
+                edge,
+                f"it is a collection of {artifact.items} items, not one object: read it by its "
+                "items",
+            )
         store = await self.store_of(record, artifact.store_name)
         info = await self.io_call(store.stat, artifact.object_name)
         if info is None:

@@ -165,12 +165,15 @@ def node_outputs(flow: SavedFlow, node_id: str | None, *, field: str) -> list[st
 def edge_readers(
     submission: FlowSubmission, defs: dict[str, NodeDef]
 ) -> dict[str, list[list[str] | None]]:
-    """Each edge's readers' ``Type`` lists (None: the input takes anything)."""
+    """Each edge's readers' ``Type`` lists (None: the input takes anything). An upload
+    collection is read as the archive that carries its items."""
     readers: dict[str, list[list[str] | None]] = {}
     for node in submission.flow.nodes:
         declared = {d.name: d.type for d in defs[node.id].inputs}
         for binding in node.inputs:
             readers.setdefault(binding.edge, []).append(declared.get(binding.name))
+    for edge in submission.flow.collections:
+        readers[edge] = [list(ARCHIVE_TYPES)]
     return readers
 
 
@@ -186,4 +189,7 @@ def with_flags(submission: FlowSubmission, profile: FlagProfile) -> FlowSubmissi
     return changed
 
 
-__all__ = ["SavedFlows", "edge_readers", "node_outputs", "with_flags"]
+#: What an upload collection's archive may be: a zip, a tar, or a gzipped tar.
+ARCHIVE_TYPES = ("application/zip", "application/x-tar", "application/gzip")
+
+__all__ = ["ARCHIVE_TYPES", "SavedFlows", "edge_readers", "node_outputs", "with_flags"]

@@ -90,9 +90,9 @@ class Submissions:
             if set(inputs) != expected:
                 raise InputMismatch(sorted(expected), sorted(inputs))
             for edge, (data, content_type) in inputs.items():
-                artifact = run.artifact_for(edge)
-                store = self._store(run, artifact.store_name)
-                write = partial(_write_input, store, artifact.object_name, data, content_type)
+                store_name, key = run.upload_key(edge)
+                store = self._store(run, store_name)
+                write = partial(_write_input, store, key, data, content_type)
                 await self.calls.call(write, store=store)
             return await self.scheduler.accept(run, [], arrived=list(inputs))
         return await self.scheduler.accept(run, await self._waiting_urls(run))
@@ -104,7 +104,9 @@ class Submissions:
         thread (a second for 10,000 nodes)."""
         self._validate(submission).raise_if_invalid()
         defs = defs if defs is not None else resolve_defs(submission, self.catalog)
-        plan = plan_run(submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant)
+        plan = plan_run(
+            submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant, defs=defs
+        )
         return RunState(plan, defs, max_log_lines=self.settings.executor.log_lines_per_node)
 
     def _store(self, run: RunState, store_name: str) -> Store:
@@ -140,9 +142,10 @@ class Submissions:
         urls = []
         for edge in run.pending_uploads():
             artifact = run.artifact_for(edge)
-            store = self._store(run, artifact.store_name)
+            store_name, key = run.upload_key(edge)
+            store = self._store(run, store_name)
             # Create-only: once the input is there, the URL cannot replace it.
-            presign = partial(store.put_url, artifact.object_name, ttl, create_only=True)
+            presign = partial(store.put_url, key, ttl, create_only=True)
             url = await self.calls.call(presign, store=store)
             urls.append(WaitingURL(artifact=artifact, put_url=url, ttl=expires))
         return urls

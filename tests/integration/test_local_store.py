@@ -536,3 +536,13 @@ async def test_curl_with_an_expired_url_is_refused_before_sending(served, tmp_pa
     assert took < 10
     assert store.stat("late") is None
     assert served.written == []
+
+
+def test_objects_under_a_prefix_are_listed_in_key_order_up_to_a_limit(tmp_path):
+    store = LocalStore("default", tmp_path / "objects", "http://127.0.0.1:1", SECRET)
+    for key in ("c/items/b.txt", "c/items/a/z.txt", "c/items.bundle", "c/other/x"):
+        store.write(key, io.BytesIO(key.encode()))
+    listed = store.list("c/items", 10)
+    assert [(i.key, i.size) for i in listed] == [("c/items/a/z.txt", 15), ("c/items/b.txt", 13)]
+    assert [i.key for i in store.list("c/items", 1)] == ["c/items/a/z.txt"]
+    assert store.list("c/none", 10) == []

@@ -242,3 +242,17 @@ def test_open_store_says_what_to_fix(tmp_path, name, type_, params, message):
         open_store(name, type_, params, data_dir=tmp_path, public_base_url="http://h",
                    internal_base_url=None, secret=b"s" * 32)  # fmt: skip
     assert not (tmp_path / "objects").exists() or not any((tmp_path / "objects").iterdir())
+
+
+def test_objects_under_a_prefix_are_listed_in_key_order_up_to_a_limit(moto_endpoint, bucket):
+    store = S3Store("objects", bucket=bucket, endpoint_url=moto_endpoint, prefix="t/",
+                    create_bucket=True, **CREDENTIALS)  # fmt: skip
+    try:
+        for key in ("c/items/b.txt", "c/items/a/z.txt", "c/items.bundle", "c/other/x"):
+            store.write(key, io.BytesIO(key.encode()))
+        listed = store.list("c/items", 10)
+        assert [(i.key, i.size) for i in listed] == [("c/items/a/z.txt", 15), ("c/items/b.txt", 13)]
+        assert [i.key for i in store.list("c/items", 1)] == ["c/items/a/z.txt"]
+        assert store.list("c/none", 10) == []
+    finally:
+        store.close()

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from orchestrator.service.archives import (
+from orchestrator.collections.archives import (
     ArchiveLimits,
     ArchiveRefused,
     expand,
@@ -166,3 +166,16 @@ def test_tar_links_and_devices_are_skipped_never_followed():
 
 def test_something_else_is_no_archive():
     assert kind_of(b"%PDF-1.7 ...") is None
+
+
+def test_a_file_where_another_entry_has_a_folder_is_a_clash():
+    for names in (["a", "a/b.txt"], ["a/b.txt", "a"]):
+        archive = io.BytesIO()
+        with zipfile.ZipFile(archive, "w") as z:
+            for name in names:
+                z.writestr(name, b"x")
+        archive.seek(0)
+        with pytest.raises(ArchiveRefused) as refused:
+            list(expand(archive, "zip"))
+        assert refused.value.code == "ARCHIVE_NAME_CLASH"
+        assert "'a'" in str(refused.value)

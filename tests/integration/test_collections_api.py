@@ -1,0 +1,193 @@
+"""Collections through the real service and real containers: a zip PUT to a
+collection's WaitingURL, items mapped through busybox nodes and gathered, items paged
+by status with their reasons, a collection's items with working download URLs, a
+collection filled item by item, and uploads that cannot become items refused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from typing import Any
+
+from tests.helpers import artifact, busybox_def, submit, wait_for
+
+UPPER = busybox_def(
+    "upper",
+    # A file named bad* fails for good (exit 2 is not worth a retry only with the
+    # retry policy of the incremental-runs issue: MaxAttempts 1 here).
+    "sh -c 'case $(cat ${in}) in bad*) echo refusing ${in} >&2; exit 2;; esac; "
+    "tr a-z A-Z < ${in} > ${out}'",
+    Inputs=[{"Name": "in"}],
+    Outputs=[{"Name": "out"}],
+    MaxAttempts=1,
+    Tier="c-nano",
+)
+LISTING = busybox_def(
+    "listing",
+    'sh -c \'cd ${all} && for f in $(find . -type f | sort); do echo "$f=$(cat $f)"; done '
+    "> ${out}'",
+    Inputs=[{"Name": "all", "Collection": True}],
+    Outputs=[{"Name": "out"}],
+    Tier="c-nano",
+)
+
+
+def batch_flow(**map_fields: Any) -> dict[str, Any]:
+    upper: dict[str, Any] = {
+        "ID": "upper",
+        "Uses": "test/upper",
+        "Inputs": [{"Name": "in", "Edge": "docs"}],
+        "Outputs": [{"Name": "out", "Edge": "loud"}],
+    }
+    if map_fields:
+        upper["Map"] = map_fields
+    return {
+        "Name": "batch",
+        "Collections": ["docs"],
+        "Nodes": [
+            upper,
+            {
+                "ID": "list",
+                "Uses": "test/listing",
+                "Inputs": [{"Name": "all", "Edge": "loud"}],
+                "Outputs": [{"Name": "out", "Edge": "listing"}],
+            },
+        ],
+    }
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return data.getvalue()
+
+
+def put_url(run: dict[str, Any], edge: str) -> str:
+    return next(w["PutURL"] for w in run["WaitingURLs"] if w["Artifact"]["EdgeName"] == edge)
+
+
+async def test_a_zip_put_to_its_waitingurl_is_mapped_and_gathered(start_service):
+    client = await start_service()
+    run = await submit(client, batch_flow(MinSuccess=0.5), [UPPER, LISTING])
+    files = {"a.txt": b"alpha", "sub/b.txt": b"beta", "c.txt": b"bad one", "d.txt": b"delta"}
+    async with client.session.put(put_url(run, "docs"), data=zipped(files)) as response:
+        assert response.status == 200, await response.text()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    upper = done["NodeState"]["upper"]
+    assert upper["Items"] == {
+        "Total": 4,
+        "Counts": {"COMPLETE": 3, "ERROR": 1},
+        "MinSuccess": 0.5,
+    }
+    assert upper["Error"].startswith("1 of 4 items failed (50% must succeed")
+    assert done["Artifacts"]["loud"]["Items"] == 3
+    listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
+    assert listing == ["./a.txt=ALPHA", "./d.txt=DELTA", "./sub/b.txt=BETA"]
+
+    # The failed item, with its reason and its log.
+    response = await client.get(f"/api/v1/flow/items/{run['ID']}/upper?status=ERROR")
+    assert response.status == 200, await response.text()
+    page = await response.json()
+    assert [(i["Name"], i["Status"], i["Attempt"]) for i in page["Items"]] == [
+        ("c.txt", "ERROR", 1)
+    ]
+    assert page["Items"][0]["Error"].startswith("command exited with code 2: refusing ")
+    assert any("refusing" in line["message"] for line in page["Items"][0]["Logs"])
+    assert page["Next"] is None and page["Progress"]["Total"] == 4
+
+    # Pages of two, in the order items came.
+    response = await client.get(f"/api/v1/flow/items/{run['ID']}/upper?limit=2")
+    first = await response.json()
+    assert len(first["Items"]) == 2 and first["Next"] == first["Items"][1]["Name"]
+    response = await client.get(
+        f"/api/v1/flow/items/{run['ID']}/upper?limit=2&after={first['Next']}"
+    )
+    second = await response.json()
+    names = [i["Name"] for i in first["Items"] + second["Items"]]
+    assert sorted(names) == ["a.txt", "c.txt", "d.txt", "sub/b.txt"] and second["Next"] is None
+
+    # The collection's items, each downloadable.
+    response = await client.get(f"/api/v1/flow/collection/{run['ID']}/loud")
+    assert response.status == 200, await response.text()
+    collection = await response.json()
+    assert (collection["Complete"], collection["Count"]) == (True, 3)
+    item = next(i for i in collection["Items"] if i["Name"] == "sub/b.txt")
+    assert item["Size"] == 4
+    async with client.session.get(item["URL"]) as response:
+        body = await response.read()
+    assert body == b"BETA"
+    assert item["Sha256"] == hashlib.sha256(b"BETA").hexdigest()
+
+
+async def test_an_item_that_fails_ends_the_run_by_default_and_says_which(start_service):
+    client = await start_service()
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    files = {"a.txt": b"alpha", "c.txt": b"bad one"}
+    async with client.session.put(put_url(run, "docs"), data=zipped(files)) as response:
+        assert response.status == 200
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "ERROR"
+    assert "c.txt: command exited with code 2" in done["NodeState"]["upper"]["Error"]
+    assert done["NodeState"]["list"]["Status"] == "IDLE"
+
+
+async def test_an_upload_that_cannot_become_items_is_refused_and_the_url_takes_another(
+    start_service,
+):
+    client = await start_service(collections={"max_items": 3})
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    url = put_url(run, "docs")
+    async with client.session.put(url, data=b"not an archive") as response:
+        assert response.status == 400
+        body = await response.json()
+    assert body["code"] == "COLLECTION_INVALID"
+    assert "ARCHIVE_UNKNOWN" in body["message"] and "not a zip or tar" in body["message"]
+    too_many = zipped({f"f{i}.txt": b"x" for i in range(4)})
+    async with client.session.put(url, data=too_many) as response:
+        assert response.status == 400
+        assert "ARCHIVE_TOO_MANY_ENTRIES" in (await response.json())["message"]
+    slip = zipped({"../../etc/passwd": b"root", "ok.txt": b"fine"})
+    async with client.session.put(url, data=slip) as response:
+        assert response.status == 200, await response.text()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
+    assert listing == ["./etc/passwd=ROOT", "./ok.txt=FINE"]
+
+
+async def test_a_collection_filled_item_by_item_then_closed(start_service):
+    client = await start_service()
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    base = f"/api/v1/flow/collection/{run['ID']}/docs"
+    response = await client.post(f"{base}/items", json={"Names": ["../x"]})
+    assert response.status == 400
+    assert (await response.json())["code"] == "ITEM_NAME_INVALID"
+    response = await client.post(f"{base}/items", json={"Names": ["one.txt", "two/2.txt"]})
+    assert response.status == 200, await response.text()
+    urls = (await response.json())["PutURLs"]
+    for name, data in (("one.txt", b"first"), ("two/2.txt", b"second")):
+        async with client.session.put(urls[name], data=data) as put:
+            assert put.status == 200, await put.text()
+    status = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+    assert status["Status"] == "WAITING"
+    response = await client.post(f"{base}/close")
+    assert response.status == 200, await response.text()
+    assert await response.json() == {"Edge": "docs", "Count": 2}
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
+    assert listing == ["./one.txt=FIRST", "./two/2.txt=SECOND"]
+    response = await client.post(f"{base}/close")
+    assert response.status == 409
+    assert (await response.json())["code"] == "COLLECTION_CLOSED"
+    response = await client.post(f"/api/v1/flow/collection/{run['ID']}/loud/items",
+                                 json={"Names": ["a"]})  # fmt: skip
+    assert response.status == 404
+    assert (await response.json())["code"] == "COLLECTION_NOT_FOUND"
+    response = await client.get(f"/api/v1/flow/items/{run['ID']}/list")
+    assert response.status == 404
+    assert (await response.json())["code"] == "NODE_NOT_MAPPED"
