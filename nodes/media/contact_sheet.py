@@ -1,22 +1,26 @@
 #!/usr/bin/python3
 """Lay many images out on one grid image: a contact sheet.
 
-Node contract: INPUT_FRAMES (a zip of images, such as pipewell/transcode's
-frames, or a video), OUTPUT_SHEET, and flags: FLAG_COLUMNS (default 4),
+Node contract: either INPUT_FRAMES (a zip of images, such as
+pipewell/transcode's frames, or a video) or INPUT_IMAGES (a collection input:
+a directory holding each item, every one an image, as a file under its item
+name), never both; OUTPUT_SHEET; and flags: FLAG_COLUMNS (default 4),
 FLAG_TILE_WIDTH (pixels, default 240; the tile height follows the first
 image's aspect ratio), FLAG_COUNT (tiles at most, default 16: a video is
-sampled at this many evenly spaced times; a zip gives its first images by
-name), FLAG_GAP (pixels between tiles, default 4), FLAG_BACKGROUND (default
-black), FLAG_FORMAT (jpeg or png; default jpeg), FLAG_QUALITY (JPEG, default
-85).
+sampled at this many evenly spaced times; a zip or a collection gives its
+first images by name), FLAG_GAP (pixels between tiles, default 4),
+FLAG_BACKGROUND (default black), FLAG_FORMAT (jpeg or png; default jpeg),
+FLAG_QUALITY (JPEG, default 85).
 
 A zip is read with limits: at most MAX_ENTRIES entries, MAX_IMAGE_BYTES per
 image and MAX_TOTAL_BYTES in all, both as declared and as actually
 decompressed, and no entry more than MAX_RATIO times smaller compressed
 (above 1 MiB). Entries that are not images by their name (.png, .jpg, .jpeg,
 .webp, .gif, .bmp, .tif, .tiff), folders and hidden files are left out and
-listed; an image that does not decode fails the node. Exit 2 for a bad flag,
-1 for bad input.
+listed; an image that does not decode fails the node. A collection's items are
+taken whatever their names (the engine checked each is an image), within the
+same MAX_IMAGE_BYTES and MAX_TOTAL_BYTES. Exit 2 for a bad flag or for inputs
+bound both ways or not at all, 1 for bad input.
 """
 
 from __future__ import annotations
@@ -122,6 +126,48 @@ def zip_images(path: str, count: int, tile_width: int) -> list[Image.Image]:
         return images
 
 
+def collection_images(directory: str, count: int, tile_width: int) -> list[Image.Image]:
+    """The first ``count`` items of the collection's directory by item name, decoded."""
+    root = Path(directory)
+    if not root.is_dir():
+        raise InputError(f"the collection input images is not a directory: {directory}")
+    items: list[tuple[str, Path]] = []
+    pending = [root]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    items.append((path.relative_to(root).as_posix(), path))
+                else:
+                    name = path.relative_to(root).as_posix()
+                    raise InputError(f"item {name!r} of images is not a regular file")
+    if not items:
+        raise InputError("the collection images holds no item")
+    items.sort()
+    if len(items) > count:
+        print(f"contact-sheet: {len(items)} images, the first {count} by name are used")
+    items = items[:count]
+    sizes = {name: path.stat().st_size for name, path in items}
+    for name, size in sizes.items():
+        if size > MAX_IMAGE_BYTES:
+            raise InputError(f"item {name!r} is {size} bytes, over {MAX_IMAGE_BYTES}")
+    if sum(sizes.values()) > MAX_TOTAL_BYTES:
+        raise InputError(
+            f"the images add up to {sum(sizes.values())} bytes, over {MAX_TOTAL_BYTES}"
+        )
+    images = []
+    for name, path in items:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_IMAGE_BYTES + 1)
+        if len(data) > MAX_IMAGE_BYTES:
+            raise InputError(f"item {name!r} is over {MAX_IMAGE_BYTES} bytes")
+        images.append(decode(data, f"item {name!r}", tile_width))
+    return images
+
+
 def read_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     """The entry's bytes, refused when it claims or unpacks to too much."""
     name = info.filename
@@ -203,9 +249,18 @@ def sheet(
 def main() -> int:
     try:
         source = os.environ.get("INPUT_FRAMES")
+        collection = os.environ.get("INPUT_IMAGES")
         target = os.environ.get("OUTPUT_SHEET")
-        if not source or not target:
-            raise UsageError("INPUT_FRAMES and OUTPUT_SHEET must be set (the node contract)")
+        if source and collection:
+            raise UsageError(
+                "bind either frames (a zip or a video) or the collection input images, not both"
+            )
+        if not source and not collection:
+            raise UsageError(
+                "nothing to lay out: bind frames (a zip or a video) or the collection input images"
+            )
+        if not target:
+            raise UsageError("OUTPUT_SHEET must be set (the node contract): bind the output sheet")
         columns = integer("COLUMNS", 4, 1, 100)
         tile_width = integer("TILE_WIDTH", 240, 8, 4096)
         count = integer("COUNT", 16, 1, 1000)
@@ -218,7 +273,9 @@ def main() -> int:
         except ValueError:
             raise UsageError("background must be a colour name or #rrggbb") from None
         quality = integer("QUALITY", 85, 1, 100)
-        if zipfile.is_zipfile(source):
+        if collection:
+            images = collection_images(collection, count, tile_width)
+        elif zipfile.is_zipfile(source):
             images = zip_images(source, count, tile_width)
         else:
             images = video_frames(source, count, tile_width)

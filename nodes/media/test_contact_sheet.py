@@ -63,3 +63,64 @@ async def test_a_broken_image_entry_and_a_zip_bomb_fail_saying_why(start_service
     assert bombed.error.endswith(
         "code 1: contact-sheet: zip entry 'big.png' is compressed over 200:1 (a zip bomb?)"
     )
+
+
+# ------------------------------------------------------------ images: a collection
+# Run on Docker under the node contract (nodes/conftest.py run_contract): the service
+# does not gather collections into a node end to end yet.
+
+SHEET = "pipewell/contact-sheet"
+
+
+def test_a_collection_of_images_becomes_a_grid_in_item_name_order(run_contract):
+    # Written in reverse; item-name order is colour order. Items are images whatever
+    # their names (the engine checked each item's type): the last has no extension.
+    images = {f"shots/{n:02d}.png": tile(c) for n, c in reversed(list(enumerate(COLOURS)))}
+    images["shots/05"] = images.pop("shots/05.png")
+    flags = {"columns": "3", "tile_width": "100", "gap": "0", "format": "png"}
+    whole, first_four = (
+        run_contract(SHEET, {"images": images}, ["sheet"], flags),
+        run_contract(SHEET, {"images": images}, ["sheet"], {**flags, "count": "4"}),
+    )
+    assert whole.code == 0, whole.stderr
+    assert first_four.code == 0, first_four.stderr
+
+    sheet = Image.open(io.BytesIO(whole.outputs["sheet"]))
+    assert (sheet.format, sheet.size) == ("PNG", (300, 100))  # 3 columns x 2 rows of 100x50
+    centres = [(50 + 100 * (i % 3), 25 + 50 * (i // 3)) for i in range(6)]
+    assert [sheet.convert("RGB").getpixel(xy) for xy in centres] == COLOURS
+    assert whole.stdout.strip() == "contact-sheet: 6 tile(s) -> 300x100 PNG"
+
+    four = Image.open(io.BytesIO(first_four.outputs["sheet"])).convert("RGB")
+    assert four.size == (300, 100)  # 3 columns, 2 rows, the last two cells background
+    assert [four.getpixel(xy) for xy in centres] == [*COLOURS[:4], (0, 0, 0), (0, 0, 0)]
+    assert "6 images, the first 4 by name are used" in first_four.stdout
+
+    # The default: JPEG tiles of 240 px, 4 px gaps; 100x50 images make 240x120 tiles.
+    default = run_contract(SHEET, {"images": images}, ["sheet"])
+    assert default.code == 0, default.stderr
+    grid = Image.open(io.BytesIO(default.outputs["sheet"]))
+    assert (grid.format, grid.size) == ("JPEG", (4 * 240 + 5 * 4, 2 * 120 + 3 * 4))
+
+
+def test_a_collection_fails_saying_why_and_is_bound_one_way_or_the_other(
+    run_contract, clip
+):  # fmt: skip
+    broken = run_contract(
+        SHEET, {"images": {"a.png": tile(COLOURS[0]), "b.png": b"\x89PNG\r\n\x1a\n not"}},
+        ["sheet"],
+    )  # fmt: skip
+    empty = run_contract(SHEET, {"images": {}}, ["sheet"])
+    both = run_contract(SHEET, {"images": {"a.png": tile(COLOURS[0])}, "frames": clip}, ["sheet"])
+    neither = run_contract(SHEET, {}, ["sheet"])
+    assert (broken.code, empty.code, both.code, neither.code) == (1, 1, 2, 2)
+    assert broken.stderr.startswith("contact-sheet: item 'b.png' is not an image this node")
+    assert empty.stderr.strip() == "contact-sheet: the collection images holds no item"
+    assert both.stderr.strip() == (
+        "contact-sheet: bind either frames (a zip or a video) or the collection input images,"
+        " not both"
+    )
+    assert neither.stderr.strip() == (
+        "contact-sheet: nothing to lay out: bind frames (a zip or a video) or the collection"
+        " input images"
+    )

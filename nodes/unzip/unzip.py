@@ -1,11 +1,17 @@
 #!/usr/bin/python3
-"""Take a file out of a zip archive, or list it, refusing hostile archives.
+"""Take files out of a zip archive, or list it, refusing hostile archives.
 
     unzip-entry extract   INPUT_ARCHIVE -> OUTPUT_FILE     (one entry's bytes)
+    unzip-entry all       INPUT_ARCHIVE -> OUTPUT_FILES    (a collection: every file)
     unzip-entry list      INPUT_ARCHIVE -> OUTPUT_LISTING  (JSON: each file, unpacked and hashed)
 
-A node output is one file: extract gives one entry (FLAG_ENTRY, its path in
-the archive; by default the archive's only file). Flags for both: MAX_ENTRIES
+extract gives one entry (FLAG_ENTRY, its path in the archive; by default the
+archive's only file). all writes every file into the collection output's
+directory, each an item named by its path in the archive, made safe by the
+rule the service applies to an uploaded zip (see item_name); folders and the
+junk other systems add (__MACOSX/, ._*, .DS_Store, Thumbs.db, desktop.ini)
+are left out, and two entries that would be the same item refuse the archive.
+Flags for all three: MAX_ENTRIES
 (default 10000), MAX_TOTAL_MB (what the entries may unpack to, in MiB;
 default 1024), MAX_RATIO (how much smaller than its content an entry over
 1 MiB may be compressed; default 100).
@@ -29,6 +35,7 @@ import posixpath
 import re
 import stat
 import sys
+import unicodedata
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -36,6 +43,11 @@ from datetime import datetime
 
 CHUNK = 1 << 20
 RATIO_FLOOR = 1 << 20  # small files of one repeated byte compress well, honestly
+# Item names: the rule of orchestrator/collections/archives.py (item_name), which
+# names the items of an uploaded zip. Copied, not imported: the image has no orchestrator.
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+JUNK_NAMES = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+MAX_NAME_LENGTH = 200
 
 
 class UsageError(Exception):
@@ -157,6 +169,102 @@ def unpack(
     return written
 
 
+def item_name(path: str) -> str | None:
+    """The item an entry becomes, or None for folders and junk.
+
+    ``\\`` reads as ``/``; empty, ``.`` and ``..`` parts are dropped; in each part
+    accents fall off (été -> ete), a character of another script becomes its code
+    point (写 -> _5199), anything else but letters, digits, '.', '_' and '-' becomes
+    '_', and leading dots go. A name that is already safe stays itself.
+    """
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts or path.endswith(("/", "\\")):
+        return None
+    if parts[0] == "__MACOSX" or parts[-1] in JUNK_NAMES or parts[-1].startswith("._"):
+        return None
+    name = "/".join(safe_part(part) for part in parts)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ArchiveError(
+            f"refused: entry {path[:80]!r}... has a path over {MAX_NAME_LENGTH} characters"
+        )
+    return name
+
+
+def safe_part(part: str) -> str:
+    out = []
+    for char in unicodedata.normalize("NFKD", part):
+        if unicodedata.combining(char):
+            continue
+        out.append(f"_{ord(char):x}" if ord(char) >= 128 else UNSAFE.sub("_", char))
+    return "".join(out).lstrip(".") or "_"
+
+
+def clash(seen: dict[str, str], name: str, path: str) -> None:
+    """Refuse a second entry of the same item name, or a file where another entry has
+    a folder (``a`` and ``a/b``): one path cannot be both a file and a folder."""
+    earlier = seen.setdefault(name, path)
+    if earlier is not path:
+        raise ArchiveError(
+            f"refused: entries {earlier!r} and {path!r} would both be item {name!r}; rename one"
+        )
+    folder = "/" + name  # folders are noted under a leading "/": no item name has one
+    if folder in seen:
+        raise ArchiveError(
+            f"refused: entry {path!r} is a file where entry {seen[folder]!r} has a folder;"
+            " rename one"
+        )
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = "/".join(parts[:depth])
+        if parent in seen:
+            raise ArchiveError(
+                f"refused: entry {path!r} is inside {parent!r}, which entry {seen[parent]!r}"
+                " has as a file; rename one"
+            )
+        seen.setdefault("/" + parent, path)
+
+
+def extract_all(source: str, limits: Limits) -> str:
+    target = os.environ.get("OUTPUT_FILES")
+    if not target:
+        raise UsageError(
+            "the all command writes the collection output 'files': bind it in the flow"
+        )
+    archive, files = checked(source, limits)
+    with archive:
+        seen: dict[str, str] = {}
+        named, skipped = [], []
+        for info in files:
+            name = item_name(info.filename)
+            if name is None:
+                skipped.append(info.filename)
+                continue
+            clash(seen, name, info.filename)
+            named.append((name, info))
+        os.makedirs(target, exist_ok=True)
+        total, made = 0, {target}
+        for name, info in named:
+            path = os.path.join(target, *name.split("/"))
+            parent = os.path.dirname(path)
+            if parent not in made:
+                os.makedirs(parent, exist_ok=True)
+                made.add(parent)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+            with open(os.open(path, flags, 0o644), "wb") as out:
+                total += unpack(archive, info, out.write, limits, total)
+    renamed = [(info.filename, name) for name, info in named if name != info.filename]
+    for path, name in renamed[:20]:
+        print(f"unzip: entry {path!r} is item {name!r}")
+    if len(renamed) > 20:
+        print(f"unzip: ... and {len(renamed) - 20} more renamed")
+    if skipped:
+        print(f"unzip: left out {len(skipped)} junk file(s): {', '.join(skipped[:10])}")
+    return (
+        f"extracted {len(named)} file(s), {total} bytes, into the collection"
+        f" ({len(renamed)} renamed to safe item names)"
+    )
+
+
 def extract(source: str, limits: Limits) -> str:
     target = os.environ.get("OUTPUT_FILE")
     if not target:
@@ -208,7 +316,7 @@ def listing(source: str, limits: Limits) -> str:
     return f"listed {len(entries)} file(s), {total} bytes, every one unpacked and checked"
 
 
-MODES = {"extract": extract, "list": listing}
+MODES = {"extract": extract, "all": extract_all, "list": listing}
 
 
 def main(argv: list[str]) -> int:

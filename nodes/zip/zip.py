@@ -1,17 +1,20 @@
 #!/usr/bin/python3
-"""Put the node's input files into one zip archive.
+"""Put the node's input files, or every item of a collection, into one zip archive.
 
-Node contract: INPUT_FILE1 ... INPUT_FILE8 (file1 is required, the others are
-taken when bound), OUTPUT_ARCHIVE, and flags: FLAG_NAMES (comma-separated
-entry paths, one per bound input in order; default each input's file name,
-such as file1.png), FLAG_COMPRESSION (deflate or store; default deflate),
-FLAG_LEVEL (deflate's level 0-9, default 6), FLAG_MAX_TOTAL_MB (the most the
-inputs may add up to, default 1024).
+Node contract: either INPUT_FILE1 ... INPUT_FILE8 (those bound, in order) or
+INPUT_FILES (a collection input: a directory holding each item as a file under
+its item name, such as photos/cat.jpg), never both; OUTPUT_ARCHIVE; and flags:
+FLAG_NAMES (comma-separated entry paths, one per bound file input in order;
+default each input's file name, such as file1.png; not for a collection, whose
+entries are its item names, in name order), FLAG_COMPRESSION (deflate or store;
+default deflate), FLAG_LEVEL (deflate's level 0-9, default 6),
+FLAG_MAX_TOTAL_MB (the most the inputs may add up to, default 1024).
 
 Entry paths must be relative and stay inside the archive (no "/x", "..",
 backslash or control character) and differ from each other. Every entry is
 dated 1980-01-01 with mode 0644, so the same inputs give the same bytes. Exit 2
-for bad flags or names, 1 for inputs over the limit or that cannot be read.
+for bad flags or names or for inputs bound both ways or not at all, 1 for
+inputs over the limit or that cannot be read.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 INPUTS = [f"FILE{n}" for n in range(1, 9)]
+COLLECTION = "FILES"
 
 
 class UsageError(Exception):
@@ -62,10 +66,21 @@ def path_problem(name: str) -> str | None:
 
 
 def entries() -> list[tuple[str, Path]]:
-    """(entry path, input file) for each bound input, in order."""
-    files = [Path(os.environ[k]) for k in (f"INPUT_{i}" for i in INPUTS) if os.environ.get(k)]
-    if not files:
-        raise UsageError("INPUT_FILE1 must be set (the node contract): bind the input file1")
+    """(entry path, input file) for each bound input, in order, or each item of the
+    collection, in name order."""
+    bound = [i for i in INPUTS if os.environ.get(f"INPUT_{i}")]
+    directory = os.environ.get(f"INPUT_{COLLECTION}")
+    if directory and bound:
+        files = ", ".join(i.lower() for i in bound)
+        raise UsageError(
+            f"bind either the collection input files or file1 to file8, not both (bound: files,"
+            f" {files})"
+        )
+    if directory:
+        return collection_entries(Path(directory))
+    if not bound:
+        raise UsageError("nothing to archive: bind the collection input files, or file1 to file8")
+    files = [Path(os.environ[f"INPUT_{i}"]) for i in bound]
     listed = os.environ.get("FLAG_NAMES", "").strip()
     names = [n.strip() for n in listed.split(",")] if listed else [f.name for f in files]
     if len(names) != len(files):
@@ -78,6 +93,35 @@ def entries() -> list[tuple[str, Path]]:
     if twice:
         raise UsageError(f"names gives {', '.join(map(repr, twice))} more than once")
     return list(zip(names, files, strict=True))
+
+
+def collection_entries(directory: Path) -> list[tuple[str, Path]]:
+    """(item name, file) for each item under the collection's directory, by name."""
+    if os.environ.get("FLAG_NAMES", "").strip():
+        raise UsageError(
+            "the names flag names file1 to file8's entries; a collection's entries are its"
+            " item names: leave names unset"
+        )
+    if not directory.is_dir():
+        raise InputError(f"the collection input files is not a directory: {directory}")
+    found: list[tuple[str, Path]] = []
+    pending = [directory]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                path = Path(entry.path)
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((path.relative_to(directory).as_posix(), path))
+                else:
+                    name = path.relative_to(directory).as_posix()
+                    raise InputError(f"item {name!r} of files is not a regular file")
+    found.sort()
+    for name, _ in found:
+        if path_problem(name):
+            raise InputError(f"item {name!r} of files {path_problem(name)}")
+    return found
 
 
 def main() -> int:
