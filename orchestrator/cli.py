@@ -387,8 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
             description="Run a flow file once, on a service started for it (or --server), "
             "with each --input uploaded to its WaitingURL. On a terminal: a live view of the "
             "nodes (state, attempt, elapsed, last line) with each node's log, and a file "
-            "picker for inputs not given. Otherwise: one line per change. Every terminal "
-            "output is downloaded into --out. Exit 0: COMPLETE; 1: invalid flow, or the run "
+            "picker for inputs not given. Otherwise: one line per change. A mapped node shows "
+            "its items (312/5000 items (3 failed)), and its failed items are listed at the end. "
+            "Every terminal output is downloaded into --out (a collection as a folder of its "
+            "items). Exit 0: COMPLETE; 1: invalid flow, or the run "
             "ended ERROR/STOPPED (the failing node's error and last lines are printed); "
             "2: the test could not run as asked.",
             epilog="example: pipewell test examples/resize.json --input input-image=photo.png "
@@ -400,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="a run's state, node by node",
         description="A run of a running service (--server): its status, then each node's "
-        "state, attempt and error, and the edges it still waits for an upload on.",
+        "state, attempt and error (a mapped node: its items, 312/5000 items (3 failed)), the "
+        "edges it still waits for an upload on, and each mapped node's first failed items.",
         epilog="example: pipewell status 3f0e… --server http://10.0.0.5:1234",
     )
     logs = commands.add_parser(
@@ -412,6 +415,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("--node", default=None, help="only this node's lines")
     logs.add_argument("--follow", action="store_true", help="print new lines until the run ends")
+    items = commands.add_parser(
+        "items",
+        help="a mapped node's items: name, state, attempt, reason (--status ERROR: the failed)",
+        description="The items of a node mapped over a collection (it runs once per item), "
+        "in the order they came: each item's name, state, attempt and error; --logs adds "
+        "each item's log lines.",
+        epilog="example: pipewell items 3f0e… thumb --status ERROR --limit 100",
+    )
+    items.add_argument(
+        "--status",
+        default=None,
+        choices=["IDLE", "READY", "RUNNING", "RETRYING", "COMPLETE", "ERROR", "STOPPED"],
+        type=str.upper,
+        metavar="STATUS",
+        help="only the items in this state: IDLE, READY, RUNNING, RETRYING, COMPLETE, ERROR "
+        "(the failed ones) or STOPPED",
+    )
+    items.add_argument("--limit", type=int, default=50, help="list at most this many (default 50)")
+    items.add_argument("--logs", action="store_true", help="each item's log lines too")
     cancel = commands.add_parser(
         "cancel",
         help="stop a run (its containers are killed)",
@@ -424,11 +446,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="save an artifact of a run (an output, or an uploaded input) to a file",
         description="Stream the artifact of one of a run's edges to disk. Named by default "
         "as pipewell test names outputs: the edge, with the object's extension or else its "
-        "content type's (output-image.png).",
+        "content type's (output-image.png). A collection's items are saved into a folder "
+        "(-o, default the edge's name), each under its item name.",
         epilog="example: pipewell download 3f0e… output-image -o resized/",
     )
-    for sub in (status, logs, cancel, download):
+    for sub in (status, logs, items, cancel, download):
         sub.add_argument("run_id", help=run_id)
+    items.add_argument("node", help="the mapped node's ID")
     download.add_argument("edge", help="the edge the artifact is on")
     download.add_argument(
         "-o",
@@ -437,7 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="PATH",
         help="a file, a directory to put it in under its own name, or - for stdout "
-        "(default: its own name, here)",
+        "(default: its own name, here); for a collection, the folder of its items",
     )
     runs = commands.add_parser(
         "runs",
@@ -475,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pipewell flows list --name greeter",
     )
     saved.add_argument("--name", default=None, help="only the versions of this name")
-    for sub in (status, logs, cancel, download, runs, save, saved):
+    for sub in (status, logs, items, cancel, download, runs, save, saved):
         add_client_args(sub)
     keys = commands.add_parser(
         "keys",
@@ -609,7 +633,7 @@ def _command(args: argparse.Namespace) -> int:
         return test_command(args)
     if args.command == "nodes":
         return nodes_command(args)
-    if args.command in ("runs", "status", "logs", "cancel", "download"):
+    if args.command in ("runs", "status", "logs", "items", "cancel", "download"):
         return run_client_command(args.command, args)
     if args.command == "flows":
         return run_client_command(f"flows {args.flows_command}", args)

@@ -1,5 +1,5 @@
-"""``pipewell runs``, ``status``, ``logs``, ``cancel``, ``download`` and ``flows``: a
-running service's runs and saved flows.
+"""``pipewell runs``, ``status``, ``logs``, ``items``, ``cancel``, ``download`` and
+``flows``: a running service's runs and saved flows.
 
 They talk to the service's native API (``--server``, or ``PIPEWELL_URL``) with
 the key in ``--key`` or ``PIPEWELL_API_KEY`` (sent as a Bearer token, never
@@ -16,14 +16,15 @@ import mimetypes
 import os
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import requests
 
-from orchestrator.models import FlowRun, LogRecord
+from orchestrator.models import FlowRun, ItemProgress, ItemState, LogRecord
 
 DEFAULT_SERVER = "http://127.0.0.1:1234"
 #: Seconds between two looks at a followed run (its status, with every log line).
@@ -31,6 +32,10 @@ FOLLOW_EVERY = 1.0
 #: Seconds a call to the service may take (a download: between two chunks).
 CALL_TIMEOUT = 30.0
 CHUNK = 1024 * 1024
+#: Failed items a summary lists per mapped node (``pipewell items`` shows the rest).
+FAILED_SHOWN = 10
+#: Items one page of the items and collection endpoints holds at most.
+MAX_PAGE = 1000
 #: The data directory of ``dev``, ``serve`` and ``keys`` when --data-dir is not given.
 DATA_DIR_ENV = "PIPEWELL_DATA_DIR"
 #: Where the service keeps its state when neither --data-dir, DATA_DIR_ENV nor a
@@ -172,12 +177,113 @@ def status_command(args: argparse.Namespace) -> int:
     run = run_call(args, "GET", "status")
     print(f"run {run.id}: {run.status.value}" + (f" ({run.error})" if run.error else ""))
     for node_id, state in run.node_state.items():
-        line = (
-            f"  {node_id:<20} {state.status.value:<9} attempt {state.attempt}/{state.max_attempts}"
-        )
+        if state.items is not None:  # a mapped node: its items, not its attempts
+            doing = item_progress_text(state.items)
+        else:
+            doing = f"attempt {state.attempt}/{state.max_attempts}"
+        line = f"  {node_id:<20} {state.status.value:<9} {doing}"
         print(line + (f"  {state.error}" if state.error else ""))
     for waiting in run.waiting_urls:
         print(f"  waiting for an upload to edge {waiting.artifact.edge_name!r}")
+    for node_id, state in run.node_state.items():
+        if state.items is not None and state.items.counts.get("ERROR"):
+            items, more, _ = _item_page(args, run.id, node_id, "ERROR", FAILED_SHOWN)
+            for line in failed_items_lines(run.id, node_id, state.items, items, more):
+                print(line)
+    return 0
+
+
+# ------------------------------------------------------------------ items
+
+
+def items_done(progress: ItemProgress) -> tuple[int, int, int | None]:
+    """(items ended, of which failed, total or None while it is not known yet)."""
+    counts = progress.counts
+    done = sum(counts.get(s, 0) for s in ("COMPLETE", "ERROR", "STOPPED"))
+    return done, counts.get("ERROR", 0), progress.total
+
+
+def item_progress_text(progress: ItemProgress) -> str:
+    """``312/5000 items (3 failed)``: the items that ended, of how many; ``312/? items``
+    while the collection is still coming in."""
+    done, failed, total = items_done(progress)
+    said = f"{done}/{'?' if total is None else total} items"
+    notes = [f"{failed} failed"] if failed else []
+    if progress.counts.get("STOPPED"):
+        notes.append(f"{progress.counts['STOPPED']} stopped")
+    return said + (f" ({', '.join(notes)})" if notes else "")
+
+
+def progress_bar(progress: ItemProgress, width: int = 20) -> tuple[int, int]:
+    """How many of ``width`` cells of a bar are items that succeeded, and how many
+    items that failed (the rest is to do)."""
+    done, failed, total = items_done(progress)
+    whole = max(total if total is not None else 0, sum(progress.counts.values()), 1)
+    ended = min(width, round(width * done / whole))
+    bad = min(ended, round(width * failed / whole)) if failed else 0
+    if failed and bad == 0:
+        bad = 1 if ended else 0  # one failure shows, however many items there are
+    return ended - bad, bad
+
+
+def failed_items_lines(
+    run_id: str, node_id: str, progress: ItemProgress | None, items: list[ItemState], more: bool
+) -> list[str]:
+    """A mapped node's failed items, each with its reason, and how to see the rest."""
+    if not items:
+        return []
+    failed = (progress.counts.get("ERROR", 0) if progress else 0) or len(items)
+    total = progress.total if progress and progress.total is not None else "?"
+    said = [f"  {node_id}: {failed} of {total} items failed"]
+    for item in items:
+        reason = " ".join((item.error or "no error given").split())
+        said.append(f"    {item.name}: {reason}")
+    listing = f"pipewell items {run_id} {node_id} --status ERROR"
+    if more or failed > len(items):
+        said.append(f"    … {max(failed - len(items), 1)} more: {listing} --limit {failed}")
+    else:
+        said.append(f"    their logs: {listing} --logs")
+    return said
+
+
+def _item_page(
+    args: argparse.Namespace, run_id: str, node_id: str, status: str | None, limit: int
+) -> tuple[list[ItemState], bool, ItemProgress | None]:
+    """Up to ``limit`` items of a mapped node (paged through), whether there are more,
+    and the node's items counted."""
+    found: list[ItemState] = []
+    after = None
+    path = f"/api/v1/flow/items/{quote(run_id, safe='')}/{quote(node_id, safe='')}"
+    while True:
+        query: dict[str, Any] = {"limit": min(MAX_PAGE, limit - len(found))}
+        query.update({k: v for k, v in (("status", status), ("after", after)) if v})
+        page = call(args, "GET", f"{path}?{urlencode(query)}")
+        found += [ItemState.model_validate(item) for item in page["Items"]]
+        after = page.get("Next")
+        if after is None or len(found) >= limit:
+            progress = page.get("Progress")
+            counted = ItemProgress.model_validate(progress) if progress else None
+            return found, after is not None, counted
+
+
+def items_command(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ServiceRefused(f"--limit {args.limit}: give 1 or more")
+    status = args.status.upper() if args.status else None
+    items, more, progress = _item_page(args, args.run_id, args.node, status, args.limit)
+    which = f" {status}" if status else ""
+    counted = item_progress_text(progress) if progress else "its items"
+    print(f"node {args.node}: {counted}; {len(items)}{which} item(s) here")
+    width = max([4, *(len(item.name) for item in items)])
+    for item in items:
+        line = f"  {item.name:<{width}}  {item.status.value:<9} attempt {item.attempt}"
+        reason = " ".join(item.error.split())
+        print(line + (f"  {reason}" if reason else ""))
+        if args.logs:
+            for record in item.logs:
+                print(f"      {_log_line(item.name, record)}")
+    if more:
+        print(f"  … and more: --limit {args.limit * 2} lists up to {args.limit * 2}")
     return 0
 
 
@@ -221,6 +327,39 @@ def output_file_name(edge: str, object_name: str, content_type: str) -> str:
     return edge + suffix
 
 
+def item_path(folder: Path, name: str) -> Path:
+    """Where an item named by the service goes under ``folder``: its name as a relative
+    path there, refused (LocalFileError) when it would land anywhere else."""
+    parts = name.split("/")
+    if (
+        not name
+        or "\\" in name
+        or "\x00" in name
+        or name.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise LocalFileError(f"item name {name!r} is not a relative path: not saved")
+    target = folder.joinpath(*parts)
+    root = folder.resolve()
+    # A link already in the folder must not carry the item out of it either.
+    if not target.resolve().is_relative_to(root) or target.resolve() == root:
+        raise LocalFileError(f"item {name!r} would be written outside {folder}: not saved")
+    return target
+
+
+def collection_pages(args: argparse.Namespace, run_id: str, edge: str) -> Iterator[dict[str, Any]]:
+    """Every page of a collection's items (each item with its download URL)."""
+    after = None
+    while True:
+        query = {"limit": MAX_PAGE, **({"after": after} if after else {})}
+        path = f"/api/v1/flow/collection/{quote(run_id, safe='')}/{quote(edge, safe='')}"
+        page = call(args, "GET", f"{path}?{urlencode(query)}")
+        yield page
+        after = page.get("Next")
+        if after is None:
+            return
+
+
 def download_command(args: argparse.Namespace) -> int:
     run = run_call(args, "GET", "status")
     artifact = run.artifacts.get(args.edge)
@@ -230,6 +369,8 @@ def download_command(args: argparse.Namespace) -> int:
             f"run {run.id} ({run.status.value}) has no artifact on edge {args.edge!r}; "
             f"its artifacts: {has}"
         )
+    if artifact.items is not None:
+        return _download_collection(args, run)
     path = f"/api/v1/flow/artifact/{quote(run.id, safe='')}/{quote(args.edge, safe='')}"
     with _request(args, "GET", path, stream=True) as response:
         if str(args.output) == "-":
@@ -242,19 +383,65 @@ def download_command(args: argparse.Namespace) -> int:
         target = Path(name) if args.output is None else args.output
         if target.is_dir():
             target = target / name
-        # Written aside, then renamed: an interrupted download leaves no file that
-        # looks whole under the name asked for.
-        partial = target.with_name(target.name + ".part")
-        try:
-            with partial.open("wb") as file:
-                size = _copy(args, response, file)
-            partial.replace(target)
-        except OSError as exc:
-            raise LocalFileError(f"writing {target}: {exc.strerror or exc}") from exc
-        finally:
-            partial.unlink(missing_ok=True)
+        size = _save(args, response, target)
     print(f"{args.edge} -> {target} ({size} bytes)")
     return 0
+
+
+def _save(args: argparse.Namespace, response: requests.Response, target: Path) -> int:
+    # Written aside, then renamed: an interrupted download leaves no file that
+    # looks whole under the name asked for.
+    partial = target.with_name(target.name + ".part")
+    try:
+        with partial.open("wb") as file:
+            size = _copy(args, response, file)
+        partial.replace(target)
+    except OSError as exc:
+        raise LocalFileError(f"writing {target}: {exc.strerror or exc}") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return size
+
+
+def _download_collection(args: argparse.Namespace, run: FlowRun) -> int:
+    """A collection's items into a folder (``-o``, default the edge's name), each under
+    its item name."""
+    if str(args.output) == "-":
+        raise LocalFileError(
+            f"edge {args.edge!r} carries a collection, a folder of items: give -o DIR, not -"
+        )
+    folder = Path(args.edge) if args.output is None else args.output
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalFileError(f"making {folder}: {exc.strerror or exc}") from exc
+    count = size = 0
+    complete = True
+    for page in collection_pages(args, run.id, args.edge):
+        complete = bool(page.get("Complete"))
+        for item in page["Items"]:
+            target = item_path(folder, item["Name"])
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise LocalFileError(f"making {target.parent}: {exc.strerror or exc}") from exc
+            size += _fetch_item(args, item["URL"], item["Name"], target)
+            count += 1
+    note = "" if complete else "; the collection is not complete yet: more items may come"
+    print(f"{args.edge} -> {folder}/ ({count} items, {size} bytes{note})")
+    return 0
+
+
+def _fetch_item(args: argparse.Namespace, url: str, name: str, target: Path) -> int:
+    """One item from its presigned URL (no key sent: the URL is its own credential)."""
+    try:
+        response = requests.get(url, stream=True, timeout=CALL_TIMEOUT)
+    except requests.RequestException as exc:
+        raise ServiceUnreachable(f"downloading item {name!r}: {type(exc).__name__}") from exc
+    with response:
+        if response.status_code != 200:
+            raise ServiceRefused(f"downloading item {name!r}: {_refusal(response)}")
+        return _save(args, response, target)
 
 
 def _copy(args: argparse.Namespace, response: requests.Response, file: Any) -> int:
@@ -314,6 +501,7 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
         "runs": runs_command,
         "status": status_command,
         "logs": logs_command,
+        "items": items_command,
         "cancel": cancel_command,
         "download": download_command,
         "flows save": save_flow_command,
@@ -329,9 +517,16 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
 __all__ = [
     "DATA_DIR_ENV",
     "DEFAULT_DATA_DIR",
+    "FAILED_SHOWN",
+    "LocalFileError",
     "add_client_args",
     "data_dir_given",
+    "failed_items_lines",
+    "item_path",
+    "item_progress_text",
+    "items_done",
     "key_refusal",
     "output_file_name",
+    "progress_bar",
     "run_client_command",
 ]

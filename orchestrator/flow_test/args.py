@@ -22,7 +22,8 @@ def add_test_args(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="EDGE=PATH",
-        help="upload this file to the edge's WaitingURL (repeatable)",
+        help="upload this file to the edge's WaitingURL (repeatable); an edge the flow "
+        "lists in Collections takes a zip or tar, or a folder whose files are put as its items",
     )
     parser.add_argument(
         "--flag",
@@ -32,7 +33,10 @@ def add_test_args(parser: argparse.ArgumentParser) -> None:
         help="set a node's flag for this run (repeatable)",
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("out"), help="where outputs go (default ./out)"
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="where outputs go (default ./out); a collection into OUT/EDGE/, item by item",
     )
     parser.add_argument(
         "--server",

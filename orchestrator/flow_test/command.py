@@ -12,6 +12,7 @@ import asyncio
 import shutil
 import sys
 import tempfile
+from collections.abc import Collection
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from orchestrator.flow_test.session import (
     Output,
     RunSession,
     apply_flags,
+    check_collection_input,
     parse_inputs,
 )
 from orchestrator.logs import configure_logging
@@ -40,8 +42,11 @@ def test_command(args: argparse.Namespace) -> int:
     try:
         submission = read_flow_file(args.flow, args.nodedefs)
         apply_flags(submission, args.flag)
-        files = parse_inputs(args.input)
-        check_inputs(files, upload_edges(submission.flow), ask_for_missing=live)
+        collections = set(submission.flow.collections)
+        files = parse_inputs(args.input, collections)
+        check_inputs(
+            files, upload_edges(submission.flow), ask_for_missing=live, collections=collections
+        )
     except FlowInvalid as exc:
         for entry in exc.errors:
             print(f"error {entry.get('code')}: {entry.get('message')}", file=sys.stderr)
@@ -102,6 +107,8 @@ async def _test(
                     await session.refresh()
             else:
                 outputs = await _plain(session, files, args.out)
+            if session.failed is None and session.status.finished:
+                await session.failed_items()
         except BaseException:
             # Interrupted, or the test cannot go on: the run should not wait for nothing.
             await asyncio.shield(session.cancel())
@@ -111,10 +118,19 @@ async def _test(
         return session.status
 
 
-def check_inputs(files: dict[str, Path], edges: list[str], *, ask_for_missing: bool) -> None:
+def check_inputs(
+    files: dict[str, Path],
+    edges: list[str],
+    *,
+    ask_for_missing: bool,
+    collections: Collection[str] = (),
+) -> None:
     """Refuse, before anything is submitted, an --input on an edge the flow does not
     wait for and, without a terminal to ask on, an edge it waits for with no --input:
-    found after submitting, either would leave a run behind, stopped."""
+    found after submitting, either would leave a run behind, stopped. A collection
+    edge takes a zip or tar, or a folder whose files are its items (their names are
+    checked as the service checks them): the types its readers take apply to each
+    item, not to the archive."""
     unknown = [edge for edge in files if edge not in edges]
     if unknown:
         raise CannotTest(
@@ -123,6 +139,9 @@ def check_inputs(files: dict[str, Path], edges: list[str], *, ask_for_missing: b
             + " only"
         )
     for edge, path in files.items():
+        if edge in collections:
+            check_collection_input(edge, path)
+            continue
         try:
             path.open("rb").close()
         except OSError as exc:
@@ -133,7 +152,10 @@ def check_inputs(files: dict[str, Path], edges: list[str], *, ask_for_missing: b
             "the flow waits for a file on "
             + ", ".join(f"edge {e!r}" for e in missing)
             + ": pass "
-            + " ".join(f"--input {e}=PATH" for e in missing)
+            + " ".join(
+                f"--input {e}=" + ("FOLDER|ARCHIVE" if e in collections else "PATH")
+                for e in missing
+            )
         )
 
 
@@ -148,6 +170,10 @@ async def _plain(session: RunSession, files: dict[str, Path], out: Path) -> list
             + " ".join(f"--input {e}=PATH" for e in missing)
         )
     for edge, path in files.items():
+        if edge in session.collections and path.is_dir():
+            count, size = await session.upload_items(edge, path)
+            print(f"uploaded {count} items of {path} to edge {edge!r} ({size} bytes)", flush=True)
+            continue
         size = await session.upload(edge, path)
         print(f"uploaded {path} to edge {edge!r} ({size} bytes)", flush=True)
     await PlainView(session, lambda line: print(line, flush=True)).follow()
@@ -157,15 +183,20 @@ async def _plain(session: RunSession, files: dict[str, Path], out: Path) -> list
 
 
 def summary(session: RunSession, outputs: list[Output] | None) -> list[str]:
-    """The lines that stay on the terminal once the run has ended."""
+    """The lines that stay on the terminal once the run has ended: its outputs (or why
+    it failed), then the failed items of each mapped node."""
     if session.status != RunStatus.COMPLETE:
-        return session.failure()
+        return session.failure() + session.failed_item_lines()
     said = [f"run {session.run_id} COMPLETE in {session.elapsed():.1f} s"]
     for output in outputs or []:
-        said.append(f"  {output.edge} -> {output.path} ({output.size} bytes)")
+        if output.items is not None:
+            counted = f"{output.items} items, {output.size} bytes"
+            said.append(f"  {output.edge} -> {output.path}/ ({counted})")
+        else:
+            said.append(f"  {output.edge} -> {output.path} ({output.size} bytes)")
     if not outputs:
         said.append("  (no outputs: every edge it produced is read by a node)")
-    return said
+    return said + session.failed_item_lines()
 
 
 __all__ = ["test_command"]

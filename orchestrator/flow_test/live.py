@@ -1,10 +1,12 @@
 """``pipewell test`` on a terminal: the nodes live, each node's log, a file picker.
 
-A textual app: a table of the nodes (state, attempt, elapsed, last line), the
-log of the node under the cursor below it, and for each input the command line
-did not give, a picker (a path field and the directory tree) whose file is
-uploaded to the input's WaitingURL. It stays open once the run has ended, with
-the outputs downloaded, until ``q``.
+A textual app: a table of the nodes (state, attempt, elapsed, last line; a mapped
+node's row shows a bar of its items and ``312/5000 items (3 failed)`` instead), the
+log of the node under the cursor below it (a mapped node's failed items under it
+once the run has ended), and for each input the command line did not give, a
+picker (a path field and the directory tree) whose file is uploaded to the
+input's WaitingURL (a collection edge takes a zip, a tar or a folder). It stays
+open once the run has ended, with the outputs downloaded, until ``q``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,15 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, DirectoryTree, Footer, Header, Input, Label, RichLog, Static
 
-from orchestrator.flow_test.session import CannotTest, NodeView, Output, RunSession, Update
+from orchestrator.client import item_progress_text, progress_bar
+from orchestrator.flow_test.session import (
+    CannotTest,
+    NodeView,
+    Output,
+    RunSession,
+    Update,
+    check_collection_input,
+)
 
 STATE_STYLES = {
     "IDLE": "dim",
@@ -31,10 +41,32 @@ STATE_STYLES = {
     "STOPPED": "bold blue",
 }
 COLUMNS = ("node", "state", "attempt", "elapsed", "last line")
+#: Cells of a mapped node's bar of items.
+BAR = 16
+
+
+def item_cell(view: NodeView) -> Text:
+    """A mapped node's items: a bar (green: succeeded, red: failed, dim: to do) and
+    ``312/5000 items (3 failed)``, then its error once it has failed."""
+    assert view.items is not None
+    ok, bad = progress_bar(view.items, BAR)
+    cell = Text.assemble(
+        ("█" * ok, "green"),
+        ("█" * bad, "red"),
+        ("░" * (BAR - ok - bad), "dim"),
+        f" {item_progress_text(view.items)}",
+        no_wrap=True,
+        overflow="ellipsis",
+    )
+    if view.status in ("ERROR", "STOPPED") and view.error:
+        cell.append(f"  {view.error}", style="red")
+    return cell
 
 
 class FilePicker(ModalScreen[Path | None]):
-    """Choose the file for one waiting edge: type a path, or pick one in the tree."""
+    """Choose the file for one waiting edge: type a path, or pick one in the tree. A
+    collection edge takes a zip or a tar, or a folder (typed, or chosen in the tree and
+    confirmed with Enter): its files are put as the collection's items."""
 
     BINDINGS = [Binding("escape", "give_up", "Stop the run")]
     DEFAULT_CSS = """
@@ -44,28 +76,60 @@ class FilePicker(ModalScreen[Path | None]):
     FilePicker DirectoryTree { height: 1fr; }
     """
 
-    def __init__(self, edge: str) -> None:
+    def __init__(self, edge: str, collection: bool = False) -> None:
         super().__init__()
         self.edge = edge
+        self.collection = collection
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Label(Text(f"The run waits for a file on edge '{self.edge}'", style="bold"))
-            yield Input(placeholder="a path, then Enter (or pick below)", id="path")
+            if self.collection:
+                asked = f"The run waits for the items of collection '{self.edge}'"
+                hint = (
+                    "A zip or tar of them, or a folder of them. Enter: upload the path typed "
+                    "(a folder chosen below fills it in)   Esc: stop the run"
+                )
+                placeholder = "a folder, a zip or a tar, then Enter (or pick below)"
+            else:
+                asked = f"The run waits for a file on edge '{self.edge}'"
+                hint = "Enter or click: upload this file   Esc: stop the run"
+                placeholder = "a path, then Enter (or pick below)"
+            yield Label(Text(asked, style="bold"))
+            yield Input(placeholder=placeholder, id="path")
             yield DirectoryTree(Path.cwd())
-            yield Label("Enter or click: upload this file   Esc: stop the run", classes="hint")
+            yield Label(hint, classes="hint")
 
     @on(Input.Submitted, "#path")
     def typed(self, event: Input.Submitted) -> None:
-        path = Path(event.value.strip()).expanduser()
-        if path.is_file():
-            self.dismiss(path)
-        else:
-            self.notify(f"{path} is not a file", severity="error")
+        self._choose(Path(event.value.strip()).expanduser())
 
     @on(DirectoryTree.FileSelected)
     def picked(self, event: DirectoryTree.FileSelected) -> None:
-        self.dismiss(event.path)
+        self._choose(event.path)
+
+    @on(DirectoryTree.DirectorySelected)
+    def folder_picked(self, event: DirectoryTree.DirectorySelected) -> None:
+        if self.collection:  # a folder is an answer too: said in the field, for Enter
+            field = self.query_one("#path", Input)
+            field.value = str(event.path)
+            field.focus()
+
+    def _choose(self, path: Path) -> None:
+        if not self.collection:
+            if path.is_file():
+                self.dismiss(path)
+            else:
+                self.notify(f"{path} is not a file", severity="error")
+            return
+        if not path.is_file() and not path.is_dir():
+            self.notify(f"{path} is not there", severity="error")
+            return
+        try:
+            check_collection_input(self.edge, path)
+        except CannotTest as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.dismiss(path)
 
     def action_give_up(self) -> None:
         self.dismiss(None)
@@ -149,6 +213,8 @@ class LiveView(App[list[Output] | None]):
                 self._note = "running"
                 async for update in self.session.follow():
                     self._apply(update)
+            if await self.session.failed_items():
+                self._show_log(self.selected)  # a mapped node's failed items, under its log
             if self.session.status.value == "COMPLETE":
                 self._note = f"downloading outputs into {self.out}"
                 self._tick()
@@ -161,13 +227,24 @@ class LiveView(App[list[Output] | None]):
 
     async def _upload_inputs(self) -> None:
         for edge in self.session.waiting_edges():
+            collection = edge in self.session.collections
             path = self.files.get(edge)
             if path is None:
                 self._note = f"waiting for a file on edge '{edge}'"
                 self._tick()
-                path = await self.push_screen_wait(FilePicker(edge))
+                path = await self.push_screen_wait(FilePicker(edge, collection))
                 if path is None:
                     raise CannotTest(f"no file chosen for edge {edge!r}")
+            if collection and path.is_dir():
+                self._note = f"uploading the files of {path.name}/ to edge '{edge}'"
+                self._tick()
+
+                def said(put: int, of: int, edge: str = edge, name: str = path.name) -> None:
+                    self._note = f"uploading the files of {name}/ to edge '{edge}': {put}/{of}"
+                    self._tick()
+
+                await self.session.upload_items(edge, path, said)
+                continue
             self._note = f"uploading {path.name} to edge '{edge}'"
             self._tick()
             await self.session.upload(edge, path)
@@ -186,13 +263,18 @@ class LiveView(App[list[Output] | None]):
         self._tick()
 
     def _cells(self, node_id: str, view: NodeView) -> tuple[Text | str, ...]:
+        state = Text(view.status, style=STATE_STYLES.get(view.status, ""))
+        if view.items is not None:  # a mapped node: its items, not its attempts
+            started = view.status != "IDLE"
+            elapsed = f"{view.elapsed():.1f} s" if started else ""
+            return (Text(node_id), state, "items", elapsed, item_cell(view))
         attempt = f"{view.attempt}/{view.max_attempts}" if view.attempt else "-"
         elapsed = f"{view.elapsed():.1f} s" if view.attempt else ""
         shows_error = view.status in ("ERROR", "STOPPED") and view.error
         last = view.error if shows_error else view.last_line()
         return (
             Text(node_id),
-            Text(view.status, style=STATE_STYLES.get(view.status, "")),
+            state,
             attempt,
             elapsed,
             Text(last, no_wrap=True, overflow="ellipsis"),
@@ -213,9 +295,14 @@ class LiveView(App[list[Output] | None]):
         self.query_one("#summary", Static).update(line)
 
     def _ended(self) -> str:
+        failed = sum(len(f.items) for f in (self.session.failed or {}).values())
+        items = f"  ·  failed items in the log of {', '.join(self.session.failed or {})}"
         if self.outputs is not None:
-            where = ", ".join(f"{o.edge} -> {o.path}" for o in self.outputs) or "no outputs"
-            return f"done: {where}  ·  q: quit"
+            where = ", ".join(
+                f"{o.edge} -> {o.path}{'' if o.items is None else '/'}" for o in self.outputs
+            )
+            where = where or "no outputs"
+            return f"done: {where}{items if failed else ''}  ·  q: quit"
         failed = [n for n, v in self.session.nodes.items() if v.status == "ERROR"]
         if failed:
             return f"node {', '.join(failed)} failed  ·  its log is below  ·  q: quit"
@@ -239,6 +326,9 @@ class LiveView(App[list[Output] | None]):
     def _show_new_lines(self) -> None:
         pane = self.query_one("#log", RichLog)
         records = self.session.nodes[self.selected].logs
+        failed = (self.session.failed or {}).get(self.selected)
+        if self._written > len(records):
+            return  # the failed items are written already, after every line
         for record in records[self._written :]:
             when = record.timestamp.strftime("%H:%M:%S")
             style = (
@@ -249,6 +339,15 @@ class LiveView(App[list[Output] | None]):
                 Text.assemble((f"{when} {record.stream:<8} ", "dim"), (record.message, style))
             )
         self._written = len(records)
+        lines = self.session.failed_item_lines(self.selected) if failed is not None else []
+        if lines:
+            # Once the run has ended: a mapped node's failed items, with their reasons.
+            head, *items, hint = lines
+            pane.write(Text(head.strip(), style="bold red"))
+            for line in items:
+                pane.write(Text(line.strip(), style="red"))
+            pane.write(Text(hint.strip(), style="dim"))
+            self._written = len(records) + 1
 
     def _run_goes_on(self) -> bool:
         return self.session.run is not None and not self.session.run.status.finished

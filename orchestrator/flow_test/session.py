@@ -4,6 +4,11 @@ Whichever view shows it (the live terminal view or plain lines), the run is
 driven the same way: the flow is POSTed to the native API, each input is PUT
 to its WaitingURL, the run is followed on its event stream, and every terminal
 output is downloaded once it has ended.
+
+An edge the flow lists in ``Collections`` takes a zip or tar (PUT to its
+WaitingURL as it is, for the service to expand) or a folder, whose files are
+put one by one as the collection's items (a PutURL per item name, then the
+collection is closed). A collection output is saved as a folder of its items.
 """
 
 from __future__ import annotations
@@ -12,21 +17,34 @@ import asyncio
 import contextlib
 import json
 import mimetypes
+import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 from httpx_sse import aconnect_sse
 from pydantic import ValidationError
 
-from orchestrator.client import key_refusal, output_file_name, refusal_text
+from orchestrator.client import (
+    FAILED_SHOWN,
+    MAX_PAGE,
+    LocalFileError,
+    failed_items_lines,
+    item_path,
+    key_refusal,
+    output_file_name,
+    refusal_text,
+)
+from orchestrator.collections.archives import ArchiveRefused, check_names, item_name, kind_of
 from orchestrator.models import (
     FlowRun,
     FlowSubmission,
+    ItemProgress,
+    ItemState,
     LogRecord,
     NodeFlag,
     NodeStatus,
@@ -43,6 +61,9 @@ SILENT_STREAM = 60.0
 #: Seconds without any answer from the service before the test gives up on it.
 LOST_AFTER = 60.0
 CHUNK = 1024 * 1024
+#: Item names asked PutURLs for in one request, and items PUT at once.
+NAMES_PER_REQUEST = 1000
+PUTS_AT_ONCE = 8
 
 
 class CannotTest(Exception):
@@ -64,6 +85,8 @@ class NodeView:
     logs: list[LogRecord] = field(default_factory=list)
     running_since: float | None = None
     ran_for: float = 0.0
+    #: A mapped node's items, counted (None: the node runs once, not per item).
+    items: ItemProgress | None = None
 
     def last_line(self) -> str:
         return self.logs[-1].message if self.logs else ""
@@ -89,6 +112,17 @@ class Output:
     edge: str
     path: Path
     size: int
+    #: A collection's: how many items were saved into the folder ``path``.
+    items: int | None = None
+
+
+@dataclass
+class FailedItems:
+    """A mapped node's first failed items, and whether it has more."""
+
+    progress: ItemProgress | None
+    items: list[ItemState]
+    more: bool
 
 
 def apply_flags(submission: FlowSubmission, flags: list[str]) -> None:
@@ -108,18 +142,82 @@ def apply_flags(submission: FlowSubmission, flags: list[str]) -> None:
         node.flags = [f for f in node.flags if f.name != name] + [NodeFlag(name=name, value=value)]
 
 
-def parse_inputs(inputs: list[str]) -> dict[str, Path]:
-    """``EDGE=PATH`` each: the files to upload, checked to be readable files."""
+def parse_inputs(inputs: list[str], collections: Collection[str] = ()) -> dict[str, Path]:
+    """``EDGE=PATH`` each: the files to upload, checked to be there (a folder only for a
+    collection edge, whose files are its items)."""
     files: dict[str, Path] = {}
     for given in inputs:
         edge, sep, raw = given.partition("=")
         if not sep or not edge or not raw:
             raise CannotTest(f"--input {given!r}: write it as EDGE=PATH")
         path = Path(raw).expanduser()
-        if not path.is_file():
-            raise CannotTest(f"--input {given!r}: {path} is not a file")
+        if edge in collections:
+            if not path.is_file() and not path.is_dir():
+                raise CannotTest(
+                    f"--input {given!r}: {path} is not there (edge {edge!r} takes a folder "
+                    "of items, or a zip or tar of them)"
+                )
+        elif not path.is_file():
+            folder = " but a folder: only a collection edge takes one" if path.is_dir() else ""
+            raise CannotTest(f"--input {given!r}: {path} is not a file{folder}")
         files[edge] = path
     return files
+
+
+def collection_files(folder: Path) -> list[tuple[str, Path]]:
+    """A folder's regular files as a collection's items: (item name, path), the name its
+    path under the folder with ``/``, by name. Links are not followed; the junk other
+    systems add (``__MACOSX/``, ``._*``, ``.DS_Store``, ``Thumbs.db``) is skipped, as the
+    service skips it in a zip."""
+    found: list[tuple[str, Path]] = []
+    for root, folders, names in os.walk(folder):
+        folders.sort()
+        for name in sorted(names):
+            path = Path(root, name)
+            if path.is_symlink() or not path.is_file():
+                continue
+            relative = path.relative_to(folder).as_posix()
+            with contextlib.suppress(ArchiveRefused):  # too long: refused by name below
+                if item_name(relative) is None:
+                    continue
+            found.append((relative, path))
+    return found
+
+
+def check_collection_input(edge: str, path: Path) -> str:
+    """What ``path`` is as a collection's upload (``zip``, ``tar``, or ``folder``), or
+    CannotTest saying why it cannot be one: a file that is no zip or tar, an empty
+    folder, an item name the service would refuse (in its words), a file unreadable."""
+    if path.is_dir():
+        found = collection_files(path)
+        if not found:
+            raise CannotTest(f"--input {edge}={path}: the folder holds no file to put as an item")
+        try:
+            check_names([name for name, _ in found])
+        except ArchiveRefused as exc:
+            raise CannotTest(f"--input {edge}={path}: {exc}") from exc
+        for _, file in found:
+            _readable(edge, file)
+        return "folder"
+    try:
+        with path.open("rb") as file:
+            head = file.read(8)
+    except OSError as exc:
+        raise CannotTest(f"--input {edge}={path}: {exc.strerror or exc}") from exc
+    kind = kind_of(head)
+    if kind is None:
+        raise CannotTest(
+            f"--input {edge}={path}: edge {edge!r} carries a collection, and {path.name} is "
+            "neither a zip nor a tar: give a zip or tar of its items, or a folder of them"
+        )
+    return kind
+
+
+def _readable(edge: str, path: Path) -> None:
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise CannotTest(f"--input {edge}={path}: {exc.strerror or exc}") from exc
 
 
 class RunSession:
@@ -135,8 +233,12 @@ class RunSession:
         self.uploads = httpx.AsyncClient(timeout=CALL_TIMEOUT)
         self.run: FlowRun | None = None
         self.nodes: dict[str, NodeView] = {n.id: NodeView() for n in submission.flow.nodes}
+        #: Upload edges that carry a collection: a zip, a tar or a folder goes there.
+        self.collections = set(submission.flow.collections)
         self.started = time.monotonic()
         self.ended: float | None = None
+        #: Each mapped node's first failed items, once the run has ended (failed_items).
+        self.failed: dict[str, FailedItems] | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -192,6 +294,75 @@ class RunSession:
         if response.status_code >= 300:
             raise CannotTest(f"uploading {path} to edge {edge!r}: {_refusal(response)}")
         return size
+
+    async def upload_items(
+        self,
+        edge: str,
+        folder: Path,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> tuple[int, int]:
+        """Put each file of ``folder`` as an item of the collection on ``edge`` (a PutURL
+        per item name), then close it: the run starts once all its inputs are in. The
+        number of items and their bytes; ``progress(put, of)`` after each item."""
+        assert self.run is not None
+        if edge not in self.waiting_edges():
+            raise CannotTest(
+                f"the run does not wait for items on edge {edge!r} (it waits on: "
+                f"{', '.join(self.waiting_edges()) or 'nothing'})"
+            )
+        found = await asyncio.to_thread(collection_files, folder)
+        if not found:
+            raise CannotTest(f"{folder} holds no file to put as an item of edge {edge!r}")
+        base = f"/api/v1/flow/collection/{quote(self.run_id, safe='')}/{quote(edge, safe='')}"
+        urls: dict[str, str] = {}
+        for start in range(0, len(found), NAMES_PER_REQUEST):
+            names = [name for name, _ in found[start : start + NAMES_PER_REQUEST]]
+            answer = await self._call("POST", f"{base}/items", f"items of edge {edge!r}",
+                                      json={"Names": names})  # fmt: skip
+            urls.update(answer["PutURLs"])
+        limit = asyncio.Semaphore(PUTS_AT_ONCE)
+        done = [0, 0]  # items put, bytes
+
+        async def put(name: str, path: Path) -> None:
+            async with limit:
+                size = (await asyncio.to_thread(path.stat)).st_size
+                kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+                headers = {"Content-Type": kind, "Content-Length": str(size)}
+                try:
+                    response = await self.uploads.put(
+                        urls[name], content=_chunks(path), headers=headers
+                    )
+                except httpx.HTTPError as exc:
+                    raise CannotTest(
+                        f"uploading {path} as item {name!r} of edge {edge!r}: {type(exc).__name__}"
+                    ) from exc
+                if response.status_code >= 300:
+                    raise CannotTest(
+                        f"uploading {path} as item {name!r} of edge {edge!r}: {_refusal(response)}"
+                    )
+                done[0] += 1
+                done[1] += size
+                if progress is not None:
+                    progress(done[0], len(found))
+
+        await asyncio.gather(*(put(name, path) for name, path in found))
+        await self._call("POST", f"{base}/close", f"closing the collection of edge {edge!r}")
+        return done[0], done[1]
+
+    async def _call(self, method: str, path: str, what: str, **options: Any) -> Any:
+        """The JSON answer of one API call, a refusal raised as CannotTest saying ``what``."""
+        try:
+            response = await self.http.request(method, path, **options)
+        except httpx.HTTPError as exc:
+            raise CannotTest(f"{what}: no answer from {self.server}: {type(exc).__name__}") from exc
+        if response.status_code == 401:
+            raise CannotTest(key_refusal(self.key_given))
+        if response.status_code != 200:
+            raise CannotTest(f"{what}: {_refusal(response)}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise CannotTest(f"{what}: {self.server} answered something else than JSON") from exc
 
     async def follow(self) -> AsyncIterator[Update]:
         """Every change of the run until it ends, from its event stream (reopened if dropped)."""
@@ -273,11 +444,13 @@ class RunSession:
             view.status, view.error = state.status.value, state.error
             view.attempt, view.max_attempts = state.attempt, state.max_attempts
             view.logs = list(state.logs)
+            view.items = state.items
         if run.status.finished and self.ended is None:
             self.ended = now
 
     async def download(self, out: Path) -> list[Output]:
-        """Every terminal output of the finished run, into ``out``; where each went."""
+        """Every terminal output of the finished run, into ``out``; where each went. A
+        collection goes into the folder ``out/<edge>/``, each item under its name."""
         assert self.run is not None
         await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
         done: list[Output] = []
@@ -285,8 +458,10 @@ class RunSession:
             artifact = self.run.artifacts.get(edge)
             if artifact is None:
                 continue
+            if artifact.items is not None:
+                done.append(await self._download_collection(edge, out / edge))
+                continue
             url = f"/api/v1/flow/artifact/{quote(self.run_id, safe='')}/{quote(edge, safe='')}"
-            size = 0
             try:
                 async with self.http.stream("GET", url) as response:
                     if response.status_code != 200:
@@ -294,17 +469,79 @@ class RunSession:
                         raise CannotTest(f"downloading edge {edge!r}: {_refusal(response)}")
                     kind = response.headers.get("Content-Type", "")
                     target = out / output_file_name(edge, artifact.object_name, kind)
-                    file = await asyncio.to_thread(target.open, "wb")
-                    try:
-                        async for chunk in response.aiter_bytes(CHUNK):
-                            await asyncio.to_thread(file.write, chunk)
-                            size += len(chunk)
-                    finally:
-                        file.close()
+                    size = await _save(response, target)
             except httpx.HTTPError as exc:
                 raise CannotTest(f"downloading edge {edge!r}: {type(exc).__name__}") from exc
             done.append(Output(edge, target, size))
         return done
+
+    async def _download_collection(self, edge: str, folder: Path) -> Output:
+        """Every item of the collection on ``edge`` (all its pages) into ``folder``, each
+        under its item name, never outside it."""
+        await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+        base = f"/api/v1/flow/collection/{quote(self.run_id, safe='')}/{quote(edge, safe='')}"
+        count = size = 0
+        after: str | None = None
+        while True:
+            query = urlencode({"limit": MAX_PAGE, **({"after": after} if after else {})})
+            page = await self._call("GET", f"{base}?{query}", f"the items of edge {edge!r}")
+            for item in page["Items"]:
+                name = str(item["Name"])
+                try:
+                    target = item_path(folder, name)
+                    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+                except (LocalFileError, OSError) as exc:
+                    raise CannotTest(f"saving item {name!r} of edge {edge!r}: {exc}") from exc
+                try:
+                    # A presigned URL, perhaps of another host: our key never goes there.
+                    async with self.uploads.stream("GET", item["URL"]) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                            raise CannotTest(
+                                f"downloading item {name!r} of edge {edge!r}: {_refusal(response)}"
+                            )
+                        size += await _save(response, target)
+                except httpx.HTTPError as exc:
+                    raise CannotTest(
+                        f"downloading item {name!r} of edge {edge!r}: {type(exc).__name__}"
+                    ) from exc
+                count += 1
+            after = page.get("Next")
+            if after is None:
+                return Output(edge, folder, size, items=count)
+
+    async def failed_items(self) -> dict[str, FailedItems]:
+        """Each mapped node's first failed items (with their reasons), once the run has
+        ended; kept in ``failed``. Best effort: a node whose items cannot be read is left
+        out (its counts are in the status)."""
+        assert self.run is not None
+        failed: dict[str, FailedItems] = {}
+        for node_id, state in self.run.node_state.items():
+            if state.items is None or not state.items.counts.get("ERROR"):
+                continue
+            path = (
+                f"/api/v1/flow/items/{quote(self.run_id, safe='')}/{quote(node_id, safe='')}"
+                f"?status=ERROR&limit={FAILED_SHOWN}"
+            )
+            try:
+                page = await self._call("GET", path, f"the failed items of {node_id!r}")
+                items = [ItemState.model_validate(item) for item in page["Items"]]
+            except (CannotTest, ValidationError):
+                continue
+            failed[node_id] = FailedItems(state.items, items, page.get("Next") is not None)
+        self.failed = failed
+        return failed
+
+    def failed_item_lines(self, node: str | None = None) -> list[str]:
+        """The failed items of each mapped node (or of ``node``), with how to see the rest."""
+        said: list[str] = []
+        for node_id, found in (self.failed or {}).items():
+            if node not in (None, node_id):
+                continue
+            said += failed_items_lines(
+                self.run_id, node_id, found.progress, found.items, found.more
+            )
+        return said
 
     async def cancel(self) -> None:
         """Stop the run (best effort: the service may be gone already)."""
@@ -333,6 +570,19 @@ class RunSession:
     def status(self) -> RunStatus:
         assert self.run is not None
         return self.run.status
+
+
+async def _save(response: httpx.Response, target: Path) -> int:
+    """The response's body into ``target``; its size."""
+    size = 0
+    file = await asyncio.to_thread(target.open, "wb")
+    try:
+        async for chunk in response.aiter_bytes(CHUNK):
+            await asyncio.to_thread(file.write, chunk)
+            size += len(chunk)
+    finally:
+        file.close()
+    return size
 
 
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
@@ -369,6 +619,7 @@ def merge_delta(run: FlowRun, delta: dict[str, Any]) -> FlowRun:
 
 
 __all__ = [
+    "FailedItems",
     "FlowRejected",
     "NodeView",
     "Output",
@@ -376,5 +627,8 @@ __all__ = [
     "RunSession",
     "Update",
     "apply_flags",
+    "check_collection_input",
+    "collection_files",
     "merge_delta",
+    "parse_inputs",
 ]

@@ -1,5 +1,7 @@
 // /ui/flows/{graph_id}: a saved flow's graph, a form to run it, and "Use via API":
-// a ready curl command per dialect with this version's id filled in.
+// a ready curl command per dialect with this version's id filled in. An entry edge
+// that carries a collection says what its WaitingURL takes (a zip or a tar of the
+// items) and how to put the items one by one instead.
 
 import {
   ApiError, api, copyButton, el, enc, formatTime, pathPart, showError,
@@ -224,11 +226,78 @@ function fileCommands(flow, path, types) {
   ];
 }
 
+// ------------------------------------------------------------------ collections
+
+// The entry edges the flow lists in Collections: each takes a zip or tar of its items.
+function collectionEdges(flow) {
+  const listed = new Set((flow.Flow && flow.Flow.Collections) || []);
+  return flow.entry_edges.filter((edge) => listed.has(edge));
+}
+
+// Submit this version with curl and keep the FlowRun in $RUN (needs jq).
+function submitLines(flow, bearer) {
+  const origin = location.origin;
+  return [
+    `RUN=$(curl -s ${quote(`${origin}/api/v1/flows/${enc(flow.graph_id)}`)} -H "${bearer}" \\`,
+    "  | jq '{Flow, NodeDefs}' \\",
+    `  | curl -s -X POST ${quote(`${origin}/api/v1/flow/test`)} -H "${bearer}" \\`,
+    "      -H 'Content-Type: application/json' --data-binary @-)",
+  ];
+}
+
+// What a collection entry edge takes, and the commands that fill it: a zip PUT to its
+// WaitingURL, or a PutURL per item (the files of a folder), then close.
+function collectionNote(flow, edge) {
+  const bearer = "Authorization: Bearer $PIPEWELL_API_KEY";
+  const base = `${location.origin}/api/v1/flow/collection/$RUN_ID/${edge}`;
+  const zip = {
+    dialect: `collection-zip-${edge}`, title: `Native: a zip of ${edge}'s items`,
+    note: "Submits this version, PUTs the zip to the edge's WaitingURL (a tar or .tar.gz " +
+      "works too), then prints the run's ID. Needs jq.",
+    text: [
+      ...submitLines(flow, bearer),
+      `PUT_URL=$(jq -r '.WaitingURLs[] | select(.Artifact.EdgeName == "${edge}") | .PutURL' <<<"$RUN")`,
+      // An edge's name is letters, digits, '.', '_' and '-': a shell word as it is.
+      `curl -T ${edge}.zip "$PUT_URL"`,
+      "jq -r .ID <<<\"$RUN\"",
+    ].join("\n"),
+  };
+  const items = {
+    dialect: `collection-items-${edge}`, title: `Native: ${edge}'s items one by one`,
+    note: `Each file of the folder ${edge}/ becomes an item named by its path there: ` +
+      "a PutURL per name, a PUT each, then the collection is closed and the run starts. " +
+      "Needs jq.",
+    text: [
+      ...submitLines(flow, bearer),
+      "RUN_ID=$(jq -r .ID <<<\"$RUN\")",
+      `NAMES=$(cd ${edge} && find . -type f | sed 's|^\\./||' | jq -R . | jq -sc '{Names: .}')`,
+      `URLS=$(curl -s -X POST "${base}/items" -H "${bearer}" \\`,
+      "  -H 'Content-Type: application/json' -d \"$NAMES\")",
+      "for NAME in $(jq -r '.PutURLs | keys[]' <<<\"$URLS\"); do",
+      `  curl -s -T ${edge}/"$NAME" "$(jq -r --arg n "$NAME" '.PutURLs[$n]' <<<"$URLS")"`,
+      "done",
+      `curl -s -X POST "${base}/close" -H "${bearer}"`,
+    ].join("\n"),
+  };
+  return el("div", { class: "collection-note", "data-collection": edge },
+    el("p", {},
+      el("code", {}, edge), " is a collection: its WaitingURL takes a ",
+      el("strong", {}, "zip or a tar"), " (.tar.gz too) of the items, which the service " +
+      "expands into one item per file (junk such as __MACOSX/ skipped), and the nodes " +
+      "reading it run once per item. Or put the items one by one: POST ",
+      el("code", {}, `/api/v1/flow/collection/{run_id}/${edge}/items`), " with ",
+      el("code", {}, '{"Names": [...]}'), " answers a PutURL per item; PUT each, then POST ",
+      el("code", {}, `…/${edge}/close`), "."),
+    commandCard(zip), commandCard(items));
+}
+
 // ------------------------------------------------------------------ Use via API
 
 function showCommands(flow) {
   const area = $("api-input");
   const fileEdges = Object.keys(flow.entry_files || {});
+  const collections = collectionEdges(flow);
+  $("collection-notes").replaceChildren(...collections.map((edge) => collectionNote(flow, edge)));
   if (flow.entry_edges.length === 1 && fileEdges.length === 1) {
     // The input is a file: the commands read it from a path on the caller's machine.
     const types = flow.entry_files[fileEdges[0]];
@@ -236,8 +305,10 @@ function showCommands(flow) {
     $("api-input-label").hidden = true;
     const field = $("api-file");
     $("api-file-label").hidden = false;
-    $("api-file-takes").textContent = types.length ? ` (it takes ${types.join(", ")})` : "";
-    field.value = sampleFile(types);
+    $("api-file-takes").textContent = collections.includes(fileEdges[0])
+      ? " (a zip or tar of the collection's items)"
+      : types.length ? ` (it takes ${types.join(", ")})` : "";
+    field.value = collections.includes(fileEdges[0]) ? `${fileEdges[0]}.zip` : sampleFile(types);
     const renderFile = () => $("commands").replaceChildren(
       ...fileCommands(flow, field.value.trim() || sampleFile(types), types).map(commandCard));
     field.addEventListener("input", renderFile);
@@ -272,10 +343,16 @@ function flagInputs() {
 
 function showForm(flow) {
   const inputs = $("inputs");
+  const collections = collectionEdges(flow);
   for (const edge of flow.entry_edges) {
+    const collection = collections.includes(edge);
     inputs.append(el("div", { class: "field" },
       el("label", {}, edge),
-      el("input", { type: "file", "data-edge": edge, "aria-label": `file for ${edge}` })));
+      el("input", {
+        type: "file", "data-edge": edge, "aria-label": `file for ${edge}`,
+        accept: collection ? ".zip,.tar,.tgz,.tar.gz,application/zip,application/x-tar,application/gzip" : null,
+      }),
+      collection ? el("div", { class: "hint" }, "a collection: a zip or tar of its items") : null));
   }
   if (!flow.entry_edges.length) inputs.append(el("p", { class: "muted" }, "This flow takes no upload."));
 

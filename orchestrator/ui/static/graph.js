@@ -164,6 +164,18 @@ function svg(tag, attributes = {}, text = null) {
   return element;
 }
 
+// A mapped node's items (NodeState.Items): how many ended, failed and stopped, of how
+// many (total null until its collection is complete; whole: what a bar is a share of).
+export function itemsDone(items) {
+  const counts = (items && items.Counts) || {};
+  const failed = counts.ERROR || 0;
+  const stopped = counts.STOPPED || 0;
+  const done = (counts.COMPLETE || 0) + failed + stopped;
+  const total = items && items.Total !== undefined && items.Total !== null ? items.Total : null;
+  const known = Object.values(counts).reduce((sum, n) => sum + n, 0);
+  return { done, failed, stopped, total, whole: Math.max(total ?? 0, known, 1) };
+}
+
 function clip(text, length) {
   return text.length > length ? `${text.slice(0, length - 1)}…` : text;
 }
@@ -253,6 +265,14 @@ export function drawGraph(container, nodes, { onSelect = () => {}, onArtifact = 
       const uses = svg("text", { x: 12, y: 36, class: "uses" }, clip(vertex.uses || "", 24));
       status = svg("text", { x: 12, y: 52, class: "status" }, "");
       group.append(svg("title", {}, `${vertex.id} (${vertex.uses})`), title, uses, status);
+      // A mapped node's items: a thin bar along its foot, drawn once it has items.
+      const foot = { x: 12, y: vertex.height - 5, height: 3 };
+      const track = svg("g", { class: "items-bar", visibility: "hidden" });
+      track.append(
+        svg("rect", { ...foot, width: vertex.width - 24, rx: 1.5, class: "track" }),
+        svg("rect", { ...foot, width: 0, class: "done" }),
+        svg("rect", { ...foot, width: 0, class: "failed" }));
+      group.append(track);
       const choose = () => onSelect(vertex.id);
       group.addEventListener("click", choose);
       group.addEventListener("keydown", (event) => {
@@ -289,7 +309,22 @@ export function drawGraph(container, nodes, { onSelect = () => {}, onArtifact = 
           const name = state ? state.Status : "IDLE";
           group.setAttribute("class", `vertex node ${run ? stateClass(name) : "st-plain"}`);
           group.classList.toggle("selected", group.dataset.selected === "1");
-          status.textContent = run ? name + (state && state.Attempt > 1 ? ` · attempt ${state.Attempt}` : "") : "";
+          const items = state && state.Items;
+          if (items) {
+            const { done, failed, total, whole } = itemsDone(items);
+            // The failed ones show in red on the bar: the text has room for the count only.
+            status.textContent = `${name} · ${done}/${total === null ? "?" : total}`;
+            const track = group.querySelector(".items-bar");
+            const room = Number(track.querySelector(".track").getAttribute("width"));
+            const ok = (room * (done - failed)) / whole;
+            track.querySelector(".done").setAttribute("width", String(ok));
+            track.querySelector(".failed").setAttribute("x", String(12 + ok));
+            track.querySelector(".failed").setAttribute("width", String((room * failed) / whole));
+            track.setAttribute("visibility", "visible");
+            status.setAttribute("y", "49"); // room for the bar below it
+          } else {
+            status.textContent = run ? name + (state && state.Attempt > 1 ? ` · attempt ${state.Attempt}` : "") : "";
+          }
         } else {
           const available = vertex.edge in artifacts;
           group.classList.toggle("available", available);

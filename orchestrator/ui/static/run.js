@@ -1,12 +1,14 @@
 // /ui/runs/{id}: the run's graph, coloured live from its event stream; per node its
 // attempts, timings, error, log lines and the artifacts it reads and writes; uploads
-// to its WaitingURLs while it waits for them.
+// to its WaitingURLs while it waits for them. A mapped node (run once per item of a
+// collection) shows a bar of its items and its failed items, paged from the items
+// endpoint; a collection's items are listed, paged, each with its download link.
 
 import {
   api, badge, download, downloadLink, duration, el, enc, followEvents, formatClock,
   formatSeconds, formatTime, pathPart, showError,
 } from "./common.js";
-import { drawGraph } from "./graph.js";
+import { drawGraph, itemsDone } from "./graph.js";
 
 const PHASES = [
   "queue_wait", "presign", "input_transfer", "create", "start", "run", "output_transfer", "remove",
@@ -15,6 +17,13 @@ const STREAMS = new Set(["stdout", "stderr", "pipewell"]);
 
 const runId = pathPart(3);
 const artifactPath = (edge) => `/api/v1/flow/artifact/${enc(runId)}/${enc(edge)}`;
+const itemsPath = (node) => `/api/v1/flow/items/${enc(runId)}/${enc(node)}`;
+const collectionPath = (edge) => `/api/v1/flow/collection/${enc(runId)}/${enc(edge)}`;
+// Items asked for per page: failed items, and a collection's.
+const FAILED_PAGE = 20;
+const COLLECTION_PAGE = 100;
+// Milliseconds between two readings of the failed items while new ones come in.
+const FAILED_EVERY = 1000;
 const $ = (id) => document.getElementById(id);
 
 let graph = null;
@@ -70,20 +79,27 @@ function renderNode() {
   const state = (run && run.NodeState && run.NodeState[selected]) || null;
   $("node-title").textContent = `Node ${selected}`;
   $("log-node").textContent = `· ${selected}`;
+  const mapped = Boolean(state && state.Items);
+  const attempt = !state ? "—"
+    : mapped ? `per item, at most ${state.MaxAttempts} each`
+      : state.Attempt ? `${state.Attempt} of ${state.MaxAttempts}` : `not started (at most ${state.MaxAttempts})`;
   const facts = [
     ["Uses", el("code", {}, node.Uses || "")],
     ["State", state ? badge(state.Status) : "—"],
-    ["Attempt", state ? (state.Attempt ? `${state.Attempt} of ${state.MaxAttempts}` : `not started (at most ${state.MaxAttempts})`) : "—"],
+    ["Attempt", attempt],
   ];
   $("node-facts").replaceChildren(...facts.map(([name, value]) =>
     el("div", {}, el("dt", {}, name), el("dd", { "data-fact": name.toLowerCase() }, value))));
   $("node-error").hidden = !(state && state.Error);
   $("node-error").textContent = (state && state.Error) || "";
+  renderItems(state);
   const timings = (state && state.Timings) || {};
   const phases = [...PHASES.filter((p) => p in timings), ...Object.keys(timings).filter((p) => !PHASES.includes(p))];
   const rows = phases.map((phase) =>
     el("tr", {}, el("td", {}, phase.replace(/_/g, " ")), el("td", { class: "num" }, formatSeconds(timings[phase]))));
-  if (!rows.length) rows.push(el("tr", {}, el("td", { class: "muted" }, "none yet")));
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { class: "muted" }, mapped ? "each item has its own" : "none yet")));
+  }
   $("timings").tBodies[0].replaceChildren(...rows);
   renderArtifacts();
   renderLogs();
@@ -102,10 +118,16 @@ const keyOf = (record) => (record ? `${record.timestamp}|${record.message}` : ""
 
 function renderLogs() {
   const lines = logs.get(selected) || [];
-  const last = keyOf(lines[lines.length - 1]);
+  const state = run && run.NodeState && run.NodeState[selected];
+  const mapped = Boolean(state && state.Items);
+  // A mapped node's pane says so while it has no line: its items have their own.
+  const last = keyOf(lines[lines.length - 1]) || (mapped ? "mapped" : "");
   if (shown.node === selected && shown.count === lines.length && shown.last === last) return;
   const box = $("log");
-  box.replaceChildren(...(lines.length ? lines.map(lineOf) : [el("div", { class: "empty" }, "No log lines yet.")]));
+  const empty = mapped
+    ? "No log lines of the node itself: each item has its own (a failed item's is beside)."
+    : "No log lines yet.";
+  box.replaceChildren(...(lines.length ? lines.map(lineOf) : [el("div", { class: "empty" }, empty)]));
   shown = { node: selected, count: lines.length, last };
   follow();
 }
@@ -125,6 +147,182 @@ function appendLog(record) {
 function follow() {
   if ($("follow").checked) $("log").scrollTop = $("log").scrollHeight;
 }
+
+// ------------------------------------------------------------------ a mapped node's items
+
+// "312/5000 items (3 failed)": the items that ended, of how many ("?" while its
+// collection is still coming in).
+function itemsText(items) {
+  const { done, failed, stopped, total } = itemsDone(items);
+  const notes = [failed ? `${failed} failed` : "", stopped ? `${stopped} stopped` : ""].filter(Boolean);
+  return `${done}/${total === null ? "?" : total} items${notes.length ? ` (${notes.join(", ")})` : ""}`;
+}
+
+// The failed items shown: whose, read when the node had how many, and where the next page starts.
+let failed = { node: null, count: -1, items: [], next: null, loading: false, at: 0, timer: null };
+
+function renderItems(state) {
+  const items = state && state.Items;
+  $("node-items").hidden = !items;
+  if (!items) return;
+  const { done, failed: bad, total, whole } = itemsDone(items);
+  const bar = $("items-bar");
+  bar.setAttribute("aria-valuemax", String(whole));
+  bar.setAttribute("aria-valuenow", String(done));
+  bar.setAttribute("aria-valuetext", itemsText(items));
+  // Widths through the CSSOM: the page's policy refuses style attributes.
+  bar.querySelector(".done").style.width = `${(100 * (done - bad)) / whole}%`;
+  bar.querySelector(".failed").style.width = `${(100 * bad) / whole}%`;
+  const share = Math.round((items.MinSuccess ?? 1) * 100);
+  const running = (items.Counts && (items.Counts.RUNNING || 0) + (items.Counts.READY || 0)) || 0;
+  $("items-text").replaceChildren(
+    el("strong", {}, itemsText(items)),
+    el("span", { class: "muted" },
+      `${running ? ` · ${running} queued or running` : ""}` +
+      `${total === null ? " · more may come" : ""} · ${share}% must succeed`));
+  loadFailed(selected, bad);
+}
+
+// The selected node's first page of failed items, read again when it has more of them
+// (at most once a second while they come in); "More" reads the pages after it.
+function loadFailed(node, count) {
+  if (failed.node !== node) {
+    clearTimeout(failed.timer);
+    failed = { node, count: -1, items: [], next: null, loading: false, at: 0, timer: null };
+    $("failed-items").replaceChildren();
+  }
+  $("failed-box").hidden = count === 0;
+  if (count === 0 || count === failed.count || failed.loading || failed.timer) return;
+  const wait = failed.at + FAILED_EVERY - Date.now();
+  if (wait > 0) {
+    failed.timer = setTimeout(() => {
+      failed.timer = null;
+      const state = run && run.NodeState && run.NodeState[node];
+      if (selected === node && state && state.Items) loadFailed(node, itemsDone(state.Items).failed);
+    }, wait);
+    return;
+  }
+  readFailed(node, count, null);
+}
+
+async function readFailed(node, count, after) {
+  failed.loading = true;
+  failed.at = Date.now();
+  const query = new URLSearchParams({ status: "ERROR", limit: String(FAILED_PAGE) });
+  if (after) query.set("after", after);
+  try {
+    const page = await api(`${itemsPath(node)}?${query}`);
+    if (failed.node !== node) return; // another node was chosen meanwhile
+    if (!after) {
+      failed.items = [];
+      failed.count = count;
+    }
+    failed.items.push(...page.Items);
+    failed.next = page.Next;
+    renderFailed();
+  } catch (error) {
+    if (failed.node === node) $("failed-note").textContent = `Could not read them: ${error.message}`;
+  } finally {
+    if (failed.node === node) failed.loading = false;
+  }
+  // Failures that came in while this page was read: read again (the run may have ended).
+  const state = run && run.NodeState && run.NodeState[node];
+  if (selected === node && failed.node === node && state && state.Items) {
+    loadFailed(node, itemsDone(state.Items).failed);
+  }
+}
+
+function renderFailed() {
+  const list = $("failed-items");
+  list.replaceChildren(...failed.items.map(failedRow));
+  $("failed-more").hidden = !failed.next;
+  const total = run && run.NodeState[failed.node] && run.NodeState[failed.node].Items;
+  const count = total ? itemsDone(total).failed : failed.items.length;
+  $("failed-note").textContent = `${failed.items.length} of ${count} shown`;
+}
+
+function failedRow(item) {
+  const lines = item.Logs || [];
+  const toggle = el("button", { type: "button", class: "link small", "aria-expanded": "false" },
+    lines.length ? `log (${lines.length} line${lines.length === 1 ? "" : "s"})` : "no log lines");
+  toggle.disabled = !lines.length;
+  const log = el("div", { class: "log item-log", hidden: true }, ...lines.map(lineOf));
+  toggle.addEventListener("click", () => {
+    log.hidden = !log.hidden;
+    toggle.setAttribute("aria-expanded", String(!log.hidden));
+  });
+  return el("li", { "data-item": item.Name },
+    el("div", { class: "item-head" },
+      el("code", { class: "item-name" }, item.Name),
+      el("span", { class: "muted small" }, `attempt ${item.Attempt}`),
+      toggle),
+    el("div", { class: "reason" }, item.Error || "no error given"),
+    log);
+}
+
+$("failed-more").addEventListener("click", () => {
+  if (failed.next && !failed.loading) readFailed(failed.node, failed.count, failed.next);
+});
+
+// ------------------------------------------------------------------ a collection's items
+
+let collection = { edge: null, items: [], next: null, loading: false };
+
+function formatBytes(size) {
+  if (size < 1024) return `${size} B`;
+  if (size < 1024 * 1024) return `${(size / 1024).toFixed(1)} KiB`;
+  return `${(size / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+// Open the card that lists the collection on `edge`, its first page read.
+function showCollection(edge) {
+  collection = { edge, items: [], next: null, loading: false };
+  $("collection").hidden = false;
+  $("collection-title").textContent = `Collection ${edge}`;
+  $("collection-facts").textContent = "Reading its items…";
+  $("collection-items").replaceChildren();
+  $("collection-more").hidden = true;
+  readCollection(edge, null);
+  $("collection").scrollIntoView({ block: "nearest" });
+}
+
+async function readCollection(edge, after) {
+  collection.loading = true;
+  const query = new URLSearchParams({ limit: String(COLLECTION_PAGE) });
+  if (after) query.set("after", after);
+  try {
+    const page = await api(`${collectionPath(edge)}?${query}`);
+    if (collection.edge !== edge) return;
+    collection.items.push(...page.Items);
+    collection.next = page.Next;
+    $("collection-facts").textContent = `${page.Count} item${page.Count === 1 ? "" : "s"}` +
+      (page.Complete ? "" : " so far (more may come)") +
+      ` · ${collection.items.length} shown · each link downloads one item`;
+    $("collection-items").append(...page.Items.map(collectionRow));
+    $("collection-more").hidden = !page.Next;
+  } catch (error) {
+    if (collection.edge === edge) $("collection-facts").textContent = `Could not read its items: ${error.message}`;
+  } finally {
+    if (collection.edge === edge) collection.loading = false;
+  }
+}
+
+function collectionRow(item) {
+  // A presigned URL: it needs no key, so a plain link downloads it.
+  const name = item.Name.split("/").pop();
+  return el("li", { "data-item": item.Name },
+    el("a", { href: item.URL, download: name, class: "download" }, item.Name),
+    el("span", { class: "muted small" }, formatBytes(item.Size)),
+    el("span", { class: "muted small" }, item.ContentType || ""));
+}
+
+$("collection-more").addEventListener("click", () => {
+  if (collection.next && !collection.loading) readCollection(collection.edge, collection.next);
+});
+$("collection-close").addEventListener("click", () => {
+  collection = { edge: null, items: [], next: null, loading: false };
+  $("collection").hidden = true;
+});
 
 // ------------------------------------------------------------------ uploads and artifacts
 
@@ -146,9 +344,12 @@ function renderWaiting() {
 
 function uploadRow(entry) {
   const edge = entry.Artifact.EdgeName;
+  // A collection's WaitingURL (its artifact counts items) takes a zip or tar of them.
+  const collection = entry.Artifact.Items !== undefined && entry.Artifact.Items !== null;
   const row = el("li", { "data-edge": edge },
     el("span", { class: "edge" }, edge),
-    el("span", { class: "muted small", title: entry.TTL }, `upload before ${formatTime(entry.TTL)}`));
+    el("span", { class: "muted small", title: entry.TTL },
+      `${collection ? "a zip or tar of its items, " : ""}upload before ${formatTime(entry.TTL)}`));
   const target = new URL(entry.PutURL, location.href);
   if (target.origin !== location.origin) {
     // The page's Content-Security-Policy only lets it send to this origin.
@@ -159,7 +360,10 @@ function uploadRow(entry) {
       el("pre", {}, `curl -T FILE ${quoted}`)));
     return row;
   }
-  const input = el("input", { type: "file", "data-edge": edge, "aria-label": `file for ${edge}` });
+  const input = el("input", {
+    type: "file", "data-edge": edge, "aria-label": `file for ${edge}`,
+    accept: collection ? ".zip,.tar,.tgz,.tar.gz,application/zip,application/x-tar,application/gzip" : null,
+  });
   const button = el("button", { type: "button", class: "primary", "data-upload": edge }, "Upload");
   const note = el("span", { class: "muted note" });
   button.addEventListener("click", async () => {
@@ -200,18 +404,28 @@ function renderArtifacts() {
     ...(node.Inputs || []).map((binding) => ["input", binding]),
     ...(node.Outputs || []).map((binding) => ["output", binding]),
   ];
-  const shownNow = JSON.stringify([selected, ...bound.map(([way, b]) => [way, b.Edge, b.Edge in produced])]);
+  // A collection's item count; null for one file (and "none" while it is not there).
+  const count = (edge) => (edge in produced ? produced[edge].Items ?? null : "none");
+  const shownNow = JSON.stringify([selected, ...bound.map(([way, b]) => [way, b.Edge, count(b.Edge)])]);
   if (shownNow === artifactsShown) return;
   artifactsShown = shownNow;
   const items = bound.map(([way, binding]) => {
     const edge = binding.Edge;
     const port = `${way} ${binding.Name} of ${selected}, on edge ${edge}`;
-    return el("li", { "data-edge": edge, "data-way": way, title: port },
-      el("span", { class: "direction" }, way),
-      edge in produced
-        ? downloadLink(artifactPath(edge), edge, edge)
-        : el("span", { class: "edge" }, edge),
-      edge in produced ? null : el("span", { class: "muted small" }, "not yet available"));
+    const row = el("li", { "data-edge": edge, "data-way": way, title: port },
+      el("span", { class: "direction" }, way));
+    if (!(edge in produced)) {
+      row.append(el("span", { class: "edge" }, edge), el("span", { class: "muted small" }, "not yet available"));
+    } else if (count(edge) !== null) {
+      // A collection: its items, not one file (the artifact endpoint has none to give).
+      const list = el("button", { type: "button", class: "link", "data-collection": edge },
+        `${count(edge)} item${count(edge) === 1 ? "" : "s"}`);
+      list.addEventListener("click", () => showCollection(edge));
+      row.append(el("span", { class: "edge collection" }, edge), list);
+    } else {
+      row.append(downloadLink(artifactPath(edge), edge, edge));
+    }
+    return row;
   });
   if (!items.length) items.push(el("li", { class: "muted" }, "none: this node reads and writes no edge"));
   $("artifacts").replaceChildren(...items);
@@ -277,7 +491,11 @@ async function start() {
   nodes = new Map(flow.Nodes.map((node) => [node.ID, node]));
   graph = drawGraph($("graph"), flow.Nodes, {
     onSelect: select,
-    onArtifact: (edge) => download(artifactPath(edge), edge).catch((error) => showError(error)),
+    onArtifact: (edge) => {
+      const artifact = run && run.Artifacts && run.Artifacts[edge];
+      if (artifact && artifact.Items !== undefined && artifact.Items !== null) showCollection(edge);
+      else download(artifactPath(edge), edge).catch((error) => showError(error));
+    },
   });
   setInterval(() => {
     if (run && !finished()) $("duration").textContent = duration(run.StartedAt, null);
