@@ -26,7 +26,9 @@ from bench import service
 from bench.service import BenchError, error_row, progress
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("chain10", "fanout", "bytes", "control", "startup", "invoke", "scaleout", "bigrun")
+BENCHMARKS = (
+    "chain10", "fanout", "bytes", "control", "startup", "invoke", "scaleout", "bigrun", "maps",
+)  # fmt: skip
 COLUMNS = ("benchmark", "Pipewell", "baseline", "ratio median (min-max)", "target", "ok?")
 
 

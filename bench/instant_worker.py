@@ -47,7 +47,12 @@ class InstantExecutor(FakeExecutor):
             answer.raise_for_status()
             outputs[output.name] = OutputInfo(size=1, content_type="text/plain")
         result = AttemptResult(
-            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, ok=True, outputs=outputs
+            run_id=task.run_id,
+            node_id=task.node_id,
+            attempt=task.attempt,
+            item=task.item,
+            ok=True,
+            outputs=outputs,
         )
         return result, lambda: 0.0
 

@@ -163,6 +163,11 @@ class ExecutorSettings(_Section):
     # and user (0: none, every attempt makes its own); removed after warm_idle s.
     warm_containers: int = Field(default=8, ge=0, le=64)
     warm_idle: float = Field(default=60, gt=0)
+    # Items of one mapped node a task carries at most, run one after another in one
+    # container (gated launch; plain runs each in its own): a container start is
+    # paid once per batch, not per item. 1: every item its own task. 32: the
+    # smallest size that meets the map targets in bench/maps.py (config.yaml says why).
+    items_per_container: int = Field(default=32, ge=1, le=256)
 
     @model_validator(mode="after")
     def _gated_needs_mounts(self) -> ExecutorSettings:

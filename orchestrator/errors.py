@@ -147,9 +147,7 @@ class CollectionNotFound(Missing, NotFound):
 
     def __init__(self, run_id: str, edge: str, why: str, collections: list[str]) -> None:
         self.what = f"run {run_id} has no {why} on edge {edge!r}"
-        self.advice = (
-            f"its collections: {', '.join(collections)}" if collections else "it has none"
-        )
+        self.advice = f"its collections: {', '.join(collections)}" if collections else "it has none"
         super().__init__("COLLECTION_NOT_FOUND", self.said())
 
 

@@ -62,10 +62,22 @@ class Task(BaseModel):
     max_output_bytes: int | None = None
     # The item of a mapped node this attempt is for; None for a node's own attempt.
     item: str | None = None
+    # Items of one mapped node run one after another in one container, each an
+    # attempt of its own (its own Task: item, attempt, inputs, outputs, every message
+    # naming it). This task's own item, inputs and outputs are then not used.
+    batch: list[Task] | None = None
 
     @property
     def key(self) -> str:
+        if self.batch:
+            first = self.batch[0]
+            item = f"{first.item}+{len(self.batch) - 1}"
+            return attempt_key(self.run_id, self.node_id, first.attempt, item)
         return attempt_key(self.run_id, self.node_id, self.attempt, self.item)
+
+    def attempt_keys(self) -> list[str]:
+        """The key of every attempt this task holds: its own, or its batch's."""
+        return [t.key for t in self.batch] if self.batch else [self.key]
 
 
 def attempt_key(run_id: str, node_id: str, attempt: int, item: str | None = None) -> str:

@@ -52,7 +52,7 @@ from orchestrator.validation.collections import collection_shape
 #: 10,000 nodes changed at once are written in slices, a batch apart.
 WRITE_SLICE = 1000
 #: Items one write takes at most (an item's row is a few hundred bytes).
-ITEM_WRITE_SLICE = 5000
+ITEM_WRITE_SLICE = 1000
 #: Log lines kept per item: the first and the latest, as for nodes.
 ITEM_LOG_LINES = 40
 #: Item statuses that hold a place under a mapped node's Concurrency.
@@ -339,7 +339,9 @@ class RunState:
         self._newly_ready_items: list[tuple[str, str, int]] = []
         # Mapped nodes whose item counts changed: their NodeState's Items is made again.
         self._progress_changed: set[str] = set()
-        self._unwritten_items: set[tuple[str, str]] = set()
+        # Insertion-ordered: an item's row is first written in the order items came,
+        # the order its node's items are paged in (and read back after a restart).
+        self._unwritten_items: dict[tuple[str, str], None] = {}
         self._unwritten_members: dict[tuple[str, str], None] = {}
         # Nodes that became ready since the last transition said so: a transition
         # names those alone, so a result costs its own consumers, not the ready set.
@@ -718,7 +720,7 @@ class RunState:
         if item is None or attempt != item.attempt or item.status not in ITEM_ACTIVE:
             return Transition()
         item.error = error
-        self._unwritten_items.add((node_id, name))
+        self._unwritten_items.setdefault((node_id, name))
         max_attempts = self.state(node_id).max_attempts
         if retryable and attempt < max_attempts and not self.run.status.finished:
             self._set_item(node_id, name, NodeStatus.RETRYING)
@@ -759,14 +761,14 @@ class RunState:
         if len(item.logs) > ITEM_LOG_LINES:
             keep_head = ITEM_LOG_LINES // 4
             del item.logs[keep_head : len(item.logs) - (ITEM_LOG_LINES - keep_head)]
-        self._unwritten_items.add((node_id, name))
+        self._unwritten_items.setdefault((node_id, name))
 
     @_changes
     def record_item_timings(self, node_id: str, name: str, timings: dict[str, float]) -> None:
         item = self.item(node_id, name)
         if item is not None:
             item.timings.update(timings)
-            self._unwritten_items.add((node_id, name))
+            self._unwritten_items.setdefault((node_id, name))
 
     @_changes
     def attempt_failed(
@@ -906,7 +908,7 @@ class RunState:
             return
         mapping.items[name] = Item()
         mapping.counts[NodeStatus.IDLE] += 1
-        self._unwritten_items.add((node_id, name))
+        self._unwritten_items.setdefault((node_id, name))
         self._progress_changed.add(node_id)
         if self._open(node_id):
             mapping.waiting.append(name)
@@ -937,7 +939,7 @@ class RunState:
         item.status = status
         mapping.counts[status] += 1
         mapping.active += (status in ITEM_ACTIVE) - was_active
-        self._unwritten_items.add((node_id, name))
+        self._unwritten_items.setdefault((node_id, name))
         self._progress_changed.add(node_id)
 
     def _add_member(self, edge: str, member: CollectionItem) -> None:
@@ -1083,10 +1085,11 @@ class RunState:
         own = run.model_dump(mode="json", exclude={"node_state", "artifacts"})
         items = self._unwritten_items
         if len(items) > ITEM_WRITE_SLICE:
-            taken_items = set(itertools.islice(items, ITEM_WRITE_SLICE))
-            items -= taken_items
+            taken_items = list(itertools.islice(items, ITEM_WRITE_SLICE))
+            for key in taken_items:
+                del items[key]
         else:
-            taken_items, self._unwritten_items = items, set()
+            taken_items, self._unwritten_items = list(items), {}
         write = RunWrite(
             run_id=self.id,
             tenant=self.plan.tenant,

@@ -14,13 +14,20 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from orchestrator.background import Background
 from orchestrator.collections.archives import ArchiveLimits, ArchiveRefused
-from orchestrator.collections.bundles import bundle_key, drop_bundle, expand_bundle, item_key
+from orchestrator.collections.bundles import (
+    bundle_key,
+    drop_bundle,
+    expand_bundle,
+    item_key,
+    typed_item_name,
+)
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
 from orchestrator.errors import (
@@ -68,6 +75,10 @@ FINISHED_RUNS_KEPT = 500
 DISPATCH_BATCH = 64
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
+
+#: Slots a node's items are spread over when no live worker has said how many it has
+#: (workers starting with the service): a batch then takes at most an eighth of them.
+SLOTS_UNKNOWN = 8
 
 #: An attempt waiting to be sent: node, attempt, since when (perf_counter), item or None.
 Pending = tuple[str, int, float, str | None]
@@ -430,9 +441,8 @@ class Scheduler:
             queued = time.perf_counter()
             for node_id, _attempt, _since, item in batch:
                 self._queued_at[(run.id, node_id, item)] = queued
-            await self.queue.put_tasks(
-                [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
-            )
+            chosen = [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
+            await self.queue.put_tasks(self._batched(run, chosen))
         except Exception as exc:
             if self.calls.stopping:
                 return  # still READY: dispatched again when the service is back
@@ -455,6 +465,19 @@ class Scheduler:
             else:
                 run.record_item_timings(node_id, item, presign)
         self._save(run)
+
+    def _batched(self, run: RunState, tasks: list[Task]) -> list[Task]:
+        """Items in batches as big as ``items_per_container`` allows, but no bigger than
+        the node's queued items spread over the slots of the workers that take their
+        tier: 16 items on 8 free slots go as 8 batches of 2, not 1 of 16 on one slot."""
+        most = self.settings.executor.items_per_container
+
+        def size(node_id: str, tier: str) -> int:
+            queued = run.maps[node_id].counts[NodeStatus.READY]
+            slots = self.queue.slots_for(tier) or SLOTS_UNKNOWN
+            return max(1, min(most, -(-queued // slots)))
+
+        return _batched(tasks, size) if most > 1 else tasks
 
     def _tasks_for(
         self,
@@ -612,6 +635,8 @@ class Scheduler:
 
     async def _consume(self) -> None:
         while True:
+            if self.queue.durable and not self.queue.has_buffered_messages():
+                await self._acknowledge()
             try:
                 message = await self.queue.next_message()
             except Exception:  # the one loop that moves runs must outlive any queue fault
@@ -631,6 +656,15 @@ class Scheduler:
             # Messages come in batches that need no I/O to hand out: let requests in
             # between two, so a run's burst of results never holds the loop.
             await asyncio.sleep(0)
+
+    async def _acknowledge(self) -> None:
+        """Write what the messages handed out changed, then let a durable queue forget
+        them: a service killed in between reads them again, never loses one."""
+        try:
+            await self.state.flush()
+            await self.queue.messages_handled()
+        except Exception as exc:  # unwritten: they stay pending, and are acked later
+            log.warning("messages_not_acknowledged", error=str(exc))
 
     async def _fail_run(self, run_id: str, reason: str) -> None:
         """End a run the engine cannot go on with, ERROR with ``reason``, rather than leave it."""
@@ -745,11 +779,12 @@ class Scheduler:
             for binding in run.node(node_id).outputs:
                 info = result.outputs.get(binding.name)
                 key = item_key(run.artifact_for(binding.edge).object_name, name)
+                content_type = info.content_type if info else ""
                 produced[binding.edge] = CollectionItem(
-                    name=name,
+                    name=_output_item_name(run, binding.edge, name, content_type),
                     object_name=key,
                     size=info.size if info else 0,
-                    content_type=info.content_type if info else "",
+                    content_type=content_type,
                     sha256=info.sha256 if info else "",
                 )
             await self._apply(run, run.item_succeeded(node_id, name, result.attempt, produced))
@@ -919,6 +954,42 @@ class Scheduler:
                 await self._check_upload(self._store(run, store_name), store_name, key)
         self._arm_upload_deadline(run)
         log.info("run_resumed", run_id=run.id, status=run.status.value)
+
+
+def _output_item_name(run: RunState, edge: str, item: str, content_type: str) -> str:
+    """What an item's output is called in its collection: named for the type the node
+    made (``typed_item_name``), unless another item has that name already (two inputs
+    ``a.csv`` and ``a.txt`` both parsed to JSON): then by its own, or its own plus the
+    type's extension."""
+    taken = run.collections[edge].items
+    typed = typed_item_name(item, content_type)
+    suffix = typed[len(typed.rpartition(".")[0]) :] if typed != item else ""
+    for name in (typed, item, f"{item}{suffix}"):
+        if name not in taken:
+            return name
+    return item  # every input item's name differs: not reached
+
+
+def _batched(tasks: list[Task], sizes: Callable[[str, str], int]) -> list[Task]:
+    """The tasks with each node's items in batches (one container runs a batch's items
+    one after another) of ``sizes(node, tier)``; a node's own tasks, and a lone item,
+    as they are."""
+    out: list[Task] = []
+    by_node: dict[str, list[Task]] = {}
+    for task in tasks:
+        if task.item is None:
+            out.append(task)
+        else:
+            by_node.setdefault(task.node_id, []).append(task)
+    for node_id, items in by_node.items():
+        size = sizes(node_id, items[0].tier)
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            if len(chunk) == 1:
+                out.append(chunk[0])
+            else:
+                out.append(chunk[0].model_copy(update={"batch": chunk}))
+    return out
 
 
 def _still_ready(run: RunState, pending: Pending) -> bool:

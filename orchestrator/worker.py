@@ -2,7 +2,9 @@
 
 Capacity model: each running container reserves its tier's memory from the
 worker's memory; CPU limits cap each container but are not reserved (parallel
-nodes share the cores); at most ``max_parallel`` containers run at once.
+nodes share the cores); at most ``max_parallel`` containers run at once. A batch
+(items of one mapped node run one after another, ``Task.batch``) is one task: one
+slot, its tier's memory once.
 
 While its Docker engine does not answer, a worker takes no tasks: it pings the
 engine with backoff, and once the engine is back it removes what the outage
@@ -21,7 +23,7 @@ import docker
 import structlog
 
 from orchestrator.config import Settings, WorkerSettings
-from orchestrator.executor import DockerExecutor, Emit, Executor
+from orchestrator.executor import Cleanup, DockerExecutor, Emit, Executor
 from orchestrator.identity import WorkerIdentity
 from orchestrator.messages import (
     AttemptCleanedUp,
@@ -251,7 +253,8 @@ class Worker:
             await self._engine_ok.wait()
             memory = TIERS[task.tier].memory
             self.capacity.reserve(memory)
-            running = asyncio.create_task(self._execute(task, memory))
+            execute = self._execute_batch if task.batch else self._execute
+            running = asyncio.create_task(execute(task, memory))
             self._running.add(running)
             running.add_done_callback(self._running.discard)
 
@@ -325,13 +328,16 @@ class Worker:
             key = attempt_key(entry.run_id, entry.node_id, entry.attempt, entry.item)
             try:
                 if isinstance(entry, Task):
-                    if key in unsent:
-                        unsent.discard(key)
+                    # A batch is done only once every item's result is out.
+                    refused = [k for k in entry.attempt_keys() if k in unsent]
+                    if refused:
+                        unsent.difference_update(refused)
                         log.warning(
                             "task_left_for_reclaim",
                             run_id=entry.run_id,
                             node=entry.node_id,
                             item=entry.item,
+                            results_lost=len(refused),
                         )
                         continue
                     await self.queue.task_done(entry)
@@ -433,6 +439,145 @@ class Worker:
             self._attempts.discard(task.key)
             if not released:
                 self.capacity.release(memory)
+
+    async def _execute_batch(self, task: Task, memory: int) -> None:
+        """A batch's items, one after another in its one slot, each reported as a lone
+        item's attempt is: started, its lines, its result (as soon as it has ended), and
+        once the batch's containers are gone, its removal. The batch's task is done once
+        every item's result is out; an item not run or not reported (the worker closing)
+        leaves it undone, to run again."""
+        loop = asyncio.get_running_loop()
+        assert task.batch
+        structlog.contextvars.bind_contextvars(
+            run_id=task.run_id, node_id=task.node_id, items=len(task.batch)
+        )
+        begun: list[Task] = []
+        finished: set[str] = set()  # Task.key of the items ended, reported or not
+        reported: set[str] = set()
+
+        def started(item: Task) -> None:
+            begun.append(item)
+            self._attempts.add(item.key)
+            self._outbox.put_nowait(
+                AttemptStarted(
+                    run_id=item.run_id,
+                    node_id=item.node_id,
+                    attempt=item.attempt,
+                    item=item.item,
+                    worker=self.name,
+                )
+            )
+
+        def ended(result: AttemptResult) -> None:
+            key = attempt_key(result.run_id, result.node_id, result.attempt, result.item)
+            finished.add(key)
+            self._attempts.discard(key)
+            if result.engine_down:
+                # Before the result goes out: the scheduler queues the item again at once.
+                self._engine_down(result.error)
+            if self._closing and not result.ok:
+                log.info(  # as a lone attempt's (_execute): not the item's failure
+                    "attempt_abandoned",
+                    attempt=result.attempt,
+                    item=result.item,
+                    error=result.error,
+                )
+                return
+            self._outbox.put_nowait(result)
+            reported.add(key)
+
+        def begin(item: Task) -> Emit | None:  # on the executor's thread
+            if self._closing:
+                return None  # the rest is left to run again
+            loop.call_soon_threadsafe(started, item)
+
+            def emit(record: LogRecord) -> None:
+                message = AttemptLog(
+                    run_id=item.run_id,
+                    node_id=item.node_id,
+                    attempt=item.attempt,
+                    item=item.item,
+                    record=record,
+                )
+                loop.call_soon_threadsafe(self._outbox.put_nowait, message)
+
+            return emit
+
+        def end(result: AttemptResult) -> None:  # on the executor's thread
+            loop.call_soon_threadsafe(ended, result)
+
+        released = False
+        try:
+            cleanup, why = await self._run_batch(task, begin, end)
+            # Whatever the executor began and ended, it did before it returned (one thread,
+            # one ordered way into this loop); an item it left (a bug) fails here.
+            for item in task.batch:
+                if item.key in finished:
+                    continue
+                if all(b.key != item.key for b in begun):
+                    if self._closing:
+                        break
+                    started(item)
+                ended(_failed(item, f"internal error in the worker: {why}"))
+            if all(item.key in reported for item in task.batch):
+                # Only once every item's result is out may the queue forget the task.
+                self._outbox.put_nowait(task)
+            else:
+                log.info("batch_left_to_run_again", reported=len(reported), items=len(task.batch))
+            for item in begun:
+                self._attempts.discard(item.key)
+            # Its containers have exited: the slot and memory are free while they go.
+            self.capacity.release(memory)
+            released = True
+            remove_seconds = await loop.run_in_executor(
+                self._pool, contextvars.copy_context().run, cleanup
+            )
+            # One removal for the items of a container: each item its share.
+            share = round(remove_seconds / max(1, len(begun)), 4)
+            for item in begun:
+                self._outbox.put_nowait(
+                    AttemptCleanedUp(
+                        run_id=item.run_id,
+                        node_id=item.node_id,
+                        attempt=item.attempt,
+                        item=item.item,
+                        remove_seconds=share,
+                    )
+                )
+        finally:
+            for item in begun:
+                self._attempts.discard(item.key)
+            if not released:
+                self.capacity.release(memory)
+
+    async def _run_batch(
+        self,
+        task: Task,
+        begin: Callable[[Task], Emit | None],
+        end: Callable[[AttemptResult], None],
+    ) -> tuple[Cleanup, str]:
+        """The executor's cleanup of a batch, and why an item it did not end (a bug) fails:
+        :meth:`_execute_batch` fails those."""
+        try:
+            in_context = contextvars.copy_context().run
+            cleanup = await asyncio.get_running_loop().run_in_executor(
+                self._pool, in_context, self.executor.run_batch, task, begin, end
+            )
+        except Exception as exc:  # the executor's contract is to never raise: a bug
+            log.exception("executor_raised", run_id=task.run_id, node_id=task.node_id)
+            return (lambda: 0.0), f"{type(exc).__name__}: {exc}"
+        return cleanup, "the executor ended the batch without it"
+
+
+def _failed(task: Task, error: str) -> AttemptResult:
+    return AttemptResult(
+        run_id=task.run_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        item=task.item,
+        ok=False,
+        error=error,
+    )
 
 
 @contextlib.asynccontextmanager

@@ -212,7 +212,8 @@ StartEngine = Callable[..., Any]
 
 @pytest.fixture
 async def engine(tmp_path: Path) -> AsyncIterator[StartEngine]:
-    """Start an engine: ``await engine(executor, catalog=..., **settings overrides)``.
+    """Start an engine: ``await engine(executor, catalog=..., executor_settings=...,
+    **settings overrides)``.
 
     Retries back off by a few milliseconds, so a retry costs a test next to nothing.
     """
@@ -222,9 +223,12 @@ async def engine(tmp_path: Path) -> AsyncIterator[StartEngine]:
         executor: FakeExecutor | None = None,
         *,
         catalog: dict[str, NodeDef] | None = None,
+        executor_settings: dict[str, Any] | None = None,
         **overrides: Any,
     ) -> Engine:
         overrides.setdefault("retry", {"backoff_base": 0.01, "backoff_max": 0.05})
+        if executor_settings is not None:  # the settings' section ("executor" is the fake)
+            overrides["executor"] = executor_settings
         settings = service_settings(tmp_path / f"data{len(started)}", **overrides)
         made = Engine(settings, executor or FakeExecutor(), catalog)
         await made.start()

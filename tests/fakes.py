@@ -17,7 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 
-from orchestrator.executor import Cleanup, Emit, LaunchMode
+from orchestrator.executor import BeginItem, Cleanup, Emit, EndItem, LaunchMode
 from orchestrator.messages import (
     AttemptResult,
     OutputInfo,
@@ -54,6 +54,9 @@ class FakeExecutor:
     Attempts of the nodes in ``hold`` wait at a gate until the test lets them
     through (``let_through``), so a test decides when they end and sees how many
     run at once (``running``, ``most_running``).
+
+    A batch (``run_batch``) runs its items one after another, each as ``run`` runs
+    a lone attempt; ``batches`` records the items (their Task.key) each batch ran.
     """
 
     launch: LaunchMode = "plain"
@@ -81,6 +84,8 @@ class FakeExecutor:
         self.most_running = 0
         self.most_running_of_tier: dict[str, int] = {}
         self.ended: list[str] = []  # Task.key, as run() returns
+        # Per batch run (run_batch), in the order they began: its items that ran.
+        self.batches: list[list[str]] = []
         # Held attempts that may go on: of one node, or (None) of any.
         self._permits: Counter[str | None] = Counter()
         self._open = False
@@ -150,6 +155,24 @@ class FakeExecutor:
                 del self.running[task.key]
                 self.ended.append(task.key)
                 self._changed.notify_all()
+
+    def run_batch(self, task: Task, begin: BeginItem, end: EndItem) -> Cleanup:
+        """Each item in turn, as ``run`` runs it, until ``begin`` says stop. A behaviour
+        that raises ends the batch there (an executor bug: the worker fails the rest)."""
+        with self._changed:
+            ran: list[str] = []
+            self.batches.append(ran)
+        cleanups: list[Cleanup] = []
+        for item in task.batch or [task]:
+            emit = begin(item)
+            if emit is None:
+                break
+            with self._changed:
+                ran.append(item.key)
+            result, cleanup = self.run(item, emit)
+            cleanups.append(cleanup)
+            end(result)
+        return lambda: sum(cleanup() for cleanup in cleanups)
 
     def _stopped(self, task: Task) -> AttemptResult | None:
         """Why the attempt ends before its behaviour runs (a kill, an abort), if it does."""

@@ -10,6 +10,7 @@ each as it is written, and then drops the archive. Blocking: run on a store thre
 from __future__ import annotations
 
 import hashlib
+import mimetypes
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from orchestrator.collections.archives import ArchiveLimits, ArchiveRefused, expand, kind_of
-from orchestrator.mime import SNIFF_BYTES, sniff
+from orchestrator.mime import OCTET_STREAM, SNIFF_BYTES, TEXT_PLAIN, essence, extension_for, sniff
 from orchestrator.models import CollectionItem
 from storage import Store
 
@@ -25,6 +26,8 @@ from storage import Store
 _SPOOL_BLOCK = 1 << 20
 #: Bytes of an empty tar: its end-of-archive blocks, all zeros.
 _TAR_BLOCK = 512
+#: Types that say too little of a file to name its extension.
+_VAGUE_TYPES = frozenset({TEXT_PLAIN, OCTET_STREAM, ""})
 
 
 def bundle_key(collection_key: str) -> str:
@@ -34,6 +37,23 @@ def bundle_key(collection_key: str) -> str:
 
 def item_key(collection_key: str, item: str) -> str:
     return f"{collection_key}/{item}"
+
+
+def typed_item_name(name: str, content_type: str) -> str:
+    """An item's name with the extension of the type a node made it as: a PNG mapped
+    to a JPEG thumbnail is ``cat.jpg``, a CSV parsed to JSON ``lyon.json``. Unchanged
+    when the name already fits the type, or when the type says too little to name it
+    (plain text, bytes): sniffing cannot tell CSV from text."""
+    content_type = essence(content_type)
+    extension = extension_for(content_type) if content_type not in _VAGUE_TYPES else ""
+    if not extension:
+        return name
+    folder, _, leaf = name.rpartition("/")
+    stem, dot, old = leaf.rpartition(".")
+    if dot and mimetypes.guess_type(leaf)[0] == content_type:
+        return name
+    renamed = (stem if dot and stem else leaf) + extension
+    return f"{folder}/{renamed}" if folder else renamed
 
 
 def expand_bundle(store: Store, collection_key: str, limits: ArchiveLimits) -> list[CollectionItem]:
@@ -130,4 +150,4 @@ def _seekable(raw: BinaryIO) -> Iterator[BinaryIO]:
         yield spool  # type: ignore[misc]
 
 
-__all__ = ["bundle_key", "drop_bundle", "expand_bundle", "item_key"]
+__all__ = ["bundle_key", "drop_bundle", "expand_bundle", "item_key", "typed_item_name"]

@@ -19,15 +19,24 @@ per responsibility:
 from orchestrator.executor.docker_executor import DockerExecutor, connect_docker
 from orchestrator.executor.errors import AttemptFailed, EngineUnreachable
 from orchestrator.executor.images import registry_of
-from orchestrator.executor.protocol import Cleanup, Emit, Executor, LaunchMode
+from orchestrator.executor.protocol import (
+    BeginItem,
+    Cleanup,
+    Emit,
+    EndItem,
+    Executor,
+    LaunchMode,
+)
 from orchestrator.executor.spec import container_user
 from orchestrator.executor.transfers import input_type_ok, inside
 
 __all__ = [
     "AttemptFailed",
+    "BeginItem",
     "Cleanup",
     "DockerExecutor",
     "Emit",
+    "EndItem",
     "EngineUnreachable",
     "Executor",
     "LaunchMode",

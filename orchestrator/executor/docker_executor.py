@@ -3,6 +3,11 @@
 inputs opened → image → launched (gated or plain) → wait (killed at the
 timeout) → outputs up → container and files removed, whatever happened.
 
+A batch (items of one run's one node, ``Task.batch``) runs its items one after
+another, each an attempt of its own: launched plain, each in a container of its own
+as above; gated, all in one container (``GatedLauncher.start_batch``), one program
+invocation per item, a fresh container only after an item that killed or lost its own.
+
 Everything here blocks (the ``docker`` and ``requests`` clients do): the worker
 calls :meth:`DockerExecutor.run` from a bounded thread pool, never on the event
 loop. Errors become failed attempts (orchestrator.executor.errors), naming the
@@ -16,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import docker
@@ -34,13 +39,13 @@ from orchestrator.executor.errors import (
     step,
     tolerated,
 )
-from orchestrator.executor.gate import static_busybox
-from orchestrator.executor.gated import GatedLauncher
+from orchestrator.executor.gate import gate_command, static_busybox
+from orchestrator.executor.gated import BatchContainer, GatedLauncher
 from orchestrator.executor.housekeeping import Housekeeping, InFlight
 from orchestrator.executor.images import Images
-from orchestrator.executor.launcher import Attempt, Launcher, LaunchKit
+from orchestrator.executor.launcher import Attempt, Launcher, LaunchKit, Stopwatch
 from orchestrator.executor.plain import PlainLauncher
-from orchestrator.executor.protocol import Cleanup, Emit, LaunchMode
+from orchestrator.executor.protocol import BeginItem, Cleanup, Emit, EndItem, LaunchMode
 from orchestrator.executor.transfers import Input, Transfers
 from orchestrator.messages import AttemptResult, SpareCount, Task
 from orchestrator.tiers import TIERS, Tier
@@ -183,14 +188,7 @@ class DockerExecutor:
             with timings("input_transfer"):
                 for input_spec in task.inputs:
                     inputs.append(self.transfers.open_input(input_spec))
-            # A collection's path is its directory: ${Name} and INPUT_/OUTPUT_<NAME> name it.
-            paths = spec.Paths(
-                inputs={i.spec.name: i.container_path for i in inputs},
-                outputs={
-                    o.name: command.output_path(o.name, "" if o.collection else o.suffix)
-                    for o in task.outputs
-                },
-            )
+            paths = _paths(task, inputs)
             with timings("create"):
                 image = self.images.get(task, emit)
             self.launcher.launch(attempt, tier, image, inputs, paths, emit)
@@ -232,6 +230,180 @@ class DockerExecutor:
             return time.perf_counter() - began
 
         return result, cleanup
+
+    # ------------------------------------------------------------ a batch of items
+
+    def run_batch(self, task: Task, begin: BeginItem, end: EndItem) -> Cleanup:
+        """Run a batch's items one after another, each an attempt of its own; never raises.
+
+        Gated: in one container, one program invocation per item; plain: each in a
+        container of its own, as ``run`` runs it. The cleanup removes them all.
+        """
+        items = _BatchItems(task.batch or [task], begin, end)
+        used: list[Attempt] = []  # every container (and its directory) the batch made
+        cleanups: list[Cleanup] = []  # a plain batch's, one per item
+
+        def cleanup() -> float:
+            began = time.perf_counter()
+            for attempt in used:
+                directory = attempt.workspace.directory if attempt.workspace else None
+                if attempt.attempt_id:
+                    self.housekeeping.dispose(attempt.container_id, directory, attempt.attempt_id)
+            return time.perf_counter() - began + sum(each() for each in cleanups)
+
+        try:
+            # Never two runs, nor two nodes, in one container: a batch is one run's one
+            # node by construction (the scheduler's), and is refused whole otherwise.
+            mixed = _mixed(task)
+            if mixed is not None:
+                log.error("batch_refused", run_id=task.run_id, node_id=task.node_id, why=mixed)
+                items.end_rest(f"internal error in the worker: {mixed}", retryable=False)
+            elif isinstance(self.launcher, GatedLauncher):
+                self._gated_batch(task, items, used)
+            else:
+                self._plain_batch(items, cleanups)
+        except Exception as exc:  # a bug of ours must still end each item, not the worker
+            log.exception("executor_crashed", run_id=task.run_id, node_id=task.node_id)
+            items.end_rest(f"internal error in the worker: {type(exc).__name__}: {exc}")
+        return cleanup
+
+    def _plain_batch(self, items: _BatchItems, cleanups: list[Cleanup]) -> None:
+        """Each item as ``run`` runs a lone attempt, in a container of its own."""
+        while (began := items.next()) is not None:
+            item, emit = began
+            if self.in_flight.run_ended(item.run_id):
+                items.ended(_refused(item))
+                continue
+            result, cleanup = self.run(item, emit)
+            cleanups.append(cleanup)
+            items.ended(result)
+            if result.engine_down:
+                items.end_rest(result.error, engine_down=True)
+
+    def _gated_batch(self, task: Task, items: _BatchItems, used: list[Attempt]) -> None:
+        """Every item in one gated container, one after another; a fresh container only
+        after an item whose end took its container with it (a timeout, a kill, exit 137)."""
+        launcher = self.launcher
+        assert isinstance(launcher, GatedLauncher)
+        tier = TIERS[task.tier]
+        box: BatchContainer | None = None
+        image: spec.Image | None = None
+        try:
+            while (began := items.next()) is not None:
+                item, emit = began
+                timings = Stopwatch()
+                result = AttemptResult(
+                    run_id=item.run_id,
+                    node_id=item.node_id,
+                    attempt=item.attempt,
+                    item=item.item,
+                    ok=False,
+                )
+                inputs: list[Input] = []
+                keep = False  # whether the container may run the next item
+                try:
+                    spec.check_names(item)
+                    self.in_flight.check_run_live(item)
+                    with timings("input_transfer"):
+                        for input_spec in item.inputs:
+                            inputs.append(self.transfers.open_input(input_spec))
+                    paths = _paths(item, inputs)
+                    if box is None:
+                        # Its create and start are the first item's, as a lone attempt's are.
+                        with timings("create"):
+                            image = self.images.get(task, emit)
+                        attempt = Attempt(task, timings=timings)
+                        used.append(attempt)
+                        box = launcher.start_batch(attempt, tier, image, emit)
+                    assert image is not None
+                    with timings("input_transfer"):
+                        box.workspace.prepare(inputs, item.outputs)
+                    self.in_flight.check_run_live(item)
+                    argv = spec.program(item, image, paths)
+                    script = gate_command(spec.environment(item, paths), argv)
+                    with timings("run"):
+                        exit_code = self._run_item(box, item, script, emit)
+                    if self._aborting.is_set():
+                        raise AttemptFailed("the worker is shutting down; the node will run again")
+                    if exit_code != 0:
+                        if exit_code == 137 and self._container_alive(box):
+                            # Its memory limit, or a kill: only the exited container says
+                            # which (OOMKilled), and only of its last item if it goes now.
+                            self._stop(box)
+                        raise AttemptFailed(self._exit_message(box.attempt, exit_code, tier))
+                    with timings("output_transfer"):
+                        for output in item.outputs:
+                            result.outputs[output.name] = box.workspace.take_output(
+                                output, paths.outputs[output.name], item.max_output_bytes
+                            )
+                    result.ok = True
+                    keep = True
+                except AttemptFailed as failure:
+                    result.error, result.retryable = failure.message, failure.retryable
+                    result.engine_down = (
+                        isinstance(failure, EngineUnreachable) and self.ping() is not None
+                    )
+                    # A failure before the item's program ran leaves its container as it was.
+                    keep = box is not None and self._container_alive(box, ask=False)
+                except Exception as exc:  # a bug of ours ends the item, and its container
+                    log.exception("executor_crashed", run_id=item.run_id, item=item.item)
+                    result.error = f"internal error in the worker: {type(exc).__name__}: {exc}"
+                finally:
+                    for opened in inputs:
+                        opened.close()
+                result.timings = timings.totals
+                items.ended(result)
+                if result.engine_down:
+                    items.end_rest(result.error, engine_down=True)
+                    break
+                if box is not None:
+                    try:
+                        if not keep:
+                            raise AttemptFailed("the item took its container with it")
+                        box.clear()  # its files gone before the next item's come
+                    except AttemptFailed:
+                        if self._container_alive(box, ask=False):
+                            self._stop(box)
+                        box.gate.close()
+                        box = None
+        finally:
+            if box is not None:
+                box.end()
+
+    def _run_item(self, box: BatchContainer, item: Task, script: str, emit: Emit) -> int:
+        """Run one item in the batch's container; its exit code. Killed at its Timeout."""
+        ended = box.run(script, emit, item.attempt)
+        if not ended.wait(item.timeout):
+            self._stop(box)
+            raise AttemptFailed(
+                f"timed out after {item.timeout:g} s (the NodeDef's Timeout); container killed"
+            )
+        if ended.status is not None:
+            return ended.status
+        # The container's output ended before the item did: it was killed (its run
+        # ended, the worker stopping) or died; its exit code says how.
+        box.gate.close()
+        with step("waiting for the container", engine=True):
+            status = self.client.api.wait(box.container_id, timeout=10)
+        return int(status.get("StatusCode", -1))
+
+    def _container_alive(self, box: BatchContainer, *, ask: bool = True) -> bool:
+        """Whether the batch's container still runs its loop (``ask``: the engine too)."""
+        if box.gate.closed or not box.pump.alive():
+            return False
+        launcher = self.launcher
+        assert isinstance(launcher, GatedLauncher)
+        return not ask or launcher.running(box.container_id)
+
+    def _stop(self, box: BatchContainer) -> None:
+        """Kill a batch's container and wait for it to exit (its log read to the end):
+        the next item, if any, gets a fresh one; clean-up removes this one."""
+        box.gate.close()
+        with tolerated("kill", "the container may have exited already"):
+            self.client.api.kill(box.container_id)
+        with tolerated("wait", "clean-up removes it whatever its state"):
+            self.client.api.wait(box.container_id, timeout=10)
+        box.pump.join(5)
 
     def _wait(self, attempt: Attempt) -> int:
         task, container_id, pump = attempt.task, attempt.container_id, attempt.pump
@@ -275,6 +447,92 @@ class DockerExecutor:
         if attempt.pump.stderr_tail:
             message += f": {attempt.pump.stderr_tail[-1][:500]}"
         return message
+
+
+def _paths(task: Task, inputs: list[Input]) -> spec.Paths:
+    """Where the attempt's inputs and outputs are in its container. A collection's path
+    is its directory: ${Name} and INPUT_/OUTPUT_<NAME> name it."""
+    return spec.Paths(
+        inputs={i.spec.name: i.container_path for i in inputs},
+        outputs={
+            o.name: command.output_path(o.name, "" if o.collection else o.suffix)
+            for o in task.outputs
+        },
+    )
+
+
+def _mixed(task: Task) -> str | None:
+    """Why a batch's items cannot share one container, if they cannot."""
+    for item in task.batch or []:
+        if (item.run_id, item.node_id) != (task.run_id, task.node_id):
+            return (
+                f"a batch of {task.run_id}/{task.node_id} holds an item of "
+                f"{item.run_id}/{item.node_id}"
+            )
+        if (item.image, item.tier, item.run_as_root) != (task.image, task.tier, task.run_as_root):
+            return f"the items of a batch of {task.run_id}/{task.node_id} differ in container"
+    return None
+
+
+def _refused(task: Task) -> AttemptResult:
+    """An attempt of a run that ended before it started, as ``run`` refuses it."""
+    return AttemptResult(
+        run_id=task.run_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        item=task.item,
+        ok=False,
+        error="cancelled: the run ended before this node started",
+        retryable=False,
+    )
+
+
+class _BatchItems:
+    """A batch's items as the executor goes through them: each begun (the worker's
+    ``begin``), then ended (``end``) once, in order; the rest once ``begin`` says stop."""
+
+    def __init__(self, items: list[Task], begin: BeginItem, end: EndItem) -> None:
+        self._todo = deque(items)
+        self._begin = begin
+        self._end = end
+        self._current: Task | None = None
+
+    def next(self) -> tuple[Task, Emit] | None:
+        """The next item, begun, with its Emit; None when there is none to run."""
+        assert self._current is None, "an item begun and not ended"
+        if not self._todo:
+            return None
+        item = self._todo.popleft()
+        emit = self._begin(item)
+        if emit is None:  # the worker is shutting down: these run again elsewhere
+            self._todo.clear()
+            return None
+        self._current = item
+        return item, emit
+
+    def ended(self, result: AttemptResult) -> None:
+        self._current = None
+        self._end(result)
+
+    def end_rest(self, error: str, *, retryable: bool = True, engine_down: bool = False) -> None:
+        """End the item in hand and every one after it, failed with ``error``, unrun."""
+        if self._current is not None:
+            self.ended(self._failed(self._current, error, retryable, engine_down))
+        while (began := self.next()) is not None:
+            self.ended(self._failed(began[0], error, retryable, engine_down))
+
+    @staticmethod
+    def _failed(task: Task, error: str, retryable: bool, engine_down: bool) -> AttemptResult:
+        return AttemptResult(
+            run_id=task.run_id,
+            node_id=task.node_id,
+            attempt=task.attempt,
+            item=task.item,
+            ok=False,
+            error=error,
+            retryable=retryable,
+            engine_down=engine_down,
+        )
 
 
 def _launcher(kit: LaunchKit) -> Launcher:

@@ -63,6 +63,29 @@ exit 127
 #: Seconds an attempt waits for a gated container to be reading its gate.
 GATE_WAIT = 10.0
 
+#: A batch's command, sourced by the gate in place of one attempt's (so a spare serves a
+#: batch as it serves an attempt): each item runs as a child, never as PID 1, and the
+#: container waits for the next. The host holds the write end of the FIFO ``next``
+#: (the container's user can only read it) and says ``run <token>`` once the item's
+#: files and its script (``item``) are in place, or anything else to end the batch.
+#: Once the item's program has exited, whatever it left running is killed (PID 1 is
+#: spared by ``kill -1``), then its exit status follows its token on both streams:
+#: after it, nothing more of the item can come on either. The token is per item and
+#: never in a file or the environment, so the item cannot say it for itself. It ends
+#: the line it is on: one the program left unfinished is the program's, before it.
+BATCH_LOOP = f"""\
+exec 3< {GATE_DIR}/next || exit 125
+while read -r word token <&3; do
+  [ "$word" = run ] || exit 0
+  ( exec 3<&-; . {GATE_DIR}/item )
+  status=$?
+  kill -9 -1 2>/dev/null
+  printf '%s %s\\n' "$token" "$status"
+  printf '%s %s\\n' "$token" "$status" >&2
+done
+exit 125
+"""
+
 
 def static_busybox() -> Path | None:
     """A statically linked busybox on this host (it must run in any image), or None."""
@@ -101,6 +124,60 @@ def gate_command(environment: Mapping[str, str], argv: Sequence[str]) -> str:
     lines = [f"export {name}={shlex.quote(value)}" for name, value in environment.items()]
     lines.append("set -- " + " ".join(shlex.quote(arg) for arg in argv))
     return "\n".join(lines) + "\n" + _EXEC_BY_PATH
+
+
+class BatchGate:
+    """The host's end of a batch's gate: the loop opened once, then one word per item.
+
+    Made before the gate opens, so the loop finds its FIFO; the host's descriptor is
+    opened read-write, which never blocks, and held until the batch ends (the loop's
+    read-only open then never waits, and a worker that dies ends the loop with it).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        fifo = directory / "next"
+        os.mkfifo(fifo)
+        fifo.chmod(0o644)
+        self._fd: int | None = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+
+    def open(self, alive: Callable[[], bool]) -> None:
+        """Let the container waiting at its gate run the batch's loop."""
+        open_gate(self.directory, BATCH_LOOP, alive)
+
+    def run(self, script: str, token: str) -> None:
+        """Run the next item: ``script`` (:func:`gate_command`), ended by ``token``."""
+        # Read by the loop only once told to run it, after the item before has ended.
+        fd = os.open(self.directory / "item", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            data = script.encode()
+            while data:
+                data = data[os.write(fd, data) :]
+        finally:
+            os.close(fd)
+        self._say(f"run {token}\n".encode())
+
+    def end(self) -> None:
+        """The last word: the loop exits 0, and the container with it."""
+        if self._fd is not None:
+            try:
+                self._say(b"end\n")
+            except OSError:
+                pass  # its reader is gone: the container ended already
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def _say(self, word: bytes) -> None:
+        assert self._fd is not None, "the batch's gate is closed"
+        os.write(self._fd, word)
 
 
 def prepare_gate(directory: Path) -> None:
@@ -160,7 +237,9 @@ def _say(directory: Path, word: bytes, alive: Callable[[], bool]) -> None:
 
 
 __all__ = [
+    "BATCH_LOOP",
     "BUSYBOX",
+    "BatchGate",
     "GATE_DIR",
     "GATE_ROOT",
     "GATE_SCRIPT",

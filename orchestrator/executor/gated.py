@@ -5,20 +5,34 @@ makes a gated container for itself when none is ready; puts its inputs in the
 container's mounted directory; then opens the gate with its environment and argv
 (orchestrator.executor.gate). The node's program then replaces busybox as PID 1,
 with the image's Entrypoint and Cmd applied as Docker applies them.
+
+A batch (items of one run's one node) claims or makes its container the same way,
+then opens the gate with the batch's loop instead (``gate.BATCH_LOOP``): each item
+then runs as a child of the loop, one program invocation per item, with only its
+own files in the container's ``in`` and ``out`` (:class:`BatchContainer`).
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.executor import spec
 from orchestrator.executor.errors import AttemptFailed, step, tolerated
-from orchestrator.executor.gate import BUSYBOX, GATE_SCRIPT, gate_command, hold_gate, open_gate
+from orchestrator.executor.gate import (
+    BUSYBOX,
+    GATE_SCRIPT,
+    BatchGate,
+    gate_command,
+    hold_gate,
+    open_gate,
+)
 from orchestrator.executor.launcher import Attempt, LaunchKit, Stopwatch
-from orchestrator.executor.logs import LogPump
+from orchestrator.executor.logs import BatchLogPump, ItemEnd, LogPump
 from orchestrator.executor.protocol import Emit, LaunchMode
 from orchestrator.executor.spec import Image, Paths
 from orchestrator.executor.transfers import Input
@@ -26,6 +40,42 @@ from orchestrator.executor.warm_pool import UNCLAIMED_GRACE, Shape, Spare, WarmP
 from orchestrator.executor.workspaces import MountedWorkspace
 from orchestrator.messages import Task
 from orchestrator.tiers import TIERS, Tier
+
+
+@dataclass
+class BatchContainer:
+    """A gated container running a batch's loop: one item at a time, each its own program.
+
+    ``attempt`` is the container's record (what clean-up removes); its workspace's
+    ``in`` and ``out`` hold one item's files at a time (:meth:`clear` between two).
+    """
+
+    attempt: Attempt
+    workspace: MountedWorkspace
+    pump: BatchLogPump
+    gate: BatchGate
+
+    @property
+    def container_id(self) -> str:
+        assert self.attempt.container_id is not None
+        return self.attempt.container_id
+
+    def run(self, script: str, emit: Emit, attempt: int) -> ItemEnd:
+        """Run one item (its files in place): ``script`` from :func:`gate_command`, its
+        lines to ``emit``; how it ends."""
+        token = secrets.token_hex(16)
+        ended = self.pump.expect(token, emit, attempt)
+        with step("send the item to its container"):
+            self.gate.run(script, token)
+        return ended
+
+    def clear(self) -> None:
+        """The item's files gone, for the next; AttemptFailed if they cannot all go."""
+        self.workspace.clear()
+
+    def end(self) -> None:
+        """No more items: the container's loop, and so the container, exit."""
+        self.gate.end()
 
 
 class GatedLauncher:
@@ -77,17 +127,49 @@ class GatedLauncher:
         with timings("start"):
             attempt.pump = LogPump.attach(kit.client, spare.container_id, emit, task.attempt)
             with step("open the container's gate"):
-                open_gate(workspace.gate, script, lambda: self._running(spare.container_id))
+                open_gate(workspace.gate, script, lambda: self.running(spare.container_id))
         wanted = spec.container_name(task, spare.attempt_id)
         if spare.name != wanted:
             # Labels cannot change: the name says whose attempt a spare runs.
             with tolerated("rename", "only the name is lost; the attempt runs on"):
                 kit.client.api.rename(spare.container_id, wanted)
 
+    def start_batch(self, attempt: Attempt, tier: Tier, image: Image, emit: Emit) -> BatchContainer:
+        """A container for a batch (``attempt.task``, one run's one node), its loop running
+        and waiting for the first item. Fills ``attempt`` as :meth:`launch` does; raises
+        AttemptFailed, leaving what it made in ``attempt`` for clean-up."""
+        kit, task, timings = self.kit, attempt.task, attempt.timings
+        shape = Shape(task.image, image.id, tier.name, spec.user_of(image, task))
+        with timings("create"):
+            spare = self._claim(shape)
+        if spare is None:
+            spare = self._make(shape, task, timings)
+        attempt.attempt_id, attempt.container_id = spare.attempt_id, spare.container_id
+        workspace = MountedWorkspace(spare.directory, kit.transfers)
+        attempt.workspace = workspace
+        kit.housekeeping.in_flight.own(spare.container_id, task.run_id)
+        kit.housekeeping.in_flight.check_run_live(task)
+        with timings("start"):
+            with step("make the batch's gate"):
+                gate = BatchGate(workspace.gate)
+            try:
+                pump = BatchLogPump.attach(kit.client, spare.container_id, emit, task.attempt)
+                attempt.pump = pump
+                with step("open the container's gate"):
+                    gate.open(lambda: self.running(spare.container_id))
+            except BaseException:
+                gate.close()
+                raise
+        wanted = spec.container_name(task, spare.attempt_id)
+        if spare.name != wanted:
+            with tolerated("rename", "only the name is lost; the batch runs on"):
+                kit.client.api.rename(spare.container_id, wanted)
+        return BatchContainer(attempt, workspace, pump, gate)
+
     def _claim(self, shape: Shape) -> Spare | None:
         """A ready spare of ``shape``, now holding for this attempt; None when there is none."""
         while self.pool is not None and (spare := self.pool.claim(shape)) is not None:
-            if self._running(spare.container_id) and self._hold(spare):
+            if self.running(spare.container_id) and self._hold(spare):
                 return spare
             # Killed while it waited (an engine restart, an operator): next one.
             self._discard(spare)
@@ -96,7 +178,7 @@ class GatedLauncher:
     def _hold(self, spare: Spare) -> bool:
         """Whether the spare took its claim (it then waits for its gate without a limit)."""
         try:
-            hold_gate(spare.directory / "gate", lambda: self._running(spare.container_id))
+            hold_gate(spare.directory / "gate", lambda: self.running(spare.container_id))
         except OSError:
             return False
         return True
@@ -143,7 +225,8 @@ class GatedLauncher:
     def _discard(self, spare: Spare) -> None:
         self.kit.housekeeping.dispose(spare.container_id, spare.directory, spare.attempt_id)
 
-    def _running(self, container_id: str) -> bool:
+    def running(self, container_id: str) -> bool:
+        """Whether the engine says the container runs (False when gone or unanswered)."""
         try:
             with step("inspect the container", engine=True):
                 state = self.kit.client.api.inspect_container(container_id)["State"]
@@ -152,4 +235,4 @@ class GatedLauncher:
         return bool(state.get("Running"))
 
 
-__all__ = ["GatedLauncher"]
+__all__ = ["BatchContainer", "GatedLauncher"]

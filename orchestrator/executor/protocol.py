@@ -18,6 +18,13 @@ from orchestrator.models import LogRecord
 Emit = Callable[[LogRecord], None]
 #: Removes an ended attempt's container and files; returns the seconds it took.
 Cleanup = Callable[[], float]
+#: An item of a batch is about to run (its Task): the worker reports it started and
+#: gives the Emit its log lines go to; None when the worker is shutting down, and
+#: then neither this item nor the rest of the batch run (they are left to run again).
+BeginItem = Callable[[Task], Emit | None]
+#: An item of a batch has ended: its result, reported at once (its container may run
+#: the next item meanwhile).
+EndItem = Callable[[AttemptResult], None]
 #: gated: attempts run in containers started ahead and held at a gate (warm
 #: spares among them); plain: a container is created and started per attempt.
 LaunchMode = Literal["gated", "plain"]
@@ -37,6 +44,17 @@ class Executor(Protocol):
 
         The cleanup is called after the result is reported, so removing the
         container is not on the flow's critical path.
+        """
+
+    def run_batch(self, task: Task, begin: BeginItem, end: EndItem) -> Cleanup:
+        """Run the items of a batch (``task.batch``: one run's one node) one after another.
+
+        Each item is an attempt of its own: ``begin(item)`` before it runs, its log
+        lines to the Emit that returns, ``end(result)`` as soon as it has ended, one
+        call each per item, in order. Items of a run that ended meanwhile are ended
+        refused, as ``run`` refuses an attempt; once ``begin`` answers None no further
+        item runs. Never raises. The cleanup (called after the last result is
+        reported) removes every container and file the batch used.
         """
 
     def kill_run(self, run_id: str) -> int:
@@ -67,4 +85,4 @@ class Executor(Protocol):
         """Spares ready now, per image and tier."""
 
 
-__all__ = ["Cleanup", "Emit", "Executor", "LaunchMode"]
+__all__ = ["BeginItem", "Cleanup", "Emit", "EndItem", "Executor", "LaunchMode"]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import shutil
 import tarfile
 import time
 from collections.abc import Iterable, Iterator
@@ -122,6 +124,26 @@ class MountedWorkspace:
                         _make_directory(parent)
                         made.add(parent)
             self._transfers.download(item, directory.joinpath(*parts))
+
+    def clear(self) -> None:
+        """Empty ``in`` and ``out`` for the next item of a batch run in the same container.
+
+        Called once the item's processes are gone (the batch's loop kills what its
+        program left), so nothing changes them meanwhile. Links are removed, never
+        followed. AttemptFailed if anything is left: the next item must not see it.
+        """
+        for sub in ("in", "out"):
+            directory = self.root / sub
+            with step(f"empty the attempt's {sub} directory"):
+                with os.scandir(directory) as entries:
+                    for entry in list(entries):
+                        if entry.is_dir(follow_symlinks=False):
+                            shutil.rmtree(entry.path)
+                        else:
+                            os.unlink(entry.path)
+                with os.scandir(directory) as entries:
+                    if next(entries, None) is not None:
+                        raise AttemptFailed(f"the attempt's {sub} directory could not be emptied")
 
     def take_output(self, spec: TaskOutput, path: str, limit: int | None) -> OutputInfo:
         host_path = inside(self.root / "out", path.rsplit("/", 1)[1])

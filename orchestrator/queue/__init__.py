@@ -34,6 +34,19 @@ class TaskQueue(Protocol):
 
     async def next_message(self) -> WorkerMessage: ...
 
+    #: Whether messages outlive the service (Redis): then they are acknowledged only
+    #: once what they changed is on disk (``messages_handled``), and one handed out
+    #: before a crash comes again.
+    durable: bool = False
+
+    def has_buffered_messages(self) -> bool:
+        """Whether ``next_message`` has one at hand (read, not yet handed out)."""
+        ...
+
+    async def messages_handled(self) -> None:
+        """Every message handed out so far is handled and its changes are written."""
+        ...
+
     def register_worker(
         self,
         worker: str,
@@ -45,6 +58,10 @@ class TaskQueue(Protocol):
         """Stop heartbeating and leave the list of live workers (bounded: Redis may be gone)."""
 
     def offered_tiers(self) -> frozenset[str]: ...
+
+    def slots_for(self, tier: str) -> int:
+        """Attempts the live workers that take ``tier`` can run at once, in all."""
+        ...
 
     def drop_run(self, run_id: str, *, cancel: bool = False) -> int: ...
 

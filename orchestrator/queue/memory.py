@@ -21,6 +21,8 @@ class MemoryQueue:
     10,000), and still takes the oldest of them.
     """
 
+    durable = False
+
     def __init__(self) -> None:
         self._tasks: dict[str, deque[tuple[int, Task]]] = {}
         self._numbered = itertools.count()
@@ -60,6 +62,12 @@ class MemoryQueue:
     async def next_message(self) -> WorkerMessage:
         return await self._messages.get()
 
+    def has_buffered_messages(self) -> bool:
+        return not self._messages.empty()
+
+    async def messages_handled(self) -> None:
+        """Nothing to acknowledge: the messages die with the process, as its runs' do not."""
+
     def register_worker(
         self,
         worker: str,
@@ -77,6 +85,10 @@ class MemoryQueue:
 
     def offered_tiers(self) -> frozenset[str]:
         return frozenset().union(*self._workers.values()) if self._workers else frozenset()
+
+    def slots_for(self, tier: str) -> int:
+        beats = self._heartbeats.items()
+        return sum(beat().slots for worker, beat in beats if tier in self._workers[worker])
 
     def drop_run(self, run_id: str, *, cancel: bool = False) -> int:
         """Forget queued tasks of a run that ended; returns how many were dropped.
@@ -103,7 +115,12 @@ class MemoryQueue:
 
     async def queued_keys(self) -> set[str]:
         """None survive a restart: the queue lives and dies with the process."""
-        return {task.key for queued in self._tasks.values() for _number, task in queued}
+        return {
+            key
+            for queued in self._tasks.values()
+            for _n, task in queued
+            for key in task.attempt_keys()
+        }
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""

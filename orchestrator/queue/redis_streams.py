@@ -74,6 +74,8 @@ def tasks_stream(tier: str) -> str:
 class RedisQueue:
     """One connection's view of the queue: the service's or one worker's."""
 
+    durable = True
+
     def __init__(self, url: str, *, consumer: str, reclaim_after: float = 30.0) -> None:
         self.url = url
         self.consumer = consumer
@@ -88,6 +90,8 @@ class RedisQueue:
         self._read_pending = True  # first read the messages a previous service left unacked
         self._buffer: list[tuple[bytes, WorkerMessage]] = []
         self._to_ack: list[bytes] = []
+        # Messages handed out, to acknowledge once their changes are written.
+        self._handed: list[bytes] = []
         self._workers: dict[str, tuple[WorkerHeartbeat, float]] = {}
         # Worker side: the entries of the tasks this worker holds, and who to tell of cancels.
         self._held: dict[str, tuple[str, bytes]] = {}
@@ -195,9 +199,20 @@ class RedisQueue:
                 self._to_ack.extend(entry_id for entry_id, _ in entries)
         entry_id, message = self._buffer.pop(0)
         if not self._read_pending:
-            self._to_ack.append(entry_id)
+            self._handed.append(entry_id)
         self._queued.pop(f"{message.run_id}/{message.node_id}/{message.attempt}", None)
         return message
+
+    def has_buffered_messages(self) -> bool:
+        return bool(self._buffer)
+
+    async def messages_handled(self) -> None:
+        """Acknowledge what was handed out: its changes are on disk. Until then a message
+        stays pending, and a service killed before writing what it changed reads it
+        again when it starts (handling one twice changes nothing: results are matched
+        to their attempt)."""
+        self._to_ack.extend(self._handed)
+        self._handed = []
 
     def _parse(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> WorkerMessage | None:
         """A worker message; heartbeats are kept here (the live workers) and not passed on."""
@@ -225,6 +240,9 @@ class RedisQueue:
 
     def offered_tiers(self) -> frozenset[str]:
         return frozenset(t for hb in self.live_workers() for t in hb.tiers)
+
+    def slots_for(self, tier: str) -> int:
+        return sum(hb.slots for hb in self.live_workers() if tier in hb.tiers)
 
     def drop_run(self, run_id: str, *, cancel: bool = False) -> int:
         queued = [key for key in self._queued if key.startswith(run_id + "/")]
@@ -416,14 +434,16 @@ class RedisQueue:
     async def queued_keys(self) -> set[str]:
         """Every task still in a tier's stream: waiting, or held by a worker (acked ones are
         deleted). Read when the service starts; they can be dropped if their run ends."""
+        held: set[str] = set()
         for tier in TIERS:
             stream = tasks_stream(tier)
             entries = await self._call("queued_keys", lambda s=stream: self._redis.xrange(s))
             for entry_id, fields in entries:
                 if fields:
-                    key = Task.model_validate_json(fields[b"task"]).key
-                    self._queued[key] = (stream, entry_id)
-        return set(self._queued)
+                    task = Task.model_validate_json(fields[b"task"])
+                    self._queued[task.key] = (stream, entry_id)
+                    held.update(task.attempt_keys())  # a batch holds each of its items
+        return set(self._queued) | held
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""

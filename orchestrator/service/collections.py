@@ -101,15 +101,11 @@ class Collections:
             raise CollectionNotFound(run_id, edge, "collection", _collections(plan))
         live = self.scheduler.live(run_id)
         artifact = record.run.artifacts.get(edge)
+        chosen = await self.runs.collection_items(record, edge, after, limit + 1)
         if live is not None:
             collection = live.collections[edge]
-            names = list(collection.items)
-            start = names.index(after) + 1 if after in collection.items else 0
-            chosen = [collection.items[n] for n in names[start : start + limit + 1]]
-            complete, count = collection.complete, len(names)
+            complete, count = collection.complete, len(collection.items)
         else:
-            rows = await self.state.member_page(run_id, edge, after, limit + 1)
-            chosen = [CollectionItem.model_validate(row) for row in rows]
             complete = artifact is not None
             count = artifact.items or 0 if artifact is not None else len(chosen)
         next_after = chosen[limit - 1].name if len(chosen) > limit else None

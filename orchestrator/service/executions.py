@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 from orchestrator.config import InvocationSettings
 from orchestrator.errors import FileTooLarge, InvalidInvocation, PipewellError
 from orchestrator.mime import JSON, OCTET_STREAM, essence, matches
-from orchestrator.models import FlowRun, NodeStatus, RunStatus
+from orchestrator.models import Artifact, FlowRun, NodeStatus, RunStatus
 from orchestrator.registry import FlagProfile, SavedFlow
 from orchestrator.runtime import entry_edges, terminal_edges
 from orchestrator.service.inputs import (
@@ -49,6 +49,9 @@ from storage import Store, StoreError, check_key
 
 #: How long a presigned URL in an output stays valid.
 OUTPUT_URL_TTL = 3600.0
+#: Items of a collection an invocation's answer lists at most (with their count): the
+#: rest are paged from the native collection endpoint.
+OUTPUT_ITEMS = 1000
 #: Under a tenant's namespace in the default store: files uploaded for invocations.
 UPLOADS = "uploads"
 DEFAULT_WAIT_SECONDS = 30.0
@@ -326,7 +329,11 @@ class Executions:
             return None, f"output '{edge}' could not be read: {exc}"
 
     async def decode(self, record: RunRecord, edge: str) -> Any:
-        """The output on ``edge``: inline when it is small text or JSON, else a URL."""
+        """The output on ``edge``: inline when it is small text or JSON, else a URL; a
+        collection as its items' URLs (the first OUTPUT_ITEMS; ``count`` says how many)."""
+        artifact = record.run.artifacts.get(edge)
+        if artifact is not None and artifact.items is not None:
+            return await self._collection(record, artifact)
         info, reader, store, artifact = await self.runs.open_artifact(record, edge)
         content_type = essence(info.content_type or OCTET_STREAM)
         textual = content_type.startswith("text/") or content_type == JSON
@@ -342,6 +349,28 @@ class Executions:
             reader.close()
         url = await self.runs.io_call(store.get_url, artifact.object_name, OUTPUT_URL_TTL)
         return {"url": url, "content_type": content_type, "size": info.size}
+
+    async def _collection(self, record: RunRecord, artifact: Artifact) -> dict[str, Any]:
+        items = await self.runs.collection_items(record, artifact.edge_name, None, OUTPUT_ITEMS)
+        store = await self.runs.store_of(record, artifact.store_name)
+
+        def presign() -> list[str]:
+            return [store.get_url(i.object_name, OUTPUT_URL_TTL) for i in items]
+
+        urls = await self.runs.io_call(presign)
+        return {
+            "count": artifact.items,
+            "items": [
+                {
+                    "name": i.name,
+                    "url": url,
+                    "content_type": i.content_type,
+                    "size": i.size,
+                    "sha256": i.sha256,
+                }
+                for i, url in zip(items, urls, strict=True)
+            ],  # fmt: skip
+        }
 
     async def wait(self, run_id: str, timeout: float, edges: list[str] | None = None) -> Outcome:
         """The outcome once the run finishes, or what is known when ``timeout`` runs out."""

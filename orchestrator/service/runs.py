@@ -18,7 +18,14 @@ from typing import Any, BinaryIO, TypeVar
 
 from orchestrator.errors import ArtifactNotFound, RunFinished, RunNotFound
 from orchestrator.events import EventBus
-from orchestrator.models import DEFAULT_TENANT, Artifact, Flow, FlowRun, FlowSubmission
+from orchestrator.models import (
+    DEFAULT_TENANT,
+    Artifact,
+    CollectionItem,
+    Flow,
+    FlowRun,
+    FlowSubmission,
+)
 from orchestrator.runtime import terminal_edges
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
@@ -193,6 +200,20 @@ class Runs:
             raise ArtifactNotFound(record.run.id, edge, "the object is gone from its store")
         reader = await self.io_call(store.open_read, artifact.object_name)
         return info, reader, store, artifact
+
+    async def collection_items(
+        self, record: RunRecord, edge: str, after: str | None, limit: int
+    ) -> list[CollectionItem]:
+        """Up to ``limit`` items of the collection on ``edge`` after ``after``, in the
+        order they came: live, or as last written."""
+        live = self.scheduler.live(record.run.id)
+        if live is not None:
+            items = live.collections[edge].items
+            names = list(items)
+            start = names.index(after) + 1 if after in items else 0
+            return [items[n] for n in names[start : start + limit]]
+        rows = await self.state.member_page(record.run.id, edge, after, limit)
+        return [CollectionItem.model_validate(row) for row in rows]
 
     async def store_of(self, record: RunRecord, store_name: str) -> Store:
         """A store the run names; a flow's own ones are opened first when the scheduler

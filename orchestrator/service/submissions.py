@@ -104,9 +104,7 @@ class Submissions:
         thread (a second for 10,000 nodes)."""
         self._validate(submission).raise_if_invalid()
         defs = defs if defs is not None else resolve_defs(submission, self.catalog)
-        plan = plan_run(
-            submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant, defs=defs
-        )
+        plan = plan_run(submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant, defs=defs)
         return RunState(plan, defs, max_log_lines=self.settings.executor.log_lines_per_node)
 
     def _store(self, run: RunState, store_name: str) -> Store:

@@ -142,6 +142,31 @@ class Attempts:
             cleanup()
         return result, lines, labels
 
+    def run_batch(self, items: list[Task], batch: Batch | None = None) -> Batch:
+        """A batch of ``items`` (one run's one node) through ``run_batch``: each item's
+        result and lines, and how many containers it had (counted before clean-up)."""
+        batch = batch or Batch()
+        first = items[0].model_copy(update={"batch": items})
+
+        def begin(item: Task):  # type: ignore[no-untyped-def]
+            assert item.item is not None
+            batch.order.append(item.item)
+            lines = batch.lines.setdefault(item.item, [])
+            for hook in batch.on_begin:
+                hook(item)
+            return lines.append
+
+        def end(result: AttemptResult) -> None:
+            assert result.item is not None and result.item == batch.order[-1]
+            batch.results[result.item] = result
+
+        cleanup = self.executor.run_batch(first, begin, end)
+        try:
+            batch.containers = len(labelled_containers(first.run_id))
+        finally:
+            cleanup()
+        return batch
+
     def warm_up(self) -> None:
         """In gated-spare mode: a spare of the busybox shape is ready before the attempt."""
         if self.mode != "gated-spare":
@@ -164,6 +189,21 @@ class Attempts:
             assert left == [], [c.name for c in left]
         finally:
             self.engine.close()
+
+
+@dataclass
+class Batch:
+    """What a batch reported: per item, its result and lines; in order, its items begun."""
+
+    results: dict[str, AttemptResult] = field(default_factory=dict)
+    lines: dict[str, list[LogRecord]] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+    containers: int = 0
+    #: Called as each item begins (on the executor's thread).
+    on_begin: list[Any] = field(default_factory=list)
+
+    def said(self, item: str, stream: str = "stdout") -> list[str]:
+        return [r.message for r in self.lines[item] if r.stream == stream]
 
 
 @pytest.fixture(params=list(MODES))
@@ -473,3 +513,194 @@ async def test_every_message_of_an_item_attempt_carries_its_item(attempts, outco
     result = messages[3]
     assert isinstance(result, AttemptResult) and result.ok is (outcome == "ok")
     assert queue.done == [f"{sent.run_id}/n[frames/0001.png]/1"]
+
+
+# ------------------------------------------------------------------ batches of items
+
+#: An item's program (its name in $ITEM, from its flag): says who it is and where it
+#: runs, lists the files it can see (its input directory, its output directory) into its
+#: output after its input's bytes, leaves a stray file in the output directory and a
+#: process running, and ends its last line without a newline.
+ITEM_SCRIPT = """
+ITEM=$FLAG_ITEM
+echo "item $ITEM"
+echo "host $(hostname)"
+echo "err $ITEM" >&2
+{ cat "$1"; echo "in: $(ls -A /pipewell/in)"; echo "out: $(ls -A /pipewell/out)"; } > "$2"
+touch /pipewell/out/stray-$ITEM
+sleep 60 &
+case $ITEM in
+  fails) echo "$ITEM broke" >&2; exit 1 ;;
+  slow) sleep 60 ;;
+  hog) x=a; while :; do x="$x$x"; done ;;
+esac
+printf "last %s" "$ITEM"
+"""
+
+
+def batch_items(store: Store, names: list[str], **fields: Any) -> list[Task]:
+    """One task per item of one run's one node, each its own input and output."""
+    run_id = uuid.uuid4().hex
+    items = []
+    for name in names:
+        store.objects[f"in/{name}"] = f"body of {name}\n".encode()
+        items.append(
+            task(
+                run_id=run_id,
+                item=name,
+                argv=["sh", "-c", ITEM_SCRIPT, "item", "${in}", "${out}"],
+                flags={"item": name},  # FLAG_ITEM, and so $ITEM, is the item's own
+                inputs=[TaskInput(name="in", url=store.get_url(f"in/{name}"))],
+                outputs=[TaskOutput(name="out", url=store.put_url(f"out/{name}"), suffix=".txt")],
+                **fields,
+            )
+        )
+    return items
+
+
+def hosts(batch: Batch) -> dict[str, str]:
+    return {
+        item: next(m[5:] for m in batch.said(item) if m.startswith("host ")) for item in batch.order
+    }
+
+
+def own_output(store: Store, batch: Batch, name: str) -> None:
+    """The item's output is its own: its input's bytes, and only its files in sight."""
+    assert batch.results[name].ok, batch.results[name].error
+    assert stored(store, f"out/{name}", batch.results[name].outputs["out"], "text/plain") == (
+        f"body of {name}\nin: in.txt\nout: out.txt\n".encode()
+    )
+
+
+@pytest.mark.parametrize("mode", ["gated", "gated-spare"])
+def test_a_batch_runs_its_items_one_after_another_in_one_container(make_attempts, store, mode):
+    attempts = make_attempts(mode)
+    names = ["a", "b", "c", "d"]
+    batch = attempts.run_batch(batch_items(store, names))
+    assert batch.order == names
+    for name in names:
+        own_output(store, batch, name)
+        # Its own lines, all of them, the last one unfinished; nothing of another item.
+        host = hosts(batch)[name]
+        assert batch.said(name) == [f"item {name}", f"host {host}", f"last {name}"]
+        assert batch.said(name, "stderr") == [f"err {name}"]
+    assert batch.containers == 1
+    assert len(set(hosts(batch).values())) == 1  # one container ran the four
+    assert sorted(store.gets) == [f"in/{name}" for name in names]
+    timings = [batch.results[name].timings for name in names]
+    # The container's create and start are the first item's; each item ran on its own.
+    assert "start" in timings[0] and all("start" not in t for t in timings[1:])
+    assert all(t["run"] < 5 for t in timings)
+
+
+def test_in_a_batch_an_item_that_fails_or_times_out_leaves_the_others_theirs(make_attempts, store):
+    attempts = make_attempts("gated")
+    names = ["a", "fails", "slow", "d"]
+    items = batch_items(store, names)
+    items[2] = items[2].model_copy(update={"timeout": 1.5})
+    batch = attempts.run_batch(items)
+    assert batch.order == names
+    own_output(store, batch, "a")
+    own_output(store, batch, "d")
+    failed = batch.results["fails"]
+    assert (failed.ok, failed.error) == (False, "command exited with code 1: fails broke")
+    slow = batch.results["slow"]
+    assert (slow.ok, slow.retryable) == (False, True)
+    assert slow.error == "timed out after 1.5 s (the NodeDef's Timeout); container killed"
+    # The item that timed out took its container with it: the next had a fresh one.
+    seen = hosts(batch)
+    assert seen["a"] == seen["fails"] == seen["slow"] != seen["d"]
+    assert batch.containers == 2
+    assert batch.said("slow") == ["item slow", f"host {seen['slow']}"]
+    assert batch.said("fails", "stderr") == ["err fails", "fails broke"]
+    assert set(store.puts) == {"out/a", "out/d"}  # failed items put nothing
+
+
+def test_an_item_out_of_memory_in_a_batch_says_so_and_the_next_runs(make_attempts, store):
+    attempts = make_attempts("gated")
+    batch = attempts.run_batch(batch_items(store, ["a", "hog", "c"]))
+    hog = batch.results["hog"]
+    assert hog.ok is False
+    assert hog.error == "out of memory (limit 512 MiB, tier c-nano); exit code 137"
+    own_output(store, batch, "a")
+    own_output(store, batch, "c")
+    seen = hosts(batch)
+    assert seen["a"] == seen["hog"] != seen["c"]
+
+
+@pytest.mark.parametrize("mode", ["gated", "plain"])
+def test_a_batch_whose_run_is_cancelled_midway_runs_none_of_the_rest(make_attempts, store, mode):
+    attempts = make_attempts(mode)
+    names = ["a", "slow", "c", "d"]
+    items = batch_items(store, names)
+    run_id = items[0].run_id
+
+    def cancel_once_slow_runs(item: Task) -> None:
+        if item.item == "slow":
+            threading.Timer(1.0, attempts.executor.kill_run, [run_id]).start()
+
+    batch = Batch()
+    batch.on_begin.append(cancel_once_slow_runs)
+    found = attempts.run_batch(items, batch)
+    own_output(store, found, "a")
+    killed = found.results["slow"]
+    assert killed.ok is False
+    # As a lone attempt killed by its run's end reads (with its last line of stderr).
+    assert killed.error == "command exited with code 137 (killed by SIGKILL): err slow"
+    for name in ("c", "d"):
+        refused = found.results[name]
+        assert (refused.ok, refused.retryable) == (False, False)
+        assert refused.error == "cancelled: the run ended before this node started"
+    assert found.order == names  # each reported, as a refused lone attempt is
+    assert "in/c" not in store.gets and "in/d" not in store.gets  # nothing of them ran
+    assert labelled_containers(run_id) == []
+
+
+@pytest.mark.parametrize("mode", ["plain", "plain-archive"])
+def test_a_plain_batch_runs_each_item_in_a_container_of_its_own(make_attempts, store, mode):
+    attempts = make_attempts(mode)
+    names = ["a", "fails", "c"]
+    batch = attempts.run_batch(batch_items(store, names))
+    assert batch.order == names
+    own_output(store, batch, "a")
+    own_output(store, batch, "c")
+    assert batch.results["fails"].error == "command exited with code 1: fails broke"
+    assert batch.containers == 3
+    assert len(set(hosts(batch).values())) == 3
+    for name in names:
+        assert batch.said(name)[0] == f"item {name}"
+
+
+async def test_every_message_of_a_batchs_items_carries_its_item_and_the_batch_is_done_once(
+    make_attempts, store
+):
+    """The real worker on the real engine: one slot, each item's messages as a lone one's."""
+    attempts = make_attempts("gated")
+    queue = ObservedQueue()
+    worker = Worker(
+        WorkerSettings(name="test-batches", tiers=["c-nano"], memory="2g"),
+        queue,
+        attempts.executor,
+    )
+    await worker.start()
+    names = ["a", "fails", "c"]
+    items = batch_items(store, names)
+    sent = items[0].model_copy(update={"batch": items})
+    try:
+        await queue.put_task(sent)
+        messages = await queue.read(
+            lambda taken: sum(isinstance(m, AttemptCleanedUp) for m in taken) == 3, seconds=60
+        )
+    finally:
+        await worker.close()
+    for name in names:
+        kinds = [m.kind for m in messages if m.item == name]
+        assert kinds[0] == "started" and kinds[-2:] == ["result", "cleaned"], kinds
+        assert set(kinds[1:-2]) == {"log"}
+    results = {m.item: m for m in messages if isinstance(m, AttemptResult)}
+    assert [results[n].ok for n in names] == [True, False, True]
+    # Each item's result before the next item starts; the batch done once, after them.
+    kinds = [(m.kind, m.item) for m in messages if m.kind in ("started", "result")]
+    assert kinds == [(k, n) for n in names for k in ("started", "result")]
+    assert queue.done == [sent.key]
+    assert queue.history.index(f"done {sent.key}") > queue.history.index(f"result {items[-1].key}")

@@ -5,6 +5,7 @@ collection filled item by item, and uploads that cannot become items refused."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import zipfile
@@ -122,6 +123,11 @@ async def test_a_zip_put_to_its_waitingurl_is_mapped_and_gathered(start_service)
     assert body == b"BETA"
     assert item["Sha256"] == hashlib.sha256(b"BETA").hexdigest()
 
+    # Items are counted in the metrics, apart from nodes.
+    metrics = await (await client.get("/metrics")).text()
+    assert 'pipewell_items_total{outcome="succeeded"} 3.0' in metrics
+    assert 'pipewell_items_total{outcome="failed"} 1.0' in metrics
+
 
 async def test_an_item_that_fails_ends_the_run_by_default_and_says_which(start_service):
     client = await start_service()
@@ -191,3 +197,37 @@ async def test_a_collection_filled_item_by_item_then_closed(start_service):
     response = await client.get(f"/api/v1/flow/items/{run['ID']}/list")
     assert response.status == 404
     assert (await response.json())["code"] == "NODE_NOT_MAPPED"
+
+
+async def test_a_saved_batch_flow_invoked_with_a_zip_answers_its_items(start_service):
+    """Axiom's JSON takes the zip as base64; the answer lists the output collection's
+    items with their URLs; a zip for a flow whose collection is gathered only works too."""
+    client = await start_service()
+    flow = batch_flow()
+    flow["Nodes"] = flow["Nodes"][:1]  # the mapped node's collection is the output
+    response = await client.post("/api/v1/flows", json={"Flow": flow, "NodeDefs": [UPPER]})
+    assert response.status in (200, 201), await response.text()
+    graph_id = (await response.json())["graph_id"]
+    archive = zipped({"a.txt": b"alpha", "sub/b.txt": b"beta"})
+    body = {
+        "graph_id": graph_id,
+        "input": {"base64": base64.b64encode(archive).decode(), "content_type": "application/zip"},
+        "wait": True,
+    }
+    response = await client.post("/invocations/v1/flows/invoke", json=body)
+    answer = await response.json()
+    assert response.status == 202 and answer["result"]["success"], answer
+    output = answer["result"]["output"]
+    assert output["count"] == 2
+    by_name = {item["name"]: item for item in output["items"]}
+    assert sorted(by_name) == ["a.txt", "sub/b.txt"]
+    async with client.session.get(by_name["sub/b.txt"]["url"]) as got:
+        assert await got.read() == b"BETA"
+    assert by_name["a.txt"]["sha256"] == hashlib.sha256(b"ALPHA").hexdigest()
+
+    # Not an archive: refused before any run, saying what the edge takes.
+    body["input"] = {"base64": base64.b64encode(b"plain").decode(), "content_type": "text/plain"}
+    response = await client.post("/invocations/v1/flows/invoke", json=body)
+    refused = await response.json()
+    assert response.status == 400 and refused["code"] == "INPUT_INVALID", refused
+    assert "application/zip" in refused["message"]

@@ -99,13 +99,13 @@ def start_worker(
     started: list[subprocess.Popen[bytes]] = []
     logs = []
 
-    def start(name: str) -> subprocess.Popen[bytes]:
+    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{name}.log").open("ab")
         logs.append(log)
         process = subprocess.Popen(
             [sys.executable, "-m", "orchestrator.cli", "worker", "--queue", redis_server.url,
              "--data-dir", str(tmp_path / name), "--name", name,
-             "--reclaim-after", str(RECLAIM)],
+             "--reclaim-after", str(RECLAIM), *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -155,19 +155,23 @@ async def test_a_zip_is_mapped_item_by_item_through_two_nodes_and_gathered(engin
 
 
 async def test_an_items_next_step_starts_before_the_first_step_ends_for_the_others(engine):
-    """No barrier between chained maps: item 1's b runs while a still holds items 2 and 3."""
+    """No barrier between chained maps: item 1's b runs while a still holds items 2 and 3
+    (three items on four slots: each a task of its own, batches being no bigger than
+    the slots leave)."""
     started = await engine(FakeExecutor(hold=["a"]), worker=ROOMY)
     executor = started.executor
     executor.behaviours = nodes_of(started.stores.default)
     run = await started.submit(
         flow(PIPELINE), inputs={"photos": (zipped(PHOTOS), "application/zip")}
     )
-    await executor.until(lambda: len(executor.running) == 3)
+    at_once = 3
+    await executor.until(lambda: len(executor.running) == at_once)
     executor.let_through(1, "a")
     await executor.until(lambda: any(t.node_id == "b" for t in executor.tasks))
     done_b = [t.item for t in executor.tasks if t.node_id == "b"]
     assert len(done_b) == 1
-    assert sum(1 for t in executor.running.values() if t.node_id == "a") == 2
+    a_ended = [key for key in executor.ended if "/a[" in key]
+    assert len(a_ended) == 1  # a's other two items have not ended
     assert run.state("c").status == NodeStatus.IDLE  # the gather waits for them all
     executor.open_gate()
     await started.settled(run)
@@ -267,14 +271,23 @@ async def test_an_upload_that_is_no_archive_is_refused_and_no_run_is_made(engine
     assert started.scheduler.runs == {}
 
 
-async def test_a_restart_in_the_middle_of_a_map_runs_each_item_once(engine):
-    started = await engine(FakeExecutor(hold=["a"]), worker=ROOMY)
+ONE_SLOT = {"max_parallel": 1, "memory": "4g"}
+
+
+@pytest.mark.parametrize("per_container", [1, 8])
+async def test_a_restart_in_the_middle_of_a_map_runs_each_item_once(engine, per_container):
+    """Three items as three tasks on four slots, or as one batch on one slot."""
+    started = await engine(
+        FakeExecutor(hold=["a"]),
+        worker=ROOMY if per_container == 1 else ONE_SLOT,
+        executor_settings={"items_per_container": per_container},
+    )
     store = started.stores.default
     started.executor.behaviours = nodes_of(store)
     nodes = [each("a", "photos", "small")]
     run = await started.submit(flow(nodes), inputs={"photos": (zipped(PHOTOS), "application/zip")})
     executor = started.executor
-    await executor.until(lambda: len(executor.running) == 3)
+    await executor.until(lambda: len(executor.running) == (3 if per_container == 1 else 1))
     executor.let_through(1, "a")
     await started.until(run, lambda: (run.state("a").items.counts or {}).get("COMPLETE") == 1)  # type: ignore[union-attr]
     await started.state.flush()
@@ -292,3 +305,41 @@ async def test_a_restart_in_the_middle_of_a_map_runs_each_item_once(engine):
         with store.open_read(f"{small}/{name}") as reader:
             assert reader.read() == content.upper()
     assert resumed.run.artifacts["small"].items == 3
+
+
+@pytest.mark.parametrize(
+    ("per_container", "worker", "sizes"),
+    [
+        (1, ONE_SLOT, []),  # every item a task of its own
+        (8, ONE_SLOT, [5]),  # all five in one container
+        (2, ONE_SLOT, [2, 2]),  # at most two a container, the fifth alone
+        (8, ROOMY, [2, 2]),  # five items spread over four slots: two a container
+    ],
+)
+async def test_a_maps_items_run_in_batches_as_big_as_the_slots_leave(
+    engine, per_container, worker, sizes
+):
+    started = await engine(
+        FakeExecutor(), worker=worker, executor_settings={"items_per_container": per_container}
+    )
+    executor = started.executor
+    executor.behaviours = nodes_of(started.stores.default)
+    photos = {f"p{n}.jpg": f"photo {n}".encode() for n in range(5)}
+    run = await started.submit(
+        flow([each("a", "photos", "small")]),
+        inputs={"photos": (zipped(photos), "application/zip")},
+    )
+    await started.settled(run)
+    assert run.status == RunStatus.COMPLETE, run.run.node_state
+    # Batches of at most per_container items and no more than the node's items over the
+    # slots (a lone item left over is a task of its own), each batch's items in turn.
+    assert sorted((len(ran) for ran in executor.batches), reverse=True) == sizes
+    batched = {key for ran in executor.batches for key in ran}
+    lone = [t.key for t in executor.tasks if t.key not in batched]
+    assert len(lone) == 5 - sum(sizes)
+    assert executor.most_running <= len(sizes) + len(lone)
+    assert sorted(t.item for t in executor.tasks) == sorted(photos)
+    small = run.artifact_for("small").object_name
+    for name, content in photos.items():
+        with started.stores.default.open_read(f"{small}/{name}") as reader:
+            assert reader.read() == content.upper()

@@ -395,3 +395,145 @@ async def test_an_attempt_that_ends_within_the_grace_of_a_close_is_reported(star
     assert [r.ok for r in results(queue.sent).values()] == [True]
     assert queue.done == ["r1/a/1"]
     assert await queue.queued_keys() == {"r1/b/1"}  # not taken once closing began
+
+
+# ------------------------------------------------------------------ batches of items
+
+
+def batch(run_id: str, node_id: str, items: list[str], outputs: tuple[str, ...] = ()) -> Task:
+    """Items of one mapped node in one task, as the scheduler batches them."""
+    tasks = [task(run_id, node_id, outputs=outputs, item=item) for item in items]
+    return tasks[0].model_copy(update={"batch": tasks})
+
+
+def keys(run_id: str, node_id: str, items: list[str]) -> list[str]:
+    return [attempt_key(run_id, node_id, 1, item) for item in items]
+
+
+async def test_a_batch_runs_its_items_one_after_another_in_one_slot(start):
+    items = ["a.jpg", "b.jpg", "c.jpg"]
+    executor = FakeExecutor(
+        {"m": lambda t: "bad frame" if t.item == "b.jpg" else None},
+        hold={"m"},
+        logs={"m": ["working"]},
+        cleanups={"m": lambda: 0.25},
+    )
+    queue = ObservedQueue()
+    worker = await start(executor, queue, max_parallel=2, memory="1g")
+    sent = batch("r1", "m", items, outputs=("out",))
+    await queue.put_tasks([sent, task("r1", "n")])
+    item_keys = keys("r1", "m", items)
+    await executor.until(lambda: len(executor.ended) == 1)  # n, beside the batch
+    await executor.until(lambda: list(executor.running) == item_keys[:1])
+    # One slot and one c-nano's memory (0.5 GiB of 1) for the three.
+    assert (worker.capacity.used_slots, worker.capacity.used_memory) == (1, 512 * 2**20)
+    assert worker.heartbeat().running == item_keys[:1]
+    for number in range(1, 4):
+        executor.let_through(1, "m")
+        await executor.until(lambda number=number: len(executor.ended) == 1 + number)
+        # Never two items of it at once.
+        assert len(executor.running) <= 1
+
+    messages = await queue.read(lambda m: sum(isinstance(x, AttemptCleanedUp) for x in m) == 4)
+    assert executor.batches == [item_keys]
+    assert [t.item for t in executor.tasks if t.node_id == "m"] == items
+    for item in items:
+        own = [m.kind for m in messages if m.node_id == "m" and m.item == item]
+        assert own == ["started", "log", "result", "cleaned"], (item, own)
+    reported = results(messages)
+    assert [reported[k].ok for k in item_keys] == [True, False, True]
+    assert reported[item_keys[1]].error == "bad frame"
+    assert reported[item_keys[0]].outputs.keys() == {"out"}
+    # The batch's removals (here one per item, 0.25 s each), shared by its items.
+    cleaned = [m for m in messages if isinstance(m, AttemptCleanedUp) and m.node_id == "m"]
+    assert [m.remove_seconds for m in cleaned] == [0.25] * 3
+    # Each item's result goes out as it ends; the batch is done once all three are out.
+    history = [h for h in queue.history if "/m" in h]
+    results_at = [history.index(f"result {k}") for k in item_keys]
+    assert results_at == sorted(results_at)
+    assert history.index(f"done {sent.key}") > max(results_at)
+    assert queue.done.count(sent.key) == 1
+    assert worker.heartbeat().running == []
+    assert (worker.capacity.used_slots, worker.capacity.used_memory) == (0, 0)
+
+
+async def test_a_batch_whose_item_result_was_refused_is_not_done(start):
+    """The queue refused one item's result: the batch is left for reclaim, undone."""
+    items = ["a.jpg", "b.jpg"]
+    queue = ObservedQueue()
+    queue.refuse_message = lambda m: isinstance(m, AttemptResult) and m.item == "b.jpg"
+    await start(FakeExecutor(), queue)
+    sent = batch("r1", "m", items)
+    await queue.put_task(sent)
+    await queue.read(lambda m: sum(isinstance(x, AttemptCleanedUp) for x in m) == 2)
+    assert [m.item for m in queue.refused] == ["b.jpg"]
+    assert results(queue.sent).keys() == {"r1/m[a.jpg]/1"}
+    assert queue.done == []
+
+
+async def test_a_cancelled_batch_runs_none_of_its_remaining_items(start):
+    items = ["a.jpg", "b.jpg", "c.jpg"]
+    ran: list[str | None] = []
+
+    def record(t: Task) -> None:
+        ran.append(t.item)
+
+    executor = FakeExecutor({"m": record}, hold={"m"})
+    queue = ObservedQueue()
+    await start(executor, queue)
+    sent = batch("r1", "m", items)
+    await queue.put_task(sent)
+    await executor.until(lambda: list(executor.running) == ["r1/m[a.jpg]/1"])
+    queue.drop_run("r1", cancel=True)
+    reported = results(await queue.read(has_results(3)))
+    item_keys = keys("r1", "m", items)
+    assert [(reported[k].error, reported[k].retryable) for k in item_keys] == [
+        (KILLED, True),
+        (REFUSED, False),
+        (REFUSED, False),
+    ]
+    assert ran == []  # no behaviour ran: the first was killed, the rest refused
+    messages = await queue.read(lambda m: sum(isinstance(x, AttemptCleanedUp) for x in m) == 3)
+    assert sorted(m.item for m in messages if isinstance(m, AttemptCleanedUp)) == items
+    assert queue.done == [sent.key]  # every item reported: the batch is done
+
+
+async def test_a_worker_closed_mid_batch_leaves_the_rest_to_run_again(start):
+    items = ["a.jpg", "b.jpg", "c.jpg"]
+    executor = FakeExecutor(hold={"m"})
+    queue = ObservedQueue()
+    worker = await start(executor, queue, max_parallel=1)
+    sent = batch("r1", "m", items)
+    await queue.put_task(sent)
+    await executor.until(lambda: list(executor.running) == ["r1/m[a.jpg]/1"])
+    executor.let_through(1, "m")
+    await executor.until(lambda: list(executor.running) == ["r1/m[b.jpg]/1"])
+
+    await worker.close(grace=0.05)  # b does not end within it: aborted
+    assert executor.aborts == 1
+    assert executor.batches == [["r1/m[a.jpg]/1", "r1/m[b.jpg]/1"]]  # c never began
+    reported = results(queue.sent)
+    assert list(reported) == ["r1/m[a.jpg]/1"] and reported["r1/m[a.jpg]/1"].ok
+    assert [m.item for m in queue.sent if isinstance(m, AttemptStarted)] == ["a.jpg", "b.jpg"]
+    assert queue.done == []  # b and c run again when the scheduler resumes
+
+
+async def test_an_executor_that_raises_mid_batch_fails_the_items_it_left(start):
+    def explode(t: Task) -> str | None:
+        if t.item == "b.jpg":
+            raise RuntimeError("bug in the executor")
+        return None
+
+    queue = ObservedQueue()
+    await start(FakeExecutor({"m": explode}), queue)
+    sent = batch("r1", "m", ["a.jpg", "b.jpg", "c.jpg"])
+    await queue.put_task(sent)
+    messages = await queue.read(lambda m: sum(isinstance(x, AttemptCleanedUp) for x in m) == 3)
+    reported = results(messages)
+    error = "internal error in the worker: RuntimeError: bug in the executor"
+    assert [(r.ok, r.error) for r in reported.values()] == [(True, ""), (False, error),
+                                                             (False, error)]  # fmt: skip
+    for item in ("a.jpg", "b.jpg", "c.jpg"):
+        own = [m.kind for m in messages if m.item == item]
+        assert own == ["started", "result", "cleaned"], (item, own)
+    assert queue.done == [sent.key]
