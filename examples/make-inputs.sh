@@ -7,6 +7,8 @@
 # report.pdf two pages with a text layer, written by hand
 # visits.csv cities and visits
 # clip.mp4   4 s of ffmpeg's test pattern with a tone (pipewell/media's ffmpeg)
+# photos.zip six product photos in folders (a batch for batch-thumbnails.json)
+# exports/   a day of CSV exports, one per shop (a batch for csv-batch.yaml)
 set -euo pipefail
 out=${1:-$(dirname "$0")/inputs}
 mkdir -p "$out"
@@ -60,6 +62,32 @@ open("/out/report.pdf", "wb").write(pdf)
 open("/out/visits.csv", "w").write(
     "city,country,visits\nLyon,FR,340\nPorto,PT,512\nGhent,BE,95\nTurku,FI,101\nBrno,CZ,7\n"
 )
+
+# A shop's product photos, zipped as a camera app would: folders, and the junk a
+# Mac adds (left out when the zip is expanded).
+import io, os, zipfile
+with zipfile.ZipFile("/out/photos.zip", "w") as shop:
+    for n, (name, colour) in enumerate([("mugs/blue-mug.jpg", (40, 90, 200)),
+                                        ("mugs/red-mug.jpg", (200, 50, 40)),
+                                        ("lamps/brass-lamp.jpg", (190, 150, 60)),
+                                        ("lamps/green-lamp.jpg", (50, 160, 80)),
+                                        ("rugs/grey-rug.jpg", (120, 120, 125)),
+                                        ("rugs/sand-rug.jpg", (220, 200, 150))]):
+        product = Image.new("RGB", (900 + 60 * n, 600), (245, 245, 240))
+        ImageDraw.Draw(product).rounded_rectangle((150, 100, 750 + 60 * n, 500), 40,
+                                                  fill=colour)
+        data = io.BytesIO()
+        product.save(data, format="JPEG", quality=88)
+        shop.writestr(name, data.getvalue())
+    shop.writestr("__MACOSX/mugs/._blue-mug.jpg", b"\0\5\26\7")
+
+# A day of CSV exports, one file per shop, as a folder.
+os.makedirs("/out/exports", exist_ok=True)
+for shop, rows in {"lyon": [("mug", 12, 9.5), ("lamp", 3, 42.0), ("rug", 1, 120.0)],
+                   "porto": [("mug", 30, 9.5), ("rug", 4, 120.0)],
+                   "turku": [("lamp", 7, 42.0)]}.items():
+    lines = ["product,sold,price"] + [f"{p},{s},{c}" for p, s, c in rows]
+    open(f"/out/exports/{shop}.csv", "w").write("\n".join(lines) + "\n")
 PY
 
 run pipewell/media:latest ffmpeg -nostdin -v error -y \

@@ -15,6 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,12 +26,16 @@ pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parents[2]
 
 
-def readme_commands() -> list[list[str]]:
-    """The shell lines of the README's Built-in nodes section, split as a shell would."""
-    section = (REPO / "README.md").read_text().split("\n## Built-in nodes\n", 1)[1]
+def readme_commands(heading: str = "Built-in nodes") -> list[list[str]]:
+    """The shell lines of a README section's first block, split as a shell would."""
+    section = (REPO / "README.md").read_text().split(f"\n## {heading}\n", 1)[1]
     section = section.split("\n## ", 1)[0]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     return [shlex.split(line) for line in block.splitlines() if line and not line.startswith("#")]
+
+
+def batch_commands() -> list[list[str]]:
+    return readme_commands("Batches: collections")
 
 
 @pytest.fixture
@@ -38,7 +43,7 @@ def workdir(tmp_path: Path) -> Path:
     examples = tmp_path / "examples"
     examples.mkdir()
     for path in (REPO / "examples").iterdir():
-        if path.suffix in (".yaml", ".sh"):
+        if path.suffix in (".yaml", ".sh", ".json"):
             shutil.copy2(path, examples / path.name)
     return tmp_path
 
@@ -69,8 +74,9 @@ async def test_every_example_command_of_the_readme_runs_and_its_outputs_are_righ
     assert made.returncode == 0, made.stderr
     runs = commands[1:]
     flows = sorted(argv[2] for argv in runs)
-    assert flows == sorted(f"examples/{p.name}" for p in (workdir / "examples").glob("*.yaml")
-                           if p.name not in ("greeter.yaml",))  # fmt: skip
+    batches = {argv[2] for argv in batch_commands()[1:]}  # run by a test of their own
+    shown = [f"examples/{p.name}" for p in (workdir / "examples").glob("*.yaml")]
+    assert flows == sorted(f for f in shown if f != "examples/greeter.yaml" and f not in batches)
     said = await asyncio.gather(*(pipewell(argv, workdir) for argv in runs))
     assert all(" COMPLETE in " in text for text in said), said
     out = workdir / "out"
@@ -139,3 +145,43 @@ async def test_the_readmes_first_flow_pasted_line_by_line_resizes_a_photo(start_
     assert "event: end" in out.decode()
     resized = image(workdir / "resized.jpg")
     assert resized.format == "JPEG" and resized.size == (800, 533)
+
+
+async def test_the_batch_examples_of_the_readme_run_and_their_outputs_are_right(workdir):
+    commands = batch_commands()
+    assert commands[0] == ["examples/make-inputs.sh"]
+    made = await asyncio.to_thread(
+        subprocess.run, commands[0], cwd=workdir, capture_output=True, text=True, timeout=60
+    )
+    assert made.returncode == 0, made.stderr
+    said = await asyncio.gather(*(pipewell(argv, workdir) for argv in commands[1:]))
+    assert all(" COMPLETE in " in text for text in said), said
+    out = workdir / "out"
+
+    # Six photos, each a 320x320 thumbnail watermarked on its own: a sheet of three
+    # columns of 160 px tiles, and a zip of them under their names (as JPEGs now).
+    sheet = image(out / "batch" / "sheet.jpg")
+    assert (sheet.format, sheet.size) == ("JPEG", (3 * 160 + 4 * 4, 2 * 160 + 3 * 4))
+    with zipfile.ZipFile(out / "batch" / "bundle.zip") as bundle:
+        names = bundle.namelist()
+        assert names == [
+            "lamps/brass-lamp.jpg",
+            "lamps/green-lamp.jpg",
+            "mugs/blue-mug.jpg",
+            "mugs/red-mug.jpg",
+            "rugs/grey-rug.jpg",
+            "rugs/sand-rug.jpg",
+        ]
+        for name in names:
+            thumb = Image.open(io.BytesIO(bundle.read(name)))
+            assert (thumb.format, thumb.size) == ("JPEG", (320, 320)), name
+
+    # Each shop's CSV parsed and summed on its own, named for what it became.
+    with zipfile.ZipFile(out / "csv-batch" / "report.zip") as report:
+        assert report.namelist() == ["lyon.json", "porto.json", "turku.json"]
+        assert json.loads(report.read("lyon.json")) == [
+            {"product": "lamp", "revenue": 126.0},
+            {"product": "rug", "revenue": 120.0},
+            {"product": "mug", "revenue": 114.0},
+        ]
+        assert [row["product"] for row in json.loads(report.read("porto.json"))] == ["rug", "mug"]
