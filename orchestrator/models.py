@@ -254,6 +254,7 @@ class Node(WireModel):
     )
     map: MapSpec | None = Field(
         default=None,
+        exclude_if=lambda v: v is None,
         description="How the node is mapped: a file input (one not declared `Collection`) "
         "bound to a collection edge runs the node once per item, the item as that input, "
         "and each output becomes a collection keyed by the item's name. Items of the next "
@@ -297,6 +298,7 @@ class Flow(WireModel):
     )
     collections: list[str] = Field(
         default_factory=list,
+        exclude_if=lambda v: not v,
         description="Edges no node produces that carry a collection: its WaitingURL takes "
         "a zip or tar that the service expands into items (or items are put one by one, "
         "then the collection is closed). An edge a node produces is a collection when that "
@@ -337,6 +339,7 @@ class EdgeDef(WireModel):
 
     collection: bool = Field(
         default=False,
+        exclude_if=lambda v: not v,
         description="Whether it is a collection: a named set of items, not one file. An "
         "input gets every item of the collection bound to it in the directory "
         "`/pipewell/in/<Name>/`, by item name (a gather); an output is the directory "

@@ -95,3 +95,35 @@ async def test_invocations_on_s3(start_service, moto_endpoint):
     async with client.session.get(output["url"]) as response:
         data = await response.read()
     assert output["size"] == len(data) and json.loads(gzip.decompress(data)) == value
+
+
+async def test_a_collection_on_s3_zip_and_items_one_by_one(start_service, moto_endpoint):
+    """A zip PUT to S3 is found by polling and expanded from S3 (spooled: S3 cannot
+    seek); a map runs over its items and a gather reads them; a second collection is
+    put item by item to S3 PutURLs and closed (listed from S3)."""
+    from tests.integration.test_collections_api import LISTING, UPPER, batch_flow, zipped
+
+    client = await start_service(**s3_settings(moto_endpoint))
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    put = run["WaitingURLs"][0]["PutURL"]
+    assert put.startswith(moto_endpoint + "/pipewell-test/")
+    async with client.session.put(put, data=zipped({"a.txt": b"alpha", "s/b.txt": b"beta"})) as r:
+        assert r.status == 200, await r.text()
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
+    assert listing == ["./a.txt=ALPHA", "./s/b.txt=BETA"]
+
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    base = f"/api/v1/flow/collection/{run['ID']}/docs"
+    response = await client.post(f"{base}/items", json={"Names": ["one.txt", "two.txt"]})
+    urls = (await response.json())["PutURLs"]
+    for name, data in (("one.txt", b"first"), ("two.txt", b"second")):
+        async with client.session.put(urls[name], data=data) as r:
+            assert r.status == 200, await r.text()
+    response = await client.post(f"{base}/close")
+    assert await response.json() == {"Edge": "docs", "Count": 2}
+    done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
+    assert listing == ["./one.txt=FIRST", "./two.txt=SECOND"]
