@@ -76,6 +76,10 @@ DISPATCH_BATCH = 64
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
 
+#: Seconds between two status events of a run whose only change is its mapped
+#: nodes' items: a 10,000-item map streams progress, not an event per item.
+PROGRESS_EVERY = 0.25
+
 #: Slots a node's items are spread over when no live worker has said how many it has
 #: (workers starting with the service): a batch then takes at most an eighth of them.
 SLOTS_UNKNOWN = 8
@@ -119,6 +123,9 @@ class Scheduler:
         # run at a time, in turns, so a 10,000-node run never holds back another's node
         # and no request waits for a run's dispatch.
         self._to_dispatch: OrderedDict[str, deque[Pending]] = OrderedDict()
+        # Run id → mapped nodes whose items moved since the last status event, and
+        # the timer that publishes them (``_save``).
+        self._progress: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
         # (run id, mapped node) warned of no worker for its tier: once, not per item.
         self._warned: set[tuple[str, str]] = set()
         self._dispatch_wanted = asyncio.Event()
@@ -144,7 +151,11 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._background.close()
-        for handle in [*self._timers.values(), *self._deadlines.values()]:
+        for handle in [
+            *self._timers.values(),
+            *self._deadlines.values(),
+            *(timer for _nodes, timer in self._progress.values()),
+        ]:
             handle.cancel()
         self._timers.clear()
         self._deadlines.clear()
@@ -612,11 +623,31 @@ class Scheduler:
         nodes, edges = run.take_published()
         if not self.events.watched(run.id):
             return
+        held = self._progress.pop(run.id, None)
+        if held is not None:
+            nodes = nodes | held[0]
+        if nodes and not edges and not run.status.finished and nodes <= run.maps.keys():
+            # Only mapped nodes' items moved: progress, sent a few times a second,
+            # not an event per item per change.
+            timer = held[1] if held is not None else None
+            if timer is None:
+                timer = asyncio.get_running_loop().call_later(
+                    PROGRESS_EVERY, self._publish_progress, run.id
+                )
+            self._progress[run.id] = (nodes, timer)
+            return
+        if held is not None:
+            held[1].cancel()
         # What changed, not a snapshot: each reader takes the run as it is when it
         # gets there (invocations.watch), a big run's as a delta.
         self.events.publish(run.id, "status", nodes=nodes, edges=edges)
         if run.status.finished:
             self.events.publish(run.id, "end")
+
+    def _publish_progress(self, run_id: str) -> None:
+        held = self._progress.pop(run_id, None)
+        if held is not None:
+            self.events.publish(run_id, "status", nodes=held[0], edges=())
 
     def _log(self, run: RunState, node_id: str, message: str, level: str = "info") -> None:
         """A line of the engine's own in the node's Logs (stream ``pipewell``)."""

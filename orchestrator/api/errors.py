@@ -130,7 +130,9 @@ ERRORS: tuple[ErrorCode, ...] = (
     ErrorCode(
         "COLLECTION_TOO_LARGE",
         400,
-        "more item names than `collections.max_items` (10,000) for one collection",
+        "a collection filled item by item over `collections` limits: more item names than "
+        "`max_items` (10,000), or at close an item over `max_item_bytes` or all over "
+        "`max_total_bytes`",
     ),
     ErrorCode(
         "ITEM_NAME_INVALID",

@@ -149,10 +149,16 @@ class Collections:
         run, store, key = await self._open_collection(run_id, tenant, edge)
         most = self.settings.collections.max_items
         found = await self.runs.io_call(partial(store.list, key, most + 1))
-        if len(found) > most:
+        limits = self.settings.collections
+        too_big = [info.key[len(key) + 1 :] for info in found if info.size > limits.max_item_bytes]
+        if len(found) > most or too_big or sum(i.size for i in found) > limits.max_total_bytes:
+            # The same bounds as an archive's: items put one by one are no way around them.
             raise RequestRefused(
                 "COLLECTION_TOO_LARGE",
-                f"edge {edge!r} holds over collections.max_items ({most}) items",
+                f"edge {edge!r} holds over collections.max_items ({most}) items, an item over "
+                f"max_item_bytes ({limits.max_item_bytes}: {', '.join(too_big[:3]) or 'none'}) "
+                f"or over max_total_bytes ({limits.max_total_bytes}) in all; send the batch "
+                "in several runs",
             )
         members = await self.runs.io_call(partial(_described, store, key, found))
         await self.scheduler.collection_filled(run_id, edge, members)

@@ -231,3 +231,21 @@ async def test_a_saved_batch_flow_invoked_with_a_zip_answers_its_items(start_ser
     refused = await response.json()
     assert response.status == 400 and refused["code"] == "INPUT_INVALID", refused
     assert "application/zip" in refused["message"]
+
+
+async def test_items_put_one_by_one_are_held_to_the_archives_bounds(start_service):
+    client = await start_service(collections={"max_item_bytes": 10})
+    run = await submit(client, batch_flow(), [UPPER, LISTING])
+    base = f"/api/v1/flow/collection/{run['ID']}/docs"
+    response = await client.post(f"{base}/items", json={"Names": ["small.txt", "big.txt"]})
+    urls = (await response.json())["PutURLs"]
+    for name, data in (("small.txt", b"tiny"), ("big.txt", b"far over ten bytes")):
+        async with client.session.put(urls[name], data=data) as put:
+            assert put.status == 200
+    response = await client.post(f"{base}/close")
+    assert response.status == 400
+    body = await response.json()
+    assert body["code"] == "COLLECTION_TOO_LARGE"
+    assert "over max_item_bytes (10: big.txt)" in body["message"]
+    status = await (await client.get(f"/api/v1/flow/status/{run['ID']}")).json()
+    assert status["Status"] == "WAITING"  # nothing ran; the run still waits for its batch

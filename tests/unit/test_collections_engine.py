@@ -5,6 +5,7 @@ per item, and a restart in the middle of a map that loses and repeats no item.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tarfile
 import zipfile
@@ -343,3 +344,23 @@ async def test_a_maps_items_run_in_batches_as_big_as_the_slots_leave(
     for name, content in photos.items():
         with started.stores.default.open_read(f"{small}/{name}") as reader:
             assert reader.read() == content.upper()
+
+
+async def test_a_maps_items_are_streamed_as_progress_not_an_event_per_item(engine):
+    """Forty items, each started and ended, make eighty changes of the mapped node:
+    a watcher gets a few status events (its progress a few times a second), and the
+    whole run, items counted, at the end."""
+    started = await engine(FakeExecutor(), worker=ROOMY)
+    started.executor.behaviours = nodes_of(started.stores.default)
+    photos = {f"p{n:02}.jpg": b"x" for n in range(40)}
+    run = await started.submit(
+        flow([each("a", "photos", "small")]),
+        inputs={"photos": (zipped(photos), "application/zip")},
+    )
+    events = []
+    async with started.events.subscribe(run.id) as changes:
+        while not events or events[-1] != "end":
+            events.append((await asyncio.wait_for(changes.get(), 10)).name)
+    assert run.status == RunStatus.COMPLETE
+    assert 1 <= events.count("status") < 20, events
+    assert run.state("a").items.counts == {"COMPLETE": 40}  # type: ignore[union-attr]
