@@ -362,5 +362,5 @@ async def test_a_maps_items_are_streamed_as_progress_not_an_event_per_item(engin
         while not events or events[-1] != "end":
             events.append((await asyncio.wait_for(changes.get(), 10)).name)
     assert run.status == RunStatus.COMPLETE
-    assert 1 <= events.count("status") < 20, events
+    assert 1 <= events.count("status") < 20, (events.count("status"), events)
     assert run.state("a").items.counts == {"COMPLETE": 40}  # type: ignore[union-attr]
