@@ -17,17 +17,7 @@ def topological_order(flow: Flow) -> list[str]:
     order is stable. Raises FlowInvalid (``FLOW_001``) if the nodes form a cycle.
     """
     graph = Graph(flow.nodes)
-    indegree = [len(p) for p in graph.pred]
-    ready = [i for i, degree in enumerate(indegree) if degree == 0]
-    heapify(ready)
-    order: list[int] = []
-    while ready:
-        current = heappop(ready)
-        order.append(current)
-        for successor in graph.succ[current]:
-            indegree[successor] -= 1
-            if indegree[successor] == 0:
-                heappush(ready, successor)
+    order = graph.order()
     if len(order) < len(flow.nodes):
         raise FlowInvalid([entry.model_dump() for entry in graph.cycle_entries()])
     return [flow.nodes[i].id for i in order]
@@ -53,6 +43,22 @@ class Graph:
                         self.label[(i, j)] = binding.edge
                         self.succ[i].append(j)
                         self.pred[j].append(i)
+
+    def order(self) -> list[int]:
+        """Node positions, every producer before its consumers (the one declared first
+        when several could go next); nodes a cycle holds back are left out."""
+        indegree = [len(p) for p in self.pred]
+        ready = [i for i, degree in enumerate(indegree) if degree == 0]
+        heapify(ready)
+        order: list[int] = []
+        while ready:
+            current = heappop(ready)
+            order.append(current)
+            for successor in self.succ[current]:
+                indegree[successor] -= 1
+                if indegree[successor] == 0:
+                    heappush(ready, successor)
+        return order
 
     def name(self, index: int) -> str:
         return node_label(self.nodes[index], index, self.nodes[index].id in self.duplicated)

@@ -10,7 +10,6 @@ is not known: nothing is reported about it, or about what it feeds.
 from __future__ import annotations
 
 import difflib
-from heapq import heapify, heappop, heappush
 
 from orchestrator.models import NodeDef
 from orchestrator.validation.checks.context import CheckContext
@@ -51,18 +50,7 @@ def check(ctx: CheckContext) -> None:
 def _order(ctx: CheckContext) -> tuple[list[int], set[int]]:
     """Node indexes, producers first (as ``topological_order`` orders them), then the
     nodes a cycle holds back, in flow order; and the set of those."""
-    graph = Graph(ctx.flow.nodes)
-    indegree = [len(p) for p in graph.pred]
-    ready = [i for i, degree in enumerate(indegree) if degree == 0]
-    heapify(ready)
-    order: list[int] = []
-    while ready:
-        current = heappop(ready)
-        order.append(current)
-        for successor in graph.succ[current]:
-            indegree[successor] -= 1
-            if indegree[successor] == 0:
-                heappush(ready, successor)
+    order = Graph(ctx.flow.nodes).order()
     placed = set(order)
     held = [i for i in range(len(ctx.flow.nodes)) if i not in placed]
     return order + held, set(held)
