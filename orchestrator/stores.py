@@ -58,6 +58,7 @@ class StoreRegistry:
             public_base_url=self.settings.base_url,
             internal_base_url=self.settings.internal_url,
             secret=self.secret,
+            hash_objects=self.settings.cache.enabled,
         )
 
     def _flow_store(self, declared: StoreInput) -> Store:

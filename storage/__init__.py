@@ -46,12 +46,14 @@ def open_store(
     public_base_url: str,
     internal_base_url: str | None,
     secret: bytes,
+    hash_objects: bool = True,
 ) -> Store:
     """Build the store a configuration or a flow's ``Stores`` entry describes.
 
     ``local``: files under ``data_dir/objects/<name>``, URLs on ``public_base_url``
     (``internal_base_url`` for the service's own workers), signed with ``secret``;
-    it takes no Params. ``s3``: Params are S3Store's keyword arguments, ``bucket``
+    it takes no Params, and keeps each object's sha256 unless ``hash_objects`` is
+    off. ``s3``: Params are S3Store's keyword arguments, ``bucket``
     required. Raises StoreError saying what to fix.
     """
     if type == "local":
@@ -75,7 +77,14 @@ def open_store(
             # One we may not chmod stays as it is: the data directory above it is 0700.
             with contextlib.suppress(OSError):
                 objects.chmod(0o700)
-        return LocalStore(name, objects / name, public_base_url, secret, internal_base_url)
+        return LocalStore(
+            name,
+            objects / name,
+            public_base_url,
+            secret,
+            internal_base_url,
+            hash_objects=hash_objects,
+        )
     if type == "s3":
         if not isinstance(params.get("bucket"), str) or not params["bucket"].strip():
             raise StoreError(f"store {name!r}: s3 needs Params.bucket, the bucket's name")

@@ -49,6 +49,9 @@ class ObjectInfo:
     key: str
     size: int
     content_type: str | None = None
+    # What the store says of the bytes, where it knows without reading them again:
+    # "sha256:<hex>" (hashed as they were stored) or "etag:<etag>" (S3's own).
+    digest: str | None = None
 
 
 MAX_KEY_BYTES = 1024
@@ -120,6 +123,12 @@ class Store(ABC):
     @abstractmethod
     def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
         """Store the bytes read from ``data`` (streamed, never whole in memory)."""
+
+    @abstractmethod
+    def copy(self, source: str, target: str) -> ObjectInfo:
+        """Put a copy of ``source`` at ``target`` (replacing it), inside the store: its
+        bytes never pass through this process where the store can avoid it. Raises
+        ObjectNotFound when ``source`` is gone."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -9,8 +9,9 @@ is signed too: removing it makes an altered URL, not one that may overwrite.
 Layout under ``root``::
 
     data/<key>                    the object's bytes, exactly as sent
-    meta/<h[:2]>/<h>.json         its content type, h = sha256(key): outside the key
-                                  space, and no key can collide with another's sidecar
+    meta/<h[:2]>/<h>.json         its content type and the sha256 of its bytes (hashed
+                                  as they were written), h = sha256(key): outside the
+                                  key space, and no key can collide with another's sidecar
     tmp/.upload-*                 uploads in progress (same filesystem as data/)
 
 An object is written to ``tmp/`` and renamed into place, so a reader never
@@ -27,7 +28,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import stat as stat_mode
 import tempfile
 import time
@@ -72,7 +72,11 @@ class LocalStore(Store):
         public_base_url: str,
         secret: bytes,
         internal_base_url: str | None = None,
+        *,
+        hash_objects: bool = True,
     ) -> None:
+        """``hash_objects``: keep the sha256 of each object written (what the result
+        cache knows an input by); off, objects have no digest."""
         if not secret:
             raise StoreError(f"store {name!r}: the local store needs a non-empty signing secret")
         self.name = name
@@ -85,6 +89,7 @@ class LocalStore(Store):
         self.public_base_url = public_base_url.rstrip("/")
         self.internal_base_url = (internal_base_url or public_base_url).rstrip("/")
         self._secret = secret
+        self.hash_objects = hash_objects
         self._remove_stale_uploads()
 
     def _remove_stale_uploads(self) -> None:
@@ -184,13 +189,15 @@ class LocalStore(Store):
         # Before the hashed layout, sidecars were meta/<key>.json. Still read, and removed.
         return self.meta / (check_key(key) + ".json")
 
-    def _content_type(self, key: str) -> str | None:
+    def _meta(self, key: str) -> dict[str, str]:
         for meta in (self._meta_path(key), self._legacy_meta_path(key)):
             try:
-                return json.loads(meta.read_text()).get("content_type")
-            except (OSError, ValueError, AttributeError):
+                found = json.loads(meta.read_text())
+            except (OSError, ValueError):
                 continue
-        return None
+            if isinstance(found, dict):
+                return found
+        return {}
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -199,7 +206,14 @@ class LocalStore(Store):
             return None
         if not stat_mode.S_ISREG(status.st_mode):
             return None  # a directory: the prefix of other keys, not an object
-        return ObjectInfo(key=key, size=status.st_size, content_type=self._content_type(key))
+        meta = self._meta(key)
+        sha256 = meta.get("sha256")
+        return ObjectInfo(
+            key=key,
+            size=status.st_size,
+            content_type=meta.get("content_type"),
+            digest=f"sha256:{sha256}" if sha256 else None,
+        )
 
     def list(self, prefix: str, limit: int) -> list[ObjectInfo]:
         folder = self.path(prefix)
@@ -226,7 +240,12 @@ class LocalStore(Store):
         return os.fdopen(fd, "wb"), Path(temp)
 
     def _commit_write(
-        self, key: str, temp: Path, content_type: str | None, create_only: bool = False
+        self,
+        key: str,
+        temp: Path,
+        content_type: str | None,
+        create_only: bool = False,
+        sha256: str | None = None,
     ) -> ObjectInfo:
         target = self.path(key)
         for attempt in (1, 2):
@@ -246,18 +265,23 @@ class LocalStore(Store):
                     "or it is the prefix of other objects"
                 ) from exc
         size = target.stat().st_size
+        self._write_meta(key, content_type, sha256)
+        digest = f"sha256:{sha256}" if sha256 else None
+        return ObjectInfo(key=key, size=size, content_type=content_type, digest=digest)
+
+    def _write_meta(self, key: str, content_type: str | None, sha256: str | None) -> None:
         meta = self._meta_path(key)
-        if content_type:
+        if content_type or sha256:
+            fields = {"key": key, "content_type": content_type, "sha256": sha256}
             meta.parent.mkdir(parents=True, exist_ok=True)
             fd, staged = tempfile.mkstemp(dir=meta.parent, suffix=".tmp")
             with os.fdopen(fd, "w") as handle:
-                json.dump({"key": key, "content_type": content_type}, handle)
+                json.dump({k: v for k, v in fields.items() if v}, handle)
             os.replace(staged, meta)
         else:
             meta.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self._legacy_meta_path(key).unlink(missing_ok=True)
-        return ObjectInfo(key=key, size=size, content_type=content_type)
 
     @staticmethod
     def _link_new(temp: Path, target: Path, key: str) -> None:
@@ -274,12 +298,42 @@ class LocalStore(Store):
             raise ObjectExists(key) from exc
         temp.unlink()
 
+    def _hasher(self) -> hashlib._Hash | None:
+        return hashlib.sha256() if self.hash_objects else None
+
     def write(self, key: str, data: BinaryIO, *, content_type: str | None = None) -> ObjectInfo:
         handle, temp = self._begin_write(key)
+        digest = self._hasher()
         try:
             with handle:
-                shutil.copyfileobj(data, handle, WRITE_BLOCK)
-            return self._commit_write(key, temp, content_type)
+                while block := data.read(WRITE_BLOCK):
+                    if digest is not None:
+                        digest.update(block)
+                    handle.write(block)
+            sha256 = digest.hexdigest() if digest is not None else None
+            return self._commit_write(key, temp, content_type, sha256=sha256)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+
+    def copy(self, source: str, target: str) -> ObjectInfo:
+        """A hard link: objects are never changed in place (a write replaces the name),
+        so the copy costs no bytes and outlives the source's deletion."""
+        info = self.stat(source)
+        if info is None:
+            raise ObjectNotFound(source)
+        self.path(target)
+        fd, staged = tempfile.mkstemp(dir=self.tmp, prefix=_TEMP_PREFIX)
+        os.close(fd)
+        temp = Path(staged)
+        try:
+            temp.unlink()
+            try:
+                os.link(self.path(source), temp)
+            except FileNotFoundError as exc:  # deleted since the stat
+                raise ObjectNotFound(source) from exc
+            sha256 = info.digest.removeprefix("sha256:") if info.digest else None
+            return self._commit_write(target, temp, info.content_type, sha256=sha256)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -304,7 +358,16 @@ class LocalStore(Store):
         """
         loop = asyncio.get_running_loop()
         handle, temp = await loop.run_in_executor(None, self._begin_write, key)
-        pending: asyncio.Future[int] | None = None
+        digest = self._hasher()
+
+        def hash_and_write(block: bytearray) -> None:
+            # On the executor's thread, a block at a time: hashlib lets go of the GIL
+            # for big updates, so hashing costs the loop nothing.
+            if digest is not None:
+                digest.update(block)
+            handle.write(block)
+
+        pending: asyncio.Future[None] | None = None
         try:
             block = bytearray()
             async for chunk in chunks:
@@ -312,16 +375,17 @@ class LocalStore(Store):
                 if len(block) >= WRITE_BLOCK:
                     if pending is not None:
                         await pending
-                    pending = loop.run_in_executor(None, handle.write, block)
+                    pending = loop.run_in_executor(None, hash_and_write, block)
                     block = bytearray()
             if pending is not None:
                 await pending
                 pending = None
             if block:
-                await loop.run_in_executor(None, handle.write, block)
+                await loop.run_in_executor(None, hash_and_write, block)
             await loop.run_in_executor(None, handle.close)
+            sha256 = digest.hexdigest() if digest is not None else None
             return await loop.run_in_executor(
-                None, self._commit_write, key, temp, content_type, create_only
+                None, self._commit_write, key, temp, content_type, create_only, sha256
             )
         except BaseException:
             # A write still running in the executor holds the file's lock: close

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import os
 import shutil
@@ -18,7 +19,14 @@ from aiohttp import web
 
 from orchestrator.api.errors import error_middleware
 from orchestrator.api.objects import add_object_routes
-from storage import KeyConflict, LocalStore, ObjectExists, ObjectNotFound, SignatureInvalid
+from storage import (
+    KeyConflict,
+    LocalStore,
+    ObjectExists,
+    ObjectInfo,
+    ObjectNotFound,
+    SignatureInvalid,
+)
 
 SECRET = b"k" * 32
 EVERY_BYTE = bytes(range(256)) * 64
@@ -37,9 +45,11 @@ class Served:
 @pytest.fixture
 async def served(tmp_path, aiohttp_server) -> Served:
     written: list[tuple[str, str]] = []
+    digests: dict[str, str | None] = {}
 
-    async def on_written(store: str, key: str, size: int) -> None:
-        written.append((store, key))
+    async def on_written(store: str, info: ObjectInfo) -> None:
+        written.append((store, info.key))
+        digests[info.key] = info.digest
 
     # 1 MiB body limit: any upload above it only works if the handler streams.
     # The routes raise their refusals; the service's error middleware answers them.
@@ -107,6 +117,8 @@ async def test_put_then_get_returns_exact_bytes(store_server):
     assert (store.path("r/in")).read_bytes() == body
     assert written == [("default", "r/in")]
     assert leftovers(store) == []
+    # Hashed as it was stored, and known without reading it again.
+    assert store.stat("r/in").digest == f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 async def test_content_type_is_kept_and_served(store_server):
@@ -407,7 +419,37 @@ def test_write_stat_read_delete(tmp_path):
     # Emptied prefixes go with the object, so a prefix can become an object.
     store.write("a", io.BytesIO(b"now a file"))
     assert store.path("a").read_bytes() == b"now a file"
-    assert list((tmp_path / "s" / "meta").rglob("*.json")) == []
+    # a/b/c's sidecar went with it; a's holds only its hash (no type was given).
+    sidecars = list((tmp_path / "s" / "meta").rglob("*.json"))
+    assert len(sidecars) == 1
+    assert store.stat("a") == ObjectInfo(
+        "a", 10, None, f"sha256:{hashlib.sha256(b'now a file').hexdigest()}"
+    )
+
+
+def test_a_copy_is_a_link_that_outlives_its_source(tmp_path):
+    store = LocalStore("s", tmp_path / "s", "http://h", SECRET)
+    first = store.write("runs/1/out", io.BytesIO(b"result"), content_type="text/plain")
+    copied = store.copy("runs/1/out", "runs/2/out")
+    assert copied == ObjectInfo("runs/2/out", 6, "text/plain", first.digest)
+    assert store.path("runs/2/out").stat().st_ino == store.path("runs/1/out").stat().st_ino
+    store.delete("runs/1/out")
+    assert store.stat("runs/2/out") == copied
+    assert store.path("runs/2/out").read_bytes() == b"result"
+    with pytest.raises(ObjectNotFound):
+        store.copy("runs/1/out", "runs/3/out")
+    # A write replaces the name, never the bytes in place: an earlier copy keeps its own.
+    store.write("runs/2/out", io.BytesIO(b"other"))
+    store.copy("runs/2/out", "runs/4/out")
+    store.write("runs/2/out", io.BytesIO(b"third"))
+    assert store.path("runs/4/out").read_bytes() == b"other"
+    assert leftovers(store) == []
+
+
+def test_a_store_that_does_not_hash_keeps_no_digest(tmp_path):
+    store = LocalStore("s", tmp_path / "s", "http://h", SECRET, hash_objects=False)
+    assert store.write("k", io.BytesIO(b"bytes")).digest is None
+    assert store.stat("k") == ObjectInfo("k", 5, None, None)
 
 
 def test_keys_that_cannot_share_a_filesystem_conflict(tmp_path):
