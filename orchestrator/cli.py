@@ -1,6 +1,6 @@
 """The ``pipewell`` command: the service (``dev``, ``serve``, ``worker``), flow files
 (``validate``, ``test``), a service's runs and flows (``runs``, ``status``, ``logs``,
-``cancel``, ``download``, ``flows``) and API keys (``keys``)."""
+``cancel``, ``retry``, ``download``, ``flows``) and API keys (``keys``)."""
 
 from __future__ import annotations
 
@@ -441,6 +441,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run. Exit 1 when it had ended already.",
         epilog="example: pipewell cancel 3f0e…",
     )
+    retry = commands.add_parser(
+        "retry",
+        help="start a run again from where an ended one failed",
+        description="A new run of an ended run: the nodes that succeeded are taken over "
+        "(their outputs copied, no container runs), its inputs are copied, and what failed, "
+        "was stopped or never ran runs. --recompute runs named nodes again too, with every "
+        "node after them. An input that never came is asked for again (its WaitingURL).",
+        epilog="example: pipewell retry 3f0e… --recompute resize",
+    )
+    retry.add_argument(
+        "--recompute",
+        nargs="+",
+        default=[],
+        metavar="NODE",
+        help="node IDs to run again although they succeeded (and every node after them)",
+    )
     download = commands.add_parser(
         "download",
         help="save an artifact of a run (an output, or an uploaded input) to a file",
@@ -450,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(-o, default the edge's name), each under its item name.",
         epilog="example: pipewell download 3f0e… output-image -o resized/",
     )
-    for sub in (status, logs, items, cancel, download):
+    for sub in (status, logs, items, cancel, retry, download):
         sub.add_argument("run_id", help=run_id)
     items.add_argument("node", help="the mapped node's ID")
     download.add_argument("edge", help="the edge the artifact is on")
@@ -499,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pipewell flows list --name greeter",
     )
     saved.add_argument("--name", default=None, help="only the versions of this name")
-    for sub in (status, logs, items, cancel, download, runs, save, saved):
+    for sub in (status, logs, items, cancel, retry, download, runs, save, saved):
         add_client_args(sub)
     keys = commands.add_parser(
         "keys",
@@ -633,7 +649,7 @@ def _command(args: argparse.Namespace) -> int:
         return test_command(args)
     if args.command == "nodes":
         return nodes_command(args)
-    if args.command in ("runs", "status", "logs", "items", "cancel", "download"):
+    if args.command in ("runs", "status", "logs", "items", "cancel", "retry", "download"):
         return run_client_command(args.command, args)
     if args.command == "flows":
         return run_client_command(f"flows {args.flows_command}", args)

@@ -1,4 +1,4 @@
-"""``pipewell runs``, ``status``, ``logs``, ``items``, ``cancel``, ``download`` and
+"""``pipewell runs``, ``status``, ``logs``, ``items``, ``cancel``, ``retry``, ``download`` and
 ``flows``: a running service's runs and saved flows.
 
 They talk to the service's native API (``--server``, or ``PIPEWELL_URL``) with
@@ -176,9 +176,15 @@ def _seconds(elapsed: timedelta) -> str:
 def status_command(args: argparse.Namespace) -> int:
     run = run_call(args, "GET", "status")
     print(f"run {run.id}: {run.status.value}" + (f" ({run.error})" if run.error else ""))
+    if run.retry_of:
+        print(f"  retries run {run.retry_of}")
+    if run.retried_by:
+        print(f"  retried by run {', '.join(run.retried_by)}")
     for node_id, state in run.node_state.items():
         if state.items is not None:  # a mapped node: its items, not its attempts
             doing = item_progress_text(state.items)
+        elif state.cached is not None:
+            doing = f"reused from node {state.cached.node} of run {state.cached.run}"
         else:
             doing = f"attempt {state.attempt}/{state.max_attempts}"
         line = f"  {node_id:<20} {state.status.value:<9} {doing}"
@@ -313,6 +319,20 @@ def _log_line(node_id: str, record: LogRecord) -> str:
 def cancel_command(args: argparse.Namespace) -> int:
     run = run_call(args, "POST", "cancel")
     print(f"run {run.id}: {run.status.value}")
+    return 0
+
+
+def retry_command(args: argparse.Namespace) -> int:
+    path = f"/api/v1/flow/retry/{quote(args.run_id, safe='')}"
+    run = FlowRun.model_validate(call(args, "POST", path, {"Recompute": args.recompute}))
+    taken = [n for n, state in run.node_state.items() if state.cached is not None]
+    print(f"run {run.id}: retries {args.run_id}, {run.status.value}")
+    print(f"  taken over from it: {', '.join(taken) or 'nothing'}")
+    runs_again = [n for n in run.node_state if n not in taken]
+    print(f"  to run: {', '.join(runs_again) or 'nothing'}")
+    for waiting in run.waiting_urls:
+        print(f"  waiting for an upload to {waiting.artifact.edge_name}: PUT it to its WaitingURL")
+    print(f"  follow it: pipewell logs {run.id} --follow")
     return 0
 
 
@@ -503,6 +523,7 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
         "logs": logs_command,
         "items": items_command,
         "cancel": cancel_command,
+        "retry": retry_command,
         "download": download_command,
         "flows save": save_flow_command,
         "flows list": list_flows_command,

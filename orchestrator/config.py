@@ -214,6 +214,16 @@ class CollectionSettings(_Section):
     max_ratio: int = Field(default=100, ge=1)
 
 
+class CacheSettings(_Section):
+    # Reuse a node's outputs when the same work was done before in the same tenant.
+    # Off: nothing is looked up or kept, and stored objects are not hashed.
+    enabled: bool = True
+    # Seconds an entry is kept after it was made or last reused (30 days).
+    ttl: float = Field(default=30 * 24 * 3600.0, gt=0)
+    # Seconds between two sweeps that forget expired entries.
+    collect_every: float = Field(default=3600.0, gt=0)
+
+
 class QueueSettings(_Section):
     # redis://[:password@]host:6379/0 for workers on other hosts; None: in-process.
     url: str | None = None
@@ -256,6 +266,7 @@ class Settings(_Section):
     invocations: InvocationSettings = Field(default_factory=InvocationSettings)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     collections: CollectionSettings = Field(default_factory=CollectionSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Settings:

@@ -159,6 +159,22 @@ MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] =
             UNIQUE (run_id, node_id, item)
         )""",
     ),
+    # 6: the result cache (orchestrator.cache): a node's outputs by the key of the work
+    # that made them and the image that ran it, per tenant, until expires_at (epoch s).
+    (
+        """CREATE TABLE cache_entries (
+            tenant      TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            image_id    TEXT NOT NULL,
+            run_id      TEXT NOT NULL,
+            node_id     TEXT NOT NULL,
+            outputs     TEXT NOT NULL,
+            created_at  REAL NOT NULL,
+            expires_at  REAL NOT NULL,
+            PRIMARY KEY (tenant, key, image_id)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX cache_entries_expiry ON cache_entries (expires_at)",
+    ),
 )
 
 

@@ -215,6 +215,21 @@ class RunFinished(PipewellError):
         return str(self), {"run_status": self.status}
 
 
+class RunNotEnded(PipewellError):
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(
+            f"run {run_id!r} is {status}: only an ended run can be retried; wait for it to "
+            "end, or cancel it first"
+        )
+        self.run_id = run_id
+        self.status = status
+
+    code = "RUN_NOT_ENDED"
+
+    def public(self) -> tuple[str, dict[str, Any]]:
+        return str(self), {"run_status": self.status}
+
+
 class FlowInvalid(PipewellError):
     def __init__(self, errors: list[dict[str, Any]], warnings: list[dict[str, Any]] | None = None):
         super().__init__(f"flow is invalid: {len(errors)} problem(s)")
@@ -363,5 +378,6 @@ __all__ = [
     "NodeDefNotFound",
     "PipewellError",
     "RunFinished",
+    "RunNotEnded",
     "RunNotFound",
 ]

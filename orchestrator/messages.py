@@ -66,6 +66,11 @@ class Task(BaseModel):
     # attempt of its own (its own Task: item, attempt, inputs, outputs, every message
     # naming it). This task's own item, inputs and outputs are then not used.
     batch: list[Task] | None = None
+    # IDs of images whose run of this very work (the same cache key) is cached: if the
+    # worker's image is one of them, it answers ``reused`` at once, starting nothing.
+    # Asked of the worker, since only the engine that would run the node knows which
+    # image its tag names now (a rebuild is a new ID, so a miss).
+    reuse: list[str] = Field(default_factory=list)
 
     @property
     def key(self) -> str:
@@ -127,6 +132,13 @@ class AttemptResult(BaseModel):
     outputs: dict[str, OutputInfo] = Field(default_factory=dict)
     # Seconds per phase: input_transfer, create, start, run, output_transfer.
     timings: dict[str, float] = Field(default_factory=dict)
+    # The ID of the image the attempt ran (or would have run): what its result is cached under.
+    image_id: str = ""
+    # The image is one of the Task's ``reuse``: nothing ran, the cached outputs stand.
+    reused: bool = False
+    # The node's program exited non-zero: its code, and whether it was killed for memory.
+    exit_code: int | None = None
+    oom: bool = False
 
 
 class AttemptCleanedUp(BaseModel):

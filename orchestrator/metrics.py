@@ -44,8 +44,9 @@ class Metrics:
         )
         self.attempts = Counter(
             "pipewell_node_attempts",
-            "Node attempts that ended, by outcome: succeeded, failed, or lost "
-            "(the worker's Docker engine went away; not counted against MaxAttempts).",
+            "Node attempts that ended, by outcome: succeeded, failed, lost (the worker's "
+            "Docker engine went away; not counted against MaxAttempts), or reused (a cached "
+            "result stood: no container ran).",
             ["outcome"],
             registry=self.registry,
         )
@@ -86,8 +87,18 @@ class Metrics:
         self.items_ended = Counter(
             "pipewell_items",
             "Attempts of mapped nodes' items ended, by outcome (also counted in "
-            "pipewell_node_attempts): succeeded, failed, lost.",
+            "pipewell_node_attempts): succeeded, failed, lost, reused.",
             ["outcome"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "pipewell_cache_hits",
+            "Nodes whose outputs were reused from earlier work: no container ran for them.",
+            registry=self.registry,
+        )
+        self.cache_entries_made = Counter(
+            "pipewell_cache_entries_made",
+            "Nodes whose outputs were kept for later runs to reuse.",
             registry=self.registry,
         )
         self.store_bytes = Counter(
@@ -108,8 +119,8 @@ class Metrics:
 
     def attempt_ended(self, outcome: str, nodedef: str, timings: dict[str, float]) -> None:
         self.attempts.labels(outcome).inc()
-        if outcome == "lost":
-            return
+        if outcome in ("lost", "reused"):
+            return  # no work was done: not a duration, nor a container start
         self.node_seconds.labels(nodedef).observe(sum(timings.values()))
         if "create" in timings or "start" in timings:
             start = timings.get("create", 0.0) + timings.get("start", 0.0)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -467,6 +467,23 @@ class CommandDef(WireModel):
     )
 
 
+class RetryPolicy(WireModel):
+    """How a NodeDef's failed attempts are retried, beyond MaxAttempts and the backoff."""
+
+    fail_exit_codes: list[Annotated[int, Field(ge=1, le=255)]] = Field(
+        default_factory=list,
+        description="Exit codes that mean the node cannot succeed with these inputs (a bad "
+        "input, a usage error): such an attempt fails the node at once, not retried, its "
+        "reason saying so.",
+    )
+    tier_up_on_oom: bool = Field(
+        default=False,
+        alias="TierUpOnOOM",
+        description="After an attempt killed for memory, the next attempt runs on the next "
+        "larger tier the workers offer (its reason says which); without one, on the same.",
+    )
+
+
 class NodeDef(WireModel):
     id: int | None = Field(
         default=None, alias="ID", description="Pupload's database id: accepted and ignored."
@@ -547,6 +564,28 @@ class NodeDef(WireModel):
         "stored. Default: 4 times the tier's memory; at most the operator's "
         "executor.max_output_bytes.",
     )
+    retry: RetryPolicy = Field(
+        default_factory=RetryPolicy,
+        description="Exit codes not worth a retry, and a bigger tier after running out of memory.",
+    )
+    cache: bool = Field(
+        default=True,
+        description="Reuse this node's outputs when the same work was done before (same "
+        "image ID, command, flags and input bytes, in the same tenant) instead of running "
+        "it. `false` for a node whose outputs differ from run to run (a clock, a random "
+        "seed, a call to another service).",
+    )
+    cache_version: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Part of the cache key: change it to make earlier results stale when "
+        "the node's behaviour changed without its image (a fix in a script it downloads).",
+    )
+    cache_ignore: list[str] = Field(
+        default_factory=list,
+        description="Input names left out of the cache key: inputs that do not change the "
+        "outputs (a log level file, a hint). Each must be one of the NodeDef's Inputs.",
+    )
 
     @property
     def uses(self) -> str:
@@ -567,6 +606,16 @@ class FlowSubmission(WireModel):
         default_factory=list,
         description="NodeDefs the flow's nodes use; they win over the built-in ones, which "
         "need not be sent. Two that differ may not share a `Publisher` and `Name`.",
+    )
+    no_cache: bool = Field(
+        default=False,
+        description="Run every node, reusing no earlier result (results of this run are "
+        "still kept for later ones).",
+    )
+    recompute: list[str] = Field(
+        default_factory=list,
+        description="Node IDs to run even where an earlier result could be reused; the "
+        "nodes after them run too when their inputs change.",
     )
 
 
@@ -617,6 +666,13 @@ class LogRecord(BaseModel):
     attempt: int | None = None
 
 
+class CacheHit(WireModel):
+    """Where a node's reused outputs come from: no container ran for it in this run."""
+
+    run: str = Field(description="The run whose node computed the outputs.")
+    node: str = Field(description="That node's ID in its run.")
+
+
 class NodeState(WireModel):
     status: NodeStatus = NodeStatus.IDLE
     logs: list[LogRecord] = Field(default_factory=list)
@@ -628,6 +684,9 @@ class NodeState(WireModel):
     timings: dict[str, float] = Field(default_factory=dict)
     # A mapped node's: its items counted by status.
     items: ItemProgress | None = Field(default=None, exclude_if=lambda v: v is None)
+    # The tier its attempts run on when bigger than its NodeDef's (Retry.TierUpOnOOM).
+    tier: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    cached: CacheHit | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class Artifact(WireModel):
@@ -636,6 +695,9 @@ class Artifact(WireModel):
     edge_name: str
     # A collection's: how many items it holds (its objects are under ObjectName/).
     items: int | None = Field(default=None, exclude_if=lambda v: v is None)
+    # What the bytes are, known as they were stored: "sha256:<hex>", or S3's
+    # "etag:<etag>" for an object sent straight to S3.
+    digest: str | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ItemProgress(WireModel):
@@ -692,6 +754,10 @@ class FlowRun(WireModel):
     # Why the run ended ERROR when no node's failure says it (an input never
     # uploaded before its WaitingURL expired); an addition to Pupload's shape too.
     error: str | None = None
+    # The ended run this one retries (POST /api/v1/flow/retry/{id}), and the runs
+    # that retried this one: additions too.
+    retry_of: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    retried_by: list[str] = Field(default_factory=list, exclude_if=lambda v: not v)
 
 
 __all__ = [
@@ -723,6 +789,7 @@ __all__ = [
     "NodeFlag",
     "NodeState",
     "NodeStatus",
+    "RetryPolicy",
     "RunStatus",
     "StoreInput",
     "WaitingURL",

@@ -19,10 +19,12 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
+from orchestrator.cache import collection_digest
 from orchestrator.collections.bundles import bundle_key
 from orchestrator.models import (
     DEFAULT_TENANT,
     Artifact,
+    CacheHit,
     CollectionItem,
     Flow,
     FlowRun,
@@ -185,6 +187,16 @@ class Transition:
     finished: bool = False
     # Items of mapped nodes marked queued: (node ID, item, attempt), to be sent.
     items: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ReusedOutputs:
+    """A node's outputs taken from another run (a retry's), copied to this run's keys:
+    each file output's digest and each collection output's items, by edge."""
+
+    hit: CacheHit
+    digests: dict[str, str | None] = field(default_factory=dict)
+    collections: dict[str, list[CollectionItem]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -559,19 +571,38 @@ class RunState:
     # ------------------------------------------------------------ events
 
     @_changes
-    def start(self, waiting_urls: list[WaitingURL]) -> Transition:
-        """Static edges are present from the start; uploads are awaited."""
+    def start(
+        self, waiting_urls: list[WaitingURL], digests: Mapping[str, str | None] | None = None
+    ) -> Transition:
+        """Static edges are present from the start (``digests``: theirs, by edge, where
+        their store knows them); uploads are awaited."""
         for name in self.plan.edges:
             if self.plan.edge(name).source == "static":
-                self._add_artifact(name)
+                self._add_artifact(name, (digests or {}).get(name))
         self.run.waiting_urls = waiting_urls
         return self._advance()
 
+    def input_digests(self, node_id: str) -> dict[str, str | None]:
+        """Each input's digest (input name → "sha256:…", or None where not known)."""
+        found: dict[str, str | None] = {}
+        for binding in self.node(node_id).inputs:
+            artifact = self.run.artifacts.get(binding.edge)
+            found[binding.name] = artifact.digest if artifact is not None else None
+        return found
+
+    def reuse(self, node_id: str, outputs: ReusedOutputs) -> Transition:
+        """Before the run starts its nodes: the node is COMPLETE with ``outputs``, which
+        another run's node made; it never runs here."""
+        return self.attempt_succeeded(
+            node_id, 0, outputs.collections, digests=outputs.digests, cached=outputs.hit
+        )
+
     @_changes
-    def artifact_arrived(self, edge: str) -> Transition:
+    def artifact_arrived(self, edge: str, digest: str | None = None) -> Transition:
+        """An upload is there; ``digest``: what the store knows its bytes by, if anything."""
         if edge in self.run.artifacts or self.run.status.finished:
             return Transition()
-        self._add_artifact(edge)
+        self._add_artifact(edge, digest)
         self.run.waiting_urls = [w for w in self.run.waiting_urls if w.artifact.edge_name != edge]
         return self._advance()
 
@@ -651,21 +682,26 @@ class RunState:
         node_id: str,
         attempt: int,
         collections: Mapping[str, list[CollectionItem]] | None = None,
+        *,
+        digests: Mapping[str, str | None] | None = None,
+        cached: CacheHit | None = None,
     ) -> Transition:
         """The node's attempt succeeded; ``collections``: the items of each of its
-        collection outputs (by edge), stored already."""
+        collection outputs (by edge), stored already; ``digests``: each other output's
+        (by edge); ``cached``: its outputs are an earlier run's, reused."""
         state = self._edit(node_id)
         if attempt != state.attempt or state.status.ended:
             return Transition()
         self._set_status(node_id, NodeStatus.COMPLETE)
         state.error = ""
+        state.cached = cached
         for out in self.node(node_id).outputs:
             if out.edge in self.collections:
                 for member in (collections or {}).get(out.edge, ()):
                     self._add_member(out.edge, member)
                 self._complete_collection(out.edge)
             else:
-                self._add_artifact(out.edge)
+                self._add_artifact(out.edge, (digests or {}).get(out.edge))
         return self._advance()
 
     # ------------------------------------------------------------ items
@@ -820,6 +856,17 @@ class RunState:
             state.timings.update(timings)
 
     @_changes
+    def set_tier(self, node_id: str, tier: str) -> None:
+        """The node's next attempts run on ``tier``, bigger than its NodeDef's."""
+        self._edit(node_id).tier = tier
+
+    @_changes
+    def retried_by(self, run_id: str) -> None:
+        """Run ``run_id`` retries this one (which has ended)."""
+        if run_id not in self.run.retried_by:
+            self.run.retried_by.append(run_id)
+
+    @_changes
     def mark_finished(self, now: datetime) -> None:
         """When the run ended: set once, when it reaches COMPLETE, ERROR or STOPPED."""
         self.run.finished_at = self.run.finished_at or now
@@ -852,10 +899,12 @@ class RunState:
         if status != NodeStatus.IDLE:
             self._ready.discard(node_id)
 
-    def _add_artifact(self, edge: str) -> None:
+    def _add_artifact(self, edge: str, digest: str | None = None) -> None:
         if edge in self.run.artifacts:
             return  # its consumers counted it already
-        self.run.artifacts[edge] = self.artifact_for(edge)
+        artifact = self.artifact_for(edge)
+        artifact.digest = digest
+        self.run.artifacts[edge] = artifact
         self._unwritten_artifacts[edge] = None
         self._unpublished_edges.append(edge)
         for node_id in self._consumers.get(edge, ()):
@@ -957,7 +1006,8 @@ class RunState:
         if collection.complete:
             return
         collection.complete = True
-        self._add_artifact(edge)
+        members = [(m.name, m.sha256) for m in collection.items.values()]
+        self._add_artifact(edge, collection_digest(members))
         for node_id in self._mappers.get(edge, ()):
             self.maps[node_id].total = len(collection.items)
             self._progress_changed.add(node_id)

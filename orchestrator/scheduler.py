@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 
 from orchestrator.background import Background
+from orchestrator.cache import CachedOutput, Entry, ResultCache, Work, work_key
+from orchestrator.cache.flights import Flights, Waiter
 from orchestrator.collections.archives import ArchiveLimits, ArchiveRefused
 from orchestrator.collections.bundles import (
     bundle_key,
@@ -51,6 +53,7 @@ from orchestrator.messages import (
 from orchestrator.metrics import OTHER_NODEDEFS, Metrics
 from orchestrator.mime import extension_for
 from orchestrator.models import (
+    CacheHit,
     CollectionItem,
     FlowRun,
     LogRecord,
@@ -61,7 +64,7 @@ from orchestrator.models import (
     utcnow,
 )
 from orchestrator.queue import TaskQueue
-from orchestrator.runtime import LiveRun, RunState, Transition
+from orchestrator.runtime import LiveRun, ReusedOutputs, RunState, Transition
 from orchestrator.state import StateStore
 from orchestrator.stores import UPLOAD_GRACE, StoreCalls, StoreRegistry
 from orchestrator.tiers import TIERS
@@ -99,8 +102,14 @@ class Scheduler:
         calls: StoreCalls,
         catalog: dict[str, NodeDef],
         metrics: Metrics | None = None,
+        *,
+        image_ids: Callable[[str], str | None] | None = None,
     ) -> None:
+        """``image_ids``: the ID the one engine every attempt runs on gives an image name
+        (None: it has none), when the service can ask it itself (a worker in-process, no
+        other): a cached result's image is then confirmed here, not by a worker."""
         self.settings = settings
+        self.image_ids = image_ids
         self.metrics = metrics or Metrics()
         self.state = state
         self.queue = queue
@@ -132,6 +141,10 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         # Retries and deadlines started by timers: tracked, so none is lost or left behind.
         self._background = Background()
+        self.cache = ResultCache(state.db, settings.cache)
+        self._flights = Flights()
+        # Attempts whose cached outputs turned out gone: they run, looking nothing up.
+        self._missed: set[tuple[str, str, str | None, int]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -144,6 +157,7 @@ class Scheduler:
             asyncio.create_task(self._consume(), name="scheduler-consume"),
             asyncio.create_task(self._poll_uploads(), name="scheduler-poll-uploads"),
             asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch"),
+            asyncio.create_task(self._collect_cache(), name="scheduler-cache-collect"),
         ]
 
     async def close(self) -> None:
@@ -159,6 +173,7 @@ class Scheduler:
             handle.cancel()
         self._timers.clear()
         self._deadlines.clear()
+        await self.cache.close()
         # A write that fails here is reported by StateStore.close, which tries once more.
         with contextlib.suppress(DataDirError):
             await asyncio.shield(self.state.flush())
@@ -169,12 +184,22 @@ class Scheduler:
     # ------------------------------------------------------------ accepting runs
 
     async def accept(
-        self, run: RunState, waiting: list[WaitingURL], *, arrived: list[str] | None = None
+        self,
+        run: RunState,
+        waiting: list[WaitingURL],
+        *,
+        arrived: Mapping[str, str | None] | None = None,
+        static: Mapping[str, str | None] | None = None,
+        members: Mapping[str, list[CollectionItem]] | None = None,
+        reused: Mapping[str, ReusedOutputs] | None = None,
     ) -> FlowRun:
         """Take a run the service layer made ready: planned, its stores open, its
-        WaitingURLs handed out (``waiting``) or its inputs written (``arrived``; a
-        collection's archive is expanded into its items here: CollectionRefused if it
-        cannot be, and the run is not taken).
+        WaitingURLs handed out (``waiting``) or its inputs written (``arrived``: edge →
+        digest; a collection's archive is expanded into its items here:
+        CollectionRefused if it cannot be, and the run is not taken). ``static``: the
+        digests of its static edges' objects. A retry's: ``members``, the items of
+        collection edges already in place; ``reused``, nodes whose outputs are in place
+        (the retried run's), COMPLETE before anything is dispatched.
 
         Accepted only once on disk: a run answered 200 must survive a restart. Nothing
         is dispatched or awaited before: a refused run (DataDirError) leaves nothing
@@ -187,12 +212,17 @@ class Scheduler:
                     expanded[edge] = await self._expand(run, edge)
                 except ArchiveRefused as exc:
                     raise CollectionRefused(edge, exc.code, str(exc)) from None
-        items = run.start(waiting).items
-        for edge in arrived or ():
+        items = run.start(waiting, static).items
+        for node_id in run.plan.order:
+            if node_id in (reused or {}):
+                items += run.reuse(node_id, (reused or {})[node_id]).items
+        for edge, given in (members or {}).items():
+            items += run.collection_arrived(edge, given).items
+        for edge, digest in (arrived or {}).items():
             if edge in expanded:
                 items += run.collection_arrived(edge, expanded[edge]).items
             else:
-                items += run.artifact_arrived(edge).items
+                items += run.artifact_arrived(edge, digest).items
         await self.state.save_now(run.id, run)
         self.runs[run.id] = run
         self._await_uploads(run)
@@ -228,10 +258,20 @@ class Scheduler:
         await self._apply(run, run.cancel())
         return run.run
 
+    async def retried(self, run_id: str, retry_id: str) -> None:
+        """Run ``retry_id`` retries the ended run ``run_id``: the old run names it too."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            run.retried_by(retry_id)
+            self._persist(run)
+            return
+        await self.state.add_retry(run_id, retry_id)
+
     async def object_written(
-        self, store_name: str, key: str, *, tell_uploader: bool = False
+        self, store_name: str, key: str, *, digest: str | None = None, tell_uploader: bool = False
     ) -> None:
-        """A store received an object: maybe an upload a run waits for.
+        """A store received an object (``digest``: what the store knows its bytes by):
+        maybe an upload a run waits for.
 
         A collection's upload is expanded into its items first. One that cannot be
         (not an archive, over a limit) is dropped: with ``tell_uploader`` (the upload's
@@ -247,7 +287,7 @@ class Scheduler:
         edge = target[1]
         log.info("upload_received", run_id=run.id, edge=edge)
         if not run.is_collection(edge):
-            await self._apply(run, run.artifact_arrived(edge))
+            await self._apply(run, run.artifact_arrived(edge, digest))
             return
         try:
             members = await self._expand(run, edge)
@@ -367,12 +407,12 @@ class Scheduler:
 
     async def _check_upload(self, store: Store, store_name: str, key: str) -> None:
         try:
-            present = await self._io_call(store.exists, key, store=store)
+            info = await self._io_call(store.stat, key, store=store)
         except Exception as exc:  # a store outage must not stop the poller
             log.warning("upload_check_failed", store=store_name, error=str(exc))
             return
-        if present:
-            await self.object_written(store_name, key)
+        if info is not None:
+            await self.object_written(store_name, key, digest=info.digest)
 
     # ------------------------------------------------------------ dispatch
 
@@ -447,7 +487,11 @@ class Scheduler:
             names = {edge["store"] for edge in run.plan.edges.values()}
             stores = {name: self._store(run, name) for name in names}
             tasks = await self.calls.call_for(run.flow, self._tasks_for, run, stores, attempts)
-            batch = self._still_queued(run, batch)  # a cancel may have come meanwhile
+            tasks = await self._consult_cache(run, tasks)
+            # A cancel may have come meanwhile; attempts served by the cache, or waiting
+            # for another run's same work, are not queued.
+            left = {(t.node_id, t.attempt, t.item) for t in tasks}
+            batch = [p for p in self._still_queued(run, batch) if (p[0], p[1], p[3]) in left]
             wanted = {(node_id, attempt, item) for node_id, attempt, _, item in batch}
             queued = time.perf_counter()
             for node_id, _attempt, _since, item in batch:
@@ -476,6 +520,272 @@ class Scheduler:
             else:
                 run.record_item_timings(node_id, item, presign)
         self._save(run)
+
+    # ------------------------------------------------------------ the result cache
+
+    def _work_key(self, run: RunState, node_id: str, item: str | None = None) -> str | None:
+        """The key of the work of a node, or of one item of a mapped node
+        (orchestrator.cache.keys); None when its outputs are not to be cached: the cache
+        is off, its NodeDef says ``Cache: false``, it makes a whole collection, or an
+        input's bytes are not known by a digest."""
+        node_def = run.defs[node_id]
+        mapping = run.maps.get(node_id)
+        if not self.cache.enabled or not node_def.cache or (mapping is None) != (item is None):
+            return None
+        node = run.node(node_id)
+        if mapping is None and any(run.is_collection(b.edge) for b in node.outputs):
+            return None
+        digests = run.input_digests(node_id)
+        if mapping is not None:
+            member = run.collections[mapping.edge].items.get(item or "")
+            sha256 = member.sha256 if member is not None else ""
+            digests[run.plan.mapped[node_id]] = f"sha256:{sha256}" if sha256 else None
+        ignored = set(node_def.cache_ignore)
+        work = Work(
+            tenant=run.tenant,
+            node_id=node_id,
+            argv=_argv(node_def, node.command),
+            flags=_flags(node_def, node),
+            run_as_root=node_def.run_as_root,
+            cache_version=node_def.cache_version,
+            inputs={name: digest for name, digest in digests.items() if name not in ignored},
+            outputs={
+                b.name: (_single_type(_types(node_def, b.name, "out")), False) for b in node.outputs
+            },
+        )
+        return work_key(work)
+
+    def _may_reuse(self, run: RunState, task: Task) -> bool:
+        submission = run.plan.submission
+        return (
+            not submission.no_cache
+            and task.node_id not in submission.recompute
+            and (run.id, task.node_id, task.item, task.attempt) not in self._missed
+        )
+
+    async def _consult_cache(self, run: RunState, tasks: list[Task]) -> list[Task]:
+        """The tasks to queue: each cacheable attempt's tells the worker which images ran
+        its work before (``Task.reuse``); a node whose work another run's node is doing
+        now waits for it instead (single flight) and is not queued."""
+        if not self.cache.enabled:
+            return tasks
+        keys: dict[int, str] = {}  # index in queued → its work's key
+        queued: list[Task] = []
+        for task in tasks:
+            key = self._work_key(run, task.node_id, task.item)
+            if key is None:
+                queued.append(task)
+                continue
+            if task.item is None:  # items: a batch sent again is rare, and its items cheap
+                owner = self._flights.claim(run.tenant, key, run.id, task.node_id)
+                if owner is not None:
+                    self._flights.wait(run.tenant, key, (run.id, task.node_id, task.attempt))
+                    self._log(
+                        run,
+                        task.node_id,
+                        f"waiting: node '{owner[1]}' of run {owner[0]} is doing the same work "
+                        "now; its outputs will be reused",
+                    )
+                    continue
+            if self._may_reuse(run, task):
+                keys[len(queued)] = key
+            queued.append(task)
+        if keys:
+            images = await self.cache.images(run.tenant, keys.values())
+            for index, key in keys.items():
+                queued[index].reuse = images.get(key, [])
+        if self.image_ids is not None:
+            queued = await self._reuse_here(run, queued)
+        return queued
+
+    async def _reuse_here(self, run: RunState, tasks: list[Task]) -> list[Task]:
+        """With the engine in reach, a cached result's image is confirmed here: a hit is
+        taken without queueing it (no worker slot, no queue), the rest is queued."""
+        assert self.image_ids is not None
+        names = {task.image for task in tasks if task.reuse}
+        found: dict[str, str | None] = {}
+        for name in names:
+            try:
+                found[name] = await asyncio.to_thread(self.image_ids, name)
+            except Exception as exc:  # the engine not answering: the worker will say
+                log.warning("image_not_inspected", image=name, error=str(exc))
+                found[name] = None
+        queued = []
+        for task in tasks:
+            image_id = found.get(task.image) if task.reuse else None
+            if image_id is None or image_id not in task.reuse:
+                queued.append(task)
+                continue
+            hit = AttemptResult(
+                run_id=run.id,
+                node_id=task.node_id,
+                attempt=task.attempt,
+                item=task.item,
+                ok=True,
+                reused=True,
+                image_id=image_id,
+            )
+            self._background.spawn(self._reuse(run, hit), f"reuse-{run.id}-{task.node_id}")
+        return queued
+
+    def _wake(self, waiters: list[Waiter]) -> None:
+        """Nodes that waited for another's work: dispatched again, to reuse it or do it."""
+        for run_id, node_id, attempt in waiters:
+            run = self.runs.get(run_id)
+            if run is None or run.status.finished:
+                continue
+            state = run.state(node_id)
+            if state.status != NodeStatus.READY or state.attempt != attempt:
+                continue
+            self._to_dispatch.setdefault(run_id, deque()).append(
+                (node_id, attempt, time.perf_counter(), None)
+            )
+            self._dispatch_wanted.set()
+
+    def _work_ended(self, run: RunState, node_id: str) -> None:
+        if run.state(node_id).status.ended:
+            self._wake(self._flights.release(run.id, node_id))
+
+    def _output_keys(
+        self, run: RunState, node_id: str, item: str | None
+    ) -> dict[str, tuple[str, str, str]]:
+        """Output name → (edge, store, key) of a node's outputs, or of one item's."""
+        found = {}
+        for binding in run.node(node_id).outputs:
+            artifact = run.artifact_for(binding.edge)
+            key = artifact.object_name if item is None else item_key(artifact.object_name, item)
+            found[binding.name] = (binding.edge, artifact.store_name, key)
+        return found
+
+    async def _remember(self, run: RunState, result: AttemptResult) -> None:
+        """An attempt's work succeeded: its outputs are kept as an entry for later runs."""
+        node_id, item = result.node_id, result.item
+        key = self._work_key(run, node_id, item)
+        if key is None or not result.image_id:
+            return
+        targets = self._output_keys(run, node_id, item)
+        # A key with the run's ID in it is this run's alone: no later run writes it
+        # again, so what its store says of it need not be kept (and asked) to tell.
+        shared = {n: t for n, t in targets.items() if run.id not in t[2]}
+        now: dict[str, str | None] = {}
+        if shared:
+            stores = {n: self._store(run, store) for n, (_e, store, _k) in shared.items()}
+
+            def stored() -> dict[str, str | None]:
+                found = {}
+                for name, (_edge, _store, object_key) in shared.items():
+                    info = stores[name].stat(object_key)
+                    found[name] = info.digest if info is not None else None
+                return found
+
+            try:
+                now = await self.calls.call_for(run.flow, stored)
+            except StoreError as exc:
+                log.warning("cache_entry_not_made", run_id=run.id, node_id=node_id, error=str(exc))
+                return
+        outputs = {}
+        for name, (_edge, store, object_key) in targets.items():
+            info = result.outputs.get(name)
+            if info is None or (name in shared and now.get(name) is None):
+                return
+            outputs[name] = CachedOutput(
+                store=store,
+                key=object_key,
+                digest=f"sha256:{info.sha256}" if info.sha256 else None,
+                size=info.size,
+                content_type=info.content_type,
+                stored=now.get(name),
+            )
+        self.cache.record(Entry(run.tenant, key, result.image_id, run.id, node_id, outputs))
+        self.metrics.cache_entries_made.inc()
+
+    async def _reuse(self, run: RunState, result: AttemptResult) -> None:
+        """The worker confirmed the image of a cached result: its outputs are copied to
+        this run's keys and the node (or item) is COMPLETE, Cached. Outputs gone or
+        replaced since: a miss, and it runs after all (the same attempt)."""
+        node_id, item, attempt = result.node_id, result.item, result.attempt
+        key = self._work_key(run, node_id, item)
+        entry = await self.cache.entry(run.tenant, key, result.image_id) if key else None
+        copied = await self._copy_cached(run, node_id, item, entry) if entry else None
+        if entry is None or copied is None:
+            if entry is not None:
+                await self.cache.forget(entry)
+            self._missed.add((run.id, node_id, item, attempt))
+            if item is not None:
+                await self._apply(run, run.item_retry(node_id, item, again=True))
+                return
+            self._log(
+                run,
+                node_id,
+                "the outputs of the same work done before are gone or were replaced: running it",
+            )
+            self._dispatch(run, node_id, again=True)
+            self._save(run)
+            return
+        self.cache.reused(entry)
+        self.metrics.cache_hits.inc()
+        if item is not None:
+            produced = {
+                edge: CollectionItem(
+                    name=_output_item_name(run, edge, item, cached.content_type),
+                    object_name=object_key,
+                    size=cached.size,
+                    content_type=cached.content_type,
+                    sha256=(cached.digest or "").removeprefix("sha256:"),
+                )
+                for edge, object_key, cached in copied
+            }
+            await self._apply(run, run.item_succeeded(node_id, item, attempt, produced))
+            return
+        self._log(
+            run,
+            node_id,
+            f"reused the outputs of node '{entry.node_id}' of run {entry.run_id} (same image "
+            f"{result.image_id[:19]}, command, flags and input bytes): no container ran",
+        )
+        hit = CacheHit(run=entry.run_id, node=entry.node_id)
+        digests = {edge: cached.digest for edge, _key, cached in copied}
+        await self._apply(run, run.attempt_succeeded(node_id, attempt, digests=digests, cached=hit))
+        self._work_ended(run, node_id)
+
+    async def _copy_cached(
+        self, run: RunState, node_id: str, item: str | None, entry: Entry
+    ) -> list[tuple[str, str, CachedOutput]] | None:
+        """Copy the entry's objects to the outputs (each output's edge, its new key, what
+        was copied); None if one is gone, was written again since, or is in another store."""
+        plan: list[tuple[str, str, CachedOutput, Store]] = []
+        for name, (edge, store_name, target) in self._output_keys(run, node_id, item).items():
+            cached = entry.outputs.get(name)
+            if cached is None or cached.store != store_name:
+                return None
+            plan.append((edge, target, cached, self._store(run, store_name)))
+
+        def copy() -> list[tuple[str, str, CachedOutput]] | None:
+            for _edge, target, cached, store in plan:
+                info = store.stat(cached.key)
+                if info is None or info.size != cached.size:
+                    return None
+                if cached.stored is not None and info.digest != cached.stored:
+                    return None
+                store.copy(cached.key, target)
+            return [(edge, target, cached) for edge, target, cached, _store in plan]
+
+        try:
+            return await self.calls.call_for(run.flow, copy)
+        except StoreError as exc:  # ObjectNotFound among them: deleted in between
+            log.info("cache_copy_failed", run_id=run.id, node_id=node_id, error=str(exc))
+            return None
+
+    async def _collect_cache(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.cache.collect_every)
+            try:
+                forgotten = await self.cache.collect()
+            except Exception as exc:  # a full disk now must not stop later sweeps
+                log.warning("cache_collect_failed", error=str(exc))
+                continue
+            if forgotten:
+                log.info("cache_collected", entries=forgotten)
 
     def _batched(self, run: RunState, tasks: list[Task]) -> list[Task]:
         """Items in batches as big as ``items_per_container`` allows, but no bigger than
@@ -563,7 +873,7 @@ class Scheduler:
             node_id=node_id,
             attempt=attempt,
             image=node_def.image,
-            tier=node_def.tier,
+            tier=(item is None and run.state(node_id).tier) or node_def.tier,
             timeout=timeout,
             argv=_argv(node_def, node.command),
             flags=_flags(node_def, node),
@@ -607,6 +917,8 @@ class Scheduler:
         for key in [k for k in self._queued_at if k[0] == run.id]:
             del self._queued_at[key]
         self._warned = {k for k in self._warned if k[0] != run.id}
+        self._missed = {k for k in self._missed if k[0] != run.id}
+        self._wake(self._flights.drop_run(run.id))
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
         self.metrics.runs_finished.labels(run.status.value).inc()
         self._finished[run.id] = None
@@ -752,7 +1064,7 @@ class Scheduler:
             # Counted once: a duplicate result comes after the node has ended.
             ended = state.status.ended
             if message.attempt == state.attempt and not ended:
-                outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
+                outcome = _outcome(message)
                 log.info(
                     "attempt_finished",
                     outcome=outcome,
@@ -795,7 +1107,7 @@ class Scheduler:
         elif isinstance(message, AttemptResult):
             run.record_item_timings(node_id, name, message.timings)
             if not item.status.ended:
-                outcome = "succeeded" if message.ok else "lost" if message.engine_down else "failed"
+                outcome = _outcome(message)
                 uses = run.node(node_id).uses
                 nodedef = uses if uses in self.catalog else OTHER_NODEDEFS
                 self.metrics.attempt_ended(outcome, nodedef, message.timings)
@@ -805,6 +1117,9 @@ class Scheduler:
     async def _handle_item_result(self, run: RunState, result: AttemptResult) -> None:
         node_id, name = result.node_id, result.item
         assert name is not None
+        if result.ok and result.reused:
+            await self._reuse(run, result)
+            return
         if result.ok:
             produced = {}
             for binding in run.node(node_id).outputs:
@@ -818,11 +1133,15 @@ class Scheduler:
                     content_type=content_type,
                     sha256=info.sha256 if info else "",
                 )
+            item = run.item(node_id, name)
             await self._apply(run, run.item_succeeded(node_id, name, result.attempt, produced))
+            if item is not None and item.status == NodeStatus.COMPLETE:
+                await self._remember(run, result)
             return
         if result.engine_down:
             await self._apply(run, run.item_retry(node_id, name, again=True))
             return
+        result = self._by_retry_policy(run, result)
         delay = self.settings.retry.delay(result.attempt)
         transition = run.item_failed(
             node_id, name, result.attempt, result.error,
@@ -847,6 +1166,9 @@ class Scheduler:
         node_id = result.node_id
         if result.item is not None:
             await self._handle_item_result(run, result)
+            return
+        if result.ok and result.reused:
+            await self._reuse(run, result)
             return
         if result.ok:
             sizes = ", ".join(f"{k} {v.size} B {v.content_type}" for k, v in result.outputs.items())
@@ -873,11 +1195,23 @@ class Scheduler:
                     + (f": {sizes}" if sizes else "")
                     + counted,
                 )
-                await self._apply(run, run.attempt_succeeded(node_id, result.attempt, collections))
+                digests = {
+                    b.edge: f"sha256:{info.sha256}"
+                    for b in run.node(node_id).outputs
+                    if (info := result.outputs.get(b.name)) is not None and info.sha256
+                }
+                transition = run.attempt_succeeded(
+                    node_id, result.attempt, collections, digests=digests
+                )
+                await self._apply(run, transition)
+                if run.state(node_id).status == NodeStatus.COMPLETE:
+                    await self._remember(run, result)
+                self._work_ended(run, node_id)
                 return
         if result.engine_down:
             await self._attempt_lost(run, result)
             return
+        result = self._by_retry_policy(run, result)
         delay = self.settings.retry.delay(result.attempt)
         transition = run.attempt_failed(
             node_id, result.attempt, result.error, retryable=result.retryable, retry_delay=delay
@@ -905,6 +1239,46 @@ class Scheduler:
                 level="error",
             )
         await self._apply(run, transition)
+        self._work_ended(run, node_id)
+
+    def _by_retry_policy(self, run: RunState, result: AttemptResult) -> AttemptResult:
+        """A failed attempt as its NodeDef's Retry sees it: an exit code not worth a
+        retry fails the node now; out of memory moves a node's next attempt up a tier."""
+        policy = run.defs[result.node_id].retry
+        code = result.exit_code
+        if code is not None and code in policy.fail_exit_codes and result.retryable:
+            return result.model_copy(
+                update={
+                    "retryable": False,
+                    "error": f"{result.error} (exit code {code} is one of the NodeDef's "
+                    "Retry.FailExitCodes: not retried)",
+                }
+            )
+        if not (result.oom and policy.tier_up_on_oom and result.item is None):
+            return result
+        state = run.state(result.node_id)
+        if result.attempt != state.attempt or result.attempt >= state.max_attempts:
+            return result
+        current = TIERS[state.tier or run.defs[result.node_id].tier]
+        bigger = sorted(
+            (TIERS[name] for name in self.queue.offered_tiers() if name in TIERS),
+            key=lambda tier: (tier.memory, tier.cpus),
+        )
+        bigger = [t for t in bigger if t.memory > current.memory and t.gpus == current.gpus]
+        if not bigger:
+            return result.model_copy(
+                update={
+                    "error": f"{result.error}; no worker offers a tier larger than "
+                    f"{current.name} (Retry.TierUpOnOOM), so the next attempt runs on it again"
+                }
+            )
+        run.set_tier(result.node_id, bigger[0].name)
+        return result.model_copy(
+            update={
+                "error": f"{result.error}; the next attempt runs on tier {bigger[0].name} "
+                f"({bigger[0].memory_mib} MiB, Retry.TierUpOnOOM)"
+            }
+        )
 
     async def _attempt_lost(self, run: RunState, result: AttemptResult) -> None:
         """The worker's Docker engine went away under the attempt: run it again under
@@ -1031,6 +1405,13 @@ def _still_ready(run: RunState, pending: Pending) -> bool:
         return state.attempt == attempt and state.status == NodeStatus.READY
     found = run.item(node_id, item)
     return found is not None and found.attempt == attempt and found.status == NodeStatus.READY
+
+
+def _outcome(result: AttemptResult) -> str:
+    """How an attempt ended, as the metrics count it."""
+    if result.ok:
+        return "reused" if result.reused else "succeeded"
+    return "lost" if result.engine_down else "failed"
 
 
 def _reason(exc: Exception) -> str:

@@ -235,18 +235,37 @@ class StateStore:
             snapshot.update(members=members, items=states)
         return snapshot
 
-    async def load(self, run_id: str) -> dict[str, Any] | None:
+    async def load(self, run_id: str, *, items: bool = False) -> dict[str, Any] | None:
+        """A run's snapshot as last written (or about to be); with ``items``, its
+        collections' and mapped nodes' items too."""
         pending = self._dirty.get(run_id) or self._failed.get(run_id, (None,))[0]
         if pending is not None:
-            return pending.snapshot()
+            if not items:
+                return pending.snapshot()
+            await self.flush()  # its items are in its rows once written
 
         def read() -> dict[str, Any] | None:
             row = self.db.connection.execute(
                 "SELECT snapshot, plan FROM runs WHERE id = ?", (run_id,)
             ).fetchone()
-            return self._read(run_id, *row) if row else None
+            return self._read(run_id, *row, items=items) if row else None
 
         return await self.db.run(read)
+
+    async def add_retry(self, run_id: str, retry_id: str) -> None:
+        """Name ``retry_id`` among the runs that retried the stored run ``run_id``."""
+
+        def write() -> None:
+            with database.writing(self.db.path):
+                self.db.connection.execute(
+                    """UPDATE runs SET snapshot = json_set(snapshot, '$.RetriedBy',
+                           json_insert(coalesce(json_extract(snapshot, '$.RetriedBy'),
+                                                json('[]')), '$[#]', ?))
+                       WHERE id = ?""",
+                    (retry_id, run_id),
+                )
+
+        await self.db.run(write)
 
     async def recent(self, tenant: str, limit: int) -> list[dict[str, Any]]:
         """The tenant's newest runs, newest first: ID, Flow, Status, StartedAt, FinishedAt."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from functools import partial
 
 import structlog
 from aiohttp import web
@@ -41,7 +42,7 @@ from orchestrator.catalog import load_catalog
 from orchestrator.config import Settings
 from orchestrator.database import STATE_DB, Database
 from orchestrator.events import EventBus
-from orchestrator.executor import connect_docker
+from orchestrator.executor import connect_docker, image_id
 from orchestrator.metrics import Metrics
 from orchestrator.queue import open_queue
 from orchestrator.scheduler import Scheduler
@@ -49,6 +50,7 @@ from orchestrator.service import Service
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreCalls, StoreRegistry
 from orchestrator.worker import running_worker
+from storage import ObjectInfo
 
 log = structlog.get_logger(__name__)
 
@@ -125,6 +127,8 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
             app[WORKER] = await worker.enter_async_context(
                 running_worker(settings, app[DOCKER], local_queue)
             )
+        # In-process queue and worker: the one engine every attempt runs on is in reach.
+        alone = settings.worker.enabled and not settings.queue.url
         scheduler = Scheduler(
             settings,
             app[STATE],
@@ -134,6 +138,7 @@ async def _engine(app: web.Application) -> AsyncIterator[None]:
             app[STORE_CALLS],
             load_catalog(),
             app[METRICS],
+            image_ids=partial(image_id, app[DOCKER]) if alone else None,
         )
         app[SCHEDULER] = scheduler
         await scheduler.start()
@@ -184,9 +189,9 @@ def create_app(settings: Settings) -> web.Application:
     # Before open requests are waited for: none of them waits on a dead store.
     app.on_shutdown.append(_stop_waiting)
 
-    async def on_written(store: str, key: str, size: int) -> None:
-        app[METRICS].store_bytes.labels("local_put").inc(size)
-        await app[SERVICE].object_written(store, key)
+    async def on_written(store: str, info: ObjectInfo) -> None:
+        app[METRICS].store_bytes.labels("local_put").inc(info.size)
+        await app[SERVICE].object_written(store, info.key, info.digest)
 
     add_object_routes(
         app,

@@ -211,6 +211,12 @@ ERRORS: tuple[ErrorCode, ...] = (
         "cancelling a run that is COMPLETE, ERROR or STOPPED already (`run_status` says which)",
     ),
     ErrorCode(
+        "RUN_NOT_ENDED",
+        409,
+        "retrying a run that is still WAITING or RUNNING (`run_status` says which): wait for "
+        "its end, or cancel it first",
+    ),
+    ErrorCode(
         "ARTIFACT_NOT_FOUND",
         404,
         "the run has no artifact on that edge (yet), or it is gone from its store",
@@ -320,7 +326,9 @@ class ErrorBody(BaseModel):
         default=None, description="FLOW_INVALID: what is allowed but probably wrong"
     )
     field: str | None = Field(default=None, description="the request field at fault")
-    run_status: str | None = Field(default=None, description="RUN_FINISHED: how the run ended")
+    run_status: str | None = Field(
+        default=None, description="RUN_FINISHED: how the run ended; RUN_NOT_ENDED: where it is"
+    )
     expired: bool | None = Field(default=None, description="URL_INVALID: whether it expired")
     detail: str | None = Field(default=None, description="Langflow's field for the error")
     execution_id: str | None = Field(default=None, description="the run a Langflow error is of")

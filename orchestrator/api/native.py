@@ -213,6 +213,40 @@ async def cancel_flow(request: web.Request) -> web.Response:
     return answer(run)
 
 
+class RetryRequest(WireModel):
+    recompute: list[str] = Field(
+        default_factory=list,
+        description="Node IDs to run again although they succeeded, with every node after "
+        "them (none: only what failed, was stopped or never ran)",
+    )
+
+
+@routes.post("/api/v1/flow/retry/{run_id}")
+@operation(
+    "Retry an ended run from where it failed",
+    tag="native",
+    params=RUN_ID,
+    body=RetryRequest,
+    answers={
+        200: Answer(
+            "the new FlowRun (`RetryOf` names the old one): nodes that succeeded are COMPLETE "
+            "and `Cached` from it, its inputs are copied; WaitingURLs only for inputs that "
+            "never came",
+            FlowRun,
+        )
+    },
+    errors=("RUN_NOT_FOUND", "RUN_NOT_ENDED", "FLOW_INVALID", *RUN_START_ERRORS),
+)
+async def retry_flow(request: web.Request) -> web.Response:
+    """A new run of an ended one (COMPLETE, ERROR or STOPPED) that takes over its
+    inputs and what succeeded; the old run's ``RetriedBy`` names the new one. The body
+    is optional."""
+    body = await read_model(request, RetryRequest, empty_ok=True)
+    service, tenant = request.app[SERVICE], tenant_of(request)
+    run = await service.retries.retry(request.match_info["run_id"], tenant, body.recompute)
+    return answer_json(await service.runs.status_json(run.id, tenant))
+
+
 #: Runs one listing answers at the most.
 MAX_LISTED = 500
 

@@ -26,11 +26,11 @@ from orchestrator.api.openapi import Answer, Query, operation
 from orchestrator.api.server import arriving
 from orchestrator.errors import Conflict, NotFound, StoreFull
 from orchestrator.stores import UPLOAD_GRACE
-from storage import LocalStore, ObjectExists
+from storage import LocalStore, ObjectExists, ObjectInfo
 from storage.local import CREATE_ONLY, EXPIRES, SIGNATURE, SignatureInvalid
 
 StoreLookup = Callable[[str], LocalStore | None]
-OnWritten = Callable[[str, str, int], Awaitable[None]]
+OnWritten = Callable[[str, ObjectInfo], Awaitable[None]]
 
 #: Content types that say nothing about the bytes: curl --data-binary's default.
 _NOT_A_TYPE = {"application/x-www-form-urlencoded"}
@@ -43,7 +43,7 @@ def add_object_routes(
     *,
     idle_timeout: float = 15.0,
 ) -> None:
-    """Serve the local stores ``stores(name)`` returns; ``on_written(store, key, size)``
+    """Serve the local stores ``stores(name)`` returns; ``on_written(store, info)``
     after a PUT.
 
     Refusals are raised (the store's own errors, or the engine's) and answered
@@ -147,7 +147,7 @@ def add_object_routes(
                 "its operator has freed space"
             ) from exc
         if on_written is not None:
-            await on_written(store.name, key, info.size)
+            await on_written(store.name, info)
         # Not S3's MD5: hashing every byte made uploads 1.5x slower (commit 152b085).
         # Size and time identify this version of the object well enough.
         return web.Response(status=200, headers={"ETag": f'"{info.size:x}-{time.time_ns():x}"'})

@@ -18,7 +18,7 @@ per responsibility:
 
 from orchestrator.executor.docker_executor import DockerExecutor, connect_docker
 from orchestrator.executor.errors import AttemptFailed, EngineUnreachable
-from orchestrator.executor.images import registry_of
+from orchestrator.executor.images import image_id, registry_of
 from orchestrator.executor.protocol import (
     BeginItem,
     Cleanup,
@@ -43,6 +43,7 @@ __all__ = [
     "connect_docker",
     "container_user",
     "input_type_ok",
+    "image_id",
     "inside",
     "registry_of",
 ]

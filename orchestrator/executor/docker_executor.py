@@ -34,6 +34,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.executor import spec
 from orchestrator.executor.errors import (
     AttemptFailed,
+    CommandFailed,
     EngineUnreachable,
     engine_problem,
     step,
@@ -185,12 +186,20 @@ class DockerExecutor:
         try:
             spec.check_names(task)
             tier = TIERS[task.tier]
+            image = None
+            if task.reuse:
+                with timings("create"):
+                    image = self.images.get(task, emit)
+                if image.id in task.reuse:
+                    return _reused(task, image, timings.totals), _nothing_to_clean
             with timings("input_transfer"):
                 for input_spec in task.inputs:
                     inputs.append(self.transfers.open_input(input_spec))
             paths = _paths(task, inputs)
-            with timings("create"):
-                image = self.images.get(task, emit)
+            if image is None:
+                with timings("create"):
+                    image = self.images.get(task, emit)
+            result.image_id = image.id
             self.launcher.launch(attempt, tier, image, inputs, paths, emit)
             assert attempt.container_id is not None and attempt.workspace is not None
             if self.in_flight.run_ended(task.run_id):
@@ -201,7 +210,7 @@ class DockerExecutor:
             if self._aborting.is_set():
                 raise AttemptFailed("the worker is shutting down; the node will run again")
             if exit_code != 0:
-                raise AttemptFailed(self._exit_message(attempt, exit_code, tier))
+                raise self._command_failed(attempt, exit_code, tier)
             with timings("output_transfer"):
                 for output in task.outputs:
                     result.outputs[output.name] = attempt.workspace.take_output(
@@ -210,6 +219,8 @@ class DockerExecutor:
             result.ok = True
         except AttemptFailed as failure:
             result.error, result.retryable = failure.message, failure.retryable
+            if isinstance(failure, CommandFailed):
+                result.exit_code, result.oom = failure.exit_code, failure.oom
             # A Docker call got no answer. If the engine is down that is not the
             # node's failure (and the node runs again once it is back); if it
             # answers again, the failure counts like any other.
@@ -292,6 +303,11 @@ class DockerExecutor:
             while (began := items.next()) is not None:
                 item, emit = began
                 timings = Stopwatch()
+                if item.reuse and image is None:
+                    image = self._image_if_found(task, emit, timings)
+                if image is not None and image.id in item.reuse:
+                    items.ended(_reused(item, image, timings.totals))
+                    continue
                 result = AttemptResult(
                     run_id=item.run_id,
                     node_id=item.node_id,
@@ -311,11 +327,12 @@ class DockerExecutor:
                     if box is None:
                         # Its create and start are the first item's, as a lone attempt's are.
                         with timings("create"):
-                            image = self.images.get(task, emit)
+                            image = image or self.images.get(task, emit)
                         attempt = Attempt(task, timings=timings)
                         used.append(attempt)
                         box = launcher.start_batch(attempt, tier, image, emit)
                     assert image is not None
+                    result.image_id = image.id
                     with timings("input_transfer"):
                         box.workspace.prepare(inputs, item.outputs)
                     self.in_flight.check_run_live(item)
@@ -330,7 +347,7 @@ class DockerExecutor:
                             # Its memory limit, or a kill: only the exited container says
                             # which (OOMKilled), and only of its last item if it goes now.
                             self._stop(box)
-                        raise AttemptFailed(self._exit_message(box.attempt, exit_code, tier))
+                        raise self._command_failed(box.attempt, exit_code, tier)
                     with timings("output_transfer"):
                         for output in item.outputs:
                             result.outputs[output.name] = box.workspace.take_output(
@@ -340,6 +357,8 @@ class DockerExecutor:
                     keep = True
                 except AttemptFailed as failure:
                     result.error, result.retryable = failure.message, failure.retryable
+                    if isinstance(failure, CommandFailed):
+                        result.exit_code, result.oom = failure.exit_code, failure.oom
                     result.engine_down = (
                         isinstance(failure, EngineUnreachable) and self.ping() is not None
                     )
@@ -369,6 +388,15 @@ class DockerExecutor:
         finally:
             if box is not None:
                 box.end()
+
+    def _image_if_found(self, task: Task, emit: Emit, timings: Stopwatch) -> spec.Image | None:
+        """The batch's image, to see whether an item's cached result may stand; None if
+        it cannot be had now (the item's own attempt then says why)."""
+        try:
+            with timings("create"):
+                return self.images.get(task, emit)
+        except AttemptFailed:
+            return None
 
     def _run_item(self, box: BatchContainer, item: Task, script: str, emit: Emit) -> int:
         """Run one item in the batch's container; its exit code. Killed at its Timeout."""
@@ -424,7 +452,7 @@ class DockerExecutor:
         pump.join(10)
         return int(status.get("StatusCode", -1))
 
-    def _exit_message(self, attempt: Attempt, exit_code: int, tier: Tier) -> str:
+    def _command_failed(self, attempt: Attempt, exit_code: int, tier: Tier) -> CommandFailed:
         assert attempt.container_id is not None and attempt.pump is not None
         try:
             # An engine going down kills its containers: their exit is not the node's
@@ -437,16 +465,35 @@ class DockerExecutor:
         except AttemptFailed:  # the engine no longer has it: the exit code says enough
             oom = False
         if oom:
-            return (
+            message = (
                 f"out of memory (limit {tier.memory_mib} MiB, tier {tier.name}); "
                 f"exit code {exit_code}"
             )
+            return CommandFailed(message, exit_code=exit_code, oom=True)
         message = f"command exited with code {exit_code}"
         if exit_code == 137:
             message += " (killed by SIGKILL)"
         if attempt.pump.stderr_tail:
             message += f": {attempt.pump.stderr_tail[-1][:500]}"
-        return message
+        return CommandFailed(message, exit_code=exit_code)
+
+
+def _nothing_to_clean() -> float:
+    return 0.0
+
+
+def _reused(task: Task, image: spec.Image, timings: dict[str, float]) -> AttemptResult:
+    """The task's image is one its cached result was made with: nothing runs."""
+    return AttemptResult(
+        run_id=task.run_id,
+        node_id=task.node_id,
+        attempt=task.attempt,
+        item=task.item,
+        ok=True,
+        reused=True,
+        image_id=image.id,
+        timings=timings,
+    )
 
 
 def _paths(task: Task, inputs: list[Input]) -> spec.Paths:

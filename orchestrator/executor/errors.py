@@ -2,6 +2,7 @@
 
     AttemptFailed          the attempt failed: its message is what a user reads in
     │                      NodeState.Error; ``retryable`` says whether to try again
+    ├── CommandFailed      the node's program exited non-zero (its code; out of memory?)
     ├── EngineUnreachable  a Docker call got no answer (connection failed, timed out)
     └── EngineNotFound     the engine has no such thing (an image, a container, a path)
 
@@ -30,6 +31,15 @@ class AttemptFailed(Exception):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+
+
+class CommandFailed(AttemptFailed):
+    """The node's own program ended with a non-zero exit code (``oom``: killed for memory)."""
+
+    def __init__(self, message: str, *, exit_code: int, oom: bool = False) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.oom = oom
 
 
 class EngineUnreachable(AttemptFailed):
@@ -97,6 +107,7 @@ def tolerated(what: str, why: str) -> Iterator[None]:
 
 __all__ = [
     "AttemptFailed",
+    "CommandFailed",
     "EngineNotFound",
     "EngineUnreachable",
     "engine_problem",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import docker
+import docker.errors
 
 from orchestrator.config import ExecutorSettings
 from orchestrator.executor.errors import AttemptFailed, EngineNotFound, step
@@ -26,6 +27,14 @@ def registry_of(image: str) -> str:
     if slash and ("." in first or ":" in first or first == "localhost"):
         return first.lower()
     return "docker.io"
+
+
+def image_id(client: docker.DockerClient, name: str) -> str | None:
+    """The ID the engine gives the image ``name`` now; None when it has no such image."""
+    try:
+        return str(client.images.get(name).id)
+    except docker.errors.ImageNotFound:
+        return None
 
 
 class Images:
@@ -93,4 +102,4 @@ class Images:
         return self._inspect(image)
 
 
-__all__ = ["Images", "registry_of"]
+__all__ = ["Images", "image_id", "registry_of"]

@@ -5,6 +5,7 @@
 - ``submissions``: a flow made a run (validated, NodeDefs resolved once, planned once,
   stores opened, static objects checked, inputs in place) and handed to the scheduler;
 - ``runs``: one run resolved live-or-stored once; its status, graph, artifacts, events;
+- ``retries``: a new run from an ended one, taking over what succeeded;
 - ``collections``: a mapped node's items and a collection's, paged; a collection filled
   item by item;
 - ``flows``: saved flows, what a caller needs to invoke one, config profiles;
@@ -29,6 +30,7 @@ from orchestrator.queue import TaskQueue
 from orchestrator.scheduler import Scheduler
 from orchestrator.service.collections import Collections
 from orchestrator.service.executions import Executions
+from orchestrator.service.retries import Retries
 from orchestrator.service.runs import Runs
 from orchestrator.service.saved_flows import SavedFlows
 from orchestrator.service.submissions import Submissions
@@ -58,6 +60,7 @@ class Service:
         self.scheduler = scheduler
         self.submissions = Submissions(settings, scheduler, stores, calls, catalog)
         self.runs = Runs(scheduler, state, stores, events)
+        self.retries = Retries(scheduler, state, self.submissions, self.runs)
         self.collections = Collections(settings, scheduler, state, self.runs)
         self.flows = SavedFlows(db, self.submissions, catalog)
         self.executions = Executions(
@@ -94,11 +97,12 @@ class Service:
             ]
         return described
 
-    async def object_written(self, store_name: str, key: str) -> None:
-        """A local store received an object: maybe an upload a run waits for. Raises
-        CollectionRefused for a collection's archive that cannot become its items (the
-        upload's request says why; the run waits on for a fixed one)."""
-        await self.scheduler.object_written(store_name, key, tell_uploader=True)
+    async def object_written(self, store_name: str, key: str, digest: str | None) -> None:
+        """A local store received an object (``digest``: its sha256, hashed as it was
+        stored): maybe an upload a run waits for. Raises CollectionRefused for a
+        collection's archive that cannot become its items (the upload's request says
+        why; the run waits on for a fixed one)."""
+        await self.scheduler.object_written(store_name, key, digest=digest, tell_uploader=True)
 
     def nodedefs(self) -> list[NodeDef]:
         """The built-in catalog, by Publisher/Name: what a flow may use without sending."""

@@ -164,6 +164,10 @@ class Runs:
         """How many runs have not finished (every tenant's)."""
         return self.scheduler.live_runs()
 
+    def changed(self, run_id: str) -> None:
+        """An ended run was changed (a retry now names it): its JSON is made again."""
+        self._ended.drop(run_id)
+
     async def cancel(self, run_id: str, tenant: str) -> FlowRun:
         flow_run = await self.get(run_id, tenant)
         stopped = await self.scheduler.cancel(run_id)
@@ -284,6 +288,12 @@ class EndedRuns:
         if found is not None:
             self._runs.move_to_end(run_id)
         return found
+
+    def drop(self, run_id: str) -> None:
+        """The run changed after all (a retry names it): read it again next time."""
+        previous = self._runs.pop(run_id, None)
+        if previous is not None:
+            self.bytes -= len(previous[1])
 
     def put(self, run_id: str, entry: tuple[str, bytes]) -> None:
         if len(entry[1]) > self.max_bytes:

@@ -80,22 +80,31 @@ class Submissions:
         out WaitingURLs; it must name each of them. ``defs`` (node ID → NodeDef) when
         the caller has resolved them already.
         """
-        loop = asyncio.get_running_loop()
-        plan = partial(self._plan, submission, tenant, defs)
-        run = await loop.run_in_executor(self._planning, plan)
-        await self.calls.prepare(submission.flow)
-        await self._check_static_objects(run)
+        run, static = await self.prepare(submission, tenant, defs)
         if inputs is not None:
             expected = set(run.upload_edges())
             if set(inputs) != expected:
                 raise InputMismatch(sorted(expected), sorted(inputs))
+            arrived = {}
             for edge, (data, content_type) in inputs.items():
                 store_name, key = run.upload_key(edge)
                 store = self._store(run, store_name)
                 write = partial(_write_input, store, key, data, content_type)
-                await self.calls.call(write, store=store)
-            return await self.scheduler.accept(run, [], arrived=list(inputs))
-        return await self.scheduler.accept(run, await self._waiting_urls(run))
+                arrived[edge] = await self.calls.call(write, store=store)
+            return await self.scheduler.accept(run, [], arrived=arrived, static=static)
+        waiting = await self.waiting_urls(run, run.pending_uploads())
+        return await self.scheduler.accept(run, waiting, static=static)
+
+    async def prepare(
+        self, submission: FlowSubmission, tenant: str, defs: dict[str, NodeDef] | None = None
+    ) -> tuple[RunState, dict[str, str | None]]:
+        """A new run of ``submission``, planned (FlowInvalid if it is not valid), its
+        stores open and its static objects there (their digests returned, by edge)."""
+        loop = asyncio.get_running_loop()
+        plan = partial(self._plan, submission, tenant, defs)
+        run = await loop.run_in_executor(self._planning, plan)
+        await self.calls.prepare(submission.flow)
+        return run, await self._check_static_objects(run)
 
     def _plan(
         self, submission: FlowSubmission, tenant: str, defs: dict[str, NodeDef] | None
@@ -110,15 +119,20 @@ class Submissions:
     def _store(self, run: RunState, store_name: str) -> Store:
         return self.stores.get(store_name, run.flow)
 
-    async def _check_static_objects(self, run: RunState) -> None:
-        """WELL_010: a static well's object must be there (in the tenant's namespace)."""
+    async def _check_static_objects(self, run: RunState) -> dict[str, str | None]:
+        """WELL_010: a static well's object must be there (in the tenant's namespace).
+        Returns each static edge's digest, where its store knows one."""
+        digests: dict[str, str | None] = {}
         missing = []
         for edge in run.plan.edges:
             if run.plan.edge(edge).source != "static":
                 continue
             artifact = run.artifact_for(edge)
             store = self._store(run, artifact.store_name)
-            if not await self.calls.call(store.exists, artifact.object_name, store=store):
+            info = await self.calls.call(store.stat, artifact.object_name, store=store)
+            if info is not None:
+                digests[edge] = info.digest
+            else:
                 missing.append(
                     ValidationEntry(
                         code="WELL_010",
@@ -133,12 +147,14 @@ class Submissions:
                 )
         if missing:
             raise FlowInvalid(missing)
+        return digests
 
-    async def _waiting_urls(self, run: RunState) -> list[WaitingURL]:
+    async def waiting_urls(self, run: RunState, edges: list[str]) -> list[WaitingURL]:
+        """A create-only PUT URL for each of the run's upload ``edges``."""
         ttl = self.settings.storage.url_ttl
         expires = utcnow() + timedelta(seconds=ttl)
         urls = []
-        for edge in run.pending_uploads():
+        for edge in edges:
             artifact = run.artifact_for(edge)
             store_name, key = run.upload_key(edge)
             store = self._store(run, store_name)
@@ -151,10 +167,11 @@ class Submissions:
 
 def _write_input(
     store: Store, key: str, data: bytes | Callable[[], BinaryIO], content_type: str
-) -> None:
-    """An invocation's input into its edge's object: bytes, or a stream another store opens."""
+) -> str | None:
+    """An invocation's input into its edge's object: bytes, or a stream another store
+    opens. Returns the digest the store knows it by."""
     with io.BytesIO(data) if isinstance(data, bytes) else data() as source:
-        store.write(key, source, content_type=content_type)
+        return store.write(key, source, content_type=content_type).digest
 
 
 __all__ = ["Input", "Submissions"]

@@ -27,9 +27,11 @@ CODES: dict[str, str] = {
     "NODE_010": "an input/output Name the NodeDef does not declare (ours)",
     "NODE_011": "a node binds one input, output or flag Name twice (ours)",
     "NODE_012": "a flag's value does not fit its NodeDef's Type, Values, Min or Max (ours)",
+    "NODE_013": "Recompute names a node the flow does not have (ours)",
     "DEF_001": "two different NodeDefs with one Publisher/Name (ours)",
     "DEF_002": "a NodeDef's flag declaration is inconsistent: unknown Type, Min/Max or Values "
     "that do not fit it, or a Default outside them (ours)",
+    "DEF_003": "a NodeDef's CacheIgnore names an input it does not declare (ours)",
     "EDGE_001": "an edge is consumed but nothing produces it",
     "EDGE_002": "an edge is produced but nothing consumes or stores it",
     "EDGE_003": "producer and consumer MIME types do not intersect",

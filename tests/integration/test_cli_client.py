@@ -64,6 +64,43 @@ async def test_a_cancelled_running_node_reads_stopped_not_failed(start_service, 
     assert not any("ERROR" in line or "failed" in line for line in lines[at:])
 
 
+def ours(out: str) -> list[str]:
+    """The CLI's lines of what was captured, without the service's log lines (its own
+    in-process server logs to the same stdout)."""
+    return [line for line in out.splitlines() if not re.match(r"\d{4}-\d\d-\d\d ", line)]
+
+
+async def test_retry_takes_over_what_succeeded_and_status_says_so(start_service, capsys):
+    client = await start_service()
+    server = str(client.make_url("")).rstrip("/")
+    upper = busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'")
+    broken = busybox_def("broken", "sh -c 'echo nope >&2; exit 4'", MaxAttempts=1)
+    run, done = await run_chain(client, [upper, broken], "upper", "broken")
+    assert done["Status"] == "ERROR"
+    capsys.readouterr()
+    assert await pipewell("retry", run["ID"], "--server", server) == 0
+    said = ours(capsys.readouterr().out)
+    retry_id = said[0].split()[1].rstrip(":")
+    assert said[:3] == [
+        f"run {retry_id}: retries {run['ID']}, RUNNING",
+        "  taken over from it: n0",
+        "  to run: n1",
+    ]
+    assert said[-1] == f"  follow it: pipewell logs {retry_id} --follow"
+    await wait_for(client, retry_id, {"ERROR"})
+    assert await pipewell("status", retry_id, "--server", server) == 0
+    lines = ours(capsys.readouterr().out)
+    assert lines[:3] == [
+        f"run {retry_id}: ERROR",
+        f"  retries run {run['ID']}",
+        f"  n0                   COMPLETE  reused from node n0 of run {run['ID']}",
+    ]
+    assert lines[3].split()[:4] == ["n1", "ERROR", "attempt", "1/1"]
+    # --recompute names a node the run does not have: refused, with the service's words.
+    assert await pipewell("retry", run["ID"], "--recompute", "nope", "--server", server) == 1
+    assert "NODE_013: Recompute names node 'nope'" in capsys.readouterr().err
+
+
 async def test_status_logs_and_cancel_of_real_runs(start_service, capsys):
     client = await start_service()
     server = str(client.make_url("")).rstrip("/")

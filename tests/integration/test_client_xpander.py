@@ -37,6 +37,8 @@ async def test_every_frame_and_record_parses_with_xpanders_models(start_service)
         assert record.result == 'hello {"text":"report"}'
         assert record.input.text == "report"
 
+        # Other input: the same would be the first call's work, reused at once (no update).
+        body = {**body, "input": {"text": "streamed"}}
         async with aconnect_sse(
             http, "POST", "/v1/workflows/assistant/invoke/stream", json=body
         ) as source:
@@ -49,7 +51,7 @@ async def test_every_frame_and_record_parses_with_xpanders_models(start_service)
         assert TaskUpdateEventType.TaskUpdated in types
         records = [task(e.data) for e in events]
         assert records[-1].status == AgentExecutionStatus.Completed
-        assert records[-1].result == 'hello {"text":"report"}'
+        assert records[-1].result == 'hello {"text":"streamed"}'
         assert {e.task_id for e in events} == {records[0].id}
 
         async with aconnect_sse(

@@ -426,6 +426,37 @@ async def test_cancel_asks_first_and_the_stopped_node_reads_stopped(start_servic
     assert watched.problems == []
 
 
+async def test_retry_starts_a_new_run_that_reuses_what_succeeded(start_service, browser):
+    from playwright.async_api import expect
+
+    client = await start_service()
+    # n1 fails once: the retry takes over n0 and runs n1 again, which fails again.
+    failing = busybox_def("failing", "sh -c 'echo broken >&2; exit 5'", MaxAttempts=1)
+    run = await submit(client, chain_flow("shout", "failing"), [DIAMOND_DEFS[0], failing])
+    await upload(client, run, "src", b"again")
+    await wait_for(client, run["ID"], {"ERROR"})
+    watched = await open_page(browser, f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    page = watched.page
+    await expect(page.locator("#retry")).to_be_visible(timeout=SLOW)
+    await expect(page.locator("#cancel")).to_be_hidden()
+    await page.locator("#retry").click()
+    await page.wait_for_url(re.compile(r"/ui/runs/(?!" + run["ID"] + r")[0-9a-f]{32}$"))
+    retry_id = page.url.rsplit("/", 1)[1]
+    await expect(page.locator("#run-status")).to_have_text("ERROR", timeout=SLOW)
+    await expect(page.locator("#retry-of")).to_have_text(run["ID"])
+    await page.locator('[data-node="n0"]').click()
+    await expect(page.locator('[data-fact="reused"]')).to_have_text(
+        f"outputs of node n0 of run {run['ID']}"
+    )
+    status = await (await client.get(f"/api/v1/flow/status/{retry_id}")).json()
+    assert status["RetryOf"] == run["ID"]
+    assert status["NodeState"]["n0"]["Cached"] == {"Run": run["ID"], "Node": "n0"}
+    assert status["NodeState"]["n1"]["Attempt"] == 1
+    await page.goto(f"http://127.0.0.1:{client.port}/ui/runs/{run['ID']}")
+    await expect(page.locator("#retried-by")).to_have_text(retry_id, timeout=SLOW)
+    assert watched.problems == []
+
+
 async def test_a_big_runs_page_follows_its_changes_sent_as_deltas(start_service, browser):
     """251 nodes: the stream sends the run whole once, then deltas, which the page
     merges: the one node that runs turns COMPLETE, the others stay as they were."""

@@ -46,6 +46,13 @@ function render(next) {
   $("run-error").hidden = !run.Error;
   $("run-error").textContent = run.Error || "";
   $("cancel").hidden = finished();
+  $("retry").hidden = !(run.Status === "ERROR" || run.Status === "STOPPED");
+  const runLink = (id) => el("a", { href: `/ui/runs/${enc(id)}` }, el("code", {}, id));
+  $("retry-of-fact").hidden = !run.RetryOf;
+  $("retry-of").replaceChildren(...(run.RetryOf ? [runLink(run.RetryOf)] : []));
+  const retries = run.RetriedBy || [];
+  $("retried-by-fact").hidden = !retries.length;
+  $("retried-by").replaceChildren(...retries.flatMap((id, i) => (i ? [" ", runLink(id)] : [runLink(id)])));
   for (const [id, state] of Object.entries(run.NodeState || {})) logs.set(id, [...(state.Logs || [])]);
   renderWaiting();
   graph.update(run);
@@ -88,6 +95,11 @@ function renderNode() {
     ["State", state ? badge(state.Status) : "—"],
     ["Attempt", attempt],
   ];
+  if (state && state.Cached) {
+    // Its outputs are an earlier run's: no container ran for it here.
+    facts.push(["Reused", el("span", {}, `outputs of node ${state.Cached.Node} of run `,
+      el("a", { href: `/ui/runs/${enc(state.Cached.Run)}` }, el("code", {}, state.Cached.Run)))]);
+  }
   $("node-facts").replaceChildren(...facts.map(([name, value]) =>
     el("div", {}, el("dt", {}, name), el("dd", { "data-fact": name.toLowerCase() }, value))));
   $("node-error").hidden = !(state && state.Error);
@@ -443,6 +455,17 @@ $("cancel").addEventListener("click", async () => {
     showError(error);
   } finally {
     $("cancel").disabled = false;
+  }
+});
+
+$("retry").addEventListener("click", async () => {
+  $("retry").disabled = true;
+  try {
+    const next = await api(`/api/v1/flow/retry/${enc(runId)}`, { method: "POST" });
+    window.location.assign(`/ui/runs/${enc(next.ID)}`);
+  } catch (error) {
+    showError(error);
+    $("retry").disabled = false;
   }
 });
 

@@ -27,6 +27,7 @@ CHECKS: tuple[Callable[[CheckContext], None], ...] = (
     store_checks.check,
     nodedefs.check,
     nodes.check_ids,
+    nodes.check_recompute,
     nodes.check,
     edges.check,
     wells.check,

@@ -1,4 +1,5 @@
-"""The submitted NodeDefs: DEF_001 conflicting twins, DEF_002 flag declarations, TYPE_* lists."""
+"""The submitted NodeDefs: DEF_001 conflicting twins, DEF_002 flag declarations, DEF_003
+CacheIgnore names, TYPE_* lists."""
 
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ def check(ctx: CheckContext) -> None:
                     "DEF_002",
                     f"NodeDef {node_def.uses!r} flag {flag_def.name!r}: {problem}",
                     field=f"{where}.Flags.{k}",
+                )
+        inputs = {edge_def.name for edge_def in node_def.inputs}
+        for k, name in enumerate(node_def.cache_ignore):
+            if name not in inputs:
+                ctx.error(
+                    "DEF_003",
+                    f"NodeDef {node_def.uses!r} CacheIgnore names {name!r}, which is not one "
+                    f"of its Inputs ({quote_list(sorted(inputs))}); name an input, "
+                    "or remove it",
+                    field=f"{where}.CacheIgnore.{k}",
                 )
         for direction, declared in (("Inputs", node_def.inputs), ("Outputs", node_def.outputs)):
             for k, edge_def in enumerate(declared):

@@ -46,6 +46,19 @@ def check_ids(ctx: CheckContext) -> None:
             )
 
 
+def check_recompute(ctx: CheckContext) -> None:
+    """NODE_013: the nodes a submission asks to recompute are the flow's."""
+    known = {node.id for node in ctx.flow.nodes}
+    for k, node_id in enumerate(ctx.submission.recompute):
+        if node_id not in known:
+            ctx.error(
+                "NODE_013",
+                f"Recompute names node {node_id!r}, which the flow does not have; its nodes "
+                f"are {quote_list(sorted(known))}",
+                field=f"Recompute.{k}",
+            )
+
+
 def check(ctx: CheckContext) -> None:
     """Each node, in order: all of one node's entries before the next node's."""
     for index, node in enumerate(ctx.flow.nodes):
