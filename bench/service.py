@@ -36,7 +36,9 @@ FINISHED = ("COMPLETE", "ERROR")
 _T0 = time.perf_counter()
 
 #: Settings every service of this process run gets under its own (``--transfer``).
-BASE_CONFIG: dict[str, Any] = {}
+#: Every benchmark measures the work done, so none is served from the result cache
+#: (rounds send the same bytes); bench/cache.py turns it on to measure it.
+BASE_CONFIG: dict[str, Any] = {"cache": {"enabled": False}}
 
 
 class BenchError(RuntimeError):
