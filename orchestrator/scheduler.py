@@ -75,7 +75,11 @@ log = structlog.get_logger(__name__)
 FINISHED_RUNS_KEPT = 500
 #: Attempts dispatched together: their URLs presigned in one trip to a store thread,
 #: their tasks queued in one round trip. Runs take turns, a batch each.
+#: An attempt as the dispatch loop knows it: node ID, attempt number, item (or None).
+Attempt = tuple[str, int, str | None]
 DISPATCH_BATCH = 64
+#: A node's log line when the cached result it would reuse is no longer in its store.
+GONE = "the outputs of the same work done before are gone or were replaced: running it"
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
 
@@ -484,13 +488,18 @@ class Scheduler:
             return
         attempts = [(node_id, attempt, item) for node_id, attempt, _, item in batch]
         try:
+            # Before any URL is presigned: attempts served by the cache, or waiting for
+            # another run's same work, are not queued.
+            attempts, reuse = await self._consult_cache(run, attempts)
+            if not attempts:
+                return
             names = {edge["store"] for edge in run.plan.edges.values()}
             stores = {name: self._store(run, name) for name in names}
             tasks = await self.calls.call_for(run.flow, self._tasks_for, run, stores, attempts)
-            tasks = await self._consult_cache(run, tasks)
-            # A cancel may have come meanwhile; attempts served by the cache, or waiting
-            # for another run's same work, are not queued.
-            left = {(t.node_id, t.attempt, t.item) for t in tasks}
+            for task in tasks:
+                task.reuse = reuse.get((task.node_id, task.attempt, task.item), [])
+            left = set(attempts)
+            # A cancel may have come meanwhile.
             batch = [p for p in self._still_queued(run, batch) if (p[0], p[1], p[3]) in left]
             wanted = {(node_id, attempt, item) for node_id, attempt, _, item in batch}
             queued = time.perf_counter()
@@ -555,78 +564,91 @@ class Scheduler:
         )
         return work_key(work)
 
-    def _may_reuse(self, run: RunState, task: Task) -> bool:
+    def _may_reuse(self, run: RunState, attempt: Attempt) -> bool:
         submission = run.plan.submission
+        node_id, number, item = attempt
         return (
             not submission.no_cache
-            and task.node_id not in submission.recompute
-            and (run.id, task.node_id, task.item, task.attempt) not in self._missed
+            and node_id not in submission.recompute
+            and (run.id, node_id, item, number) not in self._missed
         )
 
-    async def _consult_cache(self, run: RunState, tasks: list[Task]) -> list[Task]:
-        """The tasks to queue: each cacheable attempt's tells the worker which images ran
-        its work before (``Task.reuse``); a node whose work another run's node is doing
-        now waits for it instead (single flight) and is not queued."""
+    async def _consult_cache(
+        self, run: RunState, attempts: list[Attempt]
+    ) -> tuple[list[Attempt], dict[Attempt, list[str]]]:
+        """The attempts to queue, and for each cacheable one the IDs of the images that
+        did its work before (``Task.reuse``: the worker confirms its own). An attempt
+        whose work another run's node is doing now waits for it (single flight); with
+        the engine in reach, a hit is taken here. Neither is queued."""
         if not self.cache.enabled:
-            return tasks
-        keys: dict[int, str] = {}  # index in queued → its work's key
-        queued: list[Task] = []
-        for task in tasks:
-            key = self._work_key(run, task.node_id, task.item)
+            return attempts, {}
+        keys: dict[Attempt, str] = {}
+        queued: list[Attempt] = []
+        for attempt in attempts:
+            node_id, number, item = attempt
+            key = self._work_key(run, node_id, item)
             if key is None:
-                queued.append(task)
+                queued.append(attempt)
                 continue
-            if task.item is None:  # items: a batch sent again is rare, and its items cheap
-                owner = self._flights.claim(run.tenant, key, run.id, task.node_id)
+            if item is None:  # items: a batch sent again is rare, and its items cheap
+                owner = self._flights.claim(run.tenant, key, run.id, node_id)
                 if owner is not None:
-                    self._flights.wait(run.tenant, key, (run.id, task.node_id, task.attempt))
+                    self._flights.wait(run.tenant, key, (run.id, node_id, number))
                     self._log(
                         run,
-                        task.node_id,
+                        node_id,
                         f"waiting: node '{owner[1]}' of run {owner[0]} is doing the same work "
                         "now; its outputs will be reused",
                     )
                     continue
-            if self._may_reuse(run, task):
-                keys[len(queued)] = key
-            queued.append(task)
-        if keys:
-            images = await self.cache.images(run.tenant, keys.values())
-            for index, key in keys.items():
-                queued[index].reuse = images.get(key, [])
-        if self.image_ids is not None:
-            queued = await self._reuse_here(run, queued)
-        return queued
+            if self._may_reuse(run, attempt):
+                keys[attempt] = key
+            queued.append(attempt)
+        if not keys:
+            return queued, {}
+        entries = await self.cache.entries(run.tenant, keys.values())
+        found = {a: entries[key] for a, key in keys.items() if key in entries}
+        reuse = {attempt: list(by_image) for attempt, by_image in found.items()}
+        if self.image_ids is not None and found:
+            served = await self._reuse_here(run, found, reuse)
+            queued = [attempt for attempt in queued if attempt not in served]
+        return queued, reuse
 
-    async def _reuse_here(self, run: RunState, tasks: list[Task]) -> list[Task]:
+    async def _reuse_here(
+        self, run: RunState, found: dict[Attempt, dict[str, Entry]], reuse: dict[Attempt, list[str]]
+    ) -> set[Attempt]:
         """With the engine in reach, a cached result's image is confirmed here: a hit is
-        taken without queueing it (no worker slot, no queue), the rest is queued."""
+        taken without queueing it (no worker slot, no queue). Returns the attempts served;
+        an entry whose objects are gone is forgotten (and left out of ``reuse``)."""
         assert self.image_ids is not None
-        names = {task.image for task in tasks if task.reuse}
-        found: dict[str, str | None] = {}
-        for name in names:
+        ids: dict[str, str | None] = {}
+        for name in {run.defs[node_id].image for node_id, _n, _i in found}:
             try:
-                found[name] = await asyncio.to_thread(self.image_ids, name)
+                ids[name] = await asyncio.to_thread(self.image_ids, name)
             except Exception as exc:  # the engine not answering: the worker will say
                 log.warning("image_not_inspected", image=name, error=str(exc))
-                found[name] = None
-        queued = []
-        for task in tasks:
-            image_id = found.get(task.image) if task.reuse else None
-            if image_id is None or image_id not in task.reuse:
-                queued.append(task)
+                ids[name] = None
+        hits = [
+            (attempt, by_image[image_id])
+            for attempt, by_image in found.items()
+            if (image_id := ids.get(run.defs[attempt[0]].image)) is not None
+            and image_id in by_image
+        ]
+        if not hits:
+            return set()
+        copies = await self._copy_cached(run, [(a[0], a[2], entry) for a, entry in hits])
+        served = set()
+        for (attempt, entry), copied in zip(hits, copies, strict=True):
+            node_id, number, item = attempt
+            if copied is None:  # its objects are gone: the worker runs it
+                await self.cache.forget(entry)
+                reuse[attempt] = [i for i in reuse[attempt] if i != entry.image_id]
+                if item is None:
+                    self._log(run, node_id, GONE)
                 continue
-            hit = AttemptResult(
-                run_id=run.id,
-                node_id=task.node_id,
-                attempt=task.attempt,
-                item=task.item,
-                ok=True,
-                reused=True,
-                image_id=image_id,
-            )
-            self._background.spawn(self._reuse(run, hit), f"reuse-{run.id}-{task.node_id}")
-        return queued
+            served.add(attempt)
+            await self._reused(run, node_id, item, number, entry, copied)
+        return served
 
     def _wake(self, waiters: list[Waiter]) -> None:
         """Nodes that waited for another's work: dispatched again, to reuse it or do it."""
@@ -700,28 +722,36 @@ class Scheduler:
         self.metrics.cache_entries_made.inc()
 
     async def _reuse(self, run: RunState, result: AttemptResult) -> None:
-        """The worker confirmed the image of a cached result: its outputs are copied to
+        """A worker confirmed the image of a cached result: its outputs are copied to
         this run's keys and the node (or item) is COMPLETE, Cached. Outputs gone or
         replaced since: a miss, and it runs after all (the same attempt)."""
         node_id, item, attempt = result.node_id, result.item, result.attempt
         key = self._work_key(run, node_id, item)
         entry = await self.cache.entry(run.tenant, key, result.image_id) if key else None
-        copied = await self._copy_cached(run, node_id, item, entry) if entry else None
-        if entry is None or copied is None:
-            if entry is not None:
-                await self.cache.forget(entry)
-            self._missed.add((run.id, node_id, item, attempt))
-            if item is not None:
-                await self._apply(run, run.item_retry(node_id, item, again=True))
-                return
-            self._log(
-                run,
-                node_id,
-                "the outputs of the same work done before are gone or were replaced: running it",
-            )
-            self._dispatch(run, node_id, again=True)
-            self._save(run)
+        copied = (await self._copy_cached(run, [(node_id, item, entry)]))[0] if entry else None
+        if entry is not None and copied is not None:
+            await self._reused(run, node_id, item, attempt, entry, copied)
             return
+        if entry is not None:
+            await self.cache.forget(entry)
+        self._missed.add((run.id, node_id, item, attempt))
+        if item is not None:
+            await self._apply(run, run.item_retry(node_id, item, again=True))
+            return
+        self._log(run, node_id, GONE)
+        self._dispatch(run, node_id, again=True)
+        self._save(run)
+
+    async def _reused(
+        self,
+        run: RunState,
+        node_id: str,
+        item: str | None,
+        attempt: int,
+        entry: Entry,
+        copied: list[tuple[str, str, CachedOutput]],
+    ) -> None:
+        """The entry's outputs are the attempt's, copied: it is COMPLETE, Cached."""
         self.cache.reused(entry)
         self.metrics.cache_hits.inc()
         if item is not None:
@@ -741,7 +771,7 @@ class Scheduler:
             run,
             node_id,
             f"reused the outputs of node '{entry.node_id}' of run {entry.run_id} (same image "
-            f"{result.image_id[:19]}, command, flags and input bytes): no container ran",
+            f"{entry.image_id[:19]}, command, flags and input bytes): no container ran",
         )
         hit = CacheHit(run=entry.run_id, node=entry.node_id)
         digests = {edge: cached.digest for edge, _key, cached in copied}
@@ -749,32 +779,49 @@ class Scheduler:
         self._work_ended(run, node_id)
 
     async def _copy_cached(
-        self, run: RunState, node_id: str, item: str | None, entry: Entry
-    ) -> list[tuple[str, str, CachedOutput]] | None:
-        """Copy the entry's objects to the outputs (each output's edge, its new key, what
-        was copied); None if one is gone, was written again since, or is in another store."""
-        plan: list[tuple[str, str, CachedOutput, Store]] = []
-        for name, (edge, store_name, target) in self._output_keys(run, node_id, item).items():
-            cached = entry.outputs.get(name)
-            if cached is None or cached.store != store_name:
-                return None
-            plan.append((edge, target, cached, self._store(run, store_name)))
+        self, run: RunState, hits: list[tuple[str, str | None, Entry]]
+    ) -> list[list[tuple[str, str, CachedOutput]] | None]:
+        """For each (node, item, entry): its objects copied to the outputs (each output's
+        edge, its new key, what was copied), or None if one is gone, was written again
+        since, or is in another store. One store call for them all."""
+        plans: list[list[tuple[str, str, CachedOutput, Store]] | None] = []
+        for node_id, item, entry in hits:
+            plan: list[tuple[str, str, CachedOutput, Store]] | None = []
+            for name, (edge, store_name, target) in self._output_keys(run, node_id, item).items():
+                cached = entry.outputs.get(name)
+                if cached is None or cached.store != store_name:
+                    plan = None
+                    break
+                plan.append((edge, target, cached, self._store(run, store_name)))
+            plans.append(plan)
 
-        def copy() -> list[tuple[str, str, CachedOutput]] | None:
+        def copy(plan: list[tuple[str, str, CachedOutput, Store]]) -> bool:
             for _edge, target, cached, store in plan:
                 info = store.stat(cached.key)
                 if info is None or info.size != cached.size:
-                    return None
+                    return False
                 if cached.stored is not None and info.digest != cached.stored:
-                    return None
+                    return False
                 store.copy(cached.key, target)
-            return [(edge, target, cached) for edge, target, cached, _store in plan]
+            return True
+
+        def copy_all() -> list[list[tuple[str, str, CachedOutput]] | None]:
+            done: list[list[tuple[str, str, CachedOutput]] | None] = []
+            for plan in plans:
+                try:
+                    ok = plan is not None and copy(plan)
+                except StoreError as exc:  # ObjectNotFound among them: deleted in between
+                    log.info("cache_copy_failed", run_id=run.id, error=str(exc))
+                    ok = False
+                made = [(e, t, c) for e, t, c, _s in plan] if plan is not None else None
+                done.append(made if ok else None)
+            return done
 
         try:
-            return await self.calls.call_for(run.flow, copy)
-        except StoreError as exc:  # ObjectNotFound among them: deleted in between
-            log.info("cache_copy_failed", run_id=run.id, node_id=node_id, error=str(exc))
-            return None
+            return await self.calls.call_for(run.flow, copy_all)
+        except StoreError as exc:  # the store itself is out of reach: all run
+            log.info("cache_copy_failed", run_id=run.id, error=str(exc))
+            return [None] * len(hits)
 
     async def _collect_cache(self) -> None:
         while True:

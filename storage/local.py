@@ -345,11 +345,13 @@ class LocalStore(Store):
         *,
         content_type: str | None = None,
         create_only: bool = False,
+        hashed: bool = True,
     ) -> ObjectInfo:
         """``write`` for bytes arriving on the event loop (an HTTP body).
 
         ``create_only``: raise ObjectExists, storing nothing, if ``key`` exists
-        when the bytes are complete.
+        when the bytes are complete. ``hashed``: keep their sha256 (if the store
+        hashes at all); off for bytes whose sender hashes them itself.
 
         Chunks are gathered into blocks of ``WRITE_BLOCK`` bytes; each block is
         written in the default executor while the next one is being received,
@@ -358,7 +360,7 @@ class LocalStore(Store):
         """
         loop = asyncio.get_running_loop()
         handle, temp = await loop.run_in_executor(None, self._begin_write, key)
-        digest = self._hasher()
+        digest = self._hasher() if hashed else None
 
         def hash_and_write(block: bytearray) -> None:
             # On the executor's thread, a block at a time: hashlib lets go of the GIL

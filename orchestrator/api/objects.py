@@ -135,6 +135,10 @@ def add_object_routes(
                 _until(arriving(request.content.iter_any(), idle_timeout), cut_off),
                 content_type=content_type or None,
                 create_only=CREATE_ONLY in request.query,
+                # An upload (a create-only WaitingURL, an item's) is hashed as it is
+                # stored; a node's output is hashed by its worker as it sends it, and
+                # hashing a gigabyte twice would cost a second of CPU.
+                hashed=CREATE_ONLY in request.query,
             )
         except ObjectExists as exc:
             raise uploaded_already(key) from exc

@@ -71,34 +71,35 @@ class ResultCache:
     def enabled(self) -> bool:
         return self.settings.enabled
 
-    async def images(self, tenant: str, keys: Iterable[str]) -> dict[str, list[str]]:
-        """Work key → the image IDs it has unexpired entries for (keys with none left out)."""
+    async def entries(self, tenant: str, keys: Iterable[str]) -> dict[str, dict[str, Entry]]:
+        """Work key → image ID → its unexpired entry (keys with none left out)."""
         wanted = sorted(set(keys))
         if not wanted:
             return {}
+        found: dict[str, dict[str, Entry]] = {}
+        asked = set(wanted)
+        for (owner, key, image_id), (entry, _made) in self._unwritten.items():
+            if owner == tenant and key in asked:
+                found.setdefault(key, {})[image_id] = entry
 
-        unwritten = {(t, k): i for t, k, i in self._unwritten if t == tenant}
-
-        def read() -> dict[str, list[str]]:
-            found: dict[str, list[str]] = {}
-            for key in wanted:
-                if (tenant, key) in unwritten:
-                    found.setdefault(key, []).append(unwritten[(tenant, key)])
+        def read() -> None:
             now = time.time()
             for start in range(0, len(wanted), LOOKUP_SLICE):
                 part = wanted[start : start + LOOKUP_SLICE]
                 marks = ",".join("?" * len(part))
                 rows = self.db.connection.execute(
-                    f"SELECT key, image_id FROM cache_entries WHERE tenant = ? "  # noqa: S608
-                    f"AND key IN ({marks}) AND expires_at > ?",
+                    "SELECT key, image_id, run_id, node_id, outputs FROM cache_entries "  # noqa: S608
+                    f"WHERE tenant = ? AND key IN ({marks}) AND expires_at > ?",
                     (tenant, *part, now),
                 )
-                for key, image_id in rows:
-                    if image_id not in found.get(key, ()):
-                        found.setdefault(key, []).append(image_id)
-            return found
+                for key, image_id, run_id, node_id, outputs in rows:
+                    if image_id not in found.get(key, {}):
+                        found.setdefault(key, {})[image_id] = _entry(
+                            tenant, key, image_id, run_id, node_id, outputs
+                        )
 
-        return await self.db.run(read)
+        await self.db.run(read)
+        return found
 
     async def entry(self, tenant: str, key: str, image_id: str) -> Entry | None:
         unwritten = self._unwritten.get((tenant, key, image_id))
@@ -111,10 +112,7 @@ class ResultCache:
                 "WHERE tenant = ? AND key = ? AND image_id = ? AND expires_at > ?",
                 (tenant, key, image_id, time.time()),
             ).fetchone()
-            if row is None:
-                return None
-            outputs = {name: CachedOutput(**o) for name, o in json.loads(row[2]).items()}
-            return Entry(tenant, key, image_id, row[0], row[1], outputs)
+            return None if row is None else _entry(tenant, key, image_id, *row)
 
         return await self.db.run(read)
 
@@ -213,6 +211,11 @@ class ResultCache:
             return int(row[0])
 
         return await self.db.run(read)
+
+
+def _entry(tenant: str, key: str, image_id: str, run_id: str, node_id: str, outputs: str) -> Entry:
+    cached = {name: CachedOutput(**o) for name, o in json.loads(outputs).items()}
+    return Entry(tenant, key, image_id, run_id, node_id, cached)
 
 
 __all__ = ["CachedOutput", "Entry", "LOOKUP_SLICE", "ResultCache"]
