@@ -723,6 +723,8 @@ class ItemState(WireModel):
     error: str = ""
     logs: list[LogRecord] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
+    # Its outputs are an earlier run's item's (the same work): no container ran for it.
+    cached: CacheHit | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class CollectionItem(WireModel):

@@ -208,6 +208,7 @@ class Item:
     error: str = ""
     logs: list[LogRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    cached: CacheHit | None = None
 
     def wire(self, name: str) -> ItemState:
         return ItemState(
@@ -217,28 +218,31 @@ class Item:
             error=self.error,
             logs=self.logs,
             timings=self.timings,
+            cached=self.cached,
         )
 
     def row(self) -> str:
-        return json.dumps(
-            {
-                "Status": self.status.value,
-                "Attempt": self.attempt,
-                "Error": self.error,
-                "Logs": [r.model_dump(mode="json") for r in self.logs],
-                "Timings": self.timings,
-            },
-            separators=(",", ":"),
-        )
+        fields: dict[str, Any] = {
+            "Status": self.status.value,
+            "Attempt": self.attempt,
+            "Error": self.error,
+            "Logs": [r.model_dump(mode="json") for r in self.logs],
+            "Timings": self.timings,
+        }
+        if self.cached is not None:
+            fields["Cached"] = self.cached.model_dump()
+        return json.dumps(fields, separators=(",", ":"))
 
     @classmethod
     def of_row(cls, data: dict[str, Any]) -> Item:
+        cached = data.get("Cached")
         return cls(
             status=NodeStatus(data["Status"]),
             attempt=data["Attempt"],
             error=data["Error"],
             logs=[LogRecord.model_validate(r) for r in data.get("Logs", ())],
             timings=data.get("Timings") or {},
+            cached=CacheHit.model_validate(cached) if cached else None,
         )
 
 
@@ -727,13 +731,20 @@ class RunState:
 
     @_changes
     def item_succeeded(
-        self, node_id: str, name: str, attempt: int, produced: Mapping[str, CollectionItem]
+        self,
+        node_id: str,
+        name: str,
+        attempt: int,
+        produced: Mapping[str, CollectionItem],
+        cached: CacheHit | None = None,
     ) -> Transition:
-        """An item's attempt succeeded; ``produced``: its output item, by output edge."""
+        """An item's attempt succeeded; ``produced``: its output item, by output edge;
+        ``cached``: they are an earlier run's item's, reused."""
         item = self.item(node_id, name)
         if item is None or attempt != item.attempt or item.status not in ITEM_ACTIVE:
             return Transition()
         item.error = ""
+        item.cached = cached
         self._set_item(node_id, name, NodeStatus.COMPLETE)
         for edge, member in produced.items():
             self._add_member(edge, member)

@@ -765,7 +765,8 @@ class Scheduler:
                 )
                 for edge, object_key, cached in copied
             }
-            await self._apply(run, run.item_succeeded(node_id, item, attempt, produced))
+            hit = CacheHit(run=entry.run_id, node=entry.node_id)
+            await self._apply(run, run.item_succeeded(node_id, item, attempt, produced, hit))
             return
         self._log(
             run,

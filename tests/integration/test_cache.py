@@ -6,8 +6,10 @@ once compute once; a deleted object is a miss, not an error."""
 from __future__ import annotations
 
 import asyncio
+import io
 import subprocess
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from tests.helpers import (
     chain_flow,
     create_key,
     labelled_containers,
+    submit,
     upload,
     wait_for,
 )
@@ -227,3 +230,54 @@ async def test_an_entry_whose_objects_are_gone_is_a_miss(start_service, tmp_path
     # The run that computed it again is the one reused next.
     third = await run_once(client, flow, [UPPER], b"gone")
     assert cached(third) == {"n0": {"Run": again["ID"], "Node": "n0"}}
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return data.getvalue()
+
+
+async def test_a_batch_sent_again_with_one_new_item_runs_that_item_alone(start_service):
+    client = await start_service()
+    upper = busybox_def(
+        "upper-item",
+        "sh -c 'tr a-z A-Z < ${in} > ${out}'",
+        Inputs=[{"Name": "in"}],
+        Outputs=[{"Name": "out"}],
+        Tier="c-nano",
+    )
+    flow = {
+        "Name": "batch",
+        "Collections": ["docs"],
+        "Nodes": [
+            {"ID": "upper", "Uses": "test/upper-item", "Inputs": [{"Name": "in", "Edge": "docs"}],
+             "Outputs": [{"Name": "out", "Edge": "loud"}]},
+        ],
+    }  # fmt: skip
+    files = {f"doc-{n}.txt": f"item {n}".encode() for n in range(4)}
+
+    async def batch(contents: dict[str, bytes]) -> dict[str, Any]:
+        run = await submit(client, flow, [upper])
+        await upload(client, run, "docs", zipped(contents))
+        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+        assert done["Status"] == "COMPLETE", done
+        return done
+
+    first = await batch(files)
+    again = await batch({**files, "doc-new.txt": b"the new one"})
+    response = await client.get(f"/api/v1/flow/items/{again['ID']}/upper")
+    items = {item["Name"]: item for item in (await response.json())["Items"]}
+    assert {name: item.get("Cached") for name, item in items.items()} == {
+        **{name: {"Run": first["ID"], "Node": "upper"} for name in files},
+        "doc-new.txt": None,
+    }
+    response = await client.get(f"/api/v1/flow/collection/{again['ID']}/loud")
+    members = {m["Name"]: m for m in (await response.json())["Items"]}
+    assert set(members) == {*files, "doc-new.txt"}
+    for name, member in members.items():
+        async with client.session.get(member["URL"]) as got:
+            expected = files.get(name, b"the new one").upper()
+            assert await got.read() == expected

@@ -23,6 +23,7 @@ from tests.helpers import (
     upload,
     wait_for,
 )
+from tests.integration.test_invocations import FAIL, GREET, axiom, save
 
 pytestmark = pytest.mark.docker
 
@@ -213,3 +214,28 @@ async def test_objects_gone_since_are_asked_for_or_made_again(start_service, tmp
     done = await wait_for(client, fresh["ID"], {"COMPLETE", "ERROR"})
     assert cached(done) == {"n0": None, "n1": None, "n2": None}
     assert await artifact(client, done["ID"], "e2") == b"ZYX"
+
+
+async def test_a_run_started_through_a_dialect_is_retried_by_its_execution_id(start_service):
+    client = await start_service()
+    flow = {
+        "Name": "greet-then-fail",
+        "Nodes": [
+            {"ID": "greet", "Uses": "test/greet", "Inputs": [{"Name": "in", "Edge": "request"}],
+             "Outputs": [{"Name": "out", "Edge": "greeting"}]},
+            {"ID": "fail", "Uses": "test/fail", "Inputs": [{"Name": "in", "Edge": "greeting"}],
+             "Outputs": [{"Name": "out", "Edge": "reply"}]},
+        ],
+    }  # fmt: skip
+    saved = await save(client, flow, [GREET, FAIL])
+    status, body = await axiom(
+        client, {"graph_id": saved["graph_id"], "input": {"text": "again"}, "wait": True}
+    )
+    assert status == 202 and body["result"]["success"] is False
+    # Axiom's execution_id is the run's ID.
+    response = await retry(client, body["execution_id"])
+    assert response.status == 200, await response.text()
+    again = await wait_for(client, (await response.json())["ID"], {"COMPLETE", "ERROR"})
+    assert cached(again) == {"greet": {"Run": body["execution_id"], "Node": "greet"}, "fail": None}
+    assert await artifact(client, again["ID"], "greeting") == b'hello {"text":"again"}'
+    assert again["NodeState"]["fail"]["Error"] == "command exited with code 3: boom"
