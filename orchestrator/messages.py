@@ -5,7 +5,7 @@ A leaf module: the scheduler and the worker both import it and never each other.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -139,6 +139,18 @@ class AttemptResult(BaseModel):
     # The node's program exited non-zero: its code, and whether it was killed for memory.
     exit_code: int | None = None
     oom: bool = False
+
+    @classmethod
+    def of(cls, task: Task, *, ok: bool, **fields: Any) -> AttemptResult:
+        """The result of ``task``'s attempt (its run, node, attempt and item)."""
+        return cls(
+            run_id=task.run_id,
+            node_id=task.node_id,
+            attempt=task.attempt,
+            item=task.item,
+            ok=ok,
+            **fields,
+        )
 
 
 class AttemptCleanedUp(BaseModel):

@@ -358,15 +358,8 @@ class Worker:
             )
         except Exception as exc:  # the executor's contract is to never raise: a bug
             log.exception("executor_raised", run_id=task.run_id, node_id=task.node_id)
-            failed = AttemptResult(
-                run_id=task.run_id,
-                node_id=task.node_id,
-                attempt=task.attempt,
-                item=task.item,
-                ok=False,
-                error=f"internal error in the worker: {type(exc).__name__}: {exc}",
-            )
-            return failed, lambda: 0.0
+            error = f"internal error in the worker: {type(exc).__name__}: {exc}"
+            return AttemptResult.of(task, ok=False, error=error), lambda: 0.0
 
     async def _execute(self, task: Task, memory: int) -> None:
         loop = asyncio.get_running_loop()
@@ -570,14 +563,7 @@ class Worker:
 
 
 def _failed(task: Task, error: str) -> AttemptResult:
-    return AttemptResult(
-        run_id=task.run_id,
-        node_id=task.node_id,
-        attempt=task.attempt,
-        item=task.item,
-        ok=False,
-        error=error,
-    )
+    return AttemptResult.of(task, ok=False, error=error)
 
 
 @contextlib.asynccontextmanager

@@ -211,15 +211,7 @@ class FakeExecutor:
 
     @staticmethod
     def _failed(task: Task, error: str, *, retryable: bool = True) -> AttemptResult:
-        return AttemptResult(
-            run_id=task.run_id,
-            node_id=task.node_id,
-            attempt=task.attempt,
-            item=task.item,
-            ok=False,
-            error=error,
-            retryable=retryable,
-        )
+        return AttemptResult.of(task, ok=False, error=error, retryable=retryable)
 
     @staticmethod
     def _result(task: Task, outcome: str | AttemptResult | None) -> AttemptResult:
@@ -227,14 +219,8 @@ class FakeExecutor:
             return outcome
         if outcome is not None:
             return FakeExecutor._failed(task, outcome)
-        return AttemptResult(
-            run_id=task.run_id,
-            node_id=task.node_id,
-            attempt=task.attempt,
-            item=task.item,
-            ok=True,
-            outputs={o.name: OutputInfo(size=1, content_type="text/plain") for o in task.outputs},
-        )
+        outputs = {o.name: OutputInfo(size=1, content_type="text/plain") for o in task.outputs}
+        return AttemptResult.of(task, ok=True, outputs=outputs)
 
     def open(self) -> None:
         pass

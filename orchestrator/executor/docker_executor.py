@@ -179,9 +179,7 @@ class DockerExecutor:
         """
         attempt = Attempt(task)
         timings = attempt.timings
-        result = AttemptResult(
-            run_id=task.run_id, node_id=task.node_id, attempt=task.attempt, item=task.item, ok=False
-        )
+        result = AttemptResult.of(task, ok=False)
         inputs: list[Input] = []
         try:
             spec.check_names(task)
@@ -308,13 +306,7 @@ class DockerExecutor:
                 if image is not None and image.id in item.reuse:
                     items.ended(_reused(item, image, timings.totals))
                     continue
-                result = AttemptResult(
-                    run_id=item.run_id,
-                    node_id=item.node_id,
-                    attempt=item.attempt,
-                    item=item.item,
-                    ok=False,
-                )
+                result = AttemptResult.of(item, ok=False)
                 inputs: list[Input] = []
                 keep = False  # whether the container may run the next item
                 try:
@@ -484,16 +476,7 @@ def _nothing_to_clean() -> float:
 
 def _reused(task: Task, image: spec.Image, timings: dict[str, float]) -> AttemptResult:
     """The task's image is one its cached result was made with: nothing runs."""
-    return AttemptResult(
-        run_id=task.run_id,
-        node_id=task.node_id,
-        attempt=task.attempt,
-        item=task.item,
-        ok=True,
-        reused=True,
-        image_id=image.id,
-        timings=timings,
-    )
+    return AttemptResult.of(task, ok=True, reused=True, image_id=image.id, timings=timings)
 
 
 def _paths(task: Task, inputs: list[Input]) -> spec.Paths:
@@ -523,15 +506,8 @@ def _mixed(task: Task) -> str | None:
 
 def _refused(task: Task) -> AttemptResult:
     """An attempt of a run that ended before it started, as ``run`` refuses it."""
-    return AttemptResult(
-        run_id=task.run_id,
-        node_id=task.node_id,
-        attempt=task.attempt,
-        item=task.item,
-        ok=False,
-        error="cancelled: the run ended before this node started",
-        retryable=False,
-    )
+    error = "cancelled: the run ended before this node started"
+    return AttemptResult.of(task, ok=False, error=error, retryable=False)
 
 
 class _BatchItems:
@@ -570,15 +546,8 @@ class _BatchItems:
 
     @staticmethod
     def _failed(task: Task, error: str, retryable: bool, engine_down: bool) -> AttemptResult:
-        return AttemptResult(
-            run_id=task.run_id,
-            node_id=task.node_id,
-            attempt=task.attempt,
-            item=task.item,
-            ok=False,
-            error=error,
-            retryable=retryable,
-            engine_down=engine_down,
+        return AttemptResult.of(
+            task, ok=False, error=error, retryable=retryable, engine_down=engine_down
         )
 
 
