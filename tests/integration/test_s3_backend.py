@@ -127,3 +127,35 @@ async def test_a_collection_on_s3_zip_and_items_one_by_one(start_service, moto_e
     assert done["Status"] == "COMPLETE", done
     listing = (await artifact(client, run["ID"], "listing")).decode().splitlines()
     assert listing == ["./one.txt=FIRST", "./two.txt=SECOND"]
+
+
+async def test_the_cache_and_a_retry_on_s3(start_service, moto_endpoint):
+    """An upload sent straight to S3 is known by its ETag, a node's output by the sha256
+    its worker took; a hit and a retry copy objects inside the bucket."""
+    client = await start_service(**s3_settings(moto_endpoint))
+    upper = busybox_def("upper", "sh -c 'tr a-z A-Z < ${in} > ${out}'")
+    broken = busybox_def("broken", "sh -c 'exit 6'", MaxAttempts=1)
+
+    async def chain(*steps: str, defs: list) -> dict:
+        run = await submit(client, chain_flow(*steps), defs)
+        await upload(client, run, "src", b"cached on s3")
+        return await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+
+    first = await chain("upper", "upper", defs=[upper])
+    assert first["Artifacts"]["src"]["Digest"].startswith("etag:")
+    assert first["Artifacts"]["out"]["Digest"].startswith("sha256:")
+    again = await chain("upper", "upper", defs=[upper])
+    assert {n: s.get("Cached") for n, s in again["NodeState"].items()} == {
+        "n0": {"Run": first["ID"], "Node": "n0"},
+        "n1": {"Run": first["ID"], "Node": "n1"},
+    }
+    assert await artifact(client, again["ID"], "out") == b"CACHED ON S3"
+
+    failed = await chain("upper", "broken", defs=[upper, broken])
+    assert failed["Status"] == "ERROR"
+    response = await client.post(f"/api/v1/flow/retry/{failed['ID']}")
+    assert response.status == 200, await response.text()
+    retried = await wait_for(client, (await response.json())["ID"], {"COMPLETE", "ERROR"})
+    assert retried["NodeState"]["n0"]["Cached"] == {"Run": failed["ID"], "Node": "n0"}
+    assert await artifact(client, retried["ID"], "src") == b"cached on s3"
+    assert await artifact(client, retried["ID"], "e1") == b"CACHED ON S3"
