@@ -78,6 +78,9 @@ FINISHED_RUNS_KEPT = 500
 #: An attempt as the dispatch loop knows it: node ID, attempt number, item (or None).
 Attempt = tuple[str, int, str | None]
 DISPATCH_BATCH = 64
+#: Seconds a run takes the ID the engine gave an image name as still true (a chain's
+#: nodes of one image: one inspect); another run asks the engine again.
+IMAGE_ID_FRESH = 10.0
 #: A node's log line when the cached result it would reuse is no longer in its store.
 GONE = "the outputs of the same work done before are gone or were replaced: running it"
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
@@ -147,6 +150,8 @@ class Scheduler:
         self._background = Background()
         self.cache = ResultCache(state.db, settings.cache)
         self._flights = Flights()
+        # (run id, image name) → its ID and when the engine said so (``_image_id``).
+        self._image_seen: dict[tuple[str, str], tuple[str | None, float]] = {}
         # Attempts whose cached outputs turned out gone: they run, looking nothing up.
         self._missed: set[tuple[str, str, str | None, int]] = set()
 
@@ -623,11 +628,7 @@ class Scheduler:
         assert self.image_ids is not None
         ids: dict[str, str | None] = {}
         for name in {run.defs[node_id].image for node_id, _n, _i in found}:
-            try:
-                ids[name] = await asyncio.to_thread(self.image_ids, name)
-            except Exception as exc:  # the engine not answering: the worker will say
-                log.warning("image_not_inspected", image=name, error=str(exc))
-                ids[name] = None
+            ids[name] = await self._image_id(run, name)
         hits = [
             (attempt, by_image[image_id])
             for attempt, by_image in found.items()
@@ -778,6 +779,22 @@ class Scheduler:
         digests = {edge: cached.digest for edge, _key, cached in copied}
         await self._apply(run, run.attempt_succeeded(node_id, attempt, digests=digests, cached=hit))
         self._work_ended(run, node_id)
+
+    async def _image_id(self, run: RunState, name: str) -> str | None:
+        """The ID the engine gives ``name``, as this run saw it at most IMAGE_ID_FRESH
+        seconds ago: a chain's ten nodes of one image ask the engine once, and another
+        run (after a rebuild, say) asks again."""
+        assert self.image_ids is not None
+        seen = self._image_seen.get((run.id, name))
+        if seen is not None and time.monotonic() - seen[1] < IMAGE_ID_FRESH:
+            return seen[0]
+        try:
+            image_id = await asyncio.to_thread(self.image_ids, name)
+        except Exception as exc:  # the engine not answering: the worker will say
+            log.warning("image_not_inspected", image=name, error=str(exc))
+            return None
+        self._image_seen[(run.id, name)] = (image_id, time.monotonic())
+        return image_id
 
     async def _copy_cached(
         self, run: RunState, hits: list[tuple[str, str | None, Entry]]
@@ -966,6 +983,8 @@ class Scheduler:
             del self._queued_at[key]
         self._warned = {k for k in self._warned if k[0] != run.id}
         self._missed = {k for k in self._missed if k[0] != run.id}
+        for seen in [k for k in self._image_seen if k[0] == run.id]:
+            del self._image_seen[seen]
         self._wake(self._flights.drop_run(run.id))
         log.info("run_finished", run_id=run.id, status=run.status.value, dropped_tasks=dropped)
         self.metrics.runs_finished.labels(run.status.value).inc()
