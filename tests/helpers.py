@@ -302,3 +302,8 @@ def running_spares(workers: set[str], image: str) -> list[dict[str, Any]]:
     return [
         c for c in found if c["Image"] == image and c["Labels"].get("pipewell.worker") in workers
     ]
+
+
+def cached(run: dict[str, Any]) -> dict[str, Any]:
+    """Node → where its reused outputs came from (``Cached``), None for a node that ran."""
+    return {node: state.get("Cached") for node, state in run["NodeState"].items()}

@@ -19,6 +19,7 @@ from tests.helpers import (
     BUSYBOX,
     artifact,
     busybox_def,
+    cached,
     chain_flow,
     create_key,
     labelled_containers,
@@ -58,11 +59,6 @@ async def run_once(
     done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
     assert done["Status"] == "COMPLETE", done
     return done
-
-
-def cached(run: dict[str, Any]) -> dict[str, Any]:
-    """Node → where its outputs came from (None: it ran)."""
-    return {node: state.get("Cached") for node, state in run["NodeState"].items()}
 
 
 async def test_the_same_work_again_reuses_its_outputs_and_starts_no_container(start_service):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.helpers import artifact, busybox_def, chain_flow, submit, upload, wait_for
+from tests.helpers import artifact, busybox_def, cached, chain_flow, submit, upload, wait_for
 from tests.integration.test_redis_scaleout import pytestmark, redis_service
 
 __all__ = ["pytestmark"]
@@ -19,10 +19,6 @@ SLOW = busybox_def(
     Outputs=[{"Name": "out"}],
     Tier="c-nano",
 )
-
-
-def cached(run: dict[str, Any]) -> dict[str, Any]:
-    return {node: state.get("Cached") for node, state in run["NodeState"].items()}
 
 
 async def test_identical_runs_on_redis_workers_compute_once(

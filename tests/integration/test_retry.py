@@ -16,6 +16,7 @@ from tests.helpers import (
     BUSYBOX,
     artifact,
     busybox_def,
+    cached,
     chain_flow,
     create_key,
     labelled_containers,
@@ -76,10 +77,6 @@ async def check_image(tmp_path):
 
 async def retry(client, run_id: str, body: dict[str, Any] | None = None, **kwargs: Any):
     return await client.post(f"/api/v1/flow/retry/{run_id}", json=body, **kwargs)
-
-
-def cached(run: dict[str, Any]) -> dict[str, Any]:
-    return {node: state.get("Cached") for node, state in run["NodeState"].items()}
 
 
 async def test_a_failed_run_retried_runs_only_what_failed(start_service, check_image, tmp_path):
