@@ -303,7 +303,11 @@ def validate_command(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
         submission = read_flow_file(args.flow, args.nodedefs)
-        result = validate(submission, catalog=load_catalog(), stores=store_policy(settings.storage))
+        result = validate(
+            submission,
+            catalog=load_catalog(),
+            stores=store_policy(settings.storage, settings.retention),
+        )
         errors, warnings = result.errors, result.warnings
     except FlowInvalid as exc:  # the file's schema
         errors, warnings = exc.errors, exc.warnings
@@ -487,6 +491,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pipewell runs --limit 10 --server http://10.0.0.5:1234",
     )
     runs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
+    gc = commands.add_parser(
+        "gc",
+        help="delete now what outlived its lifetime (runs, their objects, kept objects)",
+        description="Retention's sweep on a running service, now rather than at its next "
+        "turn (retention.sweep_every): ended runs whose lifetime ran out, with their state, "
+        "logs and objects, and objects kept on their own (a longer DataWell Lifetime, "
+        "Langflow uploads). --dry-run says what is due and deletes nothing. Needs an admin "
+        "key where the service requires keys.",
+        epilog="example: pipewell gc --dry-run",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="say what is due, delete nothing")
     flows = commands.add_parser(
         "flows",
         help="save a flow file on a running service, list the saved flows",
@@ -515,7 +530,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: pipewell flows list --name greeter",
     )
     saved.add_argument("--name", default=None, help="only the versions of this name")
-    for sub in (status, logs, items, cancel, retry, download, runs, save, saved):
+    for sub in (status, logs, items, cancel, retry, download, runs, gc, save, saved):
         add_client_args(sub)
     keys = commands.add_parser(
         "keys",
@@ -649,7 +664,7 @@ def _command(args: argparse.Namespace) -> int:
         return test_command(args)
     if args.command == "nodes":
         return nodes_command(args)
-    if args.command in ("runs", "status", "logs", "items", "cancel", "retry", "download"):
+    if args.command in ("runs", "status", "logs", "items", "cancel", "retry", "download", "gc"):
         return run_client_command(args.command, args)
     if args.command == "flows":
         return run_client_command(f"flows {args.flows_command}", args)

@@ -336,6 +336,29 @@ def retry_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def gc_command(args: argparse.Namespace) -> int:
+    report = call(args, "POST", "/api/v1/gc", {"DryRun": args.dry_run})
+    if report["DryRun"]:
+        print(f"due now: {report['Runs']} runs, {report['KeptObjects']} kept objects")
+        for run_id in report["RunIDs"]:
+            print(f"  {run_id}")
+        if report["Runs"] > len(report["RunIDs"]):
+            print(f"  … and {report['Runs'] - len(report['RunIDs'])} more")
+        return 0
+    print(
+        f"deleted {report['Runs']} runs, {report['EarlyEdges']} edges kept shorter than their "
+        f"run, {report['KeptObjects']} kept objects ({report['Objects']} object deletions)"
+    )
+    if report["Skipped"]:
+        print(f"  kept {report['Skipped']} objects that later runs wrote at the same key")
+    if report["FailedStores"]:
+        print(
+            f"  stores that refused (tried again next sweep): {', '.join(report['FailedStores'])}"
+        )
+        return 1
+    return 0
+
+
 def output_file_name(edge: str, object_name: str, content_type: str) -> str:
     """An artifact's file name: its edge, with the object's own extension, else the
     one its content type usually has (``pipewell test`` and ``download`` alike)."""
@@ -525,6 +548,7 @@ def run_client_command(command: str, args: argparse.Namespace) -> int:
         "cancel": cancel_command,
         "retry": retry_command,
         "download": download_command,
+        "gc": gc_command,
         "flows save": save_flow_command,
         "flows list": list_flows_command,
     }

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -22,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from orchestrator.durations import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.models import NAME_RULE, is_name
 from orchestrator.tiers import GIB, TIERS, Tier
@@ -224,6 +226,54 @@ class CacheSettings(_Section):
     collect_every: float = Field(default=3600.0, gt=0)
 
 
+def _duration(value: str | int | float) -> float:
+    return parse_duration(value)
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
+class RetentionSettings(_Section):
+    # How long an ended run is kept, counted from its end: its state and logs, and
+    # the objects it took in or wrote in the service's stores. A tenant's own
+    # (tenants.<name>.retention) and a flow's Lifetime override it.
+    runs: Duration = 30 * 86400.0
+    # The shortest and longest Lifetime a flow or a DataWell may ask for.
+    min_lifetime: Duration = 60.0
+    max_lifetime: Duration = 365 * 86400.0
+    # Seconds between two sweeps, and runs (or kept objects) deleted per batch.
+    sweep_every: Duration = 60.0
+    batch: int = Field(default=200, ge=1, le=10_000)
+    # Free bytes on the data directory's filesystem below which new runs are refused
+    # (507 STORAGE_LOW); runs already accepted go on. 0: never refused for it.
+    low_water: int = 512 * 2**20
+
+    @field_validator("low_water", mode="before")
+    @classmethod
+    def _size(cls, value: str | int) -> int:
+        try:
+            size = parse_size(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a size; write bytes, or 512m, 2g") from None
+        if size < 0:
+            raise ValueError("must be 0 or more")
+        return size
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RetentionSettings:
+        if self.min_lifetime > self.max_lifetime:
+            raise ValueError("min_lifetime is longer than max_lifetime")
+        return self
+
+    def bounds(self) -> tuple[float, float]:
+        return self.min_lifetime, self.max_lifetime
+
+
+class TenantSettings(_Section):
+    # This tenant's runs are kept this long after they end (default retention.runs).
+    retention: Duration | None = None
+
+
 class QueueSettings(_Section):
     # redis://[:password@]host:6379/0 for workers on other hosts; None: in-process.
     url: str | None = None
@@ -267,6 +317,16 @@ class Settings(_Section):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     collections: CollectionSettings = Field(default_factory=CollectionSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # Per-tenant overrides, by tenant name.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+
+    def run_lifetime(self, tenant: str) -> float:
+        """How long an ended run of ``tenant``'s is kept when its flow asks for nothing."""
+        own = self.tenants.get(tenant)
+        if own is not None and own.retention is not None:
+            return own.retention
+        return self.retention.runs
 
     @model_validator(mode="after")
     def _known_tiers(self) -> Settings:
@@ -357,10 +417,12 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 __all__ = [
     "ExecutorSettings",
     "QueueSettings",
+    "RetentionSettings",
     "RetrySettings",
     "Settings",
     "StorageSettings",
     "StoreSettings",
+    "TenantSettings",
     "WorkerSettings",
     "load_settings",
     "parse_size",

@@ -17,6 +17,8 @@ The service holds one connection to it (``Database``), used from one thread;
   entry in the directory.
 - ``synchronous=FULL``: what a rollback journal needs to survive a power cut.
 - ``mmap_size=0``: the database file is not mapped either, whatever the build.
+- ``auto_vacuum=INCREMENTAL``: what retention deletes is given back to the
+  filesystem a bounded number of pages at a time, not only reused.
 - Owner-only, as it holds the signing secret and the key hashes: the directory
   0700, the file 0600; SQLite gives its journal the database file's mode.
 - One schema for the whole file, brought up to date by ``connect`` through
@@ -175,6 +177,28 @@ MIGRATIONS: tuple[tuple[str, ...] | Callable[[sqlite3.Connection], None], ...] =
         ) WITHOUT ROWID""",
         "CREATE INDEX cache_entries_expiry ON cache_entries (expires_at)",
     ),
+    # 7: retention (service.retention). ``runs.expires_at`` (epoch s): when something of
+    # an ended run is next due for deletion; unset for runs that ended before, until the
+    # sweeper sets it from their tenant's lifetime. ``kept_objects``: objects kept on
+    # their own, beyond their run (an edge with a longer Lifetime) or without one (a
+    # Langflow upload); ``prefix`` for a collection (everything under ``key``/),
+    # ``digest`` for a key later runs may write too (deleted only while it is the same).
+    (
+        "ALTER TABLE runs ADD COLUMN expires_at REAL",
+        "CREATE INDEX runs_expiry ON runs (expires_at) WHERE expires_at IS NOT NULL",
+        "CREATE INDEX runs_expiry_unset ON runs (id) WHERE finished = 1 AND expires_at IS NULL",
+        "CREATE INDEX cache_entries_by_run ON cache_entries (run_id)",
+        """CREATE TABLE kept_objects (
+            store       TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            tenant      TEXT NOT NULL,
+            prefix      INTEGER NOT NULL DEFAULT 0,
+            digest      TEXT,
+            expires_at  REAL NOT NULL,
+            PRIMARY KEY (store, key)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX kept_objects_expiry ON kept_objects (expires_at)",
+    ),
 )
 
 
@@ -209,6 +233,8 @@ def migrate(conn: sqlite3.Connection) -> int:
 STATE_DB = "pipewell.sqlite3"
 DIR_MODE = 0o700
 FILE_MODE = 0o600
+#: PRAGMA auto_vacuum's value for incremental.
+INCREMENTAL = 2
 #: How long a connection waits for another one's lock before its statement fails.
 BUSY_TIMEOUT = 10.0
 
@@ -230,7 +256,13 @@ def connect(database: Path) -> sqlite3.Connection:
             conn.execute("PRAGMA journal_mode=TRUNCATE")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA mmap_size=0")
+            # Pages retention frees go back to the filesystem (PRAGMA incremental_vacuum
+            # after a sweep). Set before the first table; an older file needs one VACUUM.
+            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             migrate(conn)
+            if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+                with contextlib.suppress(sqlite3.OperationalError):  # no room: next time
+                    conn.execute("VACUUM")
         except BaseException:
             conn.close()
             raise

@@ -6,6 +6,7 @@ status.
 
     PipewellError
     ├── RunNotFound        no run with that id
+    │   └── RunExpired         there was, and retention deleted it
     ├── RunFinished        the run has ended already (it cannot be cancelled)
     ├── FlowInvalid        validation found errors (carries every entry)
     ├── ArtifactNotFound   the run has no artifact on that edge (yet)
@@ -26,6 +27,7 @@ status.
     │   │   └── CollectionClosed   the collection is complete: no item can be added
     │   ├── KeyInvalid         a key name or tenant that cannot be
     │   ├── StoreFull          a store's disk is full: the upload was not kept
+    │   ├── StorageLow         the data directory is below its low-water mark: no new run
     │   ├── CollectionRefused  an upload that cannot become a collection's items
     │   ├── InvalidInvocation  an invocation of a saved flow that cannot run as sent
     │   ├── FileTooLarge       a file sent as a body of its own is over the limit
@@ -46,6 +48,7 @@ one place, ``orchestrator.executor.errors``, and never raised here.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,18 @@ class StoreFull(RequestRefused):
         super().__init__("STORAGE_FULL", message)
 
 
+class StorageLow(RequestRefused):
+    def __init__(self, free: int, low_water: int) -> None:
+        super().__init__(
+            "STORAGE_LOW",
+            f"the service is short of disk space ({free // 2**20} MiB free, below its "
+            f"low-water mark of {low_water // 2**20} MiB), so it takes no new run for now; "
+            "runs already accepted go on. Retry later: space comes back as ended runs "
+            "expire, or when its operator frees some",
+        )
+        self.free = free
+
+
 class CollectionRefused(RequestRefused):
     """An archive that cannot become a collection's items (``reason``: the archive's own
     code, such as ARCHIVE_TOO_MANY_ENTRIES). Nothing of it is kept."""
@@ -201,6 +216,21 @@ class RunNotFound(PipewellError):
     def __init__(self, run_id: str) -> None:
         super().__init__(f"flow run {run_id!r} does not exist")
         self.run_id = run_id
+
+
+class RunExpired(RunNotFound):
+    """A run retention deleted: its ID says it was one of ours, and when it started."""
+
+    code = "RUN_EXPIRED"
+
+    def __init__(self, run_id: str, started: datetime) -> None:
+        super().__init__(run_id)
+        self.args = (
+            f"flow run {run_id!r} (started {started:%Y-%m-%d %H:%M} UTC) has expired: its "
+            "status, logs and objects were deleted when its lifetime ran out (its flow's "
+            "Lifetime, else the service's retention); submit the flow again to run it anew",
+        )
+        self.started = started
 
 
 class RunFinished(PipewellError):
@@ -379,5 +409,7 @@ __all__ = [
     "PipewellError",
     "RunFinished",
     "RunNotEnded",
+    "RunExpired",
     "RunNotFound",
+    "StorageLow",
 ]

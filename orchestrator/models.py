@@ -88,9 +88,10 @@ class StoreInput(WireModel):
 
 
 class DataWellLifetime(WireModel):
-    """Pupload's ``Lifetime`` of a well's data: an empty struct there too.
+    """Pupload's ``Lifetime`` of a well's data: an empty struct there.
 
-    Accepted so Pupload flows parse; its content is ignored, never stored.
+    Accepted so Pupload flows parse: the edge is kept as long as its run. A duration
+    in its place is Pipewell's (``DataWell.lifetime``).
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -142,10 +143,16 @@ class DataWell(WireModel):
         "`webhook` Key must use a variable, and `${RUN_ID}` or `${UUID}` keeps runs from "
         "overwriting each other's objects.",
     )
-    lifetime: DataWellLifetime | None = Field(
+    lifetime: str | int | float | DataWellLifetime | None = Field(
         default=None,
-        description="Pupload's lifetime of the well's data: accepted so Pupload flows parse, "
-        "not used yet (its content is ignored).",
+        exclude_if=lambda v: v is None,
+        description="How long the edge's objects are kept after the run ends, when that "
+        "differs from the run's own lifetime (longer for a result kept after its run's "
+        "record is gone, shorter for a large intermediate): a duration, `90s`, `30m`, `12h`, "
+        "`30d`, `2w`, or seconds, within the service's `retention.min_lifetime` and "
+        "`max_lifetime`. An object (Pupload's empty `Lifetime` struct) means the run's. "
+        "Objects of a `static` well, or in a store the flow declares itself, are never "
+        "deleted.",
     )
 
 
@@ -303,6 +310,15 @@ class Flow(WireModel):
         "a zip or tar that the service expands into items (or items are put one by one, "
         "then the collection is closed). An edge a node produces is a collection when that "
         "output is declared `Collection` or its node is mapped, and may be listed here too.",
+    )
+    lifetime: str | int | float | None = Field(
+        default=None,
+        exclude_if=lambda v: v is None,
+        description="How long each run of the flow is kept after it ends (its status, logs "
+        "and the objects it took in or wrote), instead of the service's default "
+        "(`retention.runs`, 30 days unless its operator says otherwise): a duration, `90s`, "
+        "`30m`, `12h`, `30d`, `2w`, or seconds, within `retention.min_lifetime` and "
+        "`max_lifetime`. Afterwards the run's status answers 410 `RUN_EXPIRED`.",
     )
     # Validation refuses an empty list as FLOW_002 (with every other problem at once).
     nodes: list[Node] = Field(
@@ -698,6 +714,9 @@ class Artifact(WireModel):
     # What the bytes are, known as they were stored: "sha256:<hex>", or S3's
     # "etag:<etag>" for an object sent straight to S3.
     digest: str | None = Field(default=None, exclude_if=lambda v: v is None)
+    # When retention deleted its objects, its edge being kept shorter than its run
+    # (its DataWell's Lifetime).
+    expired_at: datetime | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ItemProgress(WireModel):

@@ -49,6 +49,8 @@ from orchestrator.validation import (
     topological_order,
 )
 from orchestrator.validation.collections import collection_shape
+from orchestrator.validation.object_keys import PER_RUN_VARIABLES, key_variables
+from orchestrator.validation.wells import lifetime_seconds
 
 #: Nodes one write takes at most: serializing them is work on the event loop, so
 #: 10,000 nodes changed at once are written in slices, a batch apart.
@@ -59,6 +61,10 @@ ITEM_WRITE_SLICE = 1000
 ITEM_LOG_LINES = 40
 #: Item statuses that hold a place under a mapped node's Concurrency.
 ITEM_ACTIVE = frozenset({NodeStatus.READY, NodeStatus.RUNNING, NodeStatus.RETRYING})
+
+
+#: EdgePlan fields every planned edge has; the others only where set (plans stay small).
+ALWAYS_PLANNED = frozenset({"name", "store", "key", "source", "producer"})
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ class EdgePlan:
     producer: str | None = None  # node ID for source "node"
     # A collection: its items are objects under ``key``/ (collections.bundles).
     collection: bool = False
+    # Seconds its objects are kept after the run ends, when its well asks for its own.
+    lifetime: float | None = None
+    # Its key has no per-run variable: a later run may write the same object.
+    shared: bool = False
 
 
 class RunPlan(BaseModel):
@@ -86,9 +96,18 @@ class RunPlan(BaseModel):
     tenant: str = DEFAULT_TENANT
     # Mapped node ID → the input Name it maps over (validation.collections).
     mapped: dict[str, str] = Field(default_factory=dict)
+    # Seconds the run is kept after it ends (retention); None: for ever.
+    lifetime: float | None = None
 
     def edge(self, name: str) -> EdgePlan:
         return EdgePlan(**self.edges[name])
+
+    def first_expiry(self, ended: datetime) -> float | None:
+        """When retention first has something of the run to delete, as epoch seconds:
+        the run, or an edge kept shorter. None: nothing of it is ever deleted."""
+        lifetimes = [self.lifetime, *(edge.get("lifetime") for edge in self.edges.values())]
+        known = [lifetime for lifetime in lifetimes if lifetime is not None]
+        return ended.timestamp() + min(known) if known else None
 
     def defs(self, catalog: dict[str, NodeDef] | None = None) -> dict[str, NodeDef]:
         return resolve_defs(self.submission, catalog or {})
@@ -101,9 +120,11 @@ def plan_run(
     now: datetime,
     tenant: str = DEFAULT_TENANT,
     defs: Mapping[str, NodeDef] | None = None,
+    lifetime: float | None = None,
 ) -> RunPlan:
     """Decide each edge's store, object key and source for a validated submission
-    (``defs``: node ID → NodeDef, resolved once by the caller; needed for collections)."""
+    (``defs``: node ID → NodeDef, resolved once by the caller; needed for collections).
+    ``lifetime``: how long the run is kept after it ends, unless its flow says."""
     flow = submission.flow
     order = topological_order(flow)
     shape = collection_shape(flow, defs if defs is not None else {}, order)
@@ -133,8 +154,17 @@ def plan_run(
             source, producer = "static", None
         else:
             source, producer = "upload", None
-        plan = EdgePlan(name, store, key, source, producer, name in shape.edges)
-        edges[name] = {k: v for k, v in plan.__dict__.items() if k != "collection" or v}
+        plan = EdgePlan(
+            name,
+            store,
+            key,
+            source,
+            producer,
+            name in shape.edges,
+            lifetime_seconds(well and well.lifetime),
+            not any(v in PER_RUN_VARIABLES for v in key_variables(template)),
+        )
+        edges[name] = {k: v for k, v in plan.__dict__.items() if k in ALWAYS_PLANNED or v}
     return RunPlan(
         run_id=run_id,
         submission=submission,
@@ -143,6 +173,7 @@ def plan_run(
         order=order,
         tenant=tenant,
         mapped=dict(shape.mapped),
+        lifetime=lifetime_seconds(flow.lifetime) or lifetime,
     )
 
 
@@ -1165,6 +1196,7 @@ class RunState:
             nodes={n: self._state_json(n).decode() for n in taken},
             artifacts={e: run.artifacts[e].model_dump_json() for e in self._unwritten_artifacts},
             partial=bool(self._unwritten_nodes or self._unwritten_items),
+            expires_at=self.plan.first_expiry(run.finished_at) if run.finished_at else None,
             items={key: self.maps[key[0]].items[key[1]].row() for key in taken_items},
             members={
                 (edge, name): self.collections[edge].items[name].model_dump_json()
@@ -1212,6 +1244,8 @@ class RunWrite:
     nodes: dict[str, str]  # node id → NodeState
     artifacts: dict[str, str]  # edge → Artifact
     partial: bool = False  # more nodes changed than one write takes: another follows
+    # When retention first deletes something of it (epoch s), once it has ended.
+    expires_at: float | None = None
     items: dict[tuple[str, str], str] = field(default_factory=dict)  # (node, item) → row
     members: dict[tuple[str, str], str] = field(default_factory=dict)  # (edge, item) → item
 

@@ -251,6 +251,20 @@ class Scheduler:
         """A run the scheduler holds, to read: running, or ended a moment ago."""
         return self.runs.get(run_id)
 
+    def running(self, run_id: str) -> bool:
+        """Whether the scheduler holds the run, and it has not ended."""
+        run = self.runs.get(run_id)
+        return run is not None and not run.status.finished
+
+    def forget_ended(self, run_ids: list[str]) -> None:
+        """Stop holding these ended runs (retention deleted them, or changed their
+        artifacts): readers go to the database. Unfinished runs stay."""
+        for run_id in run_ids:
+            run = self.runs.get(run_id)
+            if run is not None and run.status.finished:
+                del self.runs[run_id]
+                self._finished.pop(run_id, None)
+
     def live_runs(self) -> int:
         """How many runs have not finished (every tenant's)."""
         return sum(1 for run in self.runs.values() if not run.status.finished)

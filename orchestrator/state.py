@@ -165,16 +165,16 @@ class StateStore:
             conn.execute("BEGIN")
             conn.executemany(
                 """INSERT INTO runs (id, status, finished, snapshot, plan, created_at, tenant,
-                                     flow, started_at, finished_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                     flow, started_at, finished_at, expires_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(id) DO UPDATE SET status=excluded.status,
                      finished=excluded.finished, snapshot=excluded.snapshot,
                      plan=coalesce(excluded.plan, runs.plan),
-                     finished_at=excluded.finished_at,
+                     finished_at=excluded.finished_at, expires_at=excluded.expires_at,
                      updated_at=strftime('%Y-%m-%dT%H:%M:%fZ', 'now')""",
                 [
                     (w.run_id, w.status, int(w.finished), w.run, w.plan, w.created_at, w.tenant,
-                     w.flow, w.started_at, w.finished_at)
+                     w.flow, w.started_at, w.finished_at, w.expires_at)
                     for w in writes
                 ],
             )  # fmt: skip

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from orchestrator.config import Settings, StorageSettings
+from orchestrator.config import RetentionSettings, Settings, StorageSettings
 from orchestrator.models import Flow, StoreInput
 from orchestrator.validation import StorePolicy
 from storage import LocalStore, Store, StoreError, StoreUnavailable, open_store
@@ -120,11 +120,13 @@ class StoreRegistry:
         self._flow_stores.clear()
 
 
-def store_policy(storage: StorageSettings) -> StorePolicy:
-    """What validation checks a flow's stores against, from the operator's settings."""
+def store_policy(storage: StorageSettings, retention: RetentionSettings) -> StorePolicy:
+    """What validation checks a flow's stores and lifetimes against, from the operator's
+    settings."""
     return StorePolicy(
         operator_stores=frozenset(storage.operator_stores()),
         flow_store_endpoints=frozenset(storage.flow_store_endpoints),
+        lifetimes=retention.bounds(),
     )
 
 

@@ -134,6 +134,12 @@ class Store(ABC):
     def delete(self, key: str) -> None:
         """Remove ``key``; removing a missing key is not an error."""
 
+    def delete_many(self, keys: list[str]) -> None:
+        """Remove each of ``keys`` (missing ones are not an error), in as few calls as the
+        store allows."""
+        for key in keys:
+            self.delete(key)
+
     @abstractmethod
     def list(self, prefix: str, limit: int) -> list[ObjectInfo]:
         """The objects under ``prefix/`` (keys in full, content types unknown), in key

@@ -40,6 +40,8 @@ _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 _DENIED = {"403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden"}
 #: SigV4 presigned URLs live at most seven days.
 MAX_URL_TTL = 7 * 24 * 3600
+#: Keys one DeleteObjects call takes at most (S3's limit).
+DELETE_BATCH = 1000
 
 
 def _code(exc: ClientError) -> str:
@@ -297,6 +299,22 @@ class S3Store(Store):
                 self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except ObjectNotFound:
             pass  # S3 answers 204 anyway; some compatible stores say NoSuchKey
+
+    def delete_many(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = keys[start : start + DELETE_BATCH]
+            with self._translated("delete", batch[0]):
+                answer = self._client.delete_objects(
+                    Bucket=self.bucket,
+                    Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True},
+                )
+            failed = [e for e in answer.get("Errors", ()) if e.get("Code") != "NoSuchKey"]
+            if failed:
+                first = failed[0]
+                raise StoreUnavailable(
+                    f"store {self.name!r} refused to delete {len(failed)} of {len(batch)} "
+                    f"objects ({first.get('Key')!r}: {first.get('Code')} {first.get('Message')})"
+                )
 
     def close(self) -> None:
         self._client.close()

@@ -22,6 +22,7 @@ from orchestrator.database import Database
 from orchestrator.events import EventBus
 from orchestrator.messages import Task
 from orchestrator.models import DEFAULT_TENANT, FlowSubmission, NodeDef
+from orchestrator.run_ids import RunIds
 from orchestrator.runtime import RunState
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import Service
@@ -112,6 +113,7 @@ class Engine:
             self.queue,
             self.db,
             self.catalog,
+            RunIds(b"r" * 32),
         )
         self.submissions = self.service.submissions
         self.worker = Worker(self.settings.worker, self.queue, self.executor)
@@ -124,7 +126,7 @@ class Engine:
         the service went down: the old scheduler stops where it was, and what its worker
         still runs reaches no one (its queue went with it)."""
         await self.scheduler.close()
-        self.service.close()
+        await self.service.close()
         self._retired.append((self.worker, self.executor))
         self.executor = executor or FakeExecutor()
         await self._start_engine()
@@ -135,7 +137,7 @@ class Engine:
             executor.open_gate()
             await worker.close(grace=1)
         await self.scheduler.close()
-        self.service.close()
+        await self.service.close()
         self.calls.close()
         await self.state.close()
         await self.db.close()

@@ -17,7 +17,18 @@ from functools import partial
 import structlog
 from aiohttp import web
 
-from orchestrator.api import axiom, docs, flows, key_admin, langflow, native, scade, ui, xpander
+from orchestrator.api import (
+    axiom,
+    docs,
+    flows,
+    key_admin,
+    langflow,
+    native,
+    operations,
+    scade,
+    ui,
+    xpander,
+)
 from orchestrator.api.auth import auth_middleware
 from orchestrator.api.browsers import add_cors_headers, browser_guard
 from orchestrator.api.errors import error_middleware
@@ -45,6 +56,8 @@ from orchestrator.events import EventBus
 from orchestrator.executor import connect_docker, image_id
 from orchestrator.metrics import Metrics
 from orchestrator.queue import open_queue
+from orchestrator.run_ids import SECRET_NAME as RUN_ID_SECRET
+from orchestrator.run_ids import RunIds
 from orchestrator.scheduler import Scheduler
 from orchestrator.service import Service
 from orchestrator.state import StateStore
@@ -153,6 +166,7 @@ async def _stop_waiting(app: web.Application) -> None:
 
 async def _service(app: web.Application) -> AsyncIterator[None]:
     scheduler = app[SCHEDULER]
+    run_id_key = await app[STATE].secret(RUN_ID_SECRET, lambda: secrets.token_bytes(32))
     service = Service(
         app[SETTINGS],
         scheduler,
@@ -163,10 +177,12 @@ async def _service(app: web.Application) -> AsyncIterator[None]:
         app[QUEUE],
         app[DATABASE],
         scheduler.catalog,
+        RunIds(run_id_key),
     )
     app[SERVICE] = service
+    service.start()
     yield
-    service.close()
+    await service.close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -182,7 +198,18 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app.cleanup_ctx.extend([_database, _state, _stores, _queue, _docker, _engine, _service])
-    for dialect in (native, flows, key_admin, axiom, xpander, scade, langflow, docs, ui):
+    for dialect in (
+        native,
+        flows,
+        key_admin,
+        operations,
+        axiom,
+        xpander,
+        scade,
+        langflow,
+        docs,
+        ui,
+    ):
         app.add_routes(dialect.routes)
     docs.init_docs(app)
     app.on_startup.append(ui.load_assets)

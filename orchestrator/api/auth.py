@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from orchestrator.api.resources import DATABASE, KEYS
 from orchestrator.api_key_store import Principal
+from orchestrator.errors import Forbidden
 from orchestrator.models import DEFAULT_TENANT
 
 TENANT = web.RequestKey("tenant", str)
@@ -61,6 +62,13 @@ class Unauthorized(BaseModel):
 
 def tenant_of(request: web.Request) -> str:
     return request.get(TENANT, DEFAULT_TENANT)
+
+
+def require_admin(request: web.Request, what: str) -> None:
+    """Forbidden unless the caller's key is an admin key (with auth off, any local caller)."""
+    principal = request.get(PRINCIPAL)
+    if principal is not None and not principal.admin:
+        raise Forbidden("FORBIDDEN", f"{what} needs an admin key (pipewell keys create --admin)")
 
 
 #: Paths whose callers may put the key in the URL, as Langflow allows.

@@ -29,7 +29,9 @@ from orchestrator.errors import (
     Missing,
     NodeDefNotFound,
     PipewellError,
+    RunExpired,
     RunNotFound,
+    StorageLow,
 )
 from orchestrator.validation.results import ValidationEntry
 from storage import (
@@ -48,6 +50,8 @@ UNKNOWN_RUN_TEXT = "Flow run does not exist."
 
 #: The native API's unknown run: plain text, as the Pupload seed fixes it.
 RUN_NOT_FOUND = "RUN_NOT_FOUND"
+#: Seconds a client refused for low disk space is told to wait (Retry-After).
+RETRY_LOW_STORAGE = 60
 #: aiohttp's own answer to a request its HTTP parser cannot read (a request line or a
 #: header over 8190 bytes, malformed HTTP): plain text, before any code of ours runs, so
 #: it cannot be our JSON. Any operation may meet it.
@@ -206,6 +210,12 @@ ERRORS: tuple[ErrorCode, ...] = (
         "Langflow `/run`: the run was still going after `invocations.sync_timeout`",
     ),
     ErrorCode(
+        "RUN_EXPIRED",
+        410,
+        "the run existed, and retention deleted it when its lifetime ran out (its flow's "
+        "`Lifetime`, else the service's `retention`): its status, logs and objects are gone",
+    ),
+    ErrorCode(
         "RUN_FINISHED",
         409,
         "cancelling a run that is COMPLETE, ERROR or STOPPED already (`run_status` says which)",
@@ -221,7 +231,11 @@ ERRORS: tuple[ErrorCode, ...] = (
         404,
         "the run has no artifact on that edge (yet), or it is gone from its store",
     ),
-    ErrorCode("FORBIDDEN", 403, "key management with a key that is not an admin key"),
+    ErrorCode(
+        "FORBIDDEN",
+        403,
+        "key management or a sweep (`/api/v1/gc`) with a key that is not an admin key",
+    ),
     ErrorCode(
         "API_KEY_INVALID",
         400,
@@ -262,6 +276,13 @@ ERRORS: tuple[ErrorCode, ...] = (
         "profile, a task, a key or an upload to a presigned URL (not kept: send it again) cannot "
         "be stored. Runs already accepted go on and are written once there is room; retry later. "
         "The service's log names the directory",
+    ),
+    ErrorCode(
+        "STORAGE_LOW",
+        507,
+        "a new run (any dialect) while the data directory's free space is below "
+        "`retention.low_water`: runs already accepted go on, and new ones are taken again "
+        "once space is back (`Retry-After` says when to try)",
     ),
     ErrorCode(
         "STORAGE_UNWRITABLE",
@@ -390,7 +411,7 @@ def public(exc: PipewellError) -> tuple[str, dict[str, Any]]:
 def response_for(request: web.Request, exc: Exception) -> web.Response:
     """The answer to a request that raised ``exc`` (aiohttp's HTTPExceptions but the
     four below are raised again, for aiohttp to answer)."""
-    if isinstance(exc, RunNotFound):
+    if isinstance(exc, RunNotFound) and not isinstance(exc, RunExpired):
         # The seed fixes this answer: plain text.
         status = TABLE[RUN_NOT_FOUND].status
         return web.Response(status=status, text=UNKNOWN_RUN_TEXT, content_type="text/plain")
@@ -399,7 +420,8 @@ def response_for(request: web.Request, exc: Exception) -> web.Response:
         if CODES[exc.code] >= 500:
             log.warning("request_refused", path=request.path, code=exc.code, error=str(exc))
         message, extra = public(exc)
-        response = error_response(exc.code, message, **extra)
+        headers = {"Retry-After": str(RETRY_LOW_STORAGE)} if isinstance(exc, StorageLow) else None
+        response = error_response(exc.code, message, headers=headers, **extra)
         if isinstance(exc, BodyTimeout):
             response.force_close()  # the rest of the body would be read as a request
         return response

@@ -9,11 +9,10 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
-from orchestrator.api.auth import PRINCIPAL
+from orchestrator.api.auth import require_admin
 from orchestrator.api.bodies import answer, read_model
 from orchestrator.api.openapi import STORAGE_ERRORS, Answer, operation
 from orchestrator.api.resources import DATABASE, KEYS
-from orchestrator.errors import Forbidden
 from orchestrator.models import DEFAULT_TENANT, NAME_PATTERN, NAME_RULE
 
 routes = web.RouteTableDef()
@@ -55,14 +54,6 @@ class NewKey(KeyRecord):
     key: str = Field(description="the raw key (64 hex characters), shown this once")
 
 
-def _require_admin(request: web.Request) -> None:
-    principal = request.get(PRINCIPAL)
-    if principal is not None and not principal.admin:
-        raise Forbidden(
-            "FORBIDDEN", "managing keys needs an admin key (pipewell keys create --admin)"
-        )
-
-
 @routes.get("/api/v1/keys")
 @operation(
     "Every API key",
@@ -72,7 +63,7 @@ def _require_admin(request: web.Request) -> None:
 )
 async def list_keys(request: web.Request) -> web.Response:
     """For admin keys; with auth off, for any local caller."""
-    _require_admin(request)
+    require_admin(request, "managing keys")
     keys = await request.app[DATABASE].run(request.app[KEYS].list)
     return answer(KeyList(keys=[KeyRecord(**k.public()) for k in keys]))
 
@@ -87,7 +78,7 @@ async def list_keys(request: web.Request) -> web.Response:
 )
 async def create_key(request: web.Request) -> web.Response:
     """For admin keys; with auth off, for any local caller."""
-    _require_admin(request)
+    require_admin(request, "managing keys")
     body = await read_model(request, KeyRequest)
     store = request.app[KEYS]
     raw = await request.app[DATABASE].run(store.create, body.name, body.tenant, admin=body.admin)
@@ -104,7 +95,7 @@ async def create_key(request: web.Request) -> web.Response:
     errors=("FORBIDDEN", "API_KEY_NOT_FOUND", *STORAGE_ERRORS),
 )
 async def revoke_key(request: web.Request) -> web.Response:
-    _require_admin(request)
+    require_admin(request, "managing keys")
     await request.app[DATABASE].run(request.app[KEYS].revoke, request.match_info["name"])
     return web.Response(status=204)
 

@@ -63,7 +63,7 @@ STORAGE_ERRORS = codes("STORAGE_FULL", "STORAGE_UNWRITABLE")
 #: A saved flow named in the path, at the ``?version=`` given.
 FIND_FLOW_ERRORS = codes("FLOW_NOT_FOUND", "VERSION_INVALID")
 #: A run started: its flow's stores opened, the run written.
-RUN_START_ERRORS = codes("STORE_UNAVAILABLE", *STORAGE_ERRORS)
+RUN_START_ERRORS = codes("STORE_UNAVAILABLE", "STORAGE_LOW", *STORAGE_ERRORS)
 #: A body read into a model: every operation that takes one.
 BODY_ERRORS = codes("BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE", "BODY_TIMEOUT")
 
@@ -360,6 +360,8 @@ def _errors(
 ) -> dict[int, Any]:
     """The error answers of an operation: its own codes and those every request may meet."""
     named = list(op.errors)
+    if RUN_NOT_FOUND in named:  # an ID that was a run of ours, deleted by retention
+        named.append("RUN_EXPIRED")
     if has_body and op.body is not None:
         named += BODY_ERRORS
     if not op.tag == "objects":  # presigned URLs are left to their signatures

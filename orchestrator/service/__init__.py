@@ -6,6 +6,7 @@
   stores opened, static objects checked, inputs in place) and handed to the scheduler;
 - ``runs``: one run resolved live-or-stored once; its status, graph, artifacts, events;
 - ``retries``: a new run from an ended one, taking over what succeeded;
+- ``retention``: what outlived its lifetime deleted, runs and objects, in batches;
 - ``collections``: a mapped node's items and a collection's, paged; a collection filled
   item by item;
 - ``flows``: saved flows, what a caller needs to invoke one, config profiles;
@@ -27,9 +28,11 @@ from orchestrator.errors import NodeDefNotFound
 from orchestrator.events import EventBus
 from orchestrator.models import NodeDef
 from orchestrator.queue import TaskQueue
+from orchestrator.run_ids import RunIds
 from orchestrator.scheduler import Scheduler
 from orchestrator.service.collections import Collections
 from orchestrator.service.executions import Executions
+from orchestrator.service.retention import Retention
 from orchestrator.service.retries import Retries
 from orchestrator.service.runs import Runs
 from orchestrator.service.saved_flows import SavedFlows
@@ -54,12 +57,21 @@ class Service:
         queue: TaskQueue,
         db: Database,
         catalog: dict[str, NodeDef],
+        run_ids: RunIds,
     ) -> None:
         self.catalog = catalog
         self.queue = queue
         self.scheduler = scheduler
-        self.submissions = Submissions(settings, scheduler, stores, calls, catalog)
-        self.runs = Runs(scheduler, state, stores, events)
+        self.submissions = Submissions(settings, scheduler, stores, calls, catalog, run_ids)
+        self.runs = Runs(scheduler, state, stores, events, run_ids)
+        self.retention = Retention(
+            settings,
+            db,
+            stores,
+            calls,
+            running=lambda run_id: scheduler.running(run_id),
+            deleted=self._forget,
+        )
         self.retries = Retries(scheduler, state, self.submissions, self.runs)
         self.collections = Collections(settings, scheduler, state, self.runs)
         self.flows = SavedFlows(db, self.submissions, catalog)
@@ -70,10 +82,20 @@ class Service:
             self.flows,
             self.runs,
             stores,
+            self.retention,
         )
         self.tasks = Tasks(db, self.flows)
 
-    def close(self) -> None:
+    def _forget(self, run_ids: list[str]) -> None:
+        """Retention deleted these runs, or some of their artifacts: read them anew."""
+        self.scheduler.forget_ended(run_ids)
+        self.runs.forget(run_ids)
+
+    def start(self) -> None:
+        self.retention.start()
+
+    async def close(self) -> None:
+        await self.retention.close()
         self.submissions.close()
         self.runs.close()
 

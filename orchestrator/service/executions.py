@@ -40,6 +40,7 @@ from orchestrator.service.inputs import (
     takes_json,
     upload_name,
 )
+from orchestrator.service.retention import Retention
 from orchestrator.service.runs import RunRecord, Runs
 from orchestrator.service.saved_flows import SavedFlows, edge_readers, with_flags
 from orchestrator.service.submissions import Input, Submissions
@@ -139,7 +140,9 @@ class Executions:
         flows: SavedFlows,
         runs: Runs,
         stores: StoreRegistry,
+        retention: Retention,
     ) -> None:
+        self.retention = retention
         self.settings = settings
         self.data_dir = data_dir
         self.submissions = submissions
@@ -230,6 +233,8 @@ class Executions:
         with spooled:
             write = partial(store.write, key, spooled, content_type=essence(content_type))
             await self.runs.io_call(write)
+        # Kept for the runs that will read it, as long as the tenant's runs are kept.
+        await self.retention.keep(store.name, key, tenant, self.retention.kept_for(tenant))
         return file_path
 
     async def _input(

@@ -131,7 +131,9 @@ class Retries:
                 raise RunNotFound(run_id)
             raise RunNotEnded(run_id, live.status.value)
         snapshot = await self.state.load(run_id, items=True) if run_id.isalnum() else None
-        if snapshot is None or snapshot["plan"].get("tenant") != tenant:
+        if snapshot is None:
+            raise self.runs.missing(run_id)
+        if snapshot["plan"].get("tenant") != tenant:
             raise RunNotFound(run_id)
         # A 10,000-node run takes a second to rebuild: on the reads pool, not the loop.
         old = await self.runs.io_call(RunState.restore, snapshot, self.submissions.catalog)

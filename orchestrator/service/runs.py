@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, BinaryIO, TypeVar
 
-from orchestrator.errors import ArtifactNotFound, RunFinished, RunNotFound
+from orchestrator.errors import ArtifactNotFound, RunExpired, RunFinished, RunNotFound
 from orchestrator.events import EventBus
 from orchestrator.models import (
     DEFAULT_TENANT,
@@ -26,6 +26,7 @@ from orchestrator.models import (
     FlowRun,
     FlowSubmission,
 )
+from orchestrator.run_ids import RunIds
 from orchestrator.runtime import terminal_edges
 from orchestrator.scheduler import Scheduler
 from orchestrator.state import StateStore
@@ -74,7 +75,9 @@ class Runs:
         state: StateStore,
         stores: StoreRegistry,
         events: EventBus,
+        run_ids: RunIds,
     ) -> None:
+        self.run_ids = run_ids
         self.scheduler = scheduler
         self.state = state
         self.stores = stores
@@ -147,8 +150,19 @@ class Runs:
         """A run the scheduler no longer holds, as last written."""
         snapshot = await self.state.load(run_id) if _looks_like_run_id(run_id) else None
         if snapshot is None:
-            raise RunNotFound(run_id)
+            raise self.missing(run_id)
         return snapshot
+
+    def missing(self, run_id: str) -> RunNotFound:
+        """What to say of a run that is not there: expired (retention deleted it: its
+        ID is one this service made), or never was."""
+        started = self.run_ids.issued(run_id)
+        return RunNotFound(run_id) if started is None else RunExpired(run_id, started)
+
+    def forget(self, run_ids: list[str]) -> None:
+        """Retention deleted these runs, or some of their artifacts: read them again."""
+        for run_id in run_ids:
+            self._ended.drop(run_id)
 
     # ------------------------------------------------------------ what readers ask
 
@@ -191,6 +205,13 @@ class Runs:
         artifact = record.run.artifacts.get(edge)
         if artifact is None:
             raise ArtifactNotFound(record.run.id, edge, "no such edge or not produced yet")
+        if artifact.expired_at is not None:
+            raise ArtifactNotFound(
+                record.run.id,
+                edge,
+                f"it expired at {artifact.expired_at:%Y-%m-%d %H:%M} UTC (its DataWell's "
+                "Lifetime is shorter than its run's): its objects were deleted",
+            )
         if artifact.items is not None:
             raise ArtifactNotFound(
                 record.run.id,

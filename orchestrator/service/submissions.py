@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
+import shutil
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from functools import partial
+from pathlib import Path
 from typing import BinaryIO
 
 import structlog
 
 from orchestrator.config import Settings
-from orchestrator.errors import FlowInvalid, InputMismatch
+from orchestrator.errors import FlowInvalid, InputMismatch, StorageLow
 from orchestrator.models import DEFAULT_TENANT, FlowRun, FlowSubmission, NodeDef, WaitingURL, utcnow
+from orchestrator.run_ids import RunIds
 from orchestrator.runtime import RunState, plan_run
 from orchestrator.scheduler import Scheduler
 from orchestrator.stores import StoreCalls, StoreRegistry, store_policy
@@ -39,13 +42,16 @@ class Submissions:
         stores: StoreRegistry,
         calls: StoreCalls,
         catalog: dict[str, NodeDef],
+        run_ids: RunIds,
     ) -> None:
+        self.run_ids = run_ids
         self.settings = settings
         self.scheduler = scheduler
         self.stores = stores
         self.calls = calls
         self.catalog = catalog
-        self.store_policy = store_policy(settings.storage)
+        self.store_policy = store_policy(settings.storage, settings.retention)
+        self.space = FreeSpace(Path(settings.data_dir), settings.retention.low_water)
         # Validating and planning a big flow is pure CPU: on threads, so the loop (and
         # every other tenant's request) gets its turns meanwhile.
         self._planning = ThreadPoolExecutor(2, thread_name_prefix="pipewell-plan")
@@ -99,7 +105,9 @@ class Submissions:
         self, submission: FlowSubmission, tenant: str, defs: dict[str, NodeDef] | None = None
     ) -> tuple[RunState, dict[str, str | None]]:
         """A new run of ``submission``, planned (FlowInvalid if it is not valid), its
-        stores open and its static objects there (their digests returned, by edge)."""
+        stores open and its static objects there (their digests returned, by edge).
+        StorageLow while the data directory is short of space."""
+        self.space.check()
         loop = asyncio.get_running_loop()
         plan = partial(self._plan, submission, tenant, defs)
         run = await loop.run_in_executor(self._planning, plan)
@@ -113,7 +121,15 @@ class Submissions:
         thread (a second for 10,000 nodes)."""
         self._validate(submission).raise_if_invalid()
         defs = defs if defs is not None else resolve_defs(submission, self.catalog)
-        plan = plan_run(submission, run_id=uuid.uuid4().hex, now=utcnow(), tenant=tenant, defs=defs)
+        now = utcnow()
+        plan = plan_run(
+            submission,
+            run_id=self.run_ids.new(now),
+            now=now,
+            tenant=tenant,
+            defs=defs,
+            lifetime=self.settings.run_lifetime(tenant),
+        )
         return RunState(plan, defs, max_log_lines=self.settings.executor.log_lines_per_node)
 
     def _store(self, run: RunState, store_name: str) -> Store:
@@ -165,6 +181,37 @@ class Submissions:
         return urls
 
 
+class FreeSpace:
+    """The data directory's free space against its low-water mark, looked at once a
+    second at most (a statfs: the same filesystem for every run)."""
+
+    def __init__(self, data_dir: Path, low_water: int, every: float = 1.0) -> None:
+        self.data_dir = data_dir
+        self.low_water = low_water
+        self.every = every
+        self._free: int | None = None
+        self._looked_at = -every
+
+    def check(self) -> None:
+        if not self.low_water:
+            return
+        now = time.monotonic()
+        if now - self._looked_at >= self.every:
+            self._looked_at = now
+            was_low = self._free is not None and self._free < self.low_water
+            self._free = shutil.disk_usage(self.data_dir).free
+            low = self._free < self.low_water
+            if low != was_low:
+                (log.warning if low else log.info)(
+                    "data_dir_low" if low else "data_dir_space_back",
+                    free_mib=self._free // 2**20,
+                    low_water_mib=self.low_water // 2**20,
+                    new_runs="refused (507 STORAGE_LOW)" if low else "taken again",
+                )
+        if self._free is not None and self._free < self.low_water:
+            raise StorageLow(self._free, self.low_water)
+
+
 def _write_input(
     store: Store, key: str, data: bytes | Callable[[], BinaryIO], content_type: str
 ) -> str | None:
@@ -174,4 +221,4 @@ def _write_input(
         return store.write(key, source, content_type=content_type).digest
 
 
-__all__ = ["Input", "Submissions"]
+__all__ = ["FreeSpace", "Input", "Submissions"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from orchestrator.durations import describe_duration, parse_duration
 from orchestrator.models import DataWell, Flow
 
 DEFAULT_STORE = "default"
@@ -27,6 +28,34 @@ class StorePolicy:
 
     operator_stores: frozenset[str] = frozenset({DEFAULT_STORE})
     flow_store_endpoints: frozenset[str] = frozenset()
+    #: The shortest and longest Lifetime a flow or a well may ask (retention); None:
+    #: any duration (validating a flow away from a service).
+    lifetimes: tuple[float, float] | None = None
+
+
+def lifetime_seconds(value: object) -> float | None:
+    """A Lifetime as seconds; None where it asks nothing of its own (absent, or
+    Pupload's empty struct). Expects a value that validated."""
+    if value is None or not isinstance(value, str | int | float):
+        return None
+    return parse_duration(value)
+
+
+def lifetime_problem(value: object, bounds: tuple[float, float] | None) -> str | None:
+    """Why a Lifetime cannot be kept to, or None."""
+    if value is None or not isinstance(value, str | int | float):
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        return str(exc)
+    if bounds is not None and not bounds[0] <= seconds <= bounds[1]:
+        low, high = (describe_duration(b) for b in bounds)
+        return (
+            f"{value!r} is outside what this service keeps: between {low} and {high} "
+            "(its operator's retention.min_lifetime and max_lifetime)"
+        )
+    return None
 
 
 def default_store_name(flow: Flow) -> str:
@@ -58,6 +87,8 @@ def effective_wells(flow: Flow) -> list[DataWell]:
 
 
 __all__ = [
+    "lifetime_problem",
+    "lifetime_seconds",
     "DEFAULT_STORE",
     "PRODUCING_SOURCES",
     "STORE_TYPES",

@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 from orchestrator.cli import main
 from orchestrator.database import STATE_DB
 from tests.helpers import (
+    artifact,
     busybox_def,
     chain_flow,
     free_port,
@@ -132,7 +133,8 @@ TICK_DEFS = [
 async def test_full_disk_refuses_new_runs_and_loses_no_accepted_one(tmpfs_dir, start_service):
     # tmpfs_dir first: set up before the service, so unmounted after it stopped.
     database = tmpfs_dir / STATE_DB
-    client = await start_service(tmpfs_dir)
+    # No low-water mark: what a disk that fills all the same does.
+    client = await start_service(tmpfs_dir, retention={"low_water": 0})
     waiting = await submit(client, chain_flow("copy"), COPY)
     ticking = await submit(client, TICKS, TICK_DEFS)
     for _ in range(300):
@@ -187,13 +189,46 @@ async def test_full_disk_refuses_new_runs_and_loses_no_accepted_one(tmpfs_dir, s
     assert done["Status"] == "COMPLETE", done
     port = client.port  # restarted on it, the URLs handed out before still work
     await client.close()
-    client = await start_service(tmpfs_dir, port=port)
+    client = await start_service(tmpfs_dir, port=port, retention={"low_water": 0})
     for run in (waiting, ticking, later):
         response = await client.get(f"/api/v1/flow/status/{run['ID']}")
         assert response.status == 200, (run["ID"], await response.text())
     assert (await wait_for(client, ticking["ID"], {"COMPLETE"}))["Status"] == "COMPLETE"
     await upload(client, waiting, "src", b"still here")
     assert (await wait_for(client, waiting["ID"], {"COMPLETE", "ERROR"}))["Status"] == "COMPLETE"
+
+
+async def test_below_the_low_water_mark_new_runs_get_507_and_accepted_ones_finish(
+    tmpfs_dir, start_service
+):
+    client = await start_service(tmpfs_dir, retention={"low_water": "8m"})
+    waiting = await submit(client, chain_flow("copy"), COPY)
+    ballast = tmpfs_dir / "ballast"
+    await asyncio.to_thread(ballast.write_bytes, b"\0" * (10 * 2**20))  # 16 MiB less 10
+    await asyncio.sleep(1.1)  # free space is looked at once a second
+    with capture_logs() as logs:
+        refused = await client.post(
+            "/api/v1/flow/test", json={"Flow": chain_flow("copy"), "NodeDefs": COPY}
+        )
+        assert refused.status == 507, await refused.text()
+        body = await refused.json()
+        assert body["code"] == "STORAGE_LOW"
+        assert "below its low-water mark of 8 MiB" in body["message"]
+        assert "runs already accepted go on" in body["message"]
+        assert refused.headers["Retry-After"] == "60"
+    assert [e["event"] for e in logs if e["event"].startswith("data_dir")] == ["data_dir_low"]
+
+    # The run accepted before takes its upload and completes.
+    await upload(client, waiting, "src", b"accepted before")
+    done = await wait_for(client, waiting["ID"], {"COMPLETE", "ERROR"})
+    assert done["Status"] == "COMPLETE", done
+    assert await artifact(client, waiting["ID"], "out") == b"accepted before"
+
+    # Space is back: taken again.
+    await asyncio.to_thread(ballast.unlink)
+    await asyncio.sleep(1.1)
+    later = await submit(client, chain_flow("copy"), COPY)
+    assert later["Status"] == "WAITING"
 
 
 async def test_immutable_data_dir_fails_writes_without_killing_the_service(tmp_path, ext4_dir):

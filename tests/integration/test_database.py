@@ -31,14 +31,14 @@ def version(path: Path) -> int:
 def test_a_new_database_gets_every_step(tmp_path: Path):
     path = tmp_path / "pipewell.sqlite3"
     connect(path).close()
-    assert version(path) == len(MIGRATIONS) == 6
+    assert version(path) == len(MIGRATIONS) == 7
     found = tables(path)
     assert {"runs", "meta", "flows", "flow_configs", "tasks", "api_keys"} <= set(found)
     assert {"run_nodes", "run_artifacts"} <= set(found) and "plan" in found["runs"]
     assert {"run_members", "run_items", "cache_entries"} <= set(found)
     assert "admin" in found["api_keys"]
     connect(path).close()  # again: nothing to do, nothing changes
-    assert version(path) == 6
+    assert version(path) == 7
 
 
 def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_path: Path, capsys):
@@ -59,7 +59,7 @@ def test_a_database_from_before_admin_keys_is_upgraded_and_keeps_its_keys(tmp_pa
         assert (key.name, key.tenant, key.admin) == ("old", "acme", False)
     finally:
         conn.close()
-    assert version(path) == 6
+    assert version(path) == 7
 
 
 def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
@@ -78,7 +78,10 @@ def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
         conn.execute("DROP TABLE run_members")
         conn.execute("DROP TABLE run_items")
         conn.execute("DROP TABLE cache_entries")
-        for column in ("tenant", "flow", "started_at", "finished_at", "plan"):
+        conn.execute("DROP TABLE kept_objects")
+        for index in ("runs_expiry", "runs_expiry_unset"):
+            conn.execute(f"DROP INDEX {index}")
+        for column in ("tenant", "flow", "started_at", "finished_at", "plan", "expires_at"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute(
             "INSERT INTO runs (id, status, finished, snapshot, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -86,7 +89,7 @@ def test_runs_of_a_version_2_database_get_their_listing_columns(tmp_path: Path):
         )
         conn.execute("PRAGMA user_version = 2")
     connect(path).close()
-    assert version(path) == 6
+    assert version(path) == 7
     with sqlite3.connect(path) as conn:
         row = conn.execute("SELECT tenant, flow, started_at, finished_at FROM runs").fetchone()
     assert row == ("acme", "thumbs", "2026-11-01T10:00:00Z", "2026-11-01T10:00:05Z")

@@ -41,7 +41,7 @@ async def test_the_document_is_valid_and_documents_every_route(start_service):
     documented = {(m, path) for path, item in document["paths"].items() for m in item}
     # A route added without @operation fails here.
     assert served_routes(client.server.app) == documented
-    assert len(documented) == 50  # the native API, collections and retries included
+    assert len(documented) == 51  # the native API, collections, retries and gc included
     dialects = {
         "/invocations/v1/flows/invoke",
         "/v1/workflows/{workflow_id}/invoke/stream",

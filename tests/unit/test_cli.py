@@ -159,8 +159,8 @@ def test_every_command_says_what_it_does_with_an_example():
                     yield from commands(sub, f"{path} {name}")
 
     helps = dict(commands(cli.build_parser(), "pipewell"))
-    # pipewell, its 15 commands, the 3 of keys, the 2 of nodes, the 2 of flows
-    assert len(helps) == 23
+    # pipewell, its 16 commands, the 3 of keys, the 2 of nodes, the 2 of flows
+    assert len(helps) == 24
     for path, text in helps.items():
         assert "\nexample: " in text, f"{path} --help has no example"
     assert "pipewell test examples/resize.json --input input-image=photo.png" in " ".join(

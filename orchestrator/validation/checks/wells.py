@@ -17,16 +17,35 @@ from orchestrator.validation.object_keys import (
     key_variables,
 )
 from orchestrator.validation.results import quote_list
-from orchestrator.validation.wells import WELL_SOURCES, default_store_name
+from orchestrator.validation.wells import WELL_SOURCES, default_store_name, lifetime_problem
 
 
 def check(ctx: CheckContext) -> None:
     flow = ctx.flow
     used = set(ctx.used_edges)
     positions: dict[str, list[int]] = defaultdict(list)
+    problem = lifetime_problem(flow.lifetime, ctx.stores.lifetimes)
+    if problem is not None:
+        ctx.error(
+            "FLOW_004",
+            f"the flow's Lifetime: {problem}; write how long its runs are kept after they "
+            "end, e.g. 7d, or leave Lifetime out for the service's default",
+            field="Flow.Lifetime",
+        )
     for i, well in enumerate(flow.data_wells):
         where = f"Flow.DataWells.{i}"
         positions[well.edge].append(i)
+        problem = lifetime_problem(well.lifetime, ctx.stores.lifetimes)
+        if problem is not None:
+            ctx.error(
+                "WELL_011",
+                f"the DataWell on edge {well.edge!r}, Lifetime: {problem}; write how long "
+                "its objects are kept after the run ends, e.g. 90d, or leave Lifetime out "
+                "to keep them as long as the run",
+                well=well.edge,
+                edge=well.edge,
+                field=f"{where}.Lifetime",
+            )
         if well.source is not None and well.source not in WELL_SOURCES:
             ctx.error(
                 "WELL_001",
