@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from orchestrator.api.errors import UNKNOWN_RUN_TEXT
@@ -20,7 +23,10 @@ from tests.helpers import (
     artifact,
     busybox_def,
     chain_flow,
+    free_port,
+    start_dev,
     wait_for,
+    wait_healthy,
 )
 
 pytestmark = pytest.mark.docker
@@ -44,6 +50,12 @@ def rows(data_dir: Path, run_id: str) -> dict[str, int]:
             "SELECT count(*) FROM runs WHERE id = ?", (run_id,)
         ).fetchone()[0]
     return counts
+
+
+def run_rows(data_dir: Path) -> int:
+    database = f"file:{data_dir / STATE_DB}?mode=ro"
+    with contextlib.closing(sqlite3.connect(database, uri=True, timeout=5)) as conn:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
 
 
 def kept(data_dir: Path) -> list[tuple[str, str]]:
@@ -243,3 +255,77 @@ async def test_lifetimes_outside_the_operators_bounds_are_refused(start_service)
     ]}  # fmt: skip
     response = await client.post("/api/v1/flow/test", json={"Flow": flow, "NodeDefs": [COPY]})
     assert response.status == 200, await response.text()
+
+
+async def test_a_kill_during_a_sweep_loses_nothing_not_due_and_the_next_one_finishes(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base = f"http://127.0.0.1:{port}"
+    config = tmp_path / "config.yaml"
+    # Batches of 2: the kill lands between two of them, or inside one.
+    config.write_text("retention: {min_lifetime: 1, batch: 2, sweep_every: 3600}\n")
+    flow = {**chain_flow("copy"), "Lifetime": "1s"}
+    log = (tmp_path / "service.log").open("ab")
+    process = start_dev(data_dir, port, log, "--config", str(config))
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, base)
+
+            async def run(lifetime: str, data: bytes) -> str:
+                body = {"Flow": {**flow, "Lifetime": lifetime}, "NodeDefs": [COPY]}
+                async with session.post(f"{base}/api/v1/flow/test", json=body) as response:
+                    started = await response.json()
+                async with session.put(started["WaitingURLs"][0]["PutURL"], data=data) as put:
+                    assert put.status == 200
+                for _ in range(600):
+                    async with session.get(f"{base}/api/v1/flow/status/{started['ID']}") as r:
+                        current = await r.json()
+                    if current["Status"] in ("COMPLETE", "ERROR"):
+                        assert current["Status"] == "COMPLETE", current
+                        return started["ID"]
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"run {started['ID']} did not end")
+
+            # The same work each time: one container, then cache hits.
+            kept = [await run("1d", b"kept")]
+            kept += await asyncio.gather(*(run("1d", b"kept") for _ in range(9)))
+            doomed = []
+            for _ in range(6):
+                doomed += await asyncio.gather(*(run("1s", b"doomed") for _ in range(10)))
+            await asyncio.sleep(1.1)
+            sweep = asyncio.create_task(session.post(f"{base}/api/v1/gc", json={}))
+            # Killed as soon as the first batch is gone, with the others to go.
+            for _ in range(2000):
+                if await asyncio.to_thread(run_rows, data_dir) < len(kept) + len(doomed):
+                    break
+                await asyncio.sleep(0.001)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+            with contextlib.suppress(aiohttp.ClientError):
+                await sweep
+            left = await asyncio.to_thread(run_rows, data_dir) - len(kept)
+            assert 0 < left < len(doomed), f"the kill did not land mid-sweep ({left} left)"
+
+            process = start_dev(data_dir, port, log, "--config", str(config))
+            await wait_healthy(session, base)
+            for run_id in kept:
+                async with session.get(f"{base}/api/v1/flow/artifact/{run_id}/out") as response:
+                    assert response.status == 200 and await response.read() == b"kept", run_id
+            async with session.post(f"{base}/api/v1/gc", json={}) as response:
+                swept = await response.json()
+            # The sweep at start took the rest, or this one does.
+            assert set(swept["RunIDs"]) <= set(doomed) and not swept["FailedStores"], swept
+            for run_id in doomed:
+                async with session.get(f"{base}/api/v1/flow/status/{run_id}") as response:
+                    assert response.status == 410, run_id
+                assert rows(data_dir, run_id) == dict.fromkeys(
+                    ("run_nodes", "run_artifacts", "run_members", "run_items", "cache_entries",
+                     "runs"), 0
+                )  # fmt: skip
+            # What is left on disk is the kept runs' objects, nothing of the others.
+            stored = data_dir / "objects" / "default" / "data" / "tenants" / "default"
+            assert sorted(p.name for p in stored.iterdir()) == sorted(kept)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+        log.close()

@@ -159,3 +159,56 @@ async def test_the_cache_and_a_retry_on_s3(start_service, moto_endpoint):
     assert retried["NodeState"]["n0"]["Cached"] == {"Run": failed["ID"], "Node": "n0"}
     assert await artifact(client, retried["ID"], "src") == b"cached on s3"
     assert await artifact(client, retried["ID"], "e1") == b"CACHED ON S3"
+
+
+async def test_retention_deletes_a_runs_objects_and_collections_from_s3(
+    start_service, moto_endpoint
+):
+    """An expired run's objects, its collections' items and bundles included, are gone
+    from the bucket (DeleteObjects); a run still within its lifetime keeps all of its."""
+    import asyncio
+
+    import boto3
+
+    from tests.integration.test_collections_api import LISTING, UPPER, batch_flow, zipped
+
+    settings = s3_settings(moto_endpoint)
+    client = await start_service(**settings, retention={"min_lifetime": 1})
+    bucket = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+    def keys(run_id: str) -> list[str]:
+        listed = bucket.list_objects_v2(Bucket="pipewell-test", Prefix="tenants/default/")
+        return sorted(o["Key"] for o in listed.get("Contents", ()) if run_id in o["Key"])
+
+    async def batch(lifetime: str) -> dict:
+        run = await submit(client, {**batch_flow(), "Lifetime": lifetime}, [UPPER, LISTING])
+        archive = zipped({"a.txt": b"alpha", "b.txt": b"beta"})
+        async with client.session.put(run["WaitingURLs"][0]["PutURL"], data=archive) as put:
+            assert put.status == 200, await put.text()
+        return await wait_for(client, run["ID"], {"COMPLETE", "ERROR"})
+
+    short, long = await batch("1s"), await batch("1d")
+    assert short["Status"] == long["Status"] == "COMPLETE"
+    before = keys(short["ID"])
+    # The uploaded zip, each collection's items (docs and loud), and the listing.
+    assert any(k.endswith("/docs/a.txt") for k in before), before
+    assert any(k.endswith("/loud/b.txt") for k in before), before
+    assert len(keys(long["ID"])) == len(before)
+
+    await asyncio.sleep(1.1)
+    response = await client.post("/api/v1/gc", json={})
+    swept = await response.json()
+    assert swept["RunIDs"] == [short["ID"]] and swept["FailedStores"] == [], swept
+    assert keys(short["ID"]) == []
+    assert len(keys(long["ID"])) == len(before)
+    assert (await artifact(client, long["ID"], "listing")).decode().splitlines() == [
+        "./a.txt=ALPHA",
+        "./b.txt=BETA",
+    ]
+    bucket.close()
