@@ -269,9 +269,28 @@ class RetentionSettings(_Section):
         return self.min_lifetime, self.max_lifetime
 
 
+class QuotaSettings(_Section):
+    # Runs of one tenant started (a node of theirs sent to a worker) and not ended, at
+    # once; its other runs wait their turn, their nodes READY. null: no limit.
+    running: int | None = Field(default=100, ge=1)
+    # Runs of one tenant accepted and not started yet (waiting for uploads or their
+    # turn); beyond them a new run is refused, 429 QUOTA_EXCEEDED. null: no limit.
+    queued: int | None = Field(default=1000, ge=0)
+    # queue: a run beyond `running` is accepted and waits its turn (up to `queued`);
+    # refuse: refused instead, 429 QUOTA_EXCEEDED.
+    over: Literal["queue", "refuse"] = "queue"
+    # Attempts of one tier waiting for a worker, every tenant's (in the task queue or
+    # the scheduler's order); beyond it new runs are refused, 429 QUEUE_FULL, so a
+    # burst cannot exhaust memory or Redis.
+    queued_per_tier: int = Field(default=100_000, ge=1)
+
+
 class TenantSettings(_Section):
     # This tenant's runs are kept this long after they end (default retention.runs).
     retention: Duration | None = None
+    # This tenant's quotas.running and quotas.queued.
+    running: int | None = Field(default=None, ge=1)
+    queued: int | None = Field(default=None, ge=0)
 
 
 class QueueSettings(_Section):
@@ -318,8 +337,23 @@ class Settings(_Section):
     collections: CollectionSettings = Field(default_factory=CollectionSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
     # Per-tenant overrides, by tenant name.
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+
+    def running_limit(self, tenant: str) -> int | None:
+        """Most runs ``tenant`` may have started and not ended."""
+        own = self.tenants.get(tenant)
+        if own is not None and own.running is not None:
+            return own.running
+        return self.quotas.running
+
+    def queued_limit(self, tenant: str) -> int | None:
+        """Most runs ``tenant`` may have accepted and not started, beyond those running."""
+        own = self.tenants.get(tenant)
+        if own is not None and own.queued is not None:
+            return own.queued
+        return self.quotas.queued
 
     def run_lifetime(self, tenant: str) -> float:
         """How long an ended run of ``tenant``'s is kept when its flow asks for nothing."""
@@ -417,6 +451,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 __all__ = [
     "ExecutorSettings",
     "QueueSettings",
+    "QuotaSettings",
     "RetentionSettings",
     "RetrySettings",
     "Settings",

@@ -28,6 +28,7 @@ status.
     │   ├── KeyInvalid         a key name or tenant that cannot be
     │   ├── StoreFull          a store's disk is full: the upload was not kept
     │   ├── StorageLow         the data directory is below its low-water mark: no new run
+    │   ├── TooBusy            a tenant's quota or a tier's backlog is full: no new run now
     │   ├── CollectionRefused  an upload that cannot become a collection's items
     │   ├── InvalidInvocation  an invocation of a saved flow that cannot run as sent
     │   ├── FileTooLarge       a file sent as a body of its own is over the limit
@@ -132,7 +133,18 @@ class StoreFull(RequestRefused):
         super().__init__("STORAGE_FULL", message)
 
 
+class TooBusy(RequestRefused):
+    """A new run refused for now (a tenant's quota, a tier's backlog): nothing of it was
+    kept; the same request may succeed after ``retry_after`` seconds."""
+
+    def __init__(self, code: str, message: str, retry_after: int) -> None:
+        super().__init__(code, message)
+        self.retry_after = retry_after
+
+
 class StorageLow(RequestRefused):
+    retry_after = 60
+
     def __init__(self, free: int, low_water: int) -> None:
         super().__init__(
             "STORAGE_LOW",
@@ -412,4 +424,5 @@ __all__ = [
     "RunExpired",
     "RunNotFound",
     "StorageLow",
+    "TooBusy",
 ]

@@ -633,6 +633,15 @@ class FlowSubmission(WireModel):
         description="Node IDs to run even where an earlier result could be reused; the "
         "nodes after them run too when their inputs change.",
     )
+    priority: int = Field(
+        default=0,
+        ge=-100,
+        le=100,
+        exclude_if=lambda v: v == 0,
+        description="How soon the run's nodes go to a worker, from -100 to 100: where "
+        "workers of a tier are busy, a higher priority's nodes go first; at equal "
+        "priority tenants take turns, and a tenant's runs take turns.",
+    )
 
 
 # ---------------------------------------------------------------- run output

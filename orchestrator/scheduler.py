@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,10 +32,12 @@ from orchestrator.collections.bundles import (
 )
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
+from orchestrator.dispatch_order import DispatchOrder
 from orchestrator.errors import (
     CollectionRefused,
     DataDirError,
     RunFinished,
+    TooBusy,
 )
 from orchestrator.events import EventBus
 from orchestrator.messages import (
@@ -78,6 +80,13 @@ FINISHED_RUNS_KEPT = 500
 #: An attempt as the dispatch loop knows it: node ID, attempt number, item (or None).
 Attempt = tuple[str, int, str | None]
 DISPATCH_BATCH = 64
+#: Tasks of a tier let wait in the task queue at least, when its workers have fewer slots
+#: (none yet): the rest wait in the dispatch order.
+AHEAD_LEAST = 2
+#: Seconds a run refused for a quota or a full tier is told to wait (Retry-After).
+QUOTA_RETRY_AFTER = 10
+#: Seconds the queue's count of waiting tasks is trusted before it is asked again.
+WAITING_FRESH = 0.25
 #: Seconds a run takes the ID the engine gave an image name as still true (a chain's
 #: nodes of one image: one inspect); another run asks the engine again.
 IMAGE_ID_FRESH = 10.0
@@ -134,11 +143,20 @@ class Scheduler:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         # (run id, node id, item or None) → when its current attempt was queued (monotonic).
         self._queued_at: dict[tuple[str, str, str | None], float] = {}
-        # Attempts marked queued whose tasks are still to be made and queued, per run
-        # (run id → node, attempt, since when): the dispatch loop takes a batch of one
-        # run at a time, in turns, so a 10,000-node run never holds back another's node
-        # and no request waits for a run's dispatch.
-        self._to_dispatch: OrderedDict[str, deque[Pending]] = OrderedDict()
+        # Attempts marked queued whose tasks are still to be made and queued (node,
+        # attempt, since when, item): the dispatch loop takes a batch of one run at a
+        # time, in the order of dispatch_order (tier, priority, tenant, run), and only
+        # while the task queue has room for the tier, so a 10,000-node run never holds
+        # back another's node and no request waits for a run's dispatch.
+        self._order: DispatchOrder[Pending] = DispatchOrder(settings.running_limit)
+        # Tenant → its runs accepted and not ended (quotas).
+        self._unfinished: Counter[str] = Counter()
+        # Tasks no worker has taken yet, per tier, as the queue said at ``_looked_at``
+        # (monotonic) plus those put since.
+        self._waiting: dict[str, int] = {}
+        self._looked_at = -WAITING_FRESH
+        self._slots: dict[str, int] = {}
+        self._recheck: asyncio.TimerHandle | None = None
         # Run id → mapped nodes whose items moved since the last status event, and
         # the timer that publishes them (``_save``).
         self._progress: dict[str, tuple[frozenset[str], asyncio.TimerHandle]] = {}
@@ -178,6 +196,7 @@ class Scheduler:
             *self._timers.values(),
             *self._deadlines.values(),
             *(timer for _nodes, timer in self._progress.values()),
+            *([self._recheck] if self._recheck else []),
         ]:
             handle.cancel()
         self._timers.clear()
@@ -234,6 +253,7 @@ class Scheduler:
                 items += run.artifact_arrived(edge, digest).items
         await self.state.save_now(run.id, run)
         self.runs[run.id] = run
+        self._unfinished[run.plan.tenant] += 1
         self._await_uploads(run)
         log.info(
             "run_submitted",
@@ -246,6 +266,51 @@ class Scheduler:
         await self._apply(run, Transition(dispatch=run.ready_nodes(), items=items))
         self._arm_upload_deadline(run)
         return run.run
+
+    async def check_room(self, tenant: str, tiers: set[str]) -> None:
+        """TooBusy when a new run of ``tenant`` on ``tiers`` would go beyond the tenant's
+        quota of runs, or a tier's backlog: before anything of the run is kept."""
+        settings = self.settings
+        running, queued = settings.running_limit(tenant), settings.queued_limit(tenant)
+        have = self._unfinished.get(tenant, 0)
+        if running is not None:
+            most = running if settings.quotas.over == "refuse" else running + (queued or 0)
+            if queued is None and settings.quotas.over == "queue":
+                most = None
+            if most is not None and have >= most:
+                raise TooBusy(
+                    "QUOTA_EXCEEDED",
+                    f"your tenant has {have} runs accepted and not ended, its most "
+                    f"({running} running at once"
+                    + (f", {queued} more queued" if settings.quotas.over == "queue" else "")
+                    + "): wait for some to end, then send this one again; nothing of it "
+                    "was kept",
+                    QUOTA_RETRY_AFTER,
+                )
+        bound = settings.quotas.queued_per_tier
+        if tiers:
+            await self._look_at_queue()
+        for tier in sorted(tiers):
+            backlog = self._order.pending(tier) + self._waiting.get(tier, 0)
+            if backlog >= bound:
+                raise TooBusy(
+                    "QUEUE_FULL",
+                    f"tier {tier} has {backlog} attempts waiting for a worker, the service's "
+                    f"most (quotas.queued_per_tier {bound}): send the run again in a moment; "
+                    "nothing of it was kept",
+                    QUOTA_RETRY_AFTER,
+                )
+
+    def queued_attempts(self) -> dict[str, int]:
+        """Attempts per tier waiting in the dispatch order (not yet in the task queue)."""
+        return self._order.counts()
+
+    def tenant_runs(self) -> dict[str, dict[str, int]]:
+        """Per tenant: runs accepted and not ended, and of those started."""
+        return {
+            tenant: {"unfinished": count, "started": self._order.started(tenant)}
+            for tenant, count in sorted(self._unfinished.items())
+        }
 
     def live(self, run_id: str) -> LiveRun | None:
         """A run the scheduler holds, to read: running, or ended a moment ago."""
@@ -447,10 +512,9 @@ class Scheduler:
                 await asyncio.sleep(0)  # 10,000 nodes made ready at once: in slices
         if transition.items and not run.status.finished:
             # Marked queued by the run already (its Concurrency counted them): sent as nodes are.
-            waiting = self._to_dispatch.setdefault(run.id, deque())
             since = time.perf_counter()
             for node_id, item, attempt in transition.items:
-                waiting.append((node_id, attempt, since, item))
+                self._queue_up(run, (node_id, attempt, since, item))
                 if (run.id, node_id) not in self._warned:
                     self._warned.add((run.id, node_id))
                     self._warn_if_no_worker(run, node_id)
@@ -466,28 +530,78 @@ class Scheduler:
             return
         attempt = run.redispatched(node_id) if again else run.dispatched(node_id)
         self._warn_if_no_worker(run, node_id)
-        waiting = self._to_dispatch.setdefault(run.id, deque())
-        waiting.append((node_id, attempt, time.perf_counter(), None))
+        self._queue_up(run, (node_id, attempt, time.perf_counter(), None))
+
+    def _queue_up(self, run: RunState, pending: Pending) -> None:
+        """An attempt marked queued, for the dispatch loop to send in its turn."""
+        node_id, _, _, item = pending
+        tier = self._tier_of(run, node_id, item)
+        self._order.add(run.id, run.plan.tenant, run.plan.submission.priority, tier, pending)
         self._dispatch_wanted.set()
+
+    def _tier_of(self, run: RunState, node_id: str, item: str | None) -> str:
+        """The tier an attempt runs on: its node's, raised after an OOM (not an item's)."""
+        return (item is None and run.state(node_id).tier) or run.defs[node_id].tier
+
+    def _room_for(self, tier: str) -> bool:
+        """Whether the task queue takes another task of ``tier`` now: fewer waiting than
+        the slots of its workers (at least AHEAD_LEAST), so that a free slot always finds
+        one, and what waits beyond that waits here, in the dispatch order."""
+        room = self._slots.get(tier)
+        if room is None:  # asked of the workers' heartbeats once per look at the queue
+            room = self._slots[tier] = max(AHEAD_LEAST, self.queue.slots_for(tier))
+        return self._waiting.get(tier, 0) < room
 
     async def _dispatch_loop(self) -> None:
         while True:
             await self._dispatch_wanted.wait()
-            if not self._to_dispatch:
+            if not self._order:
                 self._dispatch_wanted.clear()
                 continue
-            run_id, waiting = self._to_dispatch.popitem(last=False)
-            batch = [waiting.popleft() for _ in range(min(DISPATCH_BATCH, len(waiting)))]
-            if waiting:
-                self._to_dispatch[run_id] = waiting  # to the back of the line
+            await self._look_at_queue()
+            turn = self._order.take(self._room_for, DISPATCH_BATCH)
+            if turn is None:
+                # Every tier with work is full: a start or a result wakes the loop, and
+                # a look at the queue in a moment (another service's workers take too).
+                self._dispatch_wanted.clear()
+                if self._recheck is None:
+                    self._recheck = asyncio.get_running_loop().call_later(
+                        WAITING_FRESH, self._look_again
+                    )
+                continue
+            run_id, tier, batch = turn
             run = self.runs.get(run_id)
             if run is None:
                 continue
             try:
-                await self._send(run, batch)
+                sent = await self._send(run, batch)
             except Exception as exc:  # the loop that queues every run's work must go on
                 log.exception("dispatch_crashed", run_id=run_id)
                 await self._fail_run(run_id, f"the service failed to dispatch nodes ({exc})")
+            else:
+                self._waiting[tier] = self._waiting.get(tier, 0) + sent
+
+    async def _look_at_queue(self) -> None:
+        """Ask the queue what waits in it, unless it said so a moment ago."""
+        if time.monotonic() - self._looked_at < WAITING_FRESH:
+            return
+        self._looked_at = time.monotonic()
+        self._slots = {}
+        try:
+            self._waiting = await self.queue.waiting()
+        except Exception as exc:  # the queue is down: its own put will say so
+            log.debug("queue_waiting_unknown", error=_reason(exc))
+
+    def _look_again(self) -> None:
+        self._recheck = None
+        self._looked_at = -WAITING_FRESH
+        self._dispatch_wanted.set()
+
+    def _taken(self) -> None:
+        """A worker took a task, or one ended: maybe room for the next."""
+        if self._order:
+            self._looked_at = -WAITING_FRESH
+            self._dispatch_wanted.set()
 
     def _still_queued(self, run: RunState, batch: list[Pending]) -> list[Pending]:
         """The attempts of ``batch`` still to be queued (not cancelled, not superseded)."""
@@ -495,8 +609,9 @@ class Scheduler:
             return []
         return [pending for pending in batch if _still_ready(run, pending)]
 
-    async def _send(self, run: RunState, batch: list[Pending]) -> None:
-        """Make the batch's tasks (URLs presigned on a store thread) and queue them.
+    async def _send(self, run: RunState, batch: list[Pending]) -> int:
+        """Make the batch's tasks (URLs presigned on a store thread) and queue them;
+        returns how many tasks were queued.
 
         Whatever fails on the way (a store that cannot presign, the queue) fails
         these attempts, which are retried like any other: a node never stays
@@ -504,14 +619,14 @@ class Scheduler:
         """
         batch = self._still_queued(run, batch)
         if not batch:
-            return
+            return 0
         attempts = [(node_id, attempt, item) for node_id, attempt, _, item in batch]
         try:
             # Before any URL is presigned: attempts served by the cache, or waiting for
             # another run's same work, are not queued.
             attempts, reuse = await self._consult_cache(run, attempts)
             if not attempts:
-                return
+                return 0
             names = {edge["store"] for edge in run.plan.edges.values()}
             stores = {name: self._store(run, name) for name in names}
             tasks = await self.calls.call_for(run.flow, self._tasks_for, run, stores, attempts)
@@ -525,10 +640,11 @@ class Scheduler:
             for node_id, _attempt, _since, item in batch:
                 self._queued_at[(run.id, node_id, item)] = queued
             chosen = [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
-            await self.queue.put_tasks(self._batched(run, chosen))
+            chosen = self._batched(run, chosen)
+            await self.queue.put_tasks(chosen)
         except Exception as exc:
             if self.calls.stopping:
-                return  # still READY: dispatched again when the service is back
+                return 0  # still READY: dispatched again when the service is back
             log.warning("dispatch_failed", run_id=run.id, attempts=len(batch), error=_reason(exc))
             for node_id, attempt, _, item in batch:
                 failed = AttemptResult(
@@ -540,7 +656,7 @@ class Scheduler:
                     error=f"could not dispatch the attempt: {_reason(exc)}",
                 )
                 await self._handle_result(run, failed)
-            return
+            return 0
         for node_id, _attempt, since, item in batch:
             presign = {"presign": round(queued - since, 4)}
             if item is None:
@@ -548,6 +664,7 @@ class Scheduler:
             else:
                 run.record_item_timings(node_id, item, presign)
         self._save(run)
+        return len(chosen)
 
     # ------------------------------------------------------------ the result cache
 
@@ -674,10 +791,7 @@ class Scheduler:
             state = run.state(node_id)
             if state.status != NodeStatus.READY or state.attempt != attempt:
                 continue
-            self._to_dispatch.setdefault(run_id, deque()).append(
-                (node_id, attempt, time.perf_counter(), None)
-            )
-            self._dispatch_wanted.set()
+            self._queue_up(run, (node_id, attempt, time.perf_counter(), None))
 
     def _work_ended(self, run: RunState, node_id: str) -> None:
         if run.state(node_id).status.ended:
@@ -983,7 +1097,12 @@ class Scheduler:
             return  # a failure while dispatching finished it already
         run.mark_finished(utcnow())
         dropped = self.queue.drop_run(run.id, cancel=run.status != RunStatus.COMPLETE)
-        self._to_dispatch.pop(run.id, None)
+        self._order.drop(run.id)
+        self._order.ended(run.id, run.plan.tenant)
+        self._unfinished[run.plan.tenant] -= 1
+        if self._unfinished[run.plan.tenant] <= 0:
+            del self._unfinished[run.plan.tenant]
+        self._taken()  # its tasks left the queue, and its tenant may start another run
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
         deadline = self._deadlines.pop(run.id, None)
@@ -1101,6 +1220,8 @@ class Scheduler:
             log.exception("run_fail_failed", run_id=run_id)
 
     async def _handle(self, message: WorkerMessage) -> None:
+        if isinstance(message, AttemptStarted | AttemptResult):
+            self._taken()
         run = self.runs.get(message.run_id)
         if run is None:
             return
@@ -1412,6 +1533,7 @@ class Scheduler:
         except StoreError as exc:
             log.error("run_stores_unavailable", run_id=run.id, error=str(exc))
         self.runs[run.id] = run
+        self._unfinished[run.plan.tenant] += 1
         self._await_uploads(run)
         for node_id in run.active_nodes():
             if node_id in run.maps:

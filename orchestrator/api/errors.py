@@ -31,7 +31,6 @@ from orchestrator.errors import (
     PipewellError,
     RunExpired,
     RunNotFound,
-    StorageLow,
 )
 from orchestrator.validation.results import ValidationEntry
 from storage import (
@@ -50,8 +49,6 @@ UNKNOWN_RUN_TEXT = "Flow run does not exist."
 
 #: The native API's unknown run: plain text, as the Pupload seed fixes it.
 RUN_NOT_FOUND = "RUN_NOT_FOUND"
-#: Seconds a client refused for low disk space is told to wait (Retry-After).
-RETRY_LOW_STORAGE = 60
 #: aiohttp's own answer to a request its HTTP parser cannot read (a request line or a
 #: header over 8190 bytes, malformed HTTP): plain text, before any code of ours runs, so
 #: it cannot be our JSON. Any operation may meet it.
@@ -285,6 +282,19 @@ ERRORS: tuple[ErrorCode, ...] = (
         "once space is back (`Retry-After` says when to try)",
     ),
     ErrorCode(
+        "QUOTA_EXCEEDED",
+        429,
+        "a new run while the caller's tenant has its most runs accepted and not ended "
+        "(`quotas.running` and `quotas.queued`, or its own in `tenants`); nothing was kept: "
+        "send it again after `Retry-After` seconds",
+    ),
+    ErrorCode(
+        "QUEUE_FULL",
+        429,
+        "a new run while a tier it uses has `quotas.queued_per_tier` attempts waiting for a "
+        "worker (every tenant's); nothing was kept: send it again after `Retry-After` seconds",
+    ),
+    ErrorCode(
         "STORAGE_UNWRITABLE",
         503,
         "the data directory refuses writes (made immutable, a read-only filesystem, permissions; "
@@ -420,7 +430,8 @@ def response_for(request: web.Request, exc: Exception) -> web.Response:
         if CODES[exc.code] >= 500:
             log.warning("request_refused", path=request.path, code=exc.code, error=str(exc))
         message, extra = public(exc)
-        headers = {"Retry-After": str(RETRY_LOW_STORAGE)} if isinstance(exc, StorageLow) else None
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
         response = error_response(exc.code, message, headers=headers, **extra)
         if isinstance(exc, BodyTimeout):
             response.force_close()  # the rest of the body would be read as a request

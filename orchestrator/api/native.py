@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from orchestrator.api.auth import tenant_of
+from orchestrator.api.auth import PRINCIPAL, tenant_of
 from orchestrator.api.bodies import (
     YAML_TYPES,
     answer,
@@ -118,9 +118,28 @@ class WorkerView(BaseModel):
     last_heartbeat: str
 
 
+class TenantRuns(BaseModel):
+    """A tenant's runs against its quotas (quotas, tenants in the configuration)."""
+
+    tenant: str
+    runs: int = Field(description="runs accepted and not ended")
+    running: int = Field(description="of those, started: a node of theirs sent to a worker")
+    running_limit: int | None = Field(description="most runs started at once (null: any)")
+    queued_limit: int | None = Field(
+        description="most runs accepted beyond those running (null: any)"
+    )
+
+
 class Workers(BaseModel):
     workers: list[WorkerView]
-    queued: dict[str, int] = Field(description="tier → tasks no worker has taken yet")
+    queued: dict[str, int] = Field(
+        description="tier → attempts no worker has taken yet (in the task queue, or waiting "
+        "their turn in the service's dispatch order)"
+    )
+    tenants: list[TenantRuns] = Field(
+        description="every tenant's runs for an admin key (with auth off, for any caller); "
+        "the caller's own tenant's otherwise"
+    )
 
 
 class Health(BaseModel):
@@ -492,7 +511,9 @@ async def workers(request: web.Request) -> web.Response:
 
 
 async def _describe_workers(request: web.Request) -> dict[str, Any]:
-    return await request.app[SERVICE].workers()
+    principal = request.get(PRINCIPAL)
+    every = principal is None or principal.admin
+    return await request.app[SERVICE].workers(None if every else tenant_of(request))
 
 
 @routes.get("/api/v1/flow/artifact/{run_id}/{edge}")

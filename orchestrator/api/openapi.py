@@ -63,7 +63,9 @@ STORAGE_ERRORS = codes("STORAGE_FULL", "STORAGE_UNWRITABLE")
 #: A saved flow named in the path, at the ``?version=`` given.
 FIND_FLOW_ERRORS = codes("FLOW_NOT_FOUND", "VERSION_INVALID")
 #: A run started: its flow's stores opened, the run written.
-RUN_START_ERRORS = codes("STORE_UNAVAILABLE", "STORAGE_LOW", *STORAGE_ERRORS)
+RUN_START_ERRORS = codes(
+    "STORE_UNAVAILABLE", "STORAGE_LOW", "QUOTA_EXCEEDED", "QUEUE_FULL", *STORAGE_ERRORS
+)
 #: A body read into a model: every operation that takes one.
 BODY_ERRORS = codes("BODY_MALFORMED", "CONTENT_TYPE_UNSUPPORTED", "BODY_TOO_LARGE", "BODY_TIMEOUT")
 

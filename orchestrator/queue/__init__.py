@@ -70,6 +70,10 @@ class TaskQueue(Protocol):
     async def queued_keys(self) -> set[str]:
         """``Task.key`` of every task the queue holds (waiting, or taken and not done)."""
 
+    async def waiting(self) -> dict[str, int]:
+        """Tasks not taken by a worker yet, per tier (tiers with none left out)."""
+        ...
+
     async def describe(self) -> dict[str, Any]:
         """Live workers and queued tasks per tier, for the API."""
 

@@ -122,6 +122,10 @@ class MemoryQueue:
             for key in task.attempt_keys()
         }
 
+    async def waiting(self) -> dict[str, int]:
+        """Tasks not taken yet, per tier."""
+        return {tier: len(queued) for tier, queued in self._tasks.items() if queued}
+
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
         now = time.time()

@@ -445,6 +445,26 @@ class RedisQueue:
                     held.update(task.attempt_keys())  # a batch holds each of its items
         return set(self._queued) | held
 
+    async def waiting(self) -> dict[str, int]:
+        """Tasks no worker has taken yet, per tier: a stream's entries less those
+        delivered and not yet acknowledged (acknowledged ones are deleted), in one trip."""
+
+        def count() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for tier in TIERS:
+                pipe.xlen(tasks_stream(tier))
+                pipe.xinfo_groups(tasks_stream(tier))
+            return pipe.execute()
+
+        answers = await self._call("waiting", count)
+        waiting = {}
+        for number, tier in enumerate(TIERS):
+            length, groups = answers[2 * number], answers[2 * number + 1]
+            taken = sum(g["pending"] for g in groups if g.get("name") == WORKER_GROUP.encode())
+            if length - taken > 0:
+                waiting[tier] = length - taken
+        return waiting
+
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
         queued: dict[str, int] = {}

@@ -59,6 +59,7 @@ class Service:
         catalog: dict[str, NodeDef],
         run_ids: RunIds,
     ) -> None:
+        self.settings = settings
         self.catalog = catalog
         self.queue = queue
         self.scheduler = scheduler
@@ -99,13 +100,31 @@ class Service:
         self.submissions.close()
         self.runs.close()
 
-    async def workers(self) -> dict[str, Any]:
-        """The queue's view of the workers, spares named only by the catalog's images.
+    async def workers(self, tenant: str | None = None) -> dict[str, Any]:
+        """The queue's view of the workers, spares named only by the catalog's images;
+        what waits per tier (in the task queue and in the scheduler's order); and each
+        tenant's runs against its quotas: every tenant's (``tenant`` None, the operator),
+        or ``tenant``'s own.
 
         An image a flow names is a tenant's choice: other tenants read it here, so
         every image outside the built-in catalog is counted as "other".
         """
         described = await self.queue.describe()
+        queued = described.setdefault("queued", {})
+        for tier, held in self.scheduler.queued_attempts().items():
+            queued[tier] = queued.get(tier, 0) + held
+        usage = self.scheduler.tenant_runs()
+        shown = sorted(usage) if tenant is None else [tenant]
+        described["tenants"] = [
+            {
+                "tenant": name,
+                "runs": usage.get(name, {}).get("unfinished", 0),
+                "running": usage.get(name, {}).get("started", 0),
+                "running_limit": self.settings.running_limit(name),
+                "queued_limit": self.settings.queued_limit(name),
+            }
+            for name in shown
+        ]
         shown = {node_def.image for node_def in self.catalog.values()}
         for worker in described.get("workers", []):
             ready: dict[tuple[str, str], int] = {}

@@ -106,11 +106,13 @@ class Submissions:
     ) -> tuple[RunState, dict[str, str | None]]:
         """A new run of ``submission``, planned (FlowInvalid if it is not valid), its
         stores open and its static objects there (their digests returned, by edge).
-        StorageLow while the data directory is short of space."""
+        StorageLow while the data directory is short of space, TooBusy over a quota."""
         self.space.check()
+        await self.scheduler.check_room(tenant, set())  # the tenant's quota, before any work
         loop = asyncio.get_running_loop()
         plan = partial(self._plan, submission, tenant, defs)
         run = await loop.run_in_executor(self._planning, plan)
+        await self.scheduler.check_room(tenant, {node_def.tier for node_def in run.defs.values()})
         await self.calls.prepare(submission.flow)
         return run, await self._check_static_objects(run)
 

@@ -1,0 +1,150 @@
+"""The order in which attempts leave the scheduler for the queue: by tier, then by
+priority, then tenant by tenant, then run by run.
+
+The scheduler keeps the attempts it has marked queued here and lets only a few per
+tier into the task queue at a time (about as many as the workers of that tier can
+take), so the queue (in memory or in Redis) never holds a backlog in the order it
+came. Whose attempts go next is decided here, when a worker has room:
+
+- a higher ``Priority`` first (within a tier; a tier's work never waits for another's);
+- at equal priority, tenants take turns, a batch each: a tenant with 10,000 queued
+  items and one with a single node alternate, so the single node goes next;
+- within a tenant, its runs take turns, a batch each: a big run never holds back
+  the tenant's other runs;
+- a tenant has at most its quota of runs started (``quotas.running``): a run is
+  started when its first attempt leaves here, and until one of them ends the
+  tenant's other runs wait their turn here (queued), their nodes READY.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+P = TypeVar("P")
+
+#: Runs of one tenant at one priority, each with its attempts in the order they came.
+Runs = OrderedDict[str, deque[P]]
+
+
+class DispatchOrder(Generic[P]):
+    def __init__(self, running_limit: Callable[[str], int | None] = lambda tenant: None) -> None:
+        # Most runs a tenant may have started and not ended (None: any number).
+        self._running_limit = running_limit
+        # tenant → its runs started and not ended, in the order they started
+        self._started: dict[str, dict[str, None]] = {}
+        # tier → priority → tenant → run → attempts
+        self._tiers: dict[str, dict[int, OrderedDict[str, Runs[P]]]] = {}
+        # run → (tenant, priority, tiers it has attempts in), to drop a run at once
+        self._runs: dict[str, tuple[str, int, set[str]]] = {}
+        self._counts: dict[str, int] = {}
+        # Tiers in turn, so that one tier's backlog never holds up another's.
+        self._rotation: deque[str] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._runs)
+
+    def add(self, run_id: str, tenant: str, priority: int, tier: str, pending: P) -> None:
+        levels = self._tiers.setdefault(tier, {})
+        if tier not in self._rotation:
+            self._rotation.append(tier)
+        runs = levels.setdefault(priority, OrderedDict()).setdefault(tenant, OrderedDict())
+        runs.setdefault(run_id, deque()).append(pending)
+        self._runs.setdefault(run_id, (tenant, priority, set()))[2].add(tier)
+        self._counts[tier] = self._counts.get(tier, 0) + 1
+
+    def take(self, has_room: Callable[[str], bool], most: int) -> tuple[str, str, list[P]] | None:
+        """Up to ``most`` attempts of the run whose turn it is, in the first tier (in
+        turn) that has work and room: (run, tier, attempts); None when none has both."""
+        for _ in range(len(self._rotation)):
+            tier = self._rotation[0]
+            self._rotation.rotate(-1)
+            if not has_room(tier):
+                continue
+            found = self._next_run(self._tiers[tier])
+            if found is None:
+                continue  # every tenant with work there is at its quota of runs
+            priority, tenant, runs, run_id = found
+            waiting = runs[run_id]
+            runs.move_to_end(run_id)  # the tenant's next run's turn
+            self._started.setdefault(tenant, {})[run_id] = None
+            batch = [waiting.popleft() for _ in range(min(most, len(waiting)))]
+            self._counts[tier] -= len(batch)
+            if not waiting:
+                self._forget(tier, priority, tenant, run_id)
+            return run_id, tier, batch
+        return None
+
+    def _next_run(
+        self, levels: dict[int, OrderedDict[str, Runs[P]]]
+    ) -> tuple[int, str, Runs[P], str] | None:
+        """The run whose turn it is: highest priority first, tenants in turn, runs in
+        turn; a tenant at its quota only with a run it has started already."""
+        for priority in sorted(levels, reverse=True):
+            tenants = levels[priority]
+            for _ in range(len(tenants)):
+                tenant, runs = next(iter(tenants.items()))
+                tenants.move_to_end(tenant)  # the next tenant's turn
+                started = self._started.get(tenant, {})
+                limit = self._running_limit(tenant)
+                if limit is None or len(started) < limit:
+                    return priority, tenant, runs, next(iter(runs))
+                # At its quota: one of its started runs with work here, if any (looked
+                # for among those, not among its queued runs, however many).
+                run_id = next((r for r in started if r in runs), None)
+                if run_id is not None:
+                    return priority, tenant, runs, run_id
+        return None
+
+    def ended(self, run_id: str, tenant: str) -> None:
+        """A run ended: its tenant may start another."""
+        started = self._started.get(tenant)
+        if started is not None:
+            started.pop(run_id, None)
+            if not started:
+                del self._started[tenant]
+
+    def started(self, tenant: str) -> int:
+        """Runs of the tenant started (an attempt of theirs sent) and not ended."""
+        return len(self._started.get(tenant, ()))
+
+    def drop(self, run_id: str) -> int:
+        """Forget a run's attempts (it ended); returns how many there were."""
+        found = self._runs.get(run_id)
+        if found is None:
+            return 0
+        tenant, priority, tiers = found
+        dropped = 0
+        for tier in list(tiers):
+            waiting = self._tiers[tier][priority][tenant][run_id]
+            dropped += len(waiting)
+            self._counts[tier] -= len(waiting)
+            self._forget(tier, priority, tenant, run_id)
+        return dropped
+
+    def pending(self, tier: str) -> int:
+        """Attempts of ``tier`` waiting here (not yet in the task queue)."""
+        return self._counts.get(tier, 0)
+
+    def counts(self) -> dict[str, int]:
+        return {tier: count for tier, count in self._counts.items() if count}
+
+    def _forget(self, tier: str, priority: int, tenant: str, run_id: str) -> None:
+        levels = self._tiers[tier]
+        runs = levels[priority][tenant]
+        del runs[run_id]
+        if not runs:
+            del levels[priority][tenant]
+            if not levels[priority]:
+                del levels[priority]
+                if not levels:
+                    del self._tiers[tier]
+                    self._rotation.remove(tier)
+        tiers = self._runs[run_id][2]
+        tiers.discard(tier)
+        if not tiers:
+            del self._runs[run_id]
+
+
+__all__ = ["DispatchOrder"]
