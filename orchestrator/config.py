@@ -283,14 +283,31 @@ class QuotaSettings(_Section):
     # the scheduler's order); beyond it new runs are refused, 429 QUEUE_FULL, so a
     # burst cannot exhaust memory or Redis.
     queued_per_tier: int = Field(default=100_000, ge=1)
+    # Bytes one tenant may store in the service's stores, as last measured; over it a
+    # new run is refused, 429 QUOTA_EXCEEDED. null: no limit.
+    stored_bytes: int | None = None
+    # Seconds between two measures of what each tenant stores (a listing of every
+    # object of the service's stores).
+    measure_every: Duration = 300.0
+
+    @field_validator("stored_bytes", mode="before")
+    @classmethod
+    def _stored(cls, value: str | int | None) -> int | None:
+        return None if value is None else _positive_size(value)
 
 
 class TenantSettings(_Section):
     # This tenant's runs are kept this long after they end (default retention.runs).
     retention: Duration | None = None
-    # This tenant's quotas.running and quotas.queued.
+    # This tenant's quotas.running, quotas.queued and quotas.stored_bytes.
     running: int | None = Field(default=None, ge=1)
     queued: int | None = Field(default=None, ge=0)
+    stored_bytes: int | None = None
+
+    @field_validator("stored_bytes", mode="before")
+    @classmethod
+    def _stored(cls, value: str | int | None) -> int | None:
+        return None if value is None else _positive_size(value)
 
 
 class QueueSettings(_Section):
@@ -348,6 +365,13 @@ class Settings(_Section):
             return own.running
         return self.quotas.running
 
+    def stored_limit(self, tenant: str) -> int | None:
+        """Most bytes ``tenant`` may store in the service's stores."""
+        own = self.tenants.get(tenant)
+        if own is not None and own.stored_bytes is not None:
+            return own.stored_bytes
+        return self.quotas.stored_bytes
+
     def queued_limit(self, tenant: str) -> int | None:
         """Most runs ``tenant`` may have accepted and not started, beyond those running."""
         own = self.tenants.get(tenant)
@@ -401,6 +425,16 @@ class Settings(_Section):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+
+def _positive_size(value: str | int) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a size; write bytes, or 512m, 50g") from None
+    if size <= 0:
+        raise ValueError("must be positive")
+    return size
 
 
 def parse_size(value: str | int) -> int:

@@ -42,6 +42,25 @@ class Metrics:
         self.runs_active = Gauge(
             "pipewell_runs_active", "Runs not yet finished.", registry=self.registry
         )
+        self.runs_waiting_turn = Gauge(
+            "pipewell_runs_waiting_turn",
+            "Runs accepted and not started (their tenant at its quotas.running, or waiting "
+            "for uploads), every tenant's.",
+            registry=self.registry,
+        )
+        self.stored_bytes = Gauge(
+            "pipewell_stored_bytes",
+            "Bytes in the service's stores under tenants/, every tenant's, at the last "
+            "measure (quotas.measure_every).",
+            registry=self.registry,
+        )
+        self.retention_deleted = Counter(
+            "pipewell_retention_deleted",
+            "What retention deleted: 'runs' (their rows and objects), 'objects' (deletions "
+            "asked of the stores).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.attempts = Counter(
             "pipewell_node_attempts",
             "Node attempts that ended, by outcome: succeeded, failed, lost (the worker's "

@@ -145,6 +145,12 @@ class Store(ABC):
         """The objects under ``prefix/`` (keys in full, content types unknown), in key
         order, at most ``limit``: a caller that gets ``limit`` may have more to see."""
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """Bytes stored under ``prefix/`` per next segment of their keys (per tenant under
+        ``tenants``), each stored object counted once. Reads every object's listing:
+        for a periodic measure, not for a request."""
+        raise NotImplementedError
+
     def key_of_url(self, url: str) -> str | None:
         """The key of an object this store's GET URL ``url`` names, or None when the URL
         is not one of this store's; raises SignatureInvalid for one of ours that has

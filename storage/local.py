@@ -228,6 +228,26 @@ class LocalStore(Store):
         found.sort(key=lambda info: info.key)  # a walk visits a folder's files first
         return found[:limit]
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        try:
+            children = [entry for entry in os.scandir(self.path(prefix)) if entry.is_dir()]
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        found = {}
+        for child in children:
+            # A copy is a hard link (``copy``): its bytes are stored once.
+            seen: set[int] = set()
+            total = 0
+            for directory, _, files in os.walk(child.path):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        status = os.lstat(os.path.join(directory, name))
+                        if stat_mode.S_ISREG(status.st_mode) and status.st_ino not in seen:
+                            seen.add(status.st_ino)
+                            total += status.st_size
+            found[child.name] = total
+        return found
+
     def open_read(self, key: str) -> BinaryIO:
         try:
             return self.path(key).open("rb")

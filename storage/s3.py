@@ -293,6 +293,17 @@ class S3Store(Store):
                         return found
         return found
 
+    def sizes(self, prefix: str) -> dict[str, int]:
+        start = self._key(prefix) + "/"
+        found: dict[str, int] = {}
+        pages = self._client.get_paginator("list_objects_v2")
+        with self._translated("list", prefix):
+            for page in pages.paginate(Bucket=self.bucket, Prefix=start):
+                for entry in page.get("Contents", ()):
+                    segment = entry["Key"][len(start) :].split("/", 1)[0]
+                    found[segment] = found.get(segment, 0) + int(entry["Size"])
+        return found
+
     def delete(self, key: str) -> None:
         try:
             with self._translated("delete", key):

@@ -180,6 +180,14 @@ async def _service(app: web.Application) -> AsyncIterator[None]:
         RunIds(run_id_key),
     )
     app[SERVICE] = service
+    metrics = app[METRICS]
+    service.usage.on_measured.append(lambda found: metrics.stored_bytes.set(sum(found.values())))
+    service.retention.on_swept.append(
+        lambda report: (
+            metrics.retention_deleted.labels("runs").inc(report.runs),
+            metrics.retention_deleted.labels("objects").inc(report.objects),
+        )
+    )
     service.start()
     yield
     await service.close()

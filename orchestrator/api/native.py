@@ -128,6 +128,11 @@ class TenantRuns(BaseModel):
     queued_limit: int | None = Field(
         description="most runs accepted beyond those running (null: any)"
     )
+    stored_bytes: int | None = Field(
+        description="bytes of its objects in the service's stores at the last measure "
+        "(quotas.measure_every; null before the first)"
+    )
+    stored_limit: int | None = Field(description="most bytes it may store (null: any)")
 
 
 class Workers(BaseModel):
@@ -627,7 +632,11 @@ async def metrics(request: web.Request) -> web.Response:
     """Prometheus' text format: runs, attempts, durations, queue depth, bytes, HTTP latency."""
     recorded = request.app[METRICS]
     recorded.set_queued(await _describe_workers(request))
-    recorded.runs_active.set(request.app[SERVICE].runs.active_runs())
+    service = request.app[SERVICE]
+    recorded.runs_active.set(service.runs.active_runs())
+    recorded.runs_waiting_turn.set(
+        sum(t["unfinished"] - t["started"] for t in service.scheduler.tenant_runs().values())
+    )
     return web.Response(
         body=generate_latest(recorded.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -7,6 +7,7 @@
 - ``runs``: one run resolved live-or-stored once; its status, graph, artifacts, events;
 - ``retries``: a new run from an ended one, taking over what succeeded;
 - ``retention``: what outlived its lifetime deleted, runs and objects, in batches;
+- ``usage``: what each tenant stores, measured now and then, against its quota;
 - ``collections``: a mapped node's items and a collection's, paged; a collection filled
   item by item;
 - ``flows``: saved flows, what a caller needs to invoke one, config profiles;
@@ -38,6 +39,7 @@ from orchestrator.service.runs import Runs
 from orchestrator.service.saved_flows import SavedFlows
 from orchestrator.service.submissions import Submissions
 from orchestrator.service.tasks import Tasks
+from orchestrator.service.usage import StorageUsage
 from orchestrator.state import StateStore
 from orchestrator.stores import StoreCalls, StoreRegistry
 
@@ -63,7 +65,10 @@ class Service:
         self.catalog = catalog
         self.queue = queue
         self.scheduler = scheduler
-        self.submissions = Submissions(settings, scheduler, stores, calls, catalog, run_ids)
+        self.usage = StorageUsage(settings, stores, calls)
+        self.submissions = Submissions(
+            settings, scheduler, stores, calls, catalog, run_ids, self.usage
+        )
         self.runs = Runs(scheduler, state, stores, events, run_ids)
         self.retention = Retention(
             settings,
@@ -94,8 +99,10 @@ class Service:
 
     def start(self) -> None:
         self.retention.start()
+        self.usage.start()
 
     async def close(self) -> None:
+        await self.usage.close()
         await self.retention.close()
         self.submissions.close()
         self.runs.close()
@@ -122,6 +129,8 @@ class Service:
                 "running": usage.get(name, {}).get("started", 0),
                 "running_limit": self.settings.running_limit(name),
                 "queued_limit": self.settings.queued_limit(name),
+                "stored_bytes": self.usage.of(name),
+                "stored_limit": self.settings.stored_limit(name),
             }
             for name in shown
         ]

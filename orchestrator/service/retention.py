@@ -128,6 +128,7 @@ class Retention:
         self._deleted = deleted
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.on_swept: list[Callable[[SweepReport], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="pipewell-retention")
@@ -187,6 +188,8 @@ class Retention:
                     break  # the store is down: the next pass tries again
             if report.runs or report.kept_objects:
                 await self.db.run(self._vacuum)
+            for listener in self.on_swept:
+                listener(report)
             return report
 
     def _set_unset_expiries(self) -> None:

@@ -23,6 +23,7 @@ from orchestrator.models import DEFAULT_TENANT, FlowRun, FlowSubmission, NodeDef
 from orchestrator.run_ids import RunIds
 from orchestrator.runtime import RunState, plan_run
 from orchestrator.scheduler import Scheduler
+from orchestrator.service.usage import StorageUsage
 from orchestrator.stores import StoreCalls, StoreRegistry, store_policy
 from orchestrator.validation import ValidationEntry, ValidationResult, resolve_defs, validate
 from storage import Store
@@ -43,8 +44,10 @@ class Submissions:
         calls: StoreCalls,
         catalog: dict[str, NodeDef],
         run_ids: RunIds,
+        usage: StorageUsage | None = None,
     ) -> None:
         self.run_ids = run_ids
+        self.usage = usage
         self.settings = settings
         self.scheduler = scheduler
         self.stores = stores
@@ -109,6 +112,8 @@ class Submissions:
         StorageLow while the data directory is short of space, TooBusy over a quota."""
         self.space.check()
         await self.scheduler.check_room(tenant, set())  # the tenant's quota, before any work
+        if self.usage is not None:
+            self.usage.check(tenant)
         loop = asyncio.get_running_loop()
         plan = partial(self._plan, submission, tenant, defs)
         run = await loop.run_in_executor(self._planning, plan)

@@ -590,3 +590,15 @@ def test_objects_under_a_prefix_are_listed_in_key_order_up_to_a_limit(tmp_path):
     assert [(i.key, i.size) for i in listed] == [("c/items/a/z.txt", 15), ("c/items/b.txt", 13)]
     assert [i.key for i in store.list("c/items", 1)] == ["c/items/a/z.txt"]
     assert store.list("c/none", 10) == []
+
+
+def test_sizes_count_a_tenants_bytes_once_and_delete_many_leaves_no_folder(tmp_path):
+    store = LocalStore("s", tmp_path / "s", "http://h", SECRET)
+    store.write("tenants/a/r1/out", io.BytesIO(b"x" * 100))
+    store.copy("tenants/a/r1/out", "tenants/a/r2/out")  # a link: stored once
+    store.write("tenants/b/r3/out", io.BytesIO(b"y" * 7))
+    assert store.sizes("tenants") == {"a": 100, "b": 7}
+    assert store.sizes("nothing-here") == {}
+    store.delete_many(["tenants/a/r1/out", "tenants/a/r2/out", "tenants/a/never"])
+    assert store.sizes("tenants") == {"b": 7}
+    assert not (store.objects / "tenants" / "a").exists()

@@ -156,3 +156,57 @@ async def test_over_refuse_and_a_full_tier_answer_429(start_service, tmp_path, c
     assert full.headers["Retry-After"] == "10"
     await wait_for(client, fan_id, {"COMPLETE"}, headers=wide, timeout=120)
     assert (await start(client, wide)).status == 200
+
+
+async def test_a_tenant_storing_more_than_its_quota_gets_429_until_its_runs_expire(
+    start_service, tmp_path, capsys
+):
+    from orchestrator.api.resources import SERVICE
+
+    data_dir = tmp_path / "data"
+    client = await start_service(
+        data_dir,
+        auth="required",
+        retention={"min_lifetime": 1},
+        quotas={"measure_every": 3600},
+        tenants={"hoard": {"stored_bytes": 3000}},
+    )
+    hoard = key_for(capsys, data_dir, "hoard", "--tenant", "hoard")
+    other = key_for(capsys, data_dir, "other", "--tenant", "other")
+    copy = busybox_def("copy", "cp ${in} ${out}", Tier="c-nano")
+    flow = {
+        "Name": "keep",
+        "Lifetime": "1s",
+        "Nodes": [{"ID": "c", "Uses": "test/copy", "Inputs": [{"Name": "in", "Edge": "src"}],
+                   "Outputs": [{"Name": "out", "Edge": "out"}]}],
+    }  # fmt: skip
+    response = await client.post(
+        "/api/v1/flow/test", json={"Flow": flow, "NodeDefs": [copy]}, headers=hoard
+    )
+    run = await response.json()
+    async with client.session.put(run["WaitingURLs"][0]["PutURL"], data=b"x" * 2000) as put:
+        assert put.status == 200
+    await wait_for(client, run["ID"], {"COMPLETE"}, headers=hoard)
+
+    service = client.app[SERVICE]
+    measured = await service.usage.measure()
+    assert measured["hoard"] == 4000  # the input and its copy
+    refused = await start(client, hoard)
+    assert refused.status == 429, await refused.text()
+    body = await refused.json()
+    assert (
+        body["code"] == "QUOTA_EXCEEDED"
+        and "stores 3.9 KiB, its most is 2.9 KiB" in (body["message"])
+    )
+    assert refused.headers["Retry-After"] == "60"
+    assert (await start(client, other)).status == 200
+    own = await (await client.get("/api/v1/workers", headers=hoard)).json()
+    assert own["tenants"] == [
+        {"tenant": "hoard", "runs": 0, "running": 0, "running_limit": 100,
+         "queued_limit": 1000, "stored_bytes": 4000, "stored_limit": 3000}
+    ]  # fmt: skip
+
+    await asyncio.sleep(1.1)
+    await service.retention.sweep()
+    assert (await service.usage.measure()).get("hoard", 0) == 0
+    assert (await start(client, hoard)).status == 200

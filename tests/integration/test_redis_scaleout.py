@@ -516,3 +516,45 @@ async def test_a_redis_that_lost_its_data_or_holds_junk_does_not_stop_the_engine
         await upload(client, run, "src", b"still fine")
         done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=60)
         assert done["Status"] == "COMPLETE", (fault, done)
+
+
+async def test_on_redis_the_queue_holds_about_a_slot_each_and_priority_goes_first(
+    redis_server, start_service, start_worker
+):
+    """The service lets only as many tasks into Redis as the workers have slots: what
+    waits beyond waits in its dispatch order, so a run of higher Priority submitted
+    after fifteen others starts next, through a worker process."""
+    from tests.integration.test_quotas import SLEEP, SLEEPER
+
+    client = await redis_service(start_service, redis_server)
+    start_worker("w1", "--concurrency", "1")
+    await workers_once(client, lambda body: len(body["workers"]) == 1)
+
+    async def started(**extra: Any) -> str:
+        body = {"Flow": SLEEPER, "NodeDefs": [SLEEP], "NoCache": True, **extra}
+        response = await client.post("/api/v1/flow/test", json=body)
+        assert response.status == 200, await response.text()
+        return (await response.json())["ID"]
+
+    backlog = [await started() for _ in range(15)]
+    urgent = await started(Priority=50)
+    # What Redis holds stays bounded by the slots (1, at least 2), the rest waits here.
+    described = await (await client.get("/api/v1/workers")).json()
+    assert described["queued"]["c-nano"] >= 10, described
+    import redis
+
+    from orchestrator.queue.redis_streams import tasks_stream
+
+    with redis.Redis.from_url(redis_server.url) as direct:
+        in_redis = await asyncio.to_thread(direct.xlen, tasks_stream("c-nano"))
+    # Two waiting at most (AHEAD_LEAST), and the one the worker runs.
+    assert in_redis <= 3, in_redis
+    done = await wait_for(client, urgent, {"COMPLETE"}, timeout=60)
+    assert done["Status"] == "COMPLETE"
+    left = 0
+    for run_id in backlog:
+        status = await (await client.get(f"/api/v1/flow/status/{run_id}")).json()
+        left += status["Status"] != "COMPLETE"
+    assert left >= 10, left
+    for run_id in backlog:
+        await wait_for(client, run_id, {"COMPLETE"}, timeout=60)

@@ -267,3 +267,13 @@ def test_objects_under_a_prefix_are_listed_in_key_order_up_to_a_limit(moto_endpo
         assert store.list("c/none", 10) == []
     finally:
         store.close()
+
+
+def test_sizes_per_tenant_and_delete_many_in_one_call(store):
+    for n in range(3):
+        store.write(f"tenants/a/r{n}/out", io.BytesIO(b"x" * 10))
+    store.write("tenants/b/r/out", io.BytesIO(b"y" * 4))
+    assert store.sizes("tenants") == {"a": 30, "b": 4}
+    store.delete_many([f"tenants/a/r{n}/out" for n in range(3)] + ["tenants/a/never"])
+    assert store.sizes("tenants") == {"b": 4}
+    assert store.list("tenants/a", 10) == []
