@@ -726,7 +726,10 @@ class Scheduler:
             if key is None:
                 queued.append(attempt)
                 continue
-            if item is None:  # items: a batch sent again is rare, and its items cheap
+            reusable = self._may_reuse(run, attempt)
+            # Items: a batch sent again is rare, and its items cheap. An attempt that may
+            # reuse nothing (NoCache, Recompute) does not wait for another's same work.
+            if item is None and reusable:
                 owner = self._flights.claim(run.tenant, key, run.id, node_id)
                 if owner is not None:
                     self._flights.wait(run.tenant, key, (run.id, node_id, number))
@@ -737,7 +740,7 @@ class Scheduler:
                         "now; its outputs will be reused",
                     )
                     continue
-            if self._may_reuse(run, attempt):
+            if reusable:
                 keys[attempt] = key
             queued.append(attempt)
         if not keys:

@@ -238,7 +238,10 @@ async def test_immutable_data_dir_fails_writes_without_killing_the_service(tmp_p
     log = service_log.open("ab")
     database = data_dir / STATE_DB
     flow = {"Flow": chain_flow("copy"), "NodeDefs": COPY}
-    process = start_dev(data_dir, port, log)
+    # A 64 MiB filesystem: below any low-water mark worth having, so none.
+    config = tmp_path / "config.yaml"
+    config.write_text("retention: {low_water: 0}\n")
+    process = start_dev(data_dir, port, log, "--config", str(config))
     try:
         async with aiohttp.ClientSession() as session:
             await wait_healthy(session, base)
@@ -288,7 +291,7 @@ async def test_immutable_data_dir_fails_writes_without_killing_the_service(tmp_p
                 assert response.status == 200
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(10)
-            process = start_dev(data_dir, port, log)
+            process = start_dev(data_dir, port, log, "--config", str(config))
             await wait_healthy(session, base)
             async with session.get(f"{base}/api/v1/flow/artifact/{run['ID']}/out") as response:
                 assert await response.read() == b"kept"
@@ -350,7 +353,7 @@ def test_keys_cli_creates_an_owner_only_database(tmp_path, capsys):
 
 
 async def test_an_upload_to_a_full_store_is_507_and_leaves_nothing(tmpfs_dir, start_service):
-    client = await start_service(tmpfs_dir / "data")
+    client = await start_service(tmpfs_dir / "data", retention={"low_water": 0})
     flow = chain_flow("copy")
     run = await submit(client, flow, [busybox_def("copy", "cp ${in} ${out}")])
     url = run["WaitingURLs"][0]["PutURL"]
