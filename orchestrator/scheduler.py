@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -151,6 +151,8 @@ class Scheduler:
         self._order: DispatchOrder[Pending] = DispatchOrder(settings.running_limit)
         # Tenant → its runs accepted and not ended (quotas).
         self._unfinished: Counter[str] = Counter()
+        # Tenant → its new runs being made now (``admission``), counted with the above.
+        self._admitting: Counter[str] = Counter()
         # Tasks no worker has taken yet, per tier, as the queue said at ``_looked_at``
         # (monotonic) plus those put since.
         self._waiting: dict[str, int] = {}
@@ -267,12 +269,24 @@ class Scheduler:
         self._arm_upload_deadline(run)
         return run.run
 
-    async def check_room(self, tenant: str, tiers: set[str]) -> None:
-        """TooBusy when a new run of ``tenant`` on ``tiers`` would go beyond the tenant's
-        quota of runs, or a tier's backlog: before anything of the run is kept."""
+    @contextlib.asynccontextmanager
+    async def admission(self, tenant: str) -> AsyncIterator[None]:
+        """Hold a place for a new run of ``tenant`` while it is made (TooBusy at once
+        when its quota of runs has none left): runs sent at the same moment are counted
+        against the quota together, not each as if it were alone."""
+        self._check_quota(tenant)
+        self._admitting[tenant] += 1
+        try:
+            yield
+        finally:
+            self._admitting[tenant] -= 1
+            if self._admitting[tenant] <= 0:
+                del self._admitting[tenant]
+
+    def _check_quota(self, tenant: str) -> None:
         settings = self.settings
         running, queued = settings.running_limit(tenant), settings.queued_limit(tenant)
-        have = self._unfinished.get(tenant, 0)
+        have = self._unfinished.get(tenant, 0) + self._admitting.get(tenant, 0)
         if running is not None:
             most = running if settings.quotas.over == "refuse" else running + (queued or 0)
             if queued is None and settings.quotas.over == "queue":
@@ -287,7 +301,11 @@ class Scheduler:
                     "was kept",
                     QUOTA_RETRY_AFTER,
                 )
-        bound = settings.quotas.queued_per_tier
+
+    async def check_room(self, tiers: set[str]) -> None:
+        """TooBusy when a new run on ``tiers`` would go beyond a tier's backlog bound:
+        before anything of the run is kept."""
+        bound = self.settings.quotas.queued_per_tier
         if tiers:
             await self._look_at_queue()
         for tier in sorted(tiers):

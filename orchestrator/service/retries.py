@@ -75,6 +75,12 @@ class Retries:
                 ]
             )
         again = _with_descendants(old, recompute)
+        # A new run of the tenant's: held to its quota like any other.
+        async with self.scheduler.admission(old.tenant):
+            return await self._start(old, again)
+
+    async def _start(self, old: RunState, again: set[str]) -> FlowRun:
+        """The retry of ``old``, running ``again`` anew and taking over the rest."""
         submission = old.plan.submission.model_copy(update={"recompute": sorted(again)})
         run, static = await self.submissions.prepare(submission, old.tenant)
         run.run.retry_of = old.id

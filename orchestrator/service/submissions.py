@@ -89,6 +89,16 @@ class Submissions:
         out WaitingURLs; it must name each of them. ``defs`` (node ID → NodeDef) when
         the caller has resolved them already.
         """
+        async with self.scheduler.admission(tenant):
+            return await self._submit(submission, tenant, inputs, defs)
+
+    async def _submit(
+        self,
+        submission: FlowSubmission,
+        tenant: str,
+        inputs: dict[str, Input] | None,
+        defs: dict[str, NodeDef] | None,
+    ) -> FlowRun:
         run, static = await self.prepare(submission, tenant, defs)
         if inputs is not None:
             expected = set(run.upload_edges())
@@ -109,15 +119,15 @@ class Submissions:
     ) -> tuple[RunState, dict[str, str | None]]:
         """A new run of ``submission``, planned (FlowInvalid if it is not valid), its
         stores open and its static objects there (their digests returned, by edge).
-        StorageLow while the data directory is short of space, TooBusy over a quota."""
+        StorageLow while the data directory is short of space, TooBusy over a quota of
+        stored bytes or a tier's backlog (its quota of runs: ``Scheduler.admission``)."""
         self.space.check()
-        await self.scheduler.check_room(tenant, set())  # the tenant's quota, before any work
         if self.usage is not None:
             self.usage.check(tenant)
         loop = asyncio.get_running_loop()
         plan = partial(self._plan, submission, tenant, defs)
         run = await loop.run_in_executor(self._planning, plan)
-        await self.scheduler.check_room(tenant, {node_def.tier for node_def in run.defs.values()})
+        await self.scheduler.check_room({node_def.tier for node_def in run.defs.values()})
         await self.calls.prepare(submission.flow)
         return run, await self._check_static_objects(run)
 

@@ -120,6 +120,19 @@ async def test_a_tenants_quota_queues_runs_beyond_it_and_refuses_past_its_queue(
     assert (await start(client, capped)).status == 200  # room again
 
 
+async def test_runs_sent_at_once_are_counted_against_the_quota_together(
+    start_service, tmp_path, capsys
+):
+    data_dir = tmp_path / "data"
+    client = await start_service(
+        data_dir, auth="required", tenants={"burst": {"running": 1, "queued": 2}}
+    )
+    burst = key_for(capsys, data_dir, "burst", "--tenant", "burst")
+    answers = await asyncio.gather(*(start(client, burst) for _ in range(12)))
+    codes = sorted(answer.status for answer in answers)
+    assert codes == [200] * 3 + [429] * 9, codes
+
+
 async def test_over_refuse_and_a_full_tier_answer_429(start_service, tmp_path, capsys):
     data_dir = tmp_path / "data"
     client = await start_service(

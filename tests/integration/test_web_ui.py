@@ -683,6 +683,50 @@ async def test_the_runs_page_lists_runs_and_saved_flows(start_service, browser):
     assert watched.problems == []
 
 
+async def test_the_runs_page_shows_what_waits_and_each_tenants_runs_against_its_quotas(
+    start_service, browser, tmp_path, capsys
+):
+    from playwright.async_api import expect
+
+    from orchestrator.api.resources import SERVICE
+
+    data_dir = tmp_path / "data"
+    main(["keys", "create", "--name", "ops", "--admin", "--data-dir", str(data_dir)])
+    admin = capsys.readouterr().out.strip().splitlines()[-1]
+    team = create_key(capsys, data_dir, "team", tenant="team")
+    client = await start_service(
+        data_dir,
+        auth="required",
+        worker={"max_parallel": 1},
+        tenants={"team": {"running": 1, "queued": 5, "stored_bytes": "1g"}},
+    )
+    sleep = busybox_def("sleep", "sh -c 'sleep 2; echo > ${out}'", Tier="c-nano")
+    node = {"ID": "s", "Uses": "test/sleep", "Outputs": [{"Name": "out", "Edge": "out"}]}
+    flow = {"Name": "nap", "Nodes": [node]}
+    headers = {"Authorization": f"Bearer {team}"}
+    for _ in range(3):
+        body = {"Flow": flow, "NodeDefs": [sleep], "NoCache": True}
+        response = await client.post("/api/v1/flow/test", json=body, headers=headers)
+        assert response.status == 200, await response.text()
+    await client.app[SERVICE].usage.measure()
+
+    origin = f"http://127.0.0.1:{client.port}"
+    watched = await open_page(browser, f"{origin}/ui/")
+    page = watched.page
+    await enter_key(page, team)
+    row = page.locator('#tenants tr[data-tenant="team"]')
+    await expect(row.locator("td").nth(1)).to_have_text("1 of 1")
+    await expect(row.locator("td").nth(2)).to_have_text("2 of 5")
+    await expect(row.locator("td").nth(3)).to_have_text("0 bytes of 1.0 GiB")
+    await expect(page.locator('#queued tr[data-tier="c-nano"]')).to_be_visible()
+    assert await page.locator("#tenants tbody tr").count() == 1  # its own tenant only
+
+    admin_page = (await open_page(browser, f"{origin}/ui/")).page
+    await enter_key(admin_page, admin)
+    await expect(admin_page.locator('#tenants tr[data-tenant="team"]')).to_be_visible()
+    assert watched.problems == []
+
+
 async def test_the_flow_page_gives_working_curl_commands_and_runs_the_flow(
     start_service, browser, tmp_path, capsys
 ):

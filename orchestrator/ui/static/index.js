@@ -1,4 +1,6 @@
-// /ui/: the caller's recent runs and saved flows, each linking to its page.
+// /ui/: the caller's recent runs and saved flows, each linking to its page, and what
+// waits for a worker, with the caller's (an admin's: every tenant's) runs and storage
+// against their quotas.
 
 import { api, badge, duration, el, enc, formatTime, showError } from "./common.js";
 
@@ -37,13 +39,39 @@ async function showFlows() {
   document.getElementById("flows").hidden = rows.length === 0;
 }
 
+function bytes(size) {
+  if (size === null || size === undefined) return "not measured yet";
+  const units = [["GiB", 2 ** 30], ["MiB", 2 ** 20], ["KiB", 2 ** 10]];
+  const [unit, scale] = units.find(([, scale]) => size >= scale) || ["bytes", 1];
+  return scale === 1 ? `${size} bytes` : `${(size / scale).toFixed(1)} ${unit}`;
+}
+
+function ofLimit(value, limit, show = String) {
+  return limit === null ? show(value) : `${show(value)} of ${show(limit)}`;
+}
+
+async function showService() {
+  const { queued, tenants } = await api("/api/v1/workers");
+  const tiers = Object.entries(queued).sort(([a], [b]) => a.localeCompare(b));
+  document.querySelector("#queued tbody").replaceChildren(...tiers.map(([tier, count]) =>
+    el("tr", { "data-tier": tier }, el("td", {}, tier), el("td", {}, String(count)))));
+  document.getElementById("queued-empty").hidden = tiers.length > 0;
+  document.getElementById("queued").hidden = tiers.length === 0;
+  document.querySelector("#tenants tbody").replaceChildren(...tenants.map((t) =>
+    el("tr", { "data-tenant": t.tenant },
+      el("td", {}, t.tenant),
+      el("td", {}, ofLimit(t.running, t.running_limit)),
+      el("td", {}, ofLimit(t.runs - t.running, t.queued_limit)),
+      el("td", {}, ofLimit(t.stored_bytes, t.stored_limit, bytes)))));
+}
+
 let refreshing = false;
 
 async function refresh() {
   if (refreshing) return; // e.g. still waiting for a key to be entered
   refreshing = true;
   try {
-    await Promise.all([showRuns(), showFlows()]);
+    await Promise.all([showRuns(), showFlows(), showService()]);
     document.getElementById("errors").replaceChildren();
   } catch (error) {
     showError(error);
