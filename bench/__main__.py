@@ -28,7 +28,7 @@ from bench.service import BenchError, error_row, progress
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = (
     "chain10", "fanout", "bytes", "control", "startup", "invoke", "scaleout", "bigrun", "maps",
-    "cache",
+    "cache", "soak",
 )  # fmt: skip
 COLUMNS = ("benchmark", "Pipewell", "baseline", "ratio median (min-max)", "target", "ok?")
 

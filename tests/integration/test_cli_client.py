@@ -469,3 +469,26 @@ async def test_walkthrough_sh_ends_on_a_stopped_run(start_service, tmp_path):
     assert "status: STOPPED" in lines
     assert not any(line.startswith("wrote ") for line in lines)
     assert not list(tmp_path.glob("resized-*"))
+
+
+async def test_gc_shows_what_is_due_then_deletes_it(start_service, capsys):
+    client = await start_service(retention={"min_lifetime": 1})
+    server = str(client.make_url("")).rstrip("/")
+    copy = busybox_def("copy", "cp ${in} ${out}")
+    run = await submit(client, {**chain_flow("copy"), "Lifetime": "1s"}, [copy])
+    await upload(client, run, "src", b"x")
+    await wait_for(client, run["ID"], {"COMPLETE"})
+    await asyncio.sleep(1.1)
+    capsys.readouterr()
+    assert await pipewell("gc", "--dry-run", "--server", server) == 0
+    assert ours(capsys.readouterr().out) == ["due now: 1 runs, 0 kept objects", f"  {run['ID']}"]
+    assert (await client.get(f"/api/v1/flow/status/{run['ID']}")).status == 200
+    assert await pipewell("gc", "--server", server) == 0
+    said = ours(capsys.readouterr().out)
+    assert said == [
+        "deleted 1 runs, 0 edges kept shorter than their run, 0 kept objects (2 object "
+        "deletions)"
+    ]
+    assert (await client.get(f"/api/v1/flow/status/{run['ID']}")).status == 410
+    assert await pipewell("status", run["ID"], "--server", server) == 1
+    assert "has expired" in capsys.readouterr().err
