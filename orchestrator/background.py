@@ -1,4 +1,4 @@
-"""Tasks started to run on their own (retries, deadlines, heartbeats), kept track of.
+"""Tasks started to run on their own (retries, deadlines, heartbeats, sweeps), kept track of.
 
 An untracked task can vanish with its error unseen, or outlive what started it.
 Each owner keeps one ``Background``: its tasks' failures are logged, and
@@ -8,7 +8,7 @@ Each owner keeps one ``Background``: its tasks' failures are logged, and
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import structlog
@@ -45,6 +45,17 @@ class Background:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def every(seconds: float, step: Callable[[], Awaitable[Any]], what: str) -> None:
+    """``step()`` now, then every ``seconds``, for as long as the task runs: a failure is
+    logged (``<what>_failed``) and the next turn comes all the same."""
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception(f"{what}_failed")
+        await asyncio.sleep(seconds)
+
+
 def describe_pending() -> list[str]:
     """Each unfinished task of this loop but the caller's, with where it waits: its name,
     then each awaited coroutine's function and line (what a hung shutdown is stuck on)."""
@@ -64,4 +75,4 @@ def describe_pending() -> list[str]:
     return sorted(described)
 
 
-__all__ = ["Background", "describe_pending"]
+__all__ = ["Background", "describe_pending", "every"]

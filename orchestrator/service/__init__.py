@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from orchestrator.background import Background, every
 from orchestrator.config import Settings
 from orchestrator.database import Database
 from orchestrator.errors import NodeDefNotFound
@@ -62,6 +63,7 @@ class Service:
         run_ids: RunIds,
     ) -> None:
         self.settings = settings
+        self._background = Background()
         self.catalog = catalog
         self.queue = queue
         self.scheduler = scheduler
@@ -98,12 +100,20 @@ class Service:
         self.runs.forget(run_ids)
 
     def start(self) -> None:
-        self.retention.start()
-        self.usage.start()
+        """The sweeps the service runs on its own: retention's, and the measure of what
+        each tenant stores."""
+        settings = self.settings
+        self._background.spawn(
+            every(settings.retention.sweep_every, self.retention.sweep_and_say, "retention"),
+            name="pipewell-retention",
+        )
+        self._background.spawn(
+            every(settings.quotas.measure_every, self.usage.measure, "usage_measure"),
+            name="pipewell-usage",
+        )
 
     async def close(self) -> None:
-        await self.usage.close()
-        await self.retention.close()
+        await self._background.close()
         self.submissions.close()
         self.runs.close()
 

@@ -126,29 +126,15 @@ class Retention:
         self._running = running
         # Runs whose rows are gone, or whose artifacts changed: readers forget them.
         self._deleted = deleted
-        self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.on_swept: list[Callable[[SweepReport], None]] = []
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pipewell-retention")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                report = await self.sweep()
-            except Exception:  # the sweeper must outlive any failure; the next pass retries
-                log.exception("retention_sweep_failed")
-            else:
-                if report.runs or report.edges or report.kept_objects:
-                    log.info("retention_swept", **report.json() | {"RunIDs": len(report.run_ids)})
-            await asyncio.sleep(self.settings.retention.sweep_every)
+    async def sweep_and_say(self) -> None:
+        """A sweep, as the service runs one every ``retention.sweep_every``: logged when
+        it deleted anything."""
+        report = await self.sweep()
+        if report.runs or report.edges or report.kept_objects:
+            log.info("retention_swept", **report.json() | {"RunIDs": len(report.run_ids)})
 
     def kept_for(self, tenant: str) -> float:
         return self.settings.run_lifetime(tenant)

@@ -11,19 +11,13 @@ last one is held to it at the next.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable
-
-import structlog
 
 from orchestrator.config import Settings
 from orchestrator.errors import TooBusy
 from orchestrator.stores import StoreCalls, StoreRegistry
 from orchestrator.validation.object_keys import TENANTS_ROOT, tenant_prefix
-
-log = structlog.get_logger(__name__)
 
 #: Seconds a refused client is told to wait: about until the next measure could free it.
 RETRY_AFTER_STORED = 60
@@ -37,25 +31,7 @@ class StorageUsage:
         #: Tenant namespace (``tenants/<segment>``'s segment) → bytes, at ``measured_at``.
         self._bytes: dict[str, int] = {}
         self.measured_at: float | None = None
-        self._task: asyncio.Task[None] | None = None
         self.on_measured: list[Callable[[dict[str, int]], None]] = []
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="pipewell-usage")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.measure()
-            except Exception:  # measured again at the next turn
-                log.exception("usage_measure_failed")
-            await asyncio.sleep(self.settings.quotas.measure_every)
 
     async def measure(self) -> dict[str, int]:
         """Bytes per tenant namespace in every store of the operator's, now."""
