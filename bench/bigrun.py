@@ -13,7 +13,6 @@ a second, from the upload that starts the fan-out until it ends.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import time
 from typing import Any
@@ -21,16 +20,15 @@ from typing import Any
 import aiohttp
 
 from bench.service import (  # noqa: I001
-    ROOT,
     BenchError,
     RSSSampler,
     Service,
     copy_def,
     fan_flow,
+    instant_service,
     median,
     percentile,
     progress,
-    redis_server,
 )
 
 PROBE_INTERVAL = 0.05
@@ -132,28 +130,12 @@ def _json(status: int, body: bytes, what: str) -> dict[str, Any]:
 
 
 def measure(width: int, budget: float) -> dict[str, Any]:
-    worker = None
-    with redis_server() as url:
-        try:
-            on_redis = {"queue": {"url": url}, "worker": {"enabled": False}}
-            with Service(on_redis, label="bigrun") as service:
-                log = (service.tmp / "instant-worker.log").open("ab")
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "bench.instant_worker", "--queue", url],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-                cpu_before = service.cpu_seconds()
-                with RSSSampler(service) as rss:
-                    figures = asyncio.run(_fan_out(service, width, budget))
-                figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
-                figures["peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
-                worker.terminate()
-                worker.wait(30)
-        finally:
-            if worker is not None and worker.poll() is None:
-                worker.kill()
+    with instant_service({}, label="bigrun") as service:
+        cpu_before = service.cpu_seconds()
+        with RSSSampler(service) as rss:
+            figures = asyncio.run(_fan_out(service, width, budget))
+        figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
+        figures["peak_rss_mib"] = round(rss.peak_kib / 1024, 1)
     return figures
 
 

@@ -41,16 +41,15 @@ from typing import Any
 import aiohttp
 
 from bench.service import (
-    ROOT,
     BenchError,
     RSSSampler,
     Service,
     copy_def,
+    instant_service,
     median,
     percentile,
     progress,
     ratio_row,
-    redis_server,
 )
 
 #: Batch sizes measured (executor.items_per_container); 1 is every item its own task.
@@ -326,32 +325,13 @@ async def _big_map(service: Service, archive: bytes, count: int, budget: float) 
 
 def _big(per: int, archive: bytes, count: int) -> dict[str, Any]:
     """A ``count``-item map on Redis with the instant worker: the service's own cost."""
-    worker = None
-    with redis_server() as url:
-        try:
-            config = {
-                "queue": {"url": url},
-                "worker": {"enabled": False},
-                "executor": {"items_per_container": per},
-            }
-            with Service(config, label=f"maps-big-{per}") as service:
-                log = (service.tmp / "instant-worker.log").open("ab")
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "bench.instant_worker", "--queue", url],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=ROOT,
-                )
-                cpu_before = service.cpu_seconds()
-                with RSSSampler(service) as rss:
-                    figures = asyncio.run(_big_map(service, archive, count, budget=900))
-                figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
-                figures["peak_rss_mib"] = rss.peak_mib
-                worker.terminate()
-                worker.wait(30)
-        finally:
-            if worker is not None and worker.poll() is None:
-                worker.kill()
+    config = {"executor": {"items_per_container": per}}
+    with instant_service(config, label=f"maps-big-{per}") as service:
+        cpu_before = service.cpu_seconds()
+        with RSSSampler(service) as rss:
+            figures = asyncio.run(_big_map(service, archive, count, budget=900))
+        figures["service_cpu_s"] = round(service.cpu_seconds() - cpu_before, 2)
+        figures["peak_rss_mib"] = rss.peak_mib
     return figures
 
 

@@ -169,6 +169,33 @@ def redis_server() -> Iterator[str]:
         redis.wait(10)
 
 
+@contextlib.contextmanager
+def instant_service(config: dict[str, Any], label: str) -> Iterator[Service]:
+    """A service on a fresh Redis with ``bench.instant_worker`` as its one worker (no
+    containers: what is measured is the service's own cost)."""
+    with redis_server() as url:
+        on_redis = {**config, "queue": {**config.get("queue", {}), "url": url}}
+        on_redis["worker"] = {**config.get("worker", {}), "enabled": False}
+        with Service(on_redis, label=label) as service:
+            log = (service.tmp / "instant-worker.log").open("ab")
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bench.instant_worker", "--queue", url],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+            )
+            try:
+                yield service
+            finally:
+                worker.terminate()
+                try:
+                    worker.wait(30)
+                except subprocess.TimeoutExpired:
+                    worker.kill()
+                    worker.wait(10)
+                log.close()
+
+
 class Service:
     """``pipewell dev`` on a free port with a fresh data directory and its own worker name."""
 

@@ -28,13 +28,12 @@ import aiohttp
 from bench.service import (  # noqa: I001
     ROOT,
     BenchError,
-    RSSSampler,
     Service,
     chain_flow,
     copy_def,
+    instant_service,
     median,
     progress,
-    redis_server,
 )
 
 TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -194,30 +193,12 @@ async def _retention(service: Service, runs: int, clients: int, budget: float) -
 
 
 def measure_retention(runs: int, retention: float, budget: float) -> dict[str, Any]:
-    worker = None
     config = {
-        "queue": {},
-        "worker": {"enabled": False},
         "retention": {"runs": retention, "min_lifetime": 1, "sweep_every": 5},
         "quotas": {"running": None, "queued": None},
     }
-    with redis_server() as url:
-        config["queue"] = {"url": url}
-        try:
-            with Service(config, label="soak") as service:
-                log = (service.tmp / "instant-worker.log").open("ab")
-                worker = subprocess.Popen(
-                    [sys.executable, "-m", "bench.instant_worker", "--queue", url],
-                    stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                )  # fmt: skip
-                with RSSSampler(service):
-                    figures = asyncio.run(_retention(service, runs, 50, budget))
-                worker.terminate()
-                worker.wait(30)
-        finally:
-            if worker is not None and worker.poll() is None:
-                worker.kill()
-    return figures
+    with instant_service(config, label="soak") as service:
+        return asyncio.run(_retention(service, runs, 50, budget))
 
 
 # ---------------------------------------------------------------- fairness
