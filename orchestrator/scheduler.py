@@ -600,8 +600,9 @@ class Scheduler:
                 self._waiting[tier] = self._waiting.get(tier, 0) + sent
 
     async def _look_at_queue(self) -> None:
-        """Ask the queue what waits in it, unless it said so a moment ago."""
-        if time.monotonic() - self._looked_at < WAITING_FRESH:
+        """Ask the queue what waits in it: the in-process queue each time (a count of
+        its deques), Redis unless it said so a moment ago (a round trip)."""
+        if self.queue.durable and time.monotonic() - self._looked_at < WAITING_FRESH:
             return
         self._looked_at = time.monotonic()
         self._slots = {}
@@ -618,7 +619,6 @@ class Scheduler:
     def _taken(self) -> None:
         """A worker took a task, or one ended: maybe room for the next."""
         if self._order:
-            self._looked_at = -WAITING_FRESH
             self._dispatch_wanted.set()
 
     def _still_queued(self, run: RunState, batch: list[Pending]) -> list[Pending]:
