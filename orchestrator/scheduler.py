@@ -80,8 +80,10 @@ FINISHED_RUNS_KEPT = 500
 #: An attempt as the dispatch loop knows it: node ID, attempt number, item (or None).
 Attempt = tuple[str, int, str | None]
 DISPATCH_BATCH = 64
-#: Tasks of a tier let wait in the task queue at least, when its workers have fewer slots
-#: (none yet): the rest wait in the dispatch order.
+#: Tasks of a tier let wait in the task queue: a quarter of its workers' slots, at least
+#: AHEAD_LEAST. Enough that a slot freed finds one while the next is sent; few, since a
+#: run of another tenant or of a higher priority queues behind those, not behind all.
+AHEAD_SHARE = 4
 AHEAD_LEAST = 2
 #: Seconds a run refused for a quota or a full tier is told to wait (Retry-After).
 QUOTA_RETRY_AFTER = 10
@@ -563,11 +565,12 @@ class Scheduler:
 
     def _room_for(self, tier: str) -> bool:
         """Whether the task queue takes another task of ``tier`` now: fewer waiting than
-        the slots of its workers (at least AHEAD_LEAST), so that a free slot always finds
-        one, and what waits beyond that waits here, in the dispatch order."""
+        a share of its workers' slots (AHEAD_SHARE), so that a freed slot finds one, and
+        what waits beyond that waits here, in the dispatch order."""
         room = self._slots.get(tier)
         if room is None:  # asked of the workers' heartbeats once per look at the queue
-            room = self._slots[tier] = max(AHEAD_LEAST, self.queue.slots_for(tier))
+            room = max(AHEAD_LEAST, self.queue.slots_for(tier) // AHEAD_SHARE)
+            self._slots[tier] = room
         return self._waiting.get(tier, 0) < room
 
     async def _dispatch_loop(self) -> None:
@@ -616,8 +619,13 @@ class Scheduler:
         self._looked_at = -WAITING_FRESH
         self._dispatch_wanted.set()
 
-    def _taken(self) -> None:
-        """A worker took a task, or one ended: maybe room for the next."""
+    def _taken(self, run: RunState | None, message: AttemptStarted | AttemptResult) -> None:
+        """A worker took a task, or one ended: maybe room for the next. A start is one
+        task fewer waiting (a batch's items start one by one: the count may fall short
+        until the next look at the queue corrects it)."""
+        if isinstance(message, AttemptStarted) and run is not None:
+            tier = self._tier_of(run, message.node_id, message.item)
+            self._waiting[tier] = max(0, self._waiting.get(tier, 0) - 1)
         if self._order:
             self._dispatch_wanted.set()
 
@@ -1123,7 +1131,9 @@ class Scheduler:
         self._unfinished[run.plan.tenant] -= 1
         if self._unfinished[run.plan.tenant] <= 0:
             del self._unfinished[run.plan.tenant]
-        self._taken()  # its tasks left the queue, and its tenant may start another run
+        if self._order:  # its tasks left the queue, and its tenant may start another run
+            self._looked_at = -WAITING_FRESH
+            self._dispatch_wanted.set()
         for key in [k for k in self._timers if k[0] == run.id]:
             self._timers.pop(key).cancel()
         deadline = self._deadlines.pop(run.id, None)
@@ -1241,9 +1251,9 @@ class Scheduler:
             log.exception("run_fail_failed", run_id=run_id)
 
     async def _handle(self, message: WorkerMessage) -> None:
-        if isinstance(message, AttemptStarted | AttemptResult):
-            self._taken()
         run = self.runs.get(message.run_id)
+        if isinstance(message, AttemptStarted | AttemptResult):
+            self._taken(run, message)
         if run is None:
             return
         if message.item is not None:
