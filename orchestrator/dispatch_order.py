@@ -3,8 +3,9 @@ priority, then tenant by tenant, then run by run.
 
 The scheduler keeps the attempts it has marked queued here and lets only a few per
 tier into the task queue at a time (a share of the slots of that tier's workers,
-``scheduler.AHEAD_SHARE``), so the queue (in memory or in Redis) never holds a backlog in the order it
-came. Whose attempts go next is decided here, when a worker has room:
+``scheduler.AHEAD_SHARE``), so the queue (in memory or in Redis) never holds a
+backlog in the order it came. Whose attempts go next is decided here, when a worker
+has room:
 
 - a higher ``Priority`` first (within a tier; a tier's work never waits for another's);
 - at equal priority, tenants take turns, a batch each: a tenant with 10,000 queued

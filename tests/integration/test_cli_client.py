@@ -486,8 +486,7 @@ async def test_gc_shows_what_is_due_then_deletes_it(start_service, capsys):
     assert await pipewell("gc", "--server", server) == 0
     said = ours(capsys.readouterr().out)
     assert said == [
-        "deleted 1 runs, 0 edges kept shorter than their run, 0 kept objects (2 object "
-        "deletions)"
+        "deleted 1 runs, 0 edges kept shorter than their run, 0 kept objects (2 object deletions)"
     ]
     assert (await client.get(f"/api/v1/flow/status/{run['ID']}")).status == 410
     assert await pipewell("status", run["ID"], "--server", server) == 1
