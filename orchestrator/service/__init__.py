@@ -131,7 +131,9 @@ class Service:
         for tier, held in self.scheduler.queued_attempts().items():
             queued[tier] = queued.get(tier, 0) + held
         usage = self.scheduler.tenant_runs()
-        shown = sorted(usage) if tenant is None else [tenant]
+        # The operator's view: tenants with runs, with stored objects, or configured.
+        known = set(usage) | set(self.usage.tenants()) | set(self.settings.tenants)
+        shown = sorted(known) if tenant is None else [tenant]
         described["tenants"] = [
             {
                 "tenant": name,

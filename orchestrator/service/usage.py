@@ -45,6 +45,11 @@ class StorageUsage:
             listener(found)
         return found
 
+    def tenants(self) -> list[str]:
+        """The tenants that stored something at the last measure (by name: a tenant
+        that is not a name has a digest for a namespace, and is not listed)."""
+        return [segment for segment in self._bytes if not segment.startswith("~")]
+
     def of(self, tenant: str) -> int | None:
         """What ``tenant`` stored at the last measure (None before the first)."""
         if self.measured_at is None:
