@@ -231,6 +231,8 @@ def _duration(value: str | int | float) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(_duration)]
+#: A positive number of bytes, written as bytes or 512m, 50g.
+Size = Annotated[int, BeforeValidator(lambda value: _positive_size(value))]
 
 
 class RetentionSettings(_Section):
@@ -285,15 +287,10 @@ class QuotaSettings(_Section):
     queued_per_tier: int = Field(default=100_000, ge=1)
     # Bytes one tenant may store in the service's stores, as last measured; over it a
     # new run is refused, 429 QUOTA_EXCEEDED. null: no limit.
-    stored_bytes: int | None = None
+    stored_bytes: Size | None = None
     # Seconds between two measures of what each tenant stores (a listing of every
     # object of the service's stores).
     measure_every: Duration = 300.0
-
-    @field_validator("stored_bytes", mode="before")
-    @classmethod
-    def _stored(cls, value: str | int | None) -> int | None:
-        return None if value is None else _positive_size(value)
 
 
 class TenantSettings(_Section):
@@ -302,12 +299,7 @@ class TenantSettings(_Section):
     # This tenant's quotas.running, quotas.queued and quotas.stored_bytes.
     running: int | None = Field(default=None, ge=1)
     queued: int | None = Field(default=None, ge=0)
-    stored_bytes: int | None = None
-
-    @field_validator("stored_bytes", mode="before")
-    @classmethod
-    def _stored(cls, value: str | int | None) -> int | None:
-        return None if value is None else _positive_size(value)
+    stored_bytes: Size | None = None
 
 
 class QueueSettings(_Section):

@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 #: Objects one list of a collection's folder takes, then deleted before the next.
 LIST_PAGE = 1000
+#: Due runs a dry run names (it counts them all).
+DRY_RUN_LISTED = 100
 #: Pages the database gives back to the filesystem after a sweep (4 KiB each).
 VACUUM_PAGES = 2000
 
@@ -199,11 +201,14 @@ class Retention:
 
     def _count_due(self, now: float, report: SweepReport) -> None:
         conn = self.db.connection
+        report.runs = conn.execute(
+            "SELECT count(*) FROM runs WHERE expires_at <= ?", (now,)
+        ).fetchone()[0]
         rows = conn.execute(
-            "SELECT id FROM runs WHERE expires_at <= ? ORDER BY expires_at", (now,)
-        ).fetchall()
-        report.runs = len(rows)
-        report.run_ids = [run_id for (run_id,) in rows[:100]]
+            "SELECT id FROM runs WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, DRY_RUN_LISTED),
+        )
+        report.run_ids = [run_id for (run_id,) in rows]
         report.kept_objects = conn.execute(
             "SELECT count(*) FROM kept_objects WHERE expires_at <= ?", (now,)
         ).fetchone()[0]
