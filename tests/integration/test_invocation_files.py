@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
+import sqlite3
 import time
 from typing import Any
 
@@ -17,6 +19,8 @@ from langflow_sdk import Client
 from PIL import Image
 from xpander_sdk.modules.tasks.models.task import AgentExecutionInput
 
+from orchestrator.api.resources import SETTINGS
+from orchestrator.database import STATE_DB
 from tests.helpers import busybox_def, create_key
 from tests.integration.test_invocations import axiom, save
 
@@ -169,6 +173,14 @@ async def test_langflow_upload_then_run_and_a_webhook_whose_body_is_the_file(sta
         assert uploaded["file_path"].endswith("_red_photo.png")
         refused = await http.post(f"/api/v1/files/upload/{measure}", content=picture)
         assert refused.status_code == 415
+    # Kept for the runs that read it as long as the tenant's runs are kept (retention).
+    database = client.app[SETTINGS].data_dir / STATE_DB
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        kept = conn.execute("SELECT store, key, tenant, expires_at FROM kept_objects").fetchall()
+    assert [(store, key, tenant) for store, key, tenant, _ in kept] == [
+        ("default", f"tenants/default/uploads/{uploaded['file_path']}", "default")
+    ]
+    assert abs(kept[0][3] - time.time() - 30 * 86400) < 60
 
     sdk = Client(base)
     try:
