@@ -102,21 +102,18 @@ async def test_a_tenants_quota_queues_runs_beyond_it_and_refuses_past_its_queue(
     # Another tenant is not bound by it.
     assert (await start(client, other)).status == 200
 
-    # One at a time: while one runs, the others' nodes wait READY.
-    seen_running = 0
-    for _ in range(200):
-        states = await statuses(client, runs, capped)
-        assert states.count("RUNNING") <= 3
-        nodes = []
-        for run_id in runs:
-            response = await client.get(f"/api/v1/flow/status/{run_id}", headers=capped)
-            nodes.append((await response.json())["NodeState"]["s"]["Status"])
-        assert nodes.count("RUNNING") <= 1, nodes
-        seen_running = max(seen_running, nodes.count("RUNNING"))
-        if all(s == "COMPLETE" for s in states):
-            break
-        await asyncio.sleep(0.05)
-    assert states == ["COMPLETE"] * 3 and seen_running == 1
+    # One at a time: each run's node started only after the one before it ended (from
+    # its log, read once all ended: three reads of a moment apart can straddle a hand-over).
+    spans = []
+    for run_id in runs:
+        done = await wait_for(client, run_id, {"COMPLETE"}, headers=capped)
+        logs = done["NodeState"]["s"]["Logs"]
+        began = next(r["timestamp"] for r in logs if "started on worker" in r["message"])
+        ended = next(r["timestamp"] for r in logs if "succeeded" in r["message"])
+        spans.append((began, ended))
+    spans.sort()
+    for (_, ended), (began, _) in zip(spans, spans[1:], strict=False):
+        assert began > ended, spans
     assert (await start(client, capped)).status == 200  # room again
 
 
