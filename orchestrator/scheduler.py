@@ -81,8 +81,9 @@ FINISHED_RUNS_KEPT = 500
 Attempt = tuple[str, int, str | None]
 DISPATCH_BATCH = 64
 #: Tasks of a tier let wait in the task queue: a quarter of its workers' slots, at least
-#: AHEAD_LEAST. Enough that a slot freed finds one while the next is sent; few, since a
-#: run of another tenant or of a higher priority queues behind those, not behind all.
+#: AHEAD_LEAST. Enough that a slot freed finds one while the next is sent; few, since in
+#: Redis a run of another tenant or of a higher priority queues behind those, not behind
+#: all. The in-process queue takes in turn: as many of each turn (priority, tenant).
 AHEAD_SHARE = 4
 AHEAD_LEAST = 2
 #: Seconds a run refused for a quota or a full tier is told to wait (Retry-After).
@@ -563,15 +564,23 @@ class Scheduler:
         """The tier an attempt runs on: its node's, raised after an OOM (not an item's)."""
         return (item is None and run.state(node_id).tier) or run.defs[node_id].tier
 
-    def _room_for(self, tier: str) -> bool:
-        """Whether the task queue takes another task of ``tier`` now: fewer waiting than
-        a share of its workers' slots (AHEAD_SHARE), so that a freed slot finds one, and
-        what waits beyond that waits here, in the dispatch order."""
-        room = self._slots.get(tier)
-        if room is None:  # asked of the workers' heartbeats once per look at the queue
-            room = max(AHEAD_LEAST, self.queue.slots_for(tier) // AHEAD_SHARE)
-            self._slots[tier] = room
-        return self._waiting.get(tier, 0) < room
+    def _ahead(self, tier: str) -> int:
+        """Tasks of ``tier`` let wait in the task queue (of each turn, where the queue
+        takes in turn): a share of its workers' slots (AHEAD_SHARE), so that a freed
+        slot finds one; what waits beyond that waits here, in the dispatch order."""
+        ahead = self._slots.get(tier)
+        if ahead is None:  # asked of the workers' heartbeats once per look at the queue
+            ahead = max(AHEAD_LEAST, self.queue.slots_for(tier) // AHEAD_SHARE)
+            self._slots[tier] = ahead
+        return ahead
+
+    def _tier_has_room(self, tier: str) -> bool:
+        return self._waiting.get(tier, 0) < self._ahead(tier)
+
+    def _turn_has_room(self, tier: str, priority: int, tenant: str) -> bool:
+        """Whether the queue, which takes in turn, takes another task of this turn now:
+        a tenant's task goes in beside another tenant's backlog, not behind it."""
+        return self.queue.waiting_in_turn(tier, priority, tenant) < self._ahead(tier)
 
     async def _dispatch_loop(self) -> None:
         while True:
@@ -580,7 +589,10 @@ class Scheduler:
                 self._dispatch_wanted.clear()
                 continue
             await self._look_at_queue()
-            turn = self._order.take(self._room_for, DISPATCH_BATCH)
+            if self.queue.takes_in_turn:
+                turn = self._order.take(_always, DISPATCH_BATCH, self._turn_has_room)
+            else:
+                turn = self._order.take(self._tier_has_room, DISPATCH_BATCH)
             if turn is None:
                 # Every tier with work is full: a start or a result wakes the loop, and
                 # a look at the queue in a moment (another service's workers take too).
@@ -667,7 +679,7 @@ class Scheduler:
                 self._queued_at[(run.id, node_id, item)] = queued
             chosen = [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
             chosen = self._batched(run, chosen)
-            await self.queue.put_tasks(chosen)
+            await self.queue.put_tasks(chosen, (run.plan.submission.priority, run.plan.tenant))
         except Exception as exc:
             if self.calls.stopping:
                 return 0  # still READY: dispatched again when the service is back
@@ -1690,6 +1702,10 @@ def _flags(node_def: NodeDef, node: Any) -> dict[str, str]:
     values = {f.name: f.default for f in node_def.flags if f.default is not None}
     values.update({f.name: f.value for f in node.flags})
     return values
+
+
+def _always(_tier: str) -> bool:
+    return True
 
 
 def _tier_order(name: str) -> tuple[int, int]:

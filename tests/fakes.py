@@ -17,6 +17,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Collection
 
+from orchestrator.dispatch_order import NO_TURN, Turn
 from orchestrator.executor import BeginItem, Cleanup, Emit, EndItem, LaunchMode
 from orchestrator.messages import (
     AttemptResult,
@@ -301,11 +302,11 @@ class ObservedQueue(MemoryQueue):
             raise QueueRefused("take refused")
         return await super().take_task(tiers)
 
-    async def put_tasks(self, tasks: list[Task]) -> None:
+    async def put_tasks(self, tasks: list[Task], turn: Turn = NO_TURN) -> None:
         if self.refuse_puts > 0:
             self.refuse_puts -= 1
             raise QueueRefused("put refused")
-        await super().put_tasks(tasks)
+        await super().put_tasks(tasks, turn)
 
     async def task_done(self, task: Task) -> None:
         self.done.append(task.key)

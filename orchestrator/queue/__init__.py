@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from orchestrator.dispatch_order import NO_TURN, Turn
 from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 from orchestrator.queue.memory import MemoryQueue
 
@@ -22,8 +23,9 @@ from orchestrator.queue.memory import MemoryQueue
 class TaskQueue(Protocol):
     async def put_task(self, task: Task) -> None: ...
 
-    async def put_tasks(self, tasks: list[Task]) -> None:
-        """Queue several tasks at once, in order (one round trip where the queue is remote)."""
+    async def put_tasks(self, tasks: list[Task], turn: Turn = NO_TURN) -> None:
+        """Queue several tasks at once, in order (one round trip where the queue is
+        remote), all of one turn: (priority, tenant)."""
 
     async def take_task(self, tiers: frozenset[str]) -> Task: ...
 
@@ -38,6 +40,11 @@ class TaskQueue(Protocol):
     #: once what they changed is on disk (``messages_handled``), and one handed out
     #: before a crash comes again.
     durable: bool = False
+
+    #: Whether a worker's take follows the turns (``dispatch_order``) of the tasks put
+    #: (the in-process queue), or the order they came (Redis). A queue that takes in
+    #: turn is let a few tasks of each turn ahead (``waiting_in_turn``), not of each tier.
+    takes_in_turn: bool = False
 
     def has_buffered_messages(self) -> bool:
         """Whether ``next_message`` has one at hand (read, not yet handed out)."""
@@ -72,6 +79,10 @@ class TaskQueue(Protocol):
 
     async def waiting(self) -> dict[str, int]:
         """Tasks not taken by a worker yet, per tier (tiers with none left out)."""
+        ...
+
+    def waiting_in_turn(self, tier: str, priority: int, tenant: str) -> int:
+        """Tasks not taken yet of one turn (only where ``takes_in_turn``)."""
         ...
 
     async def describe(self) -> dict[str, Any]:

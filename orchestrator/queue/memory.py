@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.dispatch_order import NO_TURN, DispatchOrder, Turn
 from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 
 
 class MemoryQueue:
-    """In-process queue: FIFO tasks, taken by the first worker offering their tier.
+    """In-process queue: tasks taken in the scheduler's turns by the first worker
+    offering their tier.
 
-    One deque per tier, each task numbered as it comes: a take looks at the head
-    of each tier it may take, not at every task queued (a 10,000-node run queues
-    10,000), and still takes the oldest of them.
+    A take follows ``DispatchOrder``'s turns (priority, then tenants, then runs), not
+    the order tasks came: the scheduler lets a few tasks of each turn in ahead of the
+    workers' free slots (``takes_in_turn``), and a tenant's task put behind another
+    tenant's is still the next one taken when its turn is next.
     """
 
     durable = False
+    #: The scheduler may let in a few tasks per turn, not per tier: the take is fair.
+    takes_in_turn = True
 
     def __init__(self) -> None:
-        self._tasks: dict[str, deque[tuple[int, Task]]] = {}
-        self._numbered = itertools.count()
+        self._tasks: DispatchOrder[Task] = DispatchOrder()
         self._task_added = asyncio.Condition()
         self._messages: asyncio.Queue[WorkerMessage] = asyncio.Queue()
         self._workers: dict[str, frozenset[str]] = {}
@@ -35,19 +37,19 @@ class MemoryQueue:
     async def put_task(self, task: Task) -> None:
         await self.put_tasks([task])
 
-    async def put_tasks(self, tasks: list[Task]) -> None:
+    async def put_tasks(self, tasks: list[Task], turn: Turn = NO_TURN) -> None:
+        priority, tenant = turn
         async with self._task_added:
             for task in tasks:
-                self._tasks.setdefault(task.tier, deque()).append((next(self._numbered), task))
+                self._tasks.add(task.run_id, tenant, priority, task.tier, task)
             self._task_added.notify_all()
 
     async def take_task(self, tiers: frozenset[str]) -> Task:
         async with self._task_added:
             while True:
-                heads = [(q[0][0], tier) for tier in tiers if (q := self._tasks.get(tier))]
-                if heads:
-                    _number, tier = min(heads)
-                    return self._tasks[tier].popleft()[1]
+                taken = self._tasks.take(tiers.__contains__, 1)
+                if taken is not None:
+                    return taken[2][0]
                 await self._task_added.wait()
 
     async def task_done(self, task: Task) -> None:
@@ -96,35 +98,30 @@ class MemoryQueue:
         With ``cancel`` (the run failed or stopped), workers are also told to kill
         what they still run of it.
         """
-        before = self.pending()
-        self._tasks = {
-            tier: deque(entry for entry in queued if entry[1].run_id != run_id)
-            for tier, queued in self._tasks.items()
-        }
+        dropped = self._tasks.drop(run_id)
         if cancel:
             for callback in self._cancel_callbacks:
                 callback(run_id)
-        return before - self.pending()
+        return dropped
 
     def on_cancel(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(run_id)`` whenever a run ends (a worker kills what it runs of it)."""
         self._cancel_callbacks.append(callback)
 
     def pending(self) -> int:
-        return sum(len(queued) for queued in self._tasks.values())
+        return sum(self._tasks.counts().values())
 
     async def queued_keys(self) -> set[str]:
         """None survive a restart: the queue lives and dies with the process."""
-        return {
-            key
-            for queued in self._tasks.values()
-            for _n, task in queued
-            for key in task.attempt_keys()
-        }
+        return {key for task in self._tasks for key in task.attempt_keys()}
 
     async def waiting(self) -> dict[str, int]:
         """Tasks not taken yet, per tier."""
-        return {tier: len(queued) for tier, queued in self._tasks.items() if queued}
+        return self._tasks.counts()
+
+    def waiting_in_turn(self, tier: str, priority: int, tenant: str) -> int:
+        """Tasks not taken yet of the tenant at that priority and tier."""
+        return self._tasks.pending_in_turn(tier, priority, tenant)
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
@@ -132,7 +129,7 @@ class MemoryQueue:
         beats = [beat().model_copy(update={"sent_at": now}) for beat in self._heartbeats.values()]
         return {
             "workers": [worker_view(b) for b in beats],
-            "queued": {tier: len(queued) for tier, queued in self._tasks.items() if queued},
+            "queued": self._tasks.counts(),
         }
 
     async def dead_workers(self) -> set[str]:

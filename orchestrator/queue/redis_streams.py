@@ -35,6 +35,7 @@ from redis import asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from orchestrator.background import Background
+from orchestrator.dispatch_order import NO_TURN, Turn
 from orchestrator.messages import (
     AttemptLog,
     CancelRun,
@@ -75,6 +76,7 @@ class RedisQueue:
     """One connection's view of the queue: the service's or one worker's."""
 
     durable = True
+    takes_in_turn = False
 
     def __init__(self, url: str, *, consumer: str, reclaim_after: float = 30.0) -> None:
         self.url = url
@@ -157,8 +159,9 @@ class RedisQueue:
     async def put_task(self, task: Task) -> None:
         await self.put_tasks([task])
 
-    async def put_tasks(self, tasks: list[Task]) -> None:
-        """Queue tasks in one round trip (a pipeline, not a transaction)."""
+    async def put_tasks(self, tasks: list[Task], turn: Turn = NO_TURN) -> None:
+        """Queue tasks in one round trip (a pipeline, not a transaction); a tier's stream
+        is taken in the order it came, whatever the turn."""
         if not tasks:
             return
 
@@ -444,6 +447,9 @@ class RedisQueue:
                     self._queued[task.key] = (stream, entry_id)
                     held.update(task.attempt_keys())  # a batch holds each of its items
         return set(self._queued) | held
+
+    def waiting_in_turn(self, tier: str, priority: int, tenant: str) -> int:
+        raise NotImplementedError("a Redis stream is taken in the order it came, not in turn")
 
     async def waiting(self) -> dict[str, int]:
         """Tasks no worker has taken yet, per tier: a stream's entries less those

@@ -57,3 +57,31 @@ def test_a_tenant_at_its_quota_of_runs_waits_until_one_of_them_ends():
     assert order.started("t") == 2 and order.pending("c-nano") == 2
     order.ended("r1", "t")
     assert drain(order) == ["r3-0", "r3-1"]
+
+
+def test_a_tenant_that_comes_with_work_goes_before_the_one_served_last():
+    order: DispatchOrder[str] = DispatchOrder()
+    for n in range(5):
+        order.add("big-run", "big", 0, "c-nano", f"big-{n}")
+    assert order.take(lambda tier: True, 1)[2] == ["big-0"]
+    order.add("small-1", "small", 0, "c-nano", "small-1")
+    assert order.take(lambda tier: True, 1)[2] == ["small-1"]  # not after big-1
+    # Back just after its own turn: after everyone else's.
+    order.add("small-2", "small", 0, "c-nano", "small-2")
+    assert drain(order) == ["big-1", "small-2", "big-2", "big-3", "big-4"]
+
+
+def test_a_turn_without_room_is_passed_over_and_keeps_its_place():
+    order: DispatchOrder[str] = DispatchOrder()
+    for tenant in ("a", "b"):
+        for n in range(2):
+            order.add(f"{tenant}-run", tenant, 0, "c-nano", f"{tenant}-{n}")
+    full = {"a"}
+
+    def turn_has_room(tier: str, priority: int, tenant: str) -> bool:
+        return tenant not in full
+
+    assert order.take(lambda tier: True, 1, turn_has_room)[2] == ["b-0"]
+    full.clear()
+    assert drain(order) == ["a-0", "b-1", "a-1"]
+    assert order.pending_in_turn("c-nano", 0, "a") == 0

@@ -30,13 +30,28 @@ def task(run_id: str, node_id: str, tier: str = "c-nano") -> Task:
 # ------------------------------------------------------------ the memory queue
 
 
-async def test_a_take_gets_the_oldest_task_of_the_tiers_it_asks_for():
+async def test_a_take_gets_a_task_of_the_tiers_it_asks_for_the_tiers_in_turn():
     queue = MemoryQueue()
     await queue.put_tasks([task("r1", "n1"), task("r1", "s1", "c-small"), task("r1", "n2")])
     assert (await queue.take_task(NANO | SMALL)).key == "r1/n1/1"
     assert (await queue.take_task(NANO)).key == "r1/n2/1"  # past the c-small one
     assert (await queue.take_task(NANO | SMALL)).key == "r1/s1/1"
     assert queue.pending() == 0 and await queue.queued_keys() == set()
+
+
+async def test_a_take_follows_the_turns_not_the_order_tasks_came():
+    queue = MemoryQueue()
+    await queue.put_tasks([task("big", f"n{n}") for n in range(50)], (0, "big"))
+    assert (await queue.take_task(NANO)).key == "big/n0/1"
+    await queue.put_tasks([task("small", "n")], (0, "small"))
+    await queue.put_tasks([task("urgent", "n")], (10, "big"))
+    assert queue.waiting_in_turn("c-nano", 0, "big") == 49
+    # The higher priority first, then the small tenant before the big one's 49.
+    assert (await queue.take_task(NANO)).key == "urgent/n/1"
+    assert (await queue.take_task(NANO)).key == "small/n/1"
+    assert (await queue.take_task(NANO)).key == "big/n1/1"
+    assert await queue.waiting() == {"c-nano": 48}
+    assert queue.waiting_in_turn("c-nano", 0, "small") == 0
 
 
 async def test_a_waiting_take_is_handed_a_task_of_its_tiers_only():

@@ -10,8 +10,10 @@ resumes what the last one left.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from orchestrator.messages import AttemptResult, Task
 from orchestrator.models import Artifact, NodeStatus, RunStatus
 from orchestrator.runtime import LiveRun, RunState
 from storage import StoreUnavailable
-from tests.engine import Engine, node, writing
+from tests.engine import Engine, node, submission, writing
 from tests.fakes import FakeExecutor
 
 #: Room for several attempts at once, whatever the machine.
@@ -42,6 +44,14 @@ def flaky(task: Task) -> str | None:
 
 def messages(run: RunState, node_id: str) -> list[str]:
     return [line.message for line in run.state(node_id).logs]
+
+
+async def settle(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds of what the event loop does: checked at each turn
+    of the loop, as what it reads (the queue's turns) has no event to wait on."""
+    async with asyncio.timeout(5):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(0)
 
 
 def running(executor: FakeExecutor) -> set[str]:
@@ -101,6 +111,28 @@ async def test_a_diamond_runs_both_branches_at_once_and_joins_them(engine):
     assert executor.tasks[-1].node_id == "d"
     assert [i.name for i in executor.tasks[-1].inputs] == ["in0", "in1"]
     assert set(run.run.artifacts) == {"left", "right", "bl", "cr", "out"}
+
+
+async def test_another_tenants_node_takes_the_next_free_slot_before_a_queued_backlog(engine):
+    big_nodes = [f"b{n}" for n in range(6)]  # not the same work: none waits for another
+    executor = FakeExecutor(hold=big_nodes)
+    # One slot: a big run's node runs, two more wait in the queue (its turn's share),
+    # the rest in the scheduler.
+    started = await engine(executor, worker={"max_parallel": 1, "memory": "4g"})
+    big = [await started.run([node(n, [], ["out"])]) for n in big_nodes]
+    await executor.until(lambda: len(executor.running) == 1)
+    await settle(lambda: started.queue.waiting_in_turn("c-small", 0, "default") == 2)
+    small = await started.submit(submission([node("s", [], ["so"])]), tenant="small")
+    await settle(lambda: started.queue.waiting_in_turn("c-small", 0, "small") == 1)
+    assert started.queue.waiting_in_turn("c-small", 0, "default") == 2
+    executor.let_through()
+    await started.settled(small)
+    # The small tenant's node went next, before the two big tasks queued before it.
+    assert [t.run_id for t in executor.tasks[:2]] == [big[0].id, small.id]
+    executor.open_gate()
+    for run in big:
+        assert (await started.settled(run)).status == RunStatus.COMPLETE
+    assert small.status == RunStatus.COMPLETE
 
 
 # ------------------------------------------------------------ failures
