@@ -6,9 +6,11 @@
   the load and the last). On Redis with ``bench.instant_worker`` (no containers):
   what grows or not is the service's own.
 - fairness: one tenant submits 2,000 one-node runs (honouring 429 Retry-After), the
-  other 20, one after another, meanwhile; real containers on the local worker. The
-  small tenant's runs must wait less than twice their run time (their run time alone
-  is measured first).
+  other 20, one after another, meanwhile; real containers on the local worker. Each
+  small run's wait (its node's, for its turn and a worker) must be less than twice
+  the rest of that run (its time from submission to its end, the service's clock,
+  less the wait). A fair queue cannot make the wait shorter than the time until a
+  busy slot frees, so its time alone is shown beside it, not compared.
 - burst: 1,000 submissions at once past a small queue bound; only 200 and 429 (with
   Retry-After) come back, never a 5xx, and every run accepted completes.
 """
@@ -20,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,8 @@ TIMEOUT = aiohttp.ClientTimeout(total=60)
 _LAST_TIMINGS: dict[str, dict[str, float]] = {}
 #: A node's phases before its attempt runs: waiting for its turn, and for a worker.
 WAIT_PHASES = ("presign", "queue_wait")
+#: The run's own time, the service's clock: from its submission to its end.
+RUN_SECONDS = "run_seconds"
 GROWTH_TARGET = 0.10
 WAIT_TARGET = 2.0
 ONE_NODE = {"Flow": chain_flow(1), "NodeDefs": [copy_def()]}
@@ -87,10 +92,16 @@ async def _submit_and_finish(
             current = await r.json()
         status = current["Status"]
         if status in ("COMPLETE", "ERROR", "STOPPED"):
-            _LAST_TIMINGS[run["ID"]] = next(iter(current["NodeState"].values()))["Timings"]
+            timings = next(iter(current["NodeState"].values()))["Timings"]
+            took = _seconds_between(current["StartedAt"], current["FinishedAt"])
+            _LAST_TIMINGS[run["ID"]] = {**timings, RUN_SECONDS: took}
             return status, time.perf_counter() - began, refused
         await asyncio.sleep(poll)
     raise BenchError(f"run {run['ID']} did not end in time")
+
+
+def _seconds_between(started: str, finished: str) -> float:
+    return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
 
 
 def _key(service: Service, name: str) -> dict[str, str]:
@@ -217,18 +228,15 @@ async def _fairness(service: Service, big_runs: int, small_runs: int) -> dict[st
     async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
         alone = []
         for _ in range(5):
-            _, seconds, _ = await _submit_and_finish(
-                session, service.base, small, deadline=deadline
-            )
-            alone.append(seconds)
-        run_time = median(alone)
+            await _submit_and_finish(session, service.base, small, deadline=deadline)
+            alone.append(next(iter(_LAST_TIMINGS.values()))[RUN_SECONDS])
 
-        def phases() -> tuple[float, float]:
-            """The small run just ended: (its wait for a worker, the rest of its node)."""
+        def waited_and_rest() -> tuple[float, float]:
+            """The small run just ended: (its node's wait for a worker, the rest of the
+            run: its time from submission to its end, less that wait)."""
             timings = next(iter(_LAST_TIMINGS.values()))
             waited = sum(timings.get(phase, 0.0) for phase in WAIT_PHASES)
-            ran = sum(v for k, v in timings.items() if k not in (*WAIT_PHASES, "remove"))
-            return waited, ran
+            return waited, timings[RUN_SECONDS] - waited
 
         todo = iter(range(big_runs))
         refusals = 0
@@ -247,19 +255,18 @@ async def _fairness(service: Service, big_runs: int, small_runs: int) -> dict[st
         await asyncio.sleep(10)  # the big tenant's backlog builds up
         waits, ratios, loaded = [], [], []
         for _ in range(small_runs):
-            _, seconds, _ = await _submit_and_finish(
-                session, service.base, small, deadline=deadline
-            )
-            waited, ran = phases()
+            await _submit_and_finish(session, service.base, small, deadline=deadline)
+            waited, rest = waited_and_rest()
             waits.append(waited)
-            ratios.append(waited / ran)
-            loaded.append(seconds)
+            ratios.append(waited / rest)
+            loaded.append(waited + rest)
         big_left = await _unfinished(session, service.base, big)
         await asyncio.gather(*clients)
         while await _unfinished(session, service.base, big):
             if time.perf_counter() > deadline:
                 raise BenchError("the big tenant's runs did not all end")
             await asyncio.sleep(2)
+    run_time = median(alone)
     return {
         "small_run_alone_s": round(run_time, 2),
         "small_run_loaded_p50_s": round(median(loaded), 2),
@@ -267,6 +274,7 @@ async def _fairness(service: Service, big_runs: int, small_runs: int) -> dict[st
         "small_wait_max_s": round(max(waits), 2),
         "wait_ratio_p50": round(median(ratios), 2),
         "wait_ratio_max": round(max(ratios), 2),
+        "wait_vs_alone_max": round(max(waits) / run_time, 2),
         "big_runs": big_runs,
         "big_backlog_when_small_done": big_left,
         "big_refusals_429": refusals,
@@ -367,13 +375,14 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "name": f"soak: two tenants, one submitting {big} one-node runs, the other {small} "
             "meanwhile (real containers)",
             "pipewell": f"small tenant's node waited p50 {fair['small_wait_p50_s']} s, max "
-            f"{fair['small_wait_max_s']} s for a worker: at most {fair['wait_ratio_max']} x "
-            f"the rest of its run (p50 {fair['wait_ratio_p50']}); its runs took "
-            f"{fair['small_run_loaded_p50_s']} s (p50; {fair['small_run_alone_s']} s alone), "
-            f"with {fair['big_backlog_when_small_done']} of the big tenant's runs still to end",
+            f"{fair['small_wait_max_s']} s for its turn and a worker: at most "
+            f"{fair['wait_ratio_max']} x the rest of its run (p50 {fair['wait_ratio_p50']}); "
+            f"its runs took {fair['small_run_loaded_p50_s']} s (p50; "
+            f"{fair['small_run_alone_s']} s alone), with "
+            f"{fair['big_backlog_when_small_done']} of the big tenant's runs still to end",
             "baseline": "",
-            "target": f"wait < {WAIT_TARGET:g} x run time (its node's queue wait against "
-            "the rest of its run, under the same load)",
+            "target": f"wait < {WAIT_TARGET:g} x run time (each run's wait for its turn and "
+            "a worker against the rest of that run, submission to end, under the same load)",
             "ok": fair["wait_ratio_max"] < WAIT_TARGET,
             **fair,
         }
