@@ -182,6 +182,7 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
     parser.add_argument(
         "--queue", default=None, help="redis://host:6379/0: dispatch to workers through Redis"
     )
+    _add_redis_args(parser)
     parser.add_argument(
         "--no-local-worker",
         action="store_true",
@@ -189,8 +190,52 @@ def _add_service_args(parser: argparse.ArgumentParser, dev: bool) -> None:
     )
 
 
+def _add_redis_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--queue-password-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="a file holding the Redis password (else $PIPEWELL_REDIS_PASSWORD, else the "
+        "URL's): either keeps it out of ps",
+    )
+    parser.add_argument(
+        "--queue-ca",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rediss: the CA file Redis's certificate is checked against (default the "
+        "system's CAs)",
+    )
+    parser.add_argument(
+        "--queue-cert",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="rediss: a client certificate, for a Redis that asks for one (with --queue-key)",
+    )
+    parser.add_argument(
+        "--queue-key", type=Path, default=None, metavar="FILE", help="rediss: its private key"
+    )
+
+
+def _redis_flags(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "password_file": args.queue_password_file,
+        "tls_ca_file": args.queue_ca,
+        "tls_cert_file": args.queue_cert,
+        "tls_key_file": args.queue_key,
+    }
+
+
 def _add_worker_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--queue", required=True, help="the service's Redis: redis://host:6379/0")
+    parser.add_argument(
+        "--queue",
+        required=True,
+        help="the service's Redis: redis://host:6379/0, rediss://host:6380/0 (TLS) or "
+        "redis+sentinel://host1:26379,host2:26379/<master>/0",
+    )
+    _add_redis_args(parser)
     parser.add_argument(
         "--tiers", default=None, help="comma-separated tiers (default: every tier this host holds)"
     )
@@ -675,7 +720,9 @@ def _command(args: argparse.Namespace) -> int:
                 data_dir=args.data_dir,
                 log_level=args.log_level,
                 log_format=args.log_format,
-                queue=_section(url=args.queue, reclaim_after=args.reclaim_after),
+                queue=_section(
+                    url=args.queue, reclaim_after=args.reclaim_after, **_redis_flags(args)
+                ),
                 worker=_section(
                     name=args.name,
                     max_parallel=args.concurrency,
@@ -693,7 +740,7 @@ def _command(args: argparse.Namespace) -> int:
             auth=args.auth,
             log_level=args.log_level,
             log_format=args.log_format,
-            queue=_section(url=args.queue),
+            queue=_section(url=args.queue, **_redis_flags(args)),
             worker=_section(enabled=False if args.no_local_worker else None),
         )
         configure_logging(settings.log_level, settings.log_format)

@@ -26,6 +26,8 @@ from pydantic import (
 from orchestrator.durations import parse_duration
 from orchestrator.errors import ConfigError
 from orchestrator.models import NAME_RULE, is_name
+from orchestrator.redis_access import SCHEMES as REDIS_SCHEMES
+from orchestrator.redis_access import RedisAccess, safe_url
 from orchestrator.tiers import GIB, TIERS, Tier
 
 
@@ -303,8 +305,17 @@ class TenantSettings(_Section):
 
 
 class QueueSettings(_Section):
-    # redis://[:password@]host:6379/0 for workers on other hosts; None: in-process.
+    # redis://host:6379/0 for workers on other hosts; None: in-process. Also
+    # rediss://host:6380/0 (TLS) and redis+sentinel://h1:26379,h2:26379/<master>/0.
     url: str | None = None
+    # A file holding the Redis password (else $PIPEWELL_REDIS_PASSWORD, else the URL's):
+    # kept out of ps and of this file.
+    password_file: Path | None = None
+    # rediss: the CA that signed Redis's certificate (default the system's CAs), and
+    # this side's certificate and key where Redis asks for one.
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
     # Seconds a worker may be silent before its tasks are run again by another.
     reclaim_after: float = Field(default=30.0, gt=0)
     # The base URL workers reach this service at (presigned URLs of the local
@@ -314,9 +325,17 @@ class QueueSettings(_Section):
     @field_validator("url")
     @classmethod
     def _redis_url(cls, url: str | None) -> str | None:
-        if url is not None and urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"{url!r} is not a Redis URL; write redis://host:6379/0")
+        if url is not None and urlsplit(url).scheme not in REDIS_SCHEMES:
+            shown = safe_url(url)
+            raise ValueError(f"{shown!r} is not a Redis URL; write redis://host:6379/0")
         return url
+
+    def redis(self) -> RedisAccess:
+        """How to reach the Redis of ``url`` (which must be set)."""
+        assert self.url is not None
+        return RedisAccess(
+            self.url, self.password_file, self.tls_ca_file, self.tls_cert_file, self.tls_key_file
+        )
 
 
 class Settings(_Section):

@@ -32,6 +32,7 @@ from orchestrator.collections.bundles import (
 )
 from orchestrator.command import split_exec
 from orchestrator.config import Settings
+from orchestrator.dispatch_leases import Lease, Leases
 from orchestrator.dispatch_order import DispatchOrder
 from orchestrator.errors import (
     CollectionRefused,
@@ -95,6 +96,8 @@ WAITING_FRESH = 0.25
 IMAGE_ID_FRESH = 10.0
 #: A node's log line when the cached result it would reuse is no longer in its store.
 GONE = "the outputs of the same work done before are gone or were replaced: running it"
+#: A node or item whose attempt is in the queue or on a worker.
+SENT = frozenset({NodeStatus.READY, NodeStatus.RUNNING})
 #: Nodes marked queued before the loop is let go to others, when many become ready at once.
 DISPATCH_SLICE = 256
 
@@ -146,6 +149,9 @@ class Scheduler:
         self._deadlines: dict[str, asyncio.TimerHandle] = {}
         # (run id, node id, item or None) → when its current attempt was queued (monotonic).
         self._queued_at: dict[tuple[str, str, str | None], float] = {}
+        # Attempts sent to a durable queue, until their result: looked for if it is long
+        # in coming (dispatch_leases).
+        self._leases = Leases()
         # Attempts marked queued whose tasks are still to be made and queued (node,
         # attempt, since when, item): the dispatch loop takes a batch of one run at a
         # time, in the order of dispatch_order (tier, priority, tenant, run), and only
@@ -191,6 +197,8 @@ class Scheduler:
             asyncio.create_task(self._dispatch_loop(), name="scheduler-dispatch"),
             asyncio.create_task(self._collect_cache(), name="scheduler-cache-collect"),
         ]
+        if self.queue.durable:
+            self._tasks.append(asyncio.create_task(self._look_for_lost(), name="scheduler-leases"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -680,6 +688,8 @@ class Scheduler:
             chosen = [t for t in tasks if (t.node_id, t.attempt, t.item) in wanted]
             chosen = self._batched(run, chosen)
             await self.queue.put_tasks(chosen, (run.plan.submission.priority, run.plan.tenant))
+            for node_id, attempt, _since, item in batch:
+                self._lease(run, node_id, attempt, item)
         except Exception as exc:
             if self.calls.stopping:
                 return 0  # still READY: dispatched again when the service is back
@@ -1157,6 +1167,7 @@ class Scheduler:
         # queue times would stay for as long as the service runs.
         for key in [k for k in self._queued_at if k[0] == run.id]:
             del self._queued_at[key]
+        self._leases.end_run(run.id)
         self._warned = {k for k in self._warned if k[0] != run.id}
         self._missed = {k for k in self._missed if k[0] != run.id}
         for seen in [k for k in self._image_seen if k[0] == run.id]:
@@ -1266,6 +1277,10 @@ class Scheduler:
         run = self.runs.get(message.run_id)
         if isinstance(message, AttemptStarted | AttemptResult):
             self._taken(run, message)
+        if isinstance(message, AttemptResult):
+            self._leases.end(
+                attempt_key(message.run_id, message.node_id, message.attempt, message.item)
+            )
         if run is None:
             return
         if message.item is not None:
@@ -1561,6 +1576,67 @@ class Scheduler:
             self._dispatch(run, node_id)
             self._save(run)
 
+    # ------------------------------------------------------------ lost attempts
+
+    async def _look_for_lost(self) -> None:
+        """Every lease term, ask the durable queue where the attempts sent a term ago
+        are; dispatch again those it lost (dispatch_leases)."""
+        term = self.queue.lease_term
+        while True:
+            await asyncio.sleep(term)
+            due = self._leases.due(time.monotonic(), term)
+            if not due:
+                continue
+            try:
+                missing = await self.queue.unaccounted(due)
+            except Exception as exc:  # the queue is down: its own calls say so
+                log.warning("lost_attempts_unknown", error=_reason(exc))
+                continue
+            if missing is None:
+                continue  # messages to read first: they may be about these
+            for lease in self._leases.lost(missing):
+                run = self.runs.get(lease.run_id)
+                if run is not None:
+                    await self._lost(run, lease)
+
+    def _lease(self, run: RunState, node_id: str, attempt: int, item: str | None) -> None:
+        """The attempt is in a durable queue from now: looked for if it is long in coming."""
+        if self.queue.durable:
+            lease = Lease(run.id, node_id, attempt, item, time.monotonic())
+            self._leases.grant(attempt_key(run.id, node_id, attempt, item), lease)
+
+    async def _lost(self, run: RunState, lease: Lease) -> None:
+        """The queue lost the attempt (Redis lost or moved its data): it is dispatched
+        again under the same number, not counted against MaxAttempts."""
+        node_id, item, attempt = lease.node_id, lease.item, lease.attempt
+        if run.status.finished:
+            return
+        if item is not None:
+            current = run.item(node_id, item)
+            if current is None or current.attempt != attempt or current.status not in SENT:
+                return
+            transition = run.item_retry(node_id, item, again=True)
+        else:
+            state = run.state(node_id)
+            if state.attempt != attempt or state.status not in SENT:
+                return
+            transition = None
+        what = f"item {item!r}" if item is not None else "node"
+        log.warning("attempt_lost_in_queue", run_id=run.id, node_id=node_id, item=item)
+        self._log(
+            run,
+            node_id,
+            f"attempt {attempt} of this {what} is in the queue no more, nor on any worker "
+            "(Redis lost or moved its data): dispatching it again (not counted against "
+            "MaxAttempts)",
+            level="warning",
+        )
+        if transition is not None:
+            await self._apply(run, transition)
+        else:
+            self._dispatch(run, node_id, again=True)
+            self._save(run)
+
     # ------------------------------------------------------------ resume
 
     async def _resume(self, snapshot: dict[str, Any], in_queue: set[str]) -> None:
@@ -1584,6 +1660,7 @@ class Scheduler:
             state = run.state(node_id)
             if f"{run.id}/{node_id}/{state.attempt}" in in_queue:
                 self._log(run, node_id, "service restarted: this attempt is still in the queue")
+                self._lease(run, node_id, state.attempt, None)
                 continue
             again = state.status != NodeStatus.RETRYING
             self._log(run, node_id, "service restarted: dispatching this node again")
@@ -1594,6 +1671,7 @@ class Scheduler:
             if (node_id, name) in marked:
                 continue
             if attempt_key(run.id, node_id, item.attempt, name) in in_queue:
+                self._lease(run, node_id, item.attempt, name)
                 continue
             if item.status == NodeStatus.RETRYING:
                 items.extend(run.item_retry(node_id, name).items)

@@ -588,9 +588,7 @@ async def running_worker(
             settings.data_dir / "work",
         )
         if queue is None:
-            queue = own_queue = open_queue(
-                settings.queue.url, consumer=identity.id, reclaim_after=settings.queue.reclaim_after
-            )
+            queue = own_queue = open_queue(settings.queue, consumer=identity.id)
         worker = Worker(settings.worker, queue, executor, sweep_every=settings.queue.reclaim_after)
         await worker.start()
         try:

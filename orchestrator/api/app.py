@@ -106,9 +106,7 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 
 async def _queue(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    queue = open_queue(
-        settings.queue.url, consumer="service", reclaim_after=settings.queue.reclaim_after
-    )
+    queue = open_queue(settings.queue, consumer="service")
     app[QUEUE] = queue
     app[EVENTS] = EventBus()
     yield

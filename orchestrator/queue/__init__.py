@@ -12,12 +12,15 @@ in ``orchestrator.messages``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any, Protocol
 
 from orchestrator.dispatch_order import NO_TURN, Turn
 from orchestrator.messages import Task, WorkerHeartbeat, WorkerMessage
 from orchestrator.queue.memory import MemoryQueue
+
+if TYPE_CHECKING:
+    from orchestrator.config import QueueSettings
 
 
 class TaskQueue(Protocol):
@@ -85,6 +88,16 @@ class TaskQueue(Protocol):
         """Tasks not taken yet of one turn (only where ``takes_in_turn``)."""
         ...
 
+    #: Seconds after which a durable queue is asked where an attempt sent is
+    #: (``unaccounted``): the workers' heartbeat interval. Unused where not durable.
+    lease_term: float = 0.0
+
+    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+        """Of the attempts ``keys``, those the queue holds nowhere: not in a tier's
+        stream, not running on a live worker. None when it cannot tell now (messages
+        not read yet may be about them)."""
+        ...
+
     async def describe(self) -> dict[str, Any]:
         """Live workers and queued tasks per tier, for the API."""
 
@@ -94,13 +107,13 @@ class TaskQueue(Protocol):
     async def close(self) -> None: ...
 
 
-def open_queue(url: str | None, *, consumer: str, reclaim_after: float) -> TaskQueue:
-    """The queue at ``url`` (a Redis URL) as ``consumer``; None is an in-process queue."""
-    if url is None:
+def open_queue(settings: QueueSettings, *, consumer: str) -> TaskQueue:
+    """The queue of ``settings`` as ``consumer``: Redis at its URL, else in-process."""
+    if settings.url is None:
         return MemoryQueue()
     from orchestrator.queue.redis_streams import RedisQueue
 
-    return RedisQueue(url, consumer=consumer, reclaim_after=reclaim_after)
+    return RedisQueue(settings.redis(), consumer=consumer, reclaim_after=settings.reclaim_after)
 
 
 __all__ = ["MemoryQueue", "TaskQueue", "open_queue"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ class MemoryQueue:
     """
 
     durable = False
+    lease_term = 0.0
     #: The scheduler may let in a few tasks per turn, not per tier: the take is fair.
     takes_in_turn = True
 
@@ -122,6 +123,10 @@ class MemoryQueue:
     def waiting_in_turn(self, tier: str, priority: int, tenant: str) -> int:
         """Tasks not taken yet of the tenant at that priority and tier."""
         return self._tasks.pending_in_turn(tier, priority, tenant)
+
+    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+        """None lost: the queue lives and dies with the process (never asked)."""
+        return set()
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""

@@ -26,12 +26,11 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import structlog
 from pydantic import TypeAdapter
-from redis import asyncio as aioredis
 from redis import exceptions as redis_errors
 
 from orchestrator.background import Background
@@ -45,6 +44,7 @@ from orchestrator.messages import (
 )
 from orchestrator.models import LogRecord
 from orchestrator.queue.memory import worker_view
+from orchestrator.redis_access import RedisAccess, safe_url
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -78,11 +78,17 @@ class RedisQueue:
     durable = True
     takes_in_turn = False
 
-    def __init__(self, url: str, *, consumer: str, reclaim_after: float = 30.0) -> None:
-        self.url = url
+    def __init__(
+        self, access: RedisAccess | str, *, consumer: str, reclaim_after: float = 30.0
+    ) -> None:
+        access = RedisAccess(access) if isinstance(access, str) else access
+        self.url = access.url
         self.consumer = consumer
         self.reclaim_after = reclaim_after
-        self._redis = aioredis.from_url(url, socket_connect_timeout=5, health_check_interval=10)
+        self.heartbeat_every = max(0.5, reclaim_after / 3)
+        # An attempt is looked for once the workers had time to say they run it.
+        self.lease_term = self.heartbeat_every
+        self._redis = access.client()
         self._ready = False
         self._unreachable_since: float | None = None
         self._background = Background()
@@ -124,7 +130,7 @@ class RedisQueue:
                 if self._unreachable_since is None:
                     self._unreachable_since = time.monotonic()
                     log.warning(
-                        "redis_unreachable", url=_safe_url(self.url), during=what, error=str(exc)
+                        "redis_unreachable", url=safe_url(self.url), during=what, error=str(exc)
                     )
                 self._ready = False
                 await asyncio.sleep(delay)
@@ -133,7 +139,7 @@ class RedisQueue:
             if self._unreachable_since is not None:
                 log.info(
                     "redis_back",
-                    url=_safe_url(self.url),
+                    url=safe_url(self.url),
                     after_seconds=round(time.monotonic() - self._unreachable_since, 1),
                 )
                 self._unreachable_since = None
@@ -416,7 +422,7 @@ class RedisQueue:
 
     async def _heartbeat_loop(self) -> None:
         assert self._heartbeat is not None
-        every = max(0.5, self.reclaim_after / 3)
+        every = self.heartbeat_every
         while True:
             beat = self._heartbeat().model_copy(update={"sent_at": time.time()})
             await self.put_message(beat)
@@ -471,6 +477,38 @@ class RedisQueue:
                 waiting[tier] = length - taken
         return waiting
 
+    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+        """Of the attempts ``keys``, those in no tier's stream and on no live worker (by
+        its latest heartbeat); None while messages wait unread (a result, a heartbeat
+        on its way). One round trip: the streams hold what waits and what runs only."""
+        if self._buffer:
+            return None
+
+        def look() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.xinfo_groups(MESSAGES)
+            pipe.xrevrange(MESSAGES, count=1)
+            for tier in TIERS:
+                pipe.xrange(tasks_stream(tier))
+            return pipe.execute()
+
+        try:
+            groups, last, *streams = await self._call("unaccounted", look)
+        except redis_errors.ResponseError:  # a stream not made again yet: look later
+            return None
+        read_up_to = next(
+            (g["last-delivered-id"] for g in groups if g.get("name") == SERVICE_GROUP.encode()),
+            b"0-0",
+        )
+        if last and _entry_order(last[0][0]) > _entry_order(read_up_to):
+            return None
+        found = {key for hb in self.live_workers() for key in hb.running}
+        for entries in streams:
+            for _entry_id, fields in entries:
+                if fields:
+                    found.update(Task.model_validate_json(fields[b"task"]).attempt_keys())
+        return set(keys) - found
+
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
         queued: dict[str, int] = {}
@@ -513,12 +551,9 @@ class RedisQueue:
             await pipe.execute()
 
 
-def _safe_url(url: str) -> str:
-    """The URL without its password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
+def _entry_order(entry_id: bytes) -> tuple[int, int]:
+    milliseconds, _, sequence = entry_id.partition(b"-")
+    return int(milliseconds), int(sequence or 0)
 
 
 __all__ = ["RedisQueue", "tasks_stream"]

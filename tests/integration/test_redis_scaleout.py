@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -44,43 +45,91 @@ RECLAIM = 3  # seconds a worker may be silent
 
 
 class RedisServer:
-    """A redis-server on a free loopback port; ``restart`` keeps its data (append-only file)."""
+    """A redis-server on a free loopback port. ``persistent``: ``restart`` keeps its data
+    (an append-only file synced at each write); else it keeps nothing, as a cache-style
+    Redis. ``tls``: the port speaks TLS only (certificate, key and CA files)."""
 
-    def __init__(self, directory: Path, bind: str = "127.0.0.1", password: str = "") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        bind: str = "127.0.0.1",
+        password: str = "",
+        *,
+        persistent: bool = True,
+        tls: TlsFiles | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         self.directory = directory
         self.bind = bind
         self.password = password
+        self.persistent = persistent
+        self.tls = tls
+        self.extra = extra
         self.port = free_port()
         auth = f":{password}@" if password else ""
-        self.url = f"redis://{auth}{bind}:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://{auth}{bind}:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        if not self.persistent:
+            persistence = ["--appendonly", "no"]
+        ports = ["--port", str(self.port)]
+        if self.tls is not None:
+            ports = [
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.cert), "--tls-key-file", str(self.tls.key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "optional",
+            ]  # fmt: skip
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", self.bind, "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
-             *(["--requirepass", self.password] if self.password else [])],
+            ["redis-server", *ports, "--bind", self.bind, "--save", "", *persistence,
+             "--dir", str(self.directory),
+             *(["--requirepass", self.password] if self.password else []), *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 10
-        while (
-            subprocess.run(
-                ["redis-cli", "-h", self.bind, "-p", str(self.port), "ping"],
-                capture_output=True,
-                env={**os.environ, "REDISCLI_AUTH": self.password},
-            ).stdout.strip()
-            != b"PONG"
-        ):
+        while self.cli("ping") != "PONG":
             if time.monotonic() > deadline:
                 raise AssertionError("redis-server did not start")
             time.sleep(0.05)
+
+    def cli(self, *command: str) -> str:
+        """redis-cli's answer to ``command`` ("" when it cannot connect)."""
+        tls = []
+        if self.tls is not None:
+            tls = ["--tls", "--cacert", str(self.tls.ca)]
+        return self.cli_at(self.port, *tls, *command, host=self.bind, password=self.password)
+
+    @staticmethod
+    def cli_at(port: int, *command: str, host: str = "127.0.0.1", password: str = "") -> str:
+        done = subprocess.run(
+            ["redis-cli", "-h", host, "-p", str(port), *command],
+            capture_output=True,
+            env={**os.environ, "REDISCLI_AUTH": password},
+            timeout=10,
+        )
+        return done.stdout.decode().strip()
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
             self.process.wait(10)
             self.process = None
+
+    def kill(self) -> None:
+        """kill -9: what it had not written is gone."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(10)
+            self.process = None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca: Path
+    cert: Path
+    key: Path
 
 
 @pytest.fixture
@@ -99,16 +148,21 @@ def start_worker(
     started: list[subprocess.Popen[bytes]] = []
     logs = []
 
-    def start(name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start(
+        name: str, *extra: str, queue: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A worker on ``queue`` (default the ``redis_server``'s URL), ``env`` added."""
         log = (tmp_path / f"{name}.log").open("ab")
         logs.append(log)
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "worker", "--queue", redis_server.url,
+            [sys.executable, "-m", "orchestrator.cli", "worker",
+             "--queue", queue or redis_server.url,
              "--data-dir", str(tmp_path / name), "--name", name,
              "--reclaim-after", str(RECLAIM), *extra],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )  # fmt: skip
         started.append(process)
         return process
@@ -119,10 +173,11 @@ def start_worker(
         log.close()
 
 
-async def redis_service(start_service, redis_server: RedisServer):  # type: ignore[no-untyped-def]
-    """The service on Redis with no worker of its own."""
+async def redis_service(start_service, redis_server: RedisServer, **queue: Any):  # type: ignore[no-untyped-def]
+    """The service on Redis with no worker of its own (``queue``: more of its settings)."""
     return await start_service(
-        queue={"url": redis_server.url, "reclaim_after": RECLAIM}, worker={"enabled": False}
+        queue={"url": redis_server.url, "reclaim_after": RECLAIM, **queue},
+        worker={"enabled": False},
     )
 
 
