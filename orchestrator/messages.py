@@ -185,6 +185,8 @@ class WorkerHeartbeat(BaseModel):
     memory: int = 0
     slots: int = 0
     running: list[str] = Field(default_factory=list)  # Task.key of its attempts
+    # Task.key of the items of batches it runs whose turn in the batch has not come.
+    held: list[str] = Field(default_factory=list)
     # How its attempts start: in containers started ahead, or one created per attempt.
     launch: Literal["gated", "plain"] = "plain"
     spares: list[SpareCount] = Field(default_factory=list)

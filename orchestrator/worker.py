@@ -113,6 +113,8 @@ class Worker:
         self._pool = ThreadPoolExecutor(self.capacity.slots * 2, thread_name_prefix="pipewell-exec")
         self._running: set[asyncio.Task[None]] = set()
         self._attempts: set[str] = set()  # Task.key of the attempts running here
+        # Task.key of batch items taken whose turn has not come (running, they go above).
+        self._held_items: set[str] = set()
         self._closing = False
         self._loop_task: asyncio.Task[None] | None = None
         # One ordered outbox: log lines of an attempt always precede its result.
@@ -159,6 +161,7 @@ class Worker:
             memory=self.capacity.memory,
             slots=self.capacity.slots,
             running=sorted(self._attempts),
+            held=sorted(self._held_items),
             launch=self.executor.launch,
             spares=self.executor.spares(),
         )
@@ -450,6 +453,7 @@ class Worker:
 
         def started(item: Task) -> None:
             begun.append(item)
+            self._held_items.discard(item.key)
             self._attempts.add(item.key)
             self._outbox.put_nowait(
                 AttemptStarted(
@@ -500,6 +504,7 @@ class Worker:
             loop.call_soon_threadsafe(ended, result)
 
         released = False
+        self._held_items.update(item.key for item in task.batch)
         try:
             cleanup, why = await self._run_batch(task, begin, end)
             # Whatever the executor began and ended, it did before it returned (one thread,
@@ -538,6 +543,8 @@ class Worker:
                     )
                 )
         finally:
+            for item in task.batch:
+                self._held_items.discard(item.key)
             for item in begun:
                 self._attempts.discard(item.key)
             if not released:

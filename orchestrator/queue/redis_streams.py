@@ -502,7 +502,7 @@ class RedisQueue:
         )
         if last and _entry_order(last[0][0]) > _entry_order(read_up_to):
             return None
-        found = {key for hb in self.live_workers() for key in hb.running}
+        found = {key for hb in self.live_workers() for key in (*hb.running, *hb.held)}
         for entries in streams:
             for _entry_id, fields in entries:
                 if fields:
