@@ -596,6 +596,7 @@ async def running_worker(
         )
         if queue is None:
             queue = own_queue = open_queue(settings.queue, consumer=identity.id)
+            await queue.check()
         worker = Worker(settings.worker, queue, executor, sweep_every=settings.queue.reclaim_after)
         await worker.start()
         try:

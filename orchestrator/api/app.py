@@ -107,6 +107,11 @@ async def _stores(app: web.Application) -> AsyncIterator[None]:
 async def _queue(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     queue = open_queue(settings.queue, consumer="service")
+    try:
+        await queue.check()
+    except BaseException:
+        await queue.close()
+        raise
     app[QUEUE] = queue
     app[EVENTS] = EventBus()
     yield

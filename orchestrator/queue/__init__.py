@@ -104,6 +104,11 @@ class TaskQueue(Protocol):
     async def dead_workers(self) -> set[str]:
         """Identities of workers that stopped heartbeating (their containers may be left)."""
 
+    async def check(self) -> None:
+        """Raise ConfigError for a queue that cannot work as configured (Redis refusing
+        the password or showing an untrusted certificate); wait out the rest."""
+        ...
+
     async def close(self) -> None: ...
 
 

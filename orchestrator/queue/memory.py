@@ -141,6 +141,9 @@ class MemoryQueue:
         """None: the workers of one process live and die with it."""
         return set()
 
+    async def check(self) -> None:
+        """Nothing to check: it is in this process."""
+
     async def close(self) -> None:
         """Nothing to release."""
 

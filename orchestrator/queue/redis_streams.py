@@ -35,6 +35,7 @@ from redis import exceptions as redis_errors
 
 from orchestrator.background import Background
 from orchestrator.dispatch_order import NO_TURN, Turn
+from orchestrator.errors import ConfigError
 from orchestrator.messages import (
     AttemptLog,
     CancelRun,
@@ -44,7 +45,7 @@ from orchestrator.messages import (
 )
 from orchestrator.models import LogRecord
 from orchestrator.queue.memory import worker_view
-from orchestrator.redis_access import RedisAccess, safe_url
+from orchestrator.redis_access import PASSWORD_VARIABLE, RedisAccess, safe_url
 from orchestrator.tiers import TIERS
 
 log = structlog.get_logger(__name__)
@@ -59,6 +60,8 @@ SERVICE_GROUP = "service"
 BLOCK_MS = 2000
 #: Seconds a stopping worker tries to leave the workers hash.
 UNREGISTER_LIMIT = 2.0
+#: Seconds the first look at Redis may take before it is left to the retries.
+CHECK_LIMIT = 10.0
 #: Streams are capped (approximately) at this many entries.
 MAX_ENTRIES = 100_000
 _RETRY_FIRST, _RETRY_MAX = 0.2, 5.0
@@ -144,6 +147,25 @@ class RedisQueue:
                 )
                 self._unreachable_since = None
             return result
+
+    async def check(self) -> None:
+        """ConfigError now for what waiting for Redis will not mend: credentials it
+        refuses, a certificate the CA did not sign. Unreachable is waited out later."""
+        try:
+            async with asyncio.timeout(CHECK_LIMIT):
+                await self._redis.ping()
+        except redis_errors.AuthenticationError as exc:
+            raise ConfigError(
+                f"Redis at {safe_url(self.url)} refused the password ({exc}): check "
+                f"queue.password_file (--queue-password-file), {PASSWORD_VARIABLE} or the URL"
+            ) from exc
+        except (*_UNREACHABLE, TimeoutError) as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ConfigError(
+                    f"Redis at {safe_url(self.url)} showed a certificate that is not trusted "
+                    f"({exc}): give the CA that signed it, queue.tls_ca_file (--queue-ca)"
+                ) from exc
+            log.warning("redis_unreachable", url=safe_url(self.url), during="start", error=str(exc))
 
     async def _create_groups(self) -> None:
         """The consumer groups, made once (a Redis that restarted empty needs them again)."""

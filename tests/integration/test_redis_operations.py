@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.api.resources import QUEUE
+from orchestrator.errors import ConfigError
 from orchestrator.messages import AttemptStarted, WorkerMessage
 from orchestrator.queue.redis_streams import RedisQueue
 from orchestrator.redis_access import PASSWORD_VARIABLE, RedisAccess
@@ -165,7 +168,14 @@ async def ping(queue: RedisQueue) -> None:
 async def test_tls_is_refused_without_the_ca_and_accepted_with_it(tls_redis, capsys):
     url = tls_redis.url
     assert url.startswith("rediss://")
-    with pytest.raises(TimeoutError):  # the certificate is not trusted: never connected
+    untrusting = RedisQueue(RedisAccess(url), consumer="c")
+    try:
+        # At start: a clear error, not a wait for ever.
+        with pytest.raises(ConfigError, match="certificate that is not trusted.*--queue-ca"):
+            await untrusting.check()
+    finally:
+        await untrusting.close()
+    with pytest.raises(TimeoutError):  # later: never talked to, retried
         await ping(RedisQueue(RedisAccess(url), consumer="c"))
     assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().out
     # With the CA, and with the CA and a client certificate.
@@ -221,6 +231,18 @@ async def test_the_password_comes_from_a_file_or_the_environment_and_is_never_sh
         assert bare in shown and secret not in shown
         assert secret not in (tmp_path / "w1.log").read_text()
         assert secret not in capsys.readouterr().out
+        # A worker given a wrong password stops at once and says what to fix.
+        refused = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "orchestrator.cli", "worker", "--queue", bare,
+             "--data-dir", str(tmp_path / "refused")],
+            env={**os.environ, PASSWORD_VARIABLE: f"not-{secret}"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused
+        assert "refused the password" in refused.stderr
+        assert "PIPEWELL_REDIS_PASSWORD" in refused.stderr
+        assert secret not in refused.stderr + refused.stdout
         # A URL's password is not logged either when Redis refuses it.
         wrong = RedisQueue(
             RedisAccess(f"redis://:not-{secret}@127.0.0.1:{server.port}/0"), consumer="c"
