@@ -1596,8 +1596,15 @@ class Scheduler:
                 continue  # messages to read first: they may be about these
             for lease in self._leases.lost(missing):
                 run = self.runs.get(lease.run_id)
-                if run is not None:
+                if run is None:
+                    continue
+                try:
                     await self._lost(run, lease)
+                except Exception as exc:  # the look for the others must go on
+                    log.exception("lost_attempt_not_sent", run_id=run.id, node_id=lease.node_id)
+                    await self._fail_run(
+                        run.id, f"the service failed to send a lost attempt again ({exc})"
+                    )
 
     def _lease(self, run: RunState, node_id: str, attempt: int, item: str | None) -> None:
         """The attempt is in a durable queue from now: looked for if it is long in coming."""
