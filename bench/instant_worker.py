@@ -18,7 +18,7 @@ import threading
 
 import requests
 
-from orchestrator.config import WorkerSettings
+from orchestrator.config import QueueSettings, WorkerSettings
 from orchestrator.executor import Cleanup, Emit
 from orchestrator.messages import AttemptResult, OutputInfo, Task
 from orchestrator.queue import open_queue
@@ -59,7 +59,7 @@ class InstantExecutor(FakeExecutor):
 
 async def serve(url: str, name: str, slots: int) -> None:
     worker_id = f"{abs(hash(name)):032x}"[:32]
-    queue = open_queue(url, consumer=worker_id, reclaim_after=30)
+    queue = open_queue(QueueSettings(url=url, reclaim_after=30), consumer=worker_id)
     settings = WorkerSettings(name=name, max_parallel=slots, tiers=["c-nano"])
     worker = Worker(settings, queue, InstantExecutor(worker_id))
     stop = asyncio.Event()

@@ -43,6 +43,31 @@ def volatile_redis(tmp_path: Path):
     server.stop()
 
 
+async def twelve_runs(client) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    """Twelve two-node runs, each input uploaded (its own bytes)."""
+    runs = []
+    for n in range(12):
+        run = await submit(client, chain_flow("quick", "quick", name=f"two-{n}"), QUICK)
+        await upload(client, run, "src", f"run {n}".encode())
+        runs.append(run)
+    return runs
+
+
+async def all_complete(client, runs: list[dict]) -> int:  # type: ignore[no-untyped-def,type-arg]
+    """Each run COMPLETE with its own bytes, each node on attempt 1 (a lost attempt runs
+    again under its number); returns how many attempts were found lost and sent again."""
+    lost = 0
+    for n, run in enumerate(runs):
+        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=120)
+        assert done["Status"] == "COMPLETE", done
+        assert [state["Attempt"] for state in done["NodeState"].values()] == [1, 1], done
+        response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
+        assert await response.read() == f"run {n}".encode()
+        lines = [log["message"] for s in done["NodeState"].values() for log in s["Logs"]]
+        lost += sum("(Redis lost or moved its data): dispatching it again" in m for m in lines)
+    return lost
+
+
 def count_starts(client) -> Counter[tuple[str, str, int]]:  # type: ignore[no-untyped-def]
     """The starts the service reads from its queue, by attempt, from now on."""
     queue = client.server.app[QUEUE]
@@ -66,26 +91,12 @@ async def test_a_redis_that_loses_everything_mid_run_strands_no_run(
     starts = count_starts(client)
     # Two at a time: when Redis goes, two run and a few more wait in its streams.
     start_worker("w1", "--concurrency", "2", queue=volatile_redis.url)
-    runs = []
-    for n in range(12):
-        run = await submit(client, chain_flow("quick", "quick", name=f"two-{n}"), QUICK)
-        await upload(client, run, "src", f"run {n}".encode())
-        runs.append(run)
+    runs = await twelve_runs(client)
     await asyncio.sleep(3)
     volatile_redis.kill()
     await asyncio.sleep(2)
     volatile_redis.start()  # empty: its streams, groups and workers hash are gone
-    lost = 0
-    for n, run in enumerate(runs):
-        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=120)
-        assert done["Status"] == "COMPLETE", done
-        # A lost attempt runs again under its number: nothing counted as a failure.
-        assert [state["Attempt"] for state in done["NodeState"].values()] == [1, 1], done
-        response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
-        assert await response.read() == f"run {n}".encode()
-        lines = [log["message"] for s in done["NodeState"].values() for log in s["Logs"]]
-        lost += sum("(Redis lost or moved its data): dispatching it again" in m for m in lines)
-    assert lost > 0  # the kill did lose some: else this test proves nothing
+    assert await all_complete(client, runs) > 0  # some were lost: else this proves nothing
     # None ran twice: a task the worker ran through the outage was not sent again.
     assert max(starts.values()) == 1, starts
     assert "attempt_lost_in_queue" in capsys.readouterr().out
@@ -347,20 +358,11 @@ async def test_runs_complete_across_a_sentinel_failover(
         queue={"url": sentinel_redis.url, "reclaim_after": RECLAIM}, worker={"enabled": False}
     )
     start_worker("w1", queue=sentinel_redis.url)
-    runs = []
-    for n in range(12):
-        run = await submit(client, chain_flow("quick", "quick", name=f"two-{n}"), QUICK)
-        await upload(client, run, "src", f"run {n}".encode())
-        runs.append(run)
+    runs = await twelve_runs(client)
     await asyncio.sleep(3)
     first = sentinel_redis.master_port()
     sentinel_redis.master.kill()  # what the replica had not received is gone with it
-    for n, run in enumerate(runs):
-        done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=120)
-        assert done["Status"] == "COMPLETE", done
-        assert [state["Attempt"] for state in done["NodeState"].values()] == [1, 1], done
-        response = await client.get(f"/api/v1/flow/artifact/{run['ID']}/out")
-        assert await response.read() == f"run {n}".encode()
+    await all_complete(client, runs)
     assert sentinel_redis.master_port() == sentinel_redis.replica.port != first
     # The service and the worker went on with the new master.
     assert "redis_back" in capsys.readouterr().out
