@@ -1588,13 +1588,11 @@ class Scheduler:
             if not due:
                 continue
             try:
-                missing = await self.queue.unaccounted(due)
+                missing, caught_up = await self.queue.unaccounted(due)
             except Exception as exc:  # the queue is down: its own calls say so
                 log.warning("lost_attempts_unknown", error=_reason(exc))
                 continue
-            if missing is None:
-                continue  # messages to read first: they may be about these
-            for lease in self._leases.lost(missing):
+            for lease in self._leases.lost(missing, caught_up):
                 run = self.runs.get(lease.run_id)
                 if run is None:
                     continue

@@ -92,10 +92,11 @@ class TaskQueue(Protocol):
     #: (``unaccounted``): the workers' heartbeat interval. Unused where not durable.
     lease_term: float = 0.0
 
-    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+    async def unaccounted(self, keys: Collection[str]) -> tuple[set[str], bool]:
         """Of the attempts ``keys``, those the queue holds nowhere: not in a tier's
-        stream, not running on a live worker. None when it cannot tell now (messages
-        not read yet may be about them)."""
+        stream, not running on a live worker; and whether every message there was at
+        the previous look has been handed out since (else a result or a heartbeat
+        about them may still be on its way)."""
         ...
 
     async def describe(self) -> dict[str, Any]:

@@ -124,9 +124,9 @@ class MemoryQueue:
         """Tasks not taken yet of the tenant at that priority and tier."""
         return self._tasks.pending_in_turn(tier, priority, tenant)
 
-    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+    async def unaccounted(self, keys: Collection[str]) -> tuple[set[str], bool]:
         """None lost: the queue lives and dies with the process (never asked)."""
-        return set()
+        return set(), True
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""

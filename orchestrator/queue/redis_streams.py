@@ -103,6 +103,10 @@ class RedisQueue:
         self._to_ack: list[bytes] = []
         # Messages handed out, to acknowledge once their changes are written.
         self._handed: list[bytes] = []
+        # The last message read, and the last there was at the previous look for lost
+        # tasks (``unaccounted``): each as (milliseconds, sequence).
+        self._read_up_to = (0, 0)
+        self._horizon = (0, 0)
         self._workers: dict[str, tuple[WorkerHeartbeat, float]] = {}
         # Worker side: the entries of the tasks this worker holds, and who to tell of cancels.
         self._held: dict[str, tuple[str, bytes]] = {}
@@ -222,6 +226,7 @@ class RedisQueue:
             if self._read_pending and not entries:
                 self._read_pending = False
             for entry_id, fields in entries:
+                self._read_up_to = max(self._read_up_to, _entry_order(entry_id))
                 message = self._parse(entry_id, fields)
                 if message is not None:
                     self._buffer.append((entry_id, message))
@@ -499,37 +504,29 @@ class RedisQueue:
                 waiting[tier] = length - taken
         return waiting
 
-    async def unaccounted(self, keys: Collection[str]) -> set[str] | None:
+    async def unaccounted(self, keys: Collection[str]) -> tuple[set[str], bool]:
         """Of the attempts ``keys``, those in no tier's stream and on no live worker (by
-        its latest heartbeat); None while messages wait unread (a result, a heartbeat
-        on its way). One round trip: the streams hold what waits and what runs only."""
-        if self._buffer:
-            return None
+        its latest heartbeat); and whether every message there was at the previous look
+        is read and handed out since (a result, a heartbeat that would have found them).
+        One round trip: the streams hold what waits and what runs only."""
 
         def look() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.xinfo_groups(MESSAGES)
             pipe.xrevrange(MESSAGES, count=1)
             for tier in TIERS:
                 pipe.xrange(tasks_stream(tier))
             return pipe.execute()
 
-        try:
-            groups, last, *streams = await self._call("unaccounted", look)
-        except redis_errors.ResponseError:  # a stream not made again yet: look later
-            return None
-        read_up_to = next(
-            (g["last-delivered-id"] for g in groups if g.get("name") == SERVICE_GROUP.encode()),
-            b"0-0",
-        )
-        if last and _entry_order(last[0][0]) > _entry_order(read_up_to):
-            return None
+        last, *streams = await self._call("unaccounted", look)
+        horizon, self._horizon = self._horizon, _entry_order(last[0][0]) if last else (0, 0)
+        unread = self._buffer and _entry_order(self._buffer[0][0]) <= horizon
+        caught_up = self._read_up_to >= horizon and not unread
         found = {key for hb in self.live_workers() for key in (*hb.running, *hb.held)}
         for entries in streams:
             for _entry_id, fields in entries:
                 if fields:
                     found.update(Task.model_validate_json(fields[b"task"]).attempt_keys())
-        return set(keys) - found
+        return set(keys) - found, caught_up
 
     async def describe(self) -> dict[str, Any]:
         """The live workers and the tasks waiting per tier (``GET /api/v1/workers``)."""
