@@ -64,8 +64,8 @@ class Metrics:
         self.attempts = Counter(
             "pipewell_node_attempts",
             "Node attempts that ended, by outcome: succeeded, failed, lost (the worker's "
-            "Docker engine went away; not counted against MaxAttempts), or reused (a cached "
-            "result stood: no container ran).",
+            "Docker engine went away, or Redis lost the task; not counted against "
+            "MaxAttempts), or reused (a cached result stood: no container ran).",
             ["outcome"],
             registry=self.registry,
         )

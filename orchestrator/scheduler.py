@@ -1628,6 +1628,8 @@ class Scheduler:
             transition = None
         what = f"item {item!r}" if item is not None else "node"
         log.warning("attempt_lost_in_queue", run_id=run.id, node_id=node_id, item=item)
+        uses = run.node(node_id).uses
+        self.metrics.attempt_ended("lost", uses if uses in self.catalog else OTHER_NODEDEFS, {})
         self._log(
             run,
             node_id,

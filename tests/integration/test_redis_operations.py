@@ -100,6 +100,8 @@ async def test_a_redis_that_loses_everything_mid_run_strands_no_run(
     # None ran twice: a task the worker ran through the outage was not sent again.
     assert max(starts.values()) == 1, starts
     assert "attempt_lost_in_queue" in capsys.readouterr().out
+    metrics = await (await client.get("/metrics")).text()
+    assert 'pipewell_node_attempts_total{outcome="lost"}' in metrics
     # The worker is listed again: its heartbeat made its registration anew.
     workers = await (await client.get("/api/v1/workers")).json()
     assert [w["name"] for w in workers["workers"]] == ["w1"]
