@@ -1331,10 +1331,7 @@ class Scheduler:
                     seconds=round(sum(message.timings.values()), 3),
                     error=message.error or None,
                 )
-                uses = run.node(message.node_id).uses
-                # A label per flow-chosen name would grow /metrics without bound and
-                # show every tenant the names other tenants use: catalog names only.
-                nodedef = uses if uses in self.catalog else OTHER_NODEDEFS
+                nodedef = self._nodedef_label(run, message.node_id)
                 self.metrics.attempt_ended(outcome, nodedef, message.timings)
                 written = sum(output.size for output in message.outputs.values())
                 self.metrics.store_bytes.labels("node_output").inc(written)
@@ -1368,8 +1365,7 @@ class Scheduler:
             run.record_item_timings(node_id, name, message.timings)
             if not item.status.ended:
                 outcome = _outcome(message)
-                uses = run.node(node_id).uses
-                nodedef = uses if uses in self.catalog else OTHER_NODEDEFS
+                nodedef = self._nodedef_label(run, node_id)
                 self.metrics.attempt_ended(outcome, nodedef, message.timings)
                 self.metrics.items_ended.labels(outcome).inc()
             await self._handle_item_result(run, message)
@@ -1604,6 +1600,13 @@ class Scheduler:
                         run.id, f"the service failed to send a lost attempt again ({exc})"
                     )
 
+    def _nodedef_label(self, run: RunState, node_id: str) -> str:
+        """The node's NodeDef as a metrics label. A label per flow-chosen name would grow
+        /metrics without bound and show every tenant the names other tenants use:
+        catalog names only."""
+        uses = run.node(node_id).uses
+        return uses if uses in self.catalog else OTHER_NODEDEFS
+
     def _lease(self, run: RunState, node_id: str, attempt: int, item: str | None) -> None:
         """The attempt is in a durable queue from now: looked for if it is long in coming."""
         if self.queue.durable:
@@ -1628,8 +1631,7 @@ class Scheduler:
             transition = None
         what = f"item {item!r}" if item is not None else "node"
         log.warning("attempt_lost_in_queue", run_id=run.id, node_id=node_id, item=item)
-        uses = run.node(node_id).uses
-        self.metrics.attempt_ended("lost", uses if uses in self.catalog else OTHER_NODEDEFS, {})
+        self.metrics.attempt_ended("lost", self._nodedef_label(run, node_id), {})
         self._log(
             run,
             node_id,
