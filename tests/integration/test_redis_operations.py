@@ -16,13 +16,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from orchestrator.api.app import create_app
 from orchestrator.api.resources import QUEUE
 from orchestrator.errors import ConfigError
 from orchestrator.messages import AttemptStarted, WorkerMessage
 from orchestrator.queue.redis_streams import RedisQueue
 from orchestrator.redis_access import PASSWORD_VARIABLE, RedisAccess
-from tests.helpers import busybox_def, chain_flow, free_port, submit, upload, wait_for
+from tests.helpers import (
+    busybox_def,
+    chain_flow,
+    free_port,
+    service_settings,
+    submit,
+    upload,
+    wait_for,
+)
 from tests.integration.test_redis_scaleout import (
     RECLAIM,
     RedisServer,
@@ -102,7 +112,11 @@ async def test_a_redis_that_loses_everything_mid_run_strands_no_run(
     assert "attempt_lost_in_queue" in capsys.readouterr().out
     metrics = await (await client.get("/metrics")).text()
     assert 'pipewell_node_attempts_total{outcome="lost"}' in metrics
-    # The worker is listed again: its heartbeat made its registration anew.
+    # What the empty Redis lost came back on its own: the worker's registration (its
+    # heartbeat wrote it anew) and the consumer groups of the streams.
+    assert volatile_redis.cli("hlen", "pipewell:workers") == "1"
+    groups = volatile_redis.cli("xinfo", "groups", "pipewell:messages")
+    assert "service" in groups.split()
     workers = await (await client.get("/api/v1/workers")).json()
     assert [w["name"] for w in workers["workers"]] == ["w1"]
 
@@ -244,7 +258,18 @@ async def test_the_password_comes_from_a_file_or_the_environment_and_is_never_sh
         assert bare in shown and secret not in shown
         assert secret not in (tmp_path / "w1.log").read_text()
         assert secret not in capsys.readouterr().out
-        # A worker given a wrong password stops at once and says what to fix.
+        # A service or worker given a wrong password stops at once and says what to fix.
+        settings = service_settings(
+            tmp_path / "refused-service",
+            queue={"url": f"redis://:not-{secret}@127.0.0.1:{server.port}/0"},
+            worker={"enabled": False},
+        )
+        runner = web.AppRunner(create_app(settings))
+        try:
+            with pytest.raises(ConfigError, match="refused the password.*PIPEWELL_REDIS"):
+                await runner.setup()  # the app's start-up, where the queue is opened
+        finally:
+            await runner.cleanup()
         refused = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "orchestrator.cli", "worker", "--queue", bare,
