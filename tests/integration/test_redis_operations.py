@@ -21,7 +21,8 @@ from aiohttp import web
 from orchestrator.api.app import create_app
 from orchestrator.api.resources import QUEUE
 from orchestrator.errors import ConfigError
-from orchestrator.messages import AttemptStarted, WorkerMessage
+from orchestrator.messages import AttemptLog, AttemptStarted, WorkerHeartbeat, WorkerMessage
+from orchestrator.models import LogRecord
 from orchestrator.queue.redis_streams import RedisQueue
 from orchestrator.redis_access import PASSWORD_VARIABLE, RedisAccess
 from tests.helpers import (
@@ -38,6 +39,7 @@ from tests.integration.test_redis_scaleout import (
     RedisServer,
     TlsFiles,
     pytestmark,  # noqa: F401 (docker, redis-server)
+    queued_task,
     redis_service,
 )
 
@@ -397,3 +399,41 @@ async def test_runs_complete_across_a_sentinel_failover(
     await upload(client, run, "src", b"after the failover")
     done = await wait_for(client, run["ID"], {"COMPLETE", "ERROR"}, timeout=60)
     assert done["Status"] == "COMPLETE", done
+
+
+# ------------------------------------------------------------ where a task is
+
+
+async def test_a_task_is_found_in_its_stream_or_on_a_workers_heartbeat_once_it_is_read(
+    redis_server,
+):
+    service = RedisQueue(redis_server.url, consumer="service")
+    worker = RedisQueue(redis_server.url, consumer="w")
+    try:
+        tasks = [queued_task(n) for n in range(3)]
+        keys = {task.key for task in tasks}
+        await service.put_tasks(tasks)
+        assert await service.unaccounted(keys | {"r9/n/1"}) == ({"r9/n/1"}, True)
+        redis_server.cli("del", "pipewell:tasks:c-small")  # Redis lost them
+        assert await service.unaccounted(keys) == (keys, True)
+        # A worker says r0 runs and r1 waits its turn in a batch; then a log line.
+        beat = WorkerHeartbeat(
+            worker_id="w",
+            name="w",
+            tiers=["c-small"],
+            running=[tasks[0].key],
+            held=[tasks[1].key],
+            sent_at=time.time(),
+        )
+        await worker.put_message(beat)
+        line = LogRecord(message="working")
+        await worker.put_message(AttemptLog(run_id="r0", node_id="n", attempt=1, record=line))
+        # Sent after the last look: nothing says yet that the look missed them.
+        assert await service.unaccounted(keys) == (keys, True)
+        # Still unread at the next look: not caught up, so nothing may be called lost.
+        assert await service.unaccounted(keys) == (keys, False)
+        assert (await asyncio.wait_for(service.next_message(), 5)).kind == "log"
+        assert await service.unaccounted(keys) == ({tasks[2].key}, True)
+    finally:
+        for queue in (service, worker):
+            await queue.close()

@@ -428,6 +428,9 @@ async def test_a_batch_runs_its_items_one_after_another_in_one_slot(start):
     # One slot and one c-nano's memory (0.5 GiB of 1) for the three.
     assert (worker.capacity.used_slots, worker.capacity.used_memory) == (1, 512 * 2**20)
     assert worker.heartbeat().running == item_keys[:1]
+    # The items whose turn has not come are the worker's too (held): a Redis that lost
+    # the batch's entry must not have them sent again.
+    assert worker.heartbeat().held == item_keys[1:]
     for number in range(1, 4):
         executor.let_through(1, "m")
         await executor.until(lambda number=number: len(executor.ended) == 1 + number)
@@ -453,7 +456,7 @@ async def test_a_batch_runs_its_items_one_after_another_in_one_slot(start):
     assert results_at == sorted(results_at)
     assert history.index(f"done {sent.key}") > max(results_at)
     assert queue.done.count(sent.key) == 1
-    assert worker.heartbeat().running == []
+    assert worker.heartbeat().running == worker.heartbeat().held == []
     assert (worker.capacity.used_slots, worker.capacity.used_memory) == (0, 0)
 
 
